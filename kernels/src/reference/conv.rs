@@ -1,0 +1,185 @@
+//! 2-D convolution, NCHW, batch 1 (callers loop over the batch).
+
+use crate::requant::{clamp_i8, requantize, Requant};
+
+/// Geometry shared by the int8 and f32 convolutions.
+///
+/// Weights are `[out_c][in_c / groups][kh][kw]`. Padding is explicit per side;
+/// out-of-image taps contribute the real value zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConvGeometry {
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dil_h: usize,
+    pub dil_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// True when the geometry is self-consistent (what `prepare` checks).
+    pub fn is_valid(&self) -> bool {
+        let g = self.groups;
+        g > 0
+            && self.in_c % g == 0
+            && self.out_c % g == 0
+            && self.kh > 0
+            && self.kw > 0
+            && self.stride_h > 0
+            && self.stride_w > 0
+            && self.dil_h > 0
+            && self.dil_w > 0
+            && self.in_c > 0
+            && self.out_c > 0
+    }
+    pub fn input_len(&self) -> usize {
+        self.in_c * self.in_h * self.in_w
+    }
+    pub fn output_len(&self) -> usize {
+        self.out_c * self.out_h * self.out_w
+    }
+    pub fn weight_len(&self) -> usize {
+        self.out_c * (self.in_c / self.groups) * self.kh * self.kw
+    }
+    /// Reduction length of one output value.
+    pub fn k(&self) -> usize {
+        (self.in_c / self.groups) * self.kh * self.kw
+    }
+    pub fn macs(&self) -> usize {
+        self.output_len() * self.k()
+    }
+}
+
+/// Quantization of an int8 convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct QConvParams {
+    pub in_zp: i32,
+    pub out_zp: i32,
+    /// Fused activation bounds (ReLU, ReLU6, ...) in the output's int8 domain.
+    pub act_min: i8,
+    pub act_max: i8,
+}
+
+/// int8 convolution:
+/// `out[o] = clamp(out_zp + requantize(bias[o] + sum w * (x - in_zp), rq[o]))`.
+///
+/// Overflow bound: `|w| <= 127` and `|x - in_zp| <= 255` so every product is at
+/// most 32385 in magnitude; with `|bias| <= 2^30` the accumulator cannot
+/// overflow while `k() <= 33_000` (the compiler rejects larger reductions).
+///
+/// Contract: `g.is_valid()`, `input.len() == g.input_len()`,
+/// `weights.len() == g.weight_len()`, `bias.len() == rq.len() == g.out_c`,
+/// `output.len() == g.output_len()`.
+pub fn qs8_conv2d(
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    output: &mut [i8],
+) {
+    let cin_g = g.in_c / g.groups;
+    let cout_g = g.out_c / g.groups;
+    let plane = g.in_h * g.in_w;
+    for oc in 0..g.out_c {
+        let grp = oc / cout_g;
+        let wbase = oc * cin_g * g.kh * g.kw;
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                let mut acc = bias[oc];
+                for icg in 0..cin_g {
+                    let ic = grp * cin_g + icg;
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                        if iy < 0 || iy >= g.in_h as isize {
+                            continue;
+                        }
+                        for kx in 0..g.kw {
+                            let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
+                            if ix < 0 || ix >= g.in_w as isize {
+                                continue;
+                            }
+                            let x = input[ic * plane + iy as usize * g.in_w + ix as usize] as i32;
+                            let w = weights[wbase + (icg * g.kh + ky) * g.kw + kx] as i32;
+                            acc += w * (x - q.in_zp);
+                        }
+                    }
+                }
+                let v = requantize(acc, rq[oc]) + q.out_zp;
+                output[(oc * g.out_h + oy) * g.out_w + ox] = clamp_i8(v, q.act_min, q.act_max);
+            }
+        }
+    }
+}
+
+/// f32 convolution with the same geometry; `act` bounds are applied after the
+/// bias (use `-inf..inf` for none).
+pub fn f32_conv2d(
+    g: &ConvGeometry,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    act_min: f32,
+    act_max: f32,
+    output: &mut [f32],
+) {
+    let cin_g = g.in_c / g.groups;
+    let cout_g = g.out_c / g.groups;
+    let plane = g.in_h * g.in_w;
+    let out_plane = g.out_h * g.out_w;
+    for oc in 0..g.out_c {
+        let grp = oc / cout_g;
+        let out = &mut output[oc * out_plane..(oc + 1) * out_plane];
+        out.fill(bias[oc]);
+        for icg in 0..cin_g {
+            let ic = grp * cin_g + icg;
+            let inp = &input[ic * plane..(ic + 1) * plane];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let w = weights[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
+                    if w == 0.0 {
+                        continue;
+                    }
+                    for oy in 0..g.out_h {
+                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                        if iy < 0 || iy >= g.in_h as isize {
+                            continue;
+                        }
+                        let row = &inp[iy as usize * g.in_w..(iy as usize + 1) * g.in_w];
+                        let orow = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
+                        // Valid ox range: 0 <= ox*s + kx*d - pl < in_w.
+                        let off = kx * g.dil_w;
+                        let lo = if g.pad_left > off { (g.pad_left - off).div_ceil(g.stride_w) } else { 0 };
+                        let hi_num = g.in_w + g.pad_left;
+                        let hi = if hi_num > off { (hi_num - off).div_ceil(g.stride_w).min(g.out_w) } else { 0 };
+                        if g.stride_w == 1 {
+                            let base = lo + off - g.pad_left;
+                            for (o, x) in orow[lo..hi.max(lo)].iter_mut().zip(&row[base..]) {
+                                *o += w * x;
+                            }
+                        } else {
+                            for ox in lo..hi {
+                                *(&mut orow[ox]) += w * row[ox * g.stride_w + off - g.pad_left];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for v in out.iter_mut() {
+            *v = v.clamp(act_min, act_max);
+        }
+    }
+}

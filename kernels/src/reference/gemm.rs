@@ -1,0 +1,80 @@
+//! Fully connected layers and matrix products.
+
+use crate::requant::{clamp_i8, requantize, Requant};
+
+/// Quantization of an int8 gemm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct QGemmParams {
+    pub in_zp: i32,
+    pub out_zp: i32,
+    pub act_min: i8,
+    pub act_max: i8,
+}
+
+/// `out[m][n] = clamp(out_zp + requantize(bias[n] + sum_k (a[m][k] - in_zp) * w[n][k], rq[n]))`.
+///
+/// Weights are `[n][k]` (one row per output channel, like ONNX Gemm with
+/// `transB = 1`). Overflow bound: as [`super::qs8_conv2d`], `k <= 33_000`.
+/// Contract: `a.len() == m*k`, `w.len() == n*k`, `bias.len() == rq.len() == n`,
+/// `out.len() == m*n`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    q: &QGemmParams,
+    a: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    out: &mut [i8],
+) {
+    for i in 0..m {
+        let row = &a[i * k..(i + 1) * k];
+        for j in 0..n {
+            let wrow = &w[j * k..(j + 1) * k];
+            let mut acc = bias[j];
+            for (x, wv) in row.iter().zip(wrow) {
+                acc += (*x as i32 - q.in_zp) * *wv as i32;
+            }
+            out[i * n + j] = clamp_i8(requantize(acc, rq[j]) + q.out_zp, q.act_min, q.act_max);
+        }
+    }
+}
+
+/// f32 `out[m][n] = sum_k a[m][k] * b[k][n] + bias[n]` (b is `[k][n]`; `bias`
+/// may be empty), then clamped to the activation bounds.
+#[allow(clippy::too_many_arguments)]
+pub fn f32_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    act_min: f32,
+    act_max: f32,
+    out: &mut [f32],
+) {
+    for i in 0..m {
+        let orow = &mut out[i * n..(i + 1) * n];
+        if bias.is_empty() {
+            orow.fill(0.0);
+        } else {
+            orow.copy_from_slice(&bias[..n]);
+        }
+        for kk in 0..k {
+            let av = a[i * k + kk];
+            if av == 0.0 {
+                continue;
+            }
+            for (o, bv) in orow.iter_mut().zip(&b[kk * n..(kk + 1) * n]) {
+                *o += av * bv;
+            }
+        }
+        for v in orow.iter_mut() {
+            *v = v.clamp(act_min, act_max);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The executable graph stored in a `.strix` file: tensors, nodes, constants
+//! and the memory plan. Everything here is untrusted until [`Graph::validate`]
+//! has accepted it.
+
+use serde::{Deserialize, Serialize};
+use strix_kernels::reference::{
+    BinaryOp, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams, ResizeGeometry, UnaryOp,
+};
+use strix_kernels::Requant;
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    I8,
+    I32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::I8 => 1,
+            DType::F32 | DType::I32 => 4,
+        }
+    }
+}
+
+/// Affine quantization of an int8 activation: `real = (q - zero_point) * scale`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quant {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// Where a tensor's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// In the arena of its dtype, at this element offset (from the memory plan).
+    Arena { offset: usize },
+    /// In the constant pool of its dtype, at this element offset.
+    Const { offset: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant: Option<Quant>,
+    pub storage: Storage,
+}
+
+impl Tensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One operation. Inputs are listed in [`Node::inputs`] in the order given here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// f32 conv; inputs `[x, w, bias]`; per-batch geometry.
+    Conv { geom: ConvGeometry, act_min: f32, act_max: f32 },
+    /// int8 conv; inputs `[x, w (i8), bias (i32), requant (i32 pairs mult, shift)]`.
+    QConv { geom: ConvGeometry, q: QConvParams },
+    /// f32 `x[m,k] @ w[k,n] + bias`; inputs `[x, w, bias?]` (w may be an activation).
+    Gemm { m: usize, n: usize, k: usize, batch: usize, act_min: f32, act_max: f32 },
+    /// int8 `x[m,k] @ w[n,k]^T`; inputs `[x, w (i8), bias (i32), requant]`.
+    QGemm { m: usize, n: usize, k: usize, q: QGemmParams },
+    MaxPool { geom: PoolGeometry },
+    /// Average pooling; int8 uses the input zero point for rounding.
+    AvgPool { geom: PoolGeometry },
+    Binary { kind: BinaryOp },
+    QAdd { p: QAddParams },
+    QMul { p: QMulParams },
+    Unary { kind: UnaryOp },
+    /// int8 lookup table; inputs `[x, table (i8, 256)]`.
+    Lut,
+    Softmax { outer: usize, axis: usize, inner: usize },
+    ReduceMean { outer: usize, axis: usize, inner: usize },
+    /// Concatenation along `axis`; int8 inputs whose quantization differs from
+    /// the output's are requantized with `requant[i]` (`None` = plain copy).
+    Concat { axis: usize, requant: Vec<Option<Requant>> },
+    Transpose { perm: Vec<usize> },
+    /// Same data, new shape (aliases its input's buffer when the plan allows).
+    Reshape,
+    Slice { starts: Vec<usize>, steps: Vec<isize> },
+    Gather { axis: usize, indices: Vec<usize> },
+    /// Constant padding; `value` is in the tensor's own domain (a code for int8).
+    Pad { before: Vec<usize>, value: f32 },
+    Resize { geom: ResizeGeometry },
+    /// f32 -> int8 with the output's quantization.
+    Quantize,
+    /// int8 -> f32 with the input's quantization.
+    Dequantize,
+}
+
+impl Op {
+    /// Short op name for `inspect` and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "Conv",
+            Op::QConv { .. } => "QConv",
+            Op::Gemm { .. } => "Gemm",
+            Op::QGemm { .. } => "QGemm",
+            Op::MaxPool { .. } => "MaxPool",
+            Op::AvgPool { .. } => "AvgPool",
+            Op::Binary { .. } => "Binary",
+            Op::QAdd { .. } => "QAdd",
+            Op::QMul { .. } => "QMul",
+            Op::Unary { .. } => "Unary",
+            Op::Lut => "Lut",
+            Op::Softmax { .. } => "Softmax",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::Concat { .. } => "Concat",
+            Op::Transpose { .. } => "Transpose",
+            Op::Reshape => "Reshape",
+            Op::Slice { .. } => "Slice",
+            Op::Gather { .. } => "Gather",
+            Op::Pad { .. } => "Pad",
+            Op::Resize { .. } => "Resize",
+            Op::Quantize => "Quantize",
+            Op::Dequantize => "Dequantize",
+        }
+    }
+
+    /// Multiply-accumulates per inference (0 for ops that do not multiply).
+    pub fn macs(&self, batch: usize) -> u64 {
+        match self {
+            Op::Conv { geom, .. } | Op::QConv { geom, .. } => (geom.macs() * batch) as u64,
+            Op::Gemm { m, n, k, batch: b, .. } => (m * n * k * b) as u64,
+            Op::QGemm { m, n, k, .. } => (m * n * k) as u64,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// The ONNX node this came from (for errors and `inspect`).
+    pub name: String,
+    #[serde(flatten)]
+    pub op: Op,
+    pub inputs: Vec<usize>,
+    pub output: usize,
+}
+
+/// The graph section of a `.strix` file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub tensors: Vec<Tensor>,
+    pub nodes: Vec<Node>,
+    pub inputs: Vec<usize>,
+    pub outputs: Vec<usize>,
+    /// Arena sizes in elements, from the memory plan.
+    pub arena_i8: usize,
+    pub arena_f32: usize,
+}
+
+/// Constant pools, one per dtype so every access is naturally aligned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Consts {
+    pub i8: Vec<i8>,
+    pub i32: Vec<i32>,
+    pub f32: Vec<f32>,
+}
+
+impl Consts {
+    pub fn bytes(&self) -> usize {
+        self.i8.len() + 4 * (self.i32.len() + self.f32.len())
+    }
+}
+
+impl Graph {
+    /// Arena bytes needed by one session.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_i8 + 4 * self.arena_f32
+    }
+    pub fn macs(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.op.macs(self.tensors[n.output].shape.first().copied().unwrap_or(1).max(1)))
+            .sum()
+    }
+}

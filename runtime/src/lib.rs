@@ -1,0 +1,20 @@
+//! Strix runtime: the `.strix` format, execution plan, arena and executor.
+//!
+//! `Model::load` (validate everything) -> `Session::new` (allocate the arena
+//! once) -> `Session::run` (no allocation) -> outputs.
+pub mod audio;
+pub mod error;
+pub mod exec;
+pub mod format;
+pub mod graph;
+mod kernels;
+pub mod meta;
+pub mod model;
+pub mod plan;
+pub mod postprocess;
+pub mod preprocess;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use exec::{Session, TensorData};
+pub use model::Model;
