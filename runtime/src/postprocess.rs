@@ -95,8 +95,13 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Clamps to 0..1, sending NaN to 0 (`f32::clamp` would keep NaN).
 fn clamp01(v: f32) -> f32 {
-    v.max(0.0).min(1.0)
+    if v >= 0.0 {
+        v.min(1.0)
+    } else {
+        0.0
+    }
 }
 
 /// Number of values a shape describes, or `None` on overflow.
@@ -159,8 +164,8 @@ pub fn decode_fastestdet(
                 }
             }
             let score = at(0).max(0.0).powf(0.6) * best.max(0.0).powf(0.4);
-            // Written so that a NaN score fails the test.
-            if !(score > score_threshold) {
+            // partial_cmp so that a NaN score (or threshold) drops the cell.
+            if score.partial_cmp(&score_threshold) != Some(Ordering::Greater) {
                 continue;
             }
             let bx = (cx as f32 + at(1).tanh()) / w as f32;
@@ -275,14 +280,13 @@ fn average_precision(preds: &[Detection], truth: &[Detection], class: u32) -> f6
     let mut curve = Vec::with_capacity(ps.len());
     let mut tp = 0usize;
     for (i, p) in ps.iter().enumerate() {
-        let best = gts
-            .iter()
-            .enumerate()
-            .map(|(j, g)| (j, iou(p, g)))
-            .fold(None, |acc: Option<(usize, f32)>, (j, o)| match acc {
+        let best = gts.iter().enumerate().map(|(j, g)| (j, iou(p, g))).fold(
+            None,
+            |acc: Option<(usize, f32)>, (j, o)| match acc {
                 Some((_, bo)) if bo >= o => acc,
                 _ => Some((j, o)),
-            });
+            },
+        );
         if let Some((j, o)) = best {
             if o >= 0.5 && !matched[j] {
                 matched[j] = true;
@@ -380,8 +384,7 @@ pub fn decode(
             if s.1.last() == Some(&4) && b.1.last() == Some(&2) {
                 std::mem::swap(&mut s, &mut b);
             }
-            decode_ultraface(s.0, s.1, b.0, b.1, score_threshold, nms_iou)
-                .map(Decoded::Detections)
+            decode_ultraface(s.0, s.1, b.0, b.1, score_threshold, nms_iou).map(Decoded::Detections)
         }
     }
 }
@@ -434,8 +437,8 @@ mod tests {
             det(0.0, 0.0, 0.5, 0.5, 0.8, 0),
             det(0.0, 0.0, 0.5, 0.5, 0.7, 1), // same box, other class: kept
             det(0.02, 0.0, 0.52, 0.5, 0.9, 0), // IoU ~0.92 with the first: wins
-            det(0.6, 0.6, 1.0, 1.0, 0.5, 0),  // disjoint: kept
-            det(0.25, 0.0, 0.75, 0.5, 0.6, 0), // IoU 1/3 with the 0.5-box at 0.02 -> ~0.39
+            det(0.6, 0.6, 1.0, 1.0, 0.5, 0), // disjoint: kept
+            det(0.25, 0.0, 0.75, 0.5, 0.6, 0), // IoU ~0.37 with the 0.9 box: kept
         ];
         nms(&mut d, 0.45);
         let scores: Vec<f32> = d.iter().map(|x| x.score).collect();
@@ -452,7 +455,8 @@ mod tests {
             det(0.0, 0.0, 0.5, 0.5, 0.9, 0),
             det(0.25, 0.0, 0.75, 0.5, 0.6, 0),
         ];
-        nms(&mut d3, iou(&d3[0], &d3[1]));
+        let at = iou(&d3[0], &d3[1]);
+        nms(&mut d3, at);
         assert_eq!(d3.len(), 2);
     }
 
@@ -515,15 +519,16 @@ mod tests {
 
         assert_eq!(d[1].class, 2);
         assert!(close(d[1].score, 0.9f32.powf(0.6) * 0.8f32.powf(0.4)));
-        // cx = (1 + 0) / 2 = 0.75, cy = 0.25, size 0.5 x 0.5.
-        assert!(close(d[1].x0, 0.5) && close(d[1].x1, 1.0), "{:?}", d[1]);
-        assert!(close(d[1].y0, 0.0) && close(d[1].y1, 0.5), "{:?}", d[1]);
+        // Offsets count from the cell's corner, not its centre: cx = (1 + 0) / 2
+        // = 0.5, cy = 0 / 2 = 0, size 0.5 x 0.5 -> y0 = -0.25 clamped to 0.
+        assert!(close(d[1].x0, 0.25) && close(d[1].x1, 0.75), "{:?}", d[1]);
+        assert!(close(d[1].y0, 0.0) && close(d[1].y1, 0.25), "{:?}", d[1]);
 
         // Threshold is strict and a lower one admits the third cell.
         let d = decode_fastestdet(&m, &shape, 0.6, 0.45).unwrap();
         assert_eq!(d.len(), 3);
         assert_eq!(d[2].class, 4);
-        assert!(decode_fastestdet(&m, &shape, 1.0, 0.45).unwrap().len() == 1);
+        assert_eq!(decode_fastestdet(&m, &shape, 0.9, 0.45).unwrap().len(), 1);
     }
 
     #[test]
@@ -533,7 +538,7 @@ mod tests {
         // other); different classes in a third cell survive.
         for (w, tx, obj) in [(0, 0.4f32, 0.9f32), (1, -0.4, 0.8)] {
             set(&mut m, 0, 0, w, obj);
-            set(&mut m, 1, 0, w, tx.atanh() * if w == 0 { 1.0 } else { 1.0 });
+            set(&mut m, 1, 0, w, tx.atanh());
             set(&mut m, 3, 0, w, 2.0);
             set(&mut m, 4, 0, w, 2.0);
             set(&mut m, 5, 0, w, 1.0);
@@ -582,7 +587,10 @@ mod tests {
             vec![1, 85, 2, 2, 1],
         ] {
             let e = decode_fastestdet(&m, &bad, 0.5, 0.5).unwrap_err();
-            assert!(matches!(e, PostprocessError::Shape { ref actual, .. } if *actual == bad), "{e}");
+            assert!(
+                matches!(e, PostprocessError::Shape { ref actual, .. } if *actual == bad),
+                "{e}"
+            );
             assert!(e.to_string().contains("[1, 5 + classes, H, W]"), "{e}");
         }
         let e = decode_fastestdet(&m[1..], &[1, 85, 2, 2], 0.5, 0.5).unwrap_err();
@@ -601,7 +609,13 @@ mod tests {
         );
         // Overflowing shapes are a length error, not a panic.
         let e = decode_fastestdet(&m, &[1, 85, usize::MAX, 2], 0.5, 0.5).unwrap_err();
-        assert!(matches!(e, PostprocessError::Length { expected: usize::MAX, .. }));
+        assert!(matches!(
+            e,
+            PostprocessError::Length {
+                expected: usize::MAX,
+                ..
+            }
+        ));
     }
 
     fn ultraface_fixture() -> (Vec<f32>, Vec<f32>) {
@@ -649,9 +663,25 @@ mod tests {
             "UltraFace boxes: expected shape [1, 5, 4] to match scores [1, 5, 2], got [1, 4, 4]"
         );
         let e = decode_ultraface(&s[1..], &[1, 5, 2], &b, &[1, 5, 4], 0.7, 0.3).unwrap_err();
-        assert!(matches!(e, PostprocessError::Length { what: "UltraFace scores", expected: 10, actual: 9, .. }));
+        assert!(matches!(
+            e,
+            PostprocessError::Length {
+                what: "UltraFace scores",
+                expected: 10,
+                actual: 9,
+                ..
+            }
+        ));
         let e = decode_ultraface(&s, &[1, 5, 2], &b[..19], &[1, 5, 4], 0.7, 0.3).unwrap_err();
-        assert!(matches!(e, PostprocessError::Length { what: "UltraFace boxes", expected: 20, actual: 19, .. }));
+        assert!(matches!(
+            e,
+            PostprocessError::Length {
+                what: "UltraFace boxes",
+                expected: 20,
+                actual: 19,
+                ..
+            }
+        ));
         let e = decode_ultraface(&s, &[5, 2], &b, &[1, 5, 4], 0.7, 0.3).unwrap_err();
         assert!(matches!(e, PostprocessError::Shape { .. }));
     }
@@ -704,26 +734,43 @@ mod tests {
         // Ranked FP, TP, TP: recall steps at precisions 1/2 and 2/3; the
         // interpolated precision is 2/3 on the whole range -> AP 2/3.
         let fp = det(0.8, 0.0, 0.9, 0.1, 0.9, 0);
-        let p = [fp, Detection { score: 0.8, ..t[0] }, Detection { score: 0.7, ..t[1] }];
+        let p = [
+            fp,
+            Detection { score: 0.8, ..t[0] },
+            Detection { score: 0.7, ..t[1] },
+        ];
         assert!(close(map50(&p, &t), 2.0 / 3.0));
         // Ranked TP, FP, TP: 0.5 * 1 + 0.5 * 2/3.
-        let p = [Detection { score: 0.9, ..t[0] }, Detection { score: 0.8, ..fp }, Detection { score: 0.7, ..t[1] }];
+        let p = [
+            Detection { score: 0.9, ..t[0] },
+            Detection { score: 0.8, ..fp },
+            Detection { score: 0.7, ..t[1] },
+        ];
         assert!(close(map50(&p, &t), 0.5 + 1.0 / 3.0));
         // A duplicate of a matched truth is a false positive.
-        let p = [Detection { score: 0.9, ..t[0] }, Detection { score: 0.8, ..t[0] }];
+        let p = [
+            Detection { score: 0.9, ..t[0] },
+            Detection { score: 0.8, ..t[0] },
+        ];
         assert!(close(map50(&p, &t[..1]), 1.0));
         assert!(close(map50(&p, &t), 0.5));
         // IoU exactly 0.5 matches; just below does not.
-        let g = det(0.0, 0.0, 0.4, 0.2, 1.0, 0);
-        let half = det(0.0, 0.0, 0.2, 0.2, 0.9, 0);
+        let g = det(0.0, 0.0, 0.5, 0.25, 1.0, 0);
+        let half = det(0.0, 0.0, 0.25, 0.25, 0.9, 0);
         assert_eq!(iou(&half, &g), 0.5);
         assert_eq!(map50(&[half], &[g]), 1.0);
-        let under = det(0.0, 0.0, 0.199, 0.2, 0.9, 0);
+        let under = det(0.0, 0.0, 0.2499, 0.25, 0.9, 0);
         assert_eq!(map50(&[under], &[g]), 0.0);
         // Wrong class never matches.
         assert_eq!(map50(&[Detection { class: 1, ..t[0] }], &t[..1]), 0.0);
         // NaN scores rank last and do not panic.
-        let p = [Detection { score: f32::NAN, ..fp }, Detection { score: 0.1, ..t[0] }];
+        let p = [
+            Detection {
+                score: f32::NAN,
+                ..fp
+            },
+            Detection { score: 0.1, ..t[0] },
+        ];
         assert!(close(map50(&p, &t[..1]), 1.0));
     }
 
@@ -743,7 +790,11 @@ mod tests {
         let r = decode(&Decoder::Classify { top_k: 2 }, &[(&probs, &[3])]).unwrap();
         assert_eq!(r, Decoded::TopK(vec![(2, 0.7), (1, 0.2)]));
         // Non-negative but not summing to 1: softmaxed.
-        let r = decode(&Decoder::Classify { top_k: 1 }, &[(&[2.0, 0.0], &[1, 2, 1, 1])]).unwrap();
+        let r = decode(
+            &Decoder::Classify { top_k: 1 },
+            &[(&[2.0, 0.0], &[1, 2, 1, 1])],
+        )
+        .unwrap();
         let Decoded::TopK(v) = r else { panic!("{r:?}") };
         assert!(close(v[0].1, 1.0 / (1.0 + (-2f32).exp())));
         // Huge logits do not overflow; NaN does not panic.
@@ -758,7 +809,9 @@ mod tests {
             score_threshold: 0.65,
             nms_iou: 0.45,
         };
-        let Decoded::Detections(d) = decode(&fd, &[(&m, &shape)]).unwrap() else { panic!() };
+        let Decoded::Detections(d) = decode(&fd, &[(&m, &shape)]).unwrap() else {
+            panic!()
+        };
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].class, 3);
 
@@ -770,7 +823,9 @@ mod tests {
         let sp: (&[f32], &[usize]) = (&s, &[1, 5, 2]);
         let bp: (&[f32], &[usize]) = (&b, &[1, 5, 4]);
         let a = decode(&uf, &[sp, bp]).unwrap();
-        let Decoded::Detections(d) = &a else { panic!("{a:?}") };
+        let Decoded::Detections(d) = &a else {
+            panic!("{a:?}")
+        };
         assert_eq!(d.len(), 2);
         // Swapped outputs are recognised by their last dimension.
         assert_eq!(decode(&uf, &[bp, sp]).unwrap(), a);
@@ -800,11 +855,24 @@ mod tests {
             score_threshold: 0.65,
             nms_iou: 0.45,
         };
-        assert!(matches!(decode(&fd, &[]), Err(PostprocessError::OutputCount { .. })));
-        assert!(matches!(decode(&fd, &[(&[0.0; 4], &[4])]), Err(PostprocessError::Shape { .. })));
+        assert!(matches!(
+            decode(&fd, &[]),
+            Err(PostprocessError::OutputCount { .. })
+        ));
+        assert!(matches!(
+            decode(&fd, &[(&[0.0; 4], &[4])]),
+            Err(PostprocessError::Shape { .. })
+        ));
         let e = decode(&Decoder::Classify { top_k: 1 }, &[(&[0.5; 4], &[2, 2])]).unwrap_err();
         assert!(e.to_string().contains("batch 1"), "{e}");
         let e = decode(&Decoder::Classify { top_k: 1 }, &[(&[0.5; 3], &[1, 4])]).unwrap_err();
-        assert!(matches!(e, PostprocessError::Length { expected: 4, actual: 3, .. }));
+        assert!(matches!(
+            e,
+            PostprocessError::Length {
+                expected: 4,
+                actual: 3,
+                ..
+            }
+        ));
     }
 }

@@ -208,7 +208,11 @@ impl Letterbox {
 
 /// Clamps to 0..1, sending NaN to 0.
 fn clamp01(v: f32) -> f32 {
-    v.max(0.0).min(1.0)
+    if v >= 0.0 {
+        v.min(1.0)
+    } else {
+        0.0
+    }
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]

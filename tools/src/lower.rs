@@ -1,0 +1,384 @@
+//! Lowering the compiler graph to the runtime graph: all-f32 (the reference
+//! used for calibration) or int8 with f32 islands where int8 would hurt.
+
+use crate::calib::Stats;
+use crate::ir::{Act, CGraph, COp, HostTensor};
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use strix_kernels::reference::{self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams};
+use strix_kernels::{quantize_multiplier, Requant};
+use strix_runtime::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
+use strix_runtime::validate::MAX_QS8_REDUCTION;
+
+#[derive(Default)]
+pub struct Builder {
+    pub g: Graph,
+    pub c: Consts,
+}
+
+impl Builder {
+    fn act(&mut self, name: &str, shape: &[usize], dtype: DType, quant: Option<Quant>) -> usize {
+        self.g.tensors.push(Tensor {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype,
+            quant,
+            storage: Storage::Arena { offset: 0 },
+        });
+        self.g.tensors.len() - 1
+    }
+    fn const_f32(&mut self, name: &str, shape: &[usize], v: &[f32]) -> usize {
+        let offset = self.c.f32.len();
+        self.c.f32.extend_from_slice(v);
+        self.push_const(name, shape, DType::F32, offset)
+    }
+    fn const_i8(&mut self, name: &str, shape: &[usize], v: &[i8]) -> usize {
+        let offset = self.c.i8.len();
+        self.c.i8.extend_from_slice(v);
+        self.push_const(name, shape, DType::I8, offset)
+    }
+    fn const_i32(&mut self, name: &str, shape: &[usize], v: &[i32]) -> usize {
+        let offset = self.c.i32.len();
+        self.c.i32.extend_from_slice(v);
+        self.push_const(name, shape, DType::I32, offset)
+    }
+    fn push_const(&mut self, name: &str, shape: &[usize], dtype: DType, offset: usize) -> usize {
+        self.g.tensors.push(Tensor { name: name.to_string(), shape: shape.to_vec(), dtype, quant: None, storage: Storage::Const { offset } });
+        self.g.tensors.len() - 1
+    }
+    fn node(&mut self, name: &str, op: Op, inputs: Vec<usize>, output: usize) {
+        self.g.nodes.push(Node { name: name.to_string(), op, inputs, output });
+    }
+}
+
+/// All-f32 lowering. Returns the graph and, for every compiler value, the
+/// runtime tensor holding it.
+pub fn lower_f32(cg: &CGraph) -> Result<(Builder, Vec<Option<usize>>)> {
+    let mut b = Builder::default();
+    let mut map: Vec<Option<usize>> = vec![None; cg.values.len()];
+    for &i in &cg.inputs {
+        let v = &cg.values[i];
+        map[i] = Some(b.act(&v.name, &v.shape, DType::F32, None));
+    }
+    b.g.inputs = cg.inputs.iter().map(|&i| map[i].unwrap()).collect();
+    for n in &cg.nodes {
+        let mut ins = Vec::with_capacity(n.inputs.len());
+        for &i in &n.inputs {
+            if map[i].is_none() {
+                let v = &cg.values[i];
+                let k = v.konst.as_ref().expect("non-constant values are produced before use");
+                map[i] = Some(b.const_f32(&v.name, &k.shape, &k.as_f32()));
+            }
+            ins.push(map[i].unwrap());
+        }
+        let ov = &cg.values[n.output];
+        let out = b.act(&ov.name, &ov.shape, DType::F32, None);
+        map[n.output] = Some(out);
+        b.node(&n.name, f32_op(&n.op, n.inputs.len()), ins, out);
+    }
+    b.g.outputs = cg.outputs.iter().map(|&o| map[o].unwrap()).collect();
+    Ok((b, map))
+}
+
+fn f32_op(op: &COp, n_inputs: usize) -> Op {
+    match op {
+        COp::Conv { geom, act } => Op::Conv { geom: *geom, act_min: act.min, act_max: act.max },
+        COp::Gemm { m, n, k, batch, act } => Op::Gemm { m: *m, n: *n, k: *k, batch: *batch, act_min: act.min, act_max: act.max },
+        COp::MaxPool { geom } => Op::MaxPool { geom: *geom },
+        COp::AvgPool { geom } => Op::AvgPool { geom: *geom },
+        COp::Binary(kind) => Op::Binary { kind: *kind },
+        COp::Unary(kind) => Op::Unary { kind: *kind },
+        COp::Softmax { outer, axis, inner } => Op::Softmax { outer: *outer, axis: *axis, inner: *inner },
+        COp::ReduceMean { outer, axis, inner } => Op::ReduceMean { outer: *outer, axis: *axis, inner: *inner },
+        COp::Concat { axis } => Op::Concat { axis: *axis, requant: vec![None; n_inputs] },
+        COp::Transpose { perm } => Op::Transpose { perm: perm.clone() },
+        COp::Reshape => Op::Reshape,
+        COp::Slice { starts, steps } => Op::Slice { starts: starts.clone(), steps: steps.clone() },
+        COp::Gather { axis, indices } => Op::Gather { axis: *axis, indices: indices.clone() },
+        COp::Pad { before, value } => Op::Pad { before: before.clone(), value: *value },
+        COp::Resize { geom } => Op::Resize { geom: *geom },
+    }
+}
+
+/// Asymmetric int8 quantization covering `[lo, hi]` (always including 0).
+pub fn choose_quant(lo: f32, hi: f32) -> Quant {
+    let lo = lo.min(0.0);
+    let hi = hi.max(0.0);
+    let scale = ((hi - lo) / 255.0).max(1e-8);
+    let zp = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i32;
+    Quant { scale, zero_point: zp }
+}
+
+fn q_code(x: f32, q: Quant) -> i8 {
+    k::quantize_one(x, 1.0 / q.scale, q.zero_point)
+}
+
+fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
+    let lo = if act.min.is_finite() { q_code(act.min, q) } else { -128 };
+    let hi = if act.max.is_finite() { q_code(act.max, q) } else { 127 };
+    (lo, hi)
+}
+
+/// Symmetric per-output-channel int8 weights: rows of `per` values.
+fn quantize_weights(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / rows.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let row = &w[r * per..(r + 1) * per];
+        let m = row.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(row.iter().map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8));
+    }
+    (q, scales)
+}
+
+fn requant_table(in_scale: f32, w_scales: &[f32], out_scale: f32) -> Vec<i32> {
+    w_scales
+        .iter()
+        .flat_map(|&ws| {
+            let r = quantize_multiplier(in_scale as f64 * ws as f64 / out_scale as f64);
+            [r.mult, r.shift]
+        })
+        .collect()
+}
+
+fn bias_i32(b: &[f32], in_scale: f32, w_scales: &[f32]) -> Vec<i32> {
+    b.iter()
+        .zip(w_scales)
+        .map(|(&x, &ws)| (x as f64 / (in_scale as f64 * ws as f64)).round().clamp(-(1 << 30) as f64, (1 << 30) as f64) as i32)
+        .collect()
+}
+
+/// Why a node runs in f32 (shown by `inspect` through the op names).
+fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool {
+    let is_i8 = |v: usize| prec[v] == Some(DType::I8);
+    let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
+    match &n.op {
+        COp::Conv { geom, .. } => geom.k() <= MAX_QS8_REDUCTION,
+        COp::Gemm { k, batch, .. } => n.inputs.len() == 3 && cg.is_const(n.inputs[1]) && *k <= MAX_QS8_REDUCTION && *batch == 1,
+        COp::MaxPool { .. }
+        | COp::AvgPool { .. }
+        | COp::Transpose { .. }
+        | COp::Reshape
+        | COp::Slice { .. }
+        | COp::Gather { .. }
+        | COp::Pad { .. }
+        | COp::Resize { .. }
+        | COp::Unary(_) => is_i8(n.inputs[0]),
+        COp::Binary(op) => {
+            let (a, b) = (n.inputs[0], n.inputs[1]);
+            (is_i8(a) && scalar_const(b)) || (is_i8(b) && scalar_const(a) && *op != BinaryOp::Prelu)
+                || (matches!(op, BinaryOp::Add | BinaryOp::Mul) && is_i8(a) && is_i8(b))
+        }
+        COp::Concat { .. } => n.inputs.iter().all(|&v| is_i8(v)),
+        COp::Softmax { .. } | COp::ReduceMean { .. } => false,
+    }
+}
+
+/// Per-layer precision decided by the compiler, for reports.
+pub struct Lowered {
+    pub builder: Builder,
+}
+
+/// Int8 lowering with f32 islands.
+pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::calib::Method) -> Result<Lowered> {
+    let mut b = Builder::default();
+    let nv = cg.values.len();
+    let mut prec: Vec<Option<DType>> = vec![None; nv];
+    let mut quant: Vec<Option<Quant>> = vec![None; nv];
+    let mut f32_t: Vec<Option<usize>> = vec![None; nv];
+    let mut i8_t: Vec<Option<usize>> = vec![None; nv];
+    let q_of = |v: usize| -> Result<Quant> {
+        let s = stats.get(&v).ok_or_else(|| anyhow::anyhow!("no calibration statistics for '{}'", cg.values[v].name))?;
+        let (lo, hi) = s.range(method);
+        Ok(choose_quant(lo, hi))
+    };
+    for &i in &cg.inputs {
+        let v = &cg.values[i];
+        f32_t[i] = Some(b.act(&v.name, &v.shape, DType::F32, None));
+        prec[i] = Some(DType::F32);
+    }
+    b.g.inputs = cg.inputs.iter().map(|&i| f32_t[i].unwrap()).collect();
+
+    // Materialise value `v` as f32 or int8, inserting conversions as needed.
+    fn get_f32(b: &mut Builder, cg: &CGraph, v: usize, f32_t: &mut [Option<usize>], i8_t: &[Option<usize>], quant: &[Option<Quant>]) -> usize {
+        if let Some(t) = f32_t[v] {
+            return t;
+        }
+        let val = &cg.values[v];
+        let t = if let Some(k) = &val.konst {
+            b.const_f32(&val.name, &k.shape, &k.as_f32())
+        } else {
+            let src = i8_t[v].expect("produced");
+            let t = b.act(&format!("{}#f32", val.name), &val.shape, DType::F32, None);
+            b.node(&format!("{}#dequantize", val.name), Op::Dequantize, vec![src], t);
+            let _ = quant;
+            t
+        };
+        f32_t[v] = Some(t);
+        t
+    }
+    for n in &cg.nodes {
+        let int8 = wants_int8(cg, n, &prec);
+        let ov = &cg.values[n.output];
+        if !int8 {
+            let ins: Vec<usize> = n.inputs.iter().map(|&v| get_f32(&mut b, cg, v, &mut f32_t, &i8_t, &quant)).collect();
+            let out = b.act(&ov.name, &ov.shape, DType::F32, None);
+            b.node(&n.name, f32_op(&n.op, n.inputs.len()), ins, out);
+            f32_t[n.output] = Some(out);
+            prec[n.output] = Some(DType::F32);
+            continue;
+        }
+        // Int8 input of activation v (quantizing an f32 one on first use).
+        let mut get_i8 = |b: &mut Builder, v: usize, f32_t: &mut Vec<Option<usize>>| -> Result<(usize, Quant)> {
+            if let Some(t) = i8_t[v] {
+                return Ok((t, quant[v].unwrap()));
+            }
+            let q = q_of(v)?;
+            let src = get_f32(b, cg, v, f32_t, &i8_t, &quant);
+            let t = b.act(&format!("{}#q", cg.values[v].name), &cg.values[v].shape, DType::I8, Some(q));
+            b.node(&format!("{}#quantize", cg.values[v].name), Op::Quantize, vec![src], t);
+            i8_t[v] = Some(t);
+            quant[v] = Some(q);
+            Ok((t, q))
+        };
+        let x0 = n.inputs[0];
+        let (op, ins, oq): (Op, Vec<usize>, Quant) = match &n.op {
+            COp::Conv { geom, act } => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                let oq = q_of(n.output)?;
+                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
+                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
+                let (wq, ws) = quantize_weights(&w, geom.out_c);
+                let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
+                let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bias_i32(&bias, xq.scale, &ws));
+                let rt = b.const_i32(&format!("{}#rq", ov.name), &[geom.out_c, 2], &requant_table(xq.scale, &ws, oq.scale));
+                let (act_min, act_max) = act_bounds(*act, oq);
+                let q = QConvParams { in_zp: xq.zero_point, out_zp: oq.zero_point, act_min, act_max };
+                (Op::QConv { geom: *geom, q }, vec![x, wt, bt, rt], oq)
+            }
+            COp::Gemm { m, n: nn, k: kk, act, .. } => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                let oq = q_of(n.output)?;
+                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32(); // [k][n]
+                let mut wt_nk = vec![0f32; kk * nn];
+                for i in 0..*kk {
+                    for j in 0..*nn {
+                        wt_nk[j * kk + i] = w[i * nn + j];
+                    }
+                }
+                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
+                let (wq, ws) = quantize_weights(&wt_nk, *nn);
+                let wt = b.const_i8(&format!("{}#w", ov.name), &[*nn, *kk], &wq);
+                let bt = b.const_i32(&format!("{}#b", ov.name), &[*nn], &bias_i32(&bias, xq.scale, &ws));
+                let rt = b.const_i32(&format!("{}#rq", ov.name), &[*nn, 2], &requant_table(xq.scale, &ws, oq.scale));
+                let (act_min, act_max) = act_bounds(*act, oq);
+                let q = QGemmParams { in_zp: xq.zero_point, out_zp: oq.zero_point, act_min, act_max };
+                (Op::QGemm { m: *m, n: *nn, k: *kk, q }, vec![x, wt, bt, rt], oq)
+            }
+            COp::MaxPool { .. }
+            | COp::AvgPool { .. }
+            | COp::Transpose { .. }
+            | COp::Reshape
+            | COp::Slice { .. }
+            | COp::Gather { .. }
+            | COp::Resize { .. } => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                (f32_op(&n.op, n.inputs.len()), vec![x], xq)
+            }
+            COp::Pad { before, value } => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                (Op::Pad { before: before.clone(), value: q_code(*value, xq) as f32 }, vec![x], xq)
+            }
+            COp::Unary(u) => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                let oq = q_of(n.output)?;
+                let table = k::build_lut(*u, xq.scale, xq.zero_point, oq.scale, oq.zero_point);
+                let tt = b.const_i8(&format!("{}#lut", ov.name), &[256], &table);
+                (Op::Lut, vec![x, tt], oq)
+            }
+            COp::Binary(op) => {
+                let (a, c) = (n.inputs[0], n.inputs[1]);
+                let oq = q_of(n.output)?;
+                let scalar = |v: usize| cg.values[v].konst.as_ref().and_then(HostTensor::scalar);
+                if let Some(cv) = scalar(c).or(scalar(a)) {
+                    let const_first = scalar(a).is_some() && scalar(c).is_none();
+                    let act_v = if const_first { c } else { a };
+                    let (x, xq) = get_i8(&mut b, act_v, &mut f32_t)?;
+                    let op = *op;
+                    let mut table = [0i8; 256];
+                    for (i, e) in table.iter_mut().enumerate() {
+                        let xr = (i as i32 - 128 - xq.zero_point) as f32 * xq.scale;
+                        let y = if const_first { op.apply(cv, xr) } else { op.apply(xr, cv) };
+                        *e = q_code(y, oq);
+                    }
+                    let tt = b.const_i8(&format!("{}#lut", ov.name), &[256], &table);
+                    (Op::Lut, vec![x, tt], oq)
+                } else {
+                    let (x, xq) = get_i8(&mut b, a, &mut f32_t)?;
+                    let (y, yq) = get_i8(&mut b, c, &mut f32_t)?;
+                    if *op == BinaryOp::Add {
+                        let twice = 2.0 * xq.scale.max(yq.scale) as f64;
+                        let p = QAddParams {
+                            a_zp: xq.zero_point,
+                            b_zp: yq.zero_point,
+                            out_zp: oq.zero_point,
+                            a_rq: quantize_multiplier(xq.scale as f64 / twice),
+                            b_rq: quantize_multiplier(yq.scale as f64 / twice),
+                            out_rq: quantize_multiplier(twice / ((1u64 << k::QADD_LEFT_SHIFT) as f64 * oq.scale as f64)),
+                            act_min: -128,
+                            act_max: 127,
+                        };
+                        (Op::QAdd { p }, vec![x, y], oq)
+                    } else {
+                        let p = QMulParams {
+                            a_zp: xq.zero_point,
+                            b_zp: yq.zero_point,
+                            out_zp: oq.zero_point,
+                            rq: quantize_multiplier(xq.scale as f64 * yq.scale as f64 / oq.scale as f64),
+                            act_min: -128,
+                            act_max: 127,
+                        };
+                        (Op::QMul { p }, vec![x, y], oq)
+                    }
+                }
+            }
+            COp::Concat { axis } => {
+                let oq = q_of(n.output)?;
+                let mut ins = vec![];
+                let mut rqs: Vec<Option<Requant>> = vec![];
+                for &v in &n.inputs {
+                    let (x, xq) = get_i8(&mut b, v, &mut f32_t)?;
+                    ins.push(x);
+                    rqs.push(if xq == oq { None } else { Some(quantize_multiplier(xq.scale as f64 / oq.scale as f64)) });
+                }
+                (Op::Concat { axis: *axis, requant: rqs }, ins, oq)
+            }
+            COp::Softmax { .. } | COp::ReduceMean { .. } => bail!("internal: {} chosen for int8", n.op.name()),
+        };
+        let out = b.act(&ov.name, &ov.shape, DType::I8, Some(oq));
+        b.node(&n.name, op, ins, out);
+        i8_t[n.output] = Some(out);
+        quant[n.output] = Some(oq);
+        prec[n.output] = Some(DType::I8);
+    }
+    // Graph outputs are real values.
+    let mut outs = vec![];
+    for &o in &cg.outputs {
+        let t = if let Some(t) = f32_t[o] {
+            t
+        } else {
+            let src = i8_t[o].unwrap();
+            let name = cg.values[o].name.clone();
+            b.g.tensors[src].name = format!("{name}#q");
+            let t = b.act(&name, &cg.values[o].shape, DType::F32, None);
+            b.node(&format!("{name}#dequantize"), Op::Dequantize, vec![src], t);
+            t
+        };
+        outs.push(t);
+    }
+    b.g.outputs = outs;
+    Ok(Lowered { builder: b })
+}

@@ -1,0 +1,969 @@
+//! ONNX import: the protobuf (parsed by `tract-onnx`) -> [`CGraph`].
+//!
+//! Every node is either folded to a constant (all inputs constant: shape
+//! arithmetic, weight transposes, ...) or translated into a [`COp`] with its
+//! output shape computed here. BatchNorm folds into the preceding Conv,
+//! activations fuse into their producer, Identity/Dropout vanish. An op Strix
+//! does not run is an error naming the node, op type and opset.
+
+use crate::ir::{Act, CGraph, CNode, COp, HostData, HostTensor};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use strix_kernels::reference::{BinaryOp, ConvGeometry, CoordMode, PoolGeometry, ResizeGeometry, ResizeKind, UnaryOp};
+use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+use tract_onnx::prelude::Framework;
+
+pub fn load_proto(path: &Path) -> Result<pb::ModelProto> {
+    tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| anyhow!("{}: not a readable ONNX model: {e}", path.display()))
+}
+
+fn opset(m: &pb::ModelProto) -> i64 {
+    m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(1)
+}
+
+/// Decodes an ONNX tensor (float, double, float16, int8/16/32/64, uint8, bool).
+pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| anyhow!("tensor '{}' has a negative dimension", t.name)))
+        .collect::<Result<_>>()?;
+    let n: usize = shape.iter().product();
+    let raw = &t.raw_data;
+    let dt = DataType::try_from(t.data_type).map_err(|_| anyhow!("tensor '{}': unknown data type {}", t.name, t.data_type))?;
+    let check = |got: usize| {
+        if got != n {
+            Err(anyhow!("tensor '{}' holds {got} values for shape {shape:?}", t.name))
+        } else {
+            Ok(())
+        }
+    };
+    let data = match dt {
+        DataType::Float => {
+            let v: Vec<f32> = if !raw.is_empty() {
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+            } else {
+                t.float_data.clone()
+            };
+            check(v.len())?;
+            HostData::F32(v)
+        }
+        DataType::Double => {
+            let v: Vec<f32> = if !raw.is_empty() {
+                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+            } else {
+                t.double_data.iter().map(|&x| x as f32).collect()
+            };
+            check(v.len())?;
+            HostData::F32(v)
+        }
+        DataType::Float16 => {
+            let v: Vec<f32> = if !raw.is_empty() {
+                raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            } else {
+                t.int32_data.iter().map(|&x| half::f16::from_bits(x as u16).to_f32()).collect()
+            };
+            check(v.len())?;
+            HostData::F32(v)
+        }
+        DataType::Int64 => {
+            let v: Vec<i64> = if !raw.is_empty() {
+                raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+            } else {
+                t.int64_data.clone()
+            };
+            check(v.len())?;
+            HostData::I64(v)
+        }
+        DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Bool | DataType::Uint16 => {
+            let w = match dt {
+                DataType::Int32 => 4,
+                DataType::Int16 | DataType::Uint16 => 2,
+                _ => 1,
+            };
+            let v: Vec<i64> = if !raw.is_empty() {
+                raw.chunks_exact(w)
+                    .map(|c| match dt {
+                        DataType::Int32 => i32::from_le_bytes(c.try_into().unwrap()) as i64,
+                        DataType::Int16 => i16::from_le_bytes(c.try_into().unwrap()) as i64,
+                        DataType::Uint16 => u16::from_le_bytes(c.try_into().unwrap()) as i64,
+                        DataType::Int8 => c[0] as i8 as i64,
+                        _ => c[0] as i64,
+                    })
+                    .collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as i64).collect()
+            };
+            check(v.len())?;
+            HostData::I64(v)
+        }
+        other => bail!("tensor '{}' has unsupported data type {other:?}", t.name),
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// Typed access to a node's attributes.
+pub(crate) struct Attrs<'a>(pub(crate) &'a pb::NodeProto);
+
+impl Attrs<'_> {
+    pub(crate) fn get(&self, name: &str) -> Option<&pb::AttributeProto> {
+        self.0.attribute.iter().find(|a| a.name == name)
+    }
+    pub(crate) fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map(|a| a.i).unwrap_or(default)
+    }
+    pub(crate) fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map(|a| a.f).unwrap_or(default)
+    }
+    pub(crate) fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    pub(crate) fn string(&self, name: &str, default: &str) -> String {
+        self.get(name).map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_else(|| default.to_string())
+    }
+    pub(crate) fn tensor(&self, name: &str) -> Option<&pb::TensorProto> {
+        self.get(name).filter(|a| a.r#type == AttributeType::Tensor as i32 || a.t.is_some()).and_then(|a| a.t.as_ref())
+    }
+}
+
+pub(crate) struct Importer {
+    g: CGraph,
+    by_name: HashMap<String, usize>,
+    opset: i64,
+    /// Remaining readers of each ONNX value name (for fusion decisions).
+    readers: HashMap<String, usize>,
+}
+
+/// Imports an ONNX file. `input_shapes` overrides dynamic input dims.
+pub fn import(path: &Path) -> Result<CGraph> {
+    let model = load_proto(path)?;
+    let graph = model.graph.as_ref().ok_or_else(|| anyhow!("{}: the ONNX file has no graph", path.display()))?;
+    let mut imp = Importer { g: CGraph::default(), by_name: HashMap::new(), opset: opset(&model), readers: HashMap::new() };
+    for n in &graph.node {
+        for i in &n.input {
+            *imp.readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *imp.readers.entry(o.name.clone()).or_default() += 1;
+    }
+    for init in &graph.initializer {
+        let t = tensor_from_proto(init).with_context(|| format!("initializer '{}'", init.name))?;
+        let v = imp.g.add_value(&init.name, t.shape.clone(), Some(t));
+        imp.by_name.insert(init.name.clone(), v);
+    }
+    // Old exporters list every weight as a graph input too: initializers win.
+    for inp in &graph.input {
+        if imp.by_name.contains_key(&inp.name) {
+            continue;
+        }
+        let shape = input_shape(inp)?;
+        let v = imp.g.add_value(&inp.name, shape, None);
+        imp.by_name.insert(inp.name.clone(), v);
+        imp.g.inputs.push(v);
+    }
+    if imp.g.inputs.is_empty() {
+        bail!("{}: the model has no non-constant input", path.display());
+    }
+    for n in &graph.node {
+        imp.node(n).with_context(|| {
+            format!(
+                "node '{}' ({}{}, opset {})",
+                n.name,
+                if n.domain.is_empty() { String::new() } else { format!("{}:", n.domain) },
+                n.op_type,
+                imp.opset
+            )
+        })?;
+    }
+    for o in &graph.output {
+        let v = imp.value(&o.name)?;
+        if imp.g.is_const(v) {
+            bail!("graph output '{}' is a constant: nothing to run", o.name);
+        }
+        imp.g.outputs.push(v);
+    }
+    imp.g.remove_dead();
+    fuse_silu(&mut imp.g);
+    Ok(imp.g)
+}
+
+fn input_shape(inp: &pb::ValueInfoProto) -> Result<Vec<usize>> {
+    use tract_onnx::pb::type_proto::Value as TV;
+    let Some(TV::TensorType(tt)) = inp.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        bail!("input '{}' is not a tensor", inp.name)
+    };
+    if tt.elem_type != DataType::Float as i32 {
+        bail!("input '{}' has element type {} (only float inputs are supported)", inp.name, tt.elem_type);
+    }
+    let dims = tt.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default();
+    dims.iter()
+        .enumerate()
+        .map(|(i, d)| match &d.value {
+            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Ok(*v as usize),
+            // A symbolic batch dimension runs with batch 1.
+            _ if i == 0 => Ok(1),
+            _ => Err(anyhow!("input '{}' has a dynamic dimension {i}: export the model with static shapes", inp.name)),
+        })
+        .collect()
+}
+
+/// Numpy broadcast of two shapes.
+fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            if da == db || db == 1 {
+                Ok(da)
+            } else if da == 1 {
+                Ok(db)
+            } else {
+                bail!("shapes {a:?} and {b:?} do not broadcast")
+            }
+        })
+        .collect()
+}
+
+fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a as usize >= rank.max(1) {
+        bail!("axis {axis} out of range for rank {rank}");
+    }
+    Ok(a as usize)
+}
+
+impl Importer {
+    fn value(&self, name: &str) -> Result<usize> {
+        self.by_name.get(name).copied().ok_or_else(|| anyhow!("unknown value '{name}'"))
+    }
+    fn konst(&self, name: &str) -> Result<&HostTensor> {
+        let v = self.value(name)?;
+        self.g.values[v].konst.as_ref().ok_or_else(|| anyhow!("input '{name}' must be a constant"))
+    }
+    fn opt_konst(&self, n: &pb::NodeProto, i: usize) -> Result<Option<&HostTensor>> {
+        match n.input.get(i).filter(|s| !s.is_empty()) {
+            Some(name) => Ok(Some(self.konst(name)?)),
+            None => Ok(None),
+        }
+    }
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.g.values[self.value(name)?].shape.clone())
+    }
+    fn bind_const(&mut self, name: &str, t: HostTensor) {
+        let v = self.g.add_value(name, t.shape.clone(), Some(t));
+        self.by_name.insert(name.to_string(), v);
+    }
+    fn emit(&mut self, n: &pb::NodeProto, op: COp, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
+        let out_name = n.output.first().cloned().unwrap_or_default();
+        let v = self.g.add_value(&out_name, shape, None);
+        self.g.nodes.push(CNode { name: node_name(n), op, inputs, output: v });
+        self.by_name.insert(out_name, v);
+        v
+    }
+    fn alias(&mut self, n: &pb::NodeProto, input: usize) {
+        if let Some(o) = n.output.first() {
+            self.by_name.insert(o.clone(), input);
+        }
+    }
+    /// Producer node of value `v` if it is fusible (single reader).
+    fn fusible_producer(&self, v: usize, onnx_name: &str) -> Option<usize> {
+        if self.readers.get(onnx_name).copied().unwrap_or(0) != 1 {
+            return None;
+        }
+        self.g.nodes.iter().rposition(|n| n.output == v)
+    }
+
+    fn node(&mut self, n: &pb::NodeProto) -> Result<()> {
+        let a = Attrs(n);
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            bail!("operators of domain '{}' are not supported", n.domain);
+        }
+        let op = n.op_type.as_str();
+        let inputs: Vec<&str> = n.input.iter().map(|s| s.as_str()).collect();
+        // Constant folding: every real input is a constant.
+        let all_const = op != "Shape"
+            && !inputs.iter().filter(|s| !s.is_empty()).any(|s| self.by_name.get(*s).is_none_or(|&v| !self.g.is_const(v)));
+        if op == "Constant" {
+            let t = if let Some(t) = a.tensor("value") {
+                tensor_from_proto(t)?
+            } else if let Some(v) = a.get("value_float") {
+                HostTensor::f32(vec![], vec![v.f])
+            } else if let Some(v) = a.get("value_int") {
+                HostTensor::i64(vec![], vec![v.i])
+            } else if let Some(v) = a.get("value_ints") {
+                HostTensor::i64(vec![v.ints.len()], v.ints.clone())
+            } else if let Some(v) = a.get("value_floats") {
+                HostTensor::f32(vec![v.floats.len()], v.floats.clone())
+            } else {
+                bail!("Constant without a supported value attribute")
+            };
+            self.bind_const(&n.output[0], t);
+            return Ok(());
+        }
+        if op == "Shape" {
+            let s = self.shape(inputs[0])?;
+            let r = s.len() as i64;
+            let start = a.int("start", 0);
+            let end = a.int("end", r);
+            let clampi = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
+            let v: Vec<i64> = s[clampi(start)..clampi(end).max(clampi(start))].iter().map(|&d| d as i64).collect();
+            self.bind_const(&n.output[0], HostTensor::i64(vec![v.len()], v));
+            return Ok(());
+        }
+        if all_const {
+            let outs = crate::fold::eval(self, n)?;
+            for (name, t) in n.output.iter().zip(outs) {
+                self.bind_const(name, t);
+            }
+            return Ok(());
+        }
+        match op {
+            "Identity" | "Dropout" => {
+                let v = self.value(inputs[0])?;
+                self.alias(n, v);
+            }
+            "Cast" => {
+                let to = a.int("to", 1);
+                if to != DataType::Float as i64 {
+                    bail!("Cast of an activation to type {to} is not supported (only to float)");
+                }
+                let v = self.value(inputs[0])?;
+                self.alias(n, v);
+            }
+            "Conv" => self.conv(n, &a)?,
+            "BatchNormalization" => self.batchnorm(n, &a)?,
+            "Relu" => self.activation(n, Act { min: 0.0, max: f32::INFINITY }, UnaryOp::Relu)?,
+            "Clip" => {
+                let (lo, hi) = if self.opset < 11 {
+                    (a.float("min", f32::NEG_INFINITY), a.float("max", f32::INFINITY))
+                } else {
+                    (
+                        self.opt_konst(n, 1)?.and_then(|t| t.scalar()).unwrap_or(f32::NEG_INFINITY),
+                        self.opt_konst(n, 2)?.and_then(|t| t.scalar()).unwrap_or(f32::INFINITY),
+                    )
+                };
+                self.activation(n, Act { min: lo, max: hi }, UnaryOp::Clip { min: lo, max: hi })?
+            }
+            "Sigmoid" => self.unary(n, UnaryOp::Sigmoid)?,
+            "Tanh" => self.unary(n, UnaryOp::Tanh)?,
+            "Exp" => self.unary(n, UnaryOp::Exp)?,
+            "Sqrt" => self.unary(n, UnaryOp::Sqrt)?,
+            "Neg" => self.unary(n, UnaryOp::Neg)?,
+            "Abs" => self.unary(n, UnaryOp::Abs)?,
+            "Erf" => self.unary(n, UnaryOp::Erf)?,
+            "LeakyRelu" => self.unary(n, UnaryOp::LeakyRelu { alpha: a.float("alpha", 0.01) })?,
+            "HardSigmoid" => {
+                self.unary(n, UnaryOp::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) })?
+            }
+            "HardSwish" => self.unary(n, UnaryOp::HardSwish)?,
+            "Gelu" => self.unary(n, UnaryOp::Gelu)?,
+            "Add" => self.binary(n, BinaryOp::Add)?,
+            "Sub" => self.binary(n, BinaryOp::Sub)?,
+            "Mul" => self.binary(n, BinaryOp::Mul)?,
+            "Div" => self.binary(n, BinaryOp::Div)?,
+            "Pow" => self.binary(n, BinaryOp::Pow)?,
+            "Max" if inputs.len() == 2 => self.binary(n, BinaryOp::Max)?,
+            "Min" if inputs.len() == 2 => self.binary(n, BinaryOp::Min)?,
+            "PRelu" => self.binary(n, BinaryOp::Prelu)?,
+            "Gemm" => self.gemm(n, &a)?,
+            "MatMul" => self.matmul(n)?,
+            "MaxPool" | "AveragePool" => self.pool(n, &a, op == "MaxPool", false)?,
+            "GlobalAveragePool" => self.pool(n, &a, false, true)?,
+            "GlobalMaxPool" => self.pool(n, &a, true, true)?,
+            "Softmax" => {
+                let s = self.shape(inputs[0])?;
+                let r = s.len();
+                let axis = norm_axis(a.int("axis", if self.opset < 13 { 1 } else { -1 }), r)?;
+                let (outer, ax, inner) = if self.opset < 13 {
+                    (s[..axis].iter().product(), s[axis..].iter().product(), 1)
+                } else {
+                    (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
+                };
+                let x = self.value(inputs[0])?;
+                self.emit(n, COp::Softmax { outer, axis: ax, inner }, vec![x], s);
+            }
+            "ReduceMean" => {
+                let s = self.shape(inputs[0])?;
+                let r = s.len();
+                let axes = if self.opset >= 18 {
+                    self.opt_konst(n, 1)?.map(|t| t.as_i64())
+                } else {
+                    a.ints("axes")
+                };
+                let mut axes: Vec<usize> = match axes {
+                    Some(v) => v.iter().map(|&x| norm_axis(x, r)).collect::<Result<_>>()?,
+                    None => (0..r).collect(),
+                };
+                axes.sort();
+                axes.dedup();
+                if axes.windows(2).any(|w| w[1] != w[0] + 1) {
+                    bail!("ReduceMean over non-adjacent axes {axes:?} is not supported");
+                }
+                let (f, l) = (axes[0], axes[axes.len() - 1]);
+                let outer = s[..f].iter().product();
+                let ax = s[f..=l].iter().product();
+                let inner = s[l + 1..].iter().product();
+                let keep = a.int("keepdims", 1) != 0;
+                let out: Vec<usize> =
+                    (0..r).filter_map(|i| if i >= f && i <= l { keep.then_some(1) } else { Some(s[i]) }).collect();
+                let x = self.value(inputs[0])?;
+                self.emit(n, COp::ReduceMean { outer, axis: ax, inner }, vec![x], out);
+            }
+            "Concat" => {
+                let vs: Vec<usize> = inputs.iter().map(|s| self.value(s)).collect::<Result<_>>()?;
+                let s0 = self.g.values[vs[0]].shape.clone();
+                let axis = norm_axis(a.int("axis", 0), s0.len())?;
+                let mut out = s0.clone();
+                out[axis] = 0;
+                for &v in &vs {
+                    let s = &self.g.values[v].shape;
+                    if s.len() != s0.len() || (0..s.len()).any(|d| d != axis && s[d] != s0[d]) {
+                        bail!("Concat inputs {:?} and {s:?} differ outside axis {axis}", s0);
+                    }
+                    out[axis] += s[axis];
+                }
+                // Constant inputs (rare) become constants in the graph.
+                self.emit(n, COp::Concat { axis }, vs, out);
+            }
+            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+                let s = self.shape(inputs[0])?;
+                let out = crate::fold::reshape_target(self, n, &a, &s)?;
+                let x = self.value(inputs[0])?;
+                self.emit(n, COp::Reshape, vec![x], out);
+            }
+            "Transpose" => {
+                let s = self.shape(inputs[0])?;
+                let perm: Vec<usize> = match a.ints("perm") {
+                    Some(p) => p.iter().map(|&x| norm_axis(x, s.len())).collect::<Result<_>>()?,
+                    None => (0..s.len()).rev().collect(),
+                };
+                let out = perm.iter().map(|&p| s[p]).collect();
+                let x = self.value(inputs[0])?;
+                self.emit(n, COp::Transpose { perm }, vec![x], out);
+            }
+            "Slice" => {
+                let s = self.shape(inputs[0])?;
+                let (starts, steps, out) = crate::fold::slice_params(self, n, &a, &s)?;
+                let x = self.value(inputs[0])?;
+                self.emit(n, COp::Slice { starts, steps }, vec![x], out);
+            }
+            "Split" => {
+                let s = self.shape(inputs[0])?;
+                let axis = norm_axis(a.int("axis", 0), s.len())?;
+                let sizes = crate::fold::split_sizes(self, n, &a, s[axis])?;
+                let x = self.value(inputs[0])?;
+                let mut off = 0;
+                for (k, (name, size)) in n.output.iter().zip(sizes).enumerate() {
+                    let mut starts = vec![0; s.len()];
+                    starts[axis] = off;
+                    let mut out = s.clone();
+                    out[axis] = size;
+                    let v = self.g.add_value(name, out, None);
+                    self.g.nodes.push(CNode {
+                        name: format!("{}#{k}", node_name(n)),
+                        op: COp::Slice { starts, steps: vec![1; s.len()] },
+                        inputs: vec![x],
+                        output: v,
+                    });
+                    self.by_name.insert(name.clone(), v);
+                    off += size;
+                }
+            }
+            "Gather" => {
+                let s = self.shape(inputs[0])?;
+                let axis = norm_axis(a.int("axis", 0), s.len())?;
+                let idx_t = self.konst(inputs[1]).context("Gather with non-constant indices")?.clone();
+                let indices: Vec<usize> = idx_t
+                    .as_i64()
+                    .iter()
+                    .map(|&i| {
+                        let j = if i < 0 { i + s[axis] as i64 } else { i };
+                        usize::try_from(j).ok().filter(|&j| j < s[axis]).ok_or_else(|| anyhow!("index {i} out of range"))
+                    })
+                    .collect::<Result<_>>()?;
+                let x = self.value(inputs[0])?;
+                // Output shape: data[:axis] + indices.shape + data[axis+1:]; the op
+                // gathers a flat index list, a reshape restores the index shape.
+                let mut flat = s.clone();
+                flat[axis] = indices.len();
+                let mut out: Vec<usize> = s[..axis].to_vec();
+                out.extend(&idx_t.shape);
+                out.extend(&s[axis + 1..]);
+                if out == flat {
+                    self.emit(n, COp::Gather { axis, indices }, vec![x], out);
+                } else {
+                    let tmp = self.g.add_value(&format!("{}#flat", n.output[0]), flat, None);
+                    self.g.nodes.push(CNode {
+                        name: node_name(n),
+                        op: COp::Gather { axis, indices },
+                        inputs: vec![x],
+                        output: tmp,
+                    });
+                    self.emit(n, COp::Reshape, vec![tmp], out);
+                }
+            }
+            "Pad" => {
+                let s = self.shape(inputs[0])?;
+                let mode = a.string("mode", "constant");
+                if mode != "constant" {
+                    bail!("Pad mode '{mode}' is not supported (only constant)");
+                }
+                let (pads, value) = if self.opset < 11 {
+                    (a.ints("pads").unwrap_or_default(), a.float("value", 0.0))
+                } else {
+                    (
+                        self.opt_konst(n, 1)?.map(|t| t.as_i64()).unwrap_or_default(),
+                        self.opt_konst(n, 2)?.and_then(|t| t.scalar()).unwrap_or(0.0),
+                    )
+                };
+                let r = s.len();
+                if pads.len() != 2 * r || pads.iter().any(|&p| p < 0) {
+                    bail!("Pad needs {} non-negative pads, got {pads:?}", 2 * r);
+                }
+                let before: Vec<usize> = pads[..r].iter().map(|&p| p as usize).collect();
+                let out: Vec<usize> = (0..r).map(|i| s[i] + pads[i] as usize + pads[r + i] as usize).collect();
+                let x = self.value(inputs[0])?;
+                self.emit(n, COp::Pad { before, value }, vec![x], out);
+            }
+            "Resize" | "Upsample" => self.resize(n, &a)?,
+            _ => bail!("unsupported operator {} (opset {})", op, self.opset),
+        }
+        Ok(())
+    }
+
+    fn conv(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
+        let xs = self.shape(&n.input[0])?;
+        let w = self.konst(&n.input[1]).context("Conv with non-constant weights is not supported")?.clone();
+        let (one_d, xs4) = match xs.len() {
+            3 => (true, vec![xs[0], xs[1], 1, xs[2]]),
+            4 => (false, xs.clone()),
+            r => bail!("Conv on a rank-{r} input is not supported (1-D and 2-D only)"),
+        };
+        let ws = if one_d { vec![w.shape[0], w.shape[1], 1, w.shape[2]] } else { w.shape.clone() };
+        if ws.len() != 4 {
+            bail!("Conv weights must be 4-D, got {:?}", w.shape);
+        }
+        let pick = |name: &str, d: i64| -> Vec<usize> {
+            let v = a.ints(name).unwrap_or_else(|| vec![d; if one_d { 1 } else { 2 }]);
+            let v: Vec<usize> = v.iter().map(|&x| x.max(0) as usize).collect();
+            if one_d {
+                vec![1, v[0]]
+            } else {
+                v
+            }
+        };
+        let strides = pick("strides", 1);
+        let dil = pick("dilations", 1);
+        let group = a.int("group", 1).max(1) as usize;
+        let (kh, kw) = (ws[2], ws[3]);
+        let (ih, iw) = (xs4[2], xs4[3]);
+        let pads = a.ints("pads").unwrap_or_default();
+        let pads: Vec<usize> = if pads.is_empty() {
+            vec![0; 4]
+        } else if one_d {
+            vec![0, pads[0] as usize, 0, pads[1] as usize]
+        } else {
+            pads.iter().map(|&p| p.max(0) as usize).collect()
+        };
+        let auto = a.string("auto_pad", "NOTSET");
+        let (pt, pl, oh, ow) = conv_out(&auto, ih, iw, kh, kw, &strides, &dil, &pads)?;
+        let geom = ConvGeometry {
+            in_c: xs4[1],
+            in_h: ih,
+            in_w: iw,
+            out_c: ws[0],
+            out_h: oh,
+            out_w: ow,
+            kh,
+            kw,
+            stride_h: strides[0],
+            stride_w: strides[1],
+            dil_h: dil[0],
+            dil_w: dil[1],
+            pad_top: pt,
+            pad_left: pl,
+            groups: group,
+        };
+        if !geom.is_valid() || ws[1] * group != xs4[1] {
+            bail!("inconsistent Conv: input {xs:?}, weights {:?}, group {group}", w.shape);
+        }
+        let bias = match self.opt_konst(n, 2)? {
+            Some(b) => b.clone(),
+            None => HostTensor::f32(vec![ws[0]], vec![0.0; ws[0]]),
+        };
+        let wv = self.g.add_value(&format!("{}#w", n.output[0]), ws.clone(), Some(HostTensor::f32(ws, w.as_f32())));
+        let bv = self.g.add_value(&format!("{}#b", n.output[0]), vec![geom.out_c], Some(HostTensor::f32(vec![geom.out_c], bias.as_f32())));
+        let x = self.value(&n.input[0])?;
+        let out = if one_d { vec![xs[0], geom.out_c, ow] } else { vec![xs[0], geom.out_c, oh, ow] };
+        self.emit(n, COp::Conv { geom, act: Act::NONE }, vec![x, wv, bv], out);
+        Ok(())
+    }
+
+    fn batchnorm(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
+        let eps = a.float("epsilon", 1e-5);
+        let get = |i: usize| -> Result<Vec<f32>> { Ok(self.konst(&n.input[i])?.as_f32()) };
+        let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+        let c = gamma.len();
+        let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
+        let x = self.value(&n.input[0])?;
+        if let Some(p) = self.fusible_producer(x, &n.input[0]) {
+            if let COp::Conv { geom, act } = self.g.nodes[p].op.clone() {
+                if act.is_none() && geom.out_c == c {
+                    let (wv, bv) = (self.g.nodes[p].inputs[1], self.g.nodes[p].inputs[2]);
+                    let per = geom.weight_len() / c;
+                    let mut w = self.g.values[wv].konst.as_ref().unwrap().as_f32();
+                    let mut b = self.g.values[bv].konst.as_ref().unwrap().as_f32();
+                    for o in 0..c {
+                        w[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= scale[o]);
+                        b[o] = b[o] * scale[o] + shift[o];
+                    }
+                    let ws = self.g.values[wv].shape.clone();
+                    self.g.values[wv].konst = Some(HostTensor::f32(ws, w));
+                    self.g.values[bv].konst = Some(HostTensor::f32(vec![c], b));
+                    self.alias(n, x);
+                    return Ok(());
+                }
+            }
+        }
+        // Standalone BatchNorm: x * scale + shift per channel (axis 1).
+        let s = self.g.values[x].shape.clone();
+        let mut cs = vec![1; s.len().saturating_sub(1)];
+        if !cs.is_empty() {
+            cs[0] = c;
+        }
+        let sv = self.g.add_value(&format!("{}#scale", n.output[0]), cs.clone(), Some(HostTensor::f32(cs.clone(), scale)));
+        let hv = self.g.add_value(&format!("{}#shift", n.output[0]), cs.clone(), Some(HostTensor::f32(cs, shift)));
+        let mid = self.g.add_value(&format!("{}#scaled", n.output[0]), s.clone(), None);
+        self.g.nodes.push(CNode { name: node_name(n), op: COp::Binary(BinaryOp::Mul), inputs: vec![x, sv], output: mid });
+        self.emit(n, COp::Binary(BinaryOp::Add), vec![mid, hv], s);
+        Ok(())
+    }
+
+    /// Relu/Clip: fused into a Conv/Gemm producer when possible.
+    fn activation(&mut self, n: &pb::NodeProto, act: Act, op: UnaryOp) -> Result<()> {
+        let x = self.value(&n.input[0])?;
+        if let Some(p) = self.fusible_producer(x, &n.input[0]) {
+            if let COp::Conv { act: pa, .. } | COp::Gemm { act: pa, .. } = &mut self.g.nodes[p].op {
+                *pa = Act { min: pa.min.max(act.min), max: pa.max.min(act.max) };
+                self.alias(n, x);
+                return Ok(());
+            }
+        }
+        self.unary(n, op)
+    }
+
+    fn unary(&mut self, n: &pb::NodeProto, op: UnaryOp) -> Result<()> {
+        let x = self.value(&n.input[0])?;
+        let s = self.g.values[x].shape.clone();
+        self.emit(n, COp::Unary(op), vec![x], s);
+        Ok(())
+    }
+
+    fn binary(&mut self, n: &pb::NodeProto, op: BinaryOp) -> Result<()> {
+        let (x, y) = (self.value(&n.input[0])?, self.value(&n.input[1])?);
+        let out = broadcast(&self.g.values[x].shape, &self.g.values[y].shape)?;
+        for v in [x, y] {
+            if let Some(k) = &self.g.values[v].konst {
+                if k.is_i64() {
+                    let f = HostTensor::f32(k.shape.clone(), k.as_f32());
+                    self.g.values[v].konst = Some(f);
+                }
+            }
+        }
+        self.emit(n, COp::Binary(op), vec![x, y], out);
+        Ok(())
+    }
+
+    fn gemm(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
+        let xs = self.shape(&n.input[0])?;
+        let (ta, tb) = (a.int("transA", 0) != 0, a.int("transB", 0) != 0);
+        let (alpha, beta) = (a.float("alpha", 1.0), a.float("beta", 1.0));
+        if ta || xs.len() != 2 {
+            bail!("Gemm with transA or a non-2-D input {xs:?} is not supported");
+        }
+        let w = self.konst(&n.input[1]).context("Gemm with non-constant B is not supported")?.clone();
+        if w.shape.len() != 2 {
+            bail!("Gemm B must be 2-D");
+        }
+        let (k, nn) = if tb { (w.shape[1], w.shape[0]) } else { (w.shape[0], w.shape[1]) };
+        if k != xs[1] {
+            bail!("Gemm shapes {xs:?} x {:?} do not match", w.shape);
+        }
+        let wf = w.as_f32();
+        // Stored as [k][n] (the f32 kernel's layout), scaled by alpha.
+        let mut kn = vec![0f32; k * nn];
+        for i in 0..k {
+            for j in 0..nn {
+                kn[i * nn + j] = alpha * if tb { wf[j * k + i] } else { wf[i * nn + j] };
+            }
+        }
+        let bias: Vec<f32> = match self.opt_konst(n, 2)? {
+            Some(c) => {
+                let cv = c.as_f32();
+                if cv.len() == nn {
+                    cv.iter().map(|v| v * beta).collect()
+                } else if cv.len() == 1 {
+                    vec![cv[0] * beta; nn]
+                } else {
+                    bail!("Gemm bias of shape {:?} is not supported", c.shape)
+                }
+            }
+            None => vec![0.0; nn],
+        };
+        let wv = self.g.add_value(&format!("{}#w", n.output[0]), vec![k, nn], Some(HostTensor::f32(vec![k, nn], kn)));
+        let bv = self.g.add_value(&format!("{}#b", n.output[0]), vec![nn], Some(HostTensor::f32(vec![nn], bias)));
+        let x = self.value(&n.input[0])?;
+        self.emit(n, COp::Gemm { m: xs[0], n: nn, k, batch: 1, act: Act::NONE }, vec![x, wv, bv], vec![xs[0], nn]);
+        Ok(())
+    }
+
+    fn matmul(&mut self, n: &pb::NodeProto) -> Result<()> {
+        let xs = self.shape(&n.input[0])?;
+        let ys = self.shape(&n.input[1])?;
+        if xs.len() < 2 || ys.len() < 2 {
+            bail!("MatMul on 1-D operands is not supported");
+        }
+        let k = xs[xs.len() - 1];
+        let m = xs[xs.len() - 2];
+        let x = self.value(&n.input[0])?;
+        let y = self.value(&n.input[1])?;
+        if ys[ys.len() - 2] != k {
+            bail!("MatMul shapes {xs:?} x {ys:?} do not match");
+        }
+        let nn = ys[ys.len() - 1];
+        let mut out = xs.clone();
+        *out.last_mut().unwrap() = nn;
+        if self.g.is_const(y) && ys.len() == 2 {
+            // Constant weights: fold the leading axes into m.
+            let rows: usize = xs[..xs.len() - 1].iter().product();
+            let bv = self.g.add_value(&format!("{}#b", n.output[0]), vec![nn], Some(HostTensor::f32(vec![nn], vec![0.0; nn])));
+            let wk = self.g.values[y].konst.clone().unwrap();
+            self.g.values[y].konst = Some(HostTensor::f32(wk.shape.clone(), wk.as_f32()));
+            self.emit(n, COp::Gemm { m: rows, n: nn, k, batch: 1, act: Act::NONE }, vec![x, y, bv], out);
+        } else {
+            let bx: usize = xs[..xs.len() - 2].iter().product();
+            let by: usize = ys[..ys.len() - 2].iter().product();
+            if by != 1 && by != bx {
+                bail!("MatMul batch broadcasting {xs:?} x {ys:?} is not supported");
+            }
+            let _ = m;
+            self.emit(n, COp::Gemm { m, n: nn, k, batch: bx, act: Act::NONE }, vec![x, y], out);
+        }
+        Ok(())
+    }
+
+    fn pool(&mut self, n: &pb::NodeProto, a: &Attrs, max: bool, global: bool) -> Result<()> {
+        let xs = self.shape(&n.input[0])?;
+        if xs.len() != 4 {
+            bail!("pooling on a rank-{} input is not supported (2-D only)", xs.len());
+        }
+        let (ih, iw) = (xs[2], xs[3]);
+        let (geom, out) = if global {
+            let g = PoolGeometry {
+                channels: xs[0] * xs[1],
+                in_h: ih,
+                in_w: iw,
+                out_h: 1,
+                out_w: 1,
+                kh: ih,
+                kw: iw,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: 0,
+                pad_left: 0,
+                count_include_pad: false,
+            };
+            (g, vec![xs[0], xs[1], 1, 1])
+        } else {
+            let ks: Vec<usize> = a.ints("kernel_shape").ok_or_else(|| anyhow!("kernel_shape missing"))?.iter().map(|&v| v as usize).collect();
+            if ks.len() != 2 {
+                bail!("kernel_shape {ks:?} is not 2-D");
+            }
+            let strides: Vec<usize> = a.ints("strides").unwrap_or(vec![1, 1]).iter().map(|&v| v.max(1) as usize).collect();
+            let pads: Vec<usize> = a.ints("pads").unwrap_or(vec![0; 4]).iter().map(|&v| v.max(0) as usize).collect();
+            if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+                bail!("dilated pooling is not supported");
+            }
+            let ceil = a.int("ceil_mode", 0) != 0;
+            let auto = a.string("auto_pad", "NOTSET");
+            let (pt, pl, mut oh, mut ow) = conv_out(&auto, ih, iw, ks[0], ks[1], &strides, &[1, 1], &pads)?;
+            if ceil && auto == "NOTSET" {
+                let f = |i: usize, p0: usize, p1: usize, k: usize, s: usize| {
+                    let o = (i + p0 + p1 - k).div_ceil(s) + 1;
+                    // The last window must start inside the input or left padding.
+                    if (o - 1) * s >= i + p0 {
+                        o - 1
+                    } else {
+                        o
+                    }
+                };
+                oh = f(ih, pads[0], pads[2], ks[0], strides[0]);
+                ow = f(iw, pads[1], pads[3], ks[1], strides[1]);
+            }
+            let g = PoolGeometry {
+                channels: xs[0] * xs[1],
+                in_h: ih,
+                in_w: iw,
+                out_h: oh,
+                out_w: ow,
+                kh: ks[0],
+                kw: ks[1],
+                stride_h: strides[0],
+                stride_w: strides[1],
+                pad_top: pt,
+                pad_left: pl,
+                count_include_pad: a.int("count_include_pad", 0) != 0,
+            };
+            (g, vec![xs[0], xs[1], oh, ow])
+        };
+        let x = self.value(&n.input[0])?;
+        self.emit(n, if max { COp::MaxPool { geom } } else { COp::AvgPool { geom } }, vec![x], out);
+        Ok(())
+    }
+
+    fn resize(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
+        let xs = self.shape(&n.input[0])?;
+        if xs.len() != 4 {
+            bail!("Resize of a rank-{} tensor is not supported (NCHW only)", xs.len());
+        }
+        let (scales, sizes) = if n.op_type == "Upsample" || self.opset < 11 {
+            let sc = if self.opset < 9 {
+                a.get("scales").map(|x| x.floats.clone())
+            } else {
+                self.opt_konst(n, 1)?.map(|t| t.as_f32())
+            };
+            (sc, None)
+        } else {
+            let sc = self.opt_konst(n, 2)?.map(|t| t.as_f32()).filter(|v| !v.is_empty());
+            let sz = self.opt_konst(n, 3)?.map(|t| t.as_i64()).filter(|v| !v.is_empty());
+            (sc, sz)
+        };
+        let out: Vec<usize> = match (sizes, scales) {
+            (Some(sz), _) => sz.iter().map(|&v| v as usize).collect(),
+            (None, Some(sc)) if sc.len() == 4 => xs.iter().zip(&sc).map(|(&d, &s)| (d as f32 * s).floor() as usize).collect(),
+            _ => bail!("Resize needs 4 scales or sizes"),
+        };
+        if out[0] != xs[0] || out[1] != xs[1] {
+            bail!("Resize of the batch or channel axis is not supported");
+        }
+        let mode = a.string("mode", "nearest");
+        let default_ct = if self.opset < 11 { "asymmetric" } else { "half_pixel" };
+        let coord = match a.string("coordinate_transformation_mode", default_ct).as_str() {
+            "half_pixel" => CoordMode::HalfPixel,
+            "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
+            "align_corners" => CoordMode::AlignCorners,
+            "asymmetric" => CoordMode::Asymmetric,
+            other => bail!("Resize coordinate_transformation_mode '{other}' is not supported"),
+        };
+        let kind = match mode.as_str() {
+            "nearest" => match a.string("nearest_mode", if self.opset < 11 { "floor" } else { "round_prefer_floor" }).as_str() {
+                "round_prefer_floor" => ResizeKind::NearestRoundPreferFloor,
+                "round_prefer_ceil" => ResizeKind::NearestRoundPreferCeil,
+                "floor" => ResizeKind::NearestFloor,
+                "ceil" => ResizeKind::NearestCeil,
+                other => bail!("Resize nearest_mode '{other}' is not supported"),
+            },
+            "linear" | "bilinear" => ResizeKind::Linear,
+            other => bail!("Resize mode '{other}' is not supported"),
+        };
+        let geom = ResizeGeometry { planes: xs[0] * xs[1], in_h: xs[2], in_w: xs[3], out_h: out[2], out_w: out[3], kind, coord };
+        let x = self.value(&n.input[0])?;
+        self.emit(n, COp::Resize { geom }, vec![x], out);
+        Ok(())
+    }
+}
+
+pub(crate) fn node_name(n: &pb::NodeProto) -> String {
+    if n.name.is_empty() {
+        n.output.first().cloned().unwrap_or_default()
+    } else {
+        n.name.clone()
+    }
+}
+
+/// Output size and leading padding of a conv/pool window (ONNX `auto_pad`).
+#[allow(clippy::too_many_arguments)]
+fn conv_out(
+    auto: &str,
+    ih: usize,
+    iw: usize,
+    kh: usize,
+    kw: usize,
+    s: &[usize],
+    d: &[usize],
+    pads: &[usize],
+) -> Result<(usize, usize, usize, usize)> {
+    let ekh = (kh - 1) * d[0] + 1;
+    let ekw = (kw - 1) * d[1] + 1;
+    match auto {
+        "NOTSET" | "" => {
+            if pads.len() != 4 {
+                bail!("pads {pads:?} must have 4 values");
+            }
+            let (h, w) = (ih + pads[0] + pads[2], iw + pads[1] + pads[3]);
+            if h < ekh || w < ekw {
+                bail!("window {kh}x{kw} larger than the padded input {h}x{w}");
+            }
+            Ok((pads[0], pads[1], (h - ekh) / s[0] + 1, (w - ekw) / s[1] + 1))
+        }
+        "VALID" => {
+            if ih < ekh || iw < ekw {
+                bail!("window larger than the input");
+            }
+            Ok((0, 0, (ih - ekh) / s[0] + 1, (iw - ekw) / s[1] + 1))
+        }
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let oh = ih.div_ceil(s[0]);
+            let ow = iw.div_ceil(s[1]);
+            let th = ((oh - 1) * s[0] + ekh).saturating_sub(ih);
+            let tw = ((ow - 1) * s[1] + ekw).saturating_sub(iw);
+            let (pt, pl) = if auto == "SAME_UPPER" { (th / 2, tw / 2) } else { (th - th / 2, tw - tw / 2) };
+            Ok((pt, pl, oh, ow))
+        }
+        other => bail!("auto_pad '{other}' is not supported"),
+    }
+}
+
+/// Rewrites `Mul(x, Sigmoid(x))` into one SiLU so int8 runs it as one table.
+fn fuse_silu(g: &mut CGraph) {
+    let uses = g.use_counts();
+    let prod = g.producer();
+    let mut dead = vec![];
+    for i in 0..g.nodes.len() {
+        if let COp::Binary(BinaryOp::Mul) = g.nodes[i].op {
+            let (a, b) = (g.nodes[i].inputs[0], g.nodes[i].inputs[1]);
+            for (x, s) in [(a, b), (b, a)] {
+                if let Some(p) = prod[s] {
+                    if g.nodes[p].op == COp::Unary(UnaryOp::Sigmoid) && g.nodes[p].inputs[0] == x && uses[s] == 1 {
+                        g.nodes[i].op = COp::Unary(UnaryOp::Silu);
+                        g.nodes[i].inputs = vec![x];
+                        dead.push(p);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    g.remove_dead();
+}
+
+impl Importer {
+    pub(crate) fn opset(&self) -> i64 {
+        self.opset
+    }
+    pub(crate) fn konst_of(&self, name: &str) -> Result<&HostTensor> {
+        self.konst(name)
+    }
+    pub(crate) fn opt_konst_of(&self, n: &pb::NodeProto, i: usize) -> Result<Option<&HostTensor>> {
+        self.opt_konst(n, i)
+    }
+}
+
+pub(crate) use Attrs as NodeAttrs;
+pub(crate) use Importer as OnnxImporter;
