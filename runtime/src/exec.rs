@@ -224,6 +224,18 @@ fn exec(n: &Node, s: &Src, ot: &Tensor, out: Out) -> std::result::Result<(), Str
                 crate::kernels::qs8_conv2d(geom, q, &x[bi * il..(bi + 1) * il], w, b, rq, &mut o[bi * ol..(bi + 1) * ol]);
             }
         }
+        (Op::QConvF32 { geom, in_zp, act_min, act_max }, Out::F32(o)) => {
+            let (x, w, b, sc) = (s.i8(inp(0))?, s.i8(inp(1))?, s.i32(inp(2))?, s.f32(inp(3))?);
+            let (il, ol) = (geom.input_len(), geom.output_len());
+            for bi in 0..shape(0)[0] {
+                let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
+                k::qs8_conv2d_f32out(geom, *in_zp, *act_min, *act_max, xi, w, b, sc, oi);
+            }
+        }
+        (Op::QGemmF32 { m, n: nn, k: kk, in_zp, act_min, act_max }, Out::F32(o)) => {
+            let (x, w, b, sc) = (s.i8(inp(0))?, s.i8(inp(1))?, s.i32(inp(2))?, s.f32(inp(3))?);
+            k::qs8_gemm_f32out(*m, *nn, *kk, *in_zp, *act_min, *act_max, x, w, b, sc, o);
+        }
         (Op::Gemm { m, n: nn, k: kk, batch, act_min, act_max }, Out::F32(o)) => {
             let (x, w) = (s.f32(inp(0))?, s.f32(inp(1))?);
             let b: &[f32] = if n.inputs.len() == 3 { s.f32(inp(2))? } else { &[] };

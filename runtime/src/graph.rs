@@ -70,10 +70,15 @@ pub enum Op {
     Conv { geom: ConvGeometry, act_min: f32, act_max: f32 },
     /// int8 conv; inputs `[x, w (i8), bias (i32), requant (i32 pairs mult, shift)]`.
     QConv { geom: ConvGeometry, q: QConvParams },
+    /// int8 conv with f32 output (a layer feeding f32 ops); inputs
+    /// `[x, w (i8), bias (i32), scale (f32 per output channel = s_in * s_w)]`.
+    QConvF32 { geom: ConvGeometry, in_zp: i32, act_min: f32, act_max: f32 },
     /// f32 `x[m,k] @ w[k,n] + bias`; inputs `[x, w, bias?]` (w may be an activation).
     Gemm { m: usize, n: usize, k: usize, batch: usize, act_min: f32, act_max: f32 },
     /// int8 `x[m,k] @ w[n,k]^T`; inputs `[x, w (i8), bias (i32), requant]`.
     QGemm { m: usize, n: usize, k: usize, q: QGemmParams },
+    /// int8 gemm with f32 output; inputs `[x, w (i8), bias (i32), scale (f32)]`.
+    QGemmF32 { m: usize, n: usize, k: usize, in_zp: i32, act_min: f32, act_max: f32 },
     MaxPool { geom: PoolGeometry },
     /// Average pooling; int8 uses the input zero point for rounding.
     AvgPool { geom: PoolGeometry },
@@ -108,6 +113,8 @@ impl Op {
         match self {
             Op::Conv { .. } => "Conv",
             Op::QConv { .. } => "QConv",
+            Op::QConvF32 { .. } => "QConvF32",
+            Op::QGemmF32 { .. } => "QGemmF32",
             Op::Gemm { .. } => "Gemm",
             Op::QGemm { .. } => "QGemm",
             Op::MaxPool { .. } => "MaxPool",
@@ -134,9 +141,9 @@ impl Op {
     /// Multiply-accumulates per inference (0 for ops that do not multiply).
     pub fn macs(&self, batch: usize) -> u64 {
         match self {
-            Op::Conv { geom, .. } | Op::QConv { geom, .. } => (geom.macs() * batch) as u64,
+            Op::Conv { geom, .. } | Op::QConv { geom, .. } | Op::QConvF32 { geom, .. } => (geom.macs() * batch) as u64,
             Op::Gemm { m, n, k, batch: b, .. } => (m * n * k * b) as u64,
-            Op::QGemm { m, n, k, .. } => (m * n * k) as u64,
+            Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => (m * n * k) as u64,
             _ => 0,
         }
     }

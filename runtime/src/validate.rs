@@ -153,12 +153,7 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             table.chunks(2).all(|p| rq_sane(strix_kernels::Requant { mult: p[0], shift: p[1] })),
             || "requantization multiplier out of range".into(),
         )?;
-        // Bias must leave room for the accumulation (see the kernels' overflow bound).
-        let Storage::Const { offset } = t(k - 1).storage else { return Err("bias must be constant".into()) };
-        want(
-            c.i32[offset..offset + count].iter().all(|b| b.unsigned_abs() <= 1 << 30),
-            || "bias exceeds 2^30".into(),
-        )
+        bias_ok(c, t(k - 1))
     };
     match &n.op {
         Op::Conv { geom, act_min, act_max } => {
@@ -183,6 +178,34 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             rq_ok(3, geom.out_c)?;
             want(geom.k() <= MAX_QS8_REDUCTION, || format!("reduction {} exceeds the int8 bound", geom.k()))?;
             want(zp_ok(q.in_zp) && zp_ok(q.out_zp) && q.act_min <= q.act_max, || "bad zero point".into())?;
+        }
+        Op::QConvF32 { geom, in_zp, act_min, act_max } => {
+            arity(4, 4)?;
+            dtypes(0, DType::I8)?;
+            dtypes(1, DType::I8)?;
+            dtypes(2, DType::I32)?;
+            dtypes(3, DType::F32)?;
+            out_dt(DType::F32)?;
+            conv_ok(geom, t(0), out)?;
+            want(is_const(1) && t(1).len() == geom.weight_len(), || "weights size".into())?;
+            want(is_const(2) && t(2).len() == geom.out_c && t(3).len() == geom.out_c, || "bias/scale size".into())?;
+            want(geom.k() <= MAX_QS8_REDUCTION, || format!("reduction {} exceeds the int8 bound", geom.k()))?;
+            want(zp_ok(*in_zp) && !act_min.is_nan() && !act_max.is_nan(), || "bad parameters".into())?;
+            bias_ok(c, t(2))?;
+        }
+        Op::QGemmF32 { m, n: nn, k, in_zp, act_min, act_max } => {
+            arity(4, 4)?;
+            dtypes(0, DType::I8)?;
+            dtypes(1, DType::I8)?;
+            dtypes(2, DType::I32)?;
+            dtypes(3, DType::F32)?;
+            out_dt(DType::F32)?;
+            want(t(0).len() == m * k && out.len() == m * nn, || "input/output size".into())?;
+            want(is_const(1) && t(1).len() == nn * k, || "weights size".into())?;
+            want(is_const(2) && t(2).len() == *nn && t(3).len() == *nn, || "bias/scale size".into())?;
+            want(*k <= MAX_QS8_REDUCTION, || "reduction exceeds the int8 bound".into())?;
+            want(zp_ok(*in_zp) && !act_min.is_nan() && !act_max.is_nan(), || "bad parameters".into())?;
+            bias_ok(c, t(2))?;
         }
         Op::Gemm { m, n: nn, k, batch, act_min, act_max } => {
             arity(2, 3)?;
@@ -359,6 +382,12 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
         }
     }
     Ok(())
+}
+
+/// Bias must leave room for the accumulation (see the kernels' overflow bound).
+fn bias_ok(c: &Consts, t: &Tensor) -> std::result::Result<(), String> {
+    let Storage::Const { offset } = t.storage else { return Err("bias must be constant".into()) };
+    want(c.i32[offset..offset + t.len()].iter().all(|b| b.unsigned_abs() <= 1 << 30), || "bias exceeds 2^30".into())
 }
 
 fn zp_ok(z: i32) -> bool {

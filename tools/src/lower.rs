@@ -5,7 +5,7 @@ use crate::calib::Stats;
 use crate::ir::{Act, CGraph, COp, HostTensor};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
-use strix_kernels::reference::{self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams};
+use strix_kernels::reference::{self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams, UnaryOp};
 use strix_kernels::{quantize_multiplier, Requant};
 use strix_runtime::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
 use strix_runtime::validate::MAX_QS8_REDUCTION;
@@ -82,12 +82,17 @@ pub fn lower_f32(cg: &CGraph) -> Result<(Builder, Vec<Option<usize>>)> {
 
 fn f32_op(op: &COp, n_inputs: usize) -> Op {
     match op {
-        COp::Conv { geom, act } => Op::Conv { geom: *geom, act_min: act.min, act_max: act.max },
-        COp::Gemm { m, n, k, batch, act } => Op::Gemm { m: *m, n: *n, k: *k, batch: *batch, act_min: act.min, act_max: act.max },
+        COp::Conv { geom, act } => Op::Conv { geom: *geom, act_min: fin(act.min), act_max: fin(act.max) },
+        COp::Gemm { m, n, k, batch, act } => Op::Gemm { m: *m, n: *n, k: *k, batch: *batch, act_min: fin(act.min), act_max: fin(act.max) },
         COp::MaxPool { geom } => Op::MaxPool { geom: *geom },
         COp::AvgPool { geom } => Op::AvgPool { geom: *geom },
         COp::Binary(kind) => Op::Binary { kind: *kind },
-        COp::Unary(kind) => Op::Unary { kind: *kind },
+        COp::Unary(kind) => Op::Unary {
+            kind: match *kind {
+                UnaryOp::Clip { min, max } => UnaryOp::Clip { min: fin(min), max: fin(max) },
+                k => k,
+            },
+        },
         COp::Softmax { outer, axis, inner } => Op::Softmax { outer: *outer, axis: *axis, inner: *inner },
         COp::ReduceMean { outer, axis, inner } => Op::ReduceMean { outer: *outer, axis: *axis, inner: *inner },
         COp::Concat { axis } => Op::Concat { axis: *axis, requant: vec![None; n_inputs] },
@@ -98,6 +103,12 @@ fn f32_op(op: &COp, n_inputs: usize) -> Op {
         COp::Pad { before, value } => Op::Pad { before: before.clone(), value: *value },
         COp::Resize { geom } => Op::Resize { geom: *geom },
     }
+}
+
+/// Infinite bounds become the largest finite ones: same effect, and the graph
+/// section (JSON) has no representation for infinity.
+fn fin(x: f32) -> f32 {
+    x.clamp(f32::MIN, f32::MAX)
 }
 
 /// Asymmetric int8 quantization covering `[lo, hi]` (always including 0).
@@ -177,9 +188,94 @@ fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool
     }
 }
 
+/// Ops that only move or map values elementwise: a chain of them from an int8
+/// conv to f32 consumers is better run in f32 after an f32-output conv.
+fn transparent(cg: &CGraph, n: &crate::ir::CNode) -> bool {
+    let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
+    match &n.op {
+        COp::Reshape
+        | COp::Transpose { .. }
+        | COp::Slice { .. }
+        | COp::Gather { .. }
+        | COp::Concat { .. }
+        | COp::Pad { .. }
+        | COp::Resize { .. }
+        | COp::MaxPool { .. }
+        | COp::Unary(_) => true,
+        COp::Binary(_) => n.inputs.iter().any(|&v| scalar_const(v)),
+        _ => false,
+    }
+}
+
+/// Ops that run in f32 whatever their inputs are.
+fn f32_only(cg: &CGraph, n: &crate::ir::CNode) -> bool {
+    let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
+    match &n.op {
+        COp::Softmax { .. } | COp::ReduceMean { .. } => true,
+        COp::Gemm { .. } => !(n.inputs.len() == 3 && cg.is_const(n.inputs[1])),
+        COp::Binary(op) => {
+            !n.inputs.iter().any(|&v| scalar_const(v))
+                && (!matches!(op, BinaryOp::Add | BinaryOp::Mul) || n.inputs.iter().any(|&v| cg.is_const(v)))
+        }
+        _ => false,
+    }
+}
+
+/// Chooses each node's precision: int8 where the inputs allow it, except
+/// convs/gemms whose results only reach f32 ops (through transparent ops),
+/// which keep int8 arithmetic but produce f32 (no output rounding).
+/// Returns the value dtypes and the set of such f32-output nodes.
+fn plan_precision(cg: &CGraph) -> (Vec<Option<DType>>, std::collections::HashSet<usize>) {
+    let mut consumers: Vec<Vec<usize>> = vec![vec![]; cg.values.len()];
+    for (i, n) in cg.nodes.iter().enumerate() {
+        for &v in &n.inputs {
+            consumers[v].push(i);
+        }
+    }
+    let is_output: Vec<bool> = (0..cg.values.len()).map(|v| cg.outputs.contains(&v)).collect();
+    let mut f32out = std::collections::HashSet::new();
+    loop {
+        let mut prec: Vec<Option<DType>> = vec![None; cg.values.len()];
+        for &i in &cg.inputs {
+            prec[i] = Some(DType::F32);
+        }
+        for (i, n) in cg.nodes.iter().enumerate() {
+            let int8 = !f32out.contains(&i) && wants_int8(cg, n, &prec);
+            prec[n.output] = Some(if int8 { DType::I8 } else { DType::F32 });
+        }
+        fn only_f32_sinks(cg: &CGraph, v: usize, consumers: &[Vec<usize>], is_output: &[bool], depth: usize) -> bool {
+            if depth > 64 {
+                return false;
+            }
+            let _ = is_output[v];
+            consumers[v].iter().all(|&c| {
+                let n = &cg.nodes[c];
+                f32_only(cg, n) || (transparent(cg, n) && only_f32_sinks(cg, n.output, consumers, is_output, depth + 1))
+            })
+        }
+        let mut changed = false;
+        for (i, n) in cg.nodes.iter().enumerate() {
+            if matches!(n.op, COp::Conv { .. } | COp::Gemm { .. })
+                && prec[n.output] == Some(DType::I8)
+                && !f32out.contains(&i)
+                && only_f32_sinks(cg, n.output, &consumers, &is_output, 0)
+            {
+                f32out.insert(i);
+                changed = true;
+            }
+        }
+        if !changed {
+            return (prec, f32out);
+        }
+    }
+}
+
 /// Per-layer precision decided by the compiler, for reports.
 pub struct Lowered {
     pub builder: Builder,
+    /// Runtime tensor of each compiler value in the int8 graph (int8 where it
+    /// is int8, else f32), for per-layer error reports.
+    pub value_tensor: Vec<Option<usize>>,
 }
 
 /// Int8 lowering with f32 islands.
@@ -220,8 +316,10 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
         f32_t[v] = Some(t);
         t
     }
-    for n in &cg.nodes {
-        let int8 = wants_int8(cg, n, &prec);
+    let (planned, f32out) = plan_precision(cg);
+    for (ni, n) in cg.nodes.iter().enumerate() {
+        let int8 = planned[n.output] == Some(DType::I8) || f32out.contains(&ni);
+        let to_f32 = f32out.contains(&ni);
         let ov = &cg.values[n.output];
         if !int8 {
             let ins: Vec<usize> = n.inputs.iter().map(|&v| get_f32(&mut b, cg, v, &mut f32_t, &i8_t, &quant)).collect();
@@ -246,6 +344,44 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
         };
         let x0 = n.inputs[0];
         let (op, ins, oq): (Op, Vec<usize>, Quant) = match &n.op {
+            COp::Conv { geom, act } if to_f32 => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
+                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
+                let (wq, ws) = quantize_weights(&w, geom.out_c);
+                let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
+                let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bias_i32(&bias, xq.scale, &ws));
+                let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
+                let st = b.const_f32(&format!("{}#scale", ov.name), &[geom.out_c], &sc);
+                let op = Op::QConvF32 { geom: *geom, in_zp: xq.zero_point, act_min: fin(act.min), act_max: fin(act.max) };
+                let out = b.act(&ov.name, &ov.shape, DType::F32, None);
+                b.node(&n.name, op, vec![x, wt, bt, st], out);
+                f32_t[n.output] = Some(out);
+                prec[n.output] = Some(DType::F32);
+                continue;
+            }
+            COp::Gemm { m, n: nn, k: kk, act, .. } if to_f32 => {
+                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
+                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
+                let mut wt_nk = vec![0f32; kk * nn];
+                for i in 0..*kk {
+                    for j in 0..*nn {
+                        wt_nk[j * kk + i] = w[i * nn + j];
+                    }
+                }
+                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
+                let (wq, ws) = quantize_weights(&wt_nk, *nn);
+                let wt = b.const_i8(&format!("{}#w", ov.name), &[*nn, *kk], &wq);
+                let bt = b.const_i32(&format!("{}#b", ov.name), &[*nn], &bias_i32(&bias, xq.scale, &ws));
+                let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
+                let st = b.const_f32(&format!("{}#scale", ov.name), &[*nn], &sc);
+                let op = Op::QGemmF32 { m: *m, n: *nn, k: *kk, in_zp: xq.zero_point, act_min: fin(act.min), act_max: fin(act.max) };
+                let out = b.act(&ov.name, &ov.shape, DType::F32, None);
+                b.node(&n.name, op, vec![x, wt, bt, st], out);
+                f32_t[n.output] = Some(out);
+                prec[n.output] = Some(DType::F32);
+                continue;
+            }
             COp::Conv { geom, act } => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
                 let oq = q_of(n.output)?;
@@ -380,5 +516,6 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
         outs.push(t);
     }
     b.g.outputs = outs;
-    Ok(Lowered { builder: b })
+    let value_tensor = (0..nv).map(|v| if cg.is_const(v) { None } else { i8_t[v].or(f32_t[v]) }).collect();
+    Ok(Lowered { builder: b, value_tensor })
 }

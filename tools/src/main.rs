@@ -3,12 +3,14 @@
 
 mod calib;
 mod config;
+mod equalize;
 mod eval;
 mod fold;
 mod ir;
 mod lower;
 mod media;
 mod onnx;
+mod report;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -51,6 +53,9 @@ enum Cmd {
         /// Keep every layer in f32 (no quantization): a reference build.
         #[arg(long)]
         fp32: bool,
+        /// Print each layer's int8-vs-f32 error on the first calibration sample.
+        #[arg(long)]
+        report: bool,
     },
     /// Show a model's ops, precision per op, sizes and memory plan.
     Inspect {
@@ -86,8 +91,8 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Convert { model, calib, output, config, method, fp32 } => {
-            convert(&model, &calib, &output, config.as_deref(), method, fp32).map(|_| ())
+        Cmd::Convert { model, calib, output, config, method, fp32, report } => {
+            convert(&model, &calib, &output, config.as_deref(), method, fp32, report).map(|_| ())
         }
         Cmd::Inspect { model, json } => inspect(&model, json),
         Cmd::Run { model, input, dump } => run(&model, &input, dump.as_deref()),
@@ -108,9 +113,20 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
 }
 
 /// Compiles `onnx` and writes the `.strix` file; returns the model.
-pub fn convert(onnx_path: &Path, calib: &[PathBuf], out: &Path, config: Option<&Path>, method: calib::Method, fp32: bool) -> Result<Model> {
+pub fn convert(
+    onnx_path: &Path,
+    calib: &[PathBuf],
+    out: &Path,
+    config: Option<&Path>,
+    method: calib::Method,
+    fp32: bool,
+    report: bool,
+) -> Result<Model> {
     let meta = config::load(config, onnx_path)?;
-    let cg = onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    let mut cg = onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    if !fp32 && std::env::var_os("STRIX_NO_CLE").is_none() {
+        equalize::equalize(&mut cg);
+    }
     if cg.inputs.len() != 1 {
         bail!("models with {} inputs are not supported by convert yet (one input)", cg.inputs.len());
     }
@@ -125,7 +141,14 @@ pub fn convert(onnx_path: &Path, calib: &[PathBuf], out: &Path, config: Option<&
         let pb = bar(2 * samples.len() as u64, "calibrating");
         let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
         pb.finish_and_clear();
-        lower::lower_int8(&cg, &stats, method)?.builder
+        let lowered = lower::lower_int8(&cg, &stats, method)?;
+        if report {
+            println!("{:<40} {:<10} {:>10} {:>10}", "layer", "op", "cosine", "max err");
+            for (name, op, cos, err) in report::layer_errors(&cg, &lowered.builder, &lowered.value_tensor, &samples[0][0])? {
+                println!("{name:<40} {op:<10} {cos:>10.5} {err:>10.4}");
+            }
+        }
+        lowered.builder
     };
     strix_runtime::plan::plan(&mut b.g, true);
     let model = Model::new(meta, b.g, b.c).context("the compiled graph failed validation (compiler bug)")?;
@@ -295,7 +318,7 @@ fn demo(out: &Path) -> Result<()> {
     for (name, onnx_path, calib, inputs) in cases {
         let dst = out.join(format!("{name}.strix"));
         println!("== {name}: convert {} -> {}", onnx_path.display(), dst.display());
-        let m = convert(&onnx_path, &calib, &dst, None, calib::Method::Mse, false)?;
+        let m = convert(&onnx_path, &calib, &dst, None, calib::Method::Mse, false, false)?;
         let onnx_size = std::fs::metadata(&onnx_path)?.len();
         let strix_size = std::fs::metadata(&dst)?.len();
         println!("   fp32 ONNX {onnx_size} bytes -> .strix {strix_size} bytes ({:.0}%)", 100.0 * strix_size as f64 / onnx_size as f64);

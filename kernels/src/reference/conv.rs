@@ -90,38 +90,72 @@ pub fn qs8_conv2d(
     rq: &[Requant],
     output: &mut [i8],
 ) {
-    let cin_g = g.in_c / g.groups;
-    let cout_g = g.out_c / g.groups;
-    let plane = g.in_h * g.in_w;
     for oc in 0..g.out_c {
-        let grp = oc / cout_g;
-        let wbase = oc * cin_g * g.kh * g.kw;
         for oy in 0..g.out_h {
             for ox in 0..g.out_w {
-                let mut acc = bias[oc];
-                for icg in 0..cin_g {
-                    let ic = grp * cin_g + icg;
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
-                        if iy < 0 || iy >= g.in_h as isize {
-                            continue;
-                        }
-                        for kx in 0..g.kw {
-                            let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
-                            if ix < 0 || ix >= g.in_w as isize {
-                                continue;
-                            }
-                            let x = input[ic * plane + iy as usize * g.in_w + ix as usize] as i32;
-                            let w = weights[wbase + (icg * g.kh + ky) * g.kw + kx] as i32;
-                            acc += w * (x - q.in_zp);
-                        }
-                    }
-                }
+                let acc = conv_acc(g, q.in_zp, input, weights, bias[oc], oc, oy, ox);
                 let v = requantize(acc, rq[oc]) + q.out_zp;
                 output[(oc * g.out_h + oy) * g.out_w + ox] = clamp_i8(v, q.act_min, q.act_max);
             }
         }
     }
+}
+
+/// int8 convolution with real-valued output (for layers feeding f32 ops):
+/// `out[o] = clamp(acc * scale[o], act_min, act_max)` where `acc` is the same
+/// int32 accumulator as [`qs8_conv2d`] and `scale[o] = s_in * s_w[o]`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_f32out(
+    g: &ConvGeometry,
+    in_zp: i32,
+    act_min: f32,
+    act_max: f32,
+    input: &[i8],
+    weights: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    output: &mut [f32],
+) {
+    for oc in 0..g.out_c {
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                let acc = conv_acc(g, in_zp, input, weights, bias[oc], oc, oy, ox);
+                output[(oc * g.out_h + oy) * g.out_w + ox] = (acc as f32 * scale[oc]).clamp(act_min, act_max);
+            }
+        }
+    }
+}
+
+/// The int32 accumulator of output `(oc, oy, ox)`: `bias + sum w * (x - in_zp)`
+/// over in-image taps.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn conv_acc(g: &ConvGeometry, in_zp: i32, input: &[i8], weights: &[i8], bias: i32, oc: usize, oy: usize, ox: usize) -> i32 {
+    let cin_g = g.in_c / g.groups;
+    let cout_g = g.out_c / g.groups;
+    let plane = g.in_h * g.in_w;
+    let grp = oc / cout_g;
+    let wbase = oc * cin_g * g.kh * g.kw;
+    let mut acc = bias;
+    for icg in 0..cin_g {
+        let ic = grp * cin_g + icg;
+        for ky in 0..g.kh {
+            let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+            if iy < 0 || iy >= g.in_h as isize {
+                continue;
+            }
+            for kx in 0..g.kw {
+                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
+                if ix < 0 || ix >= g.in_w as isize {
+                    continue;
+                }
+                let x = input[ic * plane + iy as usize * g.in_w + ix as usize] as i32;
+                let w = weights[wbase + (icg * g.kh + ky) * g.kw + kx] as i32;
+                acc += w * (x - in_zp);
+            }
+        }
+    }
+    acc
 }
 
 /// f32 convolution with the same geometry; `act` bounds are applied after the

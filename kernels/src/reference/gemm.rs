@@ -43,6 +43,34 @@ pub fn qs8_gemm(
     }
 }
 
+/// int8 gemm with real-valued output: `out = clamp(acc * scale[n], lo, hi)`
+/// with the accumulator of [`qs8_gemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_gemm_f32out(
+    m: usize,
+    n: usize,
+    k: usize,
+    in_zp: i32,
+    act_min: f32,
+    act_max: f32,
+    a: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    out: &mut [f32],
+) {
+    for i in 0..m {
+        let row = &a[i * k..(i + 1) * k];
+        for j in 0..n {
+            let mut acc = bias[j];
+            for (x, wv) in row.iter().zip(&w[j * k..(j + 1) * k]) {
+                acc += (*x as i32 - in_zp) * *wv as i32;
+            }
+            out[i * n + j] = (acc as f32 * scale[j]).clamp(act_min, act_max);
+        }
+    }
+}
+
 /// f32 `out[m][n] = sum_k a[m][k] * b[k][n] + bias[n]` (b is `[k][n]`; `bias`
 /// may be empty), then clamped to the activation bounds.
 #[allow(clippy::too_many_arguments)]
