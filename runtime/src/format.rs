@@ -5,11 +5,14 @@
 //!            magic "STRIX\0\r\n" | version u32 | section count u32 | file length u64
 //!            | sha256 of the section table (32) | reserved (8)
 //! offset 64  section table: count x 64 bytes
-//!            tag [u8; 8] | offset u64 | length u64 | reserved u64 | sha256 (32)
+//!            tag [u8; 8] | offset u64 | stored length u64 | raw length u64 | sha256 (32)
 //! then       sections, each starting on a 64-byte boundary (mmap- and SIMD-friendly)
 //! ```
 //! All integers are little-endian. Sections: `META` (JSON [`ModelMeta`]),
 //! `GRAPH` (JSON [`Graph`]), `CI8`, `CI32`, `CF32` (constant pools, raw LE).
+//! A section whose raw length is non-zero is stored zlib-compressed (the
+//! writer compresses the graph and int32 sections; int8 weights stay raw so
+//! they can be mapped in place); the checksum covers the stored bytes.
 //! The loader checks the magic, version, declared length, every bound and
 //! alignment and every checksum before parsing anything, then validates the
 //! graph against the constants.
@@ -37,14 +40,31 @@ pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
     let ci8: Vec<u8> = consts.i8.iter().map(|&v| v as u8).collect();
     let ci32: Vec<u8> = consts.i32.iter().flat_map(|v| v.to_le_bytes()).collect();
     let cf32: Vec<u8> = consts.f32.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bodies: [&[u8]; 5] = [&meta_json, &graph_json, &ci8, &ci32, &cf32];
+    // (stored bytes, raw length if compressed)
+    let pack = |raw: Vec<u8>, compress: bool| -> (Vec<u8>, u64) {
+        if compress && !raw.is_empty() {
+            let z = miniz_oxide::deflate::compress_to_vec_zlib(&raw, 9);
+            if z.len() < raw.len() {
+                return (z, raw.len() as u64);
+            }
+        }
+        (raw, 0)
+    };
+    let packed = [
+        pack(meta_json, false),
+        pack(graph_json, true),
+        pack(ci8, false),
+        pack(ci32, true),
+        pack(cf32, true),
+    ];
+    let bodies: Vec<&[u8]> = packed.iter().map(|(b, _)| b.as_slice()).collect();
     let mut table = Vec::with_capacity(ENTRY * bodies.len());
     let mut offset = align(HEADER + ENTRY * bodies.len());
-    for (tag, body) in TAGS.iter().zip(bodies) {
+    for ((tag, body), (_, raw_len)) in TAGS.iter().zip(bodies.iter().copied()).zip(&packed) {
         table.extend_from_slice(*tag);
         table.extend_from_slice(&(offset as u64).to_le_bytes());
         table.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        table.extend_from_slice(&0u64.to_le_bytes());
+        table.extend_from_slice(&raw_len.to_le_bytes());
         table.extend_from_slice(&Sha256::digest(body));
         offset = align(offset + body.len());
     }
@@ -106,7 +126,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     if Sha256::digest(table).as_slice() != &bytes[24..56] {
         return Err(Error::Corrupt("section table checksum mismatch".into()));
     }
-    let mut found: [Option<&[u8]>; 5] = [None; 5];
+    let mut found: [Option<std::borrow::Cow<[u8]>>; 5] = [None, None, None, None, None];
     for e in table.chunks(ENTRY) {
         let tag: &[u8; 8] = e[..8].try_into().expect("8 bytes");
         let off = u64_at(e, 8);
@@ -122,6 +142,20 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         if Sha256::digest(body).as_slice() != &e[32..64] {
             return Err(Error::Corrupt(format!("section {} checksum mismatch", tag_name(tag))));
         }
+        let raw_len = u64_at(e, 24);
+        let body: std::borrow::Cow<[u8]> = if raw_len == 0 {
+            std::borrow::Cow::Borrowed(body)
+        } else {
+            if raw_len > MAX_FILE_BYTES {
+                return Err(Error::Corrupt(format!("section {} claims {raw_len} bytes", tag_name(tag))));
+            }
+            let raw = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(body, raw_len as usize)
+                .map_err(|e| Error::Corrupt(format!("section {} does not decompress: {e:?}", tag_name(tag))))?;
+            if raw.len() as u64 != raw_len {
+                return Err(Error::Corrupt(format!("section {} decompresses to the wrong size", tag_name(tag))));
+            }
+            std::borrow::Cow::Owned(raw)
+        };
         if let Some(i) = TAGS.iter().position(|t| *t == tag) {
             if found[i].replace(body).is_some() {
                 return Err(Error::Corrupt(format!("duplicate section {}", tag_name(tag))));
@@ -129,7 +163,9 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         }
         // Unknown sections are skipped: later minor versions may add some.
     }
-    let get = |i: usize| found[i].ok_or_else(|| Error::Corrupt(format!("missing section {}", tag_name(TAGS[i]))));
+    let get = |i: usize| {
+        found[i].as_deref().ok_or_else(|| Error::Corrupt(format!("missing section {}", tag_name(TAGS[i]))))
+    };
     let meta: ModelMeta =
         serde_json::from_slice(get(0)?).map_err(|e| Error::Corrupt(format!("metadata section: {e}")))?;
     let graph: Graph = serde_json::from_slice(get(1)?).map_err(|e| Error::Corrupt(format!("graph section: {e}")))?;
