@@ -11,8 +11,10 @@
 //! Kernels never allocate: callers pass every buffer, sized as documented.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod isa;
 pub mod reference;
 pub mod requant;
 pub mod shape;
 
+pub use isa::Isa;
 pub use requant::{quantize_multiplier, requantize, Requant};

@@ -106,3 +106,76 @@ pub fn f32_gemm(
         }
     }
 }
+
+/// Output stage shared by the int8 "NT" gemm (both operands k-contiguous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QOut {
+    pub out_zp: i32,
+    pub act_min: i8,
+    pub act_max: i8,
+}
+
+/// The core of every fast int8 conv and fully connected layer:
+/// `acc[i][j] = bias[i] + sum_k a[i][k] * b[j][k]` (plain int8 products; zero
+/// points are folded into `bias` by the caller), then
+/// `out[i * rs + j * cs] = clamp(out_zp + requantize(acc, rq[i]))`.
+///
+/// Overflow bound: `k <= 66_000` (products are at most 128 * 128 = 2^14) with
+/// `|bias| <= 2^30`... callers keep `k * 2^14 + |bias| < 2^31`.
+/// Contract: `a.len() >= m*k`, `b.len() >= n*k`, `bias.len() >= m`,
+/// `rq.len() >= m`, every `i*rs + j*cs < out.len()`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_gemm_nt(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: &mut [i8],
+    rs: usize,
+    cs: usize,
+) {
+    for i in 0..m {
+        let ar = &a[i * k..(i + 1) * k];
+        for j in 0..n {
+            let br = &b[j * k..(j + 1) * k];
+            let mut acc = bias[i];
+            for (x, y) in ar.iter().zip(br) {
+                acc += *x as i32 * *y as i32;
+            }
+            out[i * rs + j * cs] = clamp_i8(requantize(acc, rq[i]) + q.out_zp, q.act_min, q.act_max);
+        }
+    }
+}
+
+/// [`qs8_gemm_nt`] with real-valued output: `out = clamp(acc * scale[i], lo, hi)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_gemm_nt_f32out(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    act_min: f32,
+    act_max: f32,
+    out: &mut [f32],
+    rs: usize,
+    cs: usize,
+) {
+    for i in 0..m {
+        let ar = &a[i * k..(i + 1) * k];
+        for j in 0..n {
+            let br = &b[j * k..(j + 1) * k];
+            let mut acc = bias[i];
+            for (x, y) in ar.iter().zip(br) {
+                acc += *x as i32 * *y as i32;
+            }
+            out[i * rs + j * cs] = (acc as f32 * scale[i]).clamp(act_min, act_max);
+        }
+    }
+}
