@@ -21,7 +21,14 @@ pub enum Isa {
 }
 
 impl Isa {
-    pub const ALL: [Isa; 6] = [Isa::Scalar, Isa::Avx2, Isa::Neon, Isa::Dotprod, Isa::I8mm, Isa::Armv7Neon];
+    pub const ALL: [Isa; 6] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Neon,
+        Isa::Dotprod,
+        Isa::I8mm,
+        Isa::Armv7Neon,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,6 +57,8 @@ impl Isa {
             Isa::Dotprod => std::arch::is_aarch64_feature_detected!("dotprod"),
             #[cfg(all(target_arch = "aarch64", feature = "std"))]
             Isa::I8mm => std::arch::is_aarch64_feature_detected!("i8mm"),
+            #[cfg(all(target_arch = "arm", target_os = "linux", feature = "std"))]
+            Isa::Armv7Neon => crate::arm::has_neon(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -57,10 +66,16 @@ impl Isa {
 
     /// The best available path on this CPU.
     pub fn detect() -> Isa {
-        [Isa::I8mm, Isa::Dotprod, Isa::Neon, Isa::Avx2, Isa::Armv7Neon]
-            .into_iter()
-            .find(|i| i.available())
-            .unwrap_or(Isa::Scalar)
+        [
+            Isa::I8mm,
+            Isa::Dotprod,
+            Isa::Neon,
+            Isa::Avx2,
+            Isa::Armv7Neon,
+        ]
+        .into_iter()
+        .find(|i| i.available())
+        .unwrap_or(Isa::Scalar)
     }
 
     /// `STRIX_ISA` if set (an error if unknown or unavailable), else [`Isa::detect`].

@@ -11,10 +11,21 @@
 //! Kernels never allocate: callers pass every buffer, sized as documented.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "arm")]
+pub mod arm;
+pub mod driver;
 pub mod isa;
 pub mod reference;
 pub mod requant;
 pub mod shape;
+pub mod table;
+
+// AVX2 paths. Needs `std` for run-time feature detection (`is_x86_feature_detected!`),
+// which every safe wrapper re-checks before entering `#[target_feature]` code.
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+mod x86_64;
 
 pub use isa::Isa;
 pub use requant::{quantize_multiplier, requantize, Requant};

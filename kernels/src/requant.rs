@@ -2,8 +2,11 @@
 //!
 //! A real multiplier `m` in (0, 2^31) is stored as a Q31 `mult` in [2^30, 2^31)
 //! and a power-of-two `shift` (positive = left), so that
-//! `m ~= mult * 2^(shift - 31)`. Rounding is half away from zero in both the
-//! doubling high multiply and the final shift, exactly as TFLite's reference.
+//! `m ~= mult * 2^(shift - 31)`. Rounding follows TFLite's reference exactly:
+//! the doubling high multiply rounds exact halves towards +infinity (its
+//! nudge is `2^30` for positive and `1 - 2^30` for negative products, then
+//! the division truncates), and the final power-of-two division rounds half
+//! away from zero. SIMD paths reproduce both (NEON's `sqrdmulh` plus fix-ups).
 
 /// Per-channel requantization parameters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,17 +26,14 @@ pub fn quantize_multiplier(real: f64) -> Requant {
     if real.is_nan() || real <= 0.0 {
         return Requant { mult: 0, shift: 0 };
     }
-    // frexp: real = q * 2^e with q in [0.5, 1).
-    let mut e = real.log2().floor() as i32 + 1;
-    let mut q = real / 2f64.powi(e);
-    // log2 may be off by one at exact powers of two.
-    if q >= 1.0 {
-        q /= 2.0;
-        e += 1;
-    } else if q < 0.5 {
-        q *= 2.0;
-        e -= 1;
+    if !real.is_finite() {
+        return Requant {
+            mult: i32::MAX,
+            shift: 30,
+        };
     }
+    // real = q * 2^e with q in [0.5, 1).
+    let (q, mut e) = libm::frexp(real);
     let mut m = (q * (1u64 << 31) as f64).round() as i64;
     if m == 1 << 31 {
         m /= 2;
@@ -54,8 +54,9 @@ pub fn quantize_multiplier(real: f64) -> Requant {
     }
 }
 
-/// `round(a * b / 2^31)` with rounding half away from zero, saturating the single
-/// overflow case `i32::MIN * i32::MIN`.
+/// `round(a * b / 2^31)` (exact halves round towards +infinity, TFLite's
+/// `SaturatingRoundingDoublingHighMul`), saturating the single overflow case
+/// `i32::MIN * i32::MIN`.
 #[inline(always)]
 pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
@@ -88,7 +89,10 @@ pub fn requantize(x: i32, r: Requant) -> i32 {
     let right = if r.shift > 0 { 0 } else { -r.shift };
     let shifted = (x as i64) << left;
     let shifted = shifted.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-    rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, r.mult), right)
+    rounding_divide_by_pot(
+        saturating_rounding_doubling_high_mul(shifted, r.mult),
+        right,
+    )
 }
 
 /// Saturates to the int8 range `[lo, hi]` (activation bounds fused into the op).
@@ -103,7 +107,9 @@ mod tests {
 
     #[test]
     fn multiplier_roundtrip() {
-        for &m in &[1e-6, 0.001, 0.1234, 0.5, 0.75, 0.999999, 1.0, 1.5, 3.0, 1000.0] {
+        for &m in &[
+            1e-6, 0.001, 0.1234, 0.5, 0.75, 0.999999, 1.0, 1.5, 3.0, 1000.0,
+        ] {
             let r = quantize_multiplier(m);
             let back = r.mult as f64 * 2f64.powi(r.shift - 31);
             assert!((back - m).abs() / m < 1e-9, "{m} -> {r:?} -> {back}");
@@ -114,12 +120,31 @@ mod tests {
 
     #[test]
     fn requantize_matches_real_rounding() {
-        // Half away from zero on exact halves.
+        // The doubling high multiply rounds exact halves towards +infinity
+        // (TFLite semantics) ...
         let half = quantize_multiplier(0.5);
+        assert_eq!(
+            half,
+            Requant {
+                mult: 1 << 30,
+                shift: 0
+            }
+        );
         assert_eq!(requantize(3, half), 2);
-        assert_eq!(requantize(-3, half), -2);
+        assert_eq!(requantize(-3, half), -1);
         assert_eq!(requantize(5, half), 3);
-        assert_eq!(requantize(-5, half), -3);
+        assert_eq!(requantize(-5, half), -2);
+        // ... while the final shift rounds half away from zero.
+        let quarter = quantize_multiplier(0.25);
+        assert_eq!(
+            quarter,
+            Requant {
+                mult: 1 << 30,
+                shift: -1
+            }
+        );
+        assert_eq!(requantize(6, quarter), 2);
+        assert_eq!(requantize(-6, quarter), -2);
         let r = quantize_multiplier(0.0123);
         for x in [-100000, -12345, -1, 0, 1, 777, 99999] {
             let exact = x as f64 * 0.0123;
@@ -132,6 +157,9 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(i32::MAX, 31), 1);
         assert_eq!(rounding_divide_by_pot(i32::MIN, 31), -1);
         assert_eq!(rounding_divide_by_pot(-7, 0), -7);
-        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+            i32::MAX
+        );
     }
 }

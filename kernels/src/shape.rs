@@ -27,7 +27,11 @@ impl Dims {
         let mut s = [0; MAX_RANK];
         let mut acc = 1;
         for i in (0..MAX_RANK).rev() {
-            s[i] = if self.dims[i] == 1 && out.dims[i] != 1 { 0 } else { acc };
+            s[i] = if self.dims[i] == 1 && out.dims[i] != 1 {
+                0
+            } else {
+                acc
+            };
             acc *= self.dims[i];
         }
         s
@@ -41,8 +45,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize], out: &mut [usize; MAX_RANK]) ->
         return None;
     }
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -101,7 +113,17 @@ mod tests {
         let (a, b, o) = (Dims::new(&[2, 1]), Dims::new(&[3]), Dims::new(&[2, 3]));
         let mut seen = [(0, 0, 0); 6];
         for_each_broadcast(&a, &b, &o, |i, x, y| seen[i] = (i, x, y));
-        assert_eq!(seen, [(0, 0, 0), (1, 0, 1), (2, 0, 2), (3, 1, 0), (4, 1, 1), (5, 1, 2)]);
+        assert_eq!(
+            seen,
+            [
+                (0, 0, 0),
+                (1, 0, 1),
+                (2, 0, 2),
+                (3, 1, 0),
+                (4, 1, 1),
+                (5, 1, 2)
+            ]
+        );
         assert!(broadcast_shape(&[2, 3], &[4], &mut out).is_none());
     }
 }

@@ -11,7 +11,11 @@ pub enum Error {
     #[error("corrupt .strix file: {0}")]
     Corrupt(String),
     #[error("invalid model: node {node} ({op}): {msg}")]
-    InvalidNode { node: String, op: &'static str, msg: String },
+    InvalidNode {
+        node: String,
+        op: &'static str,
+        msg: String,
+    },
     #[error("invalid model: {0}")]
     Invalid(String),
     #[error("bad argument: {0}")]
@@ -19,7 +23,10 @@ pub enum Error {
     #[error("signature: {0}")]
     Signature(String),
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Consts, DType, Graph, Node, Op, Storage, Tensor};
 use crate::model::Model;
+use strix_kernels::driver as drv;
 use strix_kernels::reference as k;
 use strix_kernels::shape::Dims;
 use strix_kernels::Requant;
@@ -24,13 +25,19 @@ pub struct Session<'m> {
     model: &'m Model,
     a8: Vec<i8>,
     a32: Vec<f32>,
+    scratch: Vec<i8>,
 }
 
 impl<'m> Session<'m> {
     /// Allocates the arenas (the only allocation of a session's life).
     pub fn new(model: &'m Model) -> Self {
         let g = &model.graph;
-        Session { model, a8: vec![0; g.arena_i8], a32: vec![0.0; g.arena_f32] }
+        Session {
+            model,
+            a8: vec![0; g.arena_i8],
+            a32: vec![0.0; g.arena_f32],
+            scratch: vec![0; model.prepared.scratch],
+        }
     }
 
     pub fn model(&self) -> &'m Model {
@@ -40,12 +47,15 @@ impl<'m> Session<'m> {
     /// The f32 buffer of graph input `i` (to be filled before `run`).
     pub fn input_mut(&mut self, i: usize) -> Result<&mut [f32]> {
         let g = &self.model.graph;
-        let t = g
-            .inputs
-            .get(i)
-            .map(|&id| &g.tensors[id])
-            .ok_or_else(|| Error::Argument(format!("input index {i} out of range ({} inputs)", g.inputs.len())))?;
-        let Storage::Arena { offset } = t.storage else { unreachable_validated() };
+        let t = g.inputs.get(i).map(|&id| &g.tensors[id]).ok_or_else(|| {
+            Error::Argument(format!(
+                "input index {i} out of range ({} inputs)",
+                g.inputs.len()
+            ))
+        })?;
+        let Storage::Arena { offset } = t.storage else {
+            unreachable_validated()
+        };
         Ok(&mut self.a32[offset..offset + t.len()])
     }
 
@@ -55,11 +65,19 @@ impl<'m> Session<'m> {
         let c = &self.model.consts;
         let len = t.len();
         Some(match (t.storage, t.dtype) {
-            (Storage::Arena { offset }, DType::F32) => TensorData::F32(&self.a32[offset..offset + len]),
-            (Storage::Arena { offset }, DType::I8) => TensorData::I8(&self.a8[offset..offset + len]),
-            (Storage::Const { offset }, DType::F32) => TensorData::F32(&c.f32[offset..offset + len]),
+            (Storage::Arena { offset }, DType::F32) => {
+                TensorData::F32(&self.a32[offset..offset + len])
+            }
+            (Storage::Arena { offset }, DType::I8) => {
+                TensorData::I8(&self.a8[offset..offset + len])
+            }
+            (Storage::Const { offset }, DType::F32) => {
+                TensorData::F32(&c.f32[offset..offset + len])
+            }
             (Storage::Const { offset }, DType::I8) => TensorData::I8(&c.i8[offset..offset + len]),
-            (Storage::Const { offset }, DType::I32) => TensorData::I32(&c.i32[offset..offset + len]),
+            (Storage::Const { offset }, DType::I32) => {
+                TensorData::I32(&c.i32[offset..offset + len])
+            }
             (Storage::Arena { .. }, DType::I32) => return None,
         })
     }
@@ -67,13 +85,22 @@ impl<'m> Session<'m> {
     /// Output `i` as real values, dequantizing int8 outputs into `out`.
     pub fn output_f32(&self, i: usize, out: &mut Vec<f32>) -> Result<()> {
         let g = &self.model.graph;
-        let id = *g.outputs.get(i).ok_or_else(|| Error::Argument(format!("output index {i} out of range")))?;
+        let id = *g
+            .outputs
+            .get(i)
+            .ok_or_else(|| Error::Argument(format!("output index {i} out of range")))?;
         out.clear();
         match self.tensor(id) {
             Some(TensorData::F32(d)) => out.extend_from_slice(d),
             Some(TensorData::I8(d)) => {
-                let q = g.tensors[id].quant.unwrap_or(crate::graph::Quant { scale: 1.0, zero_point: 0 });
-                out.extend(d.iter().map(|&v| (v as i32 - q.zero_point) as f32 * q.scale));
+                let q = g.tensors[id].quant.unwrap_or(crate::graph::Quant {
+                    scale: 1.0,
+                    zero_point: 0,
+                });
+                out.extend(
+                    d.iter()
+                        .map(|&v| (v as i32 - q.zero_point) as f32 * q.scale),
+                );
             }
             _ => return Err(Error::Invalid("output is not an activation".into())),
         }
@@ -90,8 +117,23 @@ impl<'m> Session<'m> {
     pub fn run_observed(&mut self, mut observe: impl FnMut(usize, &Session<'m>)) -> Result<()> {
         let model = self.model;
         for (i, n) in model.graph.nodes.iter().enumerate() {
-            run_node(&model.graph, &model.consts, n, &mut self.a8, &mut self.a32).map_err(|msg| {
-                Error::InvalidNode { node: n.name.clone(), op: n.op.name(), msg }
+            let ctx = Ctx {
+                p: &model.prepared,
+                node: i,
+            };
+            run_node(
+                &ctx,
+                &model.graph,
+                &model.consts,
+                n,
+                &mut self.a8,
+                &mut self.a32,
+                &mut self.scratch,
+            )
+            .map_err(|msg| Error::InvalidNode {
+                node: n.name.clone(),
+                op: n.op.name(),
+                msg,
             })?;
             observe(i, self);
         }
@@ -115,7 +157,11 @@ struct Parts<'a, T> {
 
 impl<'a, T> Parts<'a, T> {
     fn whole(all: &'a [T]) -> Self {
-        Parts { lo: all, hi: &[], hole: (usize::MAX, usize::MAX) }
+        Parts {
+            lo: all,
+            hi: &[],
+            hole: (usize::MAX, usize::MAX),
+        }
     }
     fn get(&self, start: usize, len: usize) -> std::result::Result<&'a [T], String> {
         let end = start + len;
@@ -180,9 +226,25 @@ enum Out<'a> {
     I8(&'a mut [i8]),
 }
 
-fn run_node(g: &Graph, c: &Consts, n: &Node, a8: &mut [i8], a32: &mut [f32]) -> std::result::Result<(), String> {
+/// What a node needs besides its tensors: the kernel path and prepared data.
+struct Ctx<'a> {
+    p: &'a crate::kernels::Prepared,
+    node: usize,
+}
+
+fn run_node(
+    ctx: &Ctx,
+    g: &Graph,
+    c: &Consts,
+    n: &Node,
+    a8: &mut [i8],
+    a32: &mut [f32],
+    scratch: &mut [i8],
+) -> std::result::Result<(), String> {
     let ot = &g.tensors[n.output];
-    let Storage::Arena { offset } = ot.storage else { return Err("output is not an activation".into()) };
+    let Storage::Arena { offset } = ot.storage else {
+        return Err("output is not an activation".into());
+    };
     let len = ot.len();
     if let Op::Reshape = n.op {
         if g.tensors[n.inputs[0]].storage == ot.storage {
@@ -193,88 +255,229 @@ fn run_node(g: &Graph, c: &Consts, n: &Node, a8: &mut [i8], a32: &mut [f32]) -> 
         DType::I8 => {
             let (lo, rest) = a8.split_at_mut(offset);
             let (out, hi) = rest.split_at_mut(len);
-            let src = Src { t: &g.tensors, c, a8: Parts { lo, hi, hole: (offset, offset + len) }, a32: Parts::whole(a32) };
-            exec(n, &src, ot, Out::I8(out))
+            let src = Src {
+                t: &g.tensors,
+                c,
+                a8: Parts {
+                    lo,
+                    hi,
+                    hole: (offset, offset + len),
+                },
+                a32: Parts::whole(a32),
+            };
+            exec(ctx, n, &src, ot, Out::I8(out), scratch)
         }
         DType::F32 => {
             let (lo, rest) = a32.split_at_mut(offset);
             let (out, hi) = rest.split_at_mut(len);
-            let src = Src { t: &g.tensors, c, a8: Parts::whole(a8), a32: Parts { lo, hi, hole: (offset, offset + len) } };
-            exec(n, &src, ot, Out::F32(out))
+            let src = Src {
+                t: &g.tensors,
+                c,
+                a8: Parts::whole(a8),
+                a32: Parts {
+                    lo,
+                    hi,
+                    hole: (offset, offset + len),
+                },
+            };
+            exec(ctx, n, &src, ot, Out::F32(out), scratch)
         }
         DType::I32 => Err("int32 activations are not supported".into()),
     }
 }
 
-fn exec(n: &Node, s: &Src, ot: &Tensor, out: Out) -> std::result::Result<(), String> {
+fn exec(
+    ctx: &Ctx,
+    n: &Node,
+    s: &Src,
+    ot: &Tensor,
+    out: Out,
+    scratch: &mut [i8],
+) -> std::result::Result<(), String> {
     let inp = |k: usize| n.inputs[k];
+    let ks = ctx.p.ks;
+    let folded = ctx.p.folded[ctx.node].as_deref();
     let shape = |k: usize| &s.t[n.inputs[k]].shape;
     match (&n.op, out) {
-        (Op::Conv { geom, act_min, act_max }, Out::F32(o)) => {
+        (
+            Op::Conv {
+                geom,
+                act_min,
+                act_max,
+            },
+            Out::F32(o),
+        ) => {
             let (x, w, b) = (s.f32(inp(0))?, s.f32(inp(1))?, s.f32(inp(2))?);
             let (il, ol) = (geom.input_len(), geom.output_len());
             for bi in 0..shape(0)[0] {
-                k::f32_conv2d(geom, &x[bi * il..(bi + 1) * il], w, b, *act_min, *act_max, &mut o[bi * ol..(bi + 1) * ol]);
+                k::f32_conv2d(
+                    geom,
+                    &x[bi * il..(bi + 1) * il],
+                    w,
+                    b,
+                    *act_min,
+                    *act_max,
+                    &mut o[bi * ol..(bi + 1) * ol],
+                );
             }
         }
         (Op::QConv { geom, q }, Out::I8(o)) => {
-            let (x, w, b, rq) = (s.i8(inp(0))?, s.i8(inp(1))?, s.i32(inp(2))?, s.requant(inp(3))?);
+            let (x, w, b, rq) = (
+                s.i8(inp(0))?,
+                s.i8(inp(1))?,
+                s.i32(inp(2))?,
+                s.requant(inp(3))?,
+            );
             let (il, ol) = (geom.input_len(), geom.output_len());
             for bi in 0..shape(0)[0] {
-                crate::kernels::qs8_conv2d(geom, q, &x[bi * il..(bi + 1) * il], w, b, rq, &mut o[bi * ol..(bi + 1) * ol]);
+                let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
+                match folded {
+                    Some(fb) => drv::qs8_conv2d_gemm(ks, geom, q, xi, w, fb, rq, scratch, oi),
+                    None if drv::is_depthwise(geom) => (ks.dwconv2d.run)(geom, q, xi, w, b, rq, oi),
+                    None => k::qs8_conv2d(geom, q, xi, w, b, rq, oi),
+                }
             }
         }
-        (Op::QConvF32 { geom, in_zp, act_min, act_max }, Out::F32(o)) => {
+        (
+            Op::QConvF32 {
+                geom,
+                in_zp,
+                act_min,
+                act_max,
+            },
+            Out::F32(o),
+        ) => {
             let (x, w, b, sc) = (s.i8(inp(0))?, s.i8(inp(1))?, s.i32(inp(2))?, s.f32(inp(3))?);
             let (il, ol) = (geom.input_len(), geom.output_len());
             for bi in 0..shape(0)[0] {
                 let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
-                k::qs8_conv2d_f32out(geom, *in_zp, *act_min, *act_max, xi, w, b, sc, oi);
+                match folded {
+                    Some(fb) => drv::qs8_conv2d_gemm_f32out(
+                        ks, geom, *in_zp, *act_min, *act_max, xi, w, fb, sc, scratch, oi,
+                    ),
+                    None => {
+                        k::qs8_conv2d_f32out(geom, *in_zp, *act_min, *act_max, xi, w, b, sc, oi)
+                    }
+                }
             }
         }
-        (Op::QGemmF32 { m, n: nn, k: kk, in_zp, act_min, act_max }, Out::F32(o)) => {
+        (
+            Op::QGemmF32 {
+                m,
+                n: nn,
+                k: kk,
+                in_zp,
+                act_min,
+                act_max,
+            },
+            Out::F32(o),
+        ) => {
             let (x, w, b, sc) = (s.i8(inp(0))?, s.i8(inp(1))?, s.i32(inp(2))?, s.f32(inp(3))?);
-            k::qs8_gemm_f32out(*m, *nn, *kk, *in_zp, *act_min, *act_max, x, w, b, sc, o);
+            match folded {
+                // Rows of the NT gemm are output channels, columns the input rows.
+                Some(fb) => (ks.gemm_nt_f32out.run)(
+                    *nn, *m, *kk, w, x, fb, sc, *act_min, *act_max, o, 1, *nn,
+                ),
+                None => {
+                    k::qs8_gemm_f32out(*m, *nn, *kk, *in_zp, *act_min, *act_max, x, w, b, sc, o)
+                }
+            }
         }
-        (Op::Gemm { m, n: nn, k: kk, batch, act_min, act_max }, Out::F32(o)) => {
+        (
+            Op::Gemm {
+                m,
+                n: nn,
+                k: kk,
+                batch,
+                act_min,
+                act_max,
+            },
+            Out::F32(o),
+        ) => {
             let (x, w) = (s.f32(inp(0))?, s.f32(inp(1))?);
-            let b: &[f32] = if n.inputs.len() == 3 { s.f32(inp(2))? } else { &[] };
+            let b: &[f32] = if n.inputs.len() == 3 {
+                s.f32(inp(2))?
+            } else {
+                &[]
+            };
             let (xl, wl, ol) = (m * kk, kk * nn, m * nn);
             let wb = w.len() > wl;
             for bi in 0..*batch {
                 let wsl = if wb { &w[bi * wl..(bi + 1) * wl] } else { w };
-                k::f32_gemm(*m, *nn, *kk, &x[bi * xl..(bi + 1) * xl], wsl, b, *act_min, *act_max, &mut o[bi * ol..(bi + 1) * ol]);
+                k::f32_gemm(
+                    *m,
+                    *nn,
+                    *kk,
+                    &x[bi * xl..(bi + 1) * xl],
+                    wsl,
+                    b,
+                    *act_min,
+                    *act_max,
+                    &mut o[bi * ol..(bi + 1) * ol],
+                );
             }
         }
         (Op::QGemm { m, n: nn, k: kk, q }, Out::I8(o)) => {
-            crate::kernels::qs8_gemm(*m, *nn, *kk, q, s.i8(inp(0))?, s.i8(inp(1))?, s.i32(inp(2))?, s.requant(inp(3))?, o);
+            let (x, w, b, rq) = (
+                s.i8(inp(0))?,
+                s.i8(inp(1))?,
+                s.i32(inp(2))?,
+                s.requant(inp(3))?,
+            );
+            match folded {
+                Some(fb) => {
+                    let qo = k::QOut {
+                        out_zp: q.out_zp,
+                        act_min: q.act_min,
+                        act_max: q.act_max,
+                    };
+                    (ks.gemm_nt.run)(*nn, *m, *kk, w, x, fb, rq, &qo, o, 1, *nn)
+                }
+                None => k::qs8_gemm(*m, *nn, *kk, q, x, w, b, rq, o),
+            }
         }
         (Op::MaxPool { geom }, Out::F32(o)) => k::f32_pool2d(geom, true, s.f32(inp(0))?, o),
         (Op::AvgPool { geom }, Out::F32(o)) => k::f32_pool2d(geom, false, s.f32(inp(0))?, o),
-        (Op::MaxPool { geom }, Out::I8(o)) => k::qs8_maxpool2d(geom, s.i8(inp(0))?, o),
+        (Op::MaxPool { geom }, Out::I8(o)) => (ks.maxpool2d.run)(geom, s.i8(inp(0))?, o),
         (Op::AvgPool { geom }, Out::I8(o)) => {
             let zp = s.t[inp(0)].quant.map(|q| q.zero_point).unwrap_or(0);
-            k::qs8_avgpool2d(geom, zp, s.i8(inp(0))?, o)
+            (ks.avgpool2d.run)(geom, zp, s.i8(inp(0))?, o)
         }
         (Op::Binary { kind }, Out::F32(o)) => {
-            let (ad, bd, od) = (Dims::new(shape(0)), Dims::new(shape(1)), Dims::new(&ot.shape));
+            let (ad, bd, od) = (
+                Dims::new(shape(0)),
+                Dims::new(shape(1)),
+                Dims::new(&ot.shape),
+            );
             k::f32_binary(*kind, s.f32(inp(0))?, &ad, s.f32(inp(1))?, &bd, o, &od);
         }
         (Op::QAdd { p }, Out::I8(o)) => {
-            let (ad, bd, od) = (Dims::new(shape(0)), Dims::new(shape(1)), Dims::new(&ot.shape));
-            k::qs8_vadd(p, s.i8(inp(0))?, &ad, s.i8(inp(1))?, &bd, o, &od);
+            let (ad, bd, od) = (
+                Dims::new(shape(0)),
+                Dims::new(shape(1)),
+                Dims::new(&ot.shape),
+            );
+            (ks.vadd.run)(p, s.i8(inp(0))?, &ad, s.i8(inp(1))?, &bd, o, &od);
         }
         (Op::QMul { p }, Out::I8(o)) => {
-            let (ad, bd, od) = (Dims::new(shape(0)), Dims::new(shape(1)), Dims::new(&ot.shape));
-            k::qs8_vmul(p, s.i8(inp(0))?, &ad, s.i8(inp(1))?, &bd, o, &od);
+            let (ad, bd, od) = (
+                Dims::new(shape(0)),
+                Dims::new(shape(1)),
+                Dims::new(&ot.shape),
+            );
+            (ks.vmul.run)(p, s.i8(inp(0))?, &ad, s.i8(inp(1))?, &bd, o, &od);
         }
         (Op::Unary { kind }, Out::F32(o)) => k::f32_unary(*kind, s.f32(inp(0))?, o),
         (Op::Lut, Out::I8(o)) => {
             let t = s.i8(inp(1))?;
-            let table: &[i8; 256] = t.try_into().map_err(|_| "table must have 256 entries".to_string())?;
+            let table: &[i8; 256] = t
+                .try_into()
+                .map_err(|_| "table must have 256 entries".to_string())?;
             k::qs8_lut(table, s.i8(inp(0))?, o);
         }
-        (Op::Softmax { outer, axis, inner }, Out::F32(o)) => k::f32_softmax(s.f32(inp(0))?, *outer, *axis, *inner, o),
+        (Op::Softmax { outer, axis, inner }, Out::F32(o)) => {
+            k::f32_softmax(s.f32(inp(0))?, *outer, *axis, *inner, o)
+        }
         (Op::ReduceMean { outer, axis, inner }, Out::F32(o)) => {
             k::f32_reduce_mean(s.f32(inp(0))?, *outer, *axis, *inner, o)
         }
@@ -303,7 +506,13 @@ fn exec(n: &Node, s: &Src, ot: &Tensor, out: Out) -> std::result::Result<(), Str
                                 let chunk = ax * inner;
                                 for b in 0..outer {
                                     let dst = b * oshape[*axis] * inner + off * inner;
-                                    k::qs8_requantize_copy(&x[b * chunk..(b + 1) * chunk], izp, rq, ozp, &mut o[dst..dst + chunk]);
+                                    (ks.requantize_copy.run)(
+                                        &x[b * chunk..(b + 1) * chunk],
+                                        izp,
+                                        rq,
+                                        ozp,
+                                        &mut o[dst..dst + chunk],
+                                    );
                                 }
                             }
                         }
@@ -316,11 +525,21 @@ fn exec(n: &Node, s: &Src, ot: &Tensor, out: Out) -> std::result::Result<(), Str
         (Op::Transpose { perm }, Out::I8(o)) => k::transpose(s.i8(inp(0))?, shape(0), perm, o),
         (Op::Reshape, Out::F32(o)) => o.copy_from_slice(s.f32(inp(0))?),
         (Op::Reshape, Out::I8(o)) => o.copy_from_slice(s.i8(inp(0))?),
-        (Op::Slice { starts, steps }, Out::F32(o)) => k::slice(s.f32(inp(0))?, shape(0), starts, steps, &ot.shape, o),
-        (Op::Slice { starts, steps }, Out::I8(o)) => k::slice(s.i8(inp(0))?, shape(0), starts, steps, &ot.shape, o),
-        (Op::Gather { axis, indices }, Out::F32(o)) => k::gather(s.f32(inp(0))?, shape(0), *axis, indices, o),
-        (Op::Gather { axis, indices }, Out::I8(o)) => k::gather(s.i8(inp(0))?, shape(0), *axis, indices, o),
-        (Op::Pad { before, value }, Out::F32(o)) => k::pad_constant(s.f32(inp(0))?, shape(0), before, &ot.shape, *value, o),
+        (Op::Slice { starts, steps }, Out::F32(o)) => {
+            k::slice(s.f32(inp(0))?, shape(0), starts, steps, &ot.shape, o)
+        }
+        (Op::Slice { starts, steps }, Out::I8(o)) => {
+            k::slice(s.i8(inp(0))?, shape(0), starts, steps, &ot.shape, o)
+        }
+        (Op::Gather { axis, indices }, Out::F32(o)) => {
+            k::gather(s.f32(inp(0))?, shape(0), *axis, indices, o)
+        }
+        (Op::Gather { axis, indices }, Out::I8(o)) => {
+            k::gather(s.i8(inp(0))?, shape(0), *axis, indices, o)
+        }
+        (Op::Pad { before, value }, Out::F32(o)) => {
+            k::pad_constant(s.f32(inp(0))?, shape(0), before, &ot.shape, *value, o)
+        }
         (Op::Pad { before, value }, Out::I8(o)) => {
             k::pad_constant(s.i8(inp(0))?, shape(0), before, &ot.shape, *value as i8, o)
         }
@@ -334,7 +553,13 @@ fn exec(n: &Node, s: &Src, ot: &Tensor, out: Out) -> std::result::Result<(), Str
             let q = s.t[inp(0)].quant.ok_or("missing quantization")?;
             k::f32_dequantize(s.i8(inp(0))?, q.scale, q.zero_point, o);
         }
-        (op, _) => return Err(format!("{} cannot produce a {:?} output", op.name(), ot.dtype)),
+        (op, _) => {
+            return Err(format!(
+                "{} cannot produce a {:?} output",
+                op.name(),
+                ot.dtype
+            ))
+        }
     }
     Ok(())
 }

@@ -31,7 +31,13 @@ const MAX_SECTIONS: usize = 16;
 /// Files above this size are refused before any allocation.
 pub const MAX_FILE_BYTES: u64 = 1 << 31;
 
-const TAGS: [&[u8; 8]; 5] = [b"META\0\0\0\0", b"GRAPH\0\0\0", b"CI8\0\0\0\0\0", b"CI32\0\0\0\0", b"CF32\0\0\0\0"];
+const TAGS: [&[u8; 8]; 5] = [
+    b"META\0\0\0\0",
+    b"GRAPH\0\0\0",
+    b"CI8\0\0\0\0\0",
+    b"CI32\0\0\0\0",
+    b"CF32\0\0\0\0",
+];
 
 /// Serialises a model into the v1 container.
 pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
@@ -99,14 +105,20 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// Parses and checks a container; returns its parts (the graph not yet validated).
 pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     if bytes.len() < HEADER {
-        return Err(Error::Format(format!("{} bytes is shorter than the 64-byte header", bytes.len())));
+        return Err(Error::Format(format!(
+            "{} bytes is shorter than the 64-byte header",
+            bytes.len()
+        )));
     }
     if bytes[..8] != MAGIC {
         return Err(Error::Format("bad magic (expected \"STRIX\")".into()));
     }
     let version = u32_at(bytes, 8);
     if version != VERSION {
-        return Err(Error::Version { found: version, supported: VERSION });
+        return Err(Error::Version {
+            found: version,
+            supported: VERSION,
+        });
     }
     let count = u32_at(bytes, 12) as usize;
     let declared = u64_at(bytes, 16);
@@ -117,7 +129,9 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         )));
     }
     if declared > MAX_FILE_BYTES {
-        return Err(Error::Corrupt(format!("file of {declared} bytes exceeds the {MAX_FILE_BYTES}-byte limit")));
+        return Err(Error::Corrupt(format!(
+            "file of {declared} bytes exceeds the {MAX_FILE_BYTES}-byte limit"
+        )));
     }
     if count == 0 || count > MAX_SECTIONS || HEADER + count * ENTRY > bytes.len() {
         return Err(Error::Corrupt(format!("bad section count {count}")));
@@ -131,59 +145,101 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         let tag: &[u8; 8] = e[..8].try_into().expect("8 bytes");
         let off = u64_at(e, 8);
         let len = u64_at(e, 16);
-        let end = off.checked_add(len).filter(|&end| end <= bytes.len() as u64);
+        let end = off
+            .checked_add(len)
+            .filter(|&end| end <= bytes.len() as u64);
         let Some(end) = end else {
-            return Err(Error::Corrupt(format!("section {} runs past the end of the file", tag_name(tag))));
+            return Err(Error::Corrupt(format!(
+                "section {} runs past the end of the file",
+                tag_name(tag)
+            )));
         };
         if off as usize % ALIGN != 0 || (off as usize) < HEADER + count * ENTRY {
-            return Err(Error::Corrupt(format!("section {} is misplaced", tag_name(tag))));
+            return Err(Error::Corrupt(format!(
+                "section {} is misplaced",
+                tag_name(tag)
+            )));
         }
         let body = &bytes[off as usize..end as usize];
         if Sha256::digest(body).as_slice() != &e[32..64] {
-            return Err(Error::Corrupt(format!("section {} checksum mismatch", tag_name(tag))));
+            return Err(Error::Corrupt(format!(
+                "section {} checksum mismatch",
+                tag_name(tag)
+            )));
         }
         let raw_len = u64_at(e, 24);
         let body: std::borrow::Cow<[u8]> = if raw_len == 0 {
             std::borrow::Cow::Borrowed(body)
         } else {
             if raw_len > MAX_FILE_BYTES {
-                return Err(Error::Corrupt(format!("section {} claims {raw_len} bytes", tag_name(tag))));
+                return Err(Error::Corrupt(format!(
+                    "section {} claims {raw_len} bytes",
+                    tag_name(tag)
+                )));
             }
-            let raw = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(body, raw_len as usize)
-                .map_err(|e| Error::Corrupt(format!("section {} does not decompress: {e:?}", tag_name(tag))))?;
+            let raw =
+                miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(body, raw_len as usize)
+                    .map_err(|e| {
+                        Error::Corrupt(format!(
+                            "section {} does not decompress: {e:?}",
+                            tag_name(tag)
+                        ))
+                    })?;
             if raw.len() as u64 != raw_len {
-                return Err(Error::Corrupt(format!("section {} decompresses to the wrong size", tag_name(tag))));
+                return Err(Error::Corrupt(format!(
+                    "section {} decompresses to the wrong size",
+                    tag_name(tag)
+                )));
             }
             std::borrow::Cow::Owned(raw)
         };
         if let Some(i) = TAGS.iter().position(|t| *t == tag) {
             if found[i].replace(body).is_some() {
-                return Err(Error::Corrupt(format!("duplicate section {}", tag_name(tag))));
+                return Err(Error::Corrupt(format!(
+                    "duplicate section {}",
+                    tag_name(tag)
+                )));
             }
         }
         // Unknown sections are skipped: later minor versions may add some.
     }
     let get = |i: usize| {
-        found[i].as_deref().ok_or_else(|| Error::Corrupt(format!("missing section {}", tag_name(TAGS[i]))))
+        found[i]
+            .as_deref()
+            .ok_or_else(|| Error::Corrupt(format!("missing section {}", tag_name(TAGS[i]))))
     };
-    let meta: ModelMeta =
-        serde_json::from_slice(get(0)?).map_err(|e| Error::Corrupt(format!("metadata section: {e}")))?;
-    let graph: Graph = serde_json::from_slice(get(1)?).map_err(|e| Error::Corrupt(format!("graph section: {e}")))?;
+    let meta: ModelMeta = serde_json::from_slice(get(0)?)
+        .map_err(|e| Error::Corrupt(format!("metadata section: {e}")))?;
+    let graph: Graph = serde_json::from_slice(get(1)?)
+        .map_err(|e| Error::Corrupt(format!("graph section: {e}")))?;
     let words = |b: &[u8], what: &str| {
         if b.len() % 4 != 0 {
-            Err(Error::Corrupt(format!("{what} section length {} is not a multiple of 4", b.len())))
+            Err(Error::Corrupt(format!(
+                "{what} section length {} is not a multiple of 4",
+                b.len()
+            )))
         } else {
-            Ok(b.chunks_exact(4).map(|c| <[u8; 4]>::try_from(c).expect("4 bytes")).collect::<Vec<_>>())
+            Ok(b.chunks_exact(4)
+                .map(|c| <[u8; 4]>::try_from(c).expect("4 bytes"))
+                .collect::<Vec<_>>())
         }
     };
     let consts = Consts {
         i8: get(2)?.iter().map(|&v| v as i8).collect(),
-        i32: words(get(3)?, "CI32")?.into_iter().map(i32::from_le_bytes).collect(),
-        f32: words(get(4)?, "CF32")?.into_iter().map(f32::from_le_bytes).collect(),
+        i32: words(get(3)?, "CI32")?
+            .into_iter()
+            .map(i32::from_le_bytes)
+            .collect(),
+        f32: words(get(4)?, "CF32")?
+            .into_iter()
+            .map(f32::from_le_bytes)
+            .collect(),
     };
     Ok((meta, graph, consts))
 }
 
 fn tag_name(t: &[u8; 8]) -> String {
-    String::from_utf8_lossy(t).trim_end_matches('\0').to_string()
+    String::from_utf8_lossy(t)
+        .trim_end_matches('\0')
+        .to_string()
 }

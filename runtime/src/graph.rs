@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use strix_kernels::reference::{
-    BinaryOp, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams, ResizeGeometry, UnaryOp,
+    BinaryOp, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams,
+    ResizeGeometry, UnaryOp,
 };
 use strix_kernels::Requant;
 
@@ -67,40 +68,107 @@ impl Tensor {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// f32 conv; inputs `[x, w, bias]`; per-batch geometry.
-    Conv { geom: ConvGeometry, act_min: f32, act_max: f32 },
+    Conv {
+        geom: ConvGeometry,
+        act_min: f32,
+        act_max: f32,
+    },
     /// int8 conv; inputs `[x, w (i8), bias (i32), requant (i32 pairs mult, shift)]`.
-    QConv { geom: ConvGeometry, q: QConvParams },
+    QConv {
+        geom: ConvGeometry,
+        q: QConvParams,
+    },
     /// int8 conv with f32 output (a layer feeding f32 ops); inputs
     /// `[x, w (i8), bias (i32), scale (f32 per output channel = s_in * s_w)]`.
-    QConvF32 { geom: ConvGeometry, in_zp: i32, act_min: f32, act_max: f32 },
+    QConvF32 {
+        geom: ConvGeometry,
+        in_zp: i32,
+        act_min: f32,
+        act_max: f32,
+    },
     /// f32 `x[m,k] @ w[k,n] + bias`; inputs `[x, w, bias?]` (w may be an activation).
-    Gemm { m: usize, n: usize, k: usize, batch: usize, act_min: f32, act_max: f32 },
+    Gemm {
+        m: usize,
+        n: usize,
+        k: usize,
+        batch: usize,
+        act_min: f32,
+        act_max: f32,
+    },
     /// int8 `x[m,k] @ w[n,k]^T`; inputs `[x, w (i8), bias (i32), requant]`.
-    QGemm { m: usize, n: usize, k: usize, q: QGemmParams },
+    QGemm {
+        m: usize,
+        n: usize,
+        k: usize,
+        q: QGemmParams,
+    },
     /// int8 gemm with f32 output; inputs `[x, w (i8), bias (i32), scale (f32)]`.
-    QGemmF32 { m: usize, n: usize, k: usize, in_zp: i32, act_min: f32, act_max: f32 },
-    MaxPool { geom: PoolGeometry },
+    QGemmF32 {
+        m: usize,
+        n: usize,
+        k: usize,
+        in_zp: i32,
+        act_min: f32,
+        act_max: f32,
+    },
+    MaxPool {
+        geom: PoolGeometry,
+    },
     /// Average pooling; int8 uses the input zero point for rounding.
-    AvgPool { geom: PoolGeometry },
-    Binary { kind: BinaryOp },
-    QAdd { p: QAddParams },
-    QMul { p: QMulParams },
-    Unary { kind: UnaryOp },
+    AvgPool {
+        geom: PoolGeometry,
+    },
+    Binary {
+        kind: BinaryOp,
+    },
+    QAdd {
+        p: QAddParams,
+    },
+    QMul {
+        p: QMulParams,
+    },
+    Unary {
+        kind: UnaryOp,
+    },
     /// int8 lookup table; inputs `[x, table (i8, 256)]`.
     Lut,
-    Softmax { outer: usize, axis: usize, inner: usize },
-    ReduceMean { outer: usize, axis: usize, inner: usize },
+    Softmax {
+        outer: usize,
+        axis: usize,
+        inner: usize,
+    },
+    ReduceMean {
+        outer: usize,
+        axis: usize,
+        inner: usize,
+    },
     /// Concatenation along `axis`; int8 inputs whose quantization differs from
     /// the output's are requantized with `requant[i]` (`None` = plain copy).
-    Concat { axis: usize, requant: Vec<Option<Requant>> },
-    Transpose { perm: Vec<usize> },
+    Concat {
+        axis: usize,
+        requant: Vec<Option<Requant>>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Same data, new shape (aliases its input's buffer when the plan allows).
     Reshape,
-    Slice { starts: Vec<usize>, steps: Vec<isize> },
-    Gather { axis: usize, indices: Vec<usize> },
+    Slice {
+        starts: Vec<usize>,
+        steps: Vec<isize>,
+    },
+    Gather {
+        axis: usize,
+        indices: Vec<usize>,
+    },
     /// Constant padding; `value` is in the tensor's own domain (a code for int8).
-    Pad { before: Vec<usize>, value: f32 },
-    Resize { geom: ResizeGeometry },
+    Pad {
+        before: Vec<usize>,
+        value: f32,
+    },
+    Resize {
+        geom: ResizeGeometry,
+    },
     /// f32 -> int8 with the output's quantization.
     Quantize,
     /// int8 -> f32 with the input's quantization.
@@ -141,8 +209,12 @@ impl Op {
     /// Multiply-accumulates per inference (0 for ops that do not multiply).
     pub fn macs(&self, batch: usize) -> u64 {
         match self {
-            Op::Conv { geom, .. } | Op::QConv { geom, .. } | Op::QConvF32 { geom, .. } => (geom.macs() * batch) as u64,
-            Op::Gemm { m, n, k, batch: b, .. } => (m * n * k * b) as u64,
+            Op::Conv { geom, .. } | Op::QConv { geom, .. } | Op::QConvF32 { geom, .. } => {
+                (geom.macs() * batch) as u64
+            }
+            Op::Gemm {
+                m, n, k, batch: b, ..
+            } => (m * n * k * b) as u64,
             Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => (m * n * k) as u64,
             _ => 0,
         }
@@ -193,7 +265,16 @@ impl Graph {
     pub fn macs(&self) -> u64 {
         self.nodes
             .iter()
-            .map(|n| n.op.macs(self.tensors[n.output].shape.first().copied().unwrap_or(1).max(1)))
+            .map(|n| {
+                n.op.macs(
+                    self.tensors[n.output]
+                        .shape
+                        .first()
+                        .copied()
+                        .unwrap_or(1)
+                        .max(1),
+                )
+            })
             .sum()
     }
 }

@@ -1,4 +1,70 @@
-//! Kernel selection for the heavy int8 ops. Today every path is the scalar
-//! reference; optimised paths plug in here, chosen once per CPU.
+//! Kernel selection and preparation for the heavy int8 ops: the path is
+//! chosen once per model (CPU features or `STRIX_ISA`), biases are folded for
+//! the gemm drivers, and the scratch size is computed, all before `run`.
 
-pub use strix_kernels::reference::{qs8_conv2d, qs8_gemm};
+use crate::graph::{Consts, Graph, Op, Storage};
+use strix_kernels::driver::{conv_scratch_len, fold_bias, uses_gemm};
+use strix_kernels::table::{kernels_for, KernelSet, SCALAR};
+use strix_kernels::Isa;
+
+#[derive(Clone)]
+pub struct Prepared {
+    pub isa: Isa,
+    pub ks: &'static KernelSet,
+    /// Per node: the zero-point-folded bias of gemm-driven convs and gemms.
+    pub folded: Vec<Option<Vec<i32>>>,
+    /// Scratch bytes a session needs (im2row tiles).
+    pub scratch: usize,
+}
+
+impl Prepared {
+    pub fn new(g: &Graph, c: &Consts, isa: Isa) -> Self {
+        let ks = if isa == Isa::Scalar {
+            &SCALAR
+        } else {
+            kernels_for(isa)
+        };
+        let mut scratch = 0;
+        let konst = |id: usize| match g.tensors[id].storage {
+            Storage::Const { offset } => offset,
+            Storage::Arena { .. } => 0,
+        };
+        let folded = g
+            .nodes
+            .iter()
+            .map(|n| {
+                let (k, zp) = match &n.op {
+                    Op::QConv { geom, q } if uses_gemm(geom) => {
+                        scratch = scratch.max(conv_scratch_len(geom));
+                        (geom.k(), q.in_zp)
+                    }
+                    Op::QConvF32 { geom, in_zp, .. } if uses_gemm(geom) => {
+                        scratch = scratch.max(conv_scratch_len(geom));
+                        (geom.k(), *in_zp)
+                    }
+                    Op::QGemm { k, q, .. } => (*k, q.in_zp),
+                    Op::QGemmF32 { k, in_zp, .. } => (*k, *in_zp),
+                    _ => return None,
+                };
+                let (w, b) = (&g.tensors[n.inputs[1]], &g.tensors[n.inputs[2]]);
+                let (wo, bo) = (konst(n.inputs[1]), konst(n.inputs[2]));
+                fold_bias(&c.i8[wo..wo + w.len()], &c.i32[bo..bo + b.len()], k, zp)
+            })
+            .collect();
+        Prepared {
+            isa,
+            ks,
+            folded,
+            scratch,
+        }
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("isa", &self.isa)
+            .field("scratch", &self.scratch)
+            .finish_non_exhaustive()
+    }
+}

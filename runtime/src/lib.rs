@@ -3,6 +3,7 @@
 //! `Model::load` (validate everything) -> `Session::new` (allocate the arena
 //! once) -> `Session::run` (no allocation) -> outputs.
 pub mod audio;
+pub mod capi;
 pub mod error;
 pub mod exec;
 pub mod format;

@@ -20,7 +20,11 @@ pub fn plan(g: &mut Graph, reuse: bool) {
             }
         }
     }
-    let act: Vec<bool> = g.tensors.iter().map(|t| matches!(t.storage, Storage::Arena { .. })).collect();
+    let act: Vec<bool> = g
+        .tensors
+        .iter()
+        .map(|t| matches!(t.storage, Storage::Arena { .. }))
+        .collect();
     let is_act = |i: usize| act[i];
     let never = usize::MAX;
     let mut first = vec![never; nt];
@@ -56,11 +60,20 @@ pub fn plan(g: &mut Graph, reuse: bool) {
     let mut offsets = vec![0usize; nt];
     let mut sizes = [0usize; 2];
     for (slot, dt) in [DType::I8, DType::F32].into_iter().enumerate() {
-        let mut bufs: Vec<usize> =
-            (0..nt).filter(|&b| buf[b] == b && first[b] != never && is_act(b) && g.tensors[b].dtype == dt).collect();
+        let mut bufs: Vec<usize> = (0..nt)
+            .filter(|&b| buf[b] == b && first[b] != never && is_act(b) && g.tensors[b].dtype == dt)
+            .collect();
         // Size of a buffer: the largest tensor aliased to it.
-        let size_of = |b: usize| (0..nt).filter(|&t| buf[t] == b).map(|t| g.tensors[t].len()).max().unwrap_or(0);
-        let sizes_b: Vec<usize> = (0..nt).map(|b| if bufs.contains(&b) { size_of(b) } else { 0 }).collect();
+        let size_of = |b: usize| {
+            (0..nt)
+                .filter(|&t| buf[t] == b)
+                .map(|t| g.tensors[t].len())
+                .max()
+                .unwrap_or(0)
+        };
+        let sizes_b: Vec<usize> = (0..nt)
+            .map(|b| if bufs.contains(&b) { size_of(b) } else { 0 })
+            .collect();
         bufs.sort_by(|&a, &b| sizes_b[b].cmp(&sizes_b[a]).then(first[a].cmp(&first[b])));
         let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (start, end, first, last)
         for &b in &bufs {
@@ -85,7 +98,9 @@ pub fn plan(g: &mut Graph, reuse: bool) {
     }
     for t in 0..nt {
         if is_act(t) {
-            g.tensors[t].storage = Storage::Arena { offset: offsets[buf[t]] };
+            g.tensors[t].storage = Storage::Arena {
+                offset: offsets[buf[t]],
+            };
         }
     }
     g.arena_i8 = sizes[0];

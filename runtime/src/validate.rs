@@ -15,19 +15,31 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
     // Element counts must not overflow and must fit their storage.
     for (i, t) in g.tensors.iter().enumerate() {
         if t.shape.len() > MAX_RANK {
-            return Err(Error::Invalid(format!("tensor {i} '{}' has rank {} > {MAX_RANK}", t.name, t.shape.len())));
+            return Err(Error::Invalid(format!(
+                "tensor {i} '{}' has rank {} > {MAX_RANK}",
+                t.name,
+                t.shape.len()
+            )));
         }
         let len = t
             .shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .filter(|&l| l < (1 << 31))
-            .ok_or_else(|| Error::Invalid(format!("tensor {i} '{}' is too large: {:?}", t.name, t.shape)))?;
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "tensor {i} '{}' is too large: {:?}",
+                    t.name, t.shape
+                ))
+            })?;
         let (cap, what) = match (t.storage, t.dtype) {
             (Storage::Arena { .. }, DType::I8) => (g.arena_i8, "int8 arena"),
             (Storage::Arena { .. }, DType::F32) => (g.arena_f32, "f32 arena"),
             (Storage::Arena { .. }, DType::I32) => {
-                return Err(Error::Invalid(format!("tensor {i} '{}': int32 activations are not supported", t.name)))
+                return Err(Error::Invalid(format!(
+                    "tensor {i} '{}': int32 activations are not supported",
+                    t.name
+                )))
             }
             (Storage::Const { .. }, DType::I8) => (c.i8.len(), "int8 constants"),
             (Storage::Const { .. }, DType::I32) => (c.i32.len(), "int32 constants"),
@@ -44,29 +56,48 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
         }
         if let Some(q) = t.quant {
             if !(q.scale.is_finite() && q.scale > 0.0) || !(-128..=127).contains(&q.zero_point) {
-                return Err(Error::Invalid(format!("tensor {i} '{}' has bad quantization {q:?}", t.name)));
+                return Err(Error::Invalid(format!(
+                    "tensor {i} '{}' has bad quantization {q:?}",
+                    t.name
+                )));
             }
         }
         if t.dtype == DType::I8 && matches!(t.storage, Storage::Arena { .. }) && t.quant.is_none() {
-            return Err(Error::Invalid(format!("int8 tensor {i} '{}' has no quantization", t.name)));
+            return Err(Error::Invalid(format!(
+                "int8 tensor {i} '{}' has no quantization",
+                t.name
+            )));
         }
     }
     if g.arena_i8 > (1 << 31) || g.arena_f32 > (1 << 29) {
-        return Err(Error::Invalid(format!("arena of {} bytes is too large", g.arena_bytes())));
+        return Err(Error::Invalid(format!(
+            "arena of {} bytes is too large",
+            g.arena_bytes()
+        )));
     }
     let mut defined = vec![false; nt];
     for (i, t) in g.tensors.iter().enumerate() {
         defined[i] = matches!(t.storage, Storage::Const { .. });
     }
     for &i in &g.inputs {
-        let t = g.tensors.get(i).ok_or_else(|| Error::Invalid(format!("graph input {i} does not exist")))?;
+        let t = g
+            .tensors
+            .get(i)
+            .ok_or_else(|| Error::Invalid(format!("graph input {i} does not exist")))?;
         if t.dtype != DType::F32 || !matches!(t.storage, Storage::Arena { .. }) {
-            return Err(Error::Invalid(format!("graph input '{}' must be an f32 activation", t.name)));
+            return Err(Error::Invalid(format!(
+                "graph input '{}' must be an f32 activation",
+                t.name
+            )));
         }
         defined[i] = true;
     }
     for n in &g.nodes {
-        let bad = |msg: String| Error::InvalidNode { node: n.name.clone(), op: n.op.name(), msg };
+        let bad = |msg: String| Error::InvalidNode {
+            node: n.name.clone(),
+            op: n.op.name(),
+            msg,
+        };
         for &i in n.inputs.iter().chain(std::iter::once(&n.output)) {
             if i >= nt {
                 return Err(bad(format!("tensor index {i} out of range")));
@@ -74,12 +105,18 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
         }
         for &i in &n.inputs {
             if !defined[i] {
-                return Err(bad(format!("reads tensor '{}' before it is computed", g.tensors[i].name)));
+                return Err(bad(format!(
+                    "reads tensor '{}' before it is computed",
+                    g.tensors[i].name
+                )));
             }
         }
         let out = &g.tensors[n.output];
         if !matches!(out.storage, Storage::Arena { .. }) || defined[n.output] {
-            return Err(bad(format!("output '{}' must be a fresh activation", out.name)));
+            return Err(bad(format!(
+                "output '{}' must be a fresh activation",
+                out.name
+            )));
         }
         check_overlap(g, n).map_err(bad)?;
         check_node(g, c, n).map_err(bad)?;
@@ -87,7 +124,9 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
     }
     for &o in &g.outputs {
         if !defined.get(o).copied().unwrap_or(false) || g.tensors[o].dtype == DType::I32 {
-            return Err(Error::Invalid(format!("graph output {o} is never computed")));
+            return Err(Error::Invalid(format!(
+                "graph output {o} is never computed"
+            )));
         }
     }
     Ok(())
@@ -102,12 +141,17 @@ fn range(t: &Tensor) -> Option<(DType, usize, usize)> {
 
 /// A node may not write over its own inputs (a Reshape may alias exactly).
 fn check_overlap(g: &Graph, n: &Node) -> std::result::Result<(), String> {
-    let Some((dt, s, e)) = range(&g.tensors[n.output]) else { return Ok(()) };
+    let Some((dt, s, e)) = range(&g.tensors[n.output]) else {
+        return Ok(());
+    };
     for &i in &n.inputs {
         if let Some((dt2, s2, e2)) = range(&g.tensors[i]) {
             let exact_alias = matches!(n.op, Op::Reshape) && s == s2 && e == e2;
             if dt == dt2 && s2 < e && s < e2 && !exact_alias && s < e {
-                return Err(format!("output overlaps input '{}' in the arena", g.tensors[i].name));
+                return Err(format!(
+                    "output overlaps input '{}' in the arena",
+                    g.tensors[i].name
+                ));
             }
         }
     }
@@ -124,11 +168,17 @@ fn want(cond: bool, msg: impl FnOnce() -> String) -> std::result::Result<(), Str
 
 fn conv_ok(geom: &ConvGeometry, x: &Tensor, out: &Tensor) -> std::result::Result<usize, String> {
     want(geom.is_valid(), || format!("invalid geometry {geom:?}"))?;
-    want(x.shape.len() == 4 && out.shape.len() == 4, || "conv tensors must be 4-D".into())?;
+    want(x.shape.len() == 4 && out.shape.len() == 4, || {
+        "conv tensors must be 4-D".into()
+    })?;
     let batch = x.shape[0];
     want(out.shape[0] == batch, || "batch mismatch".into())?;
-    want(x.len() == batch * geom.input_len(), || format!("input {:?} does not match geometry", x.shape))?;
-    want(out.len() == batch * geom.output_len(), || format!("output {:?} does not match geometry", out.shape))?;
+    want(x.len() == batch * geom.input_len(), || {
+        format!("input {:?} does not match geometry", x.shape)
+    })?;
+    want(out.len() == batch * geom.output_len(), || {
+        format!("output {:?} does not match geometry", out.shape)
+    })?;
     Ok(batch)
 }
 
@@ -140,31 +190,56 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             format!("expects {lo}..={hi} inputs, has {}", n.inputs.len())
         })
     };
-    let dtypes = |k: usize, d: DType| want(t(k).dtype == d, || format!("input {k} must be {d:?}, is {:?}", t(k).dtype));
+    let dtypes = |k: usize, d: DType| {
+        want(t(k).dtype == d, || {
+            format!("input {k} must be {d:?}, is {:?}", t(k).dtype)
+        })
+    };
     let is_const = |k: usize| matches!(t(k).storage, Storage::Const { .. });
-    let out_dt = |d: DType| want(out.dtype == d, || format!("output must be {d:?}, is {:?}", out.dtype));
+    let out_dt = |d: DType| {
+        want(out.dtype == d, || {
+            format!("output must be {d:?}, is {:?}", out.dtype)
+        })
+    };
     let rq_ok = |k: usize, count: usize| -> std::result::Result<(), String> {
-        want(is_const(k) && t(k).dtype == DType::I32 && t(k).len() == 2 * count, || {
-            "requantization table has the wrong size".into()
-        })?;
-        let Storage::Const { offset } = t(k).storage else { return Err("requantization must be constant".into()) };
+        want(
+            is_const(k) && t(k).dtype == DType::I32 && t(k).len() == 2 * count,
+            || "requantization table has the wrong size".into(),
+        )?;
+        let Storage::Const { offset } = t(k).storage else {
+            return Err("requantization must be constant".into());
+        };
         let table = &c.i32[offset..offset + 2 * count];
         want(
-            table.chunks(2).all(|p| rq_sane(strix_kernels::Requant { mult: p[0], shift: p[1] })),
+            table.chunks(2).all(|p| {
+                rq_sane(strix_kernels::Requant {
+                    mult: p[0],
+                    shift: p[1],
+                })
+            }),
             || "requantization multiplier out of range".into(),
         )?;
         bias_ok(c, t(k - 1))
     };
     match &n.op {
-        Op::Conv { geom, act_min, act_max } => {
+        Op::Conv {
+            geom,
+            act_min,
+            act_max,
+        } => {
             arity(3, 3)?;
             for k in 0..3 {
                 dtypes(k, DType::F32)?;
             }
             out_dt(DType::F32)?;
             conv_ok(geom, t(0), out)?;
-            want(t(1).len() == geom.weight_len() && t(2).len() == geom.out_c, || "weights/bias size".into())?;
-            want(!act_min.is_nan() && !act_max.is_nan(), || "NaN activation bounds".into())?;
+            want(
+                t(1).len() == geom.weight_len() && t(2).len() == geom.out_c,
+                || "weights/bias size".into(),
+            )?;
+            want(!act_min.is_nan() && !act_max.is_nan(), || {
+                "NaN activation bounds".into()
+            })?;
         }
         Op::QConv { geom, q } => {
             arity(4, 4)?;
@@ -173,13 +248,27 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             dtypes(2, DType::I32)?;
             out_dt(DType::I8)?;
             conv_ok(geom, t(0), out)?;
-            want(is_const(1) && t(1).len() == geom.weight_len(), || "weights size".into())?;
-            want(is_const(2) && t(2).len() == geom.out_c, || "bias size".into())?;
+            want(is_const(1) && t(1).len() == geom.weight_len(), || {
+                "weights size".into()
+            })?;
+            want(is_const(2) && t(2).len() == geom.out_c, || {
+                "bias size".into()
+            })?;
             rq_ok(3, geom.out_c)?;
-            want(geom.k() <= MAX_QS8_REDUCTION, || format!("reduction {} exceeds the int8 bound", geom.k()))?;
-            want(zp_ok(q.in_zp) && zp_ok(q.out_zp) && q.act_min <= q.act_max, || "bad zero point".into())?;
+            want(geom.k() <= MAX_QS8_REDUCTION, || {
+                format!("reduction {} exceeds the int8 bound", geom.k())
+            })?;
+            want(
+                zp_ok(q.in_zp) && zp_ok(q.out_zp) && q.act_min <= q.act_max,
+                || "bad zero point".into(),
+            )?;
         }
-        Op::QConvF32 { geom, in_zp, act_min, act_max } => {
+        Op::QConvF32 {
+            geom,
+            in_zp,
+            act_min,
+            act_max,
+        } => {
             arity(4, 4)?;
             dtypes(0, DType::I8)?;
             dtypes(1, DType::I8)?;
@@ -187,40 +276,82 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             dtypes(3, DType::F32)?;
             out_dt(DType::F32)?;
             conv_ok(geom, t(0), out)?;
-            want(is_const(1) && t(1).len() == geom.weight_len(), || "weights size".into())?;
-            want(is_const(2) && t(2).len() == geom.out_c && t(3).len() == geom.out_c, || "bias/scale size".into())?;
-            want(geom.k() <= MAX_QS8_REDUCTION, || format!("reduction {} exceeds the int8 bound", geom.k()))?;
-            want(zp_ok(*in_zp) && !act_min.is_nan() && !act_max.is_nan(), || "bad parameters".into())?;
+            want(is_const(1) && t(1).len() == geom.weight_len(), || {
+                "weights size".into()
+            })?;
+            want(
+                is_const(2) && t(2).len() == geom.out_c && t(3).len() == geom.out_c,
+                || "bias/scale size".into(),
+            )?;
+            want(geom.k() <= MAX_QS8_REDUCTION, || {
+                format!("reduction {} exceeds the int8 bound", geom.k())
+            })?;
+            want(
+                zp_ok(*in_zp) && !act_min.is_nan() && !act_max.is_nan(),
+                || "bad parameters".into(),
+            )?;
             bias_ok(c, t(2))?;
         }
-        Op::QGemmF32 { m, n: nn, k, in_zp, act_min, act_max } => {
+        Op::QGemmF32 {
+            m,
+            n: nn,
+            k,
+            in_zp,
+            act_min,
+            act_max,
+        } => {
             arity(4, 4)?;
             dtypes(0, DType::I8)?;
             dtypes(1, DType::I8)?;
             dtypes(2, DType::I32)?;
             dtypes(3, DType::F32)?;
             out_dt(DType::F32)?;
-            want(t(0).len() == m * k && out.len() == m * nn, || "input/output size".into())?;
-            want(is_const(1) && t(1).len() == nn * k, || "weights size".into())?;
-            want(is_const(2) && t(2).len() == *nn && t(3).len() == *nn, || "bias/scale size".into())?;
-            want(*k <= MAX_QS8_REDUCTION, || "reduction exceeds the int8 bound".into())?;
-            want(zp_ok(*in_zp) && !act_min.is_nan() && !act_max.is_nan(), || "bad parameters".into())?;
+            want(t(0).len() == m * k && out.len() == m * nn, || {
+                "input/output size".into()
+            })?;
+            want(is_const(1) && t(1).len() == nn * k, || {
+                "weights size".into()
+            })?;
+            want(
+                is_const(2) && t(2).len() == *nn && t(3).len() == *nn,
+                || "bias/scale size".into(),
+            )?;
+            want(*k <= MAX_QS8_REDUCTION, || {
+                "reduction exceeds the int8 bound".into()
+            })?;
+            want(
+                zp_ok(*in_zp) && !act_min.is_nan() && !act_max.is_nan(),
+                || "bad parameters".into(),
+            )?;
             bias_ok(c, t(2))?;
         }
-        Op::Gemm { m, n: nn, k, batch, act_min, act_max } => {
+        Op::Gemm {
+            m,
+            n: nn,
+            k,
+            batch,
+            act_min,
+            act_max,
+        } => {
             arity(2, 3)?;
             out_dt(DType::F32)?;
             dtypes(0, DType::F32)?;
             dtypes(1, DType::F32)?;
             let (m, nn, k, b) = (*m, *nn, *k, *batch);
-            want(t(0).len() == b * m * k, || format!("input has {} elements, expected {b}x{m}x{k}", t(0).len()))?;
-            want(t(1).len() == k * nn || t(1).len() == b * k * nn, || "weights size".into())?;
+            want(t(0).len() == b * m * k, || {
+                format!("input has {} elements, expected {b}x{m}x{k}", t(0).len())
+            })?;
+            want(t(1).len() == k * nn || t(1).len() == b * k * nn, || {
+                "weights size".into()
+            })?;
             if n.inputs.len() == 3 {
                 dtypes(2, DType::F32)?;
                 want(t(2).len() == nn, || "bias size".into())?;
             }
             want(out.len() == b * m * nn, || "output size".into())?;
-            want(!act_min.is_nan() && !act_max.is_nan(), || "NaN activation bounds".into())?;
+            want(!act_min.is_nan() && !act_max.is_nan(), || {
+                "NaN activation bounds".into()
+            })?;
         }
         Op::QGemm { m, n: nn, k, q } => {
             arity(4, 4)?;
@@ -228,39 +359,75 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             dtypes(1, DType::I8)?;
             dtypes(2, DType::I32)?;
             out_dt(DType::I8)?;
-            want(t(0).len() == m * k && out.len() == m * nn, || "input/output size".into())?;
-            want(is_const(1) && t(1).len() == nn * k, || "weights size".into())?;
+            want(t(0).len() == m * k && out.len() == m * nn, || {
+                "input/output size".into()
+            })?;
+            want(is_const(1) && t(1).len() == nn * k, || {
+                "weights size".into()
+            })?;
             want(is_const(2) && t(2).len() == *nn, || "bias size".into())?;
             rq_ok(3, *nn)?;
-            want(*k <= MAX_QS8_REDUCTION, || "reduction exceeds the int8 bound".into())?;
-            want(zp_ok(q.in_zp) && zp_ok(q.out_zp), || "bad zero point".into())?;
+            want(*k <= MAX_QS8_REDUCTION, || {
+                "reduction exceeds the int8 bound".into()
+            })?;
+            want(zp_ok(q.in_zp) && zp_ok(q.out_zp), || {
+                "bad zero point".into()
+            })?;
         }
         Op::MaxPool { geom } | Op::AvgPool { geom } => {
             arity(1, 1)?;
             want(geom.is_valid(), || "invalid geometry".into())?;
-            want(t(0).dtype == out.dtype && out.dtype != DType::I32, || "dtype mismatch".into())?;
-            want(t(0).len() == geom.input_len() && out.len() == geom.output_len(), || "size mismatch".into())?;
+            want(t(0).dtype == out.dtype && out.dtype != DType::I32, || {
+                "dtype mismatch".into()
+            })?;
+            want(
+                t(0).len() == geom.input_len() && out.len() == geom.output_len(),
+                || "size mismatch".into(),
+            )?;
             if out.dtype == DType::I8 {
-                want(t(0).quant == out.quant, || "int8 pooling must keep quantization".into())?;
+                want(t(0).quant == out.quant, || {
+                    "int8 pooling must keep quantization".into()
+                })?;
             }
         }
         Op::Binary { .. } | Op::QAdd { .. } | Op::QMul { .. } => {
             arity(2, 2)?;
-            let d = if matches!(n.op, Op::Binary { .. }) { DType::F32 } else { DType::I8 };
+            let d = if matches!(n.op, Op::Binary { .. }) {
+                DType::F32
+            } else {
+                DType::I8
+            };
             dtypes(0, d)?;
             dtypes(1, d)?;
             out_dt(d)?;
             let mut shape = [0; MAX_RANK];
-            let r = broadcast_shape(&t(0).shape, &t(1).shape, &mut shape)
-                .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast", t(0).shape, t(1).shape))?;
-            want(shape[..r] == out.shape[..], || "output shape is not the broadcast shape".into())?;
+            let r = broadcast_shape(&t(0).shape, &t(1).shape, &mut shape).ok_or_else(|| {
+                format!(
+                    "shapes {:?} and {:?} do not broadcast",
+                    t(0).shape,
+                    t(1).shape
+                )
+            })?;
+            want(shape[..r] == out.shape[..], || {
+                "output shape is not the broadcast shape".into()
+            })?;
             if let Op::QAdd { p } = &n.op {
-                want(zp_ok(p.a_zp) && zp_ok(p.b_zp) && zp_ok(p.out_zp), || "bad zero point".into())?;
-                want(rq_sane(p.a_rq) && rq_sane(p.b_rq) && rq_sane(p.out_rq), || "bad multiplier".into())?;
-                want(p.a_rq.shift <= 0 && p.b_rq.shift <= 0, || "input multipliers must be < 1".into())?;
+                want(zp_ok(p.a_zp) && zp_ok(p.b_zp) && zp_ok(p.out_zp), || {
+                    "bad zero point".into()
+                })?;
+                want(
+                    rq_sane(p.a_rq) && rq_sane(p.b_rq) && rq_sane(p.out_rq),
+                    || "bad multiplier".into(),
+                )?;
+                want(p.a_rq.shift <= 0 && p.b_rq.shift <= 0, || {
+                    "input multipliers must be < 1".into()
+                })?;
             }
             if let Op::QMul { p } = &n.op {
-                want(zp_ok(p.a_zp) && zp_ok(p.b_zp) && zp_ok(p.out_zp) && rq_sane(p.rq), || "bad parameters".into())?;
+                want(
+                    zp_ok(p.a_zp) && zp_ok(p.b_zp) && zp_ok(p.out_zp) && rq_sane(p.rq),
+                    || "bad parameters".into(),
+                )?;
                 want(p.rq.shift <= 14, || "multiplier too large".into())?;
             }
         }
@@ -274,7 +441,10 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             arity(2, 2)?;
             dtypes(0, DType::I8)?;
             out_dt(DType::I8)?;
-            want(is_const(1) && t(1).dtype == DType::I8 && t(1).len() == 256, || "table must be 256 int8".into())?;
+            want(
+                is_const(1) && t(1).dtype == DType::I8 && t(1).len() == 256,
+                || "table must be 256 int8".into(),
+            )?;
             want(t(0).len() == out.len(), || "size mismatch".into())?;
         }
         Op::Softmax { outer, axis, inner } | Op::ReduceMean { outer, axis, inner } => {
@@ -283,12 +453,18 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             out_dt(DType::F32)?;
             let total = outer * axis * inner;
             want(t(0).len() == total && *axis > 0, || "size mismatch".into())?;
-            let o = if matches!(n.op, Op::Softmax { .. }) { total } else { outer * inner };
+            let o = if matches!(n.op, Op::Softmax { .. }) {
+                total
+            } else {
+                outer * inner
+            };
             want(out.len() == o, || "output size mismatch".into())?;
         }
         Op::Concat { axis, requant } => {
             arity(1, 4096)?;
-            want(requant.len() == n.inputs.len(), || "one requantization per input".into())?;
+            want(requant.len() == n.inputs.len(), || {
+                "one requantization per input".into()
+            })?;
             let r = out.shape.len();
             want(*axis < r, || "axis out of range".into())?;
             let mut sum = 0;
@@ -297,21 +473,30 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
                 let s = &t(k).shape;
                 want(s.len() == r, || "rank mismatch".into())?;
                 for d in 0..r {
-                    want(d == *axis || s[d] == out.shape[d], || format!("input {k} shape {s:?} vs {:?}", out.shape))?;
+                    want(d == *axis || s[d] == out.shape[d], || {
+                        format!("input {k} shape {s:?} vs {:?}", out.shape)
+                    })?;
                 }
                 sum += s[*axis];
                 if let Some(rq) = requant[k] {
-                    want(out.dtype == DType::I8 && rq_sane(rq) && rq.shift <= 8, || "bad requantization".into())?;
+                    want(
+                        out.dtype == DType::I8 && rq_sane(rq) && rq.shift <= 8,
+                        || "bad requantization".into(),
+                    )?;
                 }
             }
-            want(sum == out.shape[*axis], || "concat sizes do not add up".into())?;
+            want(sum == out.shape[*axis], || {
+                "concat sizes do not add up".into()
+            })?;
         }
         Op::Transpose { perm } => {
             arity(1, 1)?;
             want(t(0).dtype == out.dtype, || "dtype mismatch".into())?;
             let r = t(0).shape.len();
             let mut seen = [false; MAX_RANK];
-            want(perm.len() == r && out.shape.len() == r, || "perm rank".into())?;
+            want(perm.len() == r && out.shape.len() == r, || {
+                "perm rank".into()
+            })?;
             for (i, &p) in perm.iter().enumerate() {
                 want(p < r && !seen[p], || "not a permutation".into())?;
                 seen[p] = true;
@@ -320,20 +505,27 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
         }
         Op::Reshape => {
             arity(1, 1)?;
-            want(t(0).dtype == out.dtype && t(0).len() == out.len(), || "reshape changes size".into())?;
+            want(t(0).dtype == out.dtype && t(0).len() == out.len(), || {
+                "reshape changes size".into()
+            })?;
         }
         Op::Slice { starts, steps } => {
             arity(1, 1)?;
             want(t(0).dtype == out.dtype, || "dtype mismatch".into())?;
             let s = &t(0).shape;
             let r = s.len();
-            want(starts.len() == r && steps.len() == r && out.shape.len() == r, || "rank".into())?;
+            want(
+                starts.len() == r && steps.len() == r && out.shape.len() == r,
+                || "rank".into(),
+            )?;
             for d in 0..r {
                 if out.shape[d] == 0 {
                     continue;
                 }
                 let last = starts[d] as i128 + (out.shape[d] as i128 - 1) * steps[d] as i128;
-                want(starts[d] < s[d] && last >= 0 && last < s[d] as i128, || format!("axis {d} out of range"))?;
+                want(starts[d] < s[d] && last >= 0 && last < s[d] as i128, || {
+                    format!("axis {d} out of range")
+                })?;
             }
         }
         Op::Gather { axis, indices } => {
@@ -341,7 +533,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             want(t(0).dtype == out.dtype, || "dtype mismatch".into())?;
             let s = &t(0).shape;
             want(*axis < s.len(), || "axis".into())?;
-            want(indices.iter().all(|&i| i < s[*axis]), || "index out of range".into())?;
+            want(indices.iter().all(|&i| i < s[*axis]), || {
+                "index out of range".into()
+            })?;
             let mut expect = s.clone();
             expect[*axis] = indices.len();
             want(out.shape == expect, || "output shape".into())?;
@@ -350,7 +544,10 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             arity(1, 1)?;
             want(t(0).dtype == out.dtype, || "dtype mismatch".into())?;
             let s = &t(0).shape;
-            want(before.len() == s.len() && out.shape.len() == s.len() && !s.is_empty(), || "rank".into())?;
+            want(
+                before.len() == s.len() && out.shape.len() == s.len() && !s.is_empty(),
+                || "rank".into(),
+            )?;
             for d in 0..s.len() {
                 want(out.shape[d] >= s[d] + before[d], || "padding shape".into())?;
             }
@@ -363,9 +560,14 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             arity(1, 1)?;
             want(t(0).dtype == out.dtype, || "dtype mismatch".into())?;
             want(geom.in_h > 0 && geom.in_w > 0, || "empty input".into())?;
-            want(t(0).len() == geom.input_len() && out.len() == geom.output_len(), || "size mismatch".into())?;
+            want(
+                t(0).len() == geom.input_len() && out.len() == geom.output_len(),
+                || "size mismatch".into(),
+            )?;
             if out.dtype == DType::I8 {
-                want(t(0).quant == out.quant, || "int8 resize must keep quantization".into())?;
+                want(t(0).quant == out.quant, || {
+                    "int8 resize must keep quantization".into()
+                })?;
             }
         }
         Op::Quantize => {
@@ -378,7 +580,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             arity(1, 1)?;
             dtypes(0, DType::I8)?;
             out_dt(DType::F32)?;
-            want(t(0).len() == out.len() && t(0).quant.is_some(), || "size/quantization".into())?;
+            want(t(0).len() == out.len() && t(0).quant.is_some(), || {
+                "size/quantization".into()
+            })?;
         }
     }
     Ok(())
@@ -386,8 +590,15 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
 
 /// Bias must leave room for the accumulation (see the kernels' overflow bound).
 fn bias_ok(c: &Consts, t: &Tensor) -> std::result::Result<(), String> {
-    let Storage::Const { offset } = t.storage else { return Err("bias must be constant".into()) };
-    want(c.i32[offset..offset + t.len()].iter().all(|b| b.unsigned_abs() <= 1 << 30), || "bias exceeds 2^30".into())
+    let Storage::Const { offset } = t.storage else {
+        return Err("bias must be constant".into());
+    };
+    want(
+        c.i32[offset..offset + t.len()]
+            .iter()
+            .all(|b| b.unsigned_abs() <= 1 << 30),
+        || "bias exceeds 2^30".into(),
+    )
 }
 
 fn zp_ok(z: i32) -> bool {

@@ -1,1 +1,104 @@
+//! Shared helpers for the end-to-end tests: where the bundled models and media
+//! are, and how each model is calibrated.
 
+use std::path::{Path, PathBuf};
+use strix_runtime::Model;
+use strix_tools::calib::Method;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn models() -> PathBuf {
+    root().join("models")
+}
+
+pub fn image(name: &str) -> PathBuf {
+    models().join("images").join(name)
+}
+
+/// A bundled model: its ONNX file, calibration samples and evaluation samples.
+pub struct Case {
+    pub name: &'static str,
+    pub onnx: PathBuf,
+    pub calib: Vec<PathBuf>,
+    pub samples: Vec<PathBuf>,
+}
+
+pub fn all_images() -> Vec<PathBuf> {
+    [
+        "fastestdet_0.jpg",
+        "fastestdet_3.jpg",
+        "astronaut.png",
+        "camera.png",
+        "faces_1.jpg",
+        "faces_13.jpg",
+    ]
+    .iter()
+    .map(|n| image(n))
+    .collect()
+}
+
+pub fn kws_clips() -> Vec<PathBuf> {
+    [
+        "yes_1000ms.wav",
+        "no_1000ms.wav",
+        "silence_1000ms.wav",
+        "noise_1000ms.wav",
+    ]
+    .iter()
+    .map(|n| models().join("kws").join(n))
+    .collect()
+}
+
+pub fn case(name: &str) -> Case {
+    let m = models();
+    match name {
+        "fastestdet" => Case {
+            name: "fastestdet",
+            onnx: m.join("fastestdet/FastestDet.onnx"),
+            calib: all_images(),
+            samples: vec![image("fastestdet_0.jpg"), image("fastestdet_3.jpg")],
+        },
+        "ultraface-rfb" => Case {
+            name: "ultraface-rfb",
+            onnx: m.join("ultraface/version-RFB-320.onnx"),
+            calib: all_images(),
+            samples: vec![image("faces_1.jpg"), image("faces_13.jpg")],
+        },
+        "ultraface-slim" => Case {
+            name: "ultraface-slim",
+            onnx: m.join("ultraface/version-slim-320.onnx"),
+            calib: all_images(),
+            samples: vec![image("faces_1.jpg"), image("faces_13.jpg")],
+        },
+        "vww" => Case {
+            name: "vww",
+            onnx: m.join("vww/vww_96_float.onnx"),
+            calib: all_images(),
+            samples: all_images(),
+        },
+        "kws" => Case {
+            name: "kws",
+            onnx: m.join("kws/kws_dscnn_f32.onnx"),
+            calib: kws_clips(),
+            samples: kws_clips(),
+        },
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// A scratch directory unique to this test process.
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("strix-test-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Converts a case to int8 (default method) and returns the model and its path.
+pub fn convert(c: &Case, dir: &Path) -> (Model, PathBuf) {
+    let out = dir.join(format!("{}.strix", c.name));
+    let m = strix_tools::convert(&c.onnx, &c.calib, &out, None, Method::Mse, false, false)
+        .unwrap_or_else(|e| panic!("converting {}: {e:#}", c.name));
+    (m, out)
+}

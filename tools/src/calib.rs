@@ -32,7 +32,13 @@ pub struct Stats {
 
 impl Stats {
     fn new() -> Self {
-        Stats { min: f32::INFINITY, max: f32::NEG_INFINITY, hist: vec![], lo: 0.0, hi: 0.0 }
+        Stats {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            hist: vec![],
+            lo: 0.0,
+            hi: 0.0,
+        }
     }
     fn bin_width(&self) -> f32 {
         (self.hi - self.lo) / BINS as f32
@@ -74,7 +80,10 @@ impl Stats {
             return (self.min.min(0.0), self.max.max(0.0));
         }
         match m {
-            Method::Percentile => (self.quantile(1e-4).min(0.0), self.quantile(1.0 - 1e-4).max(0.0)),
+            Method::Percentile => (
+                self.quantile(1e-4).min(0.0),
+                self.quantile(1.0 - 1e-4).max(0.0),
+            ),
             _ => {
                 let (mut best, mut best_err) = ((self.min, self.max), f64::INFINITY);
                 let fracs: Vec<f32> = (0..24).map(|i| 1.0 - i as f32 * 0.03).collect();
@@ -96,7 +105,12 @@ impl Stats {
 
 /// Runs `samples` (one input vector per graph input) through the f32 graph and
 /// returns per-value statistics. `tick` is called once per sample per pass.
-pub fn calibrate(cg: &CGraph, samples: &[Vec<Vec<f32>>], method: Method, mut tick: impl FnMut()) -> Result<HashMap<usize, Stats>> {
+pub fn calibrate(
+    cg: &CGraph,
+    samples: &[Vec<Vec<f32>>],
+    method: Method,
+    mut tick: impl FnMut(),
+) -> Result<HashMap<usize, Stats>> {
     let (mut b, map) = lower_f32(cg)?;
     strix_runtime::plan::plan(&mut b.g, false);
     let model = Model::new(Default::default(), b.g, b.c)?;
@@ -105,7 +119,10 @@ pub fn calibrate(cg: &CGraph, samples: &[Vec<Vec<f32>>], method: Method, mut tic
     let acts: Vec<(usize, usize)> = map
         .iter()
         .enumerate()
-        .filter_map(|(v, t)| t.filter(|&t| matches!(model.graph.tensors[t].storage, Storage::Arena { .. })).map(|t| (v, t)))
+        .filter_map(|(v, t)| {
+            t.filter(|&t| matches!(model.graph.tensors[t].storage, Storage::Arena { .. }))
+                .map(|t| (v, t))
+        })
         .collect();
     let passes = if method == Method::Minmax { 1 } else { 2 };
     for pass in 0..passes {
@@ -113,13 +130,19 @@ pub fn calibrate(cg: &CGraph, samples: &[Vec<Vec<f32>>], method: Method, mut tic
             for (i, data) in s.iter().enumerate() {
                 let buf = sess.input_mut(i)?;
                 if buf.len() != data.len() {
-                    anyhow::bail!("sample input {i} has {} values, the model expects {}", data.len(), buf.len());
+                    anyhow::bail!(
+                        "sample input {i} has {} values, the model expects {}",
+                        data.len(),
+                        buf.len()
+                    );
                 }
                 buf.copy_from_slice(data);
             }
             sess.run()?;
             for &(v, t) in &acts {
-                let Some(TensorData::F32(d)) = sess.tensor(t) else { continue };
+                let Some(TensorData::F32(d)) = sess.tensor(t) else {
+                    continue;
+                };
                 let st = stats.entry(v).or_insert_with(Stats::new);
                 if pass == 0 {
                     for &x in d {

@@ -37,7 +37,11 @@ struct ConfigFile {
 
 /// Reads `path` (or, when `None`, `MODEL.toml` beside the ONNX file if present).
 pub fn load(path: Option<&Path>, onnx: &Path) -> Result<ModelMeta> {
-    let stem = onnx.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let stem = onnx
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
     let implicit = onnx.with_extension("toml");
     let path = match path {
         Some(p) => Some(p.to_path_buf()),
@@ -45,15 +49,33 @@ pub fn load(path: Option<&Path>, onnx: &Path) -> Result<ModelMeta> {
         None => None,
     };
     let Some(path) = path else {
-        return Ok(ModelMeta { name: stem, ..Default::default() });
+        return Ok(ModelMeta {
+            name: stem,
+            ..Default::default()
+        });
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let cfg: ConfigFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut labels = cfg.labels;
     if let Some(lf) = cfg.labels_file {
-        let lf = if lf.is_relative() { path.parent().unwrap_or(Path::new(".")).join(lf) } else { lf };
-        let t = std::fs::read_to_string(&lf).with_context(|| format!("reading labels {}", lf.display()))?;
-        labels = t.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let lf = if lf.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(lf)
+        } else {
+            lf
+        };
+        let t = std::fs::read_to_string(&lf)
+            .with_context(|| format!("reading labels {}", lf.display()))?;
+        labels = t
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
     }
-    Ok(ModelMeta { name: cfg.name.unwrap_or(stem), input: cfg.input, decoder: cfg.decoder, labels })
+    Ok(ModelMeta {
+        name: cfg.name.unwrap_or(stem),
+        input: cfg.input,
+        decoder: cfg.decoder,
+        labels,
+    })
 }

@@ -16,18 +16,30 @@ pub fn equalize(g: &mut CGraph) -> usize {
     let prod = g.producer();
     let mut count = 0;
     for bi in 0..g.nodes.len() {
-        let COp::Conv { geom: gb, .. } = g.nodes[bi].op else { continue };
+        let COp::Conv { geom: gb, .. } = g.nodes[bi].op else {
+            continue;
+        };
         if gb.groups != 1 {
             continue;
         }
         let x = g.nodes[bi].inputs[0];
         let Some(ai) = prod[x] else { continue };
-        let COp::Conv { geom: ga, act } = g.nodes[ai].op else { continue };
+        let COp::Conv { geom: ga, act } = g.nodes[ai].op else {
+            continue;
+        };
         // Only identity or ReLU between the two (positive scaling commutes).
-        if uses[x] != 1 || g.outputs.contains(&x) || act.max.is_finite() || !(act.min == 0.0 || act.min == f32::NEG_INFINITY) {
+        if uses[x] != 1
+            || g.outputs.contains(&x)
+            || act.max.is_finite()
+            || !(act.min == 0.0 || act.min == f32::NEG_INFINITY)
+        {
             continue;
         }
-        let (wa_v, ba_v, wb_v) = (g.nodes[ai].inputs[1], g.nodes[ai].inputs[2], g.nodes[bi].inputs[1]);
+        let (wa_v, ba_v, wb_v) = (
+            g.nodes[ai].inputs[1],
+            g.nodes[ai].inputs[2],
+            g.nodes[bi].inputs[1],
+        );
         // Weight tensors shared with other nodes cannot be rescaled for one pair.
         if uses[wa_v] != 1 || uses[ba_v] != 1 || uses[wb_v] != 1 {
             continue;
@@ -39,7 +51,9 @@ pub fn equalize(g: &mut CGraph) -> usize {
         let per_a = wa.len() / c;
         let kb = gb.kh * gb.kw;
         for ch in 0..c {
-            let r1 = wa[ch * per_a..(ch + 1) * per_a].iter().fold(0f32, |m, v| m.max(v.abs()));
+            let r1 = wa[ch * per_a..(ch + 1) * per_a]
+                .iter()
+                .fold(0f32, |m, v| m.max(v.abs()));
             let mut r2 = 0f32;
             for o in 0..gb.out_c {
                 let base = (o * c + ch) * kb;
@@ -49,7 +63,9 @@ pub fn equalize(g: &mut CGraph) -> usize {
                 continue;
             }
             let s = (r1 / r2).sqrt().clamp(1e-4, 1e4);
-            wa[ch * per_a..(ch + 1) * per_a].iter_mut().for_each(|v| *v /= s);
+            wa[ch * per_a..(ch + 1) * per_a]
+                .iter_mut()
+                .for_each(|v| *v /= s);
             ba[ch] /= s;
             for o in 0..gb.out_c {
                 let base = (o * c + ch) * kb;

@@ -17,8 +17,14 @@ impl Reference {
     pub fn new(onnx: &Path, input_shape: &[usize]) -> Result<Self> {
         let proto = crate::onnx::load_proto(onnx)?;
         let graph = proto.graph.as_ref().ok_or_else(|| anyhow!("no graph"))?;
-        let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|i| i.name.as_str()).collect();
-        let names: Vec<String> = graph.input.iter().map(|i| i.name.clone()).filter(|n| !inits.contains(n.as_str())).collect();
+        let inits: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|i| i.name.as_str()).collect();
+        let names: Vec<String> = graph
+            .input
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| !inits.contains(n.as_str()))
+            .collect();
         let model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .map_err(|e| anyhow!("tract cannot load {}: {e}", onnx.display()))?
@@ -35,7 +41,10 @@ impl Reference {
 
     pub fn run(&self, shape: &[usize], x: &[f32]) -> Result<Vec<(Vec<f32>, Vec<usize>)>> {
         let t = Tensor::from_shape(shape, x).map_err(|e| anyhow!("{e}"))?;
-        let out = self.plan.run(tvec!(t.into())).map_err(|e| anyhow!("tract run: {e}"))?;
+        let out = self
+            .plan
+            .run(tvec!(t.into()))
+            .map_err(|e| anyhow!("tract run: {e}"))?;
         out.iter()
             .map(|v| {
                 let v = v.cast_to::<f32>().map_err(|e| anyhow!("{e}"))?;
@@ -84,12 +93,20 @@ pub fn evaluate(onnx: &Path, m: &Model, samples: &[PathBuf]) -> Result<EvalRepor
         let want = reference.run(&shape, &x)?;
         let got = crate::run_values(m, &x)?;
         if want.len() != got.len() {
-            bail!("fp32 model has {} outputs, .strix has {}", want.len(), got.len());
+            bail!(
+                "fp32 model has {} outputs, .strix has {}",
+                want.len(),
+                got.len()
+            );
         }
         let mut cs = vec![];
         for i in 0..nout {
             if want[i].0.len() != got[i].0.len() {
-                bail!("output {i}: fp32 has {} values, .strix {}", want[i].0.len(), got[i].0.len());
+                bail!(
+                    "output {i}: fp32 has {} values, .strix {}",
+                    want[i].0.len(),
+                    got[i].0.len()
+                );
             }
             let c = cosine(&want[i].0, &got[i].0);
             cos_sum[i] += c;
@@ -97,7 +114,10 @@ pub fn evaluate(onnx: &Path, m: &Model, samples: &[PathBuf]) -> Result<EvalRepor
             cs.push(c);
         }
         let dec = |o: &Vec<(Vec<f32>, Vec<usize>)>| -> Result<Decoded> {
-            let v: Vec<(&[f32], &[usize])> = o.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
+            let v: Vec<(&[f32], &[usize])> = o
+                .iter()
+                .map(|(a, b)| (a.as_slice(), b.as_slice()))
+                .collect();
             decode(&m.meta.decoder, &v).map_err(|e| anyhow!("{e}"))
         };
         let mut entry = serde_json::json!({ "sample": p.display().to_string(), "cosine": cs });
@@ -121,7 +141,10 @@ pub fn evaluate(onnx: &Path, m: &Model, samples: &[PathBuf]) -> Result<EvalRepor
     }
     let n = samples.len().max(1) as f64;
     let classify = matches!(m.meta.decoder, Decoder::Classify { .. });
-    let detect = matches!(m.meta.decoder, Decoder::Fastestdet { .. } | Decoder::Ultraface { .. });
+    let detect = matches!(
+        m.meta.decoder,
+        Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
+    );
     Ok(EvalReport {
         samples: samples.len(),
         cosine: cos_sum.iter().map(|c| c / n).collect(),

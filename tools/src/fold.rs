@@ -15,11 +15,19 @@ fn norm(axis: i64, rank: usize) -> Result<usize> {
 }
 
 /// Target shape of Reshape / Flatten / Squeeze / Unsqueeze on `s`.
-pub fn reshape_target(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &[usize]) -> Result<Vec<usize>> {
+pub(crate) fn reshape_target(
+    imp: &OnnxImporter,
+    n: &pb::NodeProto,
+    a: &NodeAttrs,
+    s: &[usize],
+) -> Result<Vec<usize>> {
     let total: usize = s.iter().product();
     match n.op_type.as_str() {
         "Reshape" => {
-            let spec = imp.konst_of(&n.input[1]).map_err(|_| anyhow!("Reshape with a non-constant shape"))?.as_i64();
+            let spec = imp
+                .konst_of(&n.input[1])
+                .map_err(|_| anyhow!("Reshape with a non-constant shape"))?
+                .as_i64();
             let allow_zero = a.int("allowzero", 0) != 0;
             let mut out: Vec<usize> = Vec::with_capacity(spec.len());
             let mut infer = None;
@@ -31,7 +39,10 @@ pub fn reshape_target(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &
                         }
                         out.push(1);
                     }
-                    0 if !allow_zero => out.push(*s.get(i).ok_or_else(|| anyhow!("Reshape 0 beyond input rank"))?),
+                    0 if !allow_zero => out.push(
+                        *s.get(i)
+                            .ok_or_else(|| anyhow!("Reshape 0 beyond input rank"))?,
+                    ),
                     d if d >= 0 => out.push(d as usize),
                     _ => bail!("Reshape shape {spec:?} is invalid"),
                 }
@@ -53,7 +64,11 @@ pub fn reshape_target(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &
             Ok(vec![s[..axis].iter().product(), s[axis..].iter().product()])
         }
         "Squeeze" => {
-            let axes = if imp.opset() >= 13 { imp.opt_konst_of(n, 1)?.map(|t| t.as_i64()) } else { a.ints("axes") };
+            let axes = if imp.opset() >= 13 {
+                imp.opt_konst_of(n, 1)?.map(|t| t.as_i64())
+            } else {
+                a.ints("axes")
+            };
             let axes: Vec<usize> = match axes {
                 Some(v) => v.iter().map(|&x| norm(x, s.len())).collect::<Result<_>>()?,
                 None => (0..s.len()).filter(|&i| s[i] == 1).collect(),
@@ -61,17 +76,27 @@ pub fn reshape_target(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &
             if axes.iter().any(|&i| i >= s.len() || s[i] != 1) {
                 bail!("Squeeze of non-unit axes {axes:?} of {s:?}");
             }
-            Ok((0..s.len()).filter(|i| !axes.contains(i)).map(|i| s[i]).collect())
+            Ok((0..s.len())
+                .filter(|i| !axes.contains(i))
+                .map(|i| s[i])
+                .collect())
         }
         "Unsqueeze" => {
-            let axes = if imp.opset() >= 13 { imp.opt_konst_of(n, 1)?.map(|t| t.as_i64()) } else { a.ints("axes") };
+            let axes = if imp.opset() >= 13 {
+                imp.opt_konst_of(n, 1)?.map(|t| t.as_i64())
+            } else {
+                a.ints("axes")
+            };
             let axes = axes.ok_or_else(|| anyhow!("Unsqueeze without axes"))?;
             let r = s.len() + axes.len();
             let mut axes: Vec<usize> = axes
                 .iter()
                 .map(|&x| {
                     let y = if x < 0 { x + r as i64 } else { x };
-                    usize::try_from(y).ok().filter(|&y| y < r).ok_or_else(|| anyhow!("Unsqueeze axis {x} out of range"))
+                    usize::try_from(y)
+                        .ok()
+                        .filter(|&y| y < r)
+                        .ok_or_else(|| anyhow!("Unsqueeze axis {x} out of range"))
                 })
                 .collect::<Result<_>>()?;
             axes.sort();
@@ -81,7 +106,10 @@ pub fn reshape_target(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &
                 if axes.contains(&i) {
                     out.push(1);
                 } else {
-                    out.push(*it.next().ok_or_else(|| anyhow!("Unsqueeze axes out of range"))?);
+                    out.push(
+                        *it.next()
+                            .ok_or_else(|| anyhow!("Unsqueeze axes out of range"))?,
+                    );
                 }
             }
             Ok(out)
@@ -91,16 +119,34 @@ pub fn reshape_target(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &
 }
 
 /// Per-axis start, step and output shape of an ONNX Slice on shape `s`.
-pub fn slice_params(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &[usize]) -> Result<(Vec<usize>, Vec<isize>, Vec<usize>)> {
+pub(crate) fn slice_params(
+    imp: &OnnxImporter,
+    n: &pb::NodeProto,
+    a: &NodeAttrs,
+    s: &[usize],
+) -> Result<(Vec<usize>, Vec<isize>, Vec<usize>)> {
     let r = s.len();
     let (starts, ends, axes, steps) = if imp.opset() < 10 {
-        (a.ints("starts").unwrap_or_default(), a.ints("ends").unwrap_or_default(), a.ints("axes"), None)
+        (
+            a.ints("starts").unwrap_or_default(),
+            a.ints("ends").unwrap_or_default(),
+            a.ints("axes"),
+            None,
+        )
     } else {
         let get = |i| imp.opt_konst_of(n, i).map(|t| t.map(|t| t.as_i64()));
-        (get(1)?.unwrap_or_default(), get(2)?.unwrap_or_default(), get(3)?, get(4)?)
+        (
+            get(1)?.unwrap_or_default(),
+            get(2)?.unwrap_or_default(),
+            get(3)?,
+            get(4)?,
+        )
     };
     let axes: Vec<usize> = match axes {
-        Some(v) => v.iter().map(|&x| norm(x, r.saturating_sub(1)).or_else(|_| norm(x, r))).collect::<Result<_>>()?,
+        Some(v) => v
+            .iter()
+            .map(|&x| norm(x, r.saturating_sub(1)).or_else(|_| norm(x, r)))
+            .collect::<Result<_>>()?,
         None => (0..starts.len()).collect(),
     };
     let mut st = vec![0usize; r];
@@ -120,11 +166,19 @@ pub fn slice_params(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &[u
         let len = if step > 0 {
             b = b.clamp(0, d);
             e = e.clamp(0, d);
-            if e > b { (e - b + step - 1) / step } else { 0 }
+            if e > b {
+                (e - b + step - 1) / step
+            } else {
+                0
+            }
         } else {
             b = b.clamp(-1, d - 1);
             e = e.clamp(-1, d - 1);
-            if b > e { (b - e + (-step) - 1) / (-step) } else { 0 }
+            if b > e {
+                (b - e + (-step) - 1) / (-step)
+            } else {
+                0
+            }
         };
         st[ax] = b.max(0) as usize;
         sp[ax] = step as isize;
@@ -133,14 +187,25 @@ pub fn slice_params(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, s: &[u
     Ok((st, sp, out))
 }
 
-pub fn split_sizes(imp: &OnnxImporter, n: &pb::NodeProto, a: &NodeAttrs, dim: usize) -> Result<Vec<usize>> {
-    let explicit = if imp.opset() >= 13 { imp.opt_konst_of(n, 1)?.map(|t| t.as_i64()) } else { a.ints("split") };
+pub(crate) fn split_sizes(
+    imp: &OnnxImporter,
+    n: &pb::NodeProto,
+    a: &NodeAttrs,
+    dim: usize,
+) -> Result<Vec<usize>> {
+    let explicit = if imp.opset() >= 13 {
+        imp.opt_konst_of(n, 1)?.map(|t| t.as_i64())
+    } else {
+        a.ints("split")
+    };
     let sizes: Vec<usize> = match explicit {
         Some(v) => v.iter().map(|&x| x.max(0) as usize).collect(),
         None => {
             let k = n.output.len();
             let chunk = dim.div_ceil(k);
-            (0..k).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect()
+            (0..k)
+                .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
+                .collect()
         }
     };
     if sizes.iter().sum::<usize>() != dim || sizes.len() != n.output.len() {
@@ -189,8 +254,16 @@ fn broadcast_apply(a: &HostTensor, b: &HostTensor, op: &str) -> Result<HostTenso
     let r = a.shape.len().max(b.shape.len());
     let out_shape: Vec<usize> = (0..r)
         .map(|i| {
-            let da = if i + a.shape.len() >= r { a.shape[i + a.shape.len() - r] } else { 1 };
-            let db = if i + b.shape.len() >= r { b.shape[i + b.shape.len() - r] } else { 1 };
+            let da = if i + a.shape.len() >= r {
+                a.shape[i + a.shape.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.shape.len() >= r {
+                b.shape[i + b.shape.len() - r]
+            } else {
+                1
+            };
             if da == db || db == 1 {
                 Ok(da)
             } else if da == 1 {
@@ -213,27 +286,39 @@ fn broadcast_apply(a: &HostTensor, b: &HostTensor, op: &str) -> Result<HostTenso
     let data = if a.is_i64() && b.is_i64() {
         let (x, y) = (a.as_i64(), b.as_i64());
         let mut o = vec![0i64; n];
-        strix_kernels::shape::for_each_broadcast(&ad, &bd, &od, |oi, i, j| match bin_i64(op, x[i], y[j]) {
-            Ok(v) => o[oi] = v,
-            Err(e) => err = Some(e),
+        strix_kernels::shape::for_each_broadcast(&ad, &bd, &od, |oi, i, j| {
+            match bin_i64(op, x[i], y[j]) {
+                Ok(v) => o[oi] = v,
+                Err(e) => err = Some(e),
+            }
         });
         HostData::I64(o)
     } else {
         let (x, y) = (a.as_f32(), b.as_f32());
         let mut o = vec![0f32; n];
-        strix_kernels::shape::for_each_broadcast(&ad, &bd, &od, |oi, i, j| match bin_f32(op, x[i], y[j]) {
-            Ok(v) => o[oi] = v,
-            Err(e) => err = Some(e),
+        strix_kernels::shape::for_each_broadcast(&ad, &bd, &od, |oi, i, j| {
+            match bin_f32(op, x[i], y[j]) {
+                Ok(v) => o[oi] = v,
+                Err(e) => err = Some(e),
+            }
         });
         HostData::F32(o)
     };
     if let Some(e) = err {
         return Err(e);
     }
-    Ok(HostTensor { shape: out_shape, data })
+    Ok(HostTensor {
+        shape: out_shape,
+        data,
+    })
 }
 
-fn map_data(t: &HostTensor, f: impl Fn(&[usize], usize) -> usize, shape: Vec<usize>, n: usize) -> HostTensor {
+fn map_data(
+    t: &HostTensor,
+    f: impl Fn(&[usize], usize) -> usize,
+    shape: Vec<usize>,
+    n: usize,
+) -> HostTensor {
     let idx: Vec<usize> = (0..n).map(|i| f(&t.shape, i)).collect();
     match &t.data {
         HostData::F32(v) => HostTensor::f32(shape, idx.iter().map(|&i| v[i]).collect()),
@@ -242,7 +327,7 @@ fn map_data(t: &HostTensor, f: impl Fn(&[usize], usize) -> usize, shape: Vec<usi
 }
 
 /// Evaluates a node with constant inputs; returns its outputs.
-pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
+pub(crate) fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
     let a = NodeAttrs(n);
     let inp = |i: usize| imp.konst_of(&n.input[i]);
     let op = n.op_type.as_str();
@@ -259,7 +344,9 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
                 one(HostTensor::i64(t.shape.clone(), t.as_i64()))
             }
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" | "Less" | "Greater" if n.input.len() == 2 => {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" | "Less" | "Greater"
+            if n.input.len() == 2 =>
+        {
             one(broadcast_apply(inp(0)?, inp(1)?, op)?)
         }
         "Sqrt" | "Neg" | "Floor" | "Ceil" | "Exp" | "Relu" | "Sigmoid" | "Abs" | "Reciprocal" => {
@@ -271,7 +358,10 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
                     "Abs" => x.abs(),
                     _ => x.max(0),
                 };
-                return one(HostTensor::i64(t.shape.clone(), v.into_iter().map(f).collect()));
+                return one(HostTensor::i64(
+                    t.shape.clone(),
+                    v.into_iter().map(f).collect(),
+                ));
             }
             let f = |x: f32| match op {
                 "Sqrt" => x.sqrt(),
@@ -284,23 +374,34 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
                 "Abs" => x.abs(),
                 _ => 1.0 / x,
             };
-            one(HostTensor::f32(t.shape.clone(), t.as_f32().into_iter().map(f).collect()))
+            one(HostTensor::f32(
+                t.shape.clone(),
+                t.as_f32().into_iter().map(f).collect(),
+            ))
         }
         "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
             let t = inp(0)?;
             let shape = reshape_target(imp, n, &a, &t.shape)?;
-            one(HostTensor { shape, data: t.data.clone() })
+            one(HostTensor {
+                shape,
+                data: t.data.clone(),
+            })
         }
         "Concat" => {
             let ts: Vec<&HostTensor> = (0..n.input.len()).map(inp).collect::<Result<_>>()?;
             let r = ts[0].shape.len().max(1);
-            let axis = norm(a.int("axis", 0), r - 1).or_else(|_| norm(a.int("axis", 0), r))?.min(r - 1);
+            let axis = norm(a.int("axis", 0), r - 1)
+                .or_else(|_| norm(a.int("axis", 0), r))?
+                .min(r - 1);
             let any_f = ts.iter().any(|t| !t.is_i64());
             let mut shape = ts[0].shape.clone();
             if shape.is_empty() {
                 shape = vec![1];
             }
-            shape[axis] = ts.iter().map(|t| t.shape.get(axis).copied().unwrap_or(1)).sum();
+            shape[axis] = ts
+                .iter()
+                .map(|t| t.shape.get(axis).copied().unwrap_or(1))
+                .sum();
             let outer: usize = shape[..axis].iter().product();
             let (mut fv, mut iv) = (vec![], vec![]);
             for b in 0..outer {
@@ -313,7 +414,11 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
                     }
                 }
             }
-            one(if any_f { HostTensor::f32(shape, fv) } else { HostTensor::i64(shape, iv) })
+            one(if any_f {
+                HostTensor::f32(shape, fv)
+            } else {
+                HostTensor::i64(shape, iv)
+            })
         }
         "Gather" => {
             let (t, idx) = (inp(0)?, inp(1)?);
@@ -325,7 +430,10 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
                 .iter()
                 .map(|&i| {
                     let j = if i < 0 { i + dim as i64 } else { i };
-                    usize::try_from(j).ok().filter(|&j| j < dim).ok_or_else(|| anyhow!("Gather index {i} out of range"))
+                    usize::try_from(j)
+                        .ok()
+                        .filter(|&j| j < dim)
+                        .ok_or_else(|| anyhow!("Gather index {i} out of range"))
                 })
                 .collect::<Result<_>>()?;
             let outer: usize = t.shape[..axis].iter().product();
@@ -398,24 +506,47 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
             ))
         }
         "ConstantOfShape" => {
-            let shape: Vec<usize> = inp(0)?.as_i64().iter().map(|&d| d.max(0) as usize).collect();
+            let shape: Vec<usize> = inp(0)?
+                .as_i64()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
             let n_el: usize = shape.iter().product();
             let value = match a.tensor("value") {
                 Some(t) => crate::onnx::tensor_from_proto(t)?,
                 None => HostTensor::f32(vec![1], vec![0.0]),
             };
             one(match value.data {
-                HostData::F32(v) => HostTensor::f32(shape, vec![v.first().copied().unwrap_or(0.0); n_el]),
-                HostData::I64(v) => HostTensor::i64(shape, vec![v.first().copied().unwrap_or(0); n_el]),
+                HostData::F32(v) => {
+                    HostTensor::f32(shape, vec![v.first().copied().unwrap_or(0.0); n_el])
+                }
+                HostData::I64(v) => {
+                    HostTensor::i64(shape, vec![v.first().copied().unwrap_or(0); n_el])
+                }
             })
         }
         "Expand" => {
             let t = inp(0)?;
-            let target: Vec<usize> = inp(1)?.as_i64().iter().map(|&d| d.max(0) as usize).collect();
-            let ones = HostTensor { shape: target, data: if t.is_i64() { HostData::I64(vec![]) } else { HostData::F32(vec![]) } };
+            let target: Vec<usize> = inp(1)?
+                .as_i64()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            let ones = HostTensor {
+                shape: target,
+                data: if t.is_i64() {
+                    HostData::I64(vec![])
+                } else {
+                    HostData::F32(vec![])
+                },
+            };
             let ones = match ones.data {
-                HostData::I64(_) => HostTensor::i64(ones.shape.clone(), vec![0; ones.shape.iter().product()]),
-                HostData::F32(_) => HostTensor::f32(ones.shape.clone(), vec![0.0; ones.shape.iter().product()]),
+                HostData::I64(_) => {
+                    HostTensor::i64(ones.shape.clone(), vec![0; ones.shape.iter().product()])
+                }
+                HostData::F32(_) => {
+                    HostTensor::f32(ones.shape.clone(), vec![0.0; ones.shape.iter().product()])
+                }
             };
             one(broadcast_apply(t, &ones, "Add")?)
         }
@@ -426,12 +557,19 @@ pub fn eval(imp: &OnnxImporter, n: &pb::NodeProto) -> Result<Vec<HostTensor>> {
                 if d == 0 {
                     bail!("Range delta 0");
                 }
-                let v: Vec<i64> = (0..).map(|i| s + i * d).take_while(|&x| if d > 0 { x < l } else { x > l }).take(1 << 24).collect();
+                let v: Vec<i64> = (0..)
+                    .map(|i| s + i * d)
+                    .take_while(|&x| if d > 0 { x < l } else { x > l })
+                    .take(1 << 24)
+                    .collect();
                 one(HostTensor::i64(vec![v.len()], v))
             } else {
                 let (s, l, d) = (s.as_f32()[0], l.as_f32()[0], d.as_f32()[0]);
                 let cnt = ((l - s) / d).ceil().max(0.0) as usize;
-                one(HostTensor::f32(vec![cnt], (0..cnt).map(|i| s + i as f32 * d).collect()))
+                one(HostTensor::f32(
+                    vec![cnt],
+                    (0..cnt).map(|i| s + i as f32 * d).collect(),
+                ))
             }
         }
         _ => bail!("cannot fold constant operator {op} (opset {})", imp.opset()),

@@ -19,10 +19,16 @@ pub enum HostData {
 
 impl HostTensor {
     pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Self {
-        HostTensor { shape, data: HostData::F32(v) }
+        HostTensor {
+            shape,
+            data: HostData::F32(v),
+        }
     }
     pub fn i64(shape: Vec<usize>, v: Vec<i64>) -> Self {
-        HostTensor { shape, data: HostData::I64(v) }
+        HostTensor {
+            shape,
+            data: HostData::I64(v),
+        }
     }
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -56,7 +62,10 @@ pub struct Act {
 }
 
 impl Act {
-    pub const NONE: Act = Act { min: f32::NEG_INFINITY, max: f32::INFINITY };
+    pub const NONE: Act = Act {
+        min: f32::NEG_INFINITY,
+        max: f32::INFINITY,
+    };
     pub fn is_none(&self) -> bool {
         *self == Act::NONE
     }
@@ -65,22 +74,58 @@ impl Act {
 #[derive(Clone, Debug, PartialEq)]
 pub enum COp {
     /// inputs `[x, w, b]` (w, b constants)
-    Conv { geom: ConvGeometry, act: Act },
+    Conv {
+        geom: ConvGeometry,
+        act: Act,
+    },
     /// `x[batch, m, k] @ w[k, n] + b`; inputs `[x, w, b?]`; w constant or activation.
-    Gemm { m: usize, n: usize, k: usize, batch: usize, act: Act },
-    MaxPool { geom: PoolGeometry },
-    AvgPool { geom: PoolGeometry },
+    Gemm {
+        m: usize,
+        n: usize,
+        k: usize,
+        batch: usize,
+        act: Act,
+    },
+    MaxPool {
+        geom: PoolGeometry,
+    },
+    AvgPool {
+        geom: PoolGeometry,
+    },
     Binary(BinaryOp),
     Unary(UnaryOp),
-    Softmax { outer: usize, axis: usize, inner: usize },
-    ReduceMean { outer: usize, axis: usize, inner: usize },
-    Concat { axis: usize },
-    Transpose { perm: Vec<usize> },
+    Softmax {
+        outer: usize,
+        axis: usize,
+        inner: usize,
+    },
+    ReduceMean {
+        outer: usize,
+        axis: usize,
+        inner: usize,
+    },
+    Concat {
+        axis: usize,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     Reshape,
-    Slice { starts: Vec<usize>, steps: Vec<isize> },
-    Gather { axis: usize, indices: Vec<usize> },
-    Pad { before: Vec<usize>, value: f32 },
-    Resize { geom: ResizeGeometry },
+    Slice {
+        starts: Vec<usize>,
+        steps: Vec<isize>,
+    },
+    Gather {
+        axis: usize,
+        indices: Vec<usize>,
+    },
+    Pad {
+        before: Vec<usize>,
+        value: f32,
+    },
+    Resize {
+        geom: ResizeGeometry,
+    },
 }
 
 impl COp {
@@ -130,7 +175,11 @@ pub struct CGraph {
 
 impl CGraph {
     pub fn add_value(&mut self, name: &str, shape: Vec<usize>, konst: Option<HostTensor>) -> usize {
-        self.values.push(Value { name: name.to_string(), shape, konst });
+        self.values.push(Value {
+            name: name.to_string(),
+            shape,
+            konst,
+        });
         self.values.len() - 1
     }
     pub fn is_const(&self, v: usize) -> bool {

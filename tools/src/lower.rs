@@ -5,7 +5,9 @@ use crate::calib::Stats;
 use crate::ir::{Act, CGraph, COp, HostTensor};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
-use strix_kernels::reference::{self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams, UnaryOp};
+use strix_kernels::reference::{
+    self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams, UnaryOp,
+};
 use strix_kernels::{quantize_multiplier, Requant};
 use strix_runtime::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
 use strix_runtime::validate::MAX_QS8_REDUCTION;
@@ -43,11 +45,22 @@ impl Builder {
         self.push_const(name, shape, DType::I32, offset)
     }
     fn push_const(&mut self, name: &str, shape: &[usize], dtype: DType, offset: usize) -> usize {
-        self.g.tensors.push(Tensor { name: name.to_string(), shape: shape.to_vec(), dtype, quant: None, storage: Storage::Const { offset } });
+        self.g.tensors.push(Tensor {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype,
+            quant: None,
+            storage: Storage::Const { offset },
+        });
         self.g.tensors.len() - 1
     }
     fn node(&mut self, name: &str, op: Op, inputs: Vec<usize>, output: usize) {
-        self.g.nodes.push(Node { name: name.to_string(), op, inputs, output });
+        self.g.nodes.push(Node {
+            name: name.to_string(),
+            op,
+            inputs,
+            output,
+        });
     }
 }
 
@@ -66,7 +79,10 @@ pub fn lower_f32(cg: &CGraph) -> Result<(Builder, Vec<Option<usize>>)> {
         for &i in &n.inputs {
             if map[i].is_none() {
                 let v = &cg.values[i];
-                let k = v.konst.as_ref().expect("non-constant values are produced before use");
+                let k = v
+                    .konst
+                    .as_ref()
+                    .expect("non-constant values are produced before use");
                 map[i] = Some(b.const_f32(&v.name, &k.shape, &k.as_f32()));
             }
             ins.push(map[i].unwrap());
@@ -82,25 +98,65 @@ pub fn lower_f32(cg: &CGraph) -> Result<(Builder, Vec<Option<usize>>)> {
 
 fn f32_op(op: &COp, n_inputs: usize) -> Op {
     match op {
-        COp::Conv { geom, act } => Op::Conv { geom: *geom, act_min: fin(act.min), act_max: fin(act.max) },
-        COp::Gemm { m, n, k, batch, act } => Op::Gemm { m: *m, n: *n, k: *k, batch: *batch, act_min: fin(act.min), act_max: fin(act.max) },
+        COp::Conv { geom, act } => Op::Conv {
+            geom: *geom,
+            act_min: fin(act.min),
+            act_max: fin(act.max),
+        },
+        COp::Gemm {
+            m,
+            n,
+            k,
+            batch,
+            act,
+        } => Op::Gemm {
+            m: *m,
+            n: *n,
+            k: *k,
+            batch: *batch,
+            act_min: fin(act.min),
+            act_max: fin(act.max),
+        },
         COp::MaxPool { geom } => Op::MaxPool { geom: *geom },
         COp::AvgPool { geom } => Op::AvgPool { geom: *geom },
         COp::Binary(kind) => Op::Binary { kind: *kind },
         COp::Unary(kind) => Op::Unary {
             kind: match *kind {
-                UnaryOp::Clip { min, max } => UnaryOp::Clip { min: fin(min), max: fin(max) },
+                UnaryOp::Clip { min, max } => UnaryOp::Clip {
+                    min: fin(min),
+                    max: fin(max),
+                },
                 k => k,
             },
         },
-        COp::Softmax { outer, axis, inner } => Op::Softmax { outer: *outer, axis: *axis, inner: *inner },
-        COp::ReduceMean { outer, axis, inner } => Op::ReduceMean { outer: *outer, axis: *axis, inner: *inner },
-        COp::Concat { axis } => Op::Concat { axis: *axis, requant: vec![None; n_inputs] },
+        COp::Softmax { outer, axis, inner } => Op::Softmax {
+            outer: *outer,
+            axis: *axis,
+            inner: *inner,
+        },
+        COp::ReduceMean { outer, axis, inner } => Op::ReduceMean {
+            outer: *outer,
+            axis: *axis,
+            inner: *inner,
+        },
+        COp::Concat { axis } => Op::Concat {
+            axis: *axis,
+            requant: vec![None; n_inputs],
+        },
         COp::Transpose { perm } => Op::Transpose { perm: perm.clone() },
         COp::Reshape => Op::Reshape,
-        COp::Slice { starts, steps } => Op::Slice { starts: starts.clone(), steps: steps.clone() },
-        COp::Gather { axis, indices } => Op::Gather { axis: *axis, indices: indices.clone() },
-        COp::Pad { before, value } => Op::Pad { before: before.clone(), value: *value },
+        COp::Slice { starts, steps } => Op::Slice {
+            starts: starts.clone(),
+            steps: steps.clone(),
+        },
+        COp::Gather { axis, indices } => Op::Gather {
+            axis: *axis,
+            indices: indices.clone(),
+        },
+        COp::Pad { before, value } => Op::Pad {
+            before: before.clone(),
+            value: *value,
+        },
         COp::Resize { geom } => Op::Resize { geom: *geom },
     }
 }
@@ -117,7 +173,10 @@ pub fn choose_quant(lo: f32, hi: f32) -> Quant {
     let hi = hi.max(0.0);
     let scale = ((hi - lo) / 255.0).max(1e-8);
     let zp = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i32;
-    Quant { scale, zero_point: zp }
+    Quant {
+        scale,
+        zero_point: zp,
+    }
 }
 
 fn q_code(x: f32, q: Quant) -> i8 {
@@ -125,8 +184,16 @@ fn q_code(x: f32, q: Quant) -> i8 {
 }
 
 fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
-    let lo = if act.min.is_finite() { q_code(act.min, q) } else { -128 };
-    let hi = if act.max.is_finite() { q_code(act.max, q) } else { 127 };
+    let lo = if act.min.is_finite() {
+        q_code(act.min, q)
+    } else {
+        -128
+    };
+    let hi = if act.max.is_finite() {
+        q_code(act.max, q)
+    } else {
+        127
+    };
     (lo, hi)
 }
 
@@ -140,7 +207,10 @@ fn quantize_weights(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
         let m = row.iter().fold(0f32, |a, &x| a.max(x.abs()));
         let s = if m > 0.0 { m / 127.0 } else { 1.0 };
         scales.push(s);
-        q.extend(row.iter().map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8));
+        q.extend(
+            row.iter()
+                .map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8),
+        );
     }
     (q, scales)
 }
@@ -158,7 +228,11 @@ fn requant_table(in_scale: f32, w_scales: &[f32], out_scale: f32) -> Vec<i32> {
 fn bias_i32(b: &[f32], in_scale: f32, w_scales: &[f32]) -> Vec<i32> {
     b.iter()
         .zip(w_scales)
-        .map(|(&x, &ws)| (x as f64 / (in_scale as f64 * ws as f64)).round().clamp(-(1 << 30) as f64, (1 << 30) as f64) as i32)
+        .map(|(&x, &ws)| {
+            (x as f64 / (in_scale as f64 * ws as f64))
+                .round()
+                .clamp(-(1 << 30) as f64, (1 << 30) as f64) as i32
+        })
         .collect()
 }
 
@@ -168,7 +242,12 @@ fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool
     let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
     match &n.op {
         COp::Conv { geom, .. } => geom.k() <= MAX_QS8_REDUCTION,
-        COp::Gemm { k, batch, .. } => n.inputs.len() == 3 && cg.is_const(n.inputs[1]) && *k <= MAX_QS8_REDUCTION && *batch == 1,
+        COp::Gemm { k, batch, .. } => {
+            n.inputs.len() == 3
+                && cg.is_const(n.inputs[1])
+                && *k <= MAX_QS8_REDUCTION
+                && *batch == 1
+        }
         COp::MaxPool { .. }
         | COp::AvgPool { .. }
         | COp::Transpose { .. }
@@ -180,7 +259,8 @@ fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool
         | COp::Unary(_) => is_i8(n.inputs[0]),
         COp::Binary(op) => {
             let (a, b) = (n.inputs[0], n.inputs[1]);
-            (is_i8(a) && scalar_const(b)) || (is_i8(b) && scalar_const(a) && *op != BinaryOp::Prelu)
+            (is_i8(a) && scalar_const(b))
+                || (is_i8(b) && scalar_const(a) && *op != BinaryOp::Prelu)
                 || (matches!(op, BinaryOp::Add | BinaryOp::Mul) && is_i8(a) && is_i8(b))
         }
         COp::Concat { .. } => n.inputs.iter().all(|&v| is_i8(v)),
@@ -215,7 +295,8 @@ fn f32_only(cg: &CGraph, n: &crate::ir::CNode) -> bool {
         COp::Gemm { .. } => !(n.inputs.len() == 3 && cg.is_const(n.inputs[1])),
         COp::Binary(op) => {
             !n.inputs.iter().any(|&v| scalar_const(v))
-                && (!matches!(op, BinaryOp::Add | BinaryOp::Mul) || n.inputs.iter().any(|&v| cg.is_const(v)))
+                && (!matches!(op, BinaryOp::Add | BinaryOp::Mul)
+                    || n.inputs.iter().any(|&v| cg.is_const(v)))
         }
         _ => false,
     }
@@ -232,7 +313,9 @@ fn plan_precision(cg: &CGraph) -> (Vec<Option<DType>>, std::collections::HashSet
             consumers[v].push(i);
         }
     }
-    let is_output: Vec<bool> = (0..cg.values.len()).map(|v| cg.outputs.contains(&v)).collect();
+    let is_output: Vec<bool> = (0..cg.values.len())
+        .map(|v| cg.outputs.contains(&v))
+        .collect();
     let mut f32out = std::collections::HashSet::new();
     loop {
         let mut prec: Vec<Option<DType>> = vec![None; cg.values.len()];
@@ -243,14 +326,22 @@ fn plan_precision(cg: &CGraph) -> (Vec<Option<DType>>, std::collections::HashSet
             let int8 = !f32out.contains(&i) && wants_int8(cg, n, &prec);
             prec[n.output] = Some(if int8 { DType::I8 } else { DType::F32 });
         }
-        fn only_f32_sinks(cg: &CGraph, v: usize, consumers: &[Vec<usize>], is_output: &[bool], depth: usize) -> bool {
+        fn only_f32_sinks(
+            cg: &CGraph,
+            v: usize,
+            consumers: &[Vec<usize>],
+            is_output: &[bool],
+            depth: usize,
+        ) -> bool {
             if depth > 64 {
                 return false;
             }
             let _ = is_output[v];
             consumers[v].iter().all(|&c| {
                 let n = &cg.nodes[c];
-                f32_only(cg, n) || (transparent(cg, n) && only_f32_sinks(cg, n.output, consumers, is_output, depth + 1))
+                f32_only(cg, n)
+                    || (transparent(cg, n)
+                        && only_f32_sinks(cg, n.output, consumers, is_output, depth + 1))
             })
         }
         let mut changed = false;
@@ -279,7 +370,11 @@ pub struct Lowered {
 }
 
 /// Int8 lowering with f32 islands.
-pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::calib::Method) -> Result<Lowered> {
+pub fn lower_int8(
+    cg: &CGraph,
+    stats: &HashMap<usize, Stats>,
+    method: crate::calib::Method,
+) -> Result<Lowered> {
     let mut b = Builder::default();
     let nv = cg.values.len();
     let mut prec: Vec<Option<DType>> = vec![None; nv];
@@ -287,7 +382,9 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
     let mut f32_t: Vec<Option<usize>> = vec![None; nv];
     let mut i8_t: Vec<Option<usize>> = vec![None; nv];
     let q_of = |v: usize| -> Result<Quant> {
-        let s = stats.get(&v).ok_or_else(|| anyhow::anyhow!("no calibration statistics for '{}'", cg.values[v].name))?;
+        let s = stats.get(&v).ok_or_else(|| {
+            anyhow::anyhow!("no calibration statistics for '{}'", cg.values[v].name)
+        })?;
         let (lo, hi) = s.range(method);
         Ok(choose_quant(lo, hi))
     };
@@ -299,7 +396,14 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
     b.g.inputs = cg.inputs.iter().map(|&i| f32_t[i].unwrap()).collect();
 
     // Materialise value `v` as f32 or int8, inserting conversions as needed.
-    fn get_f32(b: &mut Builder, cg: &CGraph, v: usize, f32_t: &mut [Option<usize>], i8_t: &[Option<usize>], quant: &[Option<Quant>]) -> usize {
+    fn get_f32(
+        b: &mut Builder,
+        cg: &CGraph,
+        v: usize,
+        f32_t: &mut [Option<usize>],
+        i8_t: &[Option<usize>],
+        quant: &[Option<Quant>],
+    ) -> usize {
         if let Some(t) = f32_t[v] {
             return t;
         }
@@ -309,7 +413,12 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
         } else {
             let src = i8_t[v].expect("produced");
             let t = b.act(&format!("{}#f32", val.name), &val.shape, DType::F32, None);
-            b.node(&format!("{}#dequantize", val.name), Op::Dequantize, vec![src], t);
+            b.node(
+                &format!("{}#dequantize", val.name),
+                Op::Dequantize,
+                vec![src],
+                t,
+            );
             let _ = quant;
             t
         };
@@ -322,7 +431,11 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
         let to_f32 = f32out.contains(&ni);
         let ov = &cg.values[n.output];
         if !int8 {
-            let ins: Vec<usize> = n.inputs.iter().map(|&v| get_f32(&mut b, cg, v, &mut f32_t, &i8_t, &quant)).collect();
+            let ins: Vec<usize> = n
+                .inputs
+                .iter()
+                .map(|&v| get_f32(&mut b, cg, v, &mut f32_t, &i8_t, &quant))
+                .collect();
             let out = b.act(&ov.name, &ov.shape, DType::F32, None);
             b.node(&n.name, f32_op(&n.op, n.inputs.len()), ins, out);
             f32_t[n.output] = Some(out);
@@ -330,18 +443,29 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
             continue;
         }
         // Int8 input of activation v (quantizing an f32 one on first use).
-        let mut get_i8 = |b: &mut Builder, v: usize, f32_t: &mut Vec<Option<usize>>| -> Result<(usize, Quant)> {
-            if let Some(t) = i8_t[v] {
-                return Ok((t, quant[v].unwrap()));
-            }
-            let q = q_of(v)?;
-            let src = get_f32(b, cg, v, f32_t, &i8_t, &quant);
-            let t = b.act(&format!("{}#q", cg.values[v].name), &cg.values[v].shape, DType::I8, Some(q));
-            b.node(&format!("{}#quantize", cg.values[v].name), Op::Quantize, vec![src], t);
-            i8_t[v] = Some(t);
-            quant[v] = Some(q);
-            Ok((t, q))
-        };
+        let mut get_i8 =
+            |b: &mut Builder, v: usize, f32_t: &mut Vec<Option<usize>>| -> Result<(usize, Quant)> {
+                if let Some(t) = i8_t[v] {
+                    return Ok((t, quant[v].unwrap()));
+                }
+                let q = q_of(v)?;
+                let src = get_f32(b, cg, v, f32_t, &i8_t, &quant);
+                let t = b.act(
+                    &format!("{}#q", cg.values[v].name),
+                    &cg.values[v].shape,
+                    DType::I8,
+                    Some(q),
+                );
+                b.node(
+                    &format!("{}#quantize", cg.values[v].name),
+                    Op::Quantize,
+                    vec![src],
+                    t,
+                );
+                i8_t[v] = Some(t);
+                quant[v] = Some(q);
+                Ok((t, q))
+            };
         let x0 = n.inputs[0];
         let (op, ins, oq): (Op, Vec<usize>, Quant) = match &n.op {
             COp::Conv { geom, act } if to_f32 => {
@@ -350,17 +474,32 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                 let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
                 let (wq, ws) = quantize_weights(&w, geom.out_c);
                 let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
-                let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bias_i32(&bias, xq.scale, &ws));
+                let bt = b.const_i32(
+                    &format!("{}#b", ov.name),
+                    &[geom.out_c],
+                    &bias_i32(&bias, xq.scale, &ws),
+                );
                 let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
                 let st = b.const_f32(&format!("{}#scale", ov.name), &[geom.out_c], &sc);
-                let op = Op::QConvF32 { geom: *geom, in_zp: xq.zero_point, act_min: fin(act.min), act_max: fin(act.max) };
+                let op = Op::QConvF32 {
+                    geom: *geom,
+                    in_zp: xq.zero_point,
+                    act_min: fin(act.min),
+                    act_max: fin(act.max),
+                };
                 let out = b.act(&ov.name, &ov.shape, DType::F32, None);
                 b.node(&n.name, op, vec![x, wt, bt, st], out);
                 f32_t[n.output] = Some(out);
                 prec[n.output] = Some(DType::F32);
                 continue;
             }
-            COp::Gemm { m, n: nn, k: kk, act, .. } if to_f32 => {
+            COp::Gemm {
+                m,
+                n: nn,
+                k: kk,
+                act,
+                ..
+            } if to_f32 => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
                 let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
                 let mut wt_nk = vec![0f32; kk * nn];
@@ -372,10 +511,21 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                 let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
                 let (wq, ws) = quantize_weights(&wt_nk, *nn);
                 let wt = b.const_i8(&format!("{}#w", ov.name), &[*nn, *kk], &wq);
-                let bt = b.const_i32(&format!("{}#b", ov.name), &[*nn], &bias_i32(&bias, xq.scale, &ws));
+                let bt = b.const_i32(
+                    &format!("{}#b", ov.name),
+                    &[*nn],
+                    &bias_i32(&bias, xq.scale, &ws),
+                );
                 let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
                 let st = b.const_f32(&format!("{}#scale", ov.name), &[*nn], &sc);
-                let op = Op::QGemmF32 { m: *m, n: *nn, k: *kk, in_zp: xq.zero_point, act_min: fin(act.min), act_max: fin(act.max) };
+                let op = Op::QGemmF32 {
+                    m: *m,
+                    n: *nn,
+                    k: *kk,
+                    in_zp: xq.zero_point,
+                    act_min: fin(act.min),
+                    act_max: fin(act.max),
+                };
                 let out = b.act(&ov.name, &ov.shape, DType::F32, None);
                 b.node(&n.name, op, vec![x, wt, bt, st], out);
                 f32_t[n.output] = Some(out);
@@ -389,13 +539,32 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                 let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
                 let (wq, ws) = quantize_weights(&w, geom.out_c);
                 let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
-                let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bias_i32(&bias, xq.scale, &ws));
-                let rt = b.const_i32(&format!("{}#rq", ov.name), &[geom.out_c, 2], &requant_table(xq.scale, &ws, oq.scale));
+                let bt = b.const_i32(
+                    &format!("{}#b", ov.name),
+                    &[geom.out_c],
+                    &bias_i32(&bias, xq.scale, &ws),
+                );
+                let rt = b.const_i32(
+                    &format!("{}#rq", ov.name),
+                    &[geom.out_c, 2],
+                    &requant_table(xq.scale, &ws, oq.scale),
+                );
                 let (act_min, act_max) = act_bounds(*act, oq);
-                let q = QConvParams { in_zp: xq.zero_point, out_zp: oq.zero_point, act_min, act_max };
+                let q = QConvParams {
+                    in_zp: xq.zero_point,
+                    out_zp: oq.zero_point,
+                    act_min,
+                    act_max,
+                };
                 (Op::QConv { geom: *geom, q }, vec![x, wt, bt, rt], oq)
             }
-            COp::Gemm { m, n: nn, k: kk, act, .. } => {
+            COp::Gemm {
+                m,
+                n: nn,
+                k: kk,
+                act,
+                ..
+            } => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
                 let oq = q_of(n.output)?;
                 let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32(); // [k][n]
@@ -408,11 +577,33 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                 let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
                 let (wq, ws) = quantize_weights(&wt_nk, *nn);
                 let wt = b.const_i8(&format!("{}#w", ov.name), &[*nn, *kk], &wq);
-                let bt = b.const_i32(&format!("{}#b", ov.name), &[*nn], &bias_i32(&bias, xq.scale, &ws));
-                let rt = b.const_i32(&format!("{}#rq", ov.name), &[*nn, 2], &requant_table(xq.scale, &ws, oq.scale));
+                let bt = b.const_i32(
+                    &format!("{}#b", ov.name),
+                    &[*nn],
+                    &bias_i32(&bias, xq.scale, &ws),
+                );
+                let rt = b.const_i32(
+                    &format!("{}#rq", ov.name),
+                    &[*nn, 2],
+                    &requant_table(xq.scale, &ws, oq.scale),
+                );
                 let (act_min, act_max) = act_bounds(*act, oq);
-                let q = QGemmParams { in_zp: xq.zero_point, out_zp: oq.zero_point, act_min, act_max };
-                (Op::QGemm { m: *m, n: *nn, k: *kk, q }, vec![x, wt, bt, rt], oq)
+                let q = QGemmParams {
+                    in_zp: xq.zero_point,
+                    out_zp: oq.zero_point,
+                    act_min,
+                    act_max,
+                };
+                (
+                    Op::QGemm {
+                        m: *m,
+                        n: *nn,
+                        k: *kk,
+                        q,
+                    },
+                    vec![x, wt, bt, rt],
+                    oq,
+                )
             }
             COp::MaxPool { .. }
             | COp::AvgPool { .. }
@@ -426,7 +617,14 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
             }
             COp::Pad { before, value } => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                (Op::Pad { before: before.clone(), value: q_code(*value, xq) as f32 }, vec![x], xq)
+                (
+                    Op::Pad {
+                        before: before.clone(),
+                        value: q_code(*value, xq) as f32,
+                    },
+                    vec![x],
+                    xq,
+                )
             }
             COp::Unary(u) => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
@@ -447,7 +645,11 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                     let mut table = [0i8; 256];
                     for (i, e) in table.iter_mut().enumerate() {
                         let xr = (i as i32 - 128 - xq.zero_point) as f32 * xq.scale;
-                        let y = if const_first { op.apply(cv, xr) } else { op.apply(xr, cv) };
+                        let y = if const_first {
+                            op.apply(cv, xr)
+                        } else {
+                            op.apply(xr, cv)
+                        };
                         *e = q_code(y, oq);
                     }
                     let tt = b.const_i8(&format!("{}#lut", ov.name), &[256], &table);
@@ -463,7 +665,9 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                             out_zp: oq.zero_point,
                             a_rq: quantize_multiplier(xq.scale as f64 / twice),
                             b_rq: quantize_multiplier(yq.scale as f64 / twice),
-                            out_rq: quantize_multiplier(twice / ((1u64 << k::QADD_LEFT_SHIFT) as f64 * oq.scale as f64)),
+                            out_rq: quantize_multiplier(
+                                twice / ((1u64 << k::QADD_LEFT_SHIFT) as f64 * oq.scale as f64),
+                            ),
                             act_min: -128,
                             act_max: 127,
                         };
@@ -473,7 +677,9 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                             a_zp: xq.zero_point,
                             b_zp: yq.zero_point,
                             out_zp: oq.zero_point,
-                            rq: quantize_multiplier(xq.scale as f64 * yq.scale as f64 / oq.scale as f64),
+                            rq: quantize_multiplier(
+                                xq.scale as f64 * yq.scale as f64 / oq.scale as f64,
+                            ),
                             act_min: -128,
                             act_max: 127,
                         };
@@ -488,11 +694,24 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
                 for &v in &n.inputs {
                     let (x, xq) = get_i8(&mut b, v, &mut f32_t)?;
                     ins.push(x);
-                    rqs.push(if xq == oq { None } else { Some(quantize_multiplier(xq.scale as f64 / oq.scale as f64)) });
+                    rqs.push(if xq == oq {
+                        None
+                    } else {
+                        Some(quantize_multiplier(xq.scale as f64 / oq.scale as f64))
+                    });
                 }
-                (Op::Concat { axis: *axis, requant: rqs }, ins, oq)
+                (
+                    Op::Concat {
+                        axis: *axis,
+                        requant: rqs,
+                    },
+                    ins,
+                    oq,
+                )
             }
-            COp::Softmax { .. } | COp::ReduceMean { .. } => bail!("internal: {} chosen for int8", n.op.name()),
+            COp::Softmax { .. } | COp::ReduceMean { .. } => {
+                bail!("internal: {} chosen for int8", n.op.name())
+            }
         };
         let out = b.act(&ov.name, &ov.shape, DType::I8, Some(oq));
         b.node(&n.name, op, ins, out);
@@ -516,6 +735,17 @@ pub fn lower_int8(cg: &CGraph, stats: &HashMap<usize, Stats>, method: crate::cal
         outs.push(t);
     }
     b.g.outputs = outs;
-    let value_tensor = (0..nv).map(|v| if cg.is_const(v) { None } else { i8_t[v].or(f32_t[v]) }).collect();
-    Ok(Lowered { builder: b, value_tensor })
+    let value_tensor = (0..nv)
+        .map(|v| {
+            if cg.is_const(v) {
+                None
+            } else {
+                i8_t[v].or(f32_t[v])
+            }
+        })
+        .collect();
+    Ok(Lowered {
+        builder: b,
+        value_tensor,
+    })
 }

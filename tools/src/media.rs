@@ -9,43 +9,76 @@ use strix_runtime::preprocess::{image_to_tensor, Frame, PixelFormat};
 /// Turns one file into the values of an input of shape `shape`.
 pub fn load_input(path: &Path, spec: &InputSpec, shape: &[usize]) -> Result<Vec<f32>> {
     let want: usize = shape.iter().product();
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let v = match ext.as_str() {
         "npy" => read_npy(path)?,
         "wav" => {
             let samples = read_wav_mono_16k(path).map_err(|e| anyhow!("{e}"))?;
             match spec {
-                InputSpec::Audio { frontend: AudioFrontend::KwsMfcc, .. } => {
+                InputSpec::Audio {
+                    frontend: AudioFrontend::KwsMfcc,
+                    ..
+                } => {
                     let mut out = vec![0f32; KwsMfcc::OUTPUT_LEN];
                     KwsMfcc::new().compute(&samples, &mut out);
                     out
                 }
-                InputSpec::Audio { frontend: AudioFrontend::RawSamples, .. } | InputSpec::Raw => {
+                InputSpec::Audio {
+                    frontend: AudioFrontend::RawSamples,
+                    ..
+                }
+                | InputSpec::Raw => {
                     let mut s = samples;
                     s.resize(want, 0.0);
                     s
                 }
-                InputSpec::Image { .. } => bail!("{}: the model takes images, not audio", path.display()),
+                InputSpec::Image { .. } => {
+                    bail!("{}: the model takes images, not audio", path.display())
+                }
             }
         }
         _ => {
             if !matches!(spec, InputSpec::Image { .. }) {
-                bail!("{}: the model's input is not an image (give a .npy{})", path.display(),
-                    if matches!(spec, InputSpec::Audio { .. }) { " or .wav" } else { "" });
+                bail!(
+                    "{}: the model's input is not an image (give a .npy{})",
+                    path.display(),
+                    if matches!(spec, InputSpec::Audio { .. }) {
+                        " or .wav"
+                    } else {
+                        ""
+                    }
+                );
             }
             if shape.len() != 4 {
                 bail!("image input needs a 4-D NCHW model input, found {shape:?}");
             }
-            let img = image::open(path).with_context(|| format!("{}: cannot decode image", path.display()))?.to_rgb8();
+            let img = image::open(path)
+                .with_context(|| format!("{}: cannot decode image", path.display()))?
+                .to_rgb8();
             let (w, h) = img.dimensions();
-            let frame = Frame { data: img.as_raw(), width: w as usize, height: h as usize, stride: 0, format: PixelFormat::Rgb8 };
+            let frame = Frame {
+                data: img.as_raw(),
+                width: w as usize,
+                height: h as usize,
+                stride: 0,
+                format: PixelFormat::Rgb8,
+            };
             let mut out = vec![0f32; want];
-            image_to_tensor(&frame, spec, shape[1], shape[2], shape[3], &mut out).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            image_to_tensor(&frame, spec, shape[1], shape[2], shape[3], &mut out)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
             out
         }
     };
     if v.len() != want {
-        bail!("{}: gives {} values, the model input {shape:?} needs {want}", path.display(), v.len());
+        bail!(
+            "{}: gives {} values, the model input {shape:?} needs {want}",
+            path.display(),
+            v.len()
+        );
     }
     Ok(v)
 }
@@ -65,16 +98,33 @@ pub fn read_npy(path: &Path) -> Result<Vec<f32>> {
         }
         (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
     };
-    let header = std::str::from_utf8(b.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?).map_err(|_| bad("header"))?;
+    let header = std::str::from_utf8(
+        b.get(start..start + hlen)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header"))?;
     if header.contains("'fortran_order': True") {
         return Err(bad("Fortran order"));
     }
     let data = &b[start + hlen..];
-    let descr = header.split("'descr':").nth(1).and_then(|s| s.split('\'').nth(1)).ok_or_else(|| bad("no descr"))?;
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.split('\'').nth(1))
+        .ok_or_else(|| bad("no descr"))?;
     let v: Vec<f32> = match descr {
-        "<f4" => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        "<f8" => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        "<i8" => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        "<f4" => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        "<f8" => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        "<i8" => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         "|u1" => data.iter().map(|&x| x as f32).collect(),
         "|i1" => data.iter().map(|&x| x as i8 as f32).collect(),
         d => return Err(bad(&format!("dtype {d}"))),
@@ -85,7 +135,11 @@ pub fn read_npy(path: &Path) -> Result<Vec<f32>> {
 /// Writes a little-endian f32 `.npy`.
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_s = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_s = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');

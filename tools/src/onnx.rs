@@ -10,7 +10,9 @@ use crate::ir::{Act, CGraph, CNode, COp, HostData, HostTensor};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
-use strix_kernels::reference::{BinaryOp, ConvGeometry, CoordMode, PoolGeometry, ResizeGeometry, ResizeKind, UnaryOp};
+use strix_kernels::reference::{
+    BinaryOp, ConvGeometry, CoordMode, PoolGeometry, ResizeGeometry, ResizeKind, UnaryOp,
+};
 use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use tract_onnx::prelude::Framework;
 
@@ -21,7 +23,11 @@ pub fn load_proto(path: &Path) -> Result<pb::ModelProto> {
 }
 
 fn opset(m: &pb::ModelProto) -> i64 {
-    m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(1)
+    m.opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(1)
 }
 
 /// Decodes an ONNX tensor (float, double, float16, int8/16/32/64, uint8, bool).
@@ -29,14 +35,20 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
     let shape: Vec<usize> = t
         .dims
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| anyhow!("tensor '{}' has a negative dimension", t.name)))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| anyhow!("tensor '{}' has a negative dimension", t.name))
+        })
         .collect::<Result<_>>()?;
     let n: usize = shape.iter().product();
     let raw = &t.raw_data;
-    let dt = DataType::try_from(t.data_type).map_err(|_| anyhow!("tensor '{}': unknown data type {}", t.name, t.data_type))?;
+    let dt = DataType::try_from(t.data_type)
+        .map_err(|_| anyhow!("tensor '{}': unknown data type {}", t.name, t.data_type))?;
     let check = |got: usize| {
         if got != n {
-            Err(anyhow!("tensor '{}' holds {got} values for shape {shape:?}", t.name))
+            Err(anyhow!(
+                "tensor '{}' holds {got} values for shape {shape:?}",
+                t.name
+            ))
         } else {
             Ok(())
         }
@@ -44,7 +56,9 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
     let data = match dt {
         DataType::Float => {
             let v: Vec<f32> = if !raw.is_empty() {
-                raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
             } else {
                 t.float_data.clone()
             };
@@ -53,7 +67,9 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
         }
         DataType::Double => {
             let v: Vec<f32> = if !raw.is_empty() {
-                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect()
             } else {
                 t.double_data.iter().map(|&x| x as f32).collect()
             };
@@ -62,23 +78,35 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
         }
         DataType::Float16 => {
             let v: Vec<f32> = if !raw.is_empty() {
-                raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                raw.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect()
             } else {
-                t.int32_data.iter().map(|&x| half::f16::from_bits(x as u16).to_f32()).collect()
+                t.int32_data
+                    .iter()
+                    .map(|&x| half::f16::from_bits(x as u16).to_f32())
+                    .collect()
             };
             check(v.len())?;
             HostData::F32(v)
         }
         DataType::Int64 => {
             let v: Vec<i64> = if !raw.is_empty() {
-                raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+                raw.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
             } else {
                 t.int64_data.clone()
             };
             check(v.len())?;
             HostData::I64(v)
         }
-        DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Bool | DataType::Uint16 => {
+        DataType::Int32
+        | DataType::Int16
+        | DataType::Int8
+        | DataType::Uint8
+        | DataType::Bool
+        | DataType::Uint16 => {
             let w = match dt {
                 DataType::Int32 => 4,
                 DataType::Int16 | DataType::Uint16 => 2,
@@ -122,10 +150,14 @@ impl Attrs<'_> {
         self.get(name).map(|a| a.ints.clone())
     }
     pub(crate) fn string(&self, name: &str, default: &str) -> String {
-        self.get(name).map(|a| String::from_utf8_lossy(&a.s).to_string()).unwrap_or_else(|| default.to_string())
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(&a.s).to_string())
+            .unwrap_or_else(|| default.to_string())
     }
     pub(crate) fn tensor(&self, name: &str) -> Option<&pb::TensorProto> {
-        self.get(name).filter(|a| a.r#type == AttributeType::Tensor as i32 || a.t.is_some()).and_then(|a| a.t.as_ref())
+        self.get(name)
+            .filter(|a| a.r#type == AttributeType::Tensor as i32 || a.t.is_some())
+            .and_then(|a| a.t.as_ref())
     }
 }
 
@@ -140,8 +172,16 @@ pub(crate) struct Importer {
 /// Imports an ONNX file. `input_shapes` overrides dynamic input dims.
 pub fn import(path: &Path) -> Result<CGraph> {
     let model = load_proto(path)?;
-    let graph = model.graph.as_ref().ok_or_else(|| anyhow!("{}: the ONNX file has no graph", path.display()))?;
-    let mut imp = Importer { g: CGraph::default(), by_name: HashMap::new(), opset: opset(&model), readers: HashMap::new() };
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow!("{}: the ONNX file has no graph", path.display()))?;
+    let mut imp = Importer {
+        g: CGraph::default(),
+        by_name: HashMap::new(),
+        opset: opset(&model),
+        readers: HashMap::new(),
+    };
     for n in &graph.node {
         for i in &n.input {
             *imp.readers.entry(i.clone()).or_default() += 1;
@@ -173,7 +213,11 @@ pub fn import(path: &Path) -> Result<CGraph> {
             format!(
                 "node '{}' ({}{}, opset {})",
                 n.name,
-                if n.domain.is_empty() { String::new() } else { format!("{}:", n.domain) },
+                if n.domain.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}:", n.domain)
+                },
                 n.op_type,
                 imp.opset
             )
@@ -197,16 +241,25 @@ fn input_shape(inp: &pb::ValueInfoProto) -> Result<Vec<usize>> {
         bail!("input '{}' is not a tensor", inp.name)
     };
     if tt.elem_type != DataType::Float as i32 {
-        bail!("input '{}' has element type {} (only float inputs are supported)", inp.name, tt.elem_type);
+        bail!(
+            "input '{}' has element type {} (only float inputs are supported)",
+            inp.name,
+            tt.elem_type
+        );
     }
     let dims = tt.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default();
     dims.iter()
         .enumerate()
         .map(|(i, d)| match &d.value {
-            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Ok(*v as usize),
+            Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => {
+                Ok(*v as usize)
+            }
             // A symbolic batch dimension runs with batch 1.
             _ if i == 0 => Ok(1),
-            _ => Err(anyhow!("input '{}' has a dynamic dimension {i}: export the model with static shapes", inp.name)),
+            _ => Err(anyhow!(
+                "input '{}' has a dynamic dimension {i}: export the model with static shapes",
+                inp.name
+            )),
         })
         .collect()
 }
@@ -216,8 +269,16 @@ fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             if da == db || db == 1 {
                 Ok(da)
             } else if da == 1 {
@@ -239,11 +300,17 @@ fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
 
 impl Importer {
     fn value(&self, name: &str) -> Result<usize> {
-        self.by_name.get(name).copied().ok_or_else(|| anyhow!("unknown value '{name}'"))
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| anyhow!("unknown value '{name}'"))
     }
     fn konst(&self, name: &str) -> Result<&HostTensor> {
         let v = self.value(name)?;
-        self.g.values[v].konst.as_ref().ok_or_else(|| anyhow!("input '{name}' must be a constant"))
+        self.g.values[v]
+            .konst
+            .as_ref()
+            .ok_or_else(|| anyhow!("input '{name}' must be a constant"))
     }
     fn opt_konst(&self, n: &pb::NodeProto, i: usize) -> Result<Option<&HostTensor>> {
         match n.input.get(i).filter(|s| !s.is_empty()) {
@@ -261,7 +328,12 @@ impl Importer {
     fn emit(&mut self, n: &pb::NodeProto, op: COp, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
         let out_name = n.output.first().cloned().unwrap_or_default();
         let v = self.g.add_value(&out_name, shape, None);
-        self.g.nodes.push(CNode { name: node_name(n), op, inputs, output: v });
+        self.g.nodes.push(CNode {
+            name: node_name(n),
+            op,
+            inputs,
+            output: v,
+        });
         self.by_name.insert(out_name, v);
         v
     }
@@ -287,7 +359,10 @@ impl Importer {
         let inputs: Vec<&str> = n.input.iter().map(|s| s.as_str()).collect();
         // Constant folding: every real input is a constant.
         let all_const = op != "Shape"
-            && !inputs.iter().filter(|s| !s.is_empty()).any(|s| self.by_name.get(*s).is_none_or(|&v| !self.g.is_const(v)));
+            && !inputs
+                .iter()
+                .filter(|s| !s.is_empty())
+                .any(|s| self.by_name.get(*s).is_none_or(|&v| !self.g.is_const(v)));
         if op == "Constant" {
             let t = if let Some(t) = a.tensor("value") {
                 tensor_from_proto(t)?
@@ -311,7 +386,10 @@ impl Importer {
             let start = a.int("start", 0);
             let end = a.int("end", r);
             let clampi = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
-            let v: Vec<i64> = s[clampi(start)..clampi(end).max(clampi(start))].iter().map(|&d| d as i64).collect();
+            let v: Vec<i64> = s[clampi(start)..clampi(end).max(clampi(start))]
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
             self.bind_const(&n.output[0], HostTensor::i64(vec![v.len()], v));
             return Ok(());
         }
@@ -337,17 +415,35 @@ impl Importer {
             }
             "Conv" => self.conv(n, &a)?,
             "BatchNormalization" => self.batchnorm(n, &a)?,
-            "Relu" => self.activation(n, Act { min: 0.0, max: f32::INFINITY }, UnaryOp::Relu)?,
+            "Relu" => self.activation(
+                n,
+                Act {
+                    min: 0.0,
+                    max: f32::INFINITY,
+                },
+                UnaryOp::Relu,
+            )?,
             "Clip" => {
                 let (lo, hi) = if self.opset < 11 {
-                    (a.float("min", f32::NEG_INFINITY), a.float("max", f32::INFINITY))
+                    (
+                        a.float("min", f32::NEG_INFINITY),
+                        a.float("max", f32::INFINITY),
+                    )
                 } else {
                     (
-                        self.opt_konst(n, 1)?.and_then(|t| t.scalar()).unwrap_or(f32::NEG_INFINITY),
-                        self.opt_konst(n, 2)?.and_then(|t| t.scalar()).unwrap_or(f32::INFINITY),
+                        self.opt_konst(n, 1)?
+                            .and_then(|t| t.scalar())
+                            .unwrap_or(f32::NEG_INFINITY),
+                        self.opt_konst(n, 2)?
+                            .and_then(|t| t.scalar())
+                            .unwrap_or(f32::INFINITY),
                     )
                 };
-                self.activation(n, Act { min: lo, max: hi }, UnaryOp::Clip { min: lo, max: hi })?
+                self.activation(
+                    n,
+                    Act { min: lo, max: hi },
+                    UnaryOp::Clip { min: lo, max: hi },
+                )?
             }
             "Sigmoid" => self.unary(n, UnaryOp::Sigmoid)?,
             "Tanh" => self.unary(n, UnaryOp::Tanh)?,
@@ -356,10 +452,19 @@ impl Importer {
             "Neg" => self.unary(n, UnaryOp::Neg)?,
             "Abs" => self.unary(n, UnaryOp::Abs)?,
             "Erf" => self.unary(n, UnaryOp::Erf)?,
-            "LeakyRelu" => self.unary(n, UnaryOp::LeakyRelu { alpha: a.float("alpha", 0.01) })?,
-            "HardSigmoid" => {
-                self.unary(n, UnaryOp::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) })?
-            }
+            "LeakyRelu" => self.unary(
+                n,
+                UnaryOp::LeakyRelu {
+                    alpha: a.float("alpha", 0.01),
+                },
+            )?,
+            "HardSigmoid" => self.unary(
+                n,
+                UnaryOp::HardSigmoid {
+                    alpha: a.float("alpha", 0.2),
+                    beta: a.float("beta", 0.5),
+                },
+            )?,
             "HardSwish" => self.unary(n, UnaryOp::HardSwish)?,
             "Gelu" => self.unary(n, UnaryOp::Gelu)?,
             "Add" => self.binary(n, BinaryOp::Add)?,
@@ -382,10 +487,23 @@ impl Importer {
                 let (outer, ax, inner) = if self.opset < 13 {
                     (s[..axis].iter().product(), s[axis..].iter().product(), 1)
                 } else {
-                    (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
+                    (
+                        s[..axis].iter().product(),
+                        s[axis],
+                        s[axis + 1..].iter().product(),
+                    )
                 };
                 let x = self.value(inputs[0])?;
-                self.emit(n, COp::Softmax { outer, axis: ax, inner }, vec![x], s);
+                self.emit(
+                    n,
+                    COp::Softmax {
+                        outer,
+                        axis: ax,
+                        inner,
+                    },
+                    vec![x],
+                    s,
+                );
             }
             "ReduceMean" => {
                 let s = self.shape(inputs[0])?;
@@ -409,13 +527,32 @@ impl Importer {
                 let ax = s[f..=l].iter().product();
                 let inner = s[l + 1..].iter().product();
                 let keep = a.int("keepdims", 1) != 0;
-                let out: Vec<usize> =
-                    (0..r).filter_map(|i| if i >= f && i <= l { keep.then_some(1) } else { Some(s[i]) }).collect();
+                let out: Vec<usize> = (0..r)
+                    .filter_map(|i| {
+                        if i >= f && i <= l {
+                            keep.then_some(1)
+                        } else {
+                            Some(s[i])
+                        }
+                    })
+                    .collect();
                 let x = self.value(inputs[0])?;
-                self.emit(n, COp::ReduceMean { outer, axis: ax, inner }, vec![x], out);
+                self.emit(
+                    n,
+                    COp::ReduceMean {
+                        outer,
+                        axis: ax,
+                        inner,
+                    },
+                    vec![x],
+                    out,
+                );
             }
             "Concat" => {
-                let vs: Vec<usize> = inputs.iter().map(|s| self.value(s)).collect::<Result<_>>()?;
+                let vs: Vec<usize> = inputs
+                    .iter()
+                    .map(|s| self.value(s))
+                    .collect::<Result<_>>()?;
                 let s0 = self.g.values[vs[0]].shape.clone();
                 let axis = norm_axis(a.int("axis", 0), s0.len())?;
                 let mut out = s0.clone();
@@ -423,7 +560,10 @@ impl Importer {
                 for &v in &vs {
                     let s = &self.g.values[v].shape;
                     if s.len() != s0.len() || (0..s.len()).any(|d| d != axis && s[d] != s0[d]) {
-                        bail!("Concat inputs {:?} and {s:?} differ outside axis {axis}", s0);
+                        bail!(
+                            "Concat inputs {:?} and {s:?} differ outside axis {axis}",
+                            s0
+                        );
                     }
                     out[axis] += s[axis];
                 }
@@ -439,7 +579,10 @@ impl Importer {
             "Transpose" => {
                 let s = self.shape(inputs[0])?;
                 let perm: Vec<usize> = match a.ints("perm") {
-                    Some(p) => p.iter().map(|&x| norm_axis(x, s.len())).collect::<Result<_>>()?,
+                    Some(p) => p
+                        .iter()
+                        .map(|&x| norm_axis(x, s.len()))
+                        .collect::<Result<_>>()?,
                     None => (0..s.len()).rev().collect(),
                 };
                 let out = perm.iter().map(|&p| s[p]).collect();
@@ -466,7 +609,10 @@ impl Importer {
                     let v = self.g.add_value(name, out, None);
                     self.g.nodes.push(CNode {
                         name: format!("{}#{k}", node_name(n)),
-                        op: COp::Slice { starts, steps: vec![1; s.len()] },
+                        op: COp::Slice {
+                            starts,
+                            steps: vec![1; s.len()],
+                        },
                         inputs: vec![x],
                         output: v,
                     });
@@ -477,13 +623,19 @@ impl Importer {
             "Gather" => {
                 let s = self.shape(inputs[0])?;
                 let axis = norm_axis(a.int("axis", 0), s.len())?;
-                let idx_t = self.konst(inputs[1]).context("Gather with non-constant indices")?.clone();
+                let idx_t = self
+                    .konst(inputs[1])
+                    .context("Gather with non-constant indices")?
+                    .clone();
                 let indices: Vec<usize> = idx_t
                     .as_i64()
                     .iter()
                     .map(|&i| {
                         let j = if i < 0 { i + s[axis] as i64 } else { i };
-                        usize::try_from(j).ok().filter(|&j| j < s[axis]).ok_or_else(|| anyhow!("index {i} out of range"))
+                        usize::try_from(j)
+                            .ok()
+                            .filter(|&j| j < s[axis])
+                            .ok_or_else(|| anyhow!("index {i} out of range"))
                     })
                     .collect::<Result<_>>()?;
                 let x = self.value(inputs[0])?;
@@ -497,7 +649,9 @@ impl Importer {
                 if out == flat {
                     self.emit(n, COp::Gather { axis, indices }, vec![x], out);
                 } else {
-                    let tmp = self.g.add_value(&format!("{}#flat", n.output[0]), flat, None);
+                    let tmp = self
+                        .g
+                        .add_value(&format!("{}#flat", n.output[0]), flat, None);
                     self.g.nodes.push(CNode {
                         name: node_name(n),
                         op: COp::Gather { axis, indices },
@@ -517,8 +671,12 @@ impl Importer {
                     (a.ints("pads").unwrap_or_default(), a.float("value", 0.0))
                 } else {
                     (
-                        self.opt_konst(n, 1)?.map(|t| t.as_i64()).unwrap_or_default(),
-                        self.opt_konst(n, 2)?.and_then(|t| t.scalar()).unwrap_or(0.0),
+                        self.opt_konst(n, 1)?
+                            .map(|t| t.as_i64())
+                            .unwrap_or_default(),
+                        self.opt_konst(n, 2)?
+                            .and_then(|t| t.scalar())
+                            .unwrap_or(0.0),
                     )
                 };
                 let r = s.len();
@@ -526,7 +684,9 @@ impl Importer {
                     bail!("Pad needs {} non-negative pads, got {pads:?}", 2 * r);
                 }
                 let before: Vec<usize> = pads[..r].iter().map(|&p| p as usize).collect();
-                let out: Vec<usize> = (0..r).map(|i| s[i] + pads[i] as usize + pads[r + i] as usize).collect();
+                let out: Vec<usize> = (0..r)
+                    .map(|i| s[i] + pads[i] as usize + pads[r + i] as usize)
+                    .collect();
                 let x = self.value(inputs[0])?;
                 self.emit(n, COp::Pad { before, value }, vec![x], out);
             }
@@ -538,18 +698,27 @@ impl Importer {
 
     fn conv(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
         let xs = self.shape(&n.input[0])?;
-        let w = self.konst(&n.input[1]).context("Conv with non-constant weights is not supported")?.clone();
+        let w = self
+            .konst(&n.input[1])
+            .context("Conv with non-constant weights is not supported")?
+            .clone();
         let (one_d, xs4) = match xs.len() {
             3 => (true, vec![xs[0], xs[1], 1, xs[2]]),
             4 => (false, xs.clone()),
             r => bail!("Conv on a rank-{r} input is not supported (1-D and 2-D only)"),
         };
-        let ws = if one_d { vec![w.shape[0], w.shape[1], 1, w.shape[2]] } else { w.shape.clone() };
+        let ws = if one_d {
+            vec![w.shape[0], w.shape[1], 1, w.shape[2]]
+        } else {
+            w.shape.clone()
+        };
         if ws.len() != 4 {
             bail!("Conv weights must be 4-D, got {:?}", w.shape);
         }
         let pick = |name: &str, d: i64| -> Vec<usize> {
-            let v = a.ints(name).unwrap_or_else(|| vec![d; if one_d { 1 } else { 2 }]);
+            let v = a
+                .ints(name)
+                .unwrap_or_else(|| vec![d; if one_d { 1 } else { 2 }]);
             let v: Vec<usize> = v.iter().map(|&x| x.max(0) as usize).collect();
             if one_d {
                 vec![1, v[0]]
@@ -590,17 +759,40 @@ impl Importer {
             groups: group,
         };
         if !geom.is_valid() || ws[1] * group != xs4[1] {
-            bail!("inconsistent Conv: input {xs:?}, weights {:?}, group {group}", w.shape);
+            bail!(
+                "inconsistent Conv: input {xs:?}, weights {:?}, group {group}",
+                w.shape
+            );
         }
         let bias = match self.opt_konst(n, 2)? {
             Some(b) => b.clone(),
             None => HostTensor::f32(vec![ws[0]], vec![0.0; ws[0]]),
         };
-        let wv = self.g.add_value(&format!("{}#w", n.output[0]), ws.clone(), Some(HostTensor::f32(ws, w.as_f32())));
-        let bv = self.g.add_value(&format!("{}#b", n.output[0]), vec![geom.out_c], Some(HostTensor::f32(vec![geom.out_c], bias.as_f32())));
+        let wv = self.g.add_value(
+            &format!("{}#w", n.output[0]),
+            ws.clone(),
+            Some(HostTensor::f32(ws, w.as_f32())),
+        );
+        let bv = self.g.add_value(
+            &format!("{}#b", n.output[0]),
+            vec![geom.out_c],
+            Some(HostTensor::f32(vec![geom.out_c], bias.as_f32())),
+        );
         let x = self.value(&n.input[0])?;
-        let out = if one_d { vec![xs[0], geom.out_c, ow] } else { vec![xs[0], geom.out_c, oh, ow] };
-        self.emit(n, COp::Conv { geom, act: Act::NONE }, vec![x, wv, bv], out);
+        let out = if one_d {
+            vec![xs[0], geom.out_c, ow]
+        } else {
+            vec![xs[0], geom.out_c, oh, ow]
+        };
+        self.emit(
+            n,
+            COp::Conv {
+                geom,
+                act: Act::NONE,
+            },
+            vec![x, wv, bv],
+            out,
+        );
         Ok(())
     }
 
@@ -620,7 +812,9 @@ impl Importer {
                     let mut w = self.g.values[wv].konst.as_ref().unwrap().as_f32();
                     let mut b = self.g.values[bv].konst.as_ref().unwrap().as_f32();
                     for o in 0..c {
-                        w[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= scale[o]);
+                        w[o * per..(o + 1) * per]
+                            .iter_mut()
+                            .for_each(|v| *v *= scale[o]);
                         b[o] = b[o] * scale[o] + shift[o];
                     }
                     let ws = self.g.values[wv].shape.clone();
@@ -637,10 +831,25 @@ impl Importer {
         if !cs.is_empty() {
             cs[0] = c;
         }
-        let sv = self.g.add_value(&format!("{}#scale", n.output[0]), cs.clone(), Some(HostTensor::f32(cs.clone(), scale)));
-        let hv = self.g.add_value(&format!("{}#shift", n.output[0]), cs.clone(), Some(HostTensor::f32(cs, shift)));
-        let mid = self.g.add_value(&format!("{}#scaled", n.output[0]), s.clone(), None);
-        self.g.nodes.push(CNode { name: node_name(n), op: COp::Binary(BinaryOp::Mul), inputs: vec![x, sv], output: mid });
+        let sv = self.g.add_value(
+            &format!("{}#scale", n.output[0]),
+            cs.clone(),
+            Some(HostTensor::f32(cs.clone(), scale)),
+        );
+        let hv = self.g.add_value(
+            &format!("{}#shift", n.output[0]),
+            cs.clone(),
+            Some(HostTensor::f32(cs, shift)),
+        );
+        let mid = self
+            .g
+            .add_value(&format!("{}#scaled", n.output[0]), s.clone(), None);
+        self.g.nodes.push(CNode {
+            name: node_name(n),
+            op: COp::Binary(BinaryOp::Mul),
+            inputs: vec![x, sv],
+            output: mid,
+        });
         self.emit(n, COp::Binary(BinaryOp::Add), vec![mid, hv], s);
         Ok(())
     }
@@ -650,7 +859,10 @@ impl Importer {
         let x = self.value(&n.input[0])?;
         if let Some(p) = self.fusible_producer(x, &n.input[0]) {
             if let COp::Conv { act: pa, .. } | COp::Gemm { act: pa, .. } = &mut self.g.nodes[p].op {
-                *pa = Act { min: pa.min.max(act.min), max: pa.max.min(act.max) };
+                *pa = Act {
+                    min: pa.min.max(act.min),
+                    max: pa.max.min(act.max),
+                };
                 self.alias(n, x);
                 return Ok(());
             }
@@ -687,11 +899,18 @@ impl Importer {
         if ta || xs.len() != 2 {
             bail!("Gemm with transA or a non-2-D input {xs:?} is not supported");
         }
-        let w = self.konst(&n.input[1]).context("Gemm with non-constant B is not supported")?.clone();
+        let w = self
+            .konst(&n.input[1])
+            .context("Gemm with non-constant B is not supported")?
+            .clone();
         if w.shape.len() != 2 {
             bail!("Gemm B must be 2-D");
         }
-        let (k, nn) = if tb { (w.shape[1], w.shape[0]) } else { (w.shape[0], w.shape[1]) };
+        let (k, nn) = if tb {
+            (w.shape[1], w.shape[0])
+        } else {
+            (w.shape[0], w.shape[1])
+        };
         if k != xs[1] {
             bail!("Gemm shapes {xs:?} x {:?} do not match", w.shape);
         }
@@ -716,10 +935,29 @@ impl Importer {
             }
             None => vec![0.0; nn],
         };
-        let wv = self.g.add_value(&format!("{}#w", n.output[0]), vec![k, nn], Some(HostTensor::f32(vec![k, nn], kn)));
-        let bv = self.g.add_value(&format!("{}#b", n.output[0]), vec![nn], Some(HostTensor::f32(vec![nn], bias)));
+        let wv = self.g.add_value(
+            &format!("{}#w", n.output[0]),
+            vec![k, nn],
+            Some(HostTensor::f32(vec![k, nn], kn)),
+        );
+        let bv = self.g.add_value(
+            &format!("{}#b", n.output[0]),
+            vec![nn],
+            Some(HostTensor::f32(vec![nn], bias)),
+        );
         let x = self.value(&n.input[0])?;
-        self.emit(n, COp::Gemm { m: xs[0], n: nn, k, batch: 1, act: Act::NONE }, vec![x, wv, bv], vec![xs[0], nn]);
+        self.emit(
+            n,
+            COp::Gemm {
+                m: xs[0],
+                n: nn,
+                k,
+                batch: 1,
+                act: Act::NONE,
+            },
+            vec![x, wv, bv],
+            vec![xs[0], nn],
+        );
         Ok(())
     }
 
@@ -742,10 +980,25 @@ impl Importer {
         if self.g.is_const(y) && ys.len() == 2 {
             // Constant weights: fold the leading axes into m.
             let rows: usize = xs[..xs.len() - 1].iter().product();
-            let bv = self.g.add_value(&format!("{}#b", n.output[0]), vec![nn], Some(HostTensor::f32(vec![nn], vec![0.0; nn])));
+            let bv = self.g.add_value(
+                &format!("{}#b", n.output[0]),
+                vec![nn],
+                Some(HostTensor::f32(vec![nn], vec![0.0; nn])),
+            );
             let wk = self.g.values[y].konst.clone().unwrap();
             self.g.values[y].konst = Some(HostTensor::f32(wk.shape.clone(), wk.as_f32()));
-            self.emit(n, COp::Gemm { m: rows, n: nn, k, batch: 1, act: Act::NONE }, vec![x, y, bv], out);
+            self.emit(
+                n,
+                COp::Gemm {
+                    m: rows,
+                    n: nn,
+                    k,
+                    batch: 1,
+                    act: Act::NONE,
+                },
+                vec![x, y, bv],
+                out,
+            );
         } else {
             let bx: usize = xs[..xs.len() - 2].iter().product();
             let by: usize = ys[..ys.len() - 2].iter().product();
@@ -753,7 +1006,18 @@ impl Importer {
                 bail!("MatMul batch broadcasting {xs:?} x {ys:?} is not supported");
             }
             let _ = m;
-            self.emit(n, COp::Gemm { m, n: nn, k, batch: bx, act: Act::NONE }, vec![x, y], out);
+            self.emit(
+                n,
+                COp::Gemm {
+                    m,
+                    n: nn,
+                    k,
+                    batch: bx,
+                    act: Act::NONE,
+                },
+                vec![x, y],
+                out,
+            );
         }
         Ok(())
     }
@@ -761,7 +1025,10 @@ impl Importer {
     fn pool(&mut self, n: &pb::NodeProto, a: &Attrs, max: bool, global: bool) -> Result<()> {
         let xs = self.shape(&n.input[0])?;
         if xs.len() != 4 {
-            bail!("pooling on a rank-{} input is not supported (2-D only)", xs.len());
+            bail!(
+                "pooling on a rank-{} input is not supported (2-D only)",
+                xs.len()
+            );
         }
         let (ih, iw) = (xs[2], xs[3]);
         let (geom, out) = if global {
@@ -781,18 +1048,36 @@ impl Importer {
             };
             (g, vec![xs[0], xs[1], 1, 1])
         } else {
-            let ks: Vec<usize> = a.ints("kernel_shape").ok_or_else(|| anyhow!("kernel_shape missing"))?.iter().map(|&v| v as usize).collect();
+            let ks: Vec<usize> = a
+                .ints("kernel_shape")
+                .ok_or_else(|| anyhow!("kernel_shape missing"))?
+                .iter()
+                .map(|&v| v as usize)
+                .collect();
             if ks.len() != 2 {
                 bail!("kernel_shape {ks:?} is not 2-D");
             }
-            let strides: Vec<usize> = a.ints("strides").unwrap_or(vec![1, 1]).iter().map(|&v| v.max(1) as usize).collect();
-            let pads: Vec<usize> = a.ints("pads").unwrap_or(vec![0; 4]).iter().map(|&v| v.max(0) as usize).collect();
-            if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+            let strides: Vec<usize> = a
+                .ints("strides")
+                .unwrap_or(vec![1, 1])
+                .iter()
+                .map(|&v| v.max(1) as usize)
+                .collect();
+            let pads: Vec<usize> = a
+                .ints("pads")
+                .unwrap_or(vec![0; 4])
+                .iter()
+                .map(|&v| v.max(0) as usize)
+                .collect();
+            if a.ints("dilations")
+                .is_some_and(|d| d.iter().any(|&x| x != 1))
+            {
                 bail!("dilated pooling is not supported");
             }
             let ceil = a.int("ceil_mode", 0) != 0;
             let auto = a.string("auto_pad", "NOTSET");
-            let (pt, pl, mut oh, mut ow) = conv_out(&auto, ih, iw, ks[0], ks[1], &strides, &[1, 1], &pads)?;
+            let (pt, pl, mut oh, mut ow) =
+                conv_out(&auto, ih, iw, ks[0], ks[1], &strides, &[1, 1], &pads)?;
             if ceil && auto == "NOTSET" {
                 let f = |i: usize, p0: usize, p1: usize, k: usize, s: usize| {
                     let o = (i + p0 + p1 - k).div_ceil(s) + 1;
@@ -823,14 +1108,26 @@ impl Importer {
             (g, vec![xs[0], xs[1], oh, ow])
         };
         let x = self.value(&n.input[0])?;
-        self.emit(n, if max { COp::MaxPool { geom } } else { COp::AvgPool { geom } }, vec![x], out);
+        self.emit(
+            n,
+            if max {
+                COp::MaxPool { geom }
+            } else {
+                COp::AvgPool { geom }
+            },
+            vec![x],
+            out,
+        );
         Ok(())
     }
 
     fn resize(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
         let xs = self.shape(&n.input[0])?;
         if xs.len() != 4 {
-            bail!("Resize of a rank-{} tensor is not supported (NCHW only)", xs.len());
+            bail!(
+                "Resize of a rank-{} tensor is not supported (NCHW only)",
+                xs.len()
+            );
         }
         let (scales, sizes) = if n.op_type == "Upsample" || self.opset < 11 {
             let sc = if self.opset < 9 {
@@ -840,21 +1137,38 @@ impl Importer {
             };
             (sc, None)
         } else {
-            let sc = self.opt_konst(n, 2)?.map(|t| t.as_f32()).filter(|v| !v.is_empty());
-            let sz = self.opt_konst(n, 3)?.map(|t| t.as_i64()).filter(|v| !v.is_empty());
+            let sc = self
+                .opt_konst(n, 2)?
+                .map(|t| t.as_f32())
+                .filter(|v| !v.is_empty());
+            let sz = self
+                .opt_konst(n, 3)?
+                .map(|t| t.as_i64())
+                .filter(|v| !v.is_empty());
             (sc, sz)
         };
         let out: Vec<usize> = match (sizes, scales) {
             (Some(sz), _) => sz.iter().map(|&v| v as usize).collect(),
-            (None, Some(sc)) if sc.len() == 4 => xs.iter().zip(&sc).map(|(&d, &s)| (d as f32 * s).floor() as usize).collect(),
+            (None, Some(sc)) if sc.len() == 4 => xs
+                .iter()
+                .zip(&sc)
+                .map(|(&d, &s)| (d as f32 * s).floor() as usize)
+                .collect(),
             _ => bail!("Resize needs 4 scales or sizes"),
         };
         if out[0] != xs[0] || out[1] != xs[1] {
             bail!("Resize of the batch or channel axis is not supported");
         }
         let mode = a.string("mode", "nearest");
-        let default_ct = if self.opset < 11 { "asymmetric" } else { "half_pixel" };
-        let coord = match a.string("coordinate_transformation_mode", default_ct).as_str() {
+        let default_ct = if self.opset < 11 {
+            "asymmetric"
+        } else {
+            "half_pixel"
+        };
+        let coord = match a
+            .string("coordinate_transformation_mode", default_ct)
+            .as_str()
+        {
             "half_pixel" => CoordMode::HalfPixel,
             "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
             "align_corners" => CoordMode::AlignCorners,
@@ -862,7 +1176,17 @@ impl Importer {
             other => bail!("Resize coordinate_transformation_mode '{other}' is not supported"),
         };
         let kind = match mode.as_str() {
-            "nearest" => match a.string("nearest_mode", if self.opset < 11 { "floor" } else { "round_prefer_floor" }).as_str() {
+            "nearest" => match a
+                .string(
+                    "nearest_mode",
+                    if self.opset < 11 {
+                        "floor"
+                    } else {
+                        "round_prefer_floor"
+                    },
+                )
+                .as_str()
+            {
                 "round_prefer_floor" => ResizeKind::NearestRoundPreferFloor,
                 "round_prefer_ceil" => ResizeKind::NearestRoundPreferCeil,
                 "floor" => ResizeKind::NearestFloor,
@@ -872,7 +1196,15 @@ impl Importer {
             "linear" | "bilinear" => ResizeKind::Linear,
             other => bail!("Resize mode '{other}' is not supported"),
         };
-        let geom = ResizeGeometry { planes: xs[0] * xs[1], in_h: xs[2], in_w: xs[3], out_h: out[2], out_w: out[3], kind, coord };
+        let geom = ResizeGeometry {
+            planes: xs[0] * xs[1],
+            in_h: xs[2],
+            in_w: xs[3],
+            out_h: out[2],
+            out_w: out[3],
+            kind,
+            coord,
+        };
         let x = self.value(&n.input[0])?;
         self.emit(n, COp::Resize { geom }, vec![x], out);
         Ok(())
@@ -923,7 +1255,11 @@ fn conv_out(
             let ow = iw.div_ceil(s[1]);
             let th = ((oh - 1) * s[0] + ekh).saturating_sub(ih);
             let tw = ((ow - 1) * s[1] + ekw).saturating_sub(iw);
-            let (pt, pl) = if auto == "SAME_UPPER" { (th / 2, tw / 2) } else { (th - th / 2, tw - tw / 2) };
+            let (pt, pl) = if auto == "SAME_UPPER" {
+                (th / 2, tw / 2)
+            } else {
+                (th - th / 2, tw - tw / 2)
+            };
             Ok((pt, pl, oh, ow))
         }
         other => bail!("auto_pad '{other}' is not supported"),
@@ -940,7 +1276,10 @@ fn fuse_silu(g: &mut CGraph) {
             let (a, b) = (g.nodes[i].inputs[0], g.nodes[i].inputs[1]);
             for (x, s) in [(a, b), (b, a)] {
                 if let Some(p) = prod[s] {
-                    if g.nodes[p].op == COp::Unary(UnaryOp::Sigmoid) && g.nodes[p].inputs[0] == x && uses[s] == 1 {
+                    if g.nodes[p].op == COp::Unary(UnaryOp::Sigmoid)
+                        && g.nodes[p].inputs[0] == x
+                        && uses[s] == 1
+                    {
                         g.nodes[i].op = COp::Unary(UnaryOp::Silu);
                         g.nodes[i].inputs = vec![x];
                         dead.push(p);

@@ -31,8 +31,8 @@ impl ConvGeometry {
     pub fn is_valid(&self) -> bool {
         let g = self.groups;
         g > 0
-            && self.in_c % g == 0
-            && self.out_c % g == 0
+            && self.in_c.is_multiple_of(g)
+            && self.out_c.is_multiple_of(g)
             && self.kh > 0
             && self.kw > 0
             && self.stride_h > 0
@@ -120,7 +120,8 @@ pub fn qs8_conv2d_f32out(
         for oy in 0..g.out_h {
             for ox in 0..g.out_w {
                 let acc = conv_acc(g, in_zp, input, weights, bias[oc], oc, oy, ox);
-                output[(oc * g.out_h + oy) * g.out_w + ox] = (acc as f32 * scale[oc]).clamp(act_min, act_max);
+                output[(oc * g.out_h + oy) * g.out_w + ox] =
+                    (acc as f32 * scale[oc]).clamp(act_min, act_max);
             }
         }
     }
@@ -130,7 +131,16 @@ pub fn qs8_conv2d_f32out(
 /// over in-image taps.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn conv_acc(g: &ConvGeometry, in_zp: i32, input: &[i8], weights: &[i8], bias: i32, oc: usize, oy: usize, ox: usize) -> i32 {
+fn conv_acc(
+    g: &ConvGeometry,
+    in_zp: i32,
+    input: &[i8],
+    weights: &[i8],
+    bias: i32,
+    oc: usize,
+    oy: usize,
+    ox: usize,
+) -> i32 {
     let cin_g = g.in_c / g.groups;
     let cout_g = g.out_c / g.groups;
     let plane = g.in_h * g.in_w;
@@ -195,9 +205,17 @@ pub fn f32_conv2d(
                         let orow = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
                         // Valid ox range: 0 <= ox*s + kx*d - pl < in_w.
                         let off = kx * g.dil_w;
-                        let lo = if g.pad_left > off { (g.pad_left - off).div_ceil(g.stride_w) } else { 0 };
+                        let lo = if g.pad_left > off {
+                            (g.pad_left - off).div_ceil(g.stride_w)
+                        } else {
+                            0
+                        };
                         let hi_num = g.in_w + g.pad_left;
-                        let hi = if hi_num > off { (hi_num - off).div_ceil(g.stride_w).min(g.out_w) } else { 0 };
+                        let hi = if hi_num > off {
+                            (hi_num - off).div_ceil(g.stride_w).min(g.out_w)
+                        } else {
+                            0
+                        };
                         if g.stride_w == 1 {
                             let base = lo + off - g.pad_left;
                             for (o, x) in orow[lo..hi.max(lo)].iter_mut().zip(&row[base..]) {
@@ -205,7 +223,7 @@ pub fn f32_conv2d(
                             }
                         } else {
                             for ox in lo..hi {
-                                *(&mut orow[ox]) += w * row[ox * g.stride_w + off - g.pad_left];
+                                orow[ox] += w * row[ox * g.stride_w + off - g.pad_left];
                             }
                         }
                     }

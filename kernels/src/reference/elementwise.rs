@@ -18,7 +18,6 @@ pub enum BinaryOp {
     Prelu,
 }
 
-
 impl BinaryOp {
     #[inline]
     pub fn apply(self, a: f32, b: f32) -> f32 {
@@ -41,9 +40,16 @@ impl BinaryOp {
     }
 }
 
-
 /// f32 broadcast binary op. Contract: lengths match the dims.
-pub fn f32_binary(op: BinaryOp, a: &[f32], ad: &Dims, b: &[f32], bd: &Dims, out: &mut [f32], od: &Dims) {
+pub fn f32_binary(
+    op: BinaryOp,
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+) {
     for_each_broadcast(ad, bd, od, |o, i, j| out[o] = op.apply(a[i], b[j]));
 }
 
@@ -67,7 +73,15 @@ pub const QADD_LEFT_SHIFT: i32 = 20;
 
 /// Overflow bound: `|x - zp| <= 255 < 2^8`, shifted by 20 stays below 2^28;
 /// the input multipliers are <= 1/2, so the sum stays below 2^28.
-pub fn qs8_vadd(p: &QAddParams, a: &[i8], ad: &Dims, b: &[i8], bd: &Dims, out: &mut [i8], od: &Dims) {
+pub fn qs8_vadd(
+    p: &QAddParams,
+    a: &[i8],
+    ad: &Dims,
+    b: &[i8],
+    bd: &Dims,
+    out: &mut [i8],
+    od: &Dims,
+) {
     for_each_broadcast(ad, bd, od, |o, i, j| {
         let x = requantize((a[i] as i32 - p.a_zp) << QADD_LEFT_SHIFT, p.a_rq);
         let y = requantize((b[j] as i32 - p.b_zp) << QADD_LEFT_SHIFT, p.b_rq);
@@ -88,7 +102,15 @@ pub struct QMulParams {
 }
 
 /// Overflow bound: the product is at most 255 * 255 < 2^16.
-pub fn qs8_vmul(p: &QMulParams, a: &[i8], ad: &Dims, b: &[i8], bd: &Dims, out: &mut [i8], od: &Dims) {
+pub fn qs8_vmul(
+    p: &QMulParams,
+    a: &[i8],
+    ad: &Dims,
+    b: &[i8],
+    bd: &Dims,
+    out: &mut [i8],
+    od: &Dims,
+) {
     for_each_broadcast(ad, bd, od, |o, i, j| {
         let prod = (a[i] as i32 - p.a_zp) * (b[j] as i32 - p.b_zp);
         out[o] = clamp_i8(requantize(prod, p.rq) + p.out_zp, p.act_min, p.act_max);

@@ -146,7 +146,8 @@ pub fn qs8_gemm_nt(
             for (x, y) in ar.iter().zip(br) {
                 acc += *x as i32 * *y as i32;
             }
-            out[i * rs + j * cs] = clamp_i8(requantize(acc, rq[i]) + q.out_zp, q.act_min, q.act_max);
+            out[i * rs + j * cs] =
+                clamp_i8(requantize(acc, rq[i]) + q.out_zp, q.act_min, q.act_max);
         }
     }
 }

@@ -58,7 +58,11 @@ fn sigmoid(x: f32) -> f32 {
 #[inline]
 pub fn quantize_one(x: f32, inv_scale: f32, zp: i32) -> i8 {
     let v = libm::roundf(x * inv_scale);
-    let v = if v.is_nan() { 0.0 } else { v.clamp(-1.0e6, 1.0e6) };
+    let v = if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(-1.0e6, 1.0e6)
+    };
     (v as i32 + zp).clamp(-128, 127) as i8
 }
 

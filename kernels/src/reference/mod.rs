@@ -13,10 +13,14 @@ mod resize;
 mod softmax;
 
 pub use conv::{f32_conv2d, qs8_conv2d, qs8_conv2d_f32out, ConvGeometry, QConvParams};
-pub use elementwise::{f32_binary, qs8_vadd, qs8_vmul, BinaryOp, QAddParams, QMulParams, QADD_LEFT_SHIFT};
-pub use gemm::{f32_gemm, qs8_gemm, qs8_gemm_f32out, qs8_gemm_nt, qs8_gemm_nt_f32out, QGemmParams, QOut};
+pub use elementwise::{
+    f32_binary, qs8_vadd, qs8_vmul, BinaryOp, QAddParams, QMulParams, QADD_LEFT_SHIFT,
+};
+pub use gemm::{
+    f32_gemm, qs8_gemm, qs8_gemm_f32out, qs8_gemm_nt, qs8_gemm_nt_f32out, QGemmParams, QOut,
+};
 pub use lut::{build_lut, f32_dequantize, f32_unary, qs8_lut, qs8_quantize, quantize_one, UnaryOp};
-pub use movement::{concat, gather, pad_constant, slice, transpose, qs8_requantize_copy};
+pub use movement::{concat, gather, pad_constant, qs8_requantize_copy, slice, transpose};
 pub use pool::{f32_pool2d, qs8_avgpool2d, qs8_maxpool2d, PoolGeometry};
-pub use resize::{f32_resize, qs8_resize, ResizeGeometry, ResizeKind, CoordMode};
+pub use resize::{f32_resize, qs8_resize, CoordMode, ResizeGeometry, ResizeKind};
 pub use softmax::{f32_reduce_mean, f32_softmax};

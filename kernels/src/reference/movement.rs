@@ -24,7 +24,13 @@ pub fn transpose<T: Copy>(input: &[T], in_shape: &[usize], perm: &[usize], outpu
 }
 
 /// `output[i...] = input[base + sum(i_k * strides_k)]` over `shape`, row-major.
-fn strided_copy<T: Copy>(input: &[T], shape: &[usize], strides: &[usize], base: usize, output: &mut [T]) {
+fn strided_copy<T: Copy>(
+    input: &[T],
+    shape: &[usize],
+    strides: &[usize],
+    base: usize,
+    output: &mut [T],
+) {
     let rank = shape.len();
     if rank == 0 {
         output[0] = input[base];
@@ -62,7 +68,14 @@ fn strided_copy<T: Copy>(input: &[T], shape: &[usize], strides: &[usize], base: 
 
 /// Strided slice: for every axis, `starts[i] + j * steps[i]` for `j < out_shape[i]`
 /// (steps may be negative). Contract: all indices in range (checked by the caller).
-pub fn slice<T: Copy>(input: &[T], in_shape: &[usize], starts: &[usize], steps: &[isize], out_shape: &[usize], output: &mut [T]) {
+pub fn slice<T: Copy>(
+    input: &[T],
+    in_shape: &[usize],
+    starts: &[usize],
+    steps: &[isize],
+    out_shape: &[usize],
+    output: &mut [T],
+) {
     let rank = in_shape.len();
     let mut in_strides = [0isize; MAX_RANK];
     let mut acc = 1isize;
@@ -97,7 +110,13 @@ pub fn slice<T: Copy>(input: &[T], in_shape: &[usize], starts: &[usize], steps: 
 
 /// Gathers along `axis`: `out[.., j, ..] = in[.., indices[j], ..]`.
 /// Contract: indices already normalised to `0..in_shape[axis]`.
-pub fn gather<T: Copy>(input: &[T], in_shape: &[usize], axis: usize, indices: &[usize], output: &mut [T]) {
+pub fn gather<T: Copy>(
+    input: &[T],
+    in_shape: &[usize],
+    axis: usize,
+    indices: &[usize],
+    output: &mut [T],
+) {
     let outer: usize = in_shape[..axis].iter().product();
     let inner: usize = in_shape[axis + 1..].iter().product();
     let dim = in_shape[axis];
@@ -112,7 +131,14 @@ pub fn gather<T: Copy>(input: &[T], in_shape: &[usize], axis: usize, indices: &[
 }
 
 /// Constant padding: `pads_before[i]`/`pads_after[i]` elements per axis.
-pub fn pad_constant<T: Copy>(input: &[T], in_shape: &[usize], pads_before: &[usize], out_shape: &[usize], value: T, output: &mut [T]) {
+pub fn pad_constant<T: Copy>(
+    input: &[T],
+    in_shape: &[usize],
+    pads_before: &[usize],
+    out_shape: &[usize],
+    value: T,
+    output: &mut [T],
+) {
     output.fill(value);
     let rank = in_shape.len();
     if input.is_empty() {
@@ -150,7 +176,15 @@ pub fn pad_constant<T: Copy>(input: &[T], in_shape: &[usize], pads_before: &[usi
 /// Copies one input of a concatenation into its place: the output is viewed as
 /// `[outer][out_axis * inner]` and this input fills columns
 /// `[offset * inner, (offset + in_axis) * inner)`.
-pub fn concat<T: Copy>(input: &[T], outer: usize, in_axis: usize, inner: usize, out_axis: usize, offset: usize, output: &mut [T]) {
+pub fn concat<T: Copy>(
+    input: &[T],
+    outer: usize,
+    in_axis: usize,
+    inner: usize,
+    out_axis: usize,
+    offset: usize,
+    output: &mut [T],
+) {
     let chunk = in_axis * inner;
     for b in 0..outer {
         let dst = b * out_axis * inner + offset * inner;

@@ -76,7 +76,11 @@ pub fn qs8_avgpool2d(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut [i8])
                     }
                 }
                 let n = count as i32;
-                let q = if sum >= 0 { (sum + n / 2) / n } else { (sum - n / 2) / n };
+                let q = if sum >= 0 {
+                    (sum + n / 2) / n
+                } else {
+                    (sum - n / 2) / n
+                };
                 output[(c * g.out_h + oy) * g.out_w + ox] = (q + zp).clamp(-128, 127) as i8;
             }
         }

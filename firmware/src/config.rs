@@ -1,0 +1,870 @@
+//! The daemon's one TOML configuration file: parsing (serde, unknown keys
+//! rejected) and validation. Every error names the key and what was expected.
+//!
+//! The format is documented in `firmware/README.md`; keep the two in step.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A configuration error: the dotted key, what was expected, and what was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Dotted key (`camera.motion.threshold`) or `<file>` for file-level errors.
+    pub key: String,
+    /// What a valid value looks like.
+    pub expected: String,
+    /// What the file holds (or the parser's message).
+    pub found: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "config key `{}`: expected {}, found {}",
+            self.key, self.expected, self.found
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(
+    key: impl Into<String>,
+    expected: impl Into<String>,
+    found: impl fmt::Display,
+) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        expected: expected.into(),
+        found: found.to_string(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Device name: `[a-z0-9_-]`, 1..=64 characters; used in topics and ids.
+    pub device: String,
+    /// Optional board file (`boards/<name>.toml`); GPIO line names come from it.
+    #[serde(default)]
+    pub board: Option<PathBuf>,
+    #[serde(default)]
+    pub camera: Option<CameraConfig>,
+    #[serde(default)]
+    pub speech: Option<SpeechConfig>,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    #[serde(default)]
+    pub stdout: StdoutConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub gpio: Option<GpioConfig>,
+    /// What to do when every file source has ended.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Camera name in events (default `camera`).
+    #[serde(default = "default_camera_name")]
+    pub name: String,
+    /// A directory of images, a `.y4m` or `.mjpeg`/`.mjpg` file, or any video
+    /// file `ffmpeg` decodes.
+    pub source: PathBuf,
+    /// Frames per second: the pacing of file sources (and the frame clock of
+    /// image directories).
+    #[serde(default = "default_fps")]
+    pub fps: f32,
+    /// `true`: pace file sources at `fps` like a live camera and drop the
+    /// oldest queued frame when inference falls behind. `false`: replay as fast
+    /// as the pipeline goes, blocking instead of dropping (offline analysis).
+    #[serde(default = "yes")]
+    pub realtime: bool,
+    /// Start again at the end of the source (soak tests, demos).
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    /// The detector `.strix` model (FastestDet or UltraFace metadata).
+    pub model: PathBuf,
+    /// Detector threads, one `Session` each.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Capacity of the capture queue (frames).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    #[serde(default)]
+    pub motion: MotionConfig,
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Per-label rules; labels without a rule make no events. Default: one
+    /// rule for `person`.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub snapshots: SnapshotConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MotionConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Width of the grey frame compared (height keeps the aspect ratio).
+    #[serde(default = "default_motion_width")]
+    pub width: usize,
+    /// A grey level difference above this counts a pixel as changed (0..255).
+    #[serde(default = "default_pixel_delta")]
+    pub pixel_delta: u8,
+    /// Fraction of changed pixels that means motion (0..1).
+    #[serde(default = "default_motion_threshold")]
+    pub threshold: f32,
+    /// Run the detector at least every N frames even on a still scene (0: never).
+    #[serde(default)]
+    pub keyframe_interval: u32,
+    /// Keep running the detector for this many frames after motion stopped
+    /// (an object that stops moving is then held by its track).
+    #[serde(default = "default_hold")]
+    pub hold_frames: u32,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig {
+            enabled: true,
+            width: default_motion_width(),
+            pixel_delta: default_pixel_delta(),
+            threshold: default_motion_threshold(),
+            keyframe_interval: 0,
+            hold_frames: default_hold(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Minimum IoU to match a detection to a track.
+    #[serde(default = "default_iou")]
+    pub iou: f32,
+    /// Inferred frames a track survives without a match.
+    #[serde(default = "default_max_age")]
+    pub max_age: u32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            iou: default_iou(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: String,
+    /// At least three `[x, y]` points, fractions of the image (0..1).
+    pub polygon: Vec<[f32; 2]>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A label of the model (`person`, `car`, `face`, ...).
+    pub label: String,
+    #[serde(default = "default_min_score")]
+    pub min_score: f32,
+    /// Detections of a track before its event starts.
+    #[serde(default = "default_min_frames")]
+    pub min_frames: u32,
+    /// Only objects whose box bottom centre lies in one of these zones count
+    /// (empty: anywhere).
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// A GPIO output (name from `gpio.outputs`) held high while such an event lasts.
+    #[serde(default)]
+    pub gpio: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    #[serde(default = "default_snapshot_dir")]
+    pub dir: PathBuf,
+    /// JPEG quality 1..=100.
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            dir: default_snapshot_dir(),
+            quality: default_quality(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechConfig {
+    /// A WAV file (any rate and channel count; converted to 16 kHz mono).
+    pub source: PathBuf,
+    /// `true`: feed audio at real time; `false`: as fast as it is processed.
+    #[serde(default)]
+    pub realtime: bool,
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    /// The keyword-spotting `.strix` model (audio `kws_mfcc` input, classify decoder).
+    pub model: PathBuf,
+    /// Keywords that make events (labels of the model). Empty: every label
+    /// not starting with `_`.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Hop of the 1 s sliding window, ms (10..=1000).
+    #[serde(default = "default_hop")]
+    pub hop_ms: u32,
+    /// Posteriors averaged over this many consecutive windows.
+    #[serde(default = "default_smoothing")]
+    pub smoothing: usize,
+    /// Smoothed posterior needed for a keyword event (0..1).
+    #[serde(default = "default_kw_threshold")]
+    pub threshold: f32,
+    /// No second event for the same keyword within this time, ms.
+    #[serde(default = "default_refractory")]
+    pub refractory_ms: u32,
+    #[serde(default)]
+    pub vad: VadConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VadConfig {
+    /// Frame energy (dBFS) above which a frame may be speech.
+    #[serde(default = "default_vad_db")]
+    pub threshold_db: f32,
+    /// Frames with a zero-crossing rate above this are noise-like, not voice (0..1).
+    #[serde(default = "default_vad_zcr")]
+    pub max_zcr: f32,
+    /// Voice must last this long before `voice` starts, ms.
+    #[serde(default = "default_vad_min")]
+    pub min_speech_ms: u32,
+    /// Silence this long ends `voice`, ms.
+    #[serde(default = "default_vad_hang")]
+    pub hangover_ms: u32,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        VadConfig {
+            threshold_db: default_vad_db(),
+            max_zcr: default_vad_zcr(),
+            min_speech_ms: default_vad_min(),
+            hangover_ms: default_vad_hang(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// The redb file of undelivered alerts.
+    #[serde(default = "default_outbox_path")]
+    pub path: PathBuf,
+    /// At most this many undelivered alerts; beyond it the oldest `update`
+    /// (else the oldest alert) is evicted and counted.
+    #[serde(default = "default_outbox_max")]
+    pub max_entries: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            path: default_outbox_path(),
+            max_entries: default_outbox_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Default `strixd-<device>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Connect with TLS (rustls with ring); needs `ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA certificates trusted for the broker.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Topics are `<topic_prefix>/<device>/...`.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Publish Home Assistant discovery messages.
+    #[serde(default = "yes")]
+    pub discovery: bool,
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+    /// QoS 1 messages in flight at once.
+    #[serde(default = "default_window")]
+    pub inflight: u16,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    /// Print each alert as one JSON line once it is in the outbox. Default:
+    /// on when no `[mqtt]` is configured (then printing is the delivery).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus text endpoint (`GET /metrics`).
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GpioConfig {
+    /// Output names from the board file's `[gpio.outputs]` to drive.
+    pub outputs: Vec<String>,
+    /// `cdev` (Linux GPIO character device) or `log` (print only, for tests
+    /// and hosts without GPIO).
+    #[serde(default = "default_gpio_backend")]
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After every source ended, wait up to this long for the outbox to drain.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_s: u64,
+    /// Keep running (serving metrics, delivering) after the sources ended.
+    #[serde(default)]
+    pub stay: bool,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout_s: default_drain(),
+            stay: false,
+        }
+    }
+}
+
+fn default_camera_name() -> String {
+    "camera".into()
+}
+fn default_fps() -> f32 {
+    10.0
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn default_queue() -> usize {
+    4
+}
+fn default_motion_width() -> usize {
+    64
+}
+fn default_pixel_delta() -> u8 {
+    25
+}
+fn default_motion_threshold() -> f32 {
+    0.01
+}
+fn default_hold() -> u32 {
+    10
+}
+fn default_iou() -> f32 {
+    0.3
+}
+fn default_max_age() -> u32 {
+    5
+}
+fn default_rules() -> Vec<RuleConfig> {
+    vec![RuleConfig {
+        label: "person".into(),
+        min_score: default_min_score(),
+        min_frames: default_min_frames(),
+        zones: vec![],
+        gpio: None,
+    }]
+}
+fn default_min_score() -> f32 {
+    0.5
+}
+fn default_min_frames() -> u32 {
+    3
+}
+fn default_snapshot_dir() -> PathBuf {
+    PathBuf::from("snapshots")
+}
+fn default_quality() -> u8 {
+    85
+}
+fn default_hop() -> u32 {
+    100
+}
+fn default_smoothing() -> usize {
+    3
+}
+fn default_kw_threshold() -> f32 {
+    0.6
+}
+fn default_refractory() -> u32 {
+    1000
+}
+fn default_vad_db() -> f32 {
+    -40.0
+}
+fn default_vad_zcr() -> f32 {
+    0.5
+}
+fn default_vad_min() -> u32 {
+    60
+}
+fn default_vad_hang() -> u32 {
+    200
+}
+fn default_outbox_path() -> PathBuf {
+    PathBuf::from("outbox.redb")
+}
+fn default_outbox_max() -> u64 {
+    10_000
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "strix".into()
+}
+fn default_keep_alive() -> u64 {
+    15
+}
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+fn default_window() -> u16 {
+    32
+}
+fn default_gpio_backend() -> String {
+    "cdev".into()
+}
+fn default_drain() -> u64 {
+    30
+}
+
+/// Reads, parses and validates a config file. Relative paths inside it are
+/// resolved against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(
+            "<file>",
+            format!("a readable TOML file at {}", path.display()),
+            e,
+        )
+    })?;
+    let mut cfg = parse(&text)?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Absolute paths make event snapshot paths usable by other processes.
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    cfg.resolve_paths(&base);
+    Ok(cfg)
+}
+
+/// Parses and validates config text (paths are left as written).
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = toml::from_str(text).map_err(|e| {
+        // toml's message names the unknown or mistyped key and the line.
+        let msg = e.message().to_string();
+        let key = e
+            .span()
+            .and_then(|s| text.get(s))
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .filter(|s| !s.is_empty() && s.len() < 80 && !s.contains('\n'))
+            .unwrap_or_else(|| "<file>".into());
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        err(
+            key,
+            "valid strixd TOML (see firmware/README.md)",
+            format!("{msg} (line {line})"),
+        )
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn check_range(key: &str, v: f32, lo: f32, hi: f32) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(err(key, format!("a number in {lo}..={hi}"), v))
+    }
+}
+
+fn check_name(key: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            key,
+            "1 to 64 characters of a-z, 0-9, '_' or '-'",
+            format!("{v:?}"),
+        ))
+    }
+}
+
+impl Config {
+    /// Checks every value range and cross-reference.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name("device", &self.device)?;
+        if self.camera.is_none() && self.speech.is_none() {
+            return Err(err(
+                "camera / speech",
+                "at least one of the [camera] and [speech] sections",
+                "neither",
+            ));
+        }
+        let gpio_outputs: BTreeSet<&str> = self
+            .gpio
+            .iter()
+            .flat_map(|g| g.outputs.iter().map(String::as_str))
+            .collect();
+        if let Some(c) = &self.camera {
+            check_name("camera.name", &c.name)?;
+            check_range("camera.fps", c.fps, 0.1, 240.0)?;
+            if !(1..=8).contains(&c.threads) {
+                return Err(err("camera.threads", "1..=8", c.threads));
+            }
+            if !(1..=256).contains(&c.queue) {
+                return Err(err("camera.queue", "1..=256", c.queue));
+            }
+            if !(8..=640).contains(&c.motion.width) {
+                return Err(err("camera.motion.width", "8..=640 pixels", c.motion.width));
+            }
+            check_range("camera.motion.threshold", c.motion.threshold, 0.0, 1.0)?;
+            check_range("camera.tracker.iou", c.tracker.iou, 0.01, 1.0)?;
+            if c.tracker.max_age > 10_000 {
+                return Err(err(
+                    "camera.tracker.max_age",
+                    "0..=10000 frames",
+                    c.tracker.max_age,
+                ));
+            }
+            let mut zone_names = BTreeSet::new();
+            for (i, z) in c.zones.iter().enumerate() {
+                check_name(&format!("camera.zones[{i}].name"), &z.name)?;
+                if !zone_names.insert(z.name.as_str()) {
+                    return Err(err(
+                        format!("camera.zones[{i}].name"),
+                        "a name not used by another zone",
+                        &z.name,
+                    ));
+                }
+                if z.polygon.len() < 3 {
+                    return Err(err(
+                        format!("camera.zones[{i}].polygon"),
+                        "at least 3 [x, y] points",
+                        format!("{} points", z.polygon.len()),
+                    ));
+                }
+                for (j, p) in z.polygon.iter().enumerate() {
+                    for (k, v) in p.iter().enumerate() {
+                        check_range(
+                            &format!("camera.zones[{i}].polygon[{j}][{k}]"),
+                            *v,
+                            0.0,
+                            1.0,
+                        )?;
+                    }
+                }
+            }
+            if c.rules.is_empty() {
+                return Err(err(
+                    "camera.rules",
+                    "at least one [[camera.rules]] entry",
+                    "an empty list",
+                ));
+            }
+            for (i, r) in c.rules.iter().enumerate() {
+                if r.label.is_empty() {
+                    return Err(err(
+                        format!("camera.rules[{i}].label"),
+                        "a model label such as \"person\"",
+                        "\"\"",
+                    ));
+                }
+                check_range(
+                    &format!("camera.rules[{i}].min_score"),
+                    r.min_score,
+                    0.0,
+                    1.0,
+                )?;
+                if !(1..=10_000).contains(&r.min_frames) {
+                    return Err(err(
+                        format!("camera.rules[{i}].min_frames"),
+                        "1..=10000",
+                        r.min_frames,
+                    ));
+                }
+                for z in &r.zones {
+                    if !zone_names.contains(z.as_str()) {
+                        return Err(err(
+                            format!("camera.rules[{i}].zones"),
+                            format!("names of [[camera.zones]] ({:?})", zone_names),
+                            format!("{z:?}"),
+                        ));
+                    }
+                }
+                if let Some(g) = &r.gpio {
+                    if !gpio_outputs.contains(g.as_str()) {
+                        return Err(err(
+                            format!("camera.rules[{i}].gpio"),
+                            format!("an output listed in gpio.outputs ({:?})", gpio_outputs),
+                            format!("{g:?}"),
+                        ));
+                    }
+                }
+            }
+            if !(1..=100).contains(&c.snapshots.quality) {
+                return Err(err(
+                    "camera.snapshots.quality",
+                    "1..=100",
+                    c.snapshots.quality,
+                ));
+            }
+        }
+        if let Some(s) = &self.speech {
+            if !(10..=1000).contains(&s.hop_ms) {
+                return Err(err("speech.hop_ms", "10..=1000 ms", s.hop_ms));
+            }
+            if !(1..=50).contains(&s.smoothing) {
+                return Err(err("speech.smoothing", "1..=50 windows", s.smoothing));
+            }
+            check_range("speech.threshold", s.threshold, 0.0, 1.0)?;
+            if s.refractory_ms > 60_000 {
+                return Err(err("speech.refractory_ms", "0..=60000 ms", s.refractory_ms));
+            }
+            check_range("speech.vad.threshold_db", s.vad.threshold_db, -120.0, 0.0)?;
+            check_range("speech.vad.max_zcr", s.vad.max_zcr, 0.0, 1.0)?;
+            if s.vad.min_speech_ms > 10_000 || s.vad.hangover_ms > 10_000 {
+                return Err(err(
+                    "speech.vad.min_speech_ms / hangover_ms",
+                    "0..=10000 ms",
+                    "a larger value",
+                ));
+            }
+        }
+        if self.outbox.max_entries == 0 {
+            return Err(err("outbox.max_entries", "at least 1", 0));
+        }
+        if let Some(m) = &self.mqtt {
+            if m.host.is_empty() {
+                return Err(err("mqtt.host", "a host name or address", "\"\""));
+            }
+            if m.port == 0 {
+                return Err(err("mqtt.port", "1..=65535", 0));
+            }
+            if m.tls && m.ca_file.is_none() {
+                return Err(err(
+                    "mqtt.ca_file",
+                    "a PEM CA file when mqtt.tls = true",
+                    "nothing",
+                ));
+            }
+            if m.password.is_some() && m.username.is_none() {
+                return Err(err(
+                    "mqtt.username",
+                    "a user name when mqtt.password is set",
+                    "nothing",
+                ));
+            }
+            check_topic("mqtt.topic_prefix", &m.topic_prefix)?;
+            check_topic("mqtt.discovery_prefix", &m.discovery_prefix)?;
+            if !(5..=3600).contains(&m.keep_alive_s) {
+                return Err(err("mqtt.keep_alive_s", "5..=3600 seconds", m.keep_alive_s));
+            }
+            if !(1..=1000).contains(&m.inflight) {
+                return Err(err("mqtt.inflight", "1..=1000", m.inflight));
+            }
+        }
+        if let Some(m) = &self.metrics {
+            if m.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(err(
+                    "metrics.listen",
+                    "an address:port such as \"127.0.0.1:9108\"",
+                    format!("{:?}", m.listen),
+                ));
+            }
+        }
+        if let Some(g) = &self.gpio {
+            if g.backend != "cdev" && g.backend != "log" {
+                return Err(err(
+                    "gpio.backend",
+                    "\"cdev\" or \"log\"",
+                    format!("{:?}", g.backend),
+                ));
+            }
+            if self.board.is_none() {
+                return Err(err(
+                    "board",
+                    "a board file naming the GPIO lines of gpio.outputs",
+                    "nothing",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(b) = &mut self.board {
+            fix(b);
+        }
+        if let Some(c) = &mut self.camera {
+            fix(&mut c.source);
+            fix(&mut c.model);
+            fix(&mut c.snapshots.dir);
+        }
+        if let Some(s) = &mut self.speech {
+            fix(&mut s.source);
+            fix(&mut s.model);
+        }
+        fix(&mut self.outbox.path);
+        if let Some(m) = &mut self.mqtt {
+            if let Some(ca) = &mut m.ca_file {
+                fix(ca);
+            }
+        }
+    }
+
+    /// Whether alerts are printed as JSON lines on stdout.
+    pub fn stdout_enabled(&self) -> bool {
+        self.stdout.enabled.unwrap_or(self.mqtt.is_none())
+    }
+}
+
+fn check_topic(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.is_empty() || v.contains(['+', '#', '\0']) || v.starts_with('/') || v.ends_with('/') {
+        Err(err(
+            key,
+            "a topic level without '+', '#' or leading/trailing '/'",
+            format!("{v:?}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+device = "porch"
+[camera]
+source = "clip.y4m"
+model = "det.strix"
+"#;
+
+    #[test]
+    fn minimal_parses_with_defaults() {
+        let c = parse(MIN).unwrap();
+        let cam = c.camera.unwrap();
+        assert_eq!(cam.fps, 10.0);
+        assert_eq!(cam.rules[0].label, "person");
+        assert!(cam.motion.enabled);
+        assert!(c.mqtt.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(&format!("{MIN}\nfsp = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("fsp"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_names_key() {
+        let e = parse(&format!("{MIN}\n[camera.motion]\nthreshold = 2.0\n")).unwrap_err();
+        assert_eq!(e.key, "camera.motion.threshold");
+        assert!(e.expected.contains("0..=1"));
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse("device = \"a\"\n[camera]\nsource = 3\nmodel = \"m\"\n").unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn rule_zone_must_exist() {
+        let t = format!("{MIN}\n[[camera.rules]]\nlabel = \"person\"\nzones = [\"yard\"]\n");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.key, "camera.rules[0].zones");
+    }
+
+    #[test]
+    fn bad_device_name() {
+        let e = parse("device = \"My Porch\"\n[speech]\nsource = \"a.wav\"\nmodel = \"k.strix\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "device");
+    }
+
+    #[test]
+    fn needs_a_pipeline() {
+        assert_eq!(
+            parse("device = \"x\"\n").unwrap_err().key,
+            "camera / speech"
+        );
+    }
+
+    #[test]
+    fn tls_needs_ca() {
+        let e = parse(&format!("{MIN}\n[mqtt]\nhost = \"h\"\ntls = true\n")).unwrap_err();
+        assert_eq!(e.key, "mqtt.ca_file");
+    }
+}

@@ -1,0 +1,588 @@
+//! The speech pipeline: 16 kHz audio -> voice activity -> keyword spotting
+//! on a sliding 1 s window -> voice start/end and keyword events.
+//!
+//! Threads: capture (WAV file, paced or not) -> analysis (VAD + KWS), joined by
+//! a bounded channel whose sender blocks when full: audio is never dropped
+//! (each wait is counted in `strix_audio_backpressure_total`).
+//!
+//! Voice activity sits behind the [`Vad`] trait. The shipped detector is an
+//! energy + zero-crossing one; the Silero VAD model plugs in behind the same
+//! trait once the runtime runs its LSTM.
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use strix_runtime::audio::{read_wav_mono_16k, KwsMfcc};
+use strix_runtime::meta::{AudioFrontend, Decoder, InputSpec};
+use strix_runtime::postprocess::{decode, Decoded};
+use strix_runtime::{Model, Session};
+
+use crate::alert::{new_event_id, unix_now, Alert, AlertKind, AlertType};
+use crate::camera::Ctx;
+use crate::config::{ConfigError, SpeechConfig, VadConfig};
+
+pub const SAMPLE_RATE: usize = 16_000;
+/// Samples per chunk handed from capture to analysis (100 ms).
+const CHUNK: usize = 1600;
+
+/// A voice activity detector over fixed-size frames of 16 kHz audio.
+pub trait Vad: Send {
+    /// Samples per frame.
+    fn frame_len(&self) -> usize;
+    /// Probability (0..1) that `frame` (exactly `frame_len` samples) is speech.
+    fn speech_probability(&mut self, frame: &[f32]) -> f32;
+}
+
+/// Energy + zero-crossing VAD: a 10 ms frame is speech when its energy is
+/// above `threshold_db` dBFS and its zero-crossing rate at most `max_zcr`
+/// (white noise and hiss cross zero at most samples; voiced speech does not).
+/// It cannot tell speech from loud low-frequency noise: that is what the
+/// Silero model is for.
+pub struct EnergyVad {
+    threshold_db: f32,
+    max_zcr: f32,
+}
+
+impl EnergyVad {
+    pub fn new(threshold_db: f32, max_zcr: f32) -> Self {
+        EnergyVad {
+            threshold_db,
+            max_zcr,
+        }
+    }
+}
+
+impl Vad for EnergyVad {
+    fn frame_len(&self) -> usize {
+        160
+    }
+    fn speech_probability(&mut self, frame: &[f32]) -> f32 {
+        if frame.is_empty() {
+            return 0.0;
+        }
+        let energy = frame.iter().map(|x| x * x).sum::<f32>() / frame.len() as f32;
+        let db = 10.0 * (energy + 1e-12).log10();
+        let crossings = frame
+            .windows(2)
+            .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
+            .count();
+        let zcr = crossings as f32 / (frame.len() - 1).max(1) as f32;
+        if db > self.threshold_db && zcr <= self.max_zcr {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Turns per-frame speech probabilities into voice segments: voice starts
+/// after `min_speech` consecutive speech frames (at the first of them) and
+/// ends after `hangover` consecutive non-speech frames (at the first of them).
+pub struct Segmenter {
+    min_speech: usize,
+    hangover: usize,
+    active: bool,
+    run: usize,
+    run_start: u64,
+}
+
+/// A voice boundary, in samples from the start of the stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VoiceEdge {
+    Start(u64),
+    End(u64),
+}
+
+impl Segmenter {
+    pub fn new(min_speech_frames: usize, hangover_frames: usize) -> Self {
+        Segmenter {
+            min_speech: min_speech_frames.max(1),
+            hangover: hangover_frames.max(1),
+            active: false,
+            run: 0,
+            run_start: 0,
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    /// One frame starting at sample `at`, with speech probability `p`.
+    pub fn push(&mut self, at: u64, p: f32) -> Option<VoiceEdge> {
+        let speech = p >= 0.5;
+        if speech != self.active {
+            if self.run == 0 {
+                self.run_start = at;
+            }
+            self.run += 1;
+            let need = if self.active {
+                self.hangover
+            } else {
+                self.min_speech
+            };
+            if self.run >= need {
+                self.active = speech;
+                self.run = 0;
+                return Some(if speech {
+                    VoiceEdge::Start(self.run_start)
+                } else {
+                    VoiceEdge::End(self.run_start)
+                });
+            }
+        } else {
+            self.run = 0;
+        }
+        None
+    }
+}
+
+/// Posterior smoothing and refractory logic of the keyword spotter.
+pub struct KeywordDecider {
+    /// Class indices that make events.
+    keywords: Vec<usize>,
+    history: VecDeque<(f64, Vec<f32>)>,
+    smoothing: usize,
+    threshold: f32,
+    refractory: f64,
+    last_fire: f64,
+}
+
+/// A spotted keyword: class, smoothed posterior, and the centre time
+/// (stream seconds) of the window where its raw posterior peaked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spotted {
+    pub class: usize,
+    pub score: f32,
+    pub peak: f32,
+    pub time: f64,
+}
+
+impl KeywordDecider {
+    pub fn new(keywords: Vec<usize>, smoothing: usize, threshold: f32, refractory_s: f64) -> Self {
+        KeywordDecider {
+            keywords,
+            history: VecDeque::new(),
+            smoothing: smoothing.max(1),
+            threshold,
+            refractory: refractory_s,
+            last_fire: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Forgets the smoothing history (when voice is absent).
+    pub fn reset(&mut self) {
+        self.history.clear();
+    }
+
+    /// Adds one window's posteriors (window centre at `centre` seconds).
+    pub fn push(&mut self, centre: f64, probs: Vec<f32>) -> Option<Spotted> {
+        self.history.push_back((centre, probs));
+        while self.history.len() > self.smoothing {
+            self.history.pop_front();
+        }
+        if self.history.len() < self.smoothing || centre - self.last_fire < self.refractory {
+            return None;
+        }
+        let n = self.history.len() as f32;
+        let mut best: Option<Spotted> = None;
+        for &k in &self.keywords {
+            let mean = self
+                .history
+                .iter()
+                .map(|(_, p)| p.get(k).copied().unwrap_or(0.0))
+                .sum::<f32>()
+                / n;
+            if mean >= self.threshold && best.is_none_or(|b| mean > b.score) {
+                let (time, peak) = self
+                    .history
+                    .iter()
+                    .map(|(t, p)| (*t, p.get(k).copied().unwrap_or(0.0)))
+                    .fold((centre, f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
+                best = Some(Spotted {
+                    class: k,
+                    score: mean,
+                    peak,
+                    time,
+                });
+            }
+        }
+        if let Some(s) = best {
+            self.last_fire = centre;
+            self.history.clear();
+            return Some(s);
+        }
+        None
+    }
+}
+
+/// Checks that `model` is a KWS model (audio `kws_mfcc` input, classify
+/// decoder, 490 inputs) and returns the keyword class indices for `cfg`.
+pub fn check_kws(cfg: &SpeechConfig, model: &Model) -> Result<Vec<usize>, String> {
+    match model.meta.input {
+        InputSpec::Audio {
+            frontend: AudioFrontend::KwsMfcc,
+            sample_rate: 16_000,
+        } => {}
+        ref other => {
+            return Err(format!(
+                "the speech model's input spec is {other:?}; expected audio kws_mfcc at 16 kHz"
+            ))
+        }
+    }
+    if !matches!(model.meta.decoder, Decoder::Classify { .. }) {
+        return Err(format!(
+            "the speech model's decoder is {:?}; expected classify",
+            model.meta.decoder
+        ));
+    }
+    let g = &model.graph;
+    let len: usize = g
+        .inputs
+        .first()
+        .map(|&i| g.tensors[i].shape.iter().product())
+        .unwrap_or(0);
+    if len != KwsMfcc::OUTPUT_LEN {
+        return Err(format!(
+            "the speech model takes {len} input values; kws_mfcc gives {}",
+            KwsMfcc::OUTPUT_LEN
+        ));
+    }
+    let labels = &model.meta.labels;
+    if cfg.keywords.is_empty() {
+        return Ok(labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.starts_with('_'))
+            .map(|(i, _)| i)
+            .collect());
+    }
+    cfg.keywords
+        .iter()
+        .map(|k| {
+            labels.iter().position(|l| l == k).ok_or_else(|| {
+                ConfigError {
+                    key: "speech.keywords".into(),
+                    expected: format!("labels of the model {labels:?}"),
+                    found: format!("{k:?}"),
+                }
+                .to_string()
+            })
+        })
+        .collect()
+}
+
+/// Reads the WAV source (16 kHz mono); errors name the file.
+pub fn load_audio(path: &Path) -> Result<Vec<f32>, String> {
+    read_wav_mono_16k(path).map_err(|e| e.to_string())
+}
+
+struct Chunk {
+    /// Sample index of the first sample.
+    at: u64,
+    samples: Vec<f32>,
+}
+
+/// Starts the speech threads; they end when the source ends (or on `stop`).
+pub fn start(
+    cfg: SpeechConfig,
+    model: Arc<Model>,
+    keywords: Vec<usize>,
+    audio: Vec<f32>,
+    ctx: Ctx,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let (tx, rx) = bounded::<Chunk>(64);
+    {
+        let r = rx.clone();
+        ctx.metrics
+            .gauge("strix_queue_depth{queue=\"audio\"}", move || r.len() as f64);
+    }
+    let c1 = (cfg.clone(), ctx.clone());
+    let a = std::thread::Builder::new()
+        .name("audio".into())
+        .spawn(move || capture(c1.0, audio, tx, c1.1))?;
+    let b = std::thread::Builder::new()
+        .name("speech".into())
+        .spawn(move || analyse(cfg, &model, keywords, rx, ctx))?;
+    Ok(vec![a, b])
+}
+
+fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) {
+    let start = Instant::now();
+    let mut at = 0u64;
+    loop {
+        for piece in audio.chunks(CHUNK) {
+            if ctx.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if cfg.realtime {
+                let due = start + Duration::from_secs_f64(at as f64 / SAMPLE_RATE as f64);
+                if let Some(w) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+            }
+            let chunk = Chunk {
+                at,
+                samples: piece.to_vec(),
+            };
+            at += piece.len() as u64;
+            ctx.metrics
+                .audio_samples
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+            match tx.try_send(chunk) {
+                Ok(()) => {}
+                Err(TrySendError::Full(c)) => {
+                    // Never drop audio: wait, and count the wait.
+                    ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(c).is_err() {
+                        return;
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        if !cfg.looping {
+            return;
+        }
+        match load_audio(&cfg.source) {
+            Ok(a) => audio = a,
+            Err(e) => {
+                eprintln!("strixd: speech: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn analyse(cfg: SpeechConfig, model: &Model, keywords: Vec<usize>, rx: Receiver<Chunk>, ctx: Ctx) {
+    let VadConfig {
+        threshold_db,
+        max_zcr,
+        min_speech_ms,
+        hangover_ms,
+    } = cfg.vad;
+    let mut vad: Box<dyn Vad> = Box::new(EnergyVad::new(threshold_db, max_zcr));
+    let flen = vad.frame_len();
+    let ms_frames = |ms: u32| (ms as usize * SAMPLE_RATE / 1000).div_ceil(flen);
+    let mut seg = Segmenter::new(ms_frames(min_speech_ms), ms_frames(hangover_ms));
+    let mut decider = KeywordDecider::new(
+        keywords,
+        cfg.smoothing,
+        cfg.threshold,
+        cfg.refractory_ms as f64 / 1000.0,
+    );
+    let mut mfcc = KwsMfcc::new();
+    let mut session = Session::new(model);
+    let mut features = vec![0.0f32; KwsMfcc::OUTPUT_LEN];
+    let mut out = Vec::new();
+    let hop = cfg.hop_ms as usize * SAMPLE_RATE / 1000;
+    let n_labels = model.meta.labels.len().max(1);
+    let out_shape = model
+        .graph
+        .outputs
+        .first()
+        .map(|&i| model.graph.tensors[i].shape.clone())
+        .unwrap_or_default();
+    // The last second of audio, and frames not yet given to the VAD.
+    let mut ring: VecDeque<f32> = VecDeque::from(vec![0.0; KwsMfcc::CLIP_SAMPLES]);
+    let mut window = vec![0.0f32; KwsMfcc::CLIP_SAMPLES];
+    let mut vad_buf: Vec<f32> = Vec::new();
+    let mut vad_at = 0u64;
+    let mut total = 0u64;
+    let mut since_hop = 0usize;
+    // KWS runs while voice is active and for one window after it ended.
+    let mut kws_until = 0u64;
+    let mut voice: Option<(String, f64, f64)> = None; // id, start unix, start stream s
+    let secs = |s: u64| s as f64 / SAMPLE_RATE as f64;
+    let send = |a: Alert| ctx.alerts.send(a).is_ok();
+    let voice_alert = |id: &str, ty: AlertType, start_unix: f64, t: f64| Alert {
+        msg_id: String::new(),
+        kind_of_message: ty,
+        kind: AlertKind::Voice,
+        id: id.to_string(),
+        device: ctx.device.clone(),
+        source: "mic".into(),
+        label: "voice".into(),
+        score: 1.0,
+        top_score: 1.0,
+        bbox: None,
+        zones: vec![],
+        track_id: None,
+        snapshot: None,
+        start_time: start_unix,
+        end_time: if ty == AlertType::End {
+            Some(unix_now())
+        } else {
+            None
+        },
+        stream_time: t,
+    };
+    for chunk in rx {
+        debug_assert_eq!(chunk.at, total);
+        for &s in &chunk.samples {
+            ring.pop_front();
+            ring.push_back(s);
+            vad_buf.push(s);
+            total += 1;
+            since_hop += 1;
+            if vad_buf.len() == flen {
+                let t0 = Instant::now();
+                let p = vad.speech_probability(&vad_buf);
+                ctx.metrics.observe("vad", t0.elapsed());
+                match seg.push(vad_at, p) {
+                    Some(VoiceEdge::Start(at)) => {
+                        let id = new_event_id();
+                        let now = unix_now();
+                        if !send(voice_alert(&id, AlertType::New, now, secs(at))) {
+                            return;
+                        }
+                        voice = Some((id, now, secs(at)));
+                    }
+                    Some(VoiceEdge::End(at)) => {
+                        if let Some((id, start, _)) = voice.take() {
+                            if !send(voice_alert(&id, AlertType::End, start, secs(at))) {
+                                return;
+                            }
+                        }
+                        kws_until = total + KwsMfcc::CLIP_SAMPLES as u64;
+                    }
+                    None => {}
+                }
+                vad_at += flen as u64;
+                vad_buf.clear();
+            }
+            if since_hop >= hop {
+                since_hop = 0;
+                if !(seg.active() || total < kws_until) {
+                    decider.reset();
+                    continue;
+                }
+                let t0 = Instant::now();
+                for (w, r) in window.iter_mut().zip(ring.iter()) {
+                    *w = *r;
+                }
+                mfcc.compute(&window, &mut features);
+                let probs = match session.input_mut(0) {
+                    Ok(inp) => {
+                        inp.copy_from_slice(&features);
+                        session.run().map_err(|e| e.to_string()).and_then(|_| {
+                            session.output_f32(0, &mut out).map_err(|e| e.to_string())?;
+                            match decode(
+                                &Decoder::Classify { top_k: n_labels },
+                                &[(&out, &out_shape)],
+                            ) {
+                                Ok(Decoded::TopK(top)) => {
+                                    let mut p = vec![0.0; n_labels];
+                                    for (c, v) in top {
+                                        if let Some(slot) = p.get_mut(c) {
+                                            *slot = v;
+                                        }
+                                    }
+                                    Ok(p)
+                                }
+                                Ok(_) => Err("not a classifier output".into()),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                ctx.metrics.observe("kws", t0.elapsed());
+                ctx.metrics.kws_windows.fetch_add(1, Ordering::Relaxed);
+                let probs = match probs {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("strixd: kws: {e}");
+                        ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                let centre = secs(total) - 0.5;
+                if let Some(s) = decider.push(centre, probs) {
+                    let label = model
+                        .meta
+                        .labels
+                        .get(s.class)
+                        .cloned()
+                        .unwrap_or_else(|| s.class.to_string());
+                    let now = unix_now();
+                    let a = Alert {
+                        msg_id: String::new(),
+                        kind_of_message: AlertType::New,
+                        kind: AlertKind::Keyword,
+                        id: new_event_id(),
+                        device: ctx.device.clone(),
+                        source: "mic".into(),
+                        label,
+                        score: s.score,
+                        top_score: s.peak,
+                        bbox: None,
+                        zones: vec![],
+                        track_id: None,
+                        snapshot: None,
+                        start_time: now,
+                        end_time: None,
+                        stream_time: s.time,
+                    };
+                    if !send(a) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if let Some((id, start, _)) = voice.take() {
+        send(voice_alert(&id, AlertType::End, start, secs(total)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn energy_vad_and_segmenter() {
+        let mut v = EnergyVad::new(-40.0, 0.5);
+        let silence = vec![0.0001f32; 160];
+        let tone: Vec<f32> = (0..160).map(|i| 0.3 * (i as f32 * 0.1).sin()).collect();
+        let hiss: Vec<f32> = (0..160)
+            .map(|i| if i % 2 == 0 { 0.3 } else { -0.3 })
+            .collect();
+        assert_eq!(v.speech_probability(&silence), 0.0);
+        assert_eq!(v.speech_probability(&tone), 1.0);
+        assert_eq!(v.speech_probability(&hiss), 0.0, "high zero-crossing rate");
+        let mut s = Segmenter::new(3, 5);
+        let mut edges = vec![];
+        let pattern = [0, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0];
+        for (i, &p) in pattern.iter().enumerate() {
+            if let Some(e) = s.push(i as u64 * 160, p as f32) {
+                edges.push(e);
+            }
+        }
+        assert_eq!(edges, [VoiceEdge::Start(3 * 160), VoiceEdge::End(11 * 160)]);
+    }
+
+    #[test]
+    fn decider_smooths_and_is_refractory() {
+        let mut d = KeywordDecider::new(vec![1], 3, 0.6, 1.0);
+        let p = |v: f32| vec![1.0 - v, v];
+        assert!(d.push(0.0, p(0.9)).is_none(), "needs 3 windows");
+        assert!(d.push(0.1, p(0.2)).is_none());
+        assert!(d.push(0.2, p(0.5)).is_none(), "mean 0.53");
+        let s = d.push(0.3, p(0.95)).unwrap();
+        assert_eq!(s.class, 1);
+        assert!((s.time - 0.3).abs() < 1e-9, "peak window");
+        for i in 0..5 {
+            assert!(
+                d.push(0.4 + i as f64 * 0.1, p(0.99)).is_none(),
+                "refractory"
+            );
+        }
+        assert!(d.push(1.4, p(0.99)).is_some());
+    }
+}

@@ -1,0 +1,522 @@
+//! Alerts upstream: the sink thread that persists every alert in the outbox
+//! (and prints it on stdout), and the MQTT publisher on tokio.
+//!
+//! MQTT delivery: each connection gets a fresh rumqttc client and event
+//! loop (so no stale in-flight state survives a reconnect); every alert still
+//! in the outbox is published QoS 1, oldest first, at most `inflight` at once,
+//! and removed from the outbox on its PUBACK. A broker outage or restart makes
+//! the next connection send the unacknowledged alerts again with the same
+//! `msg_id` (duplicates carry the same id; nothing is lost).
+
+use crossbeam_channel::Receiver;
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+use crate::alert::{Alert, AlertKind, AlertType};
+use crate::config::MqttConfig;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+
+/// Labels that drive the `vehicle` binary sensor.
+const VEHICLES: [&str; 5] = ["car", "truck", "bus", "motorcycle", "bicycle"];
+
+/// Home Assistant binary sensors: (name, device class).
+pub const SENSORS: [(&str, &str); 4] = [
+    ("person", "occupancy"),
+    ("vehicle", "motion"),
+    ("voice", "sound"),
+    ("keyword", "sound"),
+];
+
+/// A retained state message: topic suffix (`person`) and payload (`ON`).
+pub type StateUpdate = (String, String);
+
+/// The sink: persists each alert (outbox first), prints it when `stdout`,
+/// derives the binary-sensor states, and wakes the publisher. Without a
+/// broker (`remove_after_print`) printing is the delivery, so the alert is
+/// removed from the outbox once the line is flushed.
+pub struct Sink {
+    pub outbox: Arc<Outbox>,
+    pub metrics: Arc<Metrics>,
+    pub stdout: bool,
+    pub remove_after_print: bool,
+    pub notify: Arc<Notify>,
+    pub states: Option<mpsc::UnboundedSender<StateUpdate>>,
+}
+
+impl Sink {
+    /// Prints and removes what a previous run left undelivered (no-broker mode).
+    pub fn flush_leftovers(&self) -> Result<(), String> {
+        if !self.remove_after_print {
+            return Ok(());
+        }
+        loop {
+            let batch = self.outbox.pending(0, 256).map_err(|e| e.to_string())?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut out = std::io::stdout().lock();
+            for (_, bytes) in &batch {
+                out.write_all(bytes)
+                    .and_then(|_| out.write_all(b"\n"))
+                    .map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            let keys: Vec<u64> = batch.iter().map(|(k, _)| *k).collect();
+            self.outbox.remove(&keys).map_err(|e| e.to_string())?;
+        }
+    }
+
+    /// Runs until every pipeline has dropped its sender.
+    pub fn run(self, rx: Receiver<Alert>) {
+        let mut active: HashMap<&'static str, HashSet<String>> = HashMap::new();
+        for mut a in rx {
+            let key = loop {
+                match self.outbox.push(&mut a) {
+                    Ok(k) => break k,
+                    Err(e) => {
+                        // Never drop an alert: retry until the disk takes it.
+                        eprintln!("strixd: outbox: {e}; retrying");
+                        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            };
+            self.metrics.alerts.fetch_add(1, Ordering::Relaxed);
+            if self.stdout {
+                if let Ok(line) = serde_json::to_string(&a) {
+                    let mut out = std::io::stdout().lock();
+                    let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
+                    if ok && self.remove_after_print {
+                        if let Err(e) = self.outbox.remove(&[key]) {
+                            eprintln!("strixd: outbox: {e}");
+                        }
+                    }
+                }
+            }
+            if let Some(tx) = &self.states {
+                for u in state_changes(&mut active, &a) {
+                    let _ = tx.send(u);
+                }
+            }
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Binary-sensor state changes caused by one alert.
+fn state_changes(
+    active: &mut HashMap<&'static str, HashSet<String>>,
+    a: &Alert,
+) -> Vec<StateUpdate> {
+    let sensor = match a.kind {
+        AlertKind::Keyword => return vec![("keyword".into(), "ON".into())],
+        AlertKind::Voice => "voice",
+        AlertKind::Object if a.label == "person" => "person",
+        AlertKind::Object if VEHICLES.contains(&a.label.as_str()) => "vehicle",
+        AlertKind::Object => return vec![],
+    };
+    let set = active.entry(sensor).or_default();
+    let was = !set.is_empty();
+    match a.kind_of_message {
+        AlertType::New | AlertType::Update => {
+            set.insert(a.id.clone());
+        }
+        AlertType::End => {
+            set.remove(&a.id);
+        }
+    }
+    let now = !set.is_empty();
+    if was != now {
+        vec![(sensor.into(), if now { "ON" } else { "OFF" }.into())]
+    } else {
+        vec![]
+    }
+}
+
+/// Everything the MQTT publisher needs.
+pub struct Mqtt {
+    pub cfg: MqttConfig,
+    pub device: String,
+    pub board: String,
+    pub outbox: Arc<Outbox>,
+    pub metrics: Arc<Metrics>,
+    pub notify: Arc<Notify>,
+    pub states: mpsc::UnboundedReceiver<StateUpdate>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Builds the rustls client configuration (ring provider) trusting the CA file.
+fn tls_config(cfg: &MqttConfig) -> Result<TlsConfiguration, String> {
+    let ca = cfg.ca_file.as_ref().ok_or("mqtt.tls needs mqtt.ca_file")?;
+    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificates", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+impl Mqtt {
+    fn topic(&self, suffix: &str) -> String {
+        format!("{}/{}/{}", self.cfg.topic_prefix, self.device, suffix)
+    }
+
+    fn options(&self) -> Result<MqttOptions, String> {
+        let id = self
+            .cfg
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("strixd-{}", self.device));
+        let mut o = MqttOptions::new(id, self.cfg.host.clone(), self.cfg.port);
+        o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
+        o.set_clean_session(true);
+        o.set_inflight(self.cfg.inflight.saturating_add(16));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_last_will(LastWill::new(
+            self.topic("availability"),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(u) = &self.cfg.username {
+            o.set_credentials(u.clone(), self.cfg.password.clone().unwrap_or_default());
+        }
+        if self.cfg.tls {
+            o.set_transport(Transport::Tls(tls_config(&self.cfg)?));
+        }
+        Ok(o)
+    }
+
+    fn discovery(&self) -> Vec<(String, String)> {
+        SENSORS
+            .iter()
+            .map(|(name, class)| {
+                let mut p = serde_json::json!({
+                    "name": name,
+                    "unique_id": format!("strix_{}_{}", self.device, name),
+                    "object_id": format!("strix_{}_{}", self.device, name),
+                    "state_topic": self.topic(name),
+                    "availability_topic": self.topic("availability"),
+                    "payload_on": "ON",
+                    "payload_off": "OFF",
+                    "device_class": class,
+                    "device": {
+                        "identifiers": [format!("strix_{}", self.device)],
+                        "name": format!("Strix {}", self.device),
+                        "manufacturer": "Strix",
+                        "model": self.board,
+                    },
+                });
+                if *name == "keyword" {
+                    p["off_delay"] = serde_json::json!(3);
+                }
+                let topic = format!(
+                    "{}/binary_sensor/strix_{}/{}/config",
+                    self.cfg.discovery_prefix, self.device, name
+                );
+                (topic, p.to_string())
+            })
+            .collect()
+    }
+
+    /// Runs the publisher on a current-thread tokio runtime until `stop`.
+    pub fn run(mut self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("strixd: mqtt: cannot start tokio: {e}");
+                return;
+            }
+        };
+        rt.block_on(async move { self.main_loop().await });
+    }
+
+    async fn main_loop(&mut self) {
+        let mut backoff = Duration::from_millis(250);
+        let mut states: BTreeMap<String, String> = BTreeMap::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.connection(&mut states).await {
+                Ok(()) => return,
+                Err(e) => {
+                    eprintln!(
+                        "strixd: mqtt {}:{}: {e}; retrying in {:?}",
+                        self.cfg.host, self.cfg.port, backoff
+                    );
+                }
+            }
+            self.metrics.mqtt_connected.store(false, Ordering::Relaxed);
+            let until = tokio::time::Instant::now() + backoff;
+            while tokio::time::Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection's life. `Ok` means stopped on request.
+    async fn connection(&mut self, states: &mut BTreeMap<String, String>) -> Result<(), String> {
+        let opts = self.options()?;
+        let (client, mut el) = AsyncClient::new(opts, 512);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        // The event loop runs in its own task; this task only reads its
+        // events from a channel (cancel-safe in select!).
+        let poller = tokio::spawn(async move {
+            loop {
+                let ev = el.poll().await;
+                let failed = ev.is_err();
+                if ev_tx.send(ev).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let r = self.serve(&client, &mut ev_rx, states).await;
+        poller.abort();
+        r
+    }
+
+    async fn serve(
+        &mut self,
+        client: &AsyncClient,
+        ev_rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+        states: &mut BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let events_topic = self.topic("events");
+        let window = self.cfg.inflight as usize;
+        // QoS 1 publishes in request order: `Some(key)` for outbox alerts,
+        // `None` for control messages; matched to packet ids as the event
+        // loop reports them.
+        let mut unassigned: VecDeque<Option<u64>> = VecDeque::new();
+        let mut by_pkid: HashMap<u16, Option<u64>> = HashMap::new();
+        let mut cursor = 0u64;
+        let mut connected = false;
+        let qos1 = |q: &mut VecDeque<Option<u64>>,
+                    topic: String,
+                    payload: Vec<u8>,
+                    retain: bool,
+                    key: Option<u64>| {
+            client
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .map_err(|e| e.to_string())?;
+            q.push_back(key);
+            Ok::<(), String>(())
+        };
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                if connected {
+                    let _ = client.try_publish(
+                        self.topic("availability"),
+                        QoS::AtMostOnce,
+                        true,
+                        "offline",
+                    );
+                    let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_millis(500), ev_rx.recv()).await;
+                }
+                return Ok(());
+            }
+            // New states (keep the latest of each, publish when connected).
+            while let Ok((k, v)) = self.states.try_recv() {
+                if connected {
+                    qos1(
+                        &mut unassigned,
+                        self.topic(&k),
+                        v.clone().into_bytes(),
+                        true,
+                        None,
+                    )?;
+                }
+                states.insert(k, v);
+            }
+            if connected {
+                let in_flight = by_pkid.values().filter(|v| v.is_some()).count()
+                    + unassigned.iter().filter(|v| v.is_some()).count();
+                if in_flight < window {
+                    let batch = self
+                        .outbox
+                        .pending(cursor, window - in_flight)
+                        .map_err(|e| e.to_string())?;
+                    for (k, bytes) in batch {
+                        qos1(&mut unassigned, events_topic.clone(), bytes, false, Some(k))?;
+                        self.metrics.mqtt_published.fetch_add(1, Ordering::Relaxed);
+                        cursor = k + 1;
+                    }
+                }
+            }
+            let ev = tokio::select! {
+                ev = ev_rx.recv() => ev,
+                _ = self.notify.notified() => continue,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            };
+            let mut acked = Vec::new();
+            let mut next = ev;
+            while let Some(ev) = next {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        self.metrics.mqtt_connected.store(true, Ordering::Relaxed);
+                        self.metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
+                        eprintln!(
+                            "strixd: mqtt: connected to {}:{}",
+                            self.cfg.host, self.cfg.port
+                        );
+                        qos1(
+                            &mut unassigned,
+                            self.topic("availability"),
+                            b"online".to_vec(),
+                            true,
+                            None,
+                        )?;
+                        if self.cfg.discovery {
+                            for (t, p) in self.discovery() {
+                                qos1(&mut unassigned, t, p.into_bytes(), true, None)?;
+                            }
+                        }
+                        for (s, _) in SENSORS {
+                            let v = states.get(s).cloned().unwrap_or_else(|| "OFF".into());
+                            qos1(&mut unassigned, self.topic(s), v.into_bytes(), true, None)?;
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                        if let std::collections::hash_map::Entry::Vacant(e) = by_pkid.entry(pkid) {
+                            if let Some(key) = unassigned.pop_front() {
+                                e.insert(key);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        if let Some(Some(k)) = by_pkid.remove(&a.pkid) {
+                            acked.push(k);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.remove(&acked)?;
+                        return Err(e.to_string());
+                    }
+                }
+                next = ev_rx.try_recv().ok();
+            }
+            self.remove(&acked)?;
+        }
+    }
+
+    fn remove(&self, acked: &[u64]) -> Result<(), String> {
+        if acked.is_empty() {
+            return Ok(());
+        }
+        self.outbox.remove(acked).map_err(|e| e.to_string())?;
+        self.metrics
+            .mqtt_acked
+            .fetch_add(acked.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(kind: AlertKind, label: &str, id: &str, t: AlertType) -> Alert {
+        Alert {
+            msg_id: String::new(),
+            kind_of_message: t,
+            kind,
+            id: id.into(),
+            device: "d".into(),
+            source: "c".into(),
+            label: label.into(),
+            score: 1.0,
+            top_score: 1.0,
+            bbox: None,
+            zones: vec![],
+            track_id: None,
+            snapshot: None,
+            start_time: 0.0,
+            end_time: None,
+            stream_time: 0.0,
+        }
+    }
+
+    #[test]
+    fn sensor_states_follow_events() {
+        let mut act = HashMap::new();
+        let on = |v: Vec<StateUpdate>| {
+            v.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            on(state_changes(
+                &mut act,
+                &alert(AlertKind::Object, "person", "a", AlertType::New)
+            )),
+            ["person=ON"]
+        );
+        assert!(state_changes(
+            &mut act,
+            &alert(AlertKind::Object, "person", "b", AlertType::New)
+        )
+        .is_empty());
+        assert!(state_changes(
+            &mut act,
+            &alert(AlertKind::Object, "person", "a", AlertType::End)
+        )
+        .is_empty());
+        assert_eq!(
+            on(state_changes(
+                &mut act,
+                &alert(AlertKind::Object, "person", "b", AlertType::End)
+            )),
+            ["person=OFF"]
+        );
+        assert_eq!(
+            on(state_changes(
+                &mut act,
+                &alert(AlertKind::Object, "car", "c", AlertType::New)
+            )),
+            ["vehicle=ON"]
+        );
+        assert!(state_changes(
+            &mut act,
+            &alert(AlertKind::Object, "dog", "d", AlertType::New)
+        )
+        .is_empty());
+        assert_eq!(
+            on(state_changes(
+                &mut act,
+                &alert(AlertKind::Keyword, "yes", "k", AlertType::New)
+            )),
+            ["keyword=ON"]
+        );
+        assert_eq!(
+            on(state_changes(
+                &mut act,
+                &alert(AlertKind::Voice, "voice", "v", AlertType::New)
+            )),
+            ["voice=ON"]
+        );
+    }
+}

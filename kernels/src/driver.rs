@@ -1,0 +1,222 @@
+//! Convolution drivers: lower a conv to tiles of the NT gemm of the chosen
+//! kernel path (im2row into caller scratch, then `gemm_nt`), so every path's
+//! fast gemm serves 1x1, kxk, strided, dilated and padded convolutions alike.
+
+use crate::reference::{ConvGeometry, QConvParams, QOut};
+use crate::table::KernelSet;
+use crate::Requant;
+
+/// Output pixels per im2row tile: bounds the scratch to `k * CONV_TILE` bytes.
+pub const CONV_TILE: usize = 64;
+
+/// Scratch bytes [`qs8_conv2d_gemm`] needs for `g`.
+pub fn conv_scratch_len(g: &ConvGeometry) -> usize {
+    g.k() * CONV_TILE.min(g.out_h * g.out_w)
+}
+
+/// True when `g` goes through the gemm driver (ungrouped convolutions).
+pub fn uses_gemm(g: &ConvGeometry) -> bool {
+    g.groups == 1
+}
+
+/// True for depthwise geometries (the table's `dwconv2d`).
+pub fn is_depthwise(g: &ConvGeometry) -> bool {
+    g.groups == g.in_c && g.groups == g.out_c && g.groups > 1
+}
+
+/// `bias[o] - in_zp * sum(w[o])`: moves the input zero point out of the inner
+/// loop (padding taps hold `in_zp`, so they still contribute zero). `None` if a
+/// folded value leaves the range the kernels' overflow bound allows.
+#[cfg(feature = "std")]
+pub fn fold_bias(weights: &[i8], bias: &[i32], k: usize, in_zp: i32) -> Option<Vec<i32>> {
+    bias.iter()
+        .enumerate()
+        .map(|(o, &b)| {
+            let s: i64 = weights[o * k..(o + 1) * k].iter().map(|&w| w as i64).sum();
+            let v = b as i64 - in_zp as i64 * s;
+            (v.abs() <= (1i64 << 30) + (1i64 << 29)).then_some(v as i32)
+        })
+        .collect()
+}
+
+/// Copies output pixels `p0..p0+t` of `g`'s receptive fields into `rows`
+/// (`t` rows of `k()` values, in weight order `ic, ky, kx`); padding taps get `pad`.
+fn im2row(g: &ConvGeometry, input: &[i8], pad: i8, p0: usize, t: usize, rows: &mut [i8]) {
+    let k = g.k();
+    let plane = g.in_h * g.in_w;
+    for j in 0..t {
+        let p = p0 + j;
+        let (oy, ox) = (p / g.out_w, p % g.out_w);
+        let row = &mut rows[j * k..(j + 1) * k];
+        let mut idx = 0;
+        for ic in 0..g.in_c {
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                for kx in 0..g.kw {
+                    let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
+                    row[idx] = if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize
+                    {
+                        pad
+                    } else {
+                        input[ic * plane + iy as usize * g.in_w + ix as usize]
+                    };
+                    idx += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Ungrouped int8 convolution through `ks.gemm_nt`; bit-identical to
+/// [`crate::reference::qs8_conv2d`]. `folded_bias` comes from [`fold_bias`];
+/// `scratch.len() >= conv_scratch_len(g)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_gemm(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    folded_bias: &[i32],
+    rq: &[Requant],
+    scratch: &mut [i8],
+    output: &mut [i8],
+) {
+    let p = g.out_h * g.out_w;
+    let k = g.k();
+    let out = QOut {
+        out_zp: q.out_zp,
+        act_min: q.act_min,
+        act_max: q.act_max,
+    };
+    let mut p0 = 0;
+    while p0 < p {
+        let t = CONV_TILE.min(p - p0);
+        im2row(g, input, q.in_zp as i8, p0, t, scratch);
+        (ks.gemm_nt.run)(
+            g.out_c,
+            t,
+            k,
+            weights,
+            &scratch[..t * k],
+            folded_bias,
+            rq,
+            &out,
+            &mut output[p0..],
+            p,
+            1,
+        );
+        p0 += t;
+    }
+}
+
+/// [`qs8_conv2d_gemm`] with f32 output (see [`crate::reference::qs8_conv2d_f32out`]).
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_gemm_f32out(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    in_zp: i32,
+    act_min: f32,
+    act_max: f32,
+    input: &[i8],
+    weights: &[i8],
+    folded_bias: &[i32],
+    scale: &[f32],
+    scratch: &mut [i8],
+    output: &mut [f32],
+) {
+    let p = g.out_h * g.out_w;
+    let k = g.k();
+    let mut p0 = 0;
+    while p0 < p {
+        let t = CONV_TILE.min(p - p0);
+        im2row(g, input, in_zp as i8, p0, t, scratch);
+        (ks.gemm_nt_f32out.run)(
+            g.out_c,
+            t,
+            k,
+            weights,
+            &scratch[..t * k],
+            folded_bias,
+            scale,
+            act_min,
+            act_max,
+            &mut output[p0..],
+            p,
+            1,
+        );
+        p0 += t;
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::table::{kernels_for, SCALAR};
+    use crate::Isa;
+
+    #[test]
+    fn gemm_driver_matches_reference_conv() {
+        let mut seed = 0x1234_5678u32;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for &(ic, oc, ih, iw, kh, s, d, pad) in &[
+            (3, 8, 9, 11, 3, 2, 1, 1),
+            (16, 5, 7, 7, 1, 1, 1, 0),
+            (4, 6, 13, 5, 3, 1, 2, 2),
+            (1, 1, 1, 1, 1, 1, 1, 0),
+            (8, 17, 12, 12, 5, 2, 1, 2),
+        ] {
+            let eff = (kh - 1) * d + 1;
+            let g = ConvGeometry {
+                in_c: ic,
+                in_h: ih,
+                in_w: iw,
+                out_c: oc,
+                out_h: (ih + 2 * pad - eff) / s + 1,
+                out_w: (iw + 2 * pad - eff) / s + 1,
+                kh,
+                kw: kh,
+                stride_h: s,
+                stride_w: s,
+                dil_h: d,
+                dil_w: d,
+                pad_top: pad,
+                pad_left: pad,
+                groups: 1,
+            };
+            for in_zp in [-128, 0, 127] {
+                let x: Vec<i8> = (0..g.input_len()).map(|_| rnd() as i8).collect();
+                let w: Vec<i8> = (0..g.weight_len()).map(|_| (rnd() % 255) as i8).collect();
+                let b: Vec<i32> = (0..oc).map(|_| (rnd() % 20000) as i32 - 10000).collect();
+                let rq: Vec<Requant> = (0..oc)
+                    .map(|i| crate::quantize_multiplier(0.0005 * (i + 1) as f64))
+                    .collect();
+                let q = QConvParams {
+                    in_zp,
+                    out_zp: 3,
+                    act_min: -100,
+                    act_max: 120,
+                };
+                let mut want = vec![0i8; g.output_len()];
+                crate::reference::qs8_conv2d(&g, &q, &x, &w, &b, &rq, &mut want);
+                let fb = fold_bias(&w, &b, g.k(), in_zp).unwrap();
+                for isa in Isa::ALL {
+                    let ks = if isa == Isa::Scalar {
+                        &SCALAR
+                    } else {
+                        kernels_for(isa)
+                    };
+                    let mut got = vec![0i8; g.output_len()];
+                    let mut scratch = vec![0i8; conv_scratch_len(&g)];
+                    qs8_conv2d_gemm(ks, &g, &q, &x, &w, &fb, &rq, &mut scratch, &mut got);
+                    assert_eq!(got, want, "{isa:?} {g:?} zp {in_zp}");
+                }
+            }
+        }
+    }
+}

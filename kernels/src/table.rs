@@ -1,0 +1,282 @@
+//! The kernel table: one row ([`KernelSet`]) per instruction-set path, one
+//! function pointer per op.
+//!
+//! Every function in every row computes exactly what the named reference
+//! function computes (bit-identical output for every input within the
+//! reference's contract); `kernels/tests/kernels.rs` checks each row against
+//! [`SCALAR`] on one shared edge-case grid.
+//!
+//! Adding a path means adding a row to [`TABLE`]: start from `..SCALAR` so that
+//! every op the path does not implement falls back to the reference (its
+//! [`Kernel::name`] then stays the reference's, which the tests report), and
+//! `#[cfg]` the row to the target that compiles it.
+//!
+//! **Safety contract of a row.** Rows are reachable through [`entry`] even on a
+//! CPU that lacks the path's feature, so every function pointer must be sound
+//! to call on any CPU of the target architecture: either it checks the feature
+//! itself (the AVX2 wrappers re-check `is_x86_feature_detected!` and fall back
+//! to the reference) or the row's docs say otherwise and callers must go
+//! through [`kernels_for`], which only returns rows whose [`Isa::available`] is
+//! true.
+
+use crate::isa::Isa;
+use crate::reference::{
+    self, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut,
+};
+use crate::requant::Requant;
+use crate::shape::Dims;
+
+/// [`reference::qs8_gemm_nt`]: `(m, n, k, a, b, bias, rq, q, out, rs, cs)`.
+pub type GemmNtFn =
+    fn(usize, usize, usize, &[i8], &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize, usize);
+
+/// [`reference::qs8_gemm_nt_f32out`]:
+/// `(m, n, k, a, b, bias, scale, act_min, act_max, out, rs, cs)`.
+pub type GemmNtF32Fn =
+    fn(usize, usize, usize, &[i8], &[i8], &[i32], &[f32], f32, f32, &mut [f32], usize, usize);
+
+/// Depthwise [`reference::qs8_conv2d`]: `(g, q, input, weights, bias, rq, output)`.
+///
+/// Contract: the reference's, plus `g.groups == g.in_c == g.out_c` (one input
+/// channel per output channel). Fast paths may rely on it; the AVX2 one falls
+/// back to the reference for any other geometry.
+pub type DwConvFn = fn(&ConvGeometry, &QConvParams, &[i8], &[i8], &[i32], &[Requant], &mut [i8]);
+
+/// [`reference::qs8_vadd`]: `(p, a, a_dims, b, b_dims, out, out_dims)`.
+pub type VaddFn = fn(&QAddParams, &[i8], &Dims, &[i8], &Dims, &mut [i8], &Dims);
+
+/// [`reference::qs8_vmul`]: `(p, a, a_dims, b, b_dims, out, out_dims)`.
+pub type VmulFn = fn(&QMulParams, &[i8], &Dims, &[i8], &Dims, &mut [i8], &Dims);
+
+/// [`reference::qs8_maxpool2d`]: `(g, input, output)`.
+pub type MaxPoolFn = fn(&PoolGeometry, &[i8], &mut [i8]);
+
+/// [`reference::qs8_avgpool2d`]: `(g, zp, input, output)`.
+pub type AvgPoolFn = fn(&PoolGeometry, i32, &[i8], &mut [i8]);
+
+/// [`reference::qs8_requantize_copy`]: `(input, in_zp, rq, out_zp, output)`.
+pub type RequantCopyFn = fn(&[i8], i32, Requant, i32, &mut [i8]);
+
+/// One op of one path: its name (`<datatype>_<op>[__<isa>]`, see the crate
+/// docs; no suffix for the reference) and the function.
+#[derive(Clone, Copy)]
+pub struct Kernel<F> {
+    pub name: &'static str,
+    pub run: F,
+}
+
+/// Every op of one path. Ops a path lacks hold the reference (and its name).
+#[derive(Clone, Copy)]
+pub struct KernelSet {
+    pub isa: Isa,
+    pub gemm_nt: Kernel<GemmNtFn>,
+    pub gemm_nt_f32out: Kernel<GemmNtF32Fn>,
+    pub dwconv2d: Kernel<DwConvFn>,
+    pub vadd: Kernel<VaddFn>,
+    pub vmul: Kernel<VmulFn>,
+    pub maxpool2d: Kernel<MaxPoolFn>,
+    pub avgpool2d: Kernel<AvgPoolFn>,
+    pub requantize_copy: Kernel<RequantCopyFn>,
+}
+
+impl KernelSet {
+    /// The names of all ops of the row, in field order (for reports and tests).
+    pub fn names(&self) -> [&'static str; 8] {
+        [
+            self.gemm_nt.name,
+            self.gemm_nt_f32out.name,
+            self.dwconv2d.name,
+            self.vadd.name,
+            self.vmul.name,
+            self.maxpool2d.name,
+            self.avgpool2d.name,
+            self.requantize_copy.name,
+        ]
+    }
+}
+
+/// The reference row; also the fallback of every other row (`..SCALAR`).
+pub const SCALAR: KernelSet = KernelSet {
+    isa: Isa::Scalar,
+    gemm_nt: Kernel {
+        name: "qs8_gemm_nt",
+        run: reference::qs8_gemm_nt,
+    },
+    gemm_nt_f32out: Kernel {
+        name: "qs8_gemm_nt_f32out",
+        run: reference::qs8_gemm_nt_f32out,
+    },
+    // The general convolution restricted to depthwise geometries.
+    dwconv2d: Kernel {
+        name: "qs8_dwconv2d",
+        run: reference::qs8_conv2d,
+    },
+    vadd: Kernel {
+        name: "qs8_vadd",
+        run: reference::qs8_vadd,
+    },
+    vmul: Kernel {
+        name: "qs8_vmul",
+        run: reference::qs8_vmul,
+    },
+    maxpool2d: Kernel {
+        name: "qs8_maxpool2d",
+        run: reference::qs8_maxpool2d,
+    },
+    avgpool2d: Kernel {
+        name: "qs8_avgpool2d",
+        run: reference::qs8_avgpool2d,
+    },
+    requantize_copy: Kernel {
+        name: "qs8_requantize_copy",
+        run: reference::qs8_requantize_copy,
+    },
+};
+
+/// x86_64 AVX2 (wrappers re-check the feature and fall back to the reference).
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+pub const AVX2: KernelSet = {
+    use crate::x86_64 as x;
+    KernelSet {
+        isa: Isa::Avx2,
+        gemm_nt: Kernel {
+            name: "qs8_gemm_nt__avx2",
+            run: x::qs8_gemm_nt__avx2,
+        },
+        gemm_nt_f32out: Kernel {
+            name: "qs8_gemm_nt_f32out__avx2",
+            run: x::qs8_gemm_nt_f32out__avx2,
+        },
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__avx2",
+            run: x::qs8_dwconv2d__avx2,
+        },
+        vadd: Kernel {
+            name: "qs8_vadd__avx2",
+            run: x::qs8_vadd__avx2,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__avx2",
+            run: x::qs8_vmul__avx2,
+        },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__avx2",
+            run: x::qs8_maxpool2d__avx2,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__avx2",
+            run: x::qs8_avgpool2d__avx2,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__avx2",
+            run: x::qs8_requantize_copy__avx2,
+        },
+    }
+};
+
+/// aarch64 Advanced SIMD: int8 NT gemm (baseline ARMv8-A, runs on every
+/// aarch64 CPU).
+#[cfg(target_arch = "aarch64")]
+pub const NEON: KernelSet = {
+    use crate::aarch64 as a;
+    KernelSet {
+        isa: Isa::Neon,
+        gemm_nt: Kernel {
+            name: "qs8_gemm_nt__neon",
+            run: a::qs8_gemm_nt__neon,
+        },
+        gemm_nt_f32out: Kernel {
+            name: "qs8_gemm_nt_f32out__neon",
+            run: a::qs8_gemm_nt_f32out__neon,
+        },
+        ..SCALAR
+    }
+};
+
+/// aarch64 FEAT_DotProd (`sdot`): int8 NT gemm (wrappers re-check the feature
+/// and fall back to the NEON path).
+#[cfg(target_arch = "aarch64")]
+pub const DOTPROD: KernelSet = {
+    use crate::aarch64 as a;
+    KernelSet {
+        isa: Isa::Dotprod,
+        gemm_nt: Kernel {
+            name: "qs8_gemm_nt__dotprod",
+            run: a::qs8_gemm_nt__dotprod,
+        },
+        gemm_nt_f32out: Kernel {
+            name: "qs8_gemm_nt_f32out__dotprod",
+            run: a::qs8_gemm_nt_f32out__dotprod,
+        },
+        ..SCALAR
+    }
+};
+
+/// aarch64 FEAT_I8MM (`smmla`): int8 NT gemm (wrappers re-check the feature
+/// and fall back to the NEON path).
+#[cfg(target_arch = "aarch64")]
+pub const I8MM: KernelSet = {
+    use crate::aarch64 as a;
+    KernelSet {
+        isa: Isa::I8mm,
+        gemm_nt: Kernel {
+            name: "qs8_gemm_nt__i8mm",
+            run: a::qs8_gemm_nt__i8mm,
+        },
+        gemm_nt_f32out: Kernel {
+            name: "qs8_gemm_nt_f32out__i8mm",
+            run: a::qs8_gemm_nt_f32out__i8mm,
+        },
+        ..SCALAR
+    }
+};
+
+/// 32-bit ARMv7 NEON: int8 NT gemm (wrappers re-check NEON through `AT_HWCAP`
+/// and fall back to the reference).
+#[cfg(target_arch = "arm")]
+pub const ARMV7NEON: KernelSet = {
+    use crate::arm as a;
+    KernelSet {
+        isa: Isa::Armv7Neon,
+        gemm_nt: Kernel {
+            name: "qs8_gemm_nt__armv7neon",
+            run: a::qs8_gemm_nt__armv7neon,
+        },
+        gemm_nt_f32out: Kernel {
+            name: "qs8_gemm_nt_f32out__armv7neon",
+            run: a::qs8_gemm_nt_f32out__armv7neon,
+        },
+        ..SCALAR
+    }
+};
+
+/// Every row compiled for this target, the reference first. ARM rows go here
+/// too (`#[cfg(target_arch = "aarch64")] NEON,` ...), one `const` per path.
+pub static TABLE: &[KernelSet] = &[
+    SCALAR,
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    AVX2,
+    #[cfg(target_arch = "aarch64")]
+    NEON,
+    #[cfg(target_arch = "aarch64")]
+    DOTPROD,
+    #[cfg(target_arch = "aarch64")]
+    I8MM,
+    #[cfg(target_arch = "arm")]
+    ARMV7NEON,
+];
+
+/// The row compiled for `isa`, whether or not this CPU can run it (`None` when
+/// the path is not built for this target). See the module's safety contract.
+pub fn entry(isa: Isa) -> Option<&'static KernelSet> {
+    TABLE.iter().find(|k| k.isa == isa)
+}
+
+/// The kernels to run for `isa`: its row when compiled and available on this
+/// CPU, else the reference row. Never fails.
+pub fn kernels_for(isa: Isa) -> &'static KernelSet {
+    match entry(isa) {
+        Some(k) if isa.available() => k,
+        _ => &SCALAR,
+    }
+}

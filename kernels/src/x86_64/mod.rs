@@ -1,0 +1,33 @@
+//! x86_64 AVX2 paths.
+//!
+//! Every public function here is a safe wrapper with exactly the signature of
+//! its reference: it checks the contract that the vector code relies on for
+//! memory safety (slice lengths, with a panic like the reference's indexing
+//! would raise), re-checks `is_x86_feature_detected!("avx2")` (falling back to
+//! the reference, so a wrapper is sound on any x86_64 CPU), then calls an
+//! `unsafe` `#[target_feature(enable = "avx2")]` inner function.
+//!
+//! Bit-exactness: integer accumulation is exact in both (the reference's
+//! overflow bounds keep every i32 sum in range, and i32 addition is
+//! associative), and the output stage is the reference's, lane by lane
+//! ([`requant::requantize_v`] reproduces [`crate::requant::requantize`]).
+
+// Kernel names follow the crate's naming grammar (`qs8_gemm_nt__avx2`).
+#![allow(non_snake_case)]
+
+mod dwconv;
+mod elementwise;
+mod gemm;
+mod pool;
+mod requant;
+
+pub use dwconv::qs8_dwconv2d__avx2;
+pub use elementwise::{qs8_requantize_copy__avx2, qs8_vadd__avx2, qs8_vmul__avx2};
+pub use gemm::{qs8_gemm_nt__avx2, qs8_gemm_nt_f32out__avx2};
+pub use pool::{qs8_avgpool2d__avx2, qs8_maxpool2d__avx2};
+
+/// Whether the AVX2 code may run (cached by std: one relaxed atomic load).
+#[inline(always)]
+fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+}

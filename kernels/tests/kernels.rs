@@ -1,0 +1,504 @@
+//! Every row of the kernel table against the reference row, bit for bit.
+//!
+//! For each [`Isa`] in [`Isa::ALL`], the row compiled for this target (if any)
+//! runs one shared, seeded edge-case grid per op, and every output is compared
+//! with [`table::SCALAR`]'s. A path that is not compiled or not runnable on
+//! this CPU is a visible skip (`SKIP <kernel>: <reason>` on stderr, counted in
+//! the final `kernels: N paths tested, M skipped` line), never a silent pass.
+//!
+//! `STRIX_REQUIRE_ISA=avx2,neon` (comma list of `Isa::name`s) turns a skip of
+//! one of those paths into a failure, so CI can assert the path really ran.
+//!
+//! Cases stay inside the reference contracts (overflow bounds, shifts in
+//! [-31, 30], `act_min <= act_max`) so that the reference never panics in debug
+//! builds; requantization multipliers above 1 keep their mantissa below 0.75 so
+//! that `requantize(..) + out_zp` cannot overflow i32.
+
+use strix_kernels::reference::{
+    ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut,
+};
+use strix_kernels::shape::Dims;
+use strix_kernels::table::{self, KernelSet, SCALAR};
+use strix_kernels::{quantize_multiplier, Isa, Requant};
+
+/// xorshift64*: a seeded, dependency-free generator (same cases on every run).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn usize(&mut self, lo: usize, hi: usize) -> usize {
+        self.range(lo as i64, hi as i64) as usize
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.usize(0, xs.len() - 1)]
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// int8 data in one of the edge modes: uniform, all extremes, or one constant.
+    fn i8s(&mut self, len: usize) -> Vec<i8> {
+        match self.usize(0, 5) {
+            0 => vec![self.pick(&[-128, 127, 0, -1]); len],
+            1 => (0..len).map(|_| self.pick(&[-128i8, 127])).collect(),
+            _ => (0..len).map(|_| self.range(-128, 127) as i8).collect(),
+        }
+    }
+    /// Weights: symmetric int8 in [-127, 127], often at the extremes.
+    fn weights(&mut self, len: usize) -> Vec<i8> {
+        match self.usize(0, 4) {
+            0 => (0..len).map(|_| self.pick(&[-127i8, 127])).collect(),
+            1 => vec![self.pick(&[-127, 127]); len],
+            _ => (0..len).map(|_| self.range(-127, 127) as i8).collect(),
+        }
+    }
+    /// A zero point: the int8 extremes, zero, or uniform.
+    fn zp(&mut self) -> i32 {
+        match self.usize(0, 3) {
+            0 => -128,
+            1 => 127,
+            2 => 0,
+            _ => self.range(-128, 127) as i32,
+        }
+    }
+    /// Biases, sometimes near the +-2^30 contract limit.
+    fn biases(&mut self, len: usize) -> Vec<i32> {
+        let big = self.usize(0, 3) == 0;
+        (0..len)
+            .map(|_| {
+                if big {
+                    self.pick(&[1 << 30, -(1 << 30), (1 << 30) - 7, -(1 << 30) + 3])
+                } else {
+                    self.range(-100_000, 100_000) as i32
+                }
+            })
+            .collect()
+    }
+    /// A multiplier scaled for accumulators of magnitude ~`typical`: from
+    /// "everything rounds to zero" through normal to "saturates both ways".
+    fn requant(&mut self, typical: f64) -> Requant {
+        let base = 100.0 / typical.max(1.0);
+        let real = match self.usize(0, 6) {
+            // Exact powers of two: `mult = 2^30`, so exact halves (the
+            // rounding ties) are common.
+            6 => 2f64.powi(-(self.range(0, 12) as i32 + (typical.log2() as i32).clamp(0, 18))),
+            0 => base * 2f64.powf(self.range(-30, -8) as f64),
+            1 => base * 2f64.powf(self.range(6, 20) as f64),
+            2 => 2f64.powf(self.range(1, 20) as f64) * (0.5 + 0.24 * self.unit()),
+            _ => base * (0.25 + 4.0 * self.unit()),
+        };
+        cap(quantize_multiplier(real))
+    }
+    fn act_bounds(&mut self) -> (i8, i8) {
+        match self.usize(0, 3) {
+            0 => (-128, 127),
+            1 => (0, 127),
+            2 => (-128, -128 + self.range(0, 20) as i8),
+            _ => {
+                let a = self.range(-128, 127) as i8;
+                let b = self.range(-128, 127) as i8;
+                (a.min(b), a.max(b))
+            }
+        }
+    }
+}
+
+/// Keeps `requantize(x) + zp` in i32 for every x: multipliers above 1 get a
+/// mantissa below 0.75.
+fn cap(r: Requant) -> Requant {
+    if r.shift > 0 {
+        Requant {
+            mult: r.mult.min(0x5fff_ffff),
+            shift: r.shift,
+        }
+    } else {
+        r
+    }
+}
+
+/// Reductions straddling the 8/16/32-byte SIMD blocks.
+const KS: [usize; 11] = [1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 257];
+/// Row / column counts around 2/4/8-wide tiles.
+const MNS: [usize; 7] = [1, 2, 3, 4, 5, 8, 17];
+/// Vector lengths around 8/16/32-element steps.
+const LENS: [usize; 13] = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 257, 1000];
+/// Image widths / heights around 8- and 16-output blocks.
+const SIZES: [usize; 10] = [1, 2, 5, 9, 16, 17, 24, 33, 40, 71];
+
+/// Mismatch report: the first differing index and the case.
+fn assert_same<T: PartialEq + std::fmt::Debug>(name: &str, case: &str, got: &[T], want: &[T]) {
+    if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+        panic!(
+            "{name} differs from the reference at index {i}: got {:?}, want {:?}\n  case: {case}",
+            got[i], want[i]
+        );
+    }
+}
+
+fn check_gemm_nt(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &k in &KS {
+        for &m in &MNS {
+            for &n in &MNS {
+                let a = rng.weights(m * k);
+                let b = rng.i8s(n * k);
+                let bias = rng.biases(m);
+                let typical = 128.0 * 64.0 * (k as f64).sqrt();
+                let rq: Vec<Requant> = (0..m).map(|_| rng.requant(typical)).collect();
+                let (act_min, act_max) = rng.act_bounds();
+                let q = QOut {
+                    out_zp: rng.zp(),
+                    act_min,
+                    act_max,
+                };
+                // Row-major, column-major (transposed output) and padded rows.
+                let (rs, cs, len) = match rng.usize(0, 2) {
+                    0 => (n, 1, m * n),
+                    1 => (1, m, m * n),
+                    _ => (n + 3, 1, m * (n + 3)),
+                };
+                let mut want = vec![0x55i8; len];
+                let mut got = want.clone();
+                (SCALAR.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut want, rs, cs);
+                (row.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut got, rs, cs);
+                let case =
+                    format!("m={m} n={n} k={k} rs={rs} cs={cs} q={q:?} rq={rq:?} bias={bias:?}");
+                assert_same(row.gemm_nt.name, &case, &got, &want);
+
+                let scale: Vec<f32> = (0..m)
+                    .map(|_| match rng.usize(0, 3) {
+                        0 => 0.0,
+                        1 => -(rng.unit() as f32) * 1e-3,
+                        _ => (rng.unit() as f32) * 1e-4,
+                    })
+                    .collect();
+                let (lo, hi) = match rng.usize(0, 2) {
+                    0 => (f32::NEG_INFINITY, f32::INFINITY),
+                    1 => (0.0, 6.0),
+                    _ => (-1.0, 1.0),
+                };
+                let mut want = vec![f32::NAN; len];
+                let mut got = want.clone();
+                (SCALAR.gemm_nt_f32out.run)(
+                    m, n, k, &a, &b, &bias, &scale, lo, hi, &mut want, rs, cs,
+                );
+                (row.gemm_nt_f32out.run)(m, n, k, &a, &b, &bias, &scale, lo, hi, &mut got, rs, cs);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let case =
+                    format!("m={m} n={n} k={k} rs={rs} cs={cs} scale={scale:?} lo={lo} hi={hi}");
+                assert_same(row.gemm_nt_f32out.name, &case, &bits(&got), &bits(&want));
+                cases += 2;
+            }
+        }
+    }
+    cases
+}
+
+fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &in_w in &SIZES {
+        for &stride in &[1usize, 2, 3] {
+            for &kw in &[1usize, 3, 5] {
+                for _ in 0..6 {
+                    let c = rng.pick(&[1usize, 3, 8]);
+                    let in_h = rng.pick(&SIZES[..6]);
+                    let kh = rng.pick(&[1usize, 3, 5]).min(kw.max(1) + 2);
+                    let dil = if rng.usize(0, 4) == 0 { 2 } else { 1 };
+                    let (pl, pr) = (rng.usize(0, kw - 1), rng.usize(0, kw - 1));
+                    let (pt, pb) = (rng.usize(0, kh - 1), rng.usize(0, kh - 1));
+                    let span_w = dil * (kw - 1) + 1;
+                    let span_h = dil * (kh - 1) + 1;
+                    if in_w + pl + pr < span_w || in_h + pt + pb < span_h {
+                        continue;
+                    }
+                    let g = ConvGeometry {
+                        in_c: c,
+                        in_h,
+                        in_w,
+                        out_c: c,
+                        out_h: (in_h + pt + pb - span_h) / stride + 1,
+                        out_w: (in_w + pl + pr - span_w) / stride + 1,
+                        kh,
+                        kw,
+                        stride_h: stride,
+                        stride_w: stride,
+                        dil_h: dil,
+                        dil_w: dil,
+                        pad_top: pt,
+                        pad_left: pl,
+                        groups: c,
+                    };
+                    let input = rng.i8s(g.input_len());
+                    let w = rng.weights(g.weight_len());
+                    let bias = rng.biases(c);
+                    let rq: Vec<Requant> = (0..c)
+                        .map(|_| rng.requant(128.0 * 64.0 * (kh * kw) as f64))
+                        .collect();
+                    let (act_min, act_max) = rng.act_bounds();
+                    let q = QConvParams {
+                        in_zp: rng.zp(),
+                        out_zp: rng.zp(),
+                        act_min,
+                        act_max,
+                    };
+                    let mut want = vec![0x55i8; g.output_len()];
+                    let mut got = want.clone();
+                    (SCALAR.dwconv2d.run)(&g, &q, &input, &w, &bias, &rq, &mut want);
+                    (row.dwconv2d.run)(&g, &q, &input, &w, &bias, &rq, &mut got);
+                    assert_same(
+                        row.dwconv2d.name,
+                        &format!("{g:?} {q:?} rq={rq:?}"),
+                        &got,
+                        &want,
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    cases
+}
+
+/// Equal shapes (the fast case) and a few broadcasts (the fallback).
+fn binary_shapes(rng: &mut Rng) -> Vec<(Dims, Dims, Dims)> {
+    let mut v: Vec<_> = LENS
+        .iter()
+        .map(|&l| {
+            let d = if rng.usize(0, 1) == 0 {
+                Dims::new(&[l])
+            } else {
+                Dims::new(&[1, 1, l])
+            };
+            (d, d, d)
+        })
+        .collect();
+    v.push((
+        Dims::new(&[3, 2, 17]),
+        Dims::new(&[3, 2, 17]),
+        Dims::new(&[3, 2, 17]),
+    ));
+    v.push((Dims::new(&[4, 1]), Dims::new(&[1, 33]), Dims::new(&[4, 33])));
+    v.push((
+        Dims::new(&[2, 3, 40]),
+        Dims::new(&[40]),
+        Dims::new(&[2, 3, 40]),
+    ));
+    v.push((Dims::new(&[1]), Dims::new(&[5, 9]), Dims::new(&[5, 9])));
+    v
+}
+
+fn check_binary(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for _ in 0..12 {
+        for (ad, bd, od) in binary_shapes(rng) {
+            let a = rng.i8s(ad.count());
+            let b = rng.i8s(bd.count());
+            let (act_min, act_max) = rng.act_bounds();
+            // TFLite's add scheme: common scale 2 * max(sa, sb), then to the output.
+            let (sa, sb) = (
+                2f64.powf(rng.range(-8, 2) as f64) * (0.5 + rng.unit()),
+                2f64.powf(rng.range(-8, 2) as f64) * (0.5 + rng.unit()),
+            );
+            let so = 2f64.powf(rng.range(-14, 4) as f64) * (0.5 + rng.unit());
+            let twice_max = 2.0 * sa.max(sb);
+            let p = QAddParams {
+                a_zp: rng.zp(),
+                b_zp: rng.zp(),
+                out_zp: rng.zp(),
+                a_rq: quantize_multiplier(sa / twice_max),
+                b_rq: quantize_multiplier(sb / twice_max),
+                out_rq: cap(quantize_multiplier(twice_max / ((1u64 << 20) as f64 * so))),
+                act_min,
+                act_max,
+            };
+            let mut want = vec![0x55i8; od.count()];
+            let mut got = want.clone();
+            (SCALAR.vadd.run)(&p, &a, &ad, &b, &bd, &mut want, &od);
+            (row.vadd.run)(&p, &a, &ad, &b, &bd, &mut got, &od);
+            assert_same(row.vadd.name, &format!("{ad:?} {bd:?} {p:?}"), &got, &want);
+
+            let p = QMulParams {
+                a_zp: rng.zp(),
+                b_zp: rng.zp(),
+                out_zp: rng.zp(),
+                rq: rng.requant(128.0 * 64.0),
+                act_min,
+                act_max,
+            };
+            (SCALAR.vmul.run)(&p, &a, &ad, &b, &bd, &mut want, &od);
+            (row.vmul.run)(&p, &a, &ad, &b, &bd, &mut got, &od);
+            assert_same(row.vmul.name, &format!("{ad:?} {bd:?} {p:?}"), &got, &want);
+
+            let (in_zp, out_zp, rq) = (rng.zp(), rng.zp(), rng.requant(128.0));
+            (SCALAR.requantize_copy.run)(&a, in_zp, rq, out_zp, &mut want);
+            (row.requantize_copy.run)(&a, in_zp, rq, out_zp, &mut got);
+            assert_same(
+                row.requantize_copy.name,
+                &format!("len={} in_zp={in_zp} out_zp={out_zp} {rq:?}", a.len()),
+                &got,
+                &want,
+            );
+            cases += 3;
+        }
+    }
+    cases
+}
+
+fn check_pools(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &in_w in &SIZES {
+        for &stride in &[1usize, 2, 3] {
+            for &kw in &[1usize, 2, 3, 5, 12] {
+                for _ in 0..4 {
+                    let kh = if kw == 12 {
+                        12
+                    } else {
+                        rng.pick(&[1usize, 2, 3])
+                    };
+                    let in_h = if kw == 12 {
+                        rng.usize(12, 14)
+                    } else {
+                        rng.pick(&SIZES[..6])
+                    };
+                    let (pl, pr) = (rng.usize(0, kw - 1), rng.usize(0, kw - 1));
+                    let (pt, pb) = (rng.usize(0, kh - 1), rng.usize(0, kh - 1));
+                    if in_w + pl + pr < kw || in_h + pt + pb < kh {
+                        continue;
+                    }
+                    let g = PoolGeometry {
+                        channels: rng.pick(&[1usize, 3]),
+                        in_h,
+                        in_w,
+                        out_h: (in_h + pt + pb - kh) / stride + 1,
+                        out_w: (in_w + pl + pr - kw) / stride + 1,
+                        kh,
+                        kw,
+                        stride_h: stride,
+                        stride_w: stride,
+                        pad_top: pt,
+                        pad_left: pl,
+                        count_include_pad: rng.usize(0, 1) == 1,
+                    };
+                    let input = rng.i8s(g.input_len());
+                    let mut want = vec![0x55i8; g.output_len()];
+                    let mut got = want.clone();
+                    (SCALAR.maxpool2d.run)(&g, &input, &mut want);
+                    (row.maxpool2d.run)(&g, &input, &mut got);
+                    assert_same(row.maxpool2d.name, &format!("{g:?}"), &got, &want);
+                    let zp = rng.zp();
+                    (SCALAR.avgpool2d.run)(&g, zp, &input, &mut want);
+                    (row.avgpool2d.run)(&g, zp, &input, &mut got);
+                    assert_same(row.avgpool2d.name, &format!("{g:?} zp={zp}"), &got, &want);
+                    cases += 2;
+                }
+            }
+        }
+    }
+    cases
+}
+
+/// Runs the whole grid on one row: the same seeds, so the same cases, for
+/// every row.
+fn check_row(row: &KernelSet) -> usize {
+    (0..4u64)
+        .map(|seed| {
+            let mut rng = Rng::new(0x5752_4958 + seed);
+            check_gemm_nt(row, &mut rng)
+                + check_dwconv(row, &mut rng)
+                + check_binary(row, &mut rng)
+                + check_pools(row, &mut rng)
+        })
+        .sum()
+}
+
+#[test]
+fn every_path_matches_the_reference() {
+    let required: Vec<String> = std::env::var("STRIX_REQUIRE_ISA")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for r in &required {
+        assert!(
+            Isa::from_name(r).is_some(),
+            "STRIX_REQUIRE_ISA: unknown path {r:?}"
+        );
+    }
+    let (mut tested, mut skipped) = (0, 0);
+    let mut missing = Vec::new();
+    for isa in Isa::ALL {
+        if isa == Isa::Scalar {
+            continue; // the reference itself
+        }
+        let reason = match table::entry(isa) {
+            None => Some("not compiled for this target".to_string()),
+            Some(_) if !isa.available() => Some(format!("this CPU lacks {}", isa.name())),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            let names = table::entry(isa)
+                .map(|r| r.names().join(", "))
+                .unwrap_or_else(|| format!("qs8_*__{}", isa.name()));
+            eprintln!("SKIP {names}: {reason}");
+            skipped += 1;
+            if required.iter().any(|r| r == isa.name()) {
+                missing.push(format!("{}: {reason}", isa.name()));
+            }
+            continue;
+        }
+        let row = table::kernels_for(isa);
+        assert_eq!(
+            row.isa, isa,
+            "kernels_for({isa:?}) returned another row although available"
+        );
+        let cases = check_row(row);
+        eprintln!(
+            "ok {}: {cases} cases ({})",
+            isa.name(),
+            row.names().join(", ")
+        );
+        tested += 1;
+    }
+    eprintln!("kernels: {tested} paths tested, {skipped} skipped");
+    assert!(
+        missing.is_empty(),
+        "STRIX_REQUIRE_ISA paths not exercised: {missing:?}"
+    );
+}
+
+#[test]
+fn kernels_for_falls_back_to_the_reference() {
+    for isa in Isa::ALL {
+        let row = table::kernels_for(isa);
+        if isa.available() && table::entry(isa).is_some() {
+            assert_eq!(row.isa, isa);
+        } else {
+            assert_eq!(row.isa, Isa::Scalar);
+        }
+    }
+    assert_eq!(table::TABLE[0].isa, Isa::Scalar);
+    // Row names follow the grammar: the reference's name plus `__<isa>`, or the
+    // reference's own name for an op the path lacks.
+    for row in table::TABLE {
+        for (name, reference) in row.names().iter().zip(SCALAR.names()) {
+            let suffixed = format!("{reference}__{}", row.isa.name());
+            assert!(
+                *name == reference || *name == suffixed,
+                "bad kernel name {name} in the {:?} row",
+                row.isa
+            );
+        }
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every check.
+# Usage: scripts/test.sh            (everything)
+#        STRIX_SKIP_CROSS=1 scripts/test.sh   (skip the ARM emulation runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg in espeak-ng sox; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== cargo test (host: reference kernels, AVX2 when the CPU has it, real models end to end)"
+cargo test --release --workspace
+if [ -z "${STRIX_SKIP_CROSS:-}" ] && [ -x scripts/cross-test.sh ]; then
+  echo "== ARM kernels under qemu user emulation"
+  scripts/cross-test.sh
+fi
+for extra in scripts/test-c.sh scripts/test-strixd.sh; do
+  if [ -z "${STRIX_SKIP_EXTRA:-}" ] && [ -x "$extra" ]; then
+    echo "== $extra"
+    "$extra"
+  fi
+done
+echo "== all tests passed"

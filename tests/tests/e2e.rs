@@ -1,0 +1,7 @@
+//! End-to-end tests on the real shared models (one binary: tract links once).
+mod e2e {
+    mod hostile;
+    mod kws;
+    mod models;
+    mod vww;
+}

@@ -1,0 +1,134 @@
+//! The foundation's acceptance gates on the real shared models.
+
+use strix_tests::{case, convert, scratch};
+use strix_tools::eval::evaluate;
+
+/// Every model converts and the `.strix` file is at most 30% of the fp32 ONNX.
+#[test]
+fn all_models_convert_small() {
+    let dir = scratch("size");
+    for name in [
+        "fastestdet",
+        "ultraface-rfb",
+        "ultraface-slim",
+        "vww",
+        "kws",
+    ] {
+        let c = case(name);
+        let (_, path) = convert(&c, &dir);
+        let onnx = std::fs::metadata(&c.onnx).unwrap().len() as f64;
+        let strix = std::fs::metadata(&path).unwrap().len() as f64;
+        eprintln!(
+            "{name}: {onnx} -> {strix} bytes ({:.1}%)",
+            100.0 * strix / onnx
+        );
+        assert!(
+            strix <= 0.30 * onnx,
+            "{name}: .strix is {:.1}% of the ONNX",
+            100.0 * strix / onnx
+        );
+    }
+}
+
+/// The all-f32 build runs Strix's own importer and executor: it must match
+/// tract on the original ONNX (this is what makes calibration trustworthy).
+#[test]
+fn fp32_build_matches_tract() {
+    let dir = scratch("fp32");
+    for name in ["fastestdet", "ultraface-rfb", "vww", "kws"] {
+        let c = case(name);
+        let out = dir.join(format!("{name}-f32.strix"));
+        let m = strix_tools::convert(
+            &c.onnx,
+            &c.calib,
+            &out,
+            None,
+            strix_tools::calib::Method::Minmax,
+            true,
+            false,
+        )
+        .unwrap();
+        let r = evaluate(&c.onnx, &m, &c.samples).unwrap();
+        for (i, cos) in r.cosine_min.iter().enumerate() {
+            assert!(*cos > 0.99999, "{name} output {i}: f32 build cosine {cos}");
+        }
+        if let Some(a) = r.top1_agreement {
+            assert_eq!(a, 1.0, "{name}");
+        }
+        if let Some(m) = r.map50_vs_fp32 {
+            assert_eq!(m, 1.0, "{name}");
+        }
+    }
+}
+
+#[test]
+fn detectors_keep_fp32_boxes() {
+    let dir = scratch("map");
+    for name in ["fastestdet", "ultraface-rfb", "ultraface-slim"] {
+        let c = case(name);
+        let (m, _) = convert(&c, &dir);
+        let r = evaluate(&c.onnx, &m, &c.samples).unwrap();
+        let map = r.map50_vs_fp32.unwrap();
+        eprintln!("{name}: map50_vs_fp32 {map:.4}, cosine {:?}", r.cosine);
+        assert!(map >= 0.95, "{name}: map50_vs_fp32 {map}");
+    }
+}
+
+/// The shipped detector samples give the detections the models' authors report.
+#[test]
+fn detector_counts_on_samples() {
+    let dir = scratch("counts");
+    let count = |name: &str, img: &str| -> Vec<String> {
+        let c = case(name);
+        let (m, _) = convert(&c, &dir);
+        let outs = strix_tools::infer(&m, &strix_tests::image(img)).unwrap();
+        let j = strix_tools::decoded_json(&m, &outs).unwrap();
+        j["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let d0 = count("fastestdet", "fastestdet_0.jpg");
+    assert_eq!(d0.iter().filter(|l| *l == "person").count(), 4, "{d0:?}");
+    let d3 = count("fastestdet", "fastestdet_3.jpg");
+    assert_eq!(d3.iter().filter(|l| *l == "person").count(), 4, "{d3:?}");
+    let f1 = count("ultraface-rfb", "faces_1.jpg").len();
+    assert!((44..=46).contains(&f1), "{f1} faces");
+    assert_eq!(count("ultraface-rfb", "faces_13.jpg").len(), 2);
+}
+
+/// Whole-model equality across kernel paths: the optimised path of this CPU
+/// gives the same outputs as the scalar reference, bit for bit.
+#[test]
+fn kernel_paths_agree_on_whole_models() {
+    use strix_kernels::Isa;
+    let dir = scratch("paths");
+    let best = Isa::detect();
+    if best == Isa::Scalar {
+        eprintln!("SKIP kernel_paths_agree_on_whole_models: no optimised path on this CPU");
+        return;
+    }
+    for name in ["fastestdet", "ultraface-rfb", "vww", "kws"] {
+        let c = case(name);
+        let (m, _) = convert(&c, &dir);
+        let scalar = m.clone().with_isa(Isa::Scalar).unwrap();
+        let fast = m.with_isa(best).unwrap();
+        for s in &c.samples {
+            let shape = fast.graph.tensors[fast.graph.inputs[0]].shape.clone();
+            let x = strix_tools::media::load_input(s, &fast.meta.input, &shape).unwrap();
+            let a = strix_tools::run_values(&scalar, &x).unwrap();
+            let b = strix_tools::run_values(&fast, &x).unwrap();
+            for (i, ((va, _), (vb, _))) in a.iter().zip(&b).enumerate() {
+                let same = va.iter().zip(vb).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(
+                    same,
+                    "{name} output {i} differs between scalar and {}",
+                    best.name()
+                );
+            }
+        }
+        eprintln!("{name}: scalar == {}", best.name());
+    }
+}

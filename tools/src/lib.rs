@@ -1,0 +1,397 @@
+//! The Strix host tools: ONNX import, calibration, quantization and the
+//! `strix` command's subcommands, as a library (tests call it directly).
+
+pub mod calib;
+pub mod config;
+pub mod equalize;
+pub mod eval;
+mod fold;
+pub mod ir;
+pub mod lower;
+pub mod media;
+pub mod onnx;
+pub mod report;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use strix_runtime::graph::{DType, Op};
+use strix_runtime::postprocess::{decode, Decoded};
+use strix_runtime::{Model, Session};
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// Compiles `onnx` and writes the `.strix` file; returns the model.
+pub fn convert(
+    onnx_path: &Path,
+    calib: &[PathBuf],
+    out: &Path,
+    config: Option<&Path>,
+    method: calib::Method,
+    fp32: bool,
+    report: bool,
+) -> Result<Model> {
+    let meta = config::load(config, onnx_path)?;
+    let mut cg =
+        onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    if !fp32 && std::env::var_os("STRIX_NO_CLE").is_none() {
+        equalize::equalize(&mut cg);
+    }
+    if cg.inputs.len() != 1 {
+        bail!(
+            "models with {} inputs are not supported by convert yet (one input)",
+            cg.inputs.len()
+        );
+    }
+    let in_shape = cg.values[cg.inputs[0]].shape.clone();
+    let samples: Vec<Vec<Vec<f32>>> = calib
+        .iter()
+        .map(|p| media::load_input(p, &meta.input, &in_shape).map(|v| vec![v]))
+        .collect::<Result<_>>()?;
+    let mut b = if fp32 {
+        lower::lower_f32(&cg)?.0
+    } else {
+        let pb = bar(2 * samples.len() as u64, "calibrating");
+        let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
+        pb.finish_and_clear();
+        let lowered = lower::lower_int8(&cg, &stats, method)?;
+        if report {
+            println!(
+                "{:<40} {:<10} {:>10} {:>10}",
+                "layer", "op", "cosine", "max err"
+            );
+            for (name, op, cos, err) in
+                report::layer_errors(&cg, &lowered.builder, &lowered.value_tensor, &samples[0][0])?
+            {
+                println!("{name:<40} {op:<10} {cos:>10.5} {err:>10.4}");
+            }
+        }
+        lowered.builder
+    };
+    strix_runtime::plan::plan(&mut b.g, true);
+    let model = Model::new(meta, b.g, b.c)
+        .context("the compiled graph failed validation (compiler bug)")?;
+    model.save(out)?;
+    eprintln!(
+        "wrote {} ({} bytes, {} ops, arena {} bytes)",
+        out.display(),
+        std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+        model.graph.nodes.len(),
+        model.graph.arena_bytes()
+    );
+    Ok(model)
+}
+
+fn precision(op: &Op, out: DType) -> &'static str {
+    match op {
+        Op::Quantize => "f32->int8",
+        Op::Dequantize => "int8->f32",
+        _ if out == DType::I8 => "int8",
+        _ => "f32",
+    }
+}
+
+pub fn inspect(path: &Path, json: bool) -> Result<()> {
+    let m = Model::load(path)?;
+    let g = &m.graph;
+    let ops: Vec<serde_json::Value> = g
+        .nodes
+        .iter()
+        .map(|n| {
+            let o = &g.tensors[n.output];
+            serde_json::json!({
+                "name": n.name, "op": n.op.name(), "precision": precision(&n.op, o.dtype),
+                "output_shape": o.shape, "macs": n.op.macs(o.shape.first().copied().unwrap_or(1)),
+            })
+        })
+        .collect();
+    let int8_macs: u64 = g
+        .nodes
+        .iter()
+        .filter(|n| g.tensors[n.output].dtype == DType::I8)
+        .map(|n| n.op.macs(1))
+        .sum();
+    let weights = m.consts.bytes();
+    let io = |ids: &[usize]| -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|&i| serde_json::json!({"name": g.tensors[i].name, "shape": g.tensors[i].shape}))
+            .collect()
+    };
+    let summary = serde_json::json!({
+        "name": m.meta.name, "ops": ops, "weights_bytes": weights, "arena_bytes": g.arena_bytes(),
+        "macs": g.macs(), "int8_macs": int8_macs, "inputs": io(&g.inputs), "outputs": io(&g.outputs),
+        "input_spec": m.meta.input, "decoder": m.meta.decoder, "labels": m.meta.labels.len(),
+        "isa": m.isa().name(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!("model {}  ({} ops)", m.meta.name, g.nodes.len());
+    println!(
+        "{:<4} {:<11} {:<10} {:<22} {:>12}  name",
+        "#", "op", "precision", "output", "MACs"
+    );
+    for (i, n) in g.nodes.iter().enumerate() {
+        let o = &g.tensors[n.output];
+        println!(
+            "{:<4} {:<11} {:<10} {:<22} {:>12}  {}",
+            i,
+            n.op.name(),
+            precision(&n.op, o.dtype),
+            format!("{:?}", o.shape),
+            n.op.macs(o.shape.first().copied().unwrap_or(1)),
+            n.name
+        );
+    }
+    let macs = g.macs().max(1);
+    println!(
+        "weights {} bytes, arena {} bytes, {} MACs ({:.1}% in int8), kernel path {}",
+        weights,
+        g.arena_bytes(),
+        g.macs(),
+        100.0 * int8_macs as f64 / macs as f64,
+        m.isa().name()
+    );
+    Ok(())
+}
+
+/// Runs one input through a model; returns the f32 outputs and their shapes.
+pub fn infer(m: &Model, input: &Path) -> Result<Vec<(Vec<f32>, Vec<usize>)>> {
+    let g = &m.graph;
+    let shape = g.tensors[g.inputs[0]].shape.clone();
+    let x = media::load_input(input, &m.meta.input, &shape)?;
+    run_values(m, &x)
+}
+
+pub fn run_values(m: &Model, x: &[f32]) -> Result<Vec<(Vec<f32>, Vec<usize>)>> {
+    let g = &m.graph;
+    let mut s = Session::new(m);
+    s.input_mut(0)?.copy_from_slice(x);
+    s.run()?;
+    let mut outs = vec![];
+    for (i, &id) in g.outputs.iter().enumerate() {
+        let mut v = vec![];
+        s.output_f32(i, &mut v)?;
+        outs.push((v, g.tensors[id].shape.clone()));
+    }
+    Ok(outs)
+}
+
+pub fn decoded_json(m: &Model, outs: &[(Vec<f32>, Vec<usize>)]) -> Result<serde_json::Value> {
+    let views: Vec<(&[f32], &[usize])> = outs
+        .iter()
+        .map(|(v, s)| (v.as_slice(), s.as_slice()))
+        .collect();
+    let label = |c: usize| {
+        m.meta
+            .labels
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
+    };
+    Ok(
+        match decode(&m.meta.decoder, &views).map_err(|e| anyhow::anyhow!("{e}"))? {
+            Decoded::Detections(d) => {
+                serde_json::json!({ "detections": d.iter().map(|d| serde_json::json!({
+            "label": label(d.class as usize), "class": d.class, "score": d.score,
+            "box": [d.x0, d.y0, d.x1, d.y1]})).collect::<Vec<_>>() })
+            }
+            Decoded::TopK(t) => {
+                serde_json::json!({ "top_k": t.iter().map(|&(c, s)| serde_json::json!({
+            "label": label(c), "class": c, "score": s})).collect::<Vec<_>>() })
+            }
+            Decoded::Raw => {
+                serde_json::json!({ "outputs": m.graph.outputs.iter().zip(outs).map(|(&id, (v, s))| serde_json::json!({
+            "name": m.graph.tensors[id].name, "shape": s, "values": v})).collect::<Vec<_>>() })
+            }
+        },
+    )
+}
+
+pub fn run(model: &Path, input: &Path, dump: Option<&Path>) -> Result<()> {
+    let m = Model::load(model)?;
+    let outs = infer(&m, input)?;
+    if let Some(dir) = dump {
+        std::fs::create_dir_all(dir)?;
+        for (&id, (v, s)) in m.graph.outputs.iter().zip(&outs) {
+            let name = m.graph.tensors[id].name.replace(['/', ':'], "_");
+            media::write_npy(&dir.join(format!("{name}.npy")), s, v)?;
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&decoded_json(&m, &outs)?)?
+    );
+    Ok(())
+}
+
+/// Repository root (for the bundled models), found from the executable or cwd.
+fn repo_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if here.join("models").exists() {
+        return here;
+    }
+    PathBuf::from(".")
+}
+
+pub fn demo(out: &Path) -> Result<()> {
+    let root = repo_root();
+    let models = root.join("models");
+    std::fs::create_dir_all(out)?;
+    let imgs = |names: &[&str]| -> Vec<PathBuf> {
+        names
+            .iter()
+            .map(|n| models.join("images").join(n))
+            .collect()
+    };
+    let cases: Vec<(&str, PathBuf, Vec<PathBuf>, Vec<PathBuf>)> = vec![
+        (
+            "fastestdet",
+            models.join("fastestdet/FastestDet.onnx"),
+            imgs(&[
+                "fastestdet_0.jpg",
+                "fastestdet_3.jpg",
+                "astronaut.png",
+                "camera.png",
+                "faces_1.jpg",
+                "faces_13.jpg",
+            ]),
+            imgs(&["fastestdet_0.jpg", "fastestdet_3.jpg"]),
+        ),
+        (
+            "ultraface-rfb-320",
+            models.join("ultraface/version-RFB-320.onnx"),
+            imgs(&[
+                "faces_1.jpg",
+                "faces_13.jpg",
+                "astronaut.png",
+                "fastestdet_0.jpg",
+                "fastestdet_3.jpg",
+                "camera.png",
+            ]),
+            imgs(&["faces_13.jpg"]),
+        ),
+        (
+            "vww",
+            models.join("vww/vww_96_float.onnx"),
+            imgs(&[
+                "astronaut.png",
+                "camera.png",
+                "faces_1.jpg",
+                "faces_13.jpg",
+                "fastestdet_0.jpg",
+                "fastestdet_3.jpg",
+            ]),
+            imgs(&["astronaut.png", "camera.png"]),
+        ),
+        (
+            "kws",
+            models.join("kws/kws_dscnn_f32.onnx"),
+            [
+                "yes_1000ms.wav",
+                "no_1000ms.wav",
+                "silence_1000ms.wav",
+                "noise_1000ms.wav",
+            ]
+            .iter()
+            .map(|n| models.join("kws").join(n))
+            .collect(),
+            vec![models.join("kws/yes_1000ms.wav")],
+        ),
+    ];
+    for (name, onnx_path, calib, inputs) in cases {
+        let dst = out.join(format!("{name}.strix"));
+        println!(
+            "== {name}: convert {} -> {}",
+            onnx_path.display(),
+            dst.display()
+        );
+        let m = convert(
+            &onnx_path,
+            &calib,
+            &dst,
+            None,
+            calib::Method::Mse,
+            false,
+            false,
+        )?;
+        let onnx_size = std::fs::metadata(&onnx_path)?.len();
+        let strix_size = std::fs::metadata(&dst)?.len();
+        println!(
+            "   fp32 ONNX {onnx_size} bytes -> .strix {strix_size} bytes ({:.0}%)",
+            100.0 * strix_size as f64 / onnx_size as f64
+        );
+        for input in inputs {
+            let outs = infer(&m, &input)?;
+            println!(
+                "   run {}: {}",
+                input.file_name().unwrap().to_string_lossy(),
+                serde_json::to_string(&decoded_json(&m, &outs)?)?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `strix bench`: latency percentiles of `Session::run` on a fixed input.
+pub fn bench(path: &Path, iters: usize, warmup: usize, json: bool) -> Result<()> {
+    let m = Model::load(path)?;
+    let mut s = Session::new(&m);
+    // A deterministic, non-trivial input (the values do not change the cost).
+    for (i, v) in s.input_mut(0)?.iter_mut().enumerate() {
+        *v = ((i * 7919) % 255) as f32 / 255.0;
+    }
+    for _ in 0..warmup {
+        s.run()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = std::time::Instant::now();
+        s.run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let r = serde_json::json!({
+        "model": m.meta.name, "iterations": times.len(), "median_ms": pct(0.5), "p90_ms": pct(0.9),
+        "min_ms": times[0], "peak_rss_bytes": peak_rss_bytes(), "arena_bytes": m.graph.arena_bytes(),
+        "weights_bytes": m.consts.bytes(), "macs": m.graph.macs(), "isa": m.isa().name(), "threads": 1,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; kernel path {}",
+            m.meta.name,
+            pct(0.5),
+            pct(0.9),
+            times.len(),
+            r["peak_rss_bytes"],
+            m.graph.arena_bytes(),
+            m.isa().name()
+        );
+    }
+    Ok(())
+}
