@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in espeak-ng sox; do
+for pkg in espeak-ng sox mosquitto ffmpeg; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -27,7 +27,8 @@ if [ -z "${STRIX_SKIP_CROSS:-}" ] && [ -x scripts/cross-test.sh ]; then
   echo "== ARM kernels under qemu user emulation"
   scripts/cross-test.sh
 fi
-for extra in scripts/test-c.sh scripts/test-strixd.sh; do
+# (strixd's end-to-end tests already ran in the workspace tests above.)
+for extra in scripts/test-c.sh; do
   if [ -z "${STRIX_SKIP_EXTRA:-}" ] && [ -x "$extra" ]; then
     echo "== $extra"
     "$extra"

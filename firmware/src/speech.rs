@@ -142,7 +142,11 @@ impl Segmenter {
     }
 }
 
-/// Posterior smoothing and refractory logic of the keyword spotter.
+/// Posterior smoothing, peak picking and refractory logic of the keyword
+/// spotter. A keyword is armed when its posterior averaged over `smoothing`
+/// windows reaches `threshold`; it fires once its raw posterior stops rising
+/// (or after [`PEAK_WINDOWS`] more windows), reporting the centre of the
+/// window where the raw posterior peaked: that is where the word sits.
 pub struct KeywordDecider {
     /// Class indices that make events.
     keywords: Vec<usize>,
@@ -151,7 +155,15 @@ pub struct KeywordDecider {
     threshold: f32,
     refractory: f64,
     last_fire: f64,
+    /// Armed keyword, windows since arming, and the plateau's first and
+    /// last window centres.
+    armed: Option<(Spotted, usize, f64, f64)>,
 }
+
+/// Windows an armed keyword waits for its raw posterior to fall.
+pub const PEAK_WINDOWS: usize = 10;
+/// A window within this of the peak posterior belongs to the peak's plateau.
+const PLATEAU: f32 = 0.05;
 
 /// A spotted keyword: class, smoothed posterior, and the centre time
 /// (stream seconds) of the window where its raw posterior peaked.
@@ -172,16 +184,48 @@ impl KeywordDecider {
             threshold,
             refractory: refractory_s,
             last_fire: f64::NEG_INFINITY,
+            armed: None,
         }
     }
 
-    /// Forgets the smoothing history (when voice is absent).
-    pub fn reset(&mut self) {
+    /// Forgets the smoothing history (when voice is absent); an armed
+    /// keyword fires now.
+    pub fn reset(&mut self) -> Option<Spotted> {
         self.history.clear();
+        self.armed.take().map(|(mut s, _, a, b)| {
+            s.time = (a + b) / 2.0;
+            self.fire(s)
+        })
+    }
+
+    fn fire(&mut self, s: Spotted) -> Spotted {
+        self.last_fire = s.time;
+        self.history.clear();
+        s
     }
 
     /// Adds one window's posteriors (window centre at `centre` seconds).
     pub fn push(&mut self, centre: f64, probs: Vec<f32>) -> Option<Spotted> {
+        if let Some((mut s, n, mut first, mut last)) = self.armed.take() {
+            let p = probs.get(s.class).copied().unwrap_or(0.0);
+            let n = n + 1;
+            if p > s.peak + PLATEAU {
+                (first, last) = (centre, centre);
+            } else if p >= s.peak - PLATEAU {
+                last = centre;
+            }
+            s.peak = s.peak.max(p);
+            self.history.push_back((centre, probs));
+            while self.history.len() > self.smoothing {
+                self.history.pop_front();
+            }
+            if p < s.peak - PLATEAU || n >= PEAK_WINDOWS {
+                s.time = (first + last) / 2.0;
+                return Some(self.fire(s));
+            }
+            self.armed = Some((s, n, first, last));
+            return None;
+        }
         self.history.push_back((centre, probs));
         while self.history.len() > self.smoothing {
             self.history.pop_front();
@@ -213,9 +257,21 @@ impl KeywordDecider {
             }
         }
         if let Some(s) = best {
-            self.last_fire = centre;
-            self.history.clear();
-            return Some(s);
+            // Wait for the posterior to fall to find the whole plateau.
+            let near = |p: &Vec<f32>| p.get(s.class).copied().unwrap_or(0.0) >= s.peak - PLATEAU;
+            let first = self
+                .history
+                .iter()
+                .find(|(_, p)| near(p))
+                .map_or(s.time, |(t, _)| *t);
+            let last = self
+                .history
+                .iter()
+                .rev()
+                .find(|(_, p)| near(p))
+                .map_or(s.time, |(t, _)| *t);
+            self.armed = Some((s, 0, first, last));
+            return None;
         }
         None
     }
@@ -422,6 +478,29 @@ fn analyse(cfg: SpeechConfig, model: &Model, keywords: Vec<usize>, rx: Receiver<
         },
         stream_time: t,
     };
+    let keyword_alert = |s: Spotted| Alert {
+        msg_id: String::new(),
+        kind_of_message: AlertType::New,
+        kind: AlertKind::Keyword,
+        id: new_event_id(),
+        device: ctx.device.clone(),
+        source: "mic".into(),
+        label: model
+            .meta
+            .labels
+            .get(s.class)
+            .cloned()
+            .unwrap_or_else(|| s.class.to_string()),
+        score: s.score,
+        top_score: s.peak,
+        bbox: None,
+        zones: vec![],
+        track_id: None,
+        snapshot: None,
+        start_time: unix_now(),
+        end_time: None,
+        stream_time: s.time,
+    };
     for chunk in rx {
         debug_assert_eq!(chunk.at, total);
         for &s in &chunk.samples {
@@ -459,7 +538,11 @@ fn analyse(cfg: SpeechConfig, model: &Model, keywords: Vec<usize>, rx: Receiver<
             if since_hop >= hop {
                 since_hop = 0;
                 if !(seg.active() || total < kws_until) {
-                    decider.reset();
+                    if let Some(sp) = decider.reset() {
+                        if !send(keyword_alert(sp)) {
+                            return;
+                        }
+                    }
                     continue;
                 }
                 let t0 = Instant::now();
@@ -536,6 +619,9 @@ fn analyse(cfg: SpeechConfig, model: &Model, keywords: Vec<usize>, rx: Receiver<
             }
         }
     }
+    if let Some(sp) = decider.reset() {
+        send(keyword_alert(sp));
+    }
     if let Some((id, start, _)) = voice.take() {
         send(voice_alert(&id, AlertType::End, start, secs(total)));
     }
@@ -568,21 +654,32 @@ mod tests {
     }
 
     #[test]
-    fn decider_smooths_and_is_refractory() {
+    fn decider_smooths_picks_the_plateau_and_is_refractory() {
         let mut d = KeywordDecider::new(vec![1], 3, 0.6, 1.0);
         let p = |v: f32| vec![1.0 - v, v];
         assert!(d.push(0.0, p(0.9)).is_none(), "needs 3 windows");
         assert!(d.push(0.1, p(0.2)).is_none());
         assert!(d.push(0.2, p(0.5)).is_none(), "mean 0.53");
-        let s = d.push(0.3, p(0.95)).unwrap();
+        assert!(d.push(0.3, p(0.95)).is_none(), "mean 0.55");
+        assert!(
+            d.push(0.4, p(0.97)).is_none(),
+            "armed (mean 0.81), still rising"
+        );
+        assert!(d.push(0.5, p(0.96)).is_none(), "on the plateau");
+        let s = d.push(0.6, p(0.6)).unwrap();
         assert_eq!(s.class, 1);
-        assert!((s.time - 0.3).abs() < 1e-9, "peak window");
+        assert!(
+            (s.time - 0.4).abs() < 1e-9,
+            "middle of the plateau 0.3..0.5: {}",
+            s.time
+        );
         for i in 0..5 {
             assert!(
-                d.push(0.4 + i as f64 * 0.1, p(0.99)).is_none(),
+                d.push(0.7 + i as f64 * 0.1, p(0.99)).is_none(),
                 "refractory"
             );
         }
-        assert!(d.push(1.4, p(0.99)).is_some());
+        assert!(d.push(1.5, p(0.99)).is_none(), "armed again");
+        assert!(d.reset().is_some(), "reset fires an armed keyword");
     }
 }

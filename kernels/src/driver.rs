@@ -44,6 +44,22 @@ pub fn fold_bias(weights: &[i8], bias: &[i32], k: usize, in_zp: i32) -> Option<V
 fn im2row(g: &ConvGeometry, input: &[i8], pad: i8, p0: usize, t: usize, rows: &mut [i8]) {
     let k = g.k();
     let plane = g.in_h * g.in_w;
+    if g.kh == 1
+        && g.kw == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
+    {
+        // Pointwise: a transpose of the tile (pixels become rows of channels).
+        for ic in 0..g.in_c {
+            let src = &input[ic * plane + p0..ic * plane + p0 + t];
+            for (j, &v) in src.iter().enumerate() {
+                rows[j * k + ic] = v;
+            }
+        }
+        return;
+    }
     for j in 0..t {
         let p = p0 + j;
         let (oy, ox) = (p / g.out_w, p % g.out_w);

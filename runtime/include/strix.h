@@ -31,6 +31,13 @@
  * - Buffers passed in (model bytes, inputs, frames) are only read during the
  *   call; buffers passed out are only written during the call.
  *
+ * Pointers (the safety contract of every function): a pointer argument is
+ * NULL (refused with STRIX_E_NULL unless documented as optional) or valid for
+ * the documented length: `len`/`size`/`capacity` elements readable (inputs)
+ * or writable (outputs), not overlapping each other, not changed by another
+ * thread during the call; strings are NUL-terminated; handles are checked
+ * (see Handles).
+ *
  * Thread safety:
  * - A model is immutable after loading: share one model between any number of
  *   threads (queries and strix_context_new may run concurrently).

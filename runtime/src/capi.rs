@@ -13,7 +13,12 @@
 //!
 //! All `unsafe` of the runtime's C API lives here; each block says why it is
 //! sound given the documented contract of the C caller.
+// The C names (`strix_model`, `STRIX_OK`) are the API.
 #![allow(non_camel_case_types)]
+// Every function taking pointers is `unsafe extern "C"`: its safety contract
+// is the header's "Pointers" rules (valid or NULL pointers to the documented
+// lengths), stated once in cbindgen.toml's header rather than per function.
+#![allow(clippy::missing_safety_doc)]
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -571,7 +576,7 @@ pub extern "C" fn strix_selftest_panic() -> strix_status {
 /// Errors: `STRIX_E_NULL`, `STRIX_E_IO`, `STRIX_E_FORMAT`, `STRIX_E_VERSION`,
 /// `STRIX_E_CORRUPT` (files over 2 GiB included).
 #[no_mangle]
-pub extern "C" fn strix_model_load_path(
+pub unsafe extern "C" fn strix_model_load_path(
     path: *const c_char,
     model: *mut *mut strix_model,
 ) -> strix_status {
@@ -604,7 +609,7 @@ pub extern "C" fn strix_model_load_path(
 /// 64-byte header), `STRIX_E_VERSION`, `STRIX_E_CORRUPT` (truncated, flipped
 /// bytes, invalid graph).
 #[no_mangle]
-pub extern "C" fn strix_model_load_buffer(
+pub unsafe extern "C" fn strix_model_load_buffer(
     data: *const u8,
     size: usize,
     model: *mut *mut strix_model,
@@ -624,7 +629,7 @@ pub extern "C" fn strix_model_load_buffer(
 ///
 /// Errors: `STRIX_E_HANDLE` for an already freed handle (double free).
 #[no_mangle]
-pub extern "C" fn strix_model_free(model: *mut strix_model) -> strix_status {
+pub unsafe extern "C" fn strix_model_free(model: *mut strix_model) -> strix_status {
     guard("strix_model_free", || {
         if model.is_null() {
             return Ok(());
@@ -651,7 +656,7 @@ pub extern "C" fn strix_model_free(model: *mut strix_model) -> strix_status {
 
 /// Number of model inputs, written to `*count`.
 #[no_mangle]
-pub extern "C" fn strix_model_input_count(
+pub unsafe extern "C" fn strix_model_input_count(
     model: *const strix_model,
     count: *mut usize,
 ) -> strix_status {
@@ -665,7 +670,7 @@ pub extern "C" fn strix_model_input_count(
 
 /// Number of model outputs, written to `*count`.
 #[no_mangle]
-pub extern "C" fn strix_model_output_count(
+pub unsafe extern "C" fn strix_model_output_count(
     model: *const strix_model,
     count: *mut usize,
 ) -> strix_status {
@@ -715,7 +720,7 @@ fn index_error(what: &str, index: usize, n: usize) -> Fail {
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (index).
 #[no_mangle]
-pub extern "C" fn strix_model_input_info(
+pub unsafe extern "C" fn strix_model_input_info(
     model: *const strix_model,
     index: usize,
     info: *mut strix_tensor_info,
@@ -741,7 +746,7 @@ pub extern "C" fn strix_model_input_info(
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (index).
 #[no_mangle]
-pub extern "C" fn strix_model_output_info(
+pub unsafe extern "C" fn strix_model_output_info(
     model: *const strix_model,
     index: usize,
     info: *mut strix_tensor_info,
@@ -766,7 +771,7 @@ pub extern "C" fn strix_model_output_info(
 /// NUL-terminated JSON object, owned by the model (valid while it is alive).
 /// The layout is that of `strix inspect --json`'s `input_spec`/`decoder`.
 #[no_mangle]
-pub extern "C" fn strix_model_metadata_json(
+pub unsafe extern "C" fn strix_model_metadata_json(
     model: *const strix_model,
     json: *mut *const c_char,
 ) -> strix_status {
@@ -783,7 +788,7 @@ pub extern "C" fn strix_model_metadata_json(
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_UNSUPPORTED` (the input
 /// is not an image, or not a 4-D NCHW tensor with 1 or 3 channels).
 #[no_mangle]
-pub extern "C" fn strix_model_image_input(
+pub unsafe extern "C" fn strix_model_image_input(
     model: *const strix_model,
     spec: *mut strix_image_spec,
 ) -> strix_status {
@@ -856,7 +861,7 @@ fn image_input_dims(m: &Model) -> R<(usize, usize, usize)> {
 
 /// The model's output decoder (`STRIX_DECODER_*`) in `*kind`.
 #[no_mangle]
-pub extern "C" fn strix_model_decoder(
+pub unsafe extern "C" fn strix_model_decoder(
     model: *const strix_model,
     kind: *mut strix_decoder_kind,
 ) -> strix_status {
@@ -878,7 +883,7 @@ pub extern "C" fn strix_model_decoder(
 
 /// Number of class labels in the model's metadata (0 if it has none).
 #[no_mangle]
-pub extern "C" fn strix_model_label_count(
+pub unsafe extern "C" fn strix_model_label_count(
     model: *const strix_model,
     count: *mut usize,
 ) -> strix_status {
@@ -895,7 +900,7 @@ pub extern "C" fn strix_model_label_count(
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (no such label).
 #[no_mangle]
-pub extern "C" fn strix_model_label(
+pub unsafe extern "C" fn strix_model_label(
     model: *const strix_model,
     class_id: u32,
     label: *mut *const c_char,
@@ -921,7 +926,7 @@ pub extern "C" fn strix_model_label(
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
 #[no_mangle]
-pub extern "C" fn strix_context_new(
+pub unsafe extern "C" fn strix_context_new(
     model: *const strix_model,
     context: *mut *mut strix_context,
 ) -> strix_status {
@@ -960,7 +965,7 @@ pub extern "C" fn strix_context_new(
 ///
 /// Errors: `STRIX_E_HANDLE` for an already freed context (double free).
 #[no_mangle]
-pub extern "C" fn strix_context_free(context: *mut strix_context) -> strix_status {
+pub unsafe extern "C" fn strix_context_free(context: *mut strix_context) -> strix_status {
     guard("strix_context_free", || {
         if context.is_null() {
             return Ok(());
@@ -990,7 +995,10 @@ pub extern "C" fn strix_context_free(context: *mut strix_context) -> strix_statu
 /// is stored and ignored, and the call always succeeds on a live context.
 /// Run several contexts on several threads for parallelism.
 #[no_mangle]
-pub extern "C" fn strix_set_threads(context: *mut strix_context, threads: u32) -> strix_status {
+pub unsafe extern "C" fn strix_set_threads(
+    context: *mut strix_context,
+    threads: u32,
+) -> strix_status {
     guard("strix_set_threads", || {
         let c = context_mut(context)?;
         c.threads = threads;
@@ -999,7 +1007,7 @@ pub extern "C" fn strix_set_threads(context: *mut strix_context, threads: u32) -
 }
 
 /// Borrows the f32 buffer of input `index`, checking that `len` matches.
-fn input_buffer<'a>(c: &'a mut strix_context, index: usize, len: usize) -> R<&'a mut [f32]> {
+fn input_buffer(c: &mut strix_context, index: usize, len: usize) -> R<&mut [f32]> {
     let n = c.shared.model.graph.inputs.len();
     let buf = c
         .session
@@ -1021,7 +1029,7 @@ fn input_buffer<'a>(c: &'a mut strix_context, index: usize, len: usize) -> R<&'a
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (index),
 /// `STRIX_E_SIZE` (length).
 #[no_mangle]
-pub extern "C" fn strix_set_input_f32(
+pub unsafe extern "C" fn strix_set_input_f32(
     context: *mut strix_context,
     index: usize,
     data: *const f32,
@@ -1045,7 +1053,7 @@ pub extern "C" fn strix_set_input_f32(
 /// `STRIX_E_SIZE` (length), `STRIX_E_UNSUPPORTED` (the input has no
 /// quantization, e.g. an f32 model).
 #[no_mangle]
-pub extern "C" fn strix_set_input_i8(
+pub unsafe extern "C" fn strix_set_input_i8(
     context: *mut strix_context,
     index: usize,
     data: *const i8,
@@ -1085,7 +1093,7 @@ pub extern "C" fn strix_set_input_i8(
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (index),
 /// `STRIX_E_SIZE` (length).
 #[no_mangle]
-pub extern "C" fn strix_set_input_u8(
+pub unsafe extern "C" fn strix_set_input_u8(
     context: *mut strix_context,
     index: usize,
     data: *const u8,
@@ -1126,7 +1134,7 @@ pub extern "C" fn strix_set_input_u8(
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_INTERNAL`.
 #[no_mangle]
-pub extern "C" fn strix_run(context: *mut strix_context) -> strix_status {
+pub unsafe extern "C" fn strix_run(context: *mut strix_context) -> strix_status {
     guard("strix_run", || {
         let c = context_mut(context)?;
         c.ran = false;
@@ -1169,7 +1177,7 @@ fn read_output(session: &Session, s: &Shared, i: usize, out: &mut [f32]) -> R<()
 /// `strix_run` or `strix_detect` since the context was created or an input
 /// was last set).
 #[no_mangle]
-pub extern "C" fn strix_get_output_f32(
+pub unsafe extern "C" fn strix_get_output_f32(
     context: *mut strix_context,
     index: usize,
     out: *mut f32,
@@ -1221,7 +1229,7 @@ pub extern "C" fn strix_get_output_f32(
 /// (`size` too small for the frame, or more detections than `capacity`),
 /// `STRIX_E_UNSUPPORTED` (not an image detector), `STRIX_E_INTERNAL`.
 #[no_mangle]
-pub extern "C" fn strix_detect(
+pub unsafe extern "C" fn strix_detect(
     context: *mut strix_context,
     pixels: *const u8,
     size: usize,
@@ -1344,9 +1352,9 @@ mod tests {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "runtime/include/strix.h is stale (it differs from what cbindgen generates from \
-             runtime/src/capi.rs); regenerate it with `STRIX_BLESS_HEADER=1 cargo test -p strix-runtime \
-             header_is_current` and commit it"
+            "runtime/include/strix.h is stale (it differs from what cbindgen generates \
+             from runtime/src/capi.rs); regenerate it with \
+             `STRIX_BLESS_HEADER=1 cargo test -p strix-runtime header_is_current` and commit it"
         );
     }
 
@@ -1363,23 +1371,29 @@ mod tests {
     #[test]
     fn null_and_stale_handles() {
         let mut m = std::ptr::null_mut();
-        assert_eq!(
-            strix_model_load_path(std::ptr::null(), &mut m),
-            STRIX_E_NULL
-        );
-        assert_eq!(
-            strix_model_load_buffer(b"nope".as_ptr(), 4, &mut m),
-            STRIX_E_FORMAT
-        );
-        assert!(m.is_null());
-        assert_eq!(strix_model_free(std::ptr::null_mut()), STRIX_OK);
         let mut n = 0;
-        let bogus = 0x1000 as *const strix_model;
-        assert_eq!(strix_model_input_count(bogus, &mut n), STRIX_E_HANDLE);
-        assert_eq!(
-            strix_context_free(0x2000 as *mut strix_context),
-            STRIX_E_HANDLE
-        );
+        // SAFETY: every pointer is NULL, valid, or a made-up handle that the
+        // registry rejects before any dereference.
+        unsafe {
+            assert_eq!(
+                strix_model_load_path(std::ptr::null(), &mut m),
+                STRIX_E_NULL
+            );
+            assert_eq!(
+                strix_model_load_buffer(b"nope".as_ptr(), 4, &mut m),
+                STRIX_E_FORMAT
+            );
+            assert!(m.is_null());
+            assert_eq!(strix_model_free(std::ptr::null_mut()), STRIX_OK);
+            assert_eq!(
+                strix_model_input_count(0x1000 as *const strix_model, &mut n),
+                STRIX_E_HANDLE
+            );
+            assert_eq!(
+                strix_context_free(0x2000 as *mut strix_context),
+                STRIX_E_HANDLE
+            );
+        }
         for s in 0..=11 {
             // SAFETY: static NUL-terminated strings.
             let name = unsafe { CStr::from_ptr(strix_status_name(s)) }

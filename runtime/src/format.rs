@@ -154,7 +154,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
                 tag_name(tag)
             )));
         };
-        if off as usize % ALIGN != 0 || (off as usize) < HEADER + count * ENTRY {
+        if !(off as usize).is_multiple_of(ALIGN) || (off as usize) < HEADER + count * ENTRY {
             return Err(Error::Corrupt(format!(
                 "section {} is misplaced",
                 tag_name(tag)
@@ -213,7 +213,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     let graph: Graph = serde_json::from_slice(get(1)?)
         .map_err(|e| Error::Corrupt(format!("graph section: {e}")))?;
     let words = |b: &[u8], what: &str| {
-        if b.len() % 4 != 0 {
+        if !b.len().is_multiple_of(4) {
             Err(Error::Corrupt(format!(
                 "{what} section length {} is not a multiple of 4",
                 b.len()

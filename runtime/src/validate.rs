@@ -55,7 +55,7 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
             )));
         }
         if let Some(q) = t.quant {
-            if !(q.scale.is_finite() && q.scale > 0.0) || !(-128..=127).contains(&q.zero_point) {
+            if !(q.scale.is_finite() && q.scale > 0.0 && (-128..=127).contains(&q.zero_point)) {
                 return Err(Error::Invalid(format!(
                     "tensor {i} '{}' has bad quantization {q:?}",
                     t.name
@@ -468,7 +468,7 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             let r = out.shape.len();
             want(*axis < r, || "axis out of range".into())?;
             let mut sum = 0;
-            for k in 0..n.inputs.len() {
+            for (k, rq) in requant.iter().enumerate() {
                 dtypes(k, out.dtype)?;
                 let s = &t(k).shape;
                 want(s.len() == r, || "rank mismatch".into())?;
@@ -478,7 +478,7 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
                     })?;
                 }
                 sum += s[*axis];
-                if let Some(rq) = requant[k] {
+                if let Some(rq) = *rq {
                     want(
                         out.dtype == DType::I8 && rq_sane(rq) && rq.shift <= 8,
                         || "bad requantization".into(),

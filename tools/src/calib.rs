@@ -76,7 +76,10 @@ impl Stats {
     }
     /// The real range to quantize.
     pub fn range(&self, m: Method) -> (f32, f32) {
-        if self.hist.is_empty() || m == Method::Minmax || !(self.max > self.min) {
+        if self.hist.is_empty()
+            || m == Method::Minmax
+            || self.max.partial_cmp(&self.min) != Some(std::cmp::Ordering::Greater)
+        {
             return (self.min.min(0.0), self.max.max(0.0));
         }
         match m {

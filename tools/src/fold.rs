@@ -49,7 +49,7 @@ pub(crate) fn reshape_target(
             }
             if let Some(i) = infer {
                 let known: usize = out.iter().product();
-                if known == 0 || total % known != 0 {
+                if known == 0 || !total.is_multiple_of(known) {
                     bail!("cannot reshape {s:?} to {spec:?}");
                 }
                 out[i] = total / known;

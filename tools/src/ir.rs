@@ -33,6 +33,9 @@ impl HostTensor {
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     pub fn as_f32(&self) -> Vec<f32> {
         match &self.data {
             HostData::F32(v) => v.clone(),

@@ -86,7 +86,8 @@ fn oversized_and_padded_files_are_rejected() {
 #[test]
 fn inconsistent_graphs_are_rejected() {
     let (m, _) = kws_bytes();
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Model)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Model)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "tensor outside arena",
             Box::new(|m| {

@@ -1,0 +1,608 @@
+//! End-to-end tests of `strixd` with real models (converted by the `strix`
+//! binary), real media generated with ffmpeg and sox from the shipped files,
+//! and a real mosquitto broker started on a free loopback port.
+//!
+//! Needs: mosquitto, ffmpeg, sox (scripts/test-strixd.sh installs them) and
+//! the `strix` binary (`STRIX_BIN`, else `<target>/release/strix`, else it is
+//! built with `cargo build --release -p strix-tools`).
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The cargo target folder (a relative CARGO_TARGET_DIR is taken from the workspace root).
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => root().join(p),
+        None => root().join("target"),
+    }
+}
+
+fn strixd() -> &'static str {
+    env!("CARGO_BIN_EXE_strixd")
+}
+
+fn strix_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("STRIX_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = target_dir().join("release/strix");
+    if !p.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "strix-tools"])
+            .current_dir(root())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "building strix-tools failed");
+    }
+    p
+}
+
+/// Panics with the fix when a tool the tests need is missing.
+fn need_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+        || Path::new("/usr/sbin").join(name).is_file();
+    assert!(found, "`{name}` is not installed: run scripts/test-strixd.sh (apt-get install mosquitto ffmpeg sox)");
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Shared per test binary: converted models and generated media.
+struct Assets {
+    dir: PathBuf,
+}
+
+fn assets() -> &'static Assets {
+    static A: OnceLock<Assets> = OnceLock::new();
+    A.get_or_init(|| {
+        for tool in ["mosquitto", "ffmpeg", "sox"] {
+            need_tool(tool);
+        }
+        // One reused folder (remade by each run) so runs leave no litter.
+        let dir = target_dir().join("strixd-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let strix = strix_bin();
+        let m = root().join("models");
+        let imgs: Vec<PathBuf> = std::fs::read_dir(m.join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+            .collect();
+        run_ok(
+            Command::new(&strix)
+                .arg("convert")
+                .arg(m.join("fastestdet/FastestDet.onnx"))
+                .arg("--calib")
+                .args(&imgs)
+                .arg("-o")
+                .arg(dir.join("fastestdet.strix")),
+        );
+        let wavs: Vec<PathBuf> = ["yes", "no", "silence", "noise"]
+            .iter()
+            .map(|n| m.join(format!("kws/{n}_1000ms.wav")))
+            .collect();
+        run_ok(
+            Command::new(&strix)
+                .arg("convert")
+                .arg(m.join("kws/kws_dscnn_f32.onnx"))
+                .arg("--calib")
+                .args(&wavs)
+                .arg("-o")
+                .arg(dir.join("kws.strix")),
+        );
+        // Speech: 1 s silence, yes, 1 s silence, noise, 1 s silence, yes, 1 s silence.
+        let sil = dir.join("sil.wav");
+        run_ok(
+            Command::new("sox")
+                .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+                .arg(&sil)
+                .args(["trim", "0", "1.0"]),
+        );
+        let yes = m.join("kws/yes_1000ms.wav");
+        let noise = m.join("kws/noise_1000ms.wav");
+        run_ok(
+            Command::new("sox")
+                .args([&sil, &yes, &sil, &noise, &sil, &yes, &sil])
+                .arg(dir.join("speech.wav")),
+        );
+        Assets { dir }
+    })
+}
+
+/// A clip: `pattern` is a list of segments, `true` = the person image, each
+/// 2 s at 10 fps, on a still (but sensor-noisy) background.
+fn clip(name: &str, pattern: &[bool]) -> PathBuf {
+    static GEN: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = GEN.lock().unwrap_or_else(|e| e.into_inner());
+    let a = assets();
+    let out = a.dir.join(name);
+    if out.exists() {
+        return out;
+    }
+    let person = root().join("models/images/fastestdet_3.jpg");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-loglevel", "error", "-y"]);
+    let mut filter = String::new();
+    for (i, &p) in pattern.iter().enumerate() {
+        if p {
+            cmd.args(["-loop", "1", "-framerate", "10", "-t", "2", "-i"])
+                .arg(&person);
+            filter.push_str(&format!(
+                "[{i}:v]scale=640:480,setsar=1,format=yuv420p[s{i}];"
+            ));
+        } else {
+            cmd.args(["-f", "lavfi", "-i", "color=c=0x5a6e50:s=640x480:r=10:d=2"]);
+            filter.push_str(&format!("[{i}:v]format=yuv420p[s{i}];"));
+        }
+    }
+    for i in 0..pattern.len() {
+        filter.push_str(&format!("[s{i}]"));
+    }
+    filter.push_str(&format!(
+        "concat=n={}:v=1:a=0,noise=alls=6:allf=t",
+        pattern.len()
+    ));
+    cmd.arg("-filter_complex")
+        .arg(filter)
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&out);
+    run_ok(&mut cmd);
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Broker {
+    child: Option<Child>,
+    conf: PathBuf,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path, port: u16) -> Broker {
+        let conf = dir.join("mosquitto.conf");
+        let data = dir.join("mosq-data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            child: None,
+            conf,
+            port,
+        };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let exe = if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto)");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM (mosquitto saves its persistent sessions), then wait.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Collects every message on `strix/+/events` (persistent session, QoS 1:
+/// the broker keeps messages for it across its own restarts).
+fn subscribe(port: u16, id: &str) -> Arc<Mutex<Vec<Value>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_clean_session(false);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 64);
+    let g = got.clone();
+    let ready = Arc::new(Mutex::new(false));
+    let r = ready.clone();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("strix/+/events", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => *r.lock().unwrap() = true,
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                        g.lock().unwrap().push(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    });
+    let t0 = Instant::now();
+    while !*ready.lock().unwrap() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "subscriber did not subscribe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    got
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("strixd.toml");
+    let a = assets();
+    let text = body
+        .replace(
+            "@DET@",
+            &a.dir.join("fastestdet.strix").display().to_string(),
+        )
+        .replace("@KWS@", &a.dir.join("kws.strix").display().to_string())
+        .replace("@SPEECH@", &a.dir.join("speech.wav").display().to_string());
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const CAMERA: &str = r#"
+[camera]
+source = "@CLIP@"
+model = "@DET@"
+realtime = @RT@
+fps = 10
+[[camera.zones]]
+name = "left"
+polygon = [[0.0, 0.0], [0.3, 0.0], [0.3, 1.0], [0.0, 1.0]]
+[[camera.rules]]
+label = "person"
+min_score = 0.5
+min_frames = 3
+zones = ["left"]
+"#;
+
+/// Spawns strixd; stdout lines (alerts as JSON) are collected by a thread.
+fn spawn_strixd(cfg: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(strixd())
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    (child, lines)
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("strixd did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alerts(lines: &Mutex<Vec<String>>) -> Vec<Value> {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Every printed (persisted) alert arrived; duplicates carry identical content.
+fn assert_all_delivered(persisted: &[Value], got: &[Value]) {
+    let mut by_id: HashMap<String, &Value> = HashMap::new();
+    for v in got {
+        let id = v["msg_id"].as_str().unwrap().to_string();
+        if let Some(prev) = by_id.insert(id.clone(), v) {
+            assert_eq!(prev, v, "duplicate {id} with different content");
+        }
+    }
+    let missing: Vec<&str> = persisted
+        .iter()
+        .map(|v| v["msg_id"].as_str().unwrap())
+        .filter(|id| !by_id.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not delivered: {missing:?} (got {} messages)",
+        got.len()
+    );
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn camera_clip_gives_one_person_event_over_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let got = subscribe(port, "t-camera");
+    let metrics_port = free_port();
+    let clip = clip("one.y4m", &[false, true, false]);
+    let body = format!(
+        "device = \"cam1\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n{}",
+        CAMERA.replace("@CLIP@", &clip.display().to_string()).replace("@RT@", "true")
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, _) = spawn_strixd(&cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    let m = scrape(&format!("127.0.0.1:{metrics_port}"));
+    assert!(m.contains("strix_frames_captured_total"), "{m}");
+    assert!(
+        m.contains("strix_stage_latency_seconds_count{stage=\"detect\"}"),
+        "{m}"
+    );
+    assert!(m.contains("strix_outbox_depth"), "{m}");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = got.lock().unwrap().clone();
+    let person: Vec<&Value> = got
+        .iter()
+        .filter(|v| v["kind"] == "object" && v["label"] == "person")
+        .collect();
+    let ids: HashSet<&str> = person.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "exactly one person event: {person:#?}");
+    let types: Vec<&str> = person.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"new"), "{types:?}");
+    assert_eq!(types.last(), Some(&"end"), "{types:?}");
+    assert!(person[0]["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|z| z == "left"));
+    let new = person[0];
+    let t = new["stream_time"].as_f64().unwrap();
+    assert!(
+        (2.0..3.0).contains(&t),
+        "person appears at 2 s, event at {t}"
+    );
+    let snap = new["snapshot"].as_str().expect("snapshot path");
+    let img = image::open(snap).expect("snapshot is a readable JPEG");
+    assert_eq!((img.width(), img.height()), (640, 480));
+}
+
+#[test]
+fn speech_events_at_the_right_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "device = \"mic1\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\", \"no\", \"stop\", \"go\"]\n";
+    let cfg = write_config(dir.path(), body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let ev = alerts(&lines);
+    // Where the word is in yes_1000ms.wav: first and last 10 ms frame above -40 dBFS.
+    let yes = hound::WavReader::open(root().join("models/kws/yes_1000ms.wav")).unwrap();
+    let s: Vec<f32> = yes
+        .into_samples::<i16>()
+        .map(|v| v.unwrap() as f32 / 32768.0)
+        .collect();
+    let loud: Vec<usize> = s
+        .chunks(160)
+        .enumerate()
+        .filter(|(_, c)| {
+            10.0 * (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32 + 1e-12).log10() > -40.0
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let (on, off) = (
+        loud[0] as f64 * 0.01,
+        (loud[loud.len() - 1] + 1) as f64 * 0.01,
+    );
+    for clip_start in [1.0, 5.0] {
+        let (won, woff) = (clip_start + on, clip_start + off);
+        let near = |t: &Value, want: f64| (t.as_f64().unwrap() - want).abs() <= 0.3;
+        assert!(
+            ev.iter().any(|v| v["kind"] == "voice"
+                && v["type"] == "new"
+                && near(&v["stream_time"], won)),
+            "voice start near {won}: {ev:#?}"
+        );
+        assert!(
+            ev.iter().any(|v| v["kind"] == "voice"
+                && v["type"] == "end"
+                && near(&v["stream_time"], woff)),
+            "voice end near {woff}: {ev:#?}"
+        );
+        let centre = (won + woff) / 2.0;
+        assert!(
+            ev.iter().any(|v| v["kind"] == "keyword"
+                && v["label"] == "yes"
+                && near(&v["stream_time"], centre)),
+            "keyword yes near {centre}: {ev:#?}"
+        );
+    }
+    let keywords = ev.iter().filter(|v| v["kind"] == "keyword").count();
+    assert_eq!(keywords, 2, "no keyword in silence or noise: {ev:#?}");
+}
+
+#[test]
+fn broker_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Broker::start(dir.path(), port);
+    let got = subscribe(port, "t-outage");
+    let clip = clip("three.y4m", &[false, true, false, true, false, true, false]);
+    let body = format!(
+        "device = \"out1\"\n[stdout]\nenabled = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n{}\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nrealtime = true\nkeywords = [\"yes\"]\n",
+        CAMERA.replace("@CLIP@", &clip.display().to_string()).replace("@RT@", "true")
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.stop();
+    let outage: u64 = std::env::var("STRIXD_OUTAGE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    std::thread::sleep(Duration::from_secs(outage));
+    broker.restart();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(90)), 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let persisted = alerts(&lines);
+    let during: usize = persisted.len();
+    assert!(during >= 6, "enough alerts to matter: {persisted:#?}");
+    let person_news = persisted
+        .iter()
+        .filter(|v| v["label"] == "person" && v["type"] == "new")
+        .count();
+    assert_eq!(person_news, 3, "three appearances: {persisted:#?}");
+    assert_all_delivered(&persisted, &got.lock().unwrap());
+}
+
+#[test]
+fn sigkill_then_restart_delivers_everything_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let clip = clip("one.y4m", &[false, true, false]);
+    let body = format!(
+        "device = \"kill1\"\n[stdout]\nenabled = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n{}\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nrealtime = true\nkeywords = [\"yes\"]\n",
+        CAMERA.replace("@CLIP@", &clip.display().to_string()).replace("@RT@", "true")
+    );
+    let cfg = write_config(dir.path(), &body);
+    // No broker yet: alerts pile up in the outbox.
+    let (mut child, lines) = spawn_strixd(&cfg);
+    let t0 = Instant::now();
+    while alerts(&lines).len() < 4 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no alerts: {:?}",
+            lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let before = alerts(&lines);
+    let _broker = Broker::start(dir.path(), port);
+    let got = subscribe(port, "t-kill");
+    let (mut child, _) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_all_delivered(&before, &got.lock().unwrap());
+}
+
+#[test]
+fn bad_inputs_give_documented_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |body: &str| {
+        let cfg = write_config(dir.path(), body);
+        let out = Command::new(strixd())
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) =
+        run("device = \"x\"\n[speech]\nsource = \"a.wav\"\nmodel = \"@KWS@\"\nhop_ms = 5\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("speech.hop_ms") && err.contains("10..=1000"),
+        "{err}"
+    );
+    let (code, err) = run("device = \"x\"\n[speech]\nsourc = \"a.wav\"\nmodel = \"@KWS@\"\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sourc"), "{err}");
+    let (code, err) =
+        run("device = \"x\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"missing.strix\"\n");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("missing.strix"), "{err}");
+    // The KWS model is not a detector.
+    let (code, err) = run("device = \"x\"\n[camera]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\n");
+    assert_eq!(code, 3, "{err}");
+    std::fs::write(dir.path().join("junk.y4m"), b"not a video").unwrap();
+    let (code, err) = run("device = \"x\"\n[camera]\nsource = \"junk.y4m\"\nmodel = \"@DET@\"\n");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("junk.y4m"), "{err}");
+    let (code, err) = run("device = \"x\"\n[speech]\nsource = \"nope.wav\"\nmodel = \"@KWS@\"\n");
+    assert_eq!(code, 4, "{err}");
+    let help = Command::new(strixd()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Exit codes") && help.contains("[camera]"),
+        "{help}"
+    );
+}
