@@ -236,6 +236,47 @@ fn bias_i32(b: &[f32], in_scale: f32, w_scales: &[f32]) -> Vec<i32> {
         .collect()
 }
 
+/// Quantizes a conv/gemm node's weights (per output channel) and bias and
+/// adds them as constants; returns (weights tensor, bias tensor, weight scales).
+/// Gemm weights arrive as `[k][n]` (`kn = Some((k, n))`) and are stored `[n][k]`.
+fn weight_consts(
+    b: &mut Builder,
+    cg: &CGraph,
+    n: &crate::ir::CNode,
+    rows: usize,
+    kn: Option<(usize, usize)>,
+    in_scale: f32,
+) -> (usize, usize, Vec<f32>) {
+    let name = &cg.values[n.output].name;
+    let mut w = cg.values[n.inputs[1]]
+        .konst
+        .as_ref()
+        .expect("constant weights")
+        .as_f32();
+    if let Some((kk, nn)) = kn {
+        let mut t = vec![0f32; kk * nn];
+        for i in 0..kk {
+            for j in 0..nn {
+                t[j * kk + i] = w[i * nn + j];
+            }
+        }
+        w = t;
+    }
+    let bias = cg.values[n.inputs[2]]
+        .konst
+        .as_ref()
+        .expect("constant bias")
+        .as_f32();
+    let (wq, ws) = quantize_weights(&w, rows);
+    let wt = b.const_i8(&format!("{name}#w"), &[wq.len()], &wq);
+    let bt = b.const_i32(
+        &format!("{name}#b"),
+        &[rows],
+        &bias_i32(&bias, in_scale, &ws),
+    );
+    (wt, bt, ws)
+}
+
 /// Why a node runs in f32 (shown by `inspect` through the op names).
 fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool {
     let is_i8 = |v: usize| prec[v] == Some(DType::I8);
@@ -470,15 +511,7 @@ pub fn lower_int8(
         let (op, ins, oq): (Op, Vec<usize>, Quant) = match &n.op {
             COp::Conv { geom, act } if to_f32 => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
-                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
-                let (wq, ws) = quantize_weights(&w, geom.out_c);
-                let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
-                let bt = b.const_i32(
-                    &format!("{}#b", ov.name),
-                    &[geom.out_c],
-                    &bias_i32(&bias, xq.scale, &ws),
-                );
+                let (wt, bt, ws) = weight_consts(&mut b, cg, n, geom.out_c, None, xq.scale);
                 let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
                 let st = b.const_f32(&format!("{}#scale", ov.name), &[geom.out_c], &sc);
                 let op = Op::QConvF32 {
@@ -501,21 +534,7 @@ pub fn lower_int8(
                 ..
             } if to_f32 => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
-                let mut wt_nk = vec![0f32; kk * nn];
-                for i in 0..*kk {
-                    for j in 0..*nn {
-                        wt_nk[j * kk + i] = w[i * nn + j];
-                    }
-                }
-                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
-                let (wq, ws) = quantize_weights(&wt_nk, *nn);
-                let wt = b.const_i8(&format!("{}#w", ov.name), &[*nn, *kk], &wq);
-                let bt = b.const_i32(
-                    &format!("{}#b", ov.name),
-                    &[*nn],
-                    &bias_i32(&bias, xq.scale, &ws),
-                );
+                let (wt, bt, ws) = weight_consts(&mut b, cg, n, *nn, Some((*kk, *nn)), xq.scale);
                 let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
                 let st = b.const_f32(&format!("{}#scale", ov.name), &[*nn], &sc);
                 let op = Op::QGemmF32 {
@@ -535,15 +554,7 @@ pub fn lower_int8(
             COp::Conv { geom, act } => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
                 let oq = q_of(n.output)?;
-                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32();
-                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
-                let (wq, ws) = quantize_weights(&w, geom.out_c);
-                let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
-                let bt = b.const_i32(
-                    &format!("{}#b", ov.name),
-                    &[geom.out_c],
-                    &bias_i32(&bias, xq.scale, &ws),
-                );
+                let (wt, bt, ws) = weight_consts(&mut b, cg, n, geom.out_c, None, xq.scale);
                 let rt = b.const_i32(
                     &format!("{}#rq", ov.name),
                     &[geom.out_c, 2],
@@ -567,21 +578,7 @@ pub fn lower_int8(
             } => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
                 let oq = q_of(n.output)?;
-                let w = cg.values[n.inputs[1]].konst.as_ref().unwrap().as_f32(); // [k][n]
-                let mut wt_nk = vec![0f32; kk * nn];
-                for i in 0..*kk {
-                    for j in 0..*nn {
-                        wt_nk[j * kk + i] = w[i * nn + j];
-                    }
-                }
-                let bias = cg.values[n.inputs[2]].konst.as_ref().unwrap().as_f32();
-                let (wq, ws) = quantize_weights(&wt_nk, *nn);
-                let wt = b.const_i8(&format!("{}#w", ov.name), &[*nn, *kk], &wq);
-                let bt = b.const_i32(
-                    &format!("{}#b", ov.name),
-                    &[*nn],
-                    &bias_i32(&bias, xq.scale, &ws),
-                );
+                let (wt, bt, ws) = weight_consts(&mut b, cg, n, *nn, Some((*kk, *nn)), xq.scale);
                 let rt = b.const_i32(
                     &format!("{}#rq", ov.name),
                     &[*nn, 2],
