@@ -88,9 +88,11 @@ pub fn case(name: &str) -> Case {
     }
 }
 
-/// A scratch directory unique to this test process.
+/// A fresh scratch directory (unique per call: tests run in parallel threads).
 pub fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("strix-test-{}-{tag}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("strix-test-{}-{tag}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -45,7 +45,106 @@ pub fn qs8_dwconv2d__avx2(
     );
     // SAFETY: AVX2 is available and the lengths were checked above; the vector
     // loads stay inside one input row (see `vector_ok`).
-    unsafe { dwconv(g, q, input, weights, bias, rq, output) }
+    // SAFETY: AVX2 is present (checked above); buffer sizes checked above.
+    if g.stride_w <= 2 && padded_dims(g).is_some() {
+        unsafe { dwconv_padded(g, q, input, weights, bias, rq, output) }
+    } else {
+        unsafe { dwconv(g, q, input, weights, bias, rq, output) }
+    }
+}
+
+/// Largest padded plane handled on the stack (covers 56x56 and smaller maps,
+/// where border outputs would otherwise dominate).
+const PADDED_MAX: usize = 96 * 96;
+
+/// Rows and row length of a plane padded with `in_zp` so that every tap of
+/// every output, with the width rounded up to 8 outputs, reads inside it.
+fn padded_dims(g: &ConvGeometry) -> Option<(usize, usize)> {
+    let load = if g.stride_w == 1 { 8 } else { 16 };
+    let out_w8 = g.out_w.div_ceil(8) * 8;
+    let pw = ((out_w8 - 8) * g.stride_w + (g.kw - 1) * g.dil_w + load).max(g.pad_left + g.in_w);
+    let ph = ((g.out_h.max(1) - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1).max(g.pad_top + g.in_h);
+    (pw * ph <= PADDED_MAX && g.out_w > 0).then_some((ph, pw))
+}
+
+/// Small planes: copy each channel into a zero-point-padded stack plane, then
+/// every output (borders included) takes the vector path; padding taps hold
+/// `in_zp` and so contribute `(in_zp - in_zp) * w = 0`, exactly like the
+/// reference, which skips them.
+#[target_feature(enable = "avx2")]
+unsafe fn dwconv_padded(
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    output: &mut [i8],
+) {
+    let Some((ph, pw)) = padded_dims(g) else {
+        return;
+    };
+    let mut plane = [0i8; PADDED_MAX];
+    let pad = &mut plane[..ph * pw];
+    let in_plane = g.in_h * g.in_w;
+    let taps = g.kh * g.kw;
+    let zp32 = _mm256_set1_epi32(q.in_zp);
+    let zp16 = _mm256_set1_epi16(q.in_zp as i16);
+    let ozp = _mm256_set1_epi32(q.out_zp);
+    let lo = _mm256_set1_epi32(q.act_min as i32);
+    let hi = _mm256_set1_epi32(q.act_max as i32);
+    for c in 0..g.out_c {
+        pad.fill(q.in_zp as i8);
+        for y in 0..g.in_h {
+            let src = &input[c * in_plane + y * g.in_w..c * in_plane + (y + 1) * g.in_w];
+            let dst = (y + g.pad_top) * pw + g.pad_left;
+            pad[dst..dst + g.in_w].copy_from_slice(src);
+        }
+        let w = &weights[c * taps..(c + 1) * taps];
+        let r = RqV::splat(rq[c]);
+        for oy in 0..g.out_h {
+            let orow = &mut output[(c * g.out_h + oy) * g.out_w..(c * g.out_h + oy + 1) * g.out_w];
+            let mut ox = 0;
+            while ox < g.out_w {
+                let mut acc = _mm256_set1_epi32(bias[c]);
+                for ky in 0..g.kh {
+                    let row = &pad[(oy * g.stride_h + ky * g.dil_h) * pw..];
+                    for kx in 0..g.kw {
+                        let wv = _mm256_set1_epi32(w[ky * g.kw + kx] as i16 as u16 as i32);
+                        let ix = ox * g.stride_w + kx * g.dil_w;
+                        let prod = if g.stride_w == 1 {
+                            let src = row[ix..ix + 8].as_ptr();
+                            // SAFETY: 8 readable bytes (slice bound above).
+                            let x = _mm256_cvtepi8_epi32(unsafe {
+                                _mm_loadl_epi64(src as *const __m128i)
+                            });
+                            _mm256_madd_epi16(_mm256_sub_epi32(x, zp32), wv)
+                        } else {
+                            let src = row[ix..ix + 16].as_ptr();
+                            // SAFETY: 16 readable bytes (slice bound above).
+                            let x = _mm256_cvtepi8_epi16(unsafe {
+                                _mm_loadu_si128(src as *const __m128i)
+                            });
+                            _mm256_madd_epi16(_mm256_sub_epi16(x, zp16), wv)
+                        };
+                        acc = _mm256_add_epi32(acc, prod);
+                    }
+                }
+                let v = pack8(output_stage(acc, &r, ozp, lo, hi));
+                let n = (g.out_w - ox).min(8);
+                if n == 8 {
+                    // SAFETY: 8 writable bytes at orow[ox..ox + 8].
+                    unsafe { _mm_storel_epi64(orow[ox..ox + 8].as_mut_ptr() as *mut __m128i, v) };
+                } else {
+                    let mut tmp = [0i8; 16];
+                    // SAFETY: tmp has 16 writable bytes.
+                    unsafe { _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v) };
+                    orow[ox..ox + n].copy_from_slice(&tmp[..n]);
+                }
+                ox += 8;
+            }
+        }
+    }
 }
 
 #[target_feature(enable = "avx2")]
