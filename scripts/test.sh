@@ -21,6 +21,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== cargo build --release -p strix-tools (the converter strixd's tests call)"
+cargo build --release -p strix-tools
 echo "== cargo test (host: reference kernels, AVX2 when the CPU has it, real models end to end)"
 cargo test --release --workspace
 if [ -z "${STRIX_SKIP_CROSS:-}" ] && [ -x scripts/cross-test.sh ]; then
