@@ -4,7 +4,7 @@
 # `strix` converter the tests use to compile the models, then runs
 # `cargo test --release -p strix-firmware`.
 # Env: CARGO_TARGET_DIR is honoured; STRIXD_OUTAGE_S sets the broker outage
-# of the outage test (default 8 s).
+# of the outage test (default 30 s, as the issue asks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -513,7 +513,7 @@ fn broker_outage_loses_nothing() {
     let outage: u64 = std::env::var("STRIXD_OUTAGE_S")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(30);
     std::thread::sleep(Duration::from_secs(outage));
     broker.restart();
     assert_eq!(wait_exit(&mut child, Duration::from_secs(90)), 0);
