@@ -35,9 +35,7 @@ pub fn qs8_gemm(
         for j in 0..n {
             let wrow = &w[j * k..(j + 1) * k];
             let mut acc = bias[j];
-            for (x, wv) in row.iter().zip(wrow) {
-                acc += (*x as i32 - q.in_zp) * *wv as i32;
-            }
+            acc += dot_zp(row, wrow, q.in_zp);
             out[i * n + j] = clamp_i8(requantize(acc, rq[j]) + q.out_zp, q.act_min, q.act_max);
         }
     }
@@ -63,9 +61,7 @@ pub fn qs8_gemm_f32out(
         let row = &a[i * k..(i + 1) * k];
         for j in 0..n {
             let mut acc = bias[j];
-            for (x, wv) in row.iter().zip(&w[j * k..(j + 1) * k]) {
-                acc += (*x as i32 - in_zp) * *wv as i32;
-            }
+            acc += dot_zp(row, &w[j * k..(j + 1) * k], in_zp);
             out[i * n + j] = (acc as f32 * scale[j]).clamp(act_min, act_max);
         }
     }
@@ -143,9 +139,7 @@ pub fn qs8_gemm_nt(
         for j in 0..n {
             let br = &b[j * k..(j + 1) * k];
             let mut acc = bias[i];
-            for (x, y) in ar.iter().zip(br) {
-                acc += *x as i32 * *y as i32;
-            }
+            acc += dot_zp(br, ar, 0);
             out[i * rs + j * cs] =
                 clamp_i8(requantize(acc, rq[i]) + q.out_zp, q.act_min, q.act_max);
         }
@@ -173,10 +167,18 @@ pub fn qs8_gemm_nt_f32out(
         for j in 0..n {
             let br = &b[j * k..(j + 1) * k];
             let mut acc = bias[i];
-            for (x, y) in ar.iter().zip(br) {
-                acc += *x as i32 * *y as i32;
-            }
+            acc += dot_zp(br, ar, 0);
             out[i * rs + j * cs] = (acc as f32 * scale[i]).clamp(act_min, act_max);
         }
     }
+}
+
+/// `sum (x - zp) * w` over two equally long int8 rows (the shared inner loop
+/// of every reference gemm; the overflow bounds are the callers').
+#[inline]
+fn dot_zp(x: &[i8], w: &[i8], zp: i32) -> i32 {
+    x.iter()
+        .zip(w)
+        .map(|(&x, &w)| (x as i32 - zp) * w as i32)
+        .sum()
 }
