@@ -165,6 +165,84 @@ pub fn qs8_conv2d_gemm_f32out(
     }
 }
 
+/// Output pixels `p0..p0 + t` of [`qs8_conv2d_gemm`] for output channels
+/// `c0..c0 + weights.len() / k()`, written to `tile[c * t + j]` (channel-major,
+/// row stride `t`). The pieces of a multi-threaded conv: any split of pixels
+/// and channels yields the same bytes as the whole call. `bias` and `rq` are
+/// the slices for those channels; `scratch.len() >= t * k()`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_gemm_tile(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    folded_bias: &[i32],
+    rq: &[Requant],
+    p0: usize,
+    t: usize,
+    scratch: &mut [i8],
+    tile: &mut [i8],
+    tile_rs: usize,
+) {
+    let k = g.k();
+    let out = QOut {
+        out_zp: q.out_zp,
+        act_min: q.act_min,
+        act_max: q.act_max,
+    };
+    im2row(g, input, q.in_zp as i8, p0, t, scratch);
+    (ks.gemm_nt.run)(
+        folded_bias.len(),
+        t,
+        k,
+        weights,
+        &scratch[..t * k],
+        folded_bias,
+        rq,
+        &out,
+        tile,
+        tile_rs,
+        1,
+    );
+}
+
+/// [`qs8_conv2d_gemm_tile`] with f32 output.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_gemm_f32out_tile(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    in_zp: i32,
+    act_min: f32,
+    act_max: f32,
+    input: &[i8],
+    weights: &[i8],
+    folded_bias: &[i32],
+    scale: &[f32],
+    p0: usize,
+    t: usize,
+    scratch: &mut [i8],
+    tile: &mut [f32],
+    tile_rs: usize,
+) {
+    let k = g.k();
+    im2row(g, input, in_zp as i8, p0, t, scratch);
+    (ks.gemm_nt_f32out.run)(
+        folded_bias.len(),
+        t,
+        k,
+        weights,
+        &scratch[..t * k],
+        folded_bias,
+        scale,
+        act_min,
+        act_max,
+        tile,
+        tile_rs,
+        1,
+    );
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Consts, DType, Graph, Node, Op, Storage, Tensor};
 use crate::model::Model;
+use crate::par::{self, Workers};
 use strix_kernels::driver as drv;
 use strix_kernels::reference as k;
 use strix_kernels::shape::Dims;
@@ -25,19 +26,36 @@ pub struct Session<'m> {
     model: &'m Model,
     a8: Vec<i8>,
     a32: Vec<f32>,
-    scratch: Vec<i8>,
+    workers: Workers,
 }
 
 impl<'m> Session<'m> {
-    /// Allocates the arenas (the only allocation of a session's life).
+    /// A single-threaded session. Allocates the arenas (the only allocation
+    /// of a session's life).
     pub fn new(model: &'m Model) -> Self {
+        Self::with_threads(model, 1).expect("one thread starts no worker")
+    }
+
+    /// A session whose heavy ops (convolutions, depthwise convolutions, fully
+    /// connected layers) run on `threads` threads: the caller plus
+    /// `threads - 1` workers started here and stopped when the session drops.
+    /// Outputs are bit-identical for every thread count. Fails only if the
+    /// OS refuses to start a thread.
+    pub fn with_threads(model: &'m Model, threads: usize) -> Result<Self> {
         let g = &model.graph;
-        Session {
+        let workers = Workers::new(&model.prepared, threads)
+            .map_err(|e| Error::Argument(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Session {
             model,
             a8: vec![0; g.arena_i8],
             a32: vec![0.0; g.arena_f32],
-            scratch: vec![0; model.prepared.scratch],
-        }
+            workers,
+        })
+    }
+
+    /// Threads this session runs on.
+    pub fn threads(&self) -> usize {
+        self.workers.threads()
     }
 
     pub fn model(&self) -> &'m Model {
@@ -128,7 +146,7 @@ impl<'m> Session<'m> {
                 n,
                 &mut self.a8,
                 &mut self.a32,
-                &mut self.scratch,
+                &mut self.workers,
             )
             .map_err(|msg| Error::InvalidNode {
                 node: n.name.clone(),
@@ -239,7 +257,7 @@ fn run_node(
     n: &Node,
     a8: &mut [i8],
     a32: &mut [f32],
-    scratch: &mut [i8],
+    wk: &mut Workers,
 ) -> std::result::Result<(), String> {
     let ot = &g.tensors[n.output];
     let Storage::Arena { offset } = ot.storage else {
@@ -265,7 +283,7 @@ fn run_node(
                 },
                 a32: Parts::whole(a32),
             };
-            exec(ctx, n, &src, ot, Out::I8(out), scratch)
+            exec(ctx, n, &src, ot, Out::I8(out), wk)
         }
         DType::F32 => {
             let (lo, rest) = a32.split_at_mut(offset);
@@ -280,7 +298,7 @@ fn run_node(
                     hole: (offset, offset + len),
                 },
             };
-            exec(ctx, n, &src, ot, Out::F32(out), scratch)
+            exec(ctx, n, &src, ot, Out::F32(out), wk)
         }
         DType::I32 => Err("int32 activations are not supported".into()),
     }
@@ -292,7 +310,7 @@ fn exec(
     s: &Src,
     ot: &Tensor,
     out: Out,
-    scratch: &mut [i8],
+    wk: &mut Workers,
 ) -> std::result::Result<(), String> {
     let inp = |k: usize| n.inputs[k];
     let ks = ctx.p.ks;
@@ -332,8 +350,10 @@ fn exec(
             for bi in 0..shape(0)[0] {
                 let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
                 match folded {
-                    Some(fb) => drv::qs8_conv2d_gemm(ks, geom, q, xi, w, fb, rq, scratch, oi),
-                    None if drv::is_depthwise(geom) => (ks.dwconv2d.run)(geom, q, xi, w, b, rq, oi),
+                    Some(fb) => par::conv_i8(wk, ks, geom, q, xi, w, fb, rq, oi)?,
+                    None if drv::is_depthwise(geom) => {
+                        par::dwconv(wk, ks, geom, q, xi, w, b, rq, oi)?
+                    }
                     None => k::qs8_conv2d(geom, q, xi, w, b, rq, oi),
                 }
             }
@@ -352,9 +372,18 @@ fn exec(
             for bi in 0..shape(0)[0] {
                 let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
                 match folded {
-                    Some(fb) => drv::qs8_conv2d_gemm_f32out(
-                        ks, geom, *in_zp, *act_min, *act_max, xi, w, fb, sc, scratch, oi,
-                    ),
+                    Some(fb) => par::conv_f32(
+                        wk,
+                        ks,
+                        geom,
+                        *in_zp,
+                        (*act_min, *act_max),
+                        xi,
+                        w,
+                        fb,
+                        sc,
+                        oi,
+                    )?,
                     None => {
                         k::qs8_conv2d_f32out(geom, *in_zp, *act_min, *act_max, xi, w, b, sc, oi)
                     }
@@ -431,7 +460,7 @@ fn exec(
                         act_min: q.act_min,
                         act_max: q.act_max,
                     };
-                    (ks.gemm_nt.run)(*nn, *m, *kk, w, x, fb, rq, &qo, o, 1, *nn)
+                    par::gemm_i8(wk, ks, (*m, *nn, *kk), w, x, fb, rq, &qo, o)?
                 }
                 None => k::qs8_gemm(*m, *nn, *kk, q, x, w, b, rq, o),
             }

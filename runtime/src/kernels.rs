@@ -3,7 +3,8 @@
 //! the gemm drivers, and the scratch size is computed, all before `run`.
 
 use crate::graph::{Consts, Graph, Op, Storage};
-use strix_kernels::driver::{conv_scratch_len, fold_bias, uses_gemm};
+use strix_kernels::driver::{conv_scratch_len, fold_bias, uses_gemm, CONV_TILE};
+use strix_kernels::reference::ConvGeometry;
 use strix_kernels::table::{kernels_for, KernelSet, SCALAR};
 use strix_kernels::Isa;
 
@@ -13,8 +14,10 @@ pub struct Prepared {
     pub ks: &'static KernelSet,
     /// Per node: the zero-point-folded bias of gemm-driven convs and gemms.
     pub folded: Vec<Option<Vec<i32>>>,
-    /// Scratch bytes a session needs (im2row tiles).
+    /// Scratch bytes a session needs per thread (im2row tiles).
     pub scratch: usize,
+    /// Gemm output-tile elements a worker thread needs (`out_c * tile`).
+    pub tile: usize,
 }
 
 impl Prepared {
@@ -25,6 +28,7 @@ impl Prepared {
             kernels_for(isa)
         };
         let mut scratch = 0;
+        let mut tile = 0;
         let konst = |id: usize| match g.tensors[id].storage {
             Storage::Const { offset } => offset,
             Storage::Arena { .. } => 0,
@@ -36,10 +40,12 @@ impl Prepared {
                 let (k, zp) = match &n.op {
                     Op::QConv { geom, q } if uses_gemm(geom) => {
                         scratch = scratch.max(conv_scratch_len(geom));
+                        tile = tile.max(conv_tile_len(geom));
                         (geom.k(), q.in_zp)
                     }
                     Op::QConvF32 { geom, in_zp, .. } if uses_gemm(geom) => {
                         scratch = scratch.max(conv_scratch_len(geom));
+                        tile = tile.max(conv_tile_len(geom));
                         (geom.k(), *in_zp)
                     }
                     Op::QGemm { k, q, .. } => (*k, q.in_zp),
@@ -56,8 +62,14 @@ impl Prepared {
             ks,
             folded,
             scratch,
+            tile,
         }
     }
+}
+
+/// Output values of one pixel tile of `g` (all channels).
+fn conv_tile_len(g: &ConvGeometry) -> usize {
+    g.out_c * CONV_TILE.min(g.out_h * g.out_w)
 }
 
 impl std::fmt::Debug for Prepared {

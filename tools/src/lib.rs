@@ -356,9 +356,22 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// `strix bench`: latency percentiles of `Session::run` on a fixed input.
-pub fn bench(path: &Path, iters: usize, warmup: usize, json: bool) -> Result<()> {
+/// Times `iters` runs of the model at `path` on `threads` threads (default:
+/// every core) and prints median/p90 latency, peak RSS, arena bytes and the
+/// kernel path.
+pub fn bench(
+    path: &Path,
+    iters: usize,
+    warmup: usize,
+    threads: Option<usize>,
+    json: bool,
+) -> Result<()> {
     let m = Model::load(path)?;
-    let mut s = Session::new(&m);
+    let threads = threads.unwrap_or_else(strix_runtime::pool::default_threads);
+    if threads == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    let mut s = Session::with_threads(&m, threads)?;
     // A deterministic, non-trivial input (the values do not change the cost).
     for (i, v) in s.input_mut(0)?.iter_mut().enumerate() {
         *v = ((i * 7919) % 255) as f32 / 255.0;
@@ -377,20 +390,21 @@ pub fn bench(path: &Path, iters: usize, warmup: usize, json: bool) -> Result<()>
     let r = serde_json::json!({
         "model": m.meta.name, "iterations": times.len(), "median_ms": pct(0.5), "p90_ms": pct(0.9),
         "min_ms": times[0], "peak_rss_bytes": peak_rss_bytes(), "arena_bytes": m.graph.arena_bytes(),
-        "weights_bytes": m.consts.bytes(), "macs": m.graph.macs(), "isa": m.isa().name(), "threads": 1,
+        "weights_bytes": m.consts.bytes(), "macs": m.graph.macs(), "isa": m.isa().name(), "threads": threads,
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; kernel path {}",
+            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; kernel path {}; {} thread(s)",
             m.meta.name,
             pct(0.5),
             pct(0.9),
             times.len(),
             r["peak_rss_bytes"],
             m.graph.arena_bytes(),
-            m.isa().name()
+            m.isa().name(),
+            threads
         );
     }
     Ok(())

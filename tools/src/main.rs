@@ -78,6 +78,10 @@ enum Cmd {
         iterations: usize,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+        /// Threads for the heavy ops (default: every core). Outputs are
+        /// identical for every thread count; only the latency changes.
+        #[arg(long)]
+        threads: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -123,8 +127,9 @@ fn main() {
             model,
             iterations,
             warmup,
+            threads,
             json,
-        } => strix_tools::bench(&model, iterations, warmup, json),
+        } => strix_tools::bench(&model, iterations, warmup, threads, json),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

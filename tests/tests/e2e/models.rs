@@ -132,3 +132,57 @@ fn kernel_paths_agree_on_whole_models() {
         eprintln!("{name}: scalar == {}", best.name());
     }
 }
+
+/// Whole-model equality across thread counts: every activation of every
+/// shared model is bit-identical on 1, 2, 3 and 4 threads, on the scalar path
+/// and on this CPU's best path (a wrong split would change or skip values).
+#[test]
+fn thread_counts_agree_on_whole_models() {
+    use strix_kernels::Isa;
+    use strix_runtime::{Session, TensorData};
+    let dir = scratch("threads");
+    let snapshot = |s: &Session| -> Vec<Vec<u32>> {
+        (0..s.model().graph.tensors.len())
+            .map(|id| match s.tensor(id) {
+                Some(TensorData::F32(d)) => d.iter().map(|v| v.to_bits()).collect(),
+                Some(TensorData::I8(d)) => d.iter().map(|&v| v as u8 as u32).collect(),
+                Some(TensorData::I32(d)) => d.iter().map(|&v| v as u32).collect(),
+                None => vec![],
+            })
+            .collect()
+    };
+    for name in ["fastestdet", "ultraface-rfb", "vww", "kws"] {
+        let c = case(name);
+        let (m, _) = convert(&c, &dir);
+        for isa in [Isa::Scalar, Isa::detect()] {
+            let m = m.clone().with_isa(isa).unwrap();
+            let shape = m.graph.tensors[m.graph.inputs[0]].shape.clone();
+            let x = strix_tools::media::load_input(&c.samples[0], &m.meta.input, &shape).unwrap();
+            let mut want = None;
+            for threads in 1..=4 {
+                let mut s = Session::with_threads(&m, threads).unwrap();
+                assert_eq!(s.threads(), threads);
+                // Twice: the second run reuses woken workers and dirty arenas.
+                for _ in 0..2 {
+                    s.input_mut(0).unwrap().copy_from_slice(&x);
+                    s.run().unwrap();
+                    let got = snapshot(&s);
+                    match &want {
+                        None => want = Some(got),
+                        Some(w) => {
+                            for (id, (a, b)) in w.iter().zip(&got).enumerate() {
+                                assert!(
+                                    a == b,
+                                    "{name} ({}): tensor '{}' differs on {threads} threads",
+                                    isa.name(),
+                                    m.graph.tensors[id].name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            eprintln!("{name} ({}): 1 == 2 == 3 == 4 threads", isa.name());
+        }
+    }
+}

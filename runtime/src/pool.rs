@@ -1,0 +1,294 @@
+//! A fixed pool of worker threads for splitting one op across cores.
+//!
+//! Why not rayon: a session dispatches one short job per heavy node (tens of
+//! microseconds each) and must not allocate or lock while it runs. This pool
+//! hands a borrowed closure to parked workers through one atomic gate, wakes
+//! them with `unpark` (a futex, no lock), and never waits for a worker that
+//! has not started: jobs are written so that the caller alone can finish them
+//! (pieces are claimed from a shared counter), so when the caller runs out of
+//! pieces it closes the gate and waits only for workers already inside. A
+//! worker the OS did not schedule in time (a busy board, a LITTLE core) costs
+//! nothing. The workers are created once, in [`Pool::new`] (prepare), and
+//! joined on drop.
+//!
+//! Results never depend on the number of workers: callers split work into
+//! pieces whose outputs are disjoint and computed by the same kernel whatever
+//! thread runs them (int32 accumulation is exact), so any split and any
+//! schedule produce identical bytes.
+
+use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// How long an idle thread spins before parking: long enough to catch the
+/// next node's dispatch (heavy nodes are microseconds apart), short enough
+/// not to burn a core while the caller runs serial ops.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// `gate` layout: job id in the high bits, then the open flag, then the
+/// number of workers inside the current job.
+const OPEN: usize = 1 << 15;
+const ACTIVE: usize = OPEN - 1;
+const ID_SHIFT: u32 = 16;
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// `(job id << ID_SHIFT) | OPEN? | active workers`. A worker may enter the
+    /// job with the id it last saw only while OPEN is set.
+    gate: AtomicUsize,
+    /// The current job; written only by the dispatcher before it publishes a
+    /// new id in `gate` (Release) and read by workers after they entered it.
+    job: UnsafeCell<Option<Job>>,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    /// The dispatching thread, unparked by the last worker to leave a closed job.
+    owner: UnsafeCell<Option<Thread>>,
+}
+
+// SAFETY: `job` and `owner` are only written by the dispatcher while no worker
+// is inside a job (the gate is closed with no active workers: `Pool::run`
+// takes `&mut self` and waits for that before returning).
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+/// `threads - 1` background workers plus the calling thread.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<(JoinHandle<()>, Thread)>,
+    next_id: usize,
+}
+
+impl Pool {
+    /// Starts `threads - 1` workers (`threads` is clamped to at least 1).
+    pub fn new(threads: usize) -> std::io::Result<Pool> {
+        let shared = Arc::new(Shared {
+            gate: AtomicUsize::new(0),
+            job: UnsafeCell::new(None),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            owner: UnsafeCell::new(None),
+        });
+        let mut workers = Vec::new();
+        for w in 1..threads.max(1) {
+            let s = shared.clone();
+            let h = thread::Builder::new()
+                .name(format!("strix-worker-{w}"))
+                .spawn(move || worker(&s, w))?;
+            let t = h.thread().clone();
+            workers.push((h, t));
+        }
+        Ok(Pool {
+            shared,
+            workers,
+            next_id: 0,
+        })
+    }
+
+    /// Number of threads a job may run on (workers plus the caller).
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f(i)` on the caller (`i == 0`) and on every worker `i` that
+    /// starts before the caller's own call returns; returns when every call
+    /// that started has finished. `f` must therefore finish the whole job on
+    /// its own when no worker joins (claim pieces from a shared counter).
+    /// Returns `false` if any call panicked (contained, not propagated).
+    pub fn run(&mut self, f: &(dyn Fn(usize) + Sync)) -> bool {
+        if self.workers.is_empty() {
+            return catch_unwind(AssertUnwindSafe(|| f(0))).is_ok();
+        }
+        let s = &*self.shared;
+        self.next_id = self.next_id.wrapping_add(1);
+        // SAFETY: the gate is closed with no worker inside (see `Shared`). The
+        // lifetime is erased, but `f` outlives every use: workers enter only
+        // while the gate is open, and this function does not return (or
+        // unwind) before the gate is closed and empty.
+        unsafe {
+            *s.job.get() = Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f));
+            // The session may have moved to another thread since the last run.
+            *s.owner.get() = Some(thread::current());
+        }
+        s.panicked.store(false, Ordering::Relaxed);
+        s.gate
+            .store((self.next_id << ID_SHIFT) | OPEN, Ordering::Release);
+        for (_, t) in &self.workers {
+            t.unpark();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0))).is_ok();
+        s.gate.fetch_and(!OPEN, Ordering::AcqRel);
+        let start = Instant::now();
+        while s.gate.load(Ordering::Acquire) & ACTIVE != 0 {
+            if start.elapsed() < SPIN {
+                std::hint::spin_loop();
+            } else {
+                thread::park();
+            }
+        }
+        mine && !s.panicked.load(Ordering::Relaxed)
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
+    let mut seen = 0usize;
+    loop {
+        let mut start = Instant::now();
+        let g = loop {
+            if s.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let g = s.gate.load(Ordering::Acquire);
+            if g >> ID_SHIFT != seen {
+                break g;
+            }
+            if start.elapsed() < SPIN {
+                std::hint::spin_loop();
+            } else {
+                thread::park();
+                start = Instant::now();
+            }
+        };
+        seen = g >> ID_SHIFT;
+        // Enter the job only while its gate is open.
+        let mut cur = g;
+        let entered = loop {
+            if cur >> ID_SHIFT != seen || cur & OPEN == 0 {
+                break false;
+            }
+            match s
+                .gate
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break true,
+                Err(now) => cur = now,
+            }
+        };
+        if !entered {
+            continue;
+        }
+        // SAFETY: published before the gate opened (Release/Acquire); the
+        // dispatcher keeps the closure alive while any worker is inside.
+        let job = unsafe { (*s.job.get()).expect("job published with the gate") };
+        let f = unsafe { &*job };
+        if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
+            s.panicked.store(true, Ordering::Relaxed);
+        }
+        // Read `owner` before leaving: once the gate is closed and empty the
+        // dispatcher may overwrite it for the next job.
+        // SAFETY: not written while this worker is inside the job.
+        let owner = unsafe { (*s.owner.get()).clone() };
+        let prev = s.gate.fetch_sub(1, Ordering::AcqRel);
+        if prev & ACTIVE == 1 && prev & OPEN == 0 {
+            if let Some(t) = owner {
+                t.unpark();
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for (h, t) in self.workers.drain(..) {
+            t.unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+/// The default thread count: the cores this process may use.
+pub fn default_threads() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A raw output pointer shared by the pieces of one split op, each of which
+/// writes a disjoint set of elements (the caller's contract).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut<T>(pub *mut T);
+impl<T> SharedOut<T> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper rather
+    /// than its raw-pointer field).
+    pub(crate) fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: only used within one `Pool::run`, whose pieces write disjoint
+// elements; the pointee outlives the run.
+unsafe impl<T> Sync for SharedOut<T> {}
+unsafe impl<T> Send for SharedOut<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces claimed from a counter, as the session's splits do.
+    fn claim_all(p: &mut Pool, pieces: &[AtomicUsize]) -> bool {
+        let next = AtomicUsize::new(0);
+        p.run(&|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= pieces.len() {
+                break;
+            }
+            pieces[i].fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    #[test]
+    fn every_piece_runs_exactly_once() {
+        let mut p = Pool::new(3).unwrap();
+        assert_eq!(p.threads(), 3);
+        for round in 0..300 {
+            let pieces: Vec<AtomicUsize> =
+                (0..round % 37 + 1).map(|_| AtomicUsize::new(0)).collect();
+            assert!(claim_all(&mut p, &pieces));
+            assert!(
+                pieces.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn panics_are_contained_and_the_pool_survives() {
+        let mut p = Pool::new(2).unwrap();
+        assert!(!p.run(&|i| {
+            if i == 0 {
+                panic!("caller panic is contained");
+            }
+        }));
+        // A worker panic: the caller waits (bounded) until a worker entered.
+        let entered = AtomicBool::new(false);
+        let ok = p.run(&|i| {
+            if i == 0 {
+                let t = Instant::now();
+                while !entered.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(10) {
+                    std::thread::yield_now();
+                }
+            } else {
+                entered.store(true, Ordering::Release);
+                panic!("worker panic is contained");
+            }
+        });
+        assert!(entered.load(Ordering::Acquire), "no worker joined in 10 s");
+        assert!(!ok);
+        let pieces: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+        assert!(claim_all(&mut p, &pieces));
+        assert!(pieces.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn single_thread_pool_runs_inline() {
+        let mut p = Pool::new(0).unwrap();
+        assert_eq!(p.threads(), 1);
+        let n = AtomicUsize::new(0);
+        assert!(p.run(&|i| {
+            assert_eq!(i, 0);
+            n.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+    }
+}
