@@ -370,10 +370,15 @@ enum strix_status strix_context_new(const struct strix_model *model,
 // Errors: `STRIX_E_HANDLE` for an already freed context (double free).
 enum strix_status strix_context_free(struct strix_context *context);
 
-// Sets the number of threads the context may use for one inference
-// (0 = automatic). NOTE: the runtime is single-threaded for now; the number
-// is stored and ignored, and the call always succeeds on a live context.
-// Run several contexts on several threads for parallelism.
+// Sets the number of threads one inference of this context runs on
+// (0 = one per core, at most 64). Convolutions, depthwise convolutions and
+// fully connected layers are split across them; outputs are bit-identical
+// for every count. When the count changes, the context's buffers and worker
+// threads are replaced (threads start here, never during `strix_run`): set
+// the inputs again before the next `strix_run`.
+//
+// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (more than
+// 64), `STRIX_E_INTERNAL` (the OS refused to start a thread).
 enum strix_status strix_set_threads(struct strix_context *context, uint32_t threads);
 
 // Copies `len` floats into input `index`. `len` must equal the input's

@@ -990,10 +990,15 @@ pub unsafe extern "C" fn strix_context_free(context: *mut strix_context) -> stri
     })
 }
 
-/// Sets the number of threads the context may use for one inference
-/// (0 = automatic). NOTE: the runtime is single-threaded for now; the number
-/// is stored and ignored, and the call always succeeds on a live context.
-/// Run several contexts on several threads for parallelism.
+/// Sets the number of threads one inference of this context runs on
+/// (0 = one per core, at most 64). Convolutions, depthwise convolutions and
+/// fully connected layers are split across them; outputs are bit-identical
+/// for every count. When the count changes, the context's buffers and worker
+/// threads are replaced (threads start here, never during `strix_run`): set
+/// the inputs again before the next `strix_run`.
+///
+/// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_ARGUMENT` (more than
+/// 64), `STRIX_E_INTERNAL` (the OS refused to start a thread).
 #[no_mangle]
 pub unsafe extern "C" fn strix_set_threads(
     context: *mut strix_context,
@@ -1001,6 +1006,21 @@ pub unsafe extern "C" fn strix_set_threads(
 ) -> strix_status {
     guard("strix_set_threads", || {
         let c = context_mut(context)?;
+        if threads > 64 {
+            return Err(fail(
+                STRIX_E_ARGUMENT,
+                format!("threads must be 0 (automatic) or 1..=64, got {threads}"),
+            ));
+        }
+        let n = match threads {
+            0 => crate::pool::default_threads().min(64),
+            t => t as usize,
+        };
+        if n != c.session.threads() {
+            c.session = Session::with_threads(c.session.model(), n)
+                .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
+            c.ran = false;
+        }
         c.threads = threads;
         Ok(())
     })

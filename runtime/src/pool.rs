@@ -45,11 +45,9 @@ struct Shared {
     job: UnsafeCell<Option<Job>>,
     panicked: AtomicBool,
     shutdown: AtomicBool,
-    /// The dispatching thread, unparked by the last worker to leave a closed job.
-    owner: UnsafeCell<Option<Thread>>,
 }
 
-// SAFETY: `job` and `owner` are only written by the dispatcher while no worker
+// SAFETY: `job` is only written by the dispatcher while no worker
 // is inside a job (the gate is closed with no active workers: `Pool::run`
 // takes `&mut self` and waits for that before returning).
 unsafe impl Sync for Shared {}
@@ -70,7 +68,6 @@ impl Pool {
             job: UnsafeCell::new(None),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
-            owner: UnsafeCell::new(None),
         });
         let mut workers = Vec::new();
         for w in 1..threads.max(1) {
@@ -110,8 +107,6 @@ impl Pool {
         // unwind) before the gate is closed and empty.
         unsafe {
             *s.job.get() = Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f));
-            // The session may have moved to another thread since the last run.
-            *s.owner.get() = Some(thread::current());
         }
         s.panicked.store(false, Ordering::Relaxed);
         s.gate
@@ -121,12 +116,16 @@ impl Pool {
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0))).is_ok();
         s.gate.fetch_and(!OPEN, Ordering::AcqRel);
+        // Only workers already inside remain, each finishing a piece it
+        // claimed: a short wait, so spin (then yield) rather than park. (No
+        // park also means no `thread::current()` handle, which a C caller's
+        // thread would otherwise allocate and never free.)
         let start = Instant::now();
         while s.gate.load(Ordering::Acquire) & ACTIVE != 0 {
             if start.elapsed() < SPIN {
                 std::hint::spin_loop();
             } else {
-                thread::park();
+                thread::yield_now();
             }
         }
         mine && !s.panicked.load(Ordering::Relaxed)
@@ -177,16 +176,7 @@ fn worker(s: &Shared, index: usize) {
         if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
             s.panicked.store(true, Ordering::Relaxed);
         }
-        // Read `owner` before leaving: once the gate is closed and empty the
-        // dispatcher may overwrite it for the next job.
-        // SAFETY: not written while this worker is inside the job.
-        let owner = unsafe { (*s.owner.get()).clone() };
-        let prev = s.gate.fetch_sub(1, Ordering::AcqRel);
-        if prev & ACTIVE == 1 && prev & OPEN == 0 {
-            if let Some(t) = owner {
-                t.unpark();
-            }
-        }
+        s.gate.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -278,6 +278,7 @@ static void test_run(void) {
     EXPECT(strix_model_image_input(m, &spec), STRIX_OK);
 
     EXPECT(strix_set_threads(NULL, 2), STRIX_E_NULL);
+    EXPECT(strix_set_threads(c, 65), STRIX_E_ARGUMENT);
     EXPECT(strix_set_threads(c, 2), STRIX_OK);
 
     float *x = calloc(in.size + 1, sizeof *x);
@@ -341,6 +342,15 @@ static void test_run(void) {
     EXPECT(strix_set_input_i8(c, 0, q, in.size), STRIX_OK);
     EXPECT(strix_run(c), STRIX_OK);
     CHECK(same_outputs(c, ref, out.size, 0.0f));
+
+    /* Thread counts: outputs are bit-identical for every count. */
+    const unsigned counts[] = {1, 3, 0, 2};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        EXPECT(strix_set_threads(c, counts[k]), STRIX_OK);
+        EXPECT(strix_set_input_i8(c, 0, q, in.size), STRIX_OK);
+        EXPECT(strix_run(c), STRIX_OK);
+        CHECK(same_outputs(c, ref, out.size, 0.0f));
+    }
 
     /* A context of the f32 model runs too. */
     float *ox = calloc(oin.size, sizeof *ox);

@@ -4,8 +4,7 @@
 //! tests do), then time, interleaved round-robin (one inference of each engine
 //! in turn, so machine noise hits all of them alike):
 //!
-//! - Strix int8 (`Session::run`; single-threaded today, so one series serves
-//!   both thread columns),
+//! - Strix int8 (`Session::run` on a session of 1 and 2 threads),
 //! - tract fp32 (tract-onnx's optimized plan; 2 threads through tract-linalg's
 //!   rayon executor),
 //! - ONNX Runtime fp32 and int8 (QDQ) through the `ort` crate, on the
@@ -423,8 +422,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let ort = ort_env();
     let mut notes: Vec<String> = vec![
-        "Strix runs one thread today: its single series is reported in every thread column"
-            .to_string(),
+        "Strix at N threads: one session of N threads (Session::with_threads)".to_string(),
         "tract at 2+ threads: tract-linalg's rayon executor (multithread-mm)".to_string(),
     ];
     if !args.ort_spin {
@@ -459,10 +457,12 @@ fn main() -> Result<()> {
         // The engines, in round-robin order.
         let mut names: Vec<String> = vec![]; // "engine@threads", as `engines`
         let mut engines: Vec<Box<dyn Engine + '_>> = vec![];
-        let mut session = Session::new(&model);
-        session.input_mut(0)?.copy_from_slice(&x);
-        engines.push(Box::new(StrixEngine(session)));
-        names.push("strix_int8".into());
+        for &t in &args.threads {
+            let mut session = Session::with_threads(&model, t)?;
+            session.input_mut(0)?.copy_from_slice(&x);
+            engines.push(Box::new(StrixEngine(session)));
+            names.push(format!("strix_int8@{t}"));
+        }
         for &t in &args.threads {
             engines.push(Box::new(tract_engine(&s.onnx, &shape, &x, t)?));
             names.push(format!("tract_fp32@{t}"));
@@ -498,7 +498,7 @@ fn main() -> Result<()> {
 
         // Sanity: every engine's outputs against tract fp32's (cosine, the
         // worst output), so a wrong input or a broken model shows.
-        let reference = engines[1].outputs()?;
+        let reference = engines[args.threads.len()].outputs()?;
         let mut agreement = serde_json::Map::new();
         for (e, key) in engines.iter_mut().zip(&names) {
             let got = e.outputs()?;
@@ -538,9 +538,9 @@ fn main() -> Result<()> {
         drop(engines);
         let st: Vec<Stats> = times.into_iter().map(stats).collect();
         let get = |key: &str| names.iter().position(|n| n == key).map(|i| st[i]);
-        let strix = st[0];
         let mut per_threads = vec![];
         for &t in &args.threads {
+            let strix = get(&format!("strix_int8@{t}")).context("strix series")?;
             let tract = get(&format!("tract_fp32@{t}"));
             let of = get(&format!("ort_fp32@{t}"));
             let oi = get(&format!("ort_int8@{t}"));
@@ -554,7 +554,7 @@ fn main() -> Result<()> {
             rows.push((s.name, t, strix, tract, of, oi, r_ort, r_tract));
             per_threads.push(serde_json::json!({
                 "threads": t,
-                "strix_int8": strix, "strix_threads": 1,
+                "strix_int8": strix,
                 "tract_fp32": tract, "ort_fp32": of, "ort_int8": oi,
                 "ort_best_median_ms": best,
                 "strix_over_ort_best": r_ort, "strix_over_tract": r_tract,
