@@ -36,18 +36,8 @@ pub type GemmNtF32Fn =
     fn(usize, usize, usize, &[i8], &[i8], &[i32], &[f32], f32, f32, &mut [f32], usize, usize);
 
 /// [`reference::qs8_gemm_nt_sparse`]: `(n, a, b, bias, rq, q, out, rs, cs, scratch)`.
-pub type GemmNtSparseFn = fn(
-    usize,
-    &SparseWeights,
-    &[i8],
-    &[i32],
-    &[Requant],
-    &QOut,
-    &mut [i8],
-    usize,
-    usize,
-    &mut [i8],
-);
+pub type GemmNtSparseFn =
+    fn(usize, &SparseWeights, &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize, usize, &mut [i8]);
 
 /// Depthwise [`reference::qs8_conv2d`]: `(g, q, input, weights, bias, rq, output)`.
 ///

@@ -12,7 +12,9 @@
 use core::arch::aarch64::*;
 
 use super::sink::{I8Sink, Sink};
-use crate::reference::{sparse_scratch_len, QOut, SparseWeights, SPARSE_BLOCK, SPARSE_SCRATCH_ALIGN};
+use crate::reference::{
+    sparse_scratch_len, QOut, SparseWeights, SPARSE_BLOCK, SPARSE_SCRATCH_ALIGN,
+};
 use crate::requant::Requant;
 
 /// [`crate::reference::qs8_gemm_nt_sparse`] on baseline Advanced SIMD; same
@@ -53,7 +55,13 @@ pub fn qs8_gemm_nt_sparse__neon(
         let kpad = a.k_blocks() * SPARSE_BLOCK;
         let ng = n.div_ceil(8);
         for g in 0..ng {
-            pack_group(b.as_ptr().add(g * 8 * k), (n - g * 8).min(8), k, kpad, panel.add(g * kpad * 8));
+            pack_group(
+                b.as_ptr().add(g * 8 * k),
+                (n - g * 8).min(8),
+                k,
+                kpad,
+                panel.add(g * kpad * 8),
+            );
         }
         let mut g = 0;
         while g + 4 <= ng {
@@ -150,7 +158,12 @@ unsafe fn tile<const G: usize>(
             let bp = base.add(c as usize * SPARSE_BLOCK * 8);
             for g in 0..G {
                 let p = bp.add(g * gstride);
-                let (b0, b1, b2, b3) = (vld1q_s16(p), vld1q_s16(p.add(8)), vld1q_s16(p.add(16)), vld1q_s16(p.add(24)));
+                let (b0, b1, b2, b3) = (
+                    vld1q_s16(p),
+                    vld1q_s16(p.add(8)),
+                    vld1q_s16(p.add(16)),
+                    vld1q_s16(p.add(24)),
+                );
                 lo[g] = vmlal_lane_s16::<0>(lo[g], vget_low_s16(b0), wv);
                 hi[g] = vmlal_high_lane_s16::<0>(hi[g], b0, wv);
                 lo[g] = vmlal_lane_s16::<1>(lo[g], vget_low_s16(b1), wv);

@@ -63,16 +63,19 @@ impl core::fmt::Display for SparseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             SparseError::RowPtrLen { len, m } => {
-                write!(f, "row_ptr has {len} entries, want out_channels + 1 = {}", m + 1)
+                write!(
+                    f,
+                    "row_ptr has {len} entries, want out_channels + 1 = {}",
+                    m + 1
+                )
             }
             SparseError::RowPtrStart(v) => write!(f, "row_ptr[0] is {v}, want 0"),
             SparseError::RowPtrDecreasing { row } => {
                 write!(f, "row_ptr decreases (or is negative) at row {row}")
             }
-            SparseError::RowPtrEnd { end, blocks } => write!(
-                f,
-                "row_ptr ends at {end} but {blocks} blocks are stored"
-            ),
+            SparseError::RowPtrEnd { end, blocks } => {
+                write!(f, "row_ptr ends at {end} but {blocks} blocks are stored")
+            }
             SparseError::BlockOutOfRange { row, block, kb } => write!(
                 f,
                 "row {row}: block index {block} outside 0..{kb} (k blocks of {SPARSE_BLOCK})"
@@ -128,21 +131,25 @@ impl<'a> SparseWeights<'a> {
                 blocks: blocks.len(),
             });
         }
+        // row_ptr first, so that a bad pointer is reported as such rather
+        // than as the block-order error it would cause.
+        for row in 0..m {
+            if row_ptr[row + 1] < row_ptr[row] {
+                return Err(SparseError::RowPtrDecreasing { row });
+            }
+        }
+        if row_ptr[m] as usize != blocks.len() {
+            return Err(SparseError::RowPtrEnd {
+                end: row_ptr[m],
+                blocks: blocks.len(),
+            });
+        }
         let kb = k.div_ceil(SPARSE_BLOCK);
         let tail = k % SPARSE_BLOCK;
         for row in 0..m {
-            let (s, e) = (row_ptr[row], row_ptr[row + 1]);
-            if e < s {
-                return Err(SparseError::RowPtrDecreasing { row });
-            }
-            if e as usize > blocks.len() {
-                return Err(SparseError::RowPtrEnd {
-                    end: e,
-                    blocks: blocks.len(),
-                });
-            }
+            let (s, e) = (row_ptr[row] as usize, row_ptr[row + 1] as usize);
             let mut prev = -1i64;
-            for (bi, &c) in blocks[s as usize..e as usize].iter().enumerate() {
+            for (bi, &c) in blocks[s..e].iter().enumerate() {
                 if c < 0 || c as usize >= kb {
                     return Err(SparseError::BlockOutOfRange { row, block: c, kb });
                 }
@@ -151,18 +158,12 @@ impl<'a> SparseWeights<'a> {
                 }
                 prev = c as i64;
                 if tail != 0 && c as usize == kb - 1 {
-                    let v = (s as usize + bi) * SPARSE_BLOCK;
+                    let v = (s + bi) * SPARSE_BLOCK;
                     if values[v + tail..v + SPARSE_BLOCK].iter().any(|&w| w != 0) {
                         return Err(SparseError::PaddingNotZero { row });
                     }
                 }
             }
-        }
-        if row_ptr[m] as usize != blocks.len() {
-            return Err(SparseError::RowPtrEnd {
-                end: row_ptr[m],
-                blocks: blocks.len(),
-            });
         }
         Ok(SparseWeights {
             m,

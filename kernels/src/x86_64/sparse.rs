@@ -49,7 +49,10 @@ pub fn qs8_gemm_nt_sparse__avx2(
         "qs8_gemm_nt_sparse: scratch shorter than sparse_scratch_len"
     );
     // The reference's `clamp` panics on these; keep that behaviour.
-    assert!(q.act_min <= q.act_max, "qs8_gemm_nt_sparse: act_min > act_max");
+    assert!(
+        q.act_min <= q.act_max,
+        "qs8_gemm_nt_sparse: act_min > act_max"
+    );
     let align = scratch.as_ptr().align_offset(SPARSE_SCRATCH_ALIGN);
     assert!(align < SPARSE_SCRATCH_ALIGN, "unalignable scratch");
     // SAFETY: AVX2 is available; rows 0..n of `b` are in bounds (checked);
