@@ -1,5 +1,5 @@
 //! Dense vs block-sparse int8 convolution on the detected kernel path
-//! (`STRIX_ISA` overrides), at 0/50/80/90% zero 1x4 blocks, on MobileNet-like
+//! (`STRIX_ISA` overrides), at 0/30/50/80/90% zero 1x4 blocks, on MobileNet-like
 //! pointwise shapes and a 3x3 conv. Two timings per case:
 //!
 //! * `gemm`: the kernels alone (`gemm_nt` vs `gemm_nt_sparse`) over the
@@ -109,7 +109,7 @@ fn main() {
         } else {
             (0..p * k).map(|_| next() as i8).collect()
         };
-        for zero in [0.0, 0.5, 0.8, 0.9] {
+        for zero in [0.0, 0.3, 0.5, 0.8, 0.9] {
             let mut w = dense_w.clone();
             for blk in w.chunks_mut(SPARSE_BLOCK) {
                 if (next() % 1000) as f64 / 1000.0 < zero {

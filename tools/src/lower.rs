@@ -290,10 +290,10 @@ fn quantized_weights(
 /// Smallest fraction of all-zero 1x4 weight blocks (after quantization) at
 /// which an int8 conv is emitted as [`Op::QConvSparse`]. From
 /// `kernels/examples/sparse_speed.rs` on AVX2: the sparse conv is ~0.9x the
-/// dense one with no zero blocks, ~1.1-1.5x at 50% and 1.3-2.6x at 80%, and
-/// breaks even at roughly 20-30% on the smallest layers (24 output channels,
-/// where packing and the output stage weigh most); 35% leaves a margin so a
-/// sparse layer is never slower than dense.
+/// dense one with no zero blocks, 1.0-1.2x at 30%, 1.1-1.5x at 50% and
+/// 1.3-2.4x at 80%; the smallest layers (24 output channels, where packing and
+/// the output stage weigh most) break even just below 30%, so 35% leaves a
+/// margin and a sparse layer is never slower than dense.
 pub const SPARSE_MIN_ZERO_BLOCKS: f64 = 0.35;
 
 /// Options of [`lower_int8_with`].
