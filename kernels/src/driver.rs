@@ -2,7 +2,7 @@
 //! kernel path (im2row into caller scratch, then `gemm_nt`), so every path's
 //! fast gemm serves 1x1, kxk, strided, dilated and padded convolutions alike.
 
-use crate::reference::{ConvGeometry, QConvParams, QOut};
+use crate::reference::{sparse_scratch_len, ConvGeometry, QConvParams, QOut, SparseWeights};
 use crate::table::KernelSet;
 use crate::Requant;
 
@@ -37,6 +37,29 @@ pub fn fold_bias(weights: &[i8], bias: &[i32], k: usize, in_zp: i32) -> Option<V
             (v.abs() <= (1i64 << 30) + (1i64 << 29)).then_some(v as i32)
         })
         .collect()
+}
+
+/// [`fold_bias`] for block-sparse weights: the row sums of the stored blocks
+/// are the dense row sums (skipped blocks are zeros), so the folded bias, and
+/// therefore the output, is the dense driver's.
+#[cfg(feature = "std")]
+pub fn fold_bias_sparse(w: &SparseWeights, bias: &[i32], in_zp: i32) -> Option<Vec<i32>> {
+    if bias.len() != w.m() {
+        return None;
+    }
+    bias.iter()
+        .enumerate()
+        .map(|(o, &b)| {
+            let v = b as i64 - in_zp as i64 * w.row_sum(o);
+            (v.abs() <= (1i64 << 30) + (1i64 << 29)).then_some(v as i32)
+        })
+        .collect()
+}
+
+/// Scratch bytes [`qs8_conv2d_gemm_sparse`] needs for `g`: the im2row tile
+/// plus the sparse kernels' packed panel.
+pub fn sparse_conv_scratch_len(g: &ConvGeometry) -> usize {
+    conv_scratch_len(g) + sparse_scratch_len(CONV_TILE.min(g.out_h * g.out_w), g.k())
 }
 
 /// Copies output pixels `p0..p0+t` of `g`'s receptive fields into `rows`
@@ -121,6 +144,59 @@ pub fn qs8_conv2d_gemm(
             &mut output[p0..],
             p,
             1,
+        );
+        p0 += t;
+    }
+}
+
+/// Ungrouped int8 convolution with block-sparse weights (`w.m() == g.out_c`,
+/// `w.k() == g.k()`): im2row tiles as [`qs8_conv2d_gemm`], then
+/// `ks.gemm_nt_sparse`. Bit-identical to [`crate::reference::qs8_conv2d`] on
+/// the dense weights. `folded_bias` comes from [`fold_bias_sparse`];
+/// `scratch.len() >= sparse_conv_scratch_len(g)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_gemm_sparse(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    w: &SparseWeights,
+    folded_bias: &[i32],
+    rq: &[Requant],
+    scratch: &mut [i8],
+    output: &mut [i8],
+) {
+    assert!(
+        w.m() == g.out_c && w.k() == g.k(),
+        "qs8_conv2d_gemm_sparse: weights are {}x{}, geometry wants {}x{}",
+        w.m(),
+        w.k(),
+        g.out_c,
+        g.k()
+    );
+    let p = g.out_h * g.out_w;
+    let k = g.k();
+    let out = QOut {
+        out_zp: q.out_zp,
+        act_min: q.act_min,
+        act_max: q.act_max,
+    };
+    let (rows, pack) = scratch.split_at_mut(conv_scratch_len(g));
+    let mut p0 = 0;
+    while p0 < p {
+        let t = CONV_TILE.min(p - p0);
+        im2row(g, input, q.in_zp as i8, p0, t, rows);
+        (ks.gemm_nt_sparse.run)(
+            t,
+            w,
+            &rows[..t * k],
+            folded_bias,
+            rq,
+            &out,
+            &mut output[p0..],
+            p,
+            1,
+            pack,
         );
         p0 += t;
     }
@@ -309,6 +385,39 @@ mod tests {
                     let mut scratch = vec![0i8; conv_scratch_len(&g)];
                     qs8_conv2d_gemm(ks, &g, &q, &x, &w, &fb, &rq, &mut scratch, &mut got);
                     assert_eq!(got, want, "{isa:?} {g:?} zp {in_zp}");
+                }
+                // The same weights with blocks zeroed, through the sparse driver.
+                let mut ws = w.clone();
+                for (bi, blk) in ws.chunks_mut(crate::reference::SPARSE_BLOCK).enumerate() {
+                    if (bi * 7 + oc) % 10 < 8 {
+                        blk.fill(0);
+                    }
+                }
+                let mut want = vec![0i8; g.output_len()];
+                crate::reference::qs8_conv2d(&g, &q, &x, &ws, &b, &rq, &mut want);
+                let sp = crate::reference::pack_sparse(oc, g.k(), &ws).unwrap();
+                let fb = fold_bias_sparse(&sp.view(), &b, in_zp).unwrap();
+                assert_eq!(fb, fold_bias(&ws, &b, g.k(), in_zp).unwrap());
+                for isa in Isa::ALL {
+                    let ks = if isa == Isa::Scalar {
+                        &SCALAR
+                    } else {
+                        kernels_for(isa)
+                    };
+                    let mut got = vec![0i8; g.output_len()];
+                    let mut scratch = vec![0i8; sparse_conv_scratch_len(&g)];
+                    qs8_conv2d_gemm_sparse(
+                        ks,
+                        &g,
+                        &q,
+                        &x,
+                        &sp.view(),
+                        &fb,
+                        &rq,
+                        &mut scratch,
+                        &mut got,
+                    );
+                    assert_eq!(got, want, "sparse {isa:?} {g:?} zp {in_zp}");
                 }
             }
         }

@@ -21,7 +21,7 @@
 
 use crate::isa::Isa;
 use crate::reference::{
-    self, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut,
+    self, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut, SparseWeights,
 };
 use crate::requant::Requant;
 use crate::shape::Dims;
@@ -34,6 +34,10 @@ pub type GemmNtFn =
 /// `(m, n, k, a, b, bias, scale, act_min, act_max, out, rs, cs)`.
 pub type GemmNtF32Fn =
     fn(usize, usize, usize, &[i8], &[i8], &[i32], &[f32], f32, f32, &mut [f32], usize, usize);
+
+/// [`reference::qs8_gemm_nt_sparse`]: `(n, a, b, bias, rq, q, out, rs, cs, scratch)`.
+pub type GemmNtSparseFn =
+    fn(usize, &SparseWeights, &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize, usize, &mut [i8]);
 
 /// Depthwise [`reference::qs8_conv2d`]: `(g, q, input, weights, bias, rq, output)`.
 ///
@@ -71,6 +75,7 @@ pub struct KernelSet {
     pub isa: Isa,
     pub gemm_nt: Kernel<GemmNtFn>,
     pub gemm_nt_f32out: Kernel<GemmNtF32Fn>,
+    pub gemm_nt_sparse: Kernel<GemmNtSparseFn>,
     pub dwconv2d: Kernel<DwConvFn>,
     pub vadd: Kernel<VaddFn>,
     pub vmul: Kernel<VmulFn>,
@@ -81,10 +86,11 @@ pub struct KernelSet {
 
 impl KernelSet {
     /// The names of all ops of the row, in field order (for reports and tests).
-    pub fn names(&self) -> [&'static str; 8] {
+    pub fn names(&self) -> [&'static str; 9] {
         [
             self.gemm_nt.name,
             self.gemm_nt_f32out.name,
+            self.gemm_nt_sparse.name,
             self.dwconv2d.name,
             self.vadd.name,
             self.vmul.name,
@@ -105,6 +111,10 @@ pub const SCALAR: KernelSet = KernelSet {
     gemm_nt_f32out: Kernel {
         name: "qs8_gemm_nt_f32out",
         run: reference::qs8_gemm_nt_f32out,
+    },
+    gemm_nt_sparse: Kernel {
+        name: "qs8_gemm_nt_sparse",
+        run: reference::qs8_gemm_nt_sparse,
     },
     // The general convolution restricted to depthwise geometries.
     dwconv2d: Kernel {
@@ -146,6 +156,10 @@ pub const AVX2: KernelSet = {
         gemm_nt_f32out: Kernel {
             name: "qs8_gemm_nt_f32out__avx2",
             run: x::qs8_gemm_nt_f32out__avx2,
+        },
+        gemm_nt_sparse: Kernel {
+            name: "qs8_gemm_nt_sparse__avx2",
+            run: x::qs8_gemm_nt_sparse__avx2,
         },
         dwconv2d: Kernel {
             name: "qs8_dwconv2d__avx2",
@@ -189,6 +203,11 @@ pub const NEON: KernelSet = {
             name: "qs8_gemm_nt_f32out__neon",
             run: a::qs8_gemm_nt_f32out__neon,
         },
+        // Baseline Advanced SIMD (`smlal` by lane) serves every aarch64 row.
+        gemm_nt_sparse: Kernel {
+            name: "qs8_gemm_nt_sparse__neon",
+            run: a::qs8_gemm_nt_sparse__neon,
+        },
         ..SCALAR
     }
 };
@@ -208,6 +227,11 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_gemm_nt_f32out__dotprod",
             run: a::qs8_gemm_nt_f32out__dotprod,
         },
+        // Baseline Advanced SIMD (`smlal` by lane) serves every aarch64 row.
+        gemm_nt_sparse: Kernel {
+            name: "qs8_gemm_nt_sparse__dotprod",
+            run: a::qs8_gemm_nt_sparse__neon,
+        },
         ..SCALAR
     }
 };
@@ -226,6 +250,11 @@ pub const I8MM: KernelSet = {
         gemm_nt_f32out: Kernel {
             name: "qs8_gemm_nt_f32out__i8mm",
             run: a::qs8_gemm_nt_f32out__i8mm,
+        },
+        // Baseline Advanced SIMD (`smlal` by lane) serves every aarch64 row.
+        gemm_nt_sparse: Kernel {
+            name: "qs8_gemm_nt_sparse__i8mm",
+            run: a::qs8_gemm_nt_sparse__neon,
         },
         ..SCALAR
     }

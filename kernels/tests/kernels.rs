@@ -15,7 +15,8 @@
 //! that `requantize(..) + out_zp` cannot overflow i32.
 
 use strix_kernels::reference::{
-    ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut,
+    pack_sparse, sparse_scratch_len, ConvGeometry, PoolGeometry, QAddParams, QConvParams,
+    QMulParams, QOut, SPARSE_BLOCK,
 };
 use strix_kernels::shape::Dims;
 use strix_kernels::table::{self, KernelSet, SCALAR};
@@ -200,6 +201,77 @@ fn check_gemm_nt(row: &KernelSet, rng: &mut Rng) -> usize {
                 assert_same(row.gemm_nt_f32out.name, &case, &bits(&got), &bits(&want));
                 cases += 2;
             }
+        }
+    }
+    cases
+}
+
+/// Reductions for the sparse gemm: around whole 4-blocks and the 8/16-wide
+/// steps, plus realistic conv depths.
+const SPARSE_KS: [usize; 12] = [1, 2, 3, 4, 5, 7, 8, 13, 16, 33, 96, 291];
+/// Column counts around the 8-column groups and 4-group tiles.
+const SPARSE_NS: [usize; 9] = [1, 3, 7, 8, 9, 16, 24, 33, 64];
+
+/// `row.gemm_nt_sparse` on block-pruned weights against the dense reference
+/// gemm on the same (dense) weights, at 0%, 50%, 80% and 100% zero blocks
+/// (100%: every row empty, the output is `requantize(bias)`).
+fn check_gemm_nt_sparse(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &k in &SPARSE_KS {
+        for &m in &[1usize, 3, 4, 5, 17] {
+            let n = rng.pick(&SPARSE_NS);
+            let sparsity = rng.pick(&[0.0, 0.5, 0.8, 1.0]);
+            let mut a = rng.weights(m * k);
+            for i in 0..m {
+                for blk in a[i * k..(i + 1) * k].chunks_mut(SPARSE_BLOCK) {
+                    if rng.unit() < sparsity {
+                        blk.fill(0);
+                    } else if rng.usize(0, 3) == 0 {
+                        // Zeros inside a stored block.
+                        let l = rng.usize(0, blk.len() - 1);
+                        blk[l] = 0;
+                    }
+                }
+            }
+            let sp = pack_sparse(m, k, &a).unwrap();
+            let b = rng.i8s(n * k);
+            let bias = rng.biases(m);
+            let typical = 128.0 * 64.0 * (k as f64).sqrt();
+            let rq: Vec<Requant> = (0..m).map(|_| rng.requant(typical)).collect();
+            let (act_min, act_max) = rng.act_bounds();
+            let q = QOut {
+                out_zp: rng.zp(),
+                act_min,
+                act_max,
+            };
+            let (rs, cs, len) = match rng.usize(0, 2) {
+                0 => (n, 1, m * n),
+                1 => (1, m, m * n),
+                _ => (n + 3, 1, m * (n + 3)),
+            };
+            let mut want = vec![0x55i8; len];
+            let mut got = want.clone();
+            (SCALAR.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut want, rs, cs);
+            // An odd offset: kernels must align their panel themselves.
+            let mut scratch = vec![0x7fi8; sparse_scratch_len(n, k) + 1];
+            (row.gemm_nt_sparse.run)(
+                n,
+                &sp.view(),
+                &b,
+                &bias,
+                &rq,
+                &q,
+                &mut got,
+                rs,
+                cs,
+                &mut scratch[1..],
+            );
+            let case = format!(
+                "m={m} n={n} k={k} sparsity={sparsity} blocks={} rs={rs} cs={cs} q={q:?} rq={rq:?} bias={bias:?}",
+                sp.blocks.len()
+            );
+            assert_same(row.gemm_nt_sparse.name, &case, &got, &want);
+            cases += 1;
         }
     }
     cases
@@ -415,6 +487,7 @@ fn check_row(row: &KernelSet) -> usize {
         .map(|seed| {
             let mut rng = Rng::new(0x5752_4958 + seed);
             check_gemm_nt(row, &mut rng)
+                + check_gemm_nt_sparse(row, &mut rng)
                 + check_dwconv(row, &mut rng)
                 + check_binary(row, &mut rng)
                 + check_pools(row, &mut rng)
@@ -476,6 +549,16 @@ fn every_path_matches_the_reference() {
         missing.is_empty(),
         "STRIX_REQUIRE_ISA paths not exercised: {missing:?}"
     );
+}
+
+/// The sparse reference itself against the dense reference (the grid above
+/// skips the reference row).
+#[test]
+fn sparse_reference_matches_dense_reference() {
+    let cases: usize = (0..4u64)
+        .map(|seed| check_gemm_nt_sparse(&SCALAR, &mut Rng::new(0x5350_4152 + seed)))
+        .sum();
+    assert!(cases > 0);
 }
 
 #[test]

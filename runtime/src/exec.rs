@@ -358,6 +358,25 @@ fn exec(
                 }
             }
         }
+        (Op::QConvSparse { geom, q }, Out::I8(o)) => {
+            let (x, vals, blocks, row_ptr, rq) = (
+                s.i8(inp(0))?,
+                s.i8(inp(1))?,
+                s.i32(inp(2))?,
+                s.i32(inp(3))?,
+                s.requant(inp(5))?,
+            );
+            // O(out_c + blocks), no allocation: the view's invariants are
+            // what keep the kernels in bounds.
+            let w = k::SparseWeights::new(geom.out_c, geom.k(), row_ptr, blocks, vals)
+                .map_err(|e| format!("sparse weights: {e}"))?;
+            let fb = folded.ok_or("sparse conv: bias folding failed")?;
+            let (il, ol) = (geom.input_len(), geom.output_len());
+            for bi in 0..shape(0)[0] {
+                let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
+                drv::qs8_conv2d_gemm_sparse(ks, geom, q, xi, &w, fb, rq, wk.scratch(), oi);
+            }
+        }
         (
             Op::QConvF32 {
                 geom,

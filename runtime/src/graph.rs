@@ -78,6 +78,15 @@ pub enum Op {
         geom: ConvGeometry,
         q: QConvParams,
     },
+    /// Ungrouped int8 conv with block-sparse weights (1x4 blocks along the
+    /// reduction, block CSR: see `strix_kernels::reference::SparseWeights`);
+    /// inputs `[x, values (i8, 4 per stored block), blocks (i32 block column
+    /// per stored block), row_ptr (i32, out_c + 1), bias (i32), requant]`.
+    /// Output bit-identical to `QConv` on the dense weights.
+    QConvSparse {
+        geom: ConvGeometry,
+        q: QConvParams,
+    },
     /// int8 conv with f32 output (a layer feeding f32 ops); inputs
     /// `[x, w (i8), bias (i32), scale (f32 per output channel = s_in * s_w)]`.
     QConvF32 {
@@ -181,6 +190,7 @@ impl Op {
         match self {
             Op::Conv { .. } => "Conv",
             Op::QConv { .. } => "QConv",
+            Op::QConvSparse { .. } => "QConvSparse",
             Op::QConvF32 { .. } => "QConvF32",
             Op::QGemmF32 { .. } => "QGemmF32",
             Op::Gemm { .. } => "Gemm",
@@ -209,9 +219,11 @@ impl Op {
     /// Multiply-accumulates per inference (0 for ops that do not multiply).
     pub fn macs(&self, batch: usize) -> u64 {
         match self {
-            Op::Conv { geom, .. } | Op::QConv { geom, .. } | Op::QConvF32 { geom, .. } => {
-                (geom.macs() * batch) as u64
-            }
+            // Dense MACs for sparse convs too (the work of the dense layer).
+            Op::Conv { geom, .. }
+            | Op::QConv { geom, .. }
+            | Op::QConvSparse { geom, .. }
+            | Op::QConvF32 { geom, .. } => (geom.macs() * batch) as u64,
             Op::Gemm {
                 m, n, k, batch: b, ..
             } => (m * n * k * b) as u64,
@@ -254,6 +266,21 @@ pub struct Consts {
 impl Consts {
     pub fn bytes(&self) -> usize {
         self.i8.len() + 4 * (self.i32.len() + self.f32.len())
+    }
+}
+
+impl Node {
+    /// For a [`Op::QConvSparse`] node: `(stored blocks, dense blocks)`, i.e.
+    /// the fraction of the weight's 1x4 blocks that are kept.
+    pub fn sparse_blocks(&self, g: &Graph) -> Option<(usize, usize)> {
+        match &self.op {
+            Op::QConvSparse { geom, .. } => {
+                let stored = g.tensors.get(*self.inputs.get(2)?)?.len();
+                let kb = geom.k().div_ceil(strix_kernels::reference::SPARSE_BLOCK);
+                Some((stored, geom.out_c * kb))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 //! the gemm drivers, and the scratch size is computed, all before `run`.
 
 use crate::graph::{Consts, Graph, Op, Storage};
-use strix_kernels::driver::{conv_scratch_len, fold_bias, uses_gemm, CONV_TILE};
-use strix_kernels::reference::ConvGeometry;
+use strix_kernels::driver::{
+    conv_scratch_len, fold_bias, fold_bias_sparse, sparse_conv_scratch_len, uses_gemm, CONV_TILE,
+};
+use strix_kernels::reference::{ConvGeometry, SparseWeights};
 use strix_kernels::table::{kernels_for, KernelSet, SCALAR};
 use strix_kernels::Isa;
 
@@ -38,6 +40,24 @@ impl Prepared {
             .iter()
             .map(|n| {
                 let (k, zp) = match &n.op {
+                    Op::QConvSparse { geom, q } => {
+                        scratch = scratch.max(sparse_conv_scratch_len(geom));
+                        let span = |i: usize| {
+                            let t = &g.tensors[n.inputs[i]];
+                            konst(n.inputs[i])..konst(n.inputs[i]) + t.len()
+                        };
+                        // Validated at load; `None` here only for an
+                        // unvalidated graph, which `exec` then reports.
+                        let sw = SparseWeights::new(
+                            geom.out_c,
+                            geom.k(),
+                            c.i32.get(span(3))?,
+                            c.i32.get(span(2))?,
+                            c.i8.get(span(1))?,
+                        )
+                        .ok()?;
+                        return fold_bias_sparse(&sw, c.i32.get(span(4))?, q.in_zp);
+                    }
                     Op::QConv { geom, q } if uses_gemm(geom) => {
                         scratch = scratch.max(conv_scratch_len(geom));
                         tile = tile.max(conv_tile_len(geom));

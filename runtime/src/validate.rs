@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Consts, DType, Graph, Node, Op, Storage, Tensor};
-use strix_kernels::reference::ConvGeometry;
+use strix_kernels::driver::fold_bias_sparse;
+use strix_kernels::reference::{ConvGeometry, SparseWeights};
 use strix_kernels::shape::{broadcast_shape, MAX_RANK};
 
 /// Largest reduction the int8 kernels accept (their documented overflow bound).
@@ -261,6 +262,47 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             want(
                 zp_ok(q.in_zp) && zp_ok(q.out_zp) && q.act_min <= q.act_max,
                 || "bad zero point".into(),
+            )?;
+        }
+        Op::QConvSparse { geom, q } => {
+            arity(6, 6)?;
+            dtypes(0, DType::I8)?;
+            dtypes(1, DType::I8)?;
+            dtypes(2, DType::I32)?;
+            dtypes(3, DType::I32)?;
+            dtypes(4, DType::I32)?;
+            out_dt(DType::I8)?;
+            conv_ok(geom, t(0), out)?;
+            want(geom.groups == 1, || {
+                format!("sparse conv must be ungrouped, has {} groups", geom.groups)
+            })?;
+            want((1..=4).all(is_const), || {
+                "sparse weights, blocks, row_ptr and bias must be constants".into()
+            })?;
+            let konst = |k: usize| match t(k).storage {
+                Storage::Const { offset } => offset..offset + t(k).len(),
+                Storage::Arena { .. } => 0..0,
+            };
+            let sw = SparseWeights::new(
+                geom.out_c,
+                geom.k(),
+                &c.i32[konst(3)],
+                &c.i32[konst(2)],
+                &c.i8[konst(1)],
+            )
+            .map_err(|e| format!("sparse weights: {e}"))?;
+            want(t(4).len() == geom.out_c, || "bias size".into())?;
+            rq_ok(5, geom.out_c)?;
+            want(geom.k() <= MAX_QS8_REDUCTION, || {
+                format!("reduction {} exceeds the int8 bound", geom.k())
+            })?;
+            want(
+                zp_ok(q.in_zp) && zp_ok(q.out_zp) && q.act_min <= q.act_max,
+                || "bad zero point".into(),
+            )?;
+            want(
+                fold_bias_sparse(&sw, &c.i32[konst(4)], q.in_zp).is_some(),
+                || "bias with the folded input zero point exceeds the int8 bound".into(),
             )?;
         }
         Op::QConvF32 {

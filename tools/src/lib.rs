@@ -34,7 +34,8 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
     pb
 }
 
-/// Compiles `onnx` and writes the `.strix` file; returns the model.
+/// Compiles `onnx` and writes the `.strix` file; returns the model. Sparse
+/// convs are detected unless `STRIX_NO_SPARSE` is set (see [`convert_with`]).
 pub fn convert(
     onnx_path: &Path,
     calib: &[PathBuf],
@@ -43,6 +44,25 @@ pub fn convert(
     method: calib::Method,
     fp32: bool,
     report: bool,
+) -> Result<Model> {
+    let opts = lower::Int8Options {
+        sparse: std::env::var_os("STRIX_NO_SPARSE").is_none(),
+    };
+    convert_with(onnx_path, calib, out, config, method, fp32, report, opts)
+}
+
+/// [`convert`] with explicit int8 lowering options (`opts.sparse = false`:
+/// never emit block-sparse convs, the `--no-sparse` of `strix convert`).
+#[allow(clippy::too_many_arguments)]
+pub fn convert_with(
+    onnx_path: &Path,
+    calib: &[PathBuf],
+    out: &Path,
+    config: Option<&Path>,
+    method: calib::Method,
+    fp32: bool,
+    report: bool,
+    opts: lower::Int8Options,
 ) -> Result<Model> {
     let meta = config::load(config, onnx_path)?;
     let mut cg =
@@ -67,7 +87,7 @@ pub fn convert(
         let pb = bar(2 * samples.len() as u64, "calibrating");
         let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
         pb.finish_and_clear();
-        let lowered = lower::lower_int8(&cg, &stats, method)?;
+        let lowered = lower::lower_int8_with(&cg, &stats, method, opts)?;
         if report {
             println!(
                 "{:<40} {:<10} {:>10} {:>10}",
@@ -104,6 +124,15 @@ fn precision(op: &Op, out: DType) -> &'static str {
     }
 }
 
+/// Fraction of zero blocks of a sparse layer storing `stored` of `total` blocks.
+fn sparsity(stored: usize, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        1.0 - stored as f64 / total as f64
+    }
+}
+
 pub fn inspect(path: &Path, json: bool) -> Result<()> {
     let m = Model::load(path)?;
     let g = &m.graph;
@@ -112,10 +141,15 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
         .iter()
         .map(|n| {
             let o = &g.tensors[n.output];
-            serde_json::json!({
+            let mut j = serde_json::json!({
                 "name": n.name, "op": n.op.name(), "precision": precision(&n.op, o.dtype),
                 "output_shape": o.shape, "macs": n.op.macs(o.shape.first().copied().unwrap_or(1)),
-            })
+            });
+            if let Some((stored, total)) = n.sparse_blocks(g) {
+                j["sparse_blocks"] = serde_json::json!({"stored": stored, "total": total});
+                j["sparsity"] = serde_json::json!(sparsity(stored, total));
+            }
+            j
         })
         .collect();
     let int8_macs: u64 = g
@@ -147,8 +181,17 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
     );
     for (i, n) in g.nodes.iter().enumerate() {
         let o = &g.tensors[n.output];
+        let sparse = n
+            .sparse_blocks(g)
+            .map(|(s, t)| {
+                format!(
+                    "  [sparse: {:.1}% zero 1x4 blocks, {s}/{t} stored]",
+                    100.0 * sparsity(s, t)
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{:<4} {:<11} {:<10} {:<22} {:>12}  {}",
+            "{:<4} {:<11} {:<10} {:<22} {:>12}  {}{sparse}",
             i,
             n.op.name(),
             precision(&n.op, o.dtype),

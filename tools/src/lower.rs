@@ -248,6 +248,21 @@ fn weight_consts(
     in_scale: f32,
 ) -> (usize, usize, Vec<f32>) {
     let name = &cg.values[n.output].name;
+    let (wq, bq, ws) = quantized_weights(cg, n, rows, kn, in_scale);
+    let wt = b.const_i8(&format!("{name}#w"), &[wq.len()], &wq);
+    let bt = b.const_i32(&format!("{name}#b"), &[rows], &bq);
+    (wt, bt, ws)
+}
+
+/// The int8 weights (`[rows][k]`), int32 bias and per-row weight scales of a
+/// conv or gemm node (gemm weights `[k][n]` are transposed when `kn` is given).
+fn quantized_weights(
+    cg: &CGraph,
+    n: &crate::ir::CNode,
+    rows: usize,
+    kn: Option<(usize, usize)>,
+    in_scale: f32,
+) -> (Vec<i8>, Vec<i32>, Vec<f32>) {
     let mut w = cg.values[n.inputs[1]]
         .konst
         .as_ref()
@@ -268,13 +283,54 @@ fn weight_consts(
         .expect("constant bias")
         .as_f32();
     let (wq, ws) = quantize_weights(&w, rows);
-    let wt = b.const_i8(&format!("{name}#w"), &[wq.len()], &wq);
-    let bt = b.const_i32(
-        &format!("{name}#b"),
-        &[rows],
-        &bias_i32(&bias, in_scale, &ws),
-    );
-    (wt, bt, ws)
+    let bq = bias_i32(&bias, in_scale, &ws);
+    (wq, bq, ws)
+}
+
+/// Smallest fraction of all-zero 1x4 weight blocks (after quantization) at
+/// which an int8 conv is emitted as [`Op::QConvSparse`]. From
+/// `kernels/examples/sparse_speed.rs` on AVX2: the sparse conv is ~0.9x the
+/// dense one with no zero blocks, 1.0-1.2x at 30%, 1.1-1.5x at 50% and
+/// 1.3-2.4x at 80%; the smallest layers (24 output channels, where packing and
+/// the output stage weigh most) break even just below 30%, so 35% leaves a
+/// margin and a sparse layer is never slower than dense.
+pub const SPARSE_MIN_ZERO_BLOCKS: f64 = 0.35;
+
+/// Options of [`lower_int8_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Options {
+    /// Emit [`Op::QConvSparse`] for ungrouped convs whose quantized weights
+    /// have at least [`SPARSE_MIN_ZERO_BLOCKS`] all-zero blocks (models
+    /// pruned in blocks, or arriving with zeros from training). Off gives the
+    /// dense graph, with bit-identical outputs.
+    pub sparse: bool,
+}
+
+impl Default for Int8Options {
+    fn default() -> Self {
+        Int8Options { sparse: true }
+    }
+}
+
+/// The block-sparse form of a conv's quantized weights when the sparse
+/// kernels run it faster (ungrouped, at least [`SPARSE_MIN_ZERO_BLOCKS`] zero
+/// blocks) and can run it (the folded bias is in range; the dense op would
+/// otherwise fall back to the reference conv).
+fn sparse_weights(
+    geom: &k::ConvGeometry,
+    q: &QConvParams,
+    wq: &[i8],
+    bq: &[i32],
+) -> Option<k::SparseOwned> {
+    let kk = geom.k();
+    if !strix_kernels::driver::uses_gemm(geom)
+        || k::zero_block_fraction(geom.out_c, kk, wq) < SPARSE_MIN_ZERO_BLOCKS
+    {
+        return None;
+    }
+    let sp = k::pack_sparse(geom.out_c, kk, wq)?;
+    strix_kernels::driver::fold_bias_sparse(&sp.view(), bq, q.in_zp)?;
+    Some(sp)
 }
 
 /// Why a node runs in f32 (shown by `inspect` through the op names).
@@ -410,11 +466,21 @@ pub struct Lowered {
     pub value_tensor: Vec<Option<usize>>,
 }
 
-/// Int8 lowering with f32 islands.
+/// Int8 lowering with f32 islands (default [`Int8Options`]).
 pub fn lower_int8(
     cg: &CGraph,
     stats: &HashMap<usize, Stats>,
     method: crate::calib::Method,
+) -> Result<Lowered> {
+    lower_int8_with(cg, stats, method, Int8Options::default())
+}
+
+/// Int8 lowering with f32 islands.
+pub fn lower_int8_with(
+    cg: &CGraph,
+    stats: &HashMap<usize, Stats>,
+    method: crate::calib::Method,
+    opts: Int8Options,
 ) -> Result<Lowered> {
     let mut b = Builder::default();
     let nv = cg.values.len();
@@ -554,12 +620,7 @@ pub fn lower_int8(
             COp::Conv { geom, act } => {
                 let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
                 let oq = q_of(n.output)?;
-                let (wt, bt, ws) = weight_consts(&mut b, cg, n, geom.out_c, None, xq.scale);
-                let rt = b.const_i32(
-                    &format!("{}#rq", ov.name),
-                    &[geom.out_c, 2],
-                    &requant_table(xq.scale, &ws, oq.scale),
-                );
+                let (wq, bq, ws) = quantized_weights(cg, n, geom.out_c, None, xq.scale);
                 let (act_min, act_max) = act_bounds(*act, oq);
                 let q = QConvParams {
                     in_zp: xq.zero_point,
@@ -567,7 +628,42 @@ pub fn lower_int8(
                     act_min,
                     act_max,
                 };
-                (Op::QConv { geom: *geom, q }, vec![x, wt, bt, rt], oq)
+                let sparse = if opts.sparse {
+                    sparse_weights(geom, &q, &wq, &bq)
+                } else {
+                    None
+                };
+                let (wts, op) = match sparse {
+                    Some(sp) => {
+                        let vt =
+                            b.const_i8(&format!("{}#w", ov.name), &[sp.values.len()], &sp.values);
+                        let kt = b.const_i32(
+                            &format!("{}#blocks", ov.name),
+                            &[sp.blocks.len()],
+                            &sp.blocks,
+                        );
+                        let rp = b.const_i32(
+                            &format!("{}#row_ptr", ov.name),
+                            &[sp.row_ptr.len()],
+                            &sp.row_ptr,
+                        );
+                        (vec![vt, kt, rp], Op::QConvSparse { geom: *geom, q })
+                    }
+                    None => {
+                        let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
+                        (vec![wt], Op::QConv { geom: *geom, q })
+                    }
+                };
+                let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bq);
+                let rt = b.const_i32(
+                    &format!("{}#rq", ov.name),
+                    &[geom.out_c, 2],
+                    &requant_table(xq.scale, &ws, oq.scale),
+                );
+                let mut ins = vec![x];
+                ins.extend(wts);
+                ins.extend([bt, rt]);
+                (op, ins, oq)
             }
             COp::Gemm {
                 m,

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use strix_tools::{calib, convert, demo, eval, inspect, run};
+use strix_tools::{calib, convert_with, demo, eval, inspect, run};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,10 @@ enum Cmd {
         /// Print each layer's int8-vs-f32 error on the first calibration sample.
         #[arg(long)]
         report: bool,
+        /// Never emit block-sparse convs (also: env STRIX_NO_SPARSE); the
+        /// outputs are bit-identical either way.
+        #[arg(long)]
+        no_sparse: bool,
     },
     /// Show a model's ops, precision per op, sizes and memory plan.
     Inspect {
@@ -104,7 +108,8 @@ fn main() {
             method,
             fp32,
             report,
-        } => convert(
+            no_sparse,
+        } => convert_with(
             &model,
             &calib,
             &output,
@@ -112,6 +117,9 @@ fn main() {
             method,
             fp32,
             report,
+            strix_tools::lower::Int8Options {
+                sparse: !no_sparse && std::env::var_os("STRIX_NO_SPARSE").is_none(),
+            },
         )
         .map(|_| ()),
         Cmd::Inspect { model, json } => inspect(&model, json),

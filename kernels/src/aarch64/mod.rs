@@ -28,6 +28,7 @@
 mod dotprod;
 mod i8mm;
 mod neon;
+mod sparse;
 
 mod sink;
 
@@ -35,6 +36,8 @@ use crate::reference::QOut;
 use crate::requant::Requant;
 pub(crate) use sink::Sink;
 use sink::{check_inputs, F32Sink, I8Sink};
+
+pub use sparse::qs8_gemm_nt_sparse__neon;
 
 /// Whether the CPU implements FEAT_DotProd.
 #[inline(always)]

@@ -11,6 +11,7 @@ mod movement;
 mod pool;
 mod resize;
 mod softmax;
+mod sparse;
 
 pub use conv::{f32_conv2d, qs8_conv2d, qs8_conv2d_f32out, ConvGeometry, QConvParams};
 pub use elementwise::{
@@ -24,3 +25,9 @@ pub use movement::{concat, gather, pad_constant, qs8_requantize_copy, slice, tra
 pub use pool::{f32_pool2d, qs8_avgpool2d, qs8_maxpool2d, PoolGeometry};
 pub use resize::{f32_resize, qs8_resize, CoordMode, ResizeGeometry, ResizeKind};
 pub use softmax::{f32_reduce_mean, f32_softmax};
+#[cfg(feature = "std")]
+pub use sparse::{pack_sparse, SparseOwned};
+pub use sparse::{
+    qs8_gemm_nt_sparse, sparse_scratch_len, zero_block_fraction, SparseError, SparseWeights,
+    SPARSE_BLOCK, SPARSE_SCRATCH_ALIGN,
+};

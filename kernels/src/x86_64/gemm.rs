@@ -487,7 +487,7 @@ struct Blk {
 /// `8 * ceil(k / 2)` dwords.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn pack_b_group(b: *const i8, valid: usize, k: usize, dst: *mut i32) {
+pub(super) unsafe fn pack_b_group(b: *const i8, valid: usize, k: usize, dst: *mut i32) {
     let mut kk = 0;
     while kk + 16 <= k {
         let mut r = [_mm256_setzero_si256(); 8];

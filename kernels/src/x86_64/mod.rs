@@ -20,11 +20,13 @@ mod elementwise;
 mod gemm;
 mod pool;
 mod requant;
+mod sparse;
 
 pub use dwconv::qs8_dwconv2d__avx2;
 pub use elementwise::{qs8_requantize_copy__avx2, qs8_vadd__avx2, qs8_vmul__avx2};
 pub use gemm::{qs8_gemm_nt__avx2, qs8_gemm_nt_f32out__avx2};
 pub use pool::{qs8_avgpool2d__avx2, qs8_maxpool2d__avx2};
+pub use sparse::qs8_gemm_nt_sparse__avx2;
 
 /// Whether the AVX2 code may run (cached by std: one relaxed atomic load).
 #[inline(always)]
