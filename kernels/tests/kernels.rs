@@ -279,12 +279,17 @@ fn check_gemm_nt_sparse(row: &KernelSet, rng: &mut Rng) -> usize {
 
 fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
     let mut cases = 0;
-    for &in_w in &SIZES {
+    // 112 and 140: the AVX2 padded-plane path's largest map and one past it.
+    for &in_w in SIZES.iter().chain(&[112, 140]) {
         for &stride in &[1usize, 2, 3] {
-            for &kw in &[1usize, 3, 5] {
-                for _ in 0..6 {
+            for &kw in &[1usize, 2, 3, 5, 7] {
+                for _ in 0..4 {
                     let c = rng.pick(&[1usize, 3, 8]);
-                    let in_h = rng.pick(&SIZES[..6]);
+                    let in_h = if in_w >= 112 {
+                        in_w
+                    } else {
+                        rng.pick(&SIZES[..6])
+                    };
                     let kh = rng.pick(&[1usize, 3, 5]).min(kw.max(1) + 2);
                     let dil = if rng.usize(0, 4) == 0 { 2 } else { 1 };
                     let (pl, pr) = (rng.usize(0, kw - 1), rng.usize(0, kw - 1));

@@ -1,6 +1,9 @@
 //! Depthwise `qs8_conv2d` on AVX2, vectorised along the output width.
 //!
-//! Eight adjacent outputs of one row share a vector of i32 accumulators. For
+//! Planes up to 112x112 (nearly every depthwise layer of a small network)
+//! take [`dwconv_padded`]: an i16 copy of the channel with zero borders and
+//! taps in pairs. Larger planes and other strides take [`dwconv`]:
+//! eight adjacent outputs of one row share a vector of i32 accumulators. For
 //! each tap, `x - in_zp` (in [-255, 255], so exact in i16) is multiplied by the
 //! weight with `vpmaddwd` against `[w, 0]` pairs: for stride 1 the inputs are
 //! sign-extended to i32 lanes (the high i16 half meets the 0 weight); for
@@ -46,31 +49,71 @@ pub fn qs8_dwconv2d__avx2(
     // SAFETY: AVX2 is available and the lengths were checked above; the vector
     // loads stay inside one input row (see `vector_ok`).
     // SAFETY: AVX2 is present (checked above); buffer sizes checked above.
-    if g.stride_w <= 2 && padded_dims(g).is_some() {
+    if padded_dims(g).is_some() {
         unsafe { dwconv_padded(g, q, input, weights, bias, rq, output) }
     } else {
         unsafe { dwconv(g, q, input, weights, bias, rq, output) }
     }
 }
 
-/// Largest padded plane handled on the stack (covers 56x56 and smaller maps,
-/// where border outputs would otherwise dominate).
-const PADDED_MAX: usize = 96 * 96;
+/// Largest padded plane (in i16 elements) handled on the stack: 35 KiB,
+/// enough for 112x112 maps plus borders.
+const PADDED_MAX: usize = 132 * 132;
 
-/// Rows and row length of a plane padded with `in_zp` so that every tap of
-/// every output, with the width rounded up to 8 outputs, reads inside it.
-fn padded_dims(g: &ConvGeometry) -> Option<(usize, usize)> {
-    let load = if g.stride_w == 1 { 8 } else { 16 };
-    let out_w8 = g.out_w.div_ceil(8) * 8;
-    let pw = ((out_w8 - 8) * g.stride_w + (g.kw - 1) * g.dil_w + load).max(g.pad_left + g.in_w);
-    let ph = ((g.out_h.max(1) - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1).max(g.pad_top + g.in_h);
-    (pw * ph <= PADDED_MAX && g.out_w > 0).then_some((ph, pw))
+/// Most tap pairs per channel the padded path precomputes (a 7x7 kernel
+/// needs 28).
+const MAX_PAIRS: usize = 32;
+
+/// Outputs per vector block: 16 for stride 1, 8 for stride 2.
+fn block(g: &ConvGeometry) -> usize {
+    if g.stride_w == 1 {
+        16
+    } else {
+        8
+    }
 }
 
-/// Small planes: copy each channel into a zero-point-padded stack plane, then
-/// every output (borders included) takes the vector path; padding taps hold
-/// `in_zp` and so contribute `(in_zp - in_zp) * w = 0`, exactly like the
-/// reference, which skips them.
+/// Rows and row length of the i16 plane the padded path needs, or `None`
+/// when the geometry is not one it handles (stride 1 with any dilation, or
+/// stride 2 without horizontal dilation) or the plane is too large. Every
+/// load of every block, the width rounded up to a whole block, stays inside.
+fn padded_dims(g: &ConvGeometry) -> Option<(usize, usize)> {
+    let ok = g.stride_w == 1 || (g.stride_w == 2 && g.dil_w == 1);
+    if !ok || g.out_w == 0 || g.kh * g.kw.div_ceil(2) > MAX_PAIRS {
+        return None;
+    }
+    let ow = g.out_w.div_ceil(block(g)) * block(g);
+    // Stride 1: loads of 16 at `ox + kx * dil_w`; stride 2: loads of 16 at
+    // `2 ox + kx` (kx <= kw - 1, rounded to the pair start).
+    let need = if g.stride_w == 1 {
+        ow + (g.kw - 1) * g.dil_w
+    } else {
+        2 * ow + g.kw - 1
+    };
+    let pw = need.max(g.pad_left + g.in_w);
+    let ph = ((g.out_h.max(1) - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1).max(g.pad_top + g.in_h);
+    (pw * ph <= PADDED_MAX).then_some((ph, pw))
+}
+
+/// `[lo, hi]` as one i16 pair in an i32 (low half first, as `vpmaddwd` reads it).
+fn pair(lo: i8, hi: i8) -> i32 {
+    (lo as i16 as u16 as u32 | (hi as i16 as u16 as u32) << 16) as i32
+}
+
+/// Planes that fit on the stack: each channel is copied once into an i16
+/// plane holding `x - in_zp` (exact: within [-255, 255]) with zero borders,
+/// so every output, borders included, takes the vector path. Taps go in
+/// pairs through `vpmaddwd` (`x0 * w0 + x1 * w1` exactly in i32; each product
+/// is at most 255 * 128 in magnitude):
+/// - stride 1: the pair of adjacent taps `kx, kx + 1` of sixteen outputs is
+///   two loads interleaved by `vpunpck{l,h}wd`, which splits the outputs into
+///   lanes {0-3, 8-11} and {4-7, 12-15}; `vpackssdw` restores the order;
+/// - stride 2: the i16 pair at `2 ox + kx` is already `(x[2 ox + kx],
+///   x[2 ox + kx + 1])`, the taps `kx, kx + 1` of output `ox`: one load and
+///   one `vpmaddwd` cover two taps of eight outputs.
+///
+/// An odd last tap pairs with a zero weight. Border taps read zeros, which
+/// contribute nothing, exactly like the reference, which skips them.
 #[target_feature(enable = "avx2")]
 unsafe fn dwconv_padded(
     g: &ConvGeometry,
@@ -84,65 +127,181 @@ unsafe fn dwconv_padded(
     let Some((ph, pw)) = padded_dims(g) else {
         return;
     };
-    let mut plane = [0i8; PADDED_MAX];
+    let mut plane = [0i16; PADDED_MAX];
     let pad = &mut plane[..ph * pw];
     let in_plane = g.in_h * g.in_w;
     let taps = g.kh * g.kw;
-    let zp32 = _mm256_set1_epi32(q.in_zp);
+    let npk = g.kw.div_ceil(2);
     let zp16 = _mm256_set1_epi16(q.in_zp as i16);
     let ozp = _mm256_set1_epi32(q.out_zp);
     let lo = _mm256_set1_epi32(q.act_min as i32);
     let hi = _mm256_set1_epi32(q.act_max as i32);
+    let mut wp = [_mm256_setzero_si256(); MAX_PAIRS];
     for c in 0..g.out_c {
-        pad.fill(q.in_zp as i8);
+        // Interior rows are overwritten for every channel; the zero borders
+        // (rows and columns outside the image) are never written.
         for y in 0..g.in_h {
             let src = &input[c * in_plane + y * g.in_w..c * in_plane + (y + 1) * g.in_w];
-            let dst = (y + g.pad_top) * pw + g.pad_left;
-            pad[dst..dst + g.in_w].copy_from_slice(src);
+            let dst = &mut pad[(y + g.pad_top) * pw + g.pad_left..][..g.in_w];
+            let mut x = 0;
+            while x + 16 <= g.in_w {
+                // SAFETY: 16 bytes read from `src`, 32 written to `dst` (in bounds).
+                let v = _mm256_cvtepi8_epi16(unsafe {
+                    _mm_loadu_si128(src[x..x + 16].as_ptr() as *const __m128i)
+                });
+                let d = dst[x..x + 16].as_mut_ptr() as *mut __m256i;
+                unsafe { _mm256_storeu_si256(d, _mm256_sub_epi16(v, zp16)) };
+                x += 16;
+            }
+            for (d, &v) in dst[x..].iter_mut().zip(&src[x..]) {
+                *d = v as i16 - q.in_zp as i16;
+            }
         }
         let w = &weights[c * taps..(c + 1) * taps];
-        let r = RqV::splat(rq[c]);
-        for oy in 0..g.out_h {
-            let orow = &mut output[(c * g.out_h + oy) * g.out_w..(c * g.out_h + oy + 1) * g.out_w];
-            let mut ox = 0;
-            while ox < g.out_w {
-                let mut acc = _mm256_set1_epi32(bias[c]);
-                for ky in 0..g.kh {
-                    let row = &pad[(oy * g.stride_h + ky * g.dil_h) * pw..];
-                    for kx in 0..g.kw {
-                        let wv = _mm256_set1_epi32(w[ky * g.kw + kx] as i16 as u16 as i32);
-                        let ix = ox * g.stride_w + kx * g.dil_w;
-                        let prod = if g.stride_w == 1 {
-                            let src = row[ix..ix + 8].as_ptr();
-                            // SAFETY: 8 readable bytes (slice bound above).
-                            let x = _mm256_cvtepi8_epi32(unsafe {
-                                _mm_loadl_epi64(src as *const __m128i)
-                            });
-                            _mm256_madd_epi16(_mm256_sub_epi32(x, zp32), wv)
-                        } else {
-                            let src = row[ix..ix + 16].as_ptr();
-                            // SAFETY: 16 readable bytes (slice bound above).
-                            let x = _mm256_cvtepi8_epi16(unsafe {
-                                _mm_loadu_si128(src as *const __m128i)
-                            });
-                            _mm256_madd_epi16(_mm256_sub_epi16(x, zp16), wv)
-                        };
-                        acc = _mm256_add_epi32(acc, prod);
-                    }
-                }
-                let v = pack8(output_stage(acc, &r, ozp, lo, hi));
-                let n = (g.out_w - ox).min(8);
-                if n == 8 {
-                    // SAFETY: 8 writable bytes at orow[ox..ox + 8].
-                    unsafe { _mm_storel_epi64(orow[ox..ox + 8].as_mut_ptr() as *mut __m128i, v) };
+        for ky in 0..g.kh {
+            for p in 0..npk {
+                let kx = 2 * p;
+                let w1 = if kx + 1 < g.kw {
+                    w[ky * g.kw + kx + 1]
                 } else {
-                    let mut tmp = [0i8; 16];
-                    // SAFETY: tmp has 16 writable bytes.
-                    unsafe { _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v) };
-                    orow[ox..ox + n].copy_from_slice(&tmp[..n]);
-                }
-                ox += 8;
+                    0
+                };
+                wp[ky * npk + p] = _mm256_set1_epi32(pair(w[ky * g.kw + kx], w1));
             }
+        }
+        let st = Stage {
+            r: RqV::splat(rq[c]),
+            bias: _mm256_set1_epi32(bias[c]),
+            ozp,
+            lo,
+            hi,
+        };
+        let out = &mut output[c * g.out_h * g.out_w..(c + 1) * g.out_h * g.out_w];
+        // Constant kernel sizes let the compiler unroll the tap loops.
+        // SAFETY (all arms): AVX2 present; `pad` is the plane `padded_dims`
+        // sized for `g`, `wp` holds `kh * ceil(kw / 2)` pairs.
+        unsafe {
+            match (g.kh, g.kw, g.stride_w) {
+                (3, 3, 1) => channel_s1(g, pad, pw, &wp, &st, out, 3, 3),
+                (3, 3, _) => channel_s2(g, pad, pw, &wp, &st, out, 3, 3),
+                (5, 5, 1) => channel_s1(g, pad, pw, &wp, &st, out, 5, 5),
+                (5, 5, _) => channel_s2(g, pad, pw, &wp, &st, out, 5, 5),
+                (kh, kw, 1) => channel_s1(g, pad, pw, &wp, &st, out, kh, kw),
+                (kh, kw, _) => channel_s2(g, pad, pw, &wp, &st, out, kh, kw),
+            }
+        }
+    }
+}
+
+/// Output-stage constants of one channel.
+struct Stage {
+    r: RqV,
+    bias: __m256i,
+    ozp: __m256i,
+    lo: __m256i,
+    hi: __m256i,
+}
+
+/// Stride 1: blocks of sixteen outputs, taps in adjacent pairs.
+///
+/// Safety: AVX2; `pad` is `padded_dims(g)`'s plane (row length `pw`), so 16
+/// values at column `ox + kx * dil_w` of every tap row are inside it for
+/// every block start `ox < out_w`; `wp` holds `kh * ceil(kw / 2)` pairs;
+/// `out` is the channel's `out_h * out_w` outputs.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn channel_s1(
+    g: &ConvGeometry,
+    pad: &[i16],
+    pw: usize,
+    wp: &[__m256i; MAX_PAIRS],
+    st: &Stage,
+    out: &mut [i8],
+    kh: usize,
+    kw: usize,
+) {
+    let npk = kw.div_ceil(2);
+    let base = pad.as_ptr();
+    for oy in 0..g.out_h {
+        let orow = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
+        let mut ox = 0;
+        while ox < g.out_w {
+            let (mut a0, mut a1) = (st.bias, _mm256_setzero_si256());
+            for ky in 0..kh {
+                let row = base.add((oy * g.stride_h + ky * g.dil_h) * pw + ox);
+                let ld = |kx: usize| _mm256_loadu_si256(row.add(kx * g.dil_w) as *const __m256i);
+                for p in 0..npk {
+                    let kx = 2 * p;
+                    let x0 = ld(kx);
+                    let x1 = if kx + 1 < kw {
+                        ld(kx + 1)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    let wv = wp[ky * npk + p];
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wv));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wv));
+                }
+            }
+            // a0: outputs {0-3, 8-11}; a1 (bias added here): {4-7, 12-15}.
+            let o0 = output_stage(a0, &st.r, st.ozp, st.lo, st.hi);
+            let o1 = output_stage(_mm256_add_epi32(a1, st.bias), &st.r, st.ozp, st.lo, st.hi);
+            let h = _mm256_packs_epi32(o0, o1); // outputs 0..7 | 8..15 as i16
+            let b = _mm256_packs_epi16(h, h);
+            let v = _mm_unpacklo_epi64(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
+            let n = (g.out_w - ox).min(16);
+            if n == 16 {
+                _mm_storeu_si128(orow[ox..ox + 16].as_mut_ptr() as *mut __m128i, v);
+            } else {
+                let mut tmp = [0i8; 16];
+                _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
+                orow[ox..ox + n].copy_from_slice(&tmp[..n]);
+            }
+            ox += 16;
+        }
+    }
+}
+
+/// Stride 2 (no horizontal dilation): blocks of eight outputs; the i16 pair at
+/// `2 ox + kx` is taps `kx, kx + 1` of output `ox`.
+///
+/// Safety: as [`channel_s1`], with 16 values at column `2 ox + kx` inside.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn channel_s2(
+    g: &ConvGeometry,
+    pad: &[i16],
+    pw: usize,
+    wp: &[__m256i; MAX_PAIRS],
+    st: &Stage,
+    out: &mut [i8],
+    kh: usize,
+    kw: usize,
+) {
+    let npk = kw.div_ceil(2);
+    let base = pad.as_ptr();
+    for oy in 0..g.out_h {
+        let orow = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
+        let mut ox = 0;
+        while ox < g.out_w {
+            let mut acc = st.bias;
+            for ky in 0..kh {
+                let row = base.add((oy * g.stride_h + ky * g.dil_h) * pw + 2 * ox);
+                for p in 0..npk {
+                    let x = _mm256_loadu_si256(row.add(2 * p) as *const __m256i);
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, wp[ky * npk + p]));
+                }
+            }
+            let v = pack8(output_stage(acc, &st.r, st.ozp, st.lo, st.hi));
+            let n = (g.out_w - ox).min(8);
+            if n == 8 {
+                _mm_storel_epi64(orow[ox..ox + 8].as_mut_ptr() as *mut __m128i, v);
+            } else {
+                let mut tmp = [0i8; 16];
+                _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
+                orow[ox..ox + n].copy_from_slice(&tmp[..n]);
+            }
+            ox += 8;
         }
     }
 }
