@@ -9,9 +9,26 @@ use crate::Requant;
 /// Output pixels per im2row tile: bounds the scratch to `k * CONV_TILE` bytes.
 pub const CONV_TILE: usize = 64;
 
-/// Scratch bytes [`qs8_conv2d_gemm`] needs for `g`.
+/// Scratch bytes [`qs8_conv2d_gemm`] needs for `g`: the im2row tile, and
+/// for all but pointwise convs an im2col tile of the same size before it is
+/// transposed.
 pub fn conv_scratch_len(g: &ConvGeometry) -> usize {
-    g.k() * CONV_TILE.min(g.out_h * g.out_w)
+    let tile = g.k() * CONV_TILE.min(g.out_h * g.out_w);
+    if is_pointwise(g) {
+        tile
+    } else {
+        2 * tile
+    }
+}
+
+/// 1x1, stride 1, unpadded: the im2row tile is a transpose of the input.
+fn is_pointwise(g: &ConvGeometry) -> bool {
+    g.kh == 1
+        && g.kw == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
 }
 
 /// True when `g` goes through the gemm driver (ungrouped convolutions).
@@ -62,87 +79,145 @@ pub fn sparse_conv_scratch_len(g: &ConvGeometry) -> usize {
     conv_scratch_len(g) + sparse_scratch_len(CONV_TILE.min(g.out_h * g.out_w), g.k())
 }
 
-/// Copies output pixels `p0..p0+t` of `g`'s receptive fields into `rows`
-/// (`t` rows of `k()` values, in weight order `ic, ky, kx`); padding taps get `pad`.
-fn im2row(g: &ConvGeometry, input: &[i8], pad: i8, p0: usize, t: usize, rows: &mut [i8]) {
+/// Copies output pixels `p0..p0+t` of `g`'s receptive fields into
+/// `scratch[..t * k()]` (`t` rows of `k()` values, in weight order `ic, ky,
+/// kx`); padding taps get `pad`. Non-pointwise convs first build the im2col
+/// tile (`k()` rows of `t` pixels: for stride 1 each is a few contiguous runs
+/// of an input row) in `scratch[t * k()..2 * t * k()]`, then transpose it.
+fn im2row(g: &ConvGeometry, input: &[i8], pad: i8, p0: usize, t: usize, scratch: &mut [i8]) {
     let k = g.k();
     let plane = g.in_h * g.in_w;
-    if g.kh == 1
-        && g.kw == 1
-        && g.stride_h == 1
-        && g.stride_w == 1
-        && g.pad_top == 0
-        && g.pad_left == 0
-    {
-        // Pointwise: a transpose of the tile (pixels become rows of channels).
-        #[cfg(target_arch = "x86_64")]
-        let (ic0, j0) = transpose_blocks(g.in_c, plane, input, p0, t, rows, k);
-        #[cfg(not(target_arch = "x86_64"))]
-        let (ic0, j0) = (0, 0);
-        // The edges the 16x16 blocks do not cover (everything without SSE2).
-        for ic in 0..g.in_c {
-            let first = if ic < ic0 { j0 } else { 0 };
-            let src = &input[ic * plane + p0..ic * plane + p0 + t];
-            for (j, &v) in src.iter().enumerate().skip(first) {
-                rows[j * k + ic] = v;
+    if is_pointwise(g) {
+        return transpose(&input[p0..], plane, g.in_c, t, scratch, k);
+    }
+    let (rows, col) = scratch.split_at_mut(t * k);
+    let col = &mut col[..t * k];
+    let mut idx = 0;
+    for ic in 0..g.in_c {
+        let chan = &input[ic * plane..(ic + 1) * plane];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let dst = &mut col[idx * t..(idx + 1) * t];
+                im2col_row(g, chan, pad, p0, ky, kx, dst);
+                idx += 1;
             }
         }
-        return;
     }
-    for j in 0..t {
+    transpose(col, t, k, t, rows, k);
+}
+
+/// Tap `(ky, kx)` of output pixels `p0..p0 + dst.len()` of one channel.
+fn im2col_row(
+    g: &ConvGeometry,
+    chan: &[i8],
+    pad: i8,
+    p0: usize,
+    ky: usize,
+    kx: usize,
+    dst: &mut [i8],
+) {
+    let t = dst.len();
+    let mut j = 0;
+    while j < t {
         let p = p0 + j;
-        let (oy, ox) = (p / g.out_w, p % g.out_w);
-        let row = &mut rows[j * k..(j + 1) * k];
-        let mut idx = 0;
-        for ic in 0..g.in_c {
-            for ky in 0..g.kh {
-                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
-                for kx in 0..g.kw {
-                    let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
-                    row[idx] = if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize
-                    {
-                        pad
-                    } else {
-                        input[ic * plane + iy as usize * g.in_w + ix as usize]
-                    };
-                    idx += 1;
-                }
+        let (oy, ox0) = (p / g.out_w, p % g.out_w);
+        // This output row's part of the tile: columns ox0..ox1.
+        let n = (g.out_w - ox0).min(t - j);
+        let seg = &mut dst[j..j + n];
+        j += n;
+        let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+        if iy < 0 || iy >= g.in_h as isize {
+            seg.fill(pad);
+            continue;
+        }
+        let row = &chan[iy as usize * g.in_w..(iy as usize + 1) * g.in_w];
+        // Input column of output column `ox`: ox * s + off (may be negative).
+        let (s, off) = (
+            g.stride_w as isize,
+            (kx * g.dil_w) as isize - g.pad_left as isize,
+        );
+        // Outputs whose column lies inside the row: lo <= ox < hi.
+        let lo = ((-off).max(0) as usize).div_ceil(g.stride_w);
+        let hi = if g.in_w as isize - off <= 0 {
+            0
+        } else {
+            ((g.in_w as isize - off) as usize).div_ceil(g.stride_w)
+        };
+        if s == 1 {
+            // Pads, one contiguous run of the input row, pads.
+            let a = lo.clamp(ox0, ox0 + n);
+            let b = hi.clamp(a, ox0 + n);
+            seg[..a - ox0].fill(pad);
+            if b > a {
+                let start = (a as isize + off) as usize;
+                seg[a - ox0..b - ox0].copy_from_slice(&row[start..start + (b - a)]);
+            }
+            seg[b - ox0..].fill(pad);
+        } else {
+            for (i, d) in seg.iter_mut().enumerate() {
+                let ox = ox0 + i;
+                *d = if ox < lo || ox >= hi {
+                    pad
+                } else {
+                    row[(ox as isize * s + off) as usize]
+                };
             }
         }
     }
 }
 
-/// The whole 16x16 blocks of a pointwise im2row tile: rows `j < t` of
-/// `rows` (stride `k`) get channels `ic < in_c` of pixel `p0 + j`. Returns
-/// how many channels and pixels the blocks covered.
+/// `dst[j * ds + i] = src[i * ss + j]` for `i < rows`, `j < cols`.
+fn transpose(src: &[i8], ss: usize, rows: usize, cols: usize, dst: &mut [i8], ds: usize) {
+    #[cfg(target_arch = "x86_64")]
+    let (i0, j0) = transpose_blocks(src, ss, rows, cols, dst, ds);
+    #[cfg(not(target_arch = "x86_64"))]
+    let (i0, j0) = (0, 0);
+    // The edges the 16x16 blocks do not cover (everything without SSE2).
+    for i in 0..rows {
+        let first = if i < i0 { j0 } else { 0 };
+        for (j, &v) in src[i * ss..i * ss + cols].iter().enumerate().skip(first) {
+            dst[j * ds + i] = v;
+        }
+    }
+}
+
+/// The whole 16x16 blocks of [`transpose`]; returns how many rows and
+/// columns they covered.
 #[cfg(target_arch = "x86_64")]
 fn transpose_blocks(
-    in_c: usize,
-    plane: usize,
-    input: &[i8],
-    p0: usize,
-    t: usize,
-    rows: &mut [i8],
-    k: usize,
+    src: &[i8],
+    ss: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [i8],
+    ds: usize,
 ) -> (usize, usize) {
-    let (ic0, j0) = (in_c / 16 * 16, t / 16 * 16);
-    assert!(input.len() >= in_c * plane && p0 + t <= plane && rows.len() >= t * k && in_c <= k);
-    for ic in (0..ic0).step_by(16) {
+    let (i0, j0) = (rows / 16 * 16, cols / 16 * 16);
+    if i0 == 0 || j0 == 0 {
+        return (0, 0);
+    }
+    assert!(
+        cols <= ss
+            && rows <= ds
+            && src.len() >= (rows - 1) * ss + cols
+            && dst.len() >= (cols - 1) * ds + rows,
+        "transpose: buffers do not match the shape"
+    );
+    for i in (0..i0).step_by(16) {
         for j in (0..j0).step_by(16) {
-            // SAFETY: SSE2 is part of x86_64; 16 channel rows of 16 pixels in
-            // `input` and 16 pixel rows of 16 channels in `rows`, in bounds by
-            // the assertion above.
+            // SAFETY: SSE2 is part of x86_64; 16 rows of 16 bytes at (i, j) in
+            // `src` and at (j, i) in `dst`, in bounds by the assertion above.
             unsafe {
                 transpose16(
-                    input.as_ptr().add(ic * plane + p0 + j),
-                    plane,
-                    rows.as_mut_ptr().add(j * k + ic),
-                    k,
+                    src.as_ptr().add(i * ss + j),
+                    ss,
+                    dst.as_mut_ptr().add(j * ds + i),
+                    ds,
                 )
             };
         }
     }
-    (ic0, j0)
+    (i0, j0)
 }
 
 /// Transposes a 16x16 byte block: row `i` of `dst` (stride `ds`) gets column
@@ -390,6 +465,81 @@ mod tests {
     use super::*;
     use crate::table::{kernels_for, SCALAR};
     use crate::Isa;
+
+    /// `im2row` (runs, pads, strides, transposes) against the definition, on
+    /// random geometries and every tile of each.
+    #[test]
+    fn im2row_matches_definition() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut rnd = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as usize % n
+        };
+        for case in 0..400 {
+            let (kh, kw) = (1 + rnd(5), 1 + rnd(5));
+            let (sh, sw, dh, dw) = (1 + rnd(3), 1 + rnd(3), 1 + rnd(2), 1 + rnd(2));
+            let (in_h, in_w, in_c) = (1 + rnd(20), 1 + rnd(40), 1 + rnd(40));
+            let (pt, pl, pb, pr) = (rnd(kh + 1), rnd(kw + 1), rnd(kh + 1), rnd(kw + 1));
+            let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+            if in_h + pt + pb < eh || in_w + pl + pr < ew {
+                continue;
+            }
+            let g = ConvGeometry {
+                in_c,
+                in_h,
+                in_w,
+                out_c: 1,
+                out_h: (in_h + pt + pb - eh) / sh + 1,
+                out_w: (in_w + pl + pr - ew) / sw + 1,
+                kh,
+                kw,
+                stride_h: sh,
+                stride_w: sw,
+                dil_h: dh,
+                dil_w: dw,
+                pad_top: pt,
+                pad_left: pl,
+                groups: 1,
+            };
+            let x: Vec<i8> = (0..g.input_len()).map(|_| rnd(256) as u8 as i8).collect();
+            let (k, p) = (g.k(), g.out_h * g.out_w);
+            let mut scratch = vec![0x55i8; conv_scratch_len(&g)];
+            let mut p0 = 0;
+            while p0 < p {
+                let t = CONV_TILE.min(p - p0);
+                im2row(&g, &x, -7, p0, t, &mut scratch);
+                for j in 0..t {
+                    let (oy, ox) = ((p0 + j) / g.out_w, (p0 + j) % g.out_w);
+                    let mut idx = 0;
+                    for ic in 0..in_c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                                let inside = (0..in_h as isize).contains(&iy)
+                                    && (0..in_w as isize).contains(&ix);
+                                let want = if inside {
+                                    x[ic * in_h * in_w + iy as usize * in_w + ix as usize]
+                                } else {
+                                    -7
+                                };
+                                assert_eq!(
+                                    scratch[j * k + idx],
+                                    want,
+                                    "case {case} {g:?} p {} idx {idx}",
+                                    p0 + j
+                                );
+                                idx += 1;
+                            }
+                        }
+                    }
+                }
+                p0 += t;
+            }
+        }
+    }
 
     #[test]
     fn gemm_driver_matches_reference_conv() {

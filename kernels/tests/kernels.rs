@@ -279,14 +279,14 @@ fn check_gemm_nt_sparse(row: &KernelSet, rng: &mut Rng) -> usize {
 
 fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
     let mut cases = 0;
-    // 112 and 140: the AVX2 padded-plane path's largest map and one past it.
-    for &in_w in SIZES.iter().chain(&[112, 140]) {
+    // 112: the AVX2 padded path's largest whole plane; 140 and 330: strips.
+    for &in_w in SIZES.iter().chain(&[112, 140, 330]) {
         for &stride in &[1usize, 2, 3] {
             for &kw in &[1usize, 2, 3, 5, 7] {
                 for _ in 0..4 {
                     let c = rng.pick(&[1usize, 3, 8]);
                     let in_h = if in_w >= 112 {
-                        in_w
+                        in_w.min(150)
                     } else {
                         rng.pick(&SIZES[..6])
                     };

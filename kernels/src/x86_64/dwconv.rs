@@ -1,8 +1,8 @@
 //! Depthwise `qs8_conv2d` on AVX2, vectorised along the output width.
 //!
-//! Planes up to 112x112 (nearly every depthwise layer of a small network)
-//! take [`dwconv_padded`]: an i16 copy of the channel with zero borders and
-//! taps in pairs. Larger planes and other strides take [`dwconv`]:
+//! Strides 1 and 2 take [`dwconv_padded`]: strips of output rows read an
+//! i16 copy of the rows they need, with zero borders, and taps go in pairs.
+//! Other strides (and rows too wide for a strip) take [`dwconv`]:
 //! eight adjacent outputs of one row share a vector of i32 accumulators. For
 //! each tap, `x - in_zp` (in [-255, 255], so exact in i16) is multiplied by the
 //! weight with `vpmaddwd` against `[w, 0]` pairs: for stride 1 the inputs are
@@ -56,8 +56,8 @@ pub fn qs8_dwconv2d__avx2(
     }
 }
 
-/// Largest padded plane (in i16 elements) handled on the stack: 35 KiB,
-/// enough for 112x112 maps plus borders.
+/// The padded strip plane (in i16 elements) on the stack: 35 KiB, a whole
+/// 112x112 map plus borders, or strips of larger ones.
 const PADDED_MAX: usize = 132 * 132;
 
 /// Most tap pairs per channel the padded path precomputes (a 7x7 kernel
@@ -73,13 +73,14 @@ fn block(g: &ConvGeometry) -> usize {
     }
 }
 
-/// Rows and row length of the i16 plane the padded path needs, or `None`
-/// when the geometry is not one it handles (stride 1 with any dilation, or
-/// stride 2 without horizontal dilation) or the plane is too large. Every
-/// load of every block, the width rounded up to a whole block, stays inside.
+/// Row length of the i16 plane the padded path needs, and how many output
+/// rows one strip of the plane holds, or `None` when the geometry is not one
+/// it handles (stride 1 with any dilation, or stride 2 without horizontal
+/// dilation) or not even one output row fits. Every load of every block, the
+/// width rounded up to a whole block, stays inside the plane.
 fn padded_dims(g: &ConvGeometry) -> Option<(usize, usize)> {
     let ok = g.stride_w == 1 || (g.stride_w == 2 && g.dil_w == 1);
-    if !ok || g.out_w == 0 || g.kh * g.kw.div_ceil(2) > MAX_PAIRS {
+    if !ok || g.out_w == 0 || g.out_h == 0 || g.kh * g.kw.div_ceil(2) > MAX_PAIRS {
         return None;
     }
     let ow = g.out_w.div_ceil(block(g)) * block(g);
@@ -91,8 +92,18 @@ fn padded_dims(g: &ConvGeometry) -> Option<(usize, usize)> {
         2 * ow + g.kw - 1
     };
     let pw = need.max(g.pad_left + g.in_w);
-    let ph = ((g.out_h.max(1) - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1).max(g.pad_top + g.in_h);
-    (pw * ph <= PADDED_MAX).then_some((ph, pw))
+    let span = (g.kh - 1) * g.dil_h + 1;
+    let rows = PADDED_MAX / pw;
+    if rows < span {
+        return None;
+    }
+    let strip = ((rows - span) / g.stride_h + 1).min(g.out_h);
+    Some((pw, strip))
+}
+
+/// Plane rows strip `oy0..oy0 + n` reads.
+fn strip_rows(g: &ConvGeometry, n: usize) -> usize {
+    (n - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1
 }
 
 /// `[lo, hi]` as one i16 pair in an i32 (low half first, as `vpmaddwd` reads it).
@@ -124,11 +135,11 @@ unsafe fn dwconv_padded(
     rq: &[Requant],
     output: &mut [i8],
 ) {
-    let Some((ph, pw)) = padded_dims(g) else {
+    let Some((pw, strip)) = padded_dims(g) else {
         return;
     };
+    // Zeroed once: columns outside the image are never written.
     let mut plane = [0i16; PADDED_MAX];
-    let pad = &mut plane[..ph * pw];
     let in_plane = g.in_h * g.in_w;
     let taps = g.kh * g.kw;
     let npk = g.kw.div_ceil(2);
@@ -138,25 +149,6 @@ unsafe fn dwconv_padded(
     let hi = _mm256_set1_epi32(q.act_max as i32);
     let mut wp = [_mm256_setzero_si256(); MAX_PAIRS];
     for c in 0..g.out_c {
-        // Interior rows are overwritten for every channel; the zero borders
-        // (rows and columns outside the image) are never written.
-        for y in 0..g.in_h {
-            let src = &input[c * in_plane + y * g.in_w..c * in_plane + (y + 1) * g.in_w];
-            let dst = &mut pad[(y + g.pad_top) * pw + g.pad_left..][..g.in_w];
-            let mut x = 0;
-            while x + 16 <= g.in_w {
-                // SAFETY: 16 bytes read from `src`, 32 written to `dst` (in bounds).
-                let v = _mm256_cvtepi8_epi16(unsafe {
-                    _mm_loadu_si128(src[x..x + 16].as_ptr() as *const __m128i)
-                });
-                let d = dst[x..x + 16].as_mut_ptr() as *mut __m256i;
-                unsafe { _mm256_storeu_si256(d, _mm256_sub_epi16(v, zp16)) };
-                x += 16;
-            }
-            for (d, &v) in dst[x..].iter_mut().zip(&src[x..]) {
-                *d = v as i16 - q.in_zp as i16;
-            }
-        }
         let w = &weights[c * taps..(c + 1) * taps];
         for ky in 0..g.kh {
             for p in 0..npk {
@@ -176,19 +168,51 @@ unsafe fn dwconv_padded(
             lo,
             hi,
         };
-        let out = &mut output[c * g.out_h * g.out_w..(c + 1) * g.out_h * g.out_w];
-        // Constant kernel sizes let the compiler unroll the tap loops.
-        // SAFETY (all arms): AVX2 present; `pad` is the plane `padded_dims`
-        // sized for `g`, `wp` holds `kh * ceil(kw / 2)` pairs.
-        unsafe {
-            match (g.kh, g.kw, g.stride_w) {
-                (3, 3, 1) => channel_s1(g, pad, pw, &wp, &st, out, 3, 3),
-                (3, 3, _) => channel_s2(g, pad, pw, &wp, &st, out, 3, 3),
-                (5, 5, 1) => channel_s1(g, pad, pw, &wp, &st, out, 5, 5),
-                (5, 5, _) => channel_s2(g, pad, pw, &wp, &st, out, 5, 5),
-                (kh, kw, 1) => channel_s1(g, pad, pw, &wp, &st, out, kh, kw),
-                (kh, kw, _) => channel_s2(g, pad, pw, &wp, &st, out, kh, kw),
+        let chan = &input[c * in_plane..(c + 1) * in_plane];
+        let mut oy0 = 0;
+        while oy0 < g.out_h {
+            let n = strip.min(g.out_h - oy0);
+            let ph = strip_rows(g, n);
+            // Plane row r is padded-image row oy0 * stride_h + r.
+            for r in 0..ph {
+                let dst = &mut plane[r * pw + g.pad_left..][..g.in_w];
+                let y = (oy0 * g.stride_h + r) as isize - g.pad_top as isize;
+                if y < 0 || y >= g.in_h as isize {
+                    dst.fill(0);
+                    continue;
+                }
+                let src = &chan[y as usize * g.in_w..(y as usize + 1) * g.in_w];
+                let mut x = 0;
+                while x + 16 <= g.in_w {
+                    // SAFETY: 16 bytes read from `src`, 32 written to `dst` (in bounds).
+                    let v = _mm256_cvtepi8_epi16(unsafe {
+                        _mm_loadu_si128(src[x..x + 16].as_ptr() as *const __m128i)
+                    });
+                    let d = dst[x..x + 16].as_mut_ptr() as *mut __m256i;
+                    unsafe { _mm256_storeu_si256(d, _mm256_sub_epi16(v, zp16)) };
+                    x += 16;
+                }
+                for (d, &v) in dst[x..].iter_mut().zip(&src[x..]) {
+                    *d = v as i16 - q.in_zp as i16;
+                }
             }
+            let out = &mut output[(c * g.out_h + oy0) * g.out_w..(c * g.out_h + oy0 + n) * g.out_w];
+            let pad = &plane[..ph * pw];
+            // Constant kernel sizes let the compiler unroll the tap loops.
+            // SAFETY (all arms): AVX2 present; `pad` holds the `strip_rows`
+            // rows of length `pw` that `padded_dims` sized for `n` output
+            // rows; `wp` holds `kh * ceil(kw / 2)` pairs.
+            unsafe {
+                match (g.kh, g.kw, g.stride_w) {
+                    (3, 3, 1) => channel_s1(g, pad, pw, &wp, &st, out, 3, 3),
+                    (3, 3, _) => channel_s2(g, pad, pw, &wp, &st, out, 3, 3),
+                    (5, 5, 1) => channel_s1(g, pad, pw, &wp, &st, out, 5, 5),
+                    (5, 5, _) => channel_s2(g, pad, pw, &wp, &st, out, 5, 5),
+                    (kh, kw, 1) => channel_s1(g, pad, pw, &wp, &st, out, kh, kw),
+                    (kh, kw, _) => channel_s2(g, pad, pw, &wp, &st, out, kh, kw),
+                }
+            }
+            oy0 += n;
         }
     }
 }
@@ -207,7 +231,7 @@ struct Stage {
 /// Safety: AVX2; `pad` is `padded_dims(g)`'s plane (row length `pw`), so 16
 /// values at column `ox + kx * dil_w` of every tap row are inside it for
 /// every block start `ox < out_w`; `wp` holds `kh * ceil(kw / 2)` pairs;
-/// `out` is the channel's `out_h * out_w` outputs.
+/// `out` is whole output rows of the channel, row 0 reading plane row 0.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn channel_s1(
@@ -222,7 +246,7 @@ unsafe fn channel_s1(
 ) {
     let npk = kw.div_ceil(2);
     let base = pad.as_ptr();
-    for oy in 0..g.out_h {
+    for oy in 0..out.len() / g.out_w {
         let orow = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
         let mut ox = 0;
         while ox < g.out_w {
@@ -280,7 +304,7 @@ unsafe fn channel_s2(
 ) {
     let npk = kw.div_ceil(2);
     let base = pad.as_ptr();
-    for oy in 0..g.out_h {
+    for oy in 0..out.len() / g.out_w {
         let orow = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
         let mut ox = 0;
         while ox < g.out_w {
