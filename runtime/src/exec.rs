@@ -543,6 +543,16 @@ fn exec(
         (Op::Pad { before, value }, Out::I8(o)) => {
             k::pad_constant(s.i8(inp(0))?, shape(0), before, &ot.shape, *value as i8, o)
         }
+        (Op::Lstm { geom }, Out::F32(o)) => k::f32_lstm(
+            geom,
+            s.f32(inp(0))?,
+            s.f32(inp(1))?,
+            s.f32(inp(2))?,
+            s.f32(inp(3))?,
+            s.f32(inp(4))?,
+            s.f32(inp(5))?,
+            o,
+        ),
         (Op::Resize { geom }, Out::F32(o)) => k::f32_resize(geom, s.f32(inp(0))?, o),
         (Op::Resize { geom }, Out::I8(o)) => k::qs8_resize(geom, s.i8(inp(0))?, o),
         (Op::Quantize, Out::I8(o)) => {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use strix_kernels::reference::{
-    BinaryOp, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams,
+    BinaryOp, ConvGeometry, LstmGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams,
     ResizeGeometry, UnaryOp,
 };
 use strix_kernels::Requant;
@@ -161,6 +161,15 @@ pub enum Op {
         axis: usize,
         indices: Vec<usize>,
     },
+    /// f32 LSTM, one forward direction, ONNX semantics (gates `i, o, f, c`,
+    /// sigmoid/tanh/tanh); inputs `[x [seq, batch, input], w [4h, input],
+    /// r [4h, h], b [4h] (Wb + Rb), h0 [batch, h], c0 [batch, h]]`. The output
+    /// `[seq + 2, batch, h]` holds ONNX's `Y` rows, then `Y_h`, then `Y_c`
+    /// (see `strix_kernels::reference::f32_lstm`); h0/c0 may be graph inputs
+    /// so a caller carries the state between runs.
+    Lstm {
+        geom: LstmGeometry,
+    },
     /// Constant padding; `value` is in the tensor's own domain (a code for int8).
     Pad {
         before: Vec<usize>,
@@ -200,6 +209,7 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Gather { .. } => "Gather",
             Op::Pad { .. } => "Pad",
+            Op::Lstm { .. } => "Lstm",
             Op::Resize { .. } => "Resize",
             Op::Quantize => "Quantize",
             Op::Dequantize => "Dequantize",
@@ -216,6 +226,9 @@ impl Op {
                 m, n, k, batch: b, ..
             } => (m * n * k * b) as u64,
             Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => (m * n * k) as u64,
+            Op::Lstm { geom } => {
+                (geom.seq * geom.batch * 4 * geom.hidden * (geom.input + geom.hidden)) as u64
+            }
             _ => 0,
         }
     }

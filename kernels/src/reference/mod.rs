@@ -6,6 +6,7 @@
 mod conv;
 mod elementwise;
 mod gemm;
+mod lstm;
 mod lut;
 mod movement;
 mod pool;
@@ -19,6 +20,7 @@ pub use elementwise::{
 pub use gemm::{
     f32_gemm, qs8_gemm, qs8_gemm_f32out, qs8_gemm_nt, qs8_gemm_nt_f32out, QGemmParams, QOut,
 };
+pub use lstm::{f32_lstm, LstmGeometry};
 pub use lut::{build_lut, f32_dequantize, f32_unary, qs8_lut, qs8_quantize, quantize_one, UnaryOp};
 pub use movement::{concat, gather, pad_constant, qs8_requantize_copy, slice, transpose};
 pub use pool::{f32_pool2d, qs8_avgpool2d, qs8_maxpool2d, PoolGeometry};
