@@ -118,3 +118,108 @@ fn vad_matches_tract_streaming_and_tells_speech_from_silence() {
         assert!((a - b).abs() < 1e-4, "silence: {a} vs tract {b}");
     }
 }
+
+/// The VAD's ONNX file with its LSTM node changed by `f`, converted (f32).
+fn convert_mutated_lstm(f: impl Fn(&mut tract_onnx::pb::NodeProto)) -> String {
+    use prost::Message;
+    let dir = scratch("vad-bad");
+    let mut proto =
+        strix_tools::onnx::load_proto(&models().join("vad/silero_vad_16k_static.onnx")).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let lstm = g.node.iter_mut().find(|n| n.op_type == "LSTM").unwrap();
+    f(lstm);
+    let path = dir.join("bad.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let e = strix_tools::convert(&path, &[], &dir.join("bad.strix"), None, Method::Mse, true, false)
+        .expect_err("an unsupported LSTM must not convert");
+    format!("{e:#}")
+}
+
+#[test]
+fn unsupported_lstm_variants_are_named() {
+    use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto};
+    let string_attr = |name: &str, v: &str| AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Box<dyn Fn(&mut tract_onnx::pb::NodeProto)>)> = vec![
+        (
+            "direction",
+            Box::new(move |n| n.attribute.push(string_attr("direction", "reverse"))),
+        ),
+        (
+            "clip",
+            Box::new(|n| {
+                n.attribute.push(AttributeProto {
+                    name: "clip".into(),
+                    r#type: AttributeType::Float as i32,
+                    f: 3.0,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "activations",
+            Box::new(|n| {
+                n.attribute.push(AttributeProto {
+                    name: "activations".into(),
+                    r#type: AttributeType::Strings as i32,
+                    strings: vec![b"Relu".to_vec(), b"Tanh".to_vec(), b"Tanh".to_vec()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "sequence_lens",
+            Box::new(|n| n.input[4] = "state".into()),
+        ),
+    ];
+    for (what, f) in cases {
+        let msg = convert_mutated_lstm(f);
+        assert!(
+            msg.contains(what) && msg.contains("LSTM") && msg.contains("decoder/rnn/LSTM"),
+            "{what}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn vad_needs_fp32_and_a_consistent_lstm() {
+    let dir = scratch("vad-int8");
+    let onnx = models().join("vad/silero_vad_16k_static.onnx");
+    let wav = models().join("vad/speech_60s.wav");
+    // Two inputs: int8 calibration is refused with a pointer to --fp32.
+    let e = strix_tools::convert(
+        &onnx,
+        &[wav],
+        &dir.join("q.strix"),
+        None,
+        Method::Mse,
+        false,
+        false,
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("--fp32"), "{e:#}");
+    // A .strix whose LSTM geometry disagrees with its tensors is rejected at load.
+    let out = dir.join("vad.strix");
+    let m = strix_tools::convert(&onnx, &[], &out, None, Method::Mse, true, false).unwrap();
+    for bump in [
+        |g: &mut strix_kernels::reference::LstmGeometry| g.hidden += 1,
+        |g: &mut strix_kernels::reference::LstmGeometry| g.seq = usize::MAX / 2,
+        |g: &mut strix_kernels::reference::LstmGeometry| g.input = 0,
+    ] {
+        let mut bad = m.clone();
+        for n in &mut bad.graph.nodes {
+            if let strix_runtime::graph::Op::Lstm { geom } = &mut n.op {
+                bump(geom);
+            }
+        }
+        let bytes = strix_runtime::format::write(&bad.meta, &bad.graph, &bad.consts);
+        let e = Model::from_bytes(&bytes)
+            .err()
+            .expect("inconsistent LSTM accepted");
+        assert!(e.to_string().contains("Lstm"), "{e}");
+    }
+}
