@@ -897,7 +897,8 @@ model = "det.strix"
 
     #[test]
     fn vad_kind_defaults_to_silero_with_a_model_and_needs_one() {
-        const SPEECH: &str = "device = \"mic\"\n[speech]\nsource = \"a.wav\"\nmodel = \"k.strix\"\n";
+        const SPEECH: &str =
+            "device = \"mic\"\n[speech]\nsource = \"a.wav\"\nmodel = \"k.strix\"\n";
         let c = parse(SPEECH).unwrap();
         assert_eq!(c.speech.unwrap().vad.effective_kind(), VadKind::Energy);
         let c = parse(&format!("{SPEECH}[speech.vad]\nmodel = \"vad.strix\"\n")).unwrap();

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use strix_kernels::reference::{
-    BinaryOp, ConvGeometry, LstmGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams,
-    ResizeGeometry, UnaryOp,
+    BinaryOp, ConvGeometry, LstmGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams,
+    QMulParams, ResizeGeometry, UnaryOp,
 };
 use strix_kernels::Requant;
 

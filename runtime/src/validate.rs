@@ -170,9 +170,10 @@ fn conv_ok(geom: &ConvGeometry, x: &Tensor, out: &Tensor) -> std::result::Result
     want(geom.is_valid(), || format!("invalid geometry {geom:?}"))?;
     // 1-D convs keep their `[N, C, W]` shape (height 1 in the geometry).
     let one_d = x.shape.len() == 3 && out.shape.len() == 3 && geom.in_h == 1 && geom.out_h == 1;
-    want(one_d || (x.shape.len() == 4 && out.shape.len() == 4), || {
-        "conv tensors must be 4-D (or 3-D with height 1)".into()
-    })?;
+    want(
+        one_d || (x.shape.len() == 4 && out.shape.len() == 4),
+        || "conv tensors must be 4-D (or 3-D with height 1)".into(),
+    )?;
     let batch = x.shape[0];
     want(out.shape[0] == batch, || "batch mismatch".into())?;
     want(x.len() == batch * geom.input_len(), || {
@@ -583,11 +584,15 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
                 format!("empty geometry {geom:?}")
             })?;
             want(t(0).len() == xl, || {
-                format!("x has {} elements, geometry {geom:?} needs {xl}", t(0).len())
+                format!(
+                    "x has {} elements, geometry {geom:?} needs {xl}",
+                    t(0).len()
+                )
             })?;
-            want(t(1).len() == wl && t(2).len() == rl && t(3).len() == bl, || {
-                "w/r/b sizes do not match the geometry".into()
-            })?;
+            want(
+                t(1).len() == wl && t(2).len() == rl && t(3).len() == bl,
+                || "w/r/b sizes do not match the geometry".into(),
+            )?;
             want(t(4).len() == sl && t(5).len() == sl, || {
                 format!("initial h/c must have {sl} elements")
             })?;

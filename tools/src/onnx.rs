@@ -11,7 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use strix_kernels::reference::{
-    BinaryOp, ConvGeometry, CoordMode, LstmGeometry, PoolGeometry, ResizeGeometry, ResizeKind, UnaryOp,
+    BinaryOp, ConvGeometry, CoordMode, LstmGeometry, PoolGeometry, ResizeGeometry, ResizeKind,
+    UnaryOp,
 };
 use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use tract_onnx::prelude::Framework;
@@ -863,16 +864,21 @@ impl Importer {
         let h0 = state(5, "initial_h")?;
         let c0 = state(6, "initial_c")?;
         let cst = |imp: &mut Self, what: &str, shape: Vec<usize>, v: Vec<f32>| {
-            imp.g
-                .add_value(&format!("{base}#{what}"), shape.clone(), Some(HostTensor::f32(shape, v)))
+            imp.g.add_value(
+                &format!("{base}#{what}"),
+                shape.clone(),
+                Some(HostTensor::f32(shape, v)),
+            )
         };
         let wv = cst(self, "w", vec![4 * hidden, input], w.as_f32());
         let rv = cst(self, "r", vec![4 * hidden, hidden], r.as_f32());
         let bv = cst(self, "b", vec![4 * hidden], bias);
         let x = self.value(&n.input[0])?;
-        let packed = self
-            .g
-            .add_value(&format!("{base}#packed"), vec![seq + 2, batch, hidden], None);
+        let packed = self.g.add_value(
+            &format!("{base}#packed"),
+            vec![seq + 2, batch, hidden],
+            None,
+        );
         self.g.nodes.push(CNode {
             name: node_name(n),
             op: COp::Lstm {
@@ -894,7 +900,11 @@ impl Importer {
             let (start, rows) = if k == 0 { (0, seq) } else { (seq + k - 1, 1) };
             let shape = vec![rows, batch, hidden];
             let sliced = self.g.add_value(
-                &if k == 0 { format!("{name}#rows") } else { name.clone() },
+                &if k == 0 {
+                    format!("{name}#rows")
+                } else {
+                    name.clone()
+                },
                 shape,
                 None,
             );

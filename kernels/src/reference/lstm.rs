@@ -92,7 +92,11 @@ pub fn f32_lstm(
     yc.copy_from_slice(&c0[..sl]);
     for t in 0..seq {
         let (done, rest) = y.split_at_mut(t * sl);
-        let h_prev: &[f32] = if t == 0 { &h0[..sl] } else { &done[(t - 1) * sl..] };
+        let h_prev: &[f32] = if t == 0 {
+            &h0[..sl]
+        } else {
+            &done[(t - 1) * sl..]
+        };
         let h_new = &mut rest[..sl];
         for bi in 0..batch {
             let xt = &x[(t * batch + bi) * input..][..input];
@@ -100,7 +104,9 @@ pub fn f32_lstm(
             for j in 0..hidden {
                 let gate = |g: usize| {
                     let row = g * hidden + j;
-                    dot(&w[row * input..][..input], xt) + dot(&r[row * hidden..][..hidden], hp) + b[row]
+                    dot(&w[row * input..][..input], xt)
+                        + dot(&r[row * hidden..][..hidden], hp)
+                        + b[row]
                 };
                 let (gi, go, gf, gc) = (
                     sigmoid(gate(0)),
@@ -158,7 +164,7 @@ mod tests {
             hidden: 2,
         };
         let g1 = LstmGeometry { seq: 1, ..g2 };
-        let v = |n: usize, k: f32| (0..n).map(|i| ((i as f32 * k).sin())).collect::<Vec<_>>();
+        let v = |n: usize, k: f32| (0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<_>>();
         let (x, w, r, b) = (v(12, 0.7), v(24, 1.3), v(16, 0.9), v(8, 2.1));
         let (h0, c0) = (v(4, 0.5), v(4, 1.7));
         let mut both = vec![0f32; g2.output_len()];

@@ -85,8 +85,14 @@ fn vad_matches_tract_streaming_and_tells_speech_from_silence() {
         frac(&got),
         frac(&want)
     );
-    assert!(max_diff < 1e-4, "probability differs from tract by {max_diff}");
-    assert!(state_diff < 1e-3, "state differs from tract by {state_diff}");
+    assert!(
+        max_diff < 1e-4,
+        "probability differs from tract by {max_diff}"
+    );
+    assert!(
+        state_diff < 1e-3,
+        "state differs from tract by {state_diff}"
+    );
     // The reference figure for this file is 77% of chunks above 0.5.
     assert!(
         (0.65..0.9).contains(&frac(&got)),
@@ -130,8 +136,16 @@ fn convert_mutated_lstm(f: impl Fn(&mut tract_onnx::pb::NodeProto)) -> String {
     f(lstm);
     let path = dir.join("bad.onnx");
     std::fs::write(&path, proto.encode_to_vec()).unwrap();
-    let e = strix_tools::convert(&path, &[], &dir.join("bad.strix"), None, Method::Mse, true, false)
-        .expect_err("an unsupported LSTM must not convert");
+    let e = strix_tools::convert(
+        &path,
+        &[],
+        &dir.join("bad.strix"),
+        None,
+        Method::Mse,
+        true,
+        false,
+    )
+    .expect_err("an unsupported LSTM must not convert");
     format!("{e:#}")
 }
 
@@ -144,7 +158,8 @@ fn unsupported_lstm_variants_are_named() {
         s: v.as_bytes().to_vec(),
         ..Default::default()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut tract_onnx::pb::NodeProto)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut tract_onnx::pb::NodeProto)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "direction",
             Box::new(move |n| n.attribute.push(string_attr("direction", "reverse"))),
@@ -171,10 +186,7 @@ fn unsupported_lstm_variants_are_named() {
                 })
             }),
         ),
-        (
-            "sequence_lens",
-            Box::new(|n| n.input[4] = "state".into()),
-        ),
+        ("sequence_lens", Box::new(|n| n.input[4] = "state".into())),
     ];
     for (what, f) in cases {
         let msg = convert_mutated_lstm(f);
@@ -217,9 +229,9 @@ fn vad_needs_fp32_and_a_consistent_lstm() {
             }
         }
         let bytes = strix_runtime::format::write(&bad.meta, &bad.graph, &bad.consts);
-        let e = Model::from_bytes(&bytes)
-            .err()
-            .expect("inconsistent LSTM accepted");
+        let Err(e) = Model::from_bytes(&bytes) else {
+            panic!("inconsistent LSTM accepted");
+        };
         assert!(e.to_string().contains("Lstm"), "{e}");
     }
 }
