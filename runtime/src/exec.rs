@@ -26,6 +26,7 @@ pub struct Session<'m> {
     a8: Vec<i8>,
     a32: Vec<f32>,
     scratch: Vec<i8>,
+    scratch_f32: Vec<f32>,
 }
 
 impl<'m> Session<'m> {
@@ -37,6 +38,7 @@ impl<'m> Session<'m> {
             a8: vec![0; g.arena_i8],
             a32: vec![0.0; g.arena_f32],
             scratch: vec![0; model.prepared.scratch],
+            scratch_f32: vec![0.0; model.prepared.scratch_f32],
         }
     }
 
@@ -128,7 +130,10 @@ impl<'m> Session<'m> {
                 n,
                 &mut self.a8,
                 &mut self.a32,
-                &mut self.scratch,
+                Scratch {
+                    i8: &mut self.scratch,
+                    f32: &mut self.scratch_f32,
+                },
             )
             .map_err(|msg| Error::InvalidNode {
                 node: n.name.clone(),
@@ -226,6 +231,14 @@ enum Out<'a> {
     I8(&'a mut [i8]),
 }
 
+/// A session's scratch buffers (sizes from `Prepared`).
+struct Scratch<'a> {
+    /// int8 im2row tiles of the gemm-driven convs.
+    i8: &'a mut [i8],
+    /// f32 im2col columns of small f32 convs.
+    f32: &'a mut [f32],
+}
+
 /// What a node needs besides its tensors: the kernel path and prepared data.
 struct Ctx<'a> {
     p: &'a crate::kernels::Prepared,
@@ -239,7 +252,7 @@ fn run_node(
     n: &Node,
     a8: &mut [i8],
     a32: &mut [f32],
-    scratch: &mut [i8],
+    scratch: Scratch,
 ) -> std::result::Result<(), String> {
     let ot = &g.tensors[n.output];
     let Storage::Arena { offset } = ot.storage else {
@@ -292,8 +305,12 @@ fn exec(
     s: &Src,
     ot: &Tensor,
     out: Out,
-    scratch: &mut [i8],
+    scratch: Scratch,
 ) -> std::result::Result<(), String> {
+    let Scratch {
+        i8: scratch,
+        f32: scratch_f32,
+    } = scratch;
     let inp = |k: usize| n.inputs[k];
     let ks = ctx.p.ks;
     let folded = ctx.p.folded[ctx.node].as_deref();
@@ -309,16 +326,37 @@ fn exec(
         ) => {
             let (x, w, b) = (s.f32(inp(0))?, s.f32(inp(1))?, s.f32(inp(2))?);
             let (il, ol) = (geom.input_len(), geom.output_len());
-            for bi in 0..shape(0)[0] {
-                k::f32_conv2d(
-                    geom,
-                    &x[bi * il..(bi + 1) * il],
-                    w,
-                    b,
-                    *act_min,
-                    *act_max,
-                    &mut o[bi * ol..(bi + 1) * ol],
-                );
+            // Small convs (few positions, long reductions) go through im2col:
+            // Prepared sized scratch_f32 for every conv that takes it.
+            let col = k::f32_im2col_len(geom).and_then(|n| scratch_f32.get_mut(..n));
+            match col {
+                Some(col) => {
+                    for bi in 0..shape(0)[0] {
+                        k::f32_conv2d_im2col(
+                            geom,
+                            &x[bi * il..(bi + 1) * il],
+                            w,
+                            b,
+                            *act_min,
+                            *act_max,
+                            col,
+                            &mut o[bi * ol..(bi + 1) * ol],
+                        );
+                    }
+                }
+                None => {
+                    for bi in 0..shape(0)[0] {
+                        k::f32_conv2d(
+                            geom,
+                            &x[bi * il..(bi + 1) * il],
+                            w,
+                            b,
+                            *act_min,
+                            *act_max,
+                            &mut o[bi * ol..(bi + 1) * ol],
+                        );
+                    }
+                }
             }
         }
         (Op::QConv { geom, q }, Out::I8(o)) => {

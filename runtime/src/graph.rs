@@ -226,8 +226,10 @@ impl Op {
                 m, n, k, batch: b, ..
             } => (m * n * k * b) as u64,
             Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => (m * n * k) as u64,
+            // In u64: a validated geometry's product can pass usize on 32-bit targets.
             Op::Lstm { geom } => {
-                (geom.seq * geom.batch * 4 * geom.hidden * (geom.input + geom.hidden)) as u64
+                let u = |x: usize| x as u64;
+                u(geom.seq) * u(geom.batch) * 4 * u(geom.hidden) * (u(geom.input) + u(geom.hidden))
             }
             _ => 0,
         }

@@ -4,6 +4,7 @@
 
 use crate::graph::{Consts, Graph, Op, Storage};
 use strix_kernels::driver::{conv_scratch_len, fold_bias, uses_gemm};
+use strix_kernels::reference::f32_im2col_len;
 use strix_kernels::table::{kernels_for, KernelSet, SCALAR};
 use strix_kernels::Isa;
 
@@ -15,6 +16,8 @@ pub struct Prepared {
     pub folded: Vec<Option<Vec<i32>>>,
     /// Scratch bytes a session needs (im2row tiles).
     pub scratch: usize,
+    /// f32 scratch elements a session needs (im2col of small f32 convs).
+    pub scratch_f32: usize,
 }
 
 impl Prepared {
@@ -25,6 +28,15 @@ impl Prepared {
             kernels_for(isa)
         };
         let mut scratch = 0;
+        let scratch_f32 = g
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { geom, .. } => f32_im2col_len(geom),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         let konst = |id: usize| match g.tensors[id].storage {
             Storage::Const { offset } => offset,
             Storage::Arena { .. } => 0,
@@ -56,6 +68,7 @@ impl Prepared {
             ks,
             folded,
             scratch,
+            scratch_f32,
         }
     }
 }
@@ -65,6 +78,7 @@ impl std::fmt::Debug for Prepared {
         f.debug_struct("Prepared")
             .field("isa", &self.isa)
             .field("scratch", &self.scratch)
+            .field("scratch_f32", &self.scratch_f32)
             .finish_non_exhaustive()
     }
 }

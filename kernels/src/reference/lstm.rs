@@ -41,10 +41,7 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + libm::expf(-x))
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use super::dot_f32 as dot;
 
 /// One forward LSTM layer as ONNX defines it (gate order `i, o, f, c`;
 /// `f = sigmoid`, `g = h = tanh`; no peepholes, no clip, no coupled gates):

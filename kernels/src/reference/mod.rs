@@ -13,7 +13,10 @@ mod pool;
 mod resize;
 mod softmax;
 
-pub use conv::{f32_conv2d, qs8_conv2d, qs8_conv2d_f32out, ConvGeometry, QConvParams};
+pub use conv::{
+    f32_conv2d, f32_conv2d_im2col, f32_im2col_len, qs8_conv2d, qs8_conv2d_f32out, ConvGeometry,
+    QConvParams,
+};
 pub use elementwise::{
     f32_binary, qs8_vadd, qs8_vmul, BinaryOp, QAddParams, QMulParams, QADD_LEFT_SHIFT,
 };
@@ -26,3 +29,25 @@ pub use movement::{concat, gather, pad_constant, qs8_requantize_copy, slice, tra
 pub use pool::{f32_pool2d, qs8_avgpool2d, qs8_maxpool2d, PoolGeometry};
 pub use resize::{f32_resize, qs8_resize, CoordMode, ResizeGeometry, ResizeKind};
 pub use softmax::{f32_reduce_mean, f32_softmax};
+
+/// f32 dot product with eight independent partial sums, so the compiler can
+/// keep them in vector registers (a single running sum would serialise every
+/// addition). Lengths beyond the shorter slice are ignored.
+#[inline]
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
