@@ -251,10 +251,20 @@ pub struct SpeechConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VadConfig {
-    /// Frame energy (dBFS) above which a frame may be speech.
+    /// Which detector: `"silero"` (the Silero VAD `.strix` named by `model`) or
+    /// `"energy"` (frame energy + zero-crossing rate). Default: `"silero"`
+    /// when `model` is set, else `"energy"`.
+    #[serde(default)]
+    pub kind: Option<VadKind>,
+    /// The Silero VAD `.strix` (converted with `strix convert
+    /// silero_vad_16k_static.onnx --fp32`): raw 16 kHz samples in, speech
+    /// probability and LSTM state out.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Energy VAD: frame energy (dBFS) above which a frame may be speech.
     #[serde(default = "default_vad_db")]
     pub threshold_db: f32,
-    /// Frames with a zero-crossing rate above this are noise-like, not voice (0..1).
+    /// Energy VAD: frames with a zero-crossing rate above this are noise-like, not voice (0..1).
     #[serde(default = "default_vad_zcr")]
     pub max_zcr: f32,
     /// Voice must last this long before `voice` starts, ms.
@@ -265,9 +275,30 @@ pub struct VadConfig {
     pub hangover_ms: u32,
 }
 
+/// The voice activity detector `[speech.vad] kind` selects.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VadKind {
+    Silero,
+    Energy,
+}
+
+impl VadConfig {
+    /// The detector in effect: `kind`, else Silero when a model is named.
+    pub fn effective_kind(&self) -> VadKind {
+        self.kind.unwrap_or(if self.model.is_some() {
+            VadKind::Silero
+        } else {
+            VadKind::Energy
+        })
+    }
+}
+
 impl Default for VadConfig {
     fn default() -> Self {
         VadConfig {
+            kind: None,
+            model: None,
             threshold_db: default_vad_db(),
             max_zcr: default_vad_zcr(),
             min_speech_ms: default_vad_min(),
@@ -685,6 +716,13 @@ impl Config {
             if s.refractory_ms > 60_000 {
                 return Err(err("speech.refractory_ms", "0..=60000 ms", s.refractory_ms));
             }
+            if s.vad.effective_kind() == VadKind::Silero && s.vad.model.is_none() {
+                return Err(err(
+                    "speech.vad.model",
+                    "a Silero VAD .strix when speech.vad.kind = \"silero\"",
+                    "nothing",
+                ));
+            }
             check_range("speech.vad.threshold_db", s.vad.threshold_db, -120.0, 0.0)?;
             check_range("speech.vad.max_zcr", s.vad.max_zcr, 0.0, 1.0)?;
             if s.vad.min_speech_ms > 10_000 || s.vad.hangover_ms > 10_000 {
@@ -773,6 +811,9 @@ impl Config {
         if let Some(s) = &mut self.speech {
             fix(&mut s.source);
             fix(&mut s.model);
+            if let Some(v) = &mut s.vad.model {
+                fix(v);
+            }
         }
         fix(&mut self.outbox.path);
         if let Some(m) = &mut self.mqtt {
@@ -852,6 +893,25 @@ model = "det.strix"
         let e = parse("device = \"My Porch\"\n[speech]\nsource = \"a.wav\"\nmodel = \"k.strix\"\n")
             .unwrap_err();
         assert_eq!(e.key, "device");
+    }
+
+    #[test]
+    fn vad_kind_defaults_to_silero_with_a_model_and_needs_one() {
+        const SPEECH: &str =
+            "device = \"mic\"\n[speech]\nsource = \"a.wav\"\nmodel = \"k.strix\"\n";
+        let c = parse(SPEECH).unwrap();
+        assert_eq!(c.speech.unwrap().vad.effective_kind(), VadKind::Energy);
+        let c = parse(&format!("{SPEECH}[speech.vad]\nmodel = \"vad.strix\"\n")).unwrap();
+        assert_eq!(c.speech.unwrap().vad.effective_kind(), VadKind::Silero);
+        let c = parse(&format!(
+            "{SPEECH}[speech.vad]\nmodel = \"vad.strix\"\nkind = \"energy\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.speech.unwrap().vad.effective_kind(), VadKind::Energy);
+        let e = parse(&format!("{SPEECH}[speech.vad]\nkind = \"silero\"\n")).unwrap_err();
+        assert_eq!(e.key, "speech.vad.model");
+        let e = parse(&format!("{SPEECH}[speech.vad]\nkind = \"webrtc\"\n")).unwrap_err();
+        assert!(e.to_string().contains("webrtc"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ strixd runs the Strix pipelines on a board and sends their alerts upstream.
 
   camera: frames -> motion gate -> detector (.strix) -> tracker -> zones/rules
           -> events new/update/end with a JPEG snapshot
-  speech: 16 kHz audio -> voice activity -> keyword spotting (.strix)
+  speech: 16 kHz audio -> voice activity (Silero VAD .strix, or energy)
+          -> keyword spotting (.strix)
           -> voice start/end and keyword events
 
 Every alert is written to a durable outbox (redb) before it is sent, and is
@@ -40,6 +41,8 @@ Minimal config (all keys: firmware/README.md):
   source = \"mic.wav\"
   model = \"kws.strix\"
   keywords = [\"yes\", \"stop\"]
+  [speech.vad]                  # omit: the energy VAD
+  model = \"vad.strix\"          # strix convert silero_vad_16k_static.onnx --fp32 -o ...
   [mqtt]                        # omit: JSON lines on stdout
   host = \"localhost\"
 
@@ -106,9 +109,18 @@ fn run(cfg: Config, check_only: bool) -> i32 {
         let model = load_model(&s.model, "speech");
         let kws = speech::check_kws(s, &model)
             .unwrap_or_else(|e| fail(exit::MODEL, format!("{}: {e}", s.model.display())));
+        let vad = match (s.vad.effective_kind(), &s.vad.model) {
+            (config::VadKind::Silero, Some(p)) => {
+                let m = load_model(p, "speech.vad");
+                speech::check_vad(&m)
+                    .unwrap_or_else(|e| fail(exit::MODEL, format!("{}: {e}", p.display())));
+                Some(Arc::new(m))
+            }
+            _ => None,
+        };
         let audio = speech::load_audio(&s.source)
             .unwrap_or_else(|e| fail(exit::MEDIA, format!("speech source: {e}")));
-        (Arc::new(model), kws, audio)
+        (Arc::new(model), vad, kws, audio)
     });
     let mut outputs = Outputs::new();
     if let (Some(g), Some(b)) = (&cfg.gpio, &board) {
@@ -224,9 +236,9 @@ fn run(cfg: Config, check_only: bool) -> i32 {
                 .unwrap_or_else(|e| fail(exit::INTERNAL, e)),
         );
     }
-    if let (Some(s), Some((model, kws, audio))) = (cfg.speech.clone(), speech) {
+    if let (Some(s), Some((model, vad, kws, audio))) = (cfg.speech.clone(), speech) {
         pipelines.extend(
-            speech::start(s, model, kws, audio, ctx.clone())
+            speech::start(s, model, vad, kws, audio, ctx.clone())
                 .unwrap_or_else(|e| fail(exit::INTERNAL, e)),
         );
     }

@@ -5,9 +5,10 @@
 //! a bounded channel whose sender blocks when full: audio is never dropped
 //! (each wait is counted in `strix_audio_backpressure_total`).
 //!
-//! Voice activity sits behind the [`Vad`] trait. The shipped detector is an
-//! energy + zero-crossing one; the Silero VAD model plugs in behind the same
-//! trait once the runtime runs its LSTM.
+//! Voice activity sits behind the [`Vad`] trait: [`SileroVad`] runs the
+//! Silero VAD `.strix` (conv front end + LSTM, state carried between frames);
+//! [`EnergyVad`] (energy + zero-crossing rate) is the fallback when no VAD
+//! model is configured.
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::VecDeque;
@@ -24,7 +25,7 @@ use strix_runtime::{Model, Session};
 
 use crate::alert::{new_event_id, unix_now, Alert, AlertKind, AlertType};
 use crate::camera::Ctx;
-use crate::config::{ConfigError, SpeechConfig, VadConfig};
+use crate::config::{ConfigError, SpeechConfig, VadConfig, VadKind};
 
 pub const SAMPLE_RATE: usize = 16_000;
 /// Samples per chunk handed from capture to analysis (100 ms).
@@ -78,6 +79,124 @@ impl Vad for EnergyVad {
             0.0
         }
     }
+}
+
+/// Samples of the previous frame the Silero VAD sees before each new frame
+/// (64 at 16 kHz: the model's input is `[1, 64 + frame_len]`).
+pub const SILERO_CONTEXT: usize = 64;
+
+/// The Silero VAD model (`silero_vad_16k_static.onnx` converted with
+/// `strix convert --fp32`): input 0 `[1, 64 + frame_len]` raw samples (the
+/// last 64 samples of the previous frame, then the new frame), input 1 the
+/// LSTM state; output 0 the speech probability, output 1 the next state.
+/// The detector keeps the context and the state between frames, so frames
+/// must be consecutive audio of one stream.
+pub struct SileroVad<'m> {
+    session: Session<'m>,
+    /// Context followed by the current frame.
+    input: Vec<f32>,
+    state: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl<'m> SileroVad<'m> {
+    /// Checks `model` ([`check_vad`]) and prepares a session with a zero state.
+    pub fn new(model: &'m Model) -> Result<Self, String> {
+        let (frame, state_len) = check_vad(model)?;
+        Ok(SileroVad {
+            session: Session::new(model),
+            input: vec![0.0; SILERO_CONTEXT + frame],
+            state: vec![0.0; state_len],
+            out: Vec::with_capacity(state_len.max(1)),
+        })
+    }
+
+    /// Forgets the stream: zero context and state.
+    pub fn reset(&mut self) {
+        self.input.fill(0.0);
+        self.state.fill(0.0);
+    }
+
+    fn step(&mut self, frame: &[f32]) -> Result<f32, String> {
+        let n = self.input.len();
+        self.input.copy_within(n - SILERO_CONTEXT.., 0);
+        self.input[SILERO_CONTEXT..].copy_from_slice(frame);
+        let s = &mut self.session;
+        s.input_mut(0)
+            .map_err(|e| e.to_string())?
+            .copy_from_slice(&self.input);
+        s.input_mut(1)
+            .map_err(|e| e.to_string())?
+            .copy_from_slice(&self.state);
+        s.run().map_err(|e| e.to_string())?;
+        s.output_f32(1, &mut self.out).map_err(|e| e.to_string())?;
+        self.state.copy_from_slice(&self.out);
+        s.output_f32(0, &mut self.out).map_err(|e| e.to_string())?;
+        Ok(self.out[0])
+    }
+}
+
+impl Vad for SileroVad<'_> {
+    fn frame_len(&self) -> usize {
+        self.input.len() - SILERO_CONTEXT
+    }
+    fn speech_probability(&mut self, frame: &[f32]) -> f32 {
+        if frame.len() != self.frame_len() {
+            return 0.0;
+        }
+        // A validated model cannot fail to run; if it ever does, the frame is
+        // reported as non-speech rather than stopping the pipeline.
+        self.step(frame).unwrap_or_else(|e| {
+            eprintln!("strixd: vad: {e}");
+            0.0
+        })
+    }
+}
+
+/// Checks that `model` has the Silero VAD's interface (raw-sample 16 kHz
+/// audio metadata; input 0 `[1, 64 + frame]`; input 1 the state, as large as
+/// output 1; output 0 one probability) and returns `(frame_len, state_len)`.
+pub fn check_vad(model: &Model) -> Result<(usize, usize), String> {
+    match model.meta.input {
+        InputSpec::Audio {
+            frontend: AudioFrontend::RawSamples,
+            sample_rate: 16_000,
+        } => {}
+        ref other => {
+            return Err(format!(
+                "the VAD model's input spec is {other:?}; expected audio raw_samples at 16 kHz \
+                 (convert with models/vad/silero_vad_16k_static.toml)"
+            ))
+        }
+    }
+    let g = &model.graph;
+    let len = |id: usize| g.tensors[id].len();
+    if g.inputs.len() != 2 || g.outputs.len() != 2 {
+        return Err(format!(
+            "the VAD model has {} inputs and {} outputs; expected 2 and 2 (audio and state)",
+            g.inputs.len(),
+            g.outputs.len()
+        ));
+    }
+    let x = &g.tensors[g.inputs[0]].shape;
+    if x.len() != 2 || x[0] != 1 || x[1] <= SILERO_CONTEXT {
+        return Err(format!(
+            "the VAD model's audio input is {x:?}; expected [1, {SILERO_CONTEXT} + frame]"
+        ));
+    }
+    let (state_in, state_out) = (len(g.inputs[1]), len(g.outputs[1]));
+    if state_in != state_out || state_in == 0 {
+        return Err(format!(
+            "the VAD model's state input has {state_in} values but its state output {state_out}"
+        ));
+    }
+    if len(g.outputs[0]) != 1 {
+        return Err(format!(
+            "the VAD model's first output has {} values; expected one probability",
+            len(g.outputs[0])
+        ));
+    }
+    Ok((x[1] - SILERO_CONTEXT, state_in))
 }
 
 /// Turns per-frame speech probabilities into voice segments: voice starts
@@ -348,6 +467,7 @@ struct Chunk {
 pub fn start(
     cfg: SpeechConfig,
     model: Arc<Model>,
+    vad_model: Option<Arc<Model>>,
     keywords: Vec<usize>,
     audio: Vec<f32>,
     ctx: Ctx,
@@ -364,7 +484,7 @@ pub fn start(
         .spawn(move || capture(c1.0, audio, tx, c1.1))?;
     let b = std::thread::Builder::new()
         .name("speech".into())
-        .spawn(move || analyse(cfg, &model, keywords, rx, ctx))?;
+        .spawn(move || analyse(cfg, &model, vad_model.as_deref(), keywords, rx, ctx))?;
     Ok(vec![a, b])
 }
 
@@ -415,14 +535,39 @@ fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) 
     }
 }
 
-fn analyse(cfg: SpeechConfig, model: &Model, keywords: Vec<usize>, rx: Receiver<Chunk>, ctx: Ctx) {
+fn analyse(
+    cfg: SpeechConfig,
+    model: &Model,
+    vad_model: Option<&Model>,
+    keywords: Vec<usize>,
+    rx: Receiver<Chunk>,
+    ctx: Ctx,
+) {
+    let kind = cfg.vad.effective_kind();
     let VadConfig {
         threshold_db,
         max_zcr,
         min_speech_ms,
         hangover_ms,
+        ..
     } = cfg.vad;
-    let mut vad: Box<dyn Vad> = Box::new(EnergyVad::new(threshold_db, max_zcr));
+    let mut vad: Box<dyn Vad + '_> = match (kind, vad_model) {
+        (VadKind::Silero, Some(m)) => match SileroVad::new(m) {
+            Ok(v) => Box::new(v),
+            Err(e) => {
+                // main checked the model before starting; this is a bug.
+                eprintln!("strixd: vad: {e}");
+                ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        },
+        (VadKind::Silero, None) => {
+            eprintln!("strixd: vad: speech.vad.kind = \"silero\" but no VAD model was loaded");
+            ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        (VadKind::Energy, _) => Box::new(EnergyVad::new(threshold_db, max_zcr)),
+    };
     let flen = vad.frame_len();
     let ms_frames = |ms: u32| (ms as usize * SAMPLE_RATE / 1000).div_ceil(flen);
     let mut seg = Segmenter::new(ms_frames(min_speech_ms), ms_frames(hangover_ms));

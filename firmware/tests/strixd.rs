@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use strix_firmware::speech::{EnergyVad, SileroVad, Vad};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -110,6 +111,14 @@ fn assets() -> &'static Assets {
                 .args(&wavs)
                 .arg("-o")
                 .arg(dir.join("kws.strix")),
+        );
+        run_ok(
+            Command::new(&strix)
+                .arg("convert")
+                .arg(m.join("vad/silero_vad_16k_static.onnx"))
+                .arg("--fp32")
+                .arg("-o")
+                .arg(dir.join("vad.strix")),
         );
         // Speech: 1 s silence, yes, 1 s silence, noise, 1 s silence, yes, 1 s silence.
         let sil = dir.join("sil.wav");
@@ -297,6 +306,7 @@ fn write_config(dir: &Path, body: &str) -> PathBuf {
             &a.dir.join("fastestdet.strix").display().to_string(),
         )
         .replace("@KWS@", &a.dir.join("kws.strix").display().to_string())
+        .replace("@VAD@", &a.dir.join("vad.strix").display().to_string())
         .replace("@SPEECH@", &a.dir.join("speech.wav").display().to_string());
     std::fs::write(&p, text).unwrap();
     p
@@ -493,6 +503,93 @@ fn speech_events_at_the_right_times() {
     }
     let keywords = ev.iter().filter(|v| v["kind"] == "keyword").count();
     assert_eq!(keywords, 2, "no keyword in silence or noise: {ev:#?}");
+}
+
+/// 16 kHz mono samples of a WAV file.
+fn wav(path: &Path) -> Vec<f32> {
+    strix_runtime::audio::read_wav_mono_16k(path).unwrap()
+}
+
+/// Per-frame speech probabilities of `vad` over `audio` (whole frames).
+fn probabilities(vad: &mut dyn Vad, audio: &[f32]) -> Vec<f32> {
+    let n = vad.frame_len();
+    audio
+        .chunks_exact(n)
+        .map(|f| vad.speech_probability(f))
+        .collect()
+}
+
+#[test]
+fn silero_vad_tells_speech_from_noise_the_energy_vad_calls_speech() {
+    let a = assets();
+    let model = strix_runtime::Model::load(a.dir.join("vad.strix")).unwrap();
+    let mut silero = SileroVad::new(&model).unwrap();
+    assert_eq!(silero.frame_len(), 512, "from the model's [1, 576] input");
+    let mut energy = EnergyVad::new(-40.0, 0.5);
+    let frac = |p: &[f32]| p.iter().filter(|&&v| v >= 0.5).count() as f32 / p.len() as f32;
+    // Loud noise (the shipped clip, and sox brown noise): the energy VAD calls
+    // much of it speech, which is the case the model exists for.
+    let brown = a.dir.join("brown.wav");
+    run_ok(
+        Command::new("sox")
+            .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+            .arg(&brown)
+            .args(["synth", "2", "brownnoise", "vol", "0.5"]),
+    );
+    for noise in [root().join("models/kws/noise_1000ms.wav"), brown] {
+        let x = wav(&noise);
+        let e = probabilities(&mut energy, &x);
+        silero.reset();
+        let s = probabilities(&mut silero, &x);
+        eprintln!(
+            "{}: energy VAD speech frames {:.2}, Silero max p {:.3}",
+            noise.display(),
+            frac(&e),
+            s.iter().copied().fold(0.0, f32::max)
+        );
+        assert!(frac(&e) >= 0.5, "{}: energy VAD {e:?}", noise.display());
+        assert_eq!(frac(&s), 0.0, "{}: Silero {s:?}", noise.display());
+    }
+    // Speech: the shipped "yes" and the 60 s speech file.
+    silero.reset();
+    let yes = probabilities(&mut silero, &wav(&root().join("models/kws/yes_1000ms.wav")));
+    assert!(
+        yes.iter().any(|&p| p > 0.8),
+        "yes clip is speech somewhere: {yes:?}"
+    );
+    silero.reset();
+    let long = probabilities(&mut silero, &wav(&root().join("models/vad/speech_60s.wav")));
+    assert!(frac(&long) > 0.7, "60 s of speech: {}", frac(&long));
+}
+
+#[test]
+fn speech_events_with_the_silero_vad_skip_the_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "device = \"mic1\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\", \"no\", \"stop\", \"go\"]\n[speech.vad]\nmodel = \"@VAD@\"\n";
+    let cfg = write_config(dir.path(), body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let ev = alerts(&lines);
+    let starts: Vec<f64> = ev
+        .iter()
+        .filter(|v| v["kind"] == "voice" && v["type"] == "new")
+        .map(|v| v["stream_time"].as_f64().unwrap())
+        .collect();
+    eprintln!("Silero voice starts: {starts:?}");
+    // The two "yes" clips start at 1 s and 5 s; the noise fills 3..4 s.
+    for clip in [1.0, 5.0] {
+        assert!(
+            starts.iter().any(|&t| (clip..clip + 1.0).contains(&t)),
+            "voice in the yes clip at {clip} s: {ev:#?}"
+        );
+    }
+    assert!(
+        !starts.iter().any(|&t| (2.9..4.1).contains(&t)),
+        "no voice in the noise: {ev:#?}"
+    );
+    let keywords: Vec<&Value> = ev.iter().filter(|v| v["kind"] == "keyword").collect();
+    assert_eq!(keywords.len(), 2, "{ev:#?}");
+    assert!(keywords.iter().all(|v| v["label"] == "yes"), "{ev:#?}");
 }
 
 #[test]

@@ -327,16 +327,37 @@ fn exec(
         ) => {
             let (x, w, b) = (s.f32(inp(0))?, s.f32(inp(1))?, s.f32(inp(2))?);
             let (il, ol) = (geom.input_len(), geom.output_len());
-            for bi in 0..shape(0)[0] {
-                k::f32_conv2d(
-                    geom,
-                    &x[bi * il..(bi + 1) * il],
-                    w,
-                    b,
-                    *act_min,
-                    *act_max,
-                    &mut o[bi * ol..(bi + 1) * ol],
-                );
+            // Small convs (few positions, long reductions) go through im2col:
+            // Prepared sized scratch_f32 for every conv that takes it.
+            let col = k::f32_im2col_len(geom).and_then(|n| wk.scratch_f32().get_mut(..n));
+            match col {
+                Some(col) => {
+                    for bi in 0..shape(0)[0] {
+                        k::f32_conv2d_im2col(
+                            geom,
+                            &x[bi * il..(bi + 1) * il],
+                            w,
+                            b,
+                            *act_min,
+                            *act_max,
+                            col,
+                            &mut o[bi * ol..(bi + 1) * ol],
+                        );
+                    }
+                }
+                None => {
+                    for bi in 0..shape(0)[0] {
+                        k::f32_conv2d(
+                            geom,
+                            &x[bi * il..(bi + 1) * il],
+                            w,
+                            b,
+                            *act_min,
+                            *act_max,
+                            &mut o[bi * ol..(bi + 1) * ol],
+                        );
+                    }
+                }
             }
         }
         (Op::QConv { geom, q }, Out::I8(o)) => {
@@ -591,6 +612,16 @@ fn exec(
         (Op::Pad { before, value }, Out::I8(o)) => {
             k::pad_constant(s.i8(inp(0))?, shape(0), before, &ot.shape, *value as i8, o)
         }
+        (Op::Lstm { geom }, Out::F32(o)) => k::f32_lstm(
+            geom,
+            s.f32(inp(0))?,
+            s.f32(inp(1))?,
+            s.f32(inp(2))?,
+            s.f32(inp(3))?,
+            s.f32(inp(4))?,
+            s.f32(inp(5))?,
+            o,
+        ),
         (Op::Resize { geom }, Out::F32(o)) => k::f32_resize(geom, s.f32(inp(0))?, o),
         (Op::Resize { geom }, Out::I8(o)) => k::qs8_resize(geom, s.i8(inp(0))?, o),
         (Op::Quantize, Out::I8(o)) => {

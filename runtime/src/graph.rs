@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use strix_kernels::reference::{
-    BinaryOp, ConvGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams, QMulParams,
-    ResizeGeometry, UnaryOp,
+    BinaryOp, ConvGeometry, LstmGeometry, PoolGeometry, QAddParams, QConvParams, QGemmParams,
+    QMulParams, ResizeGeometry, UnaryOp,
 };
 use strix_kernels::Requant;
 
@@ -170,6 +170,15 @@ pub enum Op {
         axis: usize,
         indices: Vec<usize>,
     },
+    /// f32 LSTM, one forward direction, ONNX semantics (gates `i, o, f, c`,
+    /// sigmoid/tanh/tanh); inputs `[x [seq, batch, input], w [4h, input],
+    /// r [4h, h], b [4h] (Wb + Rb), h0 [batch, h], c0 [batch, h]]`. The output
+    /// `[seq + 2, batch, h]` holds ONNX's `Y` rows, then `Y_h`, then `Y_c`
+    /// (see `strix_kernels::reference::f32_lstm`); h0/c0 may be graph inputs
+    /// so a caller carries the state between runs.
+    Lstm {
+        geom: LstmGeometry,
+    },
     /// Constant padding; `value` is in the tensor's own domain (a code for int8).
     Pad {
         before: Vec<usize>,
@@ -210,6 +219,7 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Gather { .. } => "Gather",
             Op::Pad { .. } => "Pad",
+            Op::Lstm { .. } => "Lstm",
             Op::Resize { .. } => "Resize",
             Op::Quantize => "Quantize",
             Op::Dequantize => "Dequantize",
@@ -228,6 +238,11 @@ impl Op {
                 m, n, k, batch: b, ..
             } => (m * n * k * b) as u64,
             Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => (m * n * k) as u64,
+            // In u64: a validated geometry's product can pass usize on 32-bit targets.
+            Op::Lstm { geom } => {
+                let u = |x: usize| x as u64;
+                u(geom.seq) * u(geom.batch) * 4 * u(geom.hidden) * (u(geom.input) + u(geom.hidden))
+            }
             _ => 0,
         }
     }

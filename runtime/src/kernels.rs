@@ -6,7 +6,7 @@ use crate::graph::{Consts, Graph, Op, Storage};
 use strix_kernels::driver::{
     conv_scratch_len, fold_bias, fold_bias_sparse, sparse_conv_scratch_len, uses_gemm, CONV_TILE,
 };
-use strix_kernels::reference::{ConvGeometry, SparseWeights};
+use strix_kernels::reference::{f32_im2col_len, ConvGeometry, SparseWeights};
 use strix_kernels::table::{kernels_for, KernelSet, SCALAR};
 use strix_kernels::Isa;
 
@@ -20,6 +20,8 @@ pub struct Prepared {
     pub scratch: usize,
     /// Gemm output-tile elements a worker thread needs (`out_c * tile`).
     pub tile: usize,
+    /// f32 scratch elements a session needs (im2col of small f32 convs).
+    pub scratch_f32: usize,
 }
 
 impl Prepared {
@@ -31,6 +33,15 @@ impl Prepared {
         };
         let mut scratch = 0;
         let mut tile = 0;
+        let scratch_f32 = g
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { geom, .. } => f32_im2col_len(geom),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         let konst = |id: usize| match g.tensors[id].storage {
             Storage::Const { offset } => offset,
             Storage::Arena { .. } => 0,
@@ -83,6 +94,7 @@ impl Prepared {
             folded,
             scratch,
             tile,
+            scratch_f32,
         }
     }
 }
@@ -97,6 +109,7 @@ impl std::fmt::Debug for Prepared {
         f.debug_struct("Prepared")
             .field("isa", &self.isa)
             .field("scratch", &self.scratch)
+            .field("scratch_f32", &self.scratch_f32)
             .finish_non_exhaustive()
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Workers {
     /// Per thread: `tl` f32s of gemm output tile (int8 tiles use its bytes).
     tiles: Vec<f32>,
     tl: usize,
+    /// f32 im2col columns of small f32 convs (used on the calling thread).
+    scratch_f32: Vec<f32>,
 }
 
 impl Workers {
@@ -47,11 +49,17 @@ impl Workers {
             sl: p.scratch,
             tiles: vec![0.0; tl * threads],
             tl,
+            scratch_f32: vec![0.0; p.scratch_f32],
         })
     }
 
     pub(crate) fn threads(&self) -> usize {
         self.pool.as_ref().map_or(1, Pool::threads)
+    }
+
+    /// The f32 scratch (serial f32 convs).
+    pub(crate) fn scratch_f32(&mut self) -> &mut [f32] {
+        &mut self.scratch_f32
     }
 
     /// The first thread's scratch (for serial calls).
@@ -84,6 +92,7 @@ fn split_conv<T: Copy>(
         sl,
         tiles,
         tl,
+        ..
     } = wk;
     let (sl, tl) = (*sl, *tl);
     let Some(pool) = pool.as_mut().filter(|_| g.macs() >= PAR_MIN_MACS) else {

@@ -169,9 +169,12 @@ fn want(cond: bool, msg: impl FnOnce() -> String) -> std::result::Result<(), Str
 
 fn conv_ok(geom: &ConvGeometry, x: &Tensor, out: &Tensor) -> std::result::Result<usize, String> {
     want(geom.is_valid(), || format!("invalid geometry {geom:?}"))?;
-    want(x.shape.len() == 4 && out.shape.len() == 4, || {
-        "conv tensors must be 4-D".into()
-    })?;
+    // 1-D convs keep their `[N, C, W]` shape (height 1 in the geometry).
+    let one_d = x.shape.len() == 3 && out.shape.len() == 3 && geom.in_h == 1 && geom.out_h == 1;
+    want(
+        one_d || (x.shape.len() == 4 && out.shape.len() == 4),
+        || "conv tensors must be 4-D (or 3-D with height 1)".into(),
+    )?;
     let batch = x.shape[0];
     want(out.shape[0] == batch, || "batch mismatch".into())?;
     want(x.len() == batch * geom.input_len(), || {
@@ -597,6 +600,47 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
                 value.is_finite() && (out.dtype == DType::F32 || (-128.0..=127.0).contains(value)),
                 || "bad pad value".into(),
             )?;
+        }
+        Op::Lstm { geom } => {
+            arity(6, 6)?;
+            for k in 0..6 {
+                dtypes(k, DType::F32)?;
+            }
+            out_dt(DType::F32)?;
+            // The geometry is untrusted: every size it implies must be computable.
+            let mul = |a: usize, b: usize| a.checked_mul(b);
+            let sizes = (|| {
+                let h4 = mul(4, geom.hidden)?;
+                Some((
+                    mul(mul(geom.seq, geom.batch)?, geom.input)?,
+                    mul(h4, geom.input)?,
+                    mul(h4, geom.hidden)?,
+                    h4,
+                    mul(geom.batch, geom.hidden)?,
+                    mul(mul(geom.seq.checked_add(2)?, geom.batch)?, geom.hidden)?,
+                ))
+            })()
+            .ok_or_else(|| format!("geometry {geom:?} overflows"))?;
+            let (xl, wl, rl, bl, sl, ol) = sizes;
+            want(geom.hidden > 0 && geom.batch > 0 && geom.input > 0, || {
+                format!("empty geometry {geom:?}")
+            })?;
+            want(t(0).len() == xl, || {
+                format!(
+                    "x has {} elements, geometry {geom:?} needs {xl}",
+                    t(0).len()
+                )
+            })?;
+            want(
+                t(1).len() == wl && t(2).len() == rl && t(3).len() == bl,
+                || "w/r/b sizes do not match the geometry".into(),
+            )?;
+            want(t(4).len() == sl && t(5).len() == sl, || {
+                format!("initial h/c must have {sl} elements")
+            })?;
+            want(out.len() == ol, || {
+                format!("output has {} elements, expected {ol}", out.len())
+            })?;
         }
         Op::Resize { geom } => {
             arity(1, 1)?;

@@ -4,5 +4,6 @@ mod e2e {
     mod kws;
     mod models;
     mod sparse;
+    mod vad;
     mod vww;
 }

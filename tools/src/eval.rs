@@ -40,11 +40,21 @@ impl Reference {
     }
 
     pub fn run(&self, shape: &[usize], x: &[f32]) -> Result<Vec<(Vec<f32>, Vec<usize>)>> {
-        let t = Tensor::from_shape(shape, x).map_err(|e| anyhow!("{e}"))?;
-        let out = self
-            .plan
-            .run(tvec!(t.into()))
-            .map_err(|e| anyhow!("tract run: {e}"))?;
+        self.run_inputs(&[(shape, x)])
+    }
+
+    /// Runs with every graph input given, in the model's input order (e.g.
+    /// audio and recurrent state); returns every output.
+    pub fn run_inputs(&self, inputs: &[(&[usize], &[f32])]) -> Result<Vec<(Vec<f32>, Vec<usize>)>> {
+        let ts = inputs
+            .iter()
+            .map(|(shape, x)| {
+                Tensor::from_shape(shape, x)
+                    .map(|t| t.into())
+                    .map_err(|e| anyhow!("{e}"))
+            })
+            .collect::<Result<TVec<TValue>>>()?;
+        let out = self.plan.run(ts).map_err(|e| anyhow!("tract run: {e}"))?;
         out.iter()
             .map(|v| {
                 let v = v.cast_to::<f32>().map_err(|e| anyhow!("{e}"))?;

@@ -2,7 +2,9 @@
 //! fusion, before precision is chosen. Values are either constants (weights,
 //! folded shapes) or activations produced by exactly one node.
 
-use strix_kernels::reference::{BinaryOp, ConvGeometry, PoolGeometry, ResizeGeometry, UnaryOp};
+use strix_kernels::reference::{
+    BinaryOp, ConvGeometry, LstmGeometry, PoolGeometry, ResizeGeometry, UnaryOp,
+};
 
 /// A host-side constant.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,6 +131,11 @@ pub enum COp {
     Resize {
         geom: ResizeGeometry,
     },
+    /// Forward LSTM (always f32); inputs `[x, w, r, b, h0, c0]`, output
+    /// `[seq + 2, batch, hidden]` = `Y` rows, `Y_h`, `Y_c` (see `Op::Lstm`).
+    Lstm {
+        geom: LstmGeometry,
+    },
 }
 
 impl COp {
@@ -149,6 +156,7 @@ impl COp {
             COp::Gather { .. } => "Gather",
             COp::Pad { .. } => "Pad",
             COp::Resize { .. } => "Resize",
+            COp::Lstm { .. } => "Lstm",
         }
     }
 }
@@ -235,6 +243,9 @@ impl CGraph {
             .map(|n| match &n.op {
                 COp::Conv { geom, .. } => (geom.macs() * self.values[n.inputs[0]].shape[0]) as u64,
                 COp::Gemm { m, n, k, batch, .. } => (m * n * k * batch) as u64,
+                COp::Lstm { geom } => {
+                    (geom.seq * geom.batch * 4 * geom.hidden * (geom.input + geom.hidden)) as u64
+                }
                 _ => 0,
             })
             .sum()

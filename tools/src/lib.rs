@@ -70,12 +70,17 @@ pub fn convert_with(
     if !fp32 && std::env::var_os("STRIX_NO_CLE").is_none() {
         equalize::equalize(&mut cg);
     }
-    if cg.inputs.len() != 1 {
+    if cg.inputs.len() != 1 && !fp32 {
         bail!(
-            "models with {} inputs are not supported by convert yet (one input)",
+            "the model has {} inputs: int8 calibration takes one-input models; \
+             convert it with --fp32",
             cg.inputs.len()
         );
     }
+    if calib.is_empty() && !fp32 {
+        bail!("int8 conversion needs calibration samples (--calib), or use --fp32");
+    }
+    // Samples feed the first input (an f32 build only checks that they load).
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
     let samples: Vec<Vec<Vec<f32>>> = calib
         .iter()

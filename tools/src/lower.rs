@@ -158,6 +158,7 @@ fn f32_op(op: &COp, n_inputs: usize) -> Op {
             value: *value,
         },
         COp::Resize { geom } => Op::Resize { geom: *geom },
+        COp::Lstm { geom } => Op::Lstm { geom: *geom },
     }
 }
 
@@ -361,7 +362,7 @@ fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool
                 || (matches!(op, BinaryOp::Add | BinaryOp::Mul) && is_i8(a) && is_i8(b))
         }
         COp::Concat { .. } => n.inputs.iter().all(|&v| is_i8(v)),
-        COp::Softmax { .. } | COp::ReduceMean { .. } => false,
+        COp::Softmax { .. } | COp::ReduceMean { .. } | COp::Lstm { .. } => false,
     }
 }
 
@@ -388,7 +389,7 @@ fn transparent(cg: &CGraph, n: &crate::ir::CNode) -> bool {
 fn f32_only(cg: &CGraph, n: &crate::ir::CNode) -> bool {
     let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
     match &n.op {
-        COp::Softmax { .. } | COp::ReduceMean { .. } => true,
+        COp::Softmax { .. } | COp::ReduceMean { .. } | COp::Lstm { .. } => true,
         COp::Gemm { .. } => !(n.inputs.len() == 3 && cg.is_const(n.inputs[1])),
         COp::Binary(op) => {
             !n.inputs.iter().any(|&v| scalar_const(v))
@@ -802,7 +803,7 @@ pub fn lower_int8_with(
                     oq,
                 )
             }
-            COp::Softmax { .. } | COp::ReduceMean { .. } => {
+            COp::Softmax { .. } | COp::ReduceMean { .. } | COp::Lstm { .. } => {
                 bail!("internal: {} chosen for int8", n.op.name())
             }
         };

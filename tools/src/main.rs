@@ -27,8 +27,9 @@ enum Cmd {
     Convert {
         /// The fp32 ONNX model.
         model: PathBuf,
-        /// Calibration samples: images (.jpg/.png/.bmp), 16 kHz WAV (.wav) or .npy tensors.
-        #[arg(long, num_args = 1.., required = true)]
+        /// Calibration samples: images (.jpg/.png/.bmp), 16 kHz WAV (.wav) or .npy tensors
+        /// (optional with --fp32, which calibrates nothing).
+        #[arg(long, num_args = 1.., required_unless_present = "fp32")]
         calib: Vec<PathBuf>,
         /// Output .strix file.
         #[arg(short, long)]

@@ -11,7 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use strix_kernels::reference::{
-    BinaryOp, ConvGeometry, CoordMode, PoolGeometry, ResizeGeometry, ResizeKind, UnaryOp,
+    BinaryOp, ConvGeometry, CoordMode, LstmGeometry, PoolGeometry, ResizeGeometry, ResizeKind,
+    UnaryOp,
 };
 use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use tract_onnx::prelude::Framework;
@@ -664,8 +665,11 @@ impl Importer {
             "Pad" => {
                 let s = self.shape(inputs[0])?;
                 let mode = a.string("mode", "constant");
-                if mode != "constant" {
-                    bail!("Pad mode '{mode}' is not supported (only constant)");
+                if !matches!(mode.as_str(), "constant" | "reflect" | "edge") {
+                    bail!("Pad mode '{mode}' is not supported (constant, reflect or edge)");
+                }
+                if self.opset >= 18 && n.input.get(3).is_some_and(|s| !s.is_empty()) {
+                    bail!("Pad with an 'axes' input is not supported");
                 }
                 let (pads, value) = if self.opset < 11 {
                     (a.ints("pads").unwrap_or_default(), a.float("value", 0.0))
@@ -688,10 +692,244 @@ impl Importer {
                     .map(|i| s[i] + pads[i] as usize + pads[r + i] as usize)
                     .collect();
                 let x = self.value(inputs[0])?;
-                self.emit(n, COp::Pad { before, value }, vec![x], out);
+                if mode == "constant" {
+                    self.emit(n, COp::Pad { before, value }, vec![x], out);
+                } else {
+                    let after: Vec<usize> = pads[r..].iter().map(|&p| p as usize).collect();
+                    self.pad_by_gather(n, &mode, x, &before, &after)?;
+                }
             }
+            "LSTM" => self.lstm(n, &a)?,
             "Resize" | "Upsample" => self.resize(n, &a)?,
             _ => bail!("unsupported operator {} (opset {})", op, self.opset),
+        }
+        Ok(())
+    }
+
+    /// Reflect/edge padding as one Gather per padded axis (the runtime's
+    /// Gather takes a constant index list, which is exactly such a padding).
+    fn pad_by_gather(
+        &mut self,
+        n: &pb::NodeProto,
+        mode: &str,
+        x: usize,
+        before: &[usize],
+        after: &[usize],
+    ) -> Result<()> {
+        let mut cur = x;
+        let mut shape = self.g.values[x].shape.clone();
+        let axes: Vec<usize> = (0..shape.len())
+            .filter(|&d| before[d] + after[d] > 0)
+            .collect();
+        if axes.is_empty() {
+            self.alias(n, x);
+            return Ok(());
+        }
+        for (k, &d) in axes.iter().enumerate() {
+            let len = shape[d];
+            if len == 0 || (mode == "reflect" && (before[d] >= len || after[d] >= len)) {
+                bail!(
+                    "Pad mode '{mode}' of {}+{} on axis {d} of length {len} is not supported \
+                     (reflect padding must be shorter than the axis)",
+                    before[d],
+                    after[d]
+                );
+            }
+            let indices: Vec<usize> = (0..before[d] + len + after[d])
+                .map(|i| {
+                    let src = i as i64 - before[d] as i64;
+                    let last = len as i64 - 1;
+                    (if mode == "edge" {
+                        src.clamp(0, last)
+                    } else if src < 0 {
+                        -src
+                    } else if src > last {
+                        2 * last - src
+                    } else {
+                        src
+                    }) as usize
+                })
+                .collect();
+            shape[d] = indices.len();
+            let op = COp::Gather { axis: d, indices };
+            if k + 1 == axes.len() {
+                self.emit(n, op, vec![cur], shape.clone());
+            } else {
+                let v = self
+                    .g
+                    .add_value(&format!("{}#pad{d}", n.output[0]), shape.clone(), None);
+                self.g.nodes.push(CNode {
+                    name: format!("{}#pad{d}", node_name(n)),
+                    op,
+                    inputs: vec![cur],
+                    output: v,
+                });
+                cur = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// ONNX LSTM, forward direction with the default activations: one
+    /// [`COp::Lstm`] whose packed output is sliced into `Y`, `Y_h` and `Y_c`.
+    fn lstm(&mut self, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
+        let direction = a.string("direction", "forward");
+        if direction != "forward" {
+            bail!("LSTM attribute direction='{direction}' is not supported (only forward)");
+        }
+        if let Some(acts) = a.get("activations") {
+            let names: Vec<String> = acts
+                .strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+                .collect();
+            if names != ["sigmoid", "tanh", "tanh"] {
+                bail!(
+                    "LSTM attribute activations={names:?} is not supported (only the default Sigmoid, Tanh, Tanh)"
+                );
+            }
+        }
+        for attr in ["activation_alpha", "activation_beta", "clip"] {
+            if a.get(attr).is_some() {
+                bail!("LSTM attribute '{attr}' is not supported");
+            }
+        }
+        if a.int("input_forget", 0) != 0 {
+            bail!("LSTM attribute input_forget=1 is not supported");
+        }
+        if a.int("layout", 0) != 0 {
+            bail!("LSTM attribute layout=1 is not supported (only [seq, batch, input])");
+        }
+        let present = |i: usize| n.input.get(i).is_some_and(|s| !s.is_empty());
+        if present(4) {
+            bail!("LSTM input 'sequence_lens' is not supported (every sequence is full length)");
+        }
+        if present(7) {
+            bail!("LSTM input 'P' (peepholes) is not supported");
+        }
+        let xs = self.shape(&n.input[0])?;
+        if xs.len() != 3 {
+            bail!("LSTM input X must be [seq, batch, input], got {xs:?}");
+        }
+        let (seq, batch, input) = (xs[0], xs[1], xs[2]);
+        let w = self
+            .konst(&n.input[1])
+            .context("LSTM with non-constant W is not supported")?
+            .clone();
+        let r = self
+            .konst(&n.input[2])
+            .context("LSTM with non-constant R is not supported")?
+            .clone();
+        let hidden = match a.get("hidden_size") {
+            Some(h) if h.i > 0 => h.i as usize,
+            Some(h) => bail!("LSTM attribute hidden_size={} is invalid", h.i),
+            None => r.shape.last().copied().unwrap_or(0),
+        };
+        if w.shape != [1, 4 * hidden, input] || r.shape != [1, 4 * hidden, hidden] {
+            bail!(
+                "LSTM W {:?} / R {:?} do not match input {input}, hidden_size {hidden} (one direction)",
+                w.shape,
+                r.shape
+            );
+        }
+        // The two ONNX biases (Wb, Rb) are always added together: fold them.
+        let bias: Vec<f32> = match self.opt_konst(n, 3).context("LSTM B must be constant")? {
+            Some(b) if b.shape == [1, 8 * hidden] => {
+                let v = b.as_f32();
+                (0..4 * hidden).map(|i| v[i] + v[4 * hidden + i]).collect()
+            }
+            Some(b) => bail!("LSTM B {:?} must be [1, {}]", b.shape, 8 * hidden),
+            None => vec![0.0; 4 * hidden],
+        };
+        let base = n.output.first().cloned().unwrap_or_else(|| node_name(n));
+        let mut state = |k: usize, what: &str| -> Result<usize> {
+            if present(k) {
+                let v = self.value(&n.input[k])?;
+                let s = &self.g.values[v].shape;
+                if *s != [1, batch, hidden] {
+                    bail!("LSTM {what} {s:?} must be [1, {batch}, {hidden}]");
+                }
+                if let Some(kt) = &self.g.values[v].konst {
+                    let f = HostTensor::f32(kt.shape.clone(), kt.as_f32());
+                    self.g.values[v].konst = Some(f);
+                }
+                Ok(v)
+            } else {
+                let z = HostTensor::f32(vec![1, batch, hidden], vec![0.0; batch * hidden]);
+                Ok(self
+                    .g
+                    .add_value(&format!("{base}#{what}"), z.shape.clone(), Some(z)))
+            }
+        };
+        let h0 = state(5, "initial_h")?;
+        let c0 = state(6, "initial_c")?;
+        let cst = |imp: &mut Self, what: &str, shape: Vec<usize>, v: Vec<f32>| {
+            imp.g.add_value(
+                &format!("{base}#{what}"),
+                shape.clone(),
+                Some(HostTensor::f32(shape, v)),
+            )
+        };
+        let wv = cst(self, "w", vec![4 * hidden, input], w.as_f32());
+        let rv = cst(self, "r", vec![4 * hidden, hidden], r.as_f32());
+        let bv = cst(self, "b", vec![4 * hidden], bias);
+        let x = self.value(&n.input[0])?;
+        let packed = self.g.add_value(
+            &format!("{base}#packed"),
+            vec![seq + 2, batch, hidden],
+            None,
+        );
+        self.g.nodes.push(CNode {
+            name: node_name(n),
+            op: COp::Lstm {
+                geom: LstmGeometry {
+                    seq,
+                    batch,
+                    input,
+                    hidden,
+                },
+            },
+            inputs: vec![x, wv, rv, bv, h0, c0],
+            output: packed,
+        });
+        // Y = rows 0..seq (as [seq, 1, batch, hidden]), Y_h = row seq, Y_c = row seq + 1.
+        for (k, name) in n.output.iter().enumerate().take(3) {
+            if name.is_empty() {
+                continue;
+            }
+            let (start, rows) = if k == 0 { (0, seq) } else { (seq + k - 1, 1) };
+            let shape = vec![rows, batch, hidden];
+            let sliced = self.g.add_value(
+                &if k == 0 {
+                    format!("{name}#rows")
+                } else {
+                    name.clone()
+                },
+                shape,
+                None,
+            );
+            self.g.nodes.push(CNode {
+                name: format!("{}#{}", node_name(n), ["Y", "Y_h", "Y_c"][k]),
+                op: COp::Slice {
+                    starts: vec![start, 0, 0],
+                    steps: vec![1, 1, 1],
+                },
+                inputs: vec![packed],
+                output: sliced,
+            });
+            let v = if k == 0 {
+                let y = self.g.add_value(name, vec![seq, 1, batch, hidden], None);
+                self.g.nodes.push(CNode {
+                    name: format!("{}#Y_reshape", node_name(n)),
+                    op: COp::Reshape,
+                    inputs: vec![sliced],
+                    output: y,
+                });
+                y
+            } else {
+                sliced
+            };
+            self.by_name.insert(name.clone(), v);
         }
         Ok(())
     }

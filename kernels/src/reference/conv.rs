@@ -168,6 +168,68 @@ fn conv_acc(
     acc
 }
 
+/// Largest column buffer (in f32 elements) [`f32_conv2d_im2col`] is used with:
+/// 256 KiB, so small convs (few output positions, long reductions, as in the
+/// Silero VAD's STFT and encoder) take it and large ones keep the direct loop.
+pub const F32_IM2COL_MAX: usize = 1 << 16;
+
+/// Column buffer length [`f32_conv2d_im2col`] needs for `g`, or `None` when the
+/// direct [`f32_conv2d`] should be used (grouped convs, or a buffer above
+/// [`F32_IM2COL_MAX`]).
+pub fn f32_im2col_len(g: &ConvGeometry) -> Option<usize> {
+    let len = (g.out_h * g.out_w).checked_mul(g.k())?;
+    (g.groups == 1 && len <= F32_IM2COL_MAX).then_some(len)
+}
+
+/// The same convolution as [`f32_conv2d`] (ungrouped), computed as one
+/// contiguous dot product of length `k` per output value over an im2col
+/// buffer `col` of [`f32_im2col_len`] elements (padding reads as zero). The
+/// result equals `f32_conv2d`'s up to the order of the f32 additions.
+#[allow(clippy::too_many_arguments)]
+pub fn f32_conv2d_im2col(
+    g: &ConvGeometry,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    act_min: f32,
+    act_max: f32,
+    col: &mut [f32],
+    output: &mut [f32],
+) {
+    let k = g.k();
+    let positions = g.out_h * g.out_w;
+    let plane = g.in_h * g.in_w;
+    let col = &mut col[..positions * k];
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let row = &mut col[(oy * g.out_w + ox) * k..][..k];
+            let mut i = 0;
+            for ic in 0..g.in_c {
+                for ky in 0..g.kh {
+                    let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
+                        row[i] =
+                            if iy < 0 || iy >= g.in_h as isize || ix < 0 || ix >= g.in_w as isize {
+                                0.0
+                            } else {
+                                input[ic * plane + iy as usize * g.in_w + ix as usize]
+                            };
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    for oc in 0..g.out_c {
+        let w = &weights[oc * k..][..k];
+        let out = &mut output[oc * positions..][..positions];
+        for (o, c) in out.iter_mut().zip(col.chunks_exact(k)) {
+            *o = (bias[oc] + super::dot_f32(w, c)).max(act_min).min(act_max);
+        }
+    }
+}
+
 /// f32 convolution with the same geometry; `act` bounds are applied after the
 /// bias (use `-inf..inf` for none).
 pub fn f32_conv2d(
@@ -232,6 +294,56 @@ pub fn f32_conv2d(
         }
         for v in out.iter_mut() {
             *v = v.clamp(act_min, act_max);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The im2col form agrees with the direct loop (padding, stride,
+    /// dilation, 1-D as height 1, activation bounds).
+    #[test]
+    fn f32_im2col_matches_direct() {
+        let geoms = [
+            // Silero VAD STFT: 1 -> 258 channels, kernel 256, stride 128.
+            (1, 1, 640, 258, 1, 256, 1, 128, 1, 0, 0),
+            // Silero VAD encoder: kernel 3, pad 1, stride 2.
+            (129, 1, 4, 16, 1, 3, 1, 2, 1, 0, 1),
+            (3, 7, 9, 5, 3, 3, 2, 1, 2, 1, 1),
+            (4, 5, 5, 6, 1, 1, 1, 1, 1, 0, 0),
+        ];
+        for (ic, ih, iw, oc, kh, kw, sh, sw, d, pt, pl) in geoms {
+            let out =
+                |i: usize, k: usize, s: usize, p: usize| (i + 2 * p - (k - 1) * d - 1) / s + 1;
+            let g = ConvGeometry {
+                in_c: ic,
+                in_h: ih,
+                in_w: iw,
+                out_c: oc,
+                out_h: out(ih, kh, sh, pt),
+                out_w: out(iw, kw, sw, pl),
+                kh,
+                kw,
+                stride_h: sh,
+                stride_w: sw,
+                dil_h: d,
+                dil_w: d,
+                pad_top: pt,
+                pad_left: pl,
+                groups: 1,
+            };
+            assert!(g.is_valid(), "{g:?}");
+            let v = |n: usize, k: f32| (0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<_>>();
+            let (x, w, b) = (v(g.input_len(), 0.37), v(g.weight_len(), 1.1), v(oc, 0.5));
+            let (mut a, mut c) = (vec![0f32; g.output_len()], vec![0f32; g.output_len()]);
+            f32_conv2d(&g, &x, &w, &b, -0.5, f32::MAX, &mut a);
+            let mut col = vec![0f32; f32_im2col_len(&g).unwrap()];
+            f32_conv2d_im2col(&g, &x, &w, &b, -0.5, f32::MAX, &mut col, &mut c);
+            for (p, q) in a.iter().zip(&c) {
+                assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{g:?}: {p} vs {q}");
+            }
         }
     }
 }
