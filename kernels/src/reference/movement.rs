@@ -87,10 +87,42 @@ pub fn slice<T: Copy>(
     for i in 0..rank {
         base += starts[i] as isize * in_strides[i];
     }
-    let mut idx = [0usize; MAX_RANK];
     let total: usize = out_shape.iter().product();
-    for (o, out) in output.iter_mut().enumerate().take(total) {
-        let _ = o;
+    // The innermost axes that are copied whole with step 1 form contiguous
+    // runs (a channel split is one run per batch): copy those at once.
+    let mut run = 1usize;
+    let mut inner = rank;
+    while inner > 0 && steps[inner - 1] == 1 && out_shape[inner - 1] == in_shape[inner - 1] {
+        inner -= 1;
+        run *= out_shape[inner];
+    }
+    if inner > 0 && steps[inner - 1] == 1 {
+        // The next axis is sliced with step 1: its kept range is contiguous too.
+        inner -= 1;
+        run *= out_shape[inner];
+    }
+    if run > 1 && total > 0 {
+        let mut idx = [0usize; MAX_RANK];
+        for chunk in output[..total].chunks_exact_mut(run) {
+            let mut off = base;
+            for k in 0..inner {
+                off += idx[k] as isize * steps[k] * in_strides[k];
+            }
+            chunk.copy_from_slice(&input[off as usize..off as usize + run]);
+            let mut k = inner;
+            while k > 0 {
+                k -= 1;
+                idx[k] += 1;
+                if idx[k] < out_shape[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        return;
+    }
+    let mut idx = [0usize; MAX_RANK];
+    for out in output.iter_mut().take(total) {
         let mut off = base;
         for k in 0..rank {
             off += idx[k] as isize * steps[k] * in_strides[k];
@@ -197,5 +229,66 @@ pub fn concat<T: Copy>(
 pub fn qs8_requantize_copy(input: &[i8], in_zp: i32, rq: Requant, out_zp: i32, output: &mut [i8]) {
     for (o, &x) in output.iter_mut().zip(input) {
         *o = (requantize(x as i32 - in_zp, rq) + out_zp).clamp(-128, 127) as i8;
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    /// `slice` (whose contiguous-run path handles most real slices) against
+    /// its definition, on random shapes, ranges and steps.
+    #[test]
+    fn slice_matches_definition() {
+        let mut seed = 0x2545_f491u32;
+        let mut rnd = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as usize % n
+        };
+        for case in 0..500 {
+            let rank = 1 + rnd(4);
+            let in_shape: Vec<usize> = (0..rank).map(|_| 1 + rnd(6)).collect();
+            let (mut starts, mut steps, mut out_shape) = (vec![], vec![], vec![]);
+            for &d in &in_shape {
+                let step: isize = [1, 1, 1, 2, -1][rnd(5)];
+                let start = rnd(d);
+                let max = if step > 0 {
+                    (d - start).div_ceil(step as usize)
+                } else {
+                    start + 1
+                };
+                // Often the whole axis, to exercise the contiguous runs.
+                let (start, n) = if step == 1 && rnd(2) == 0 {
+                    (0, d)
+                } else {
+                    (start, 1 + rnd(max))
+                };
+                starts.push(start);
+                steps.push(step);
+                out_shape.push(n);
+            }
+            let input: Vec<i32> = (0..in_shape.iter().product::<usize>() as i32).collect();
+            let total: usize = out_shape.iter().product();
+            let mut got = vec![-1; total];
+            slice(&input, &in_shape, &starts, &steps, &out_shape, &mut got);
+            for (o, &g) in got.iter().enumerate() {
+                let (mut rem, mut off, mut stride) = (o, 0isize, 1isize);
+                let mut coord = vec![0usize; rank];
+                for k in (0..rank).rev() {
+                    coord[k] = rem % out_shape[k];
+                    rem /= out_shape[k];
+                }
+                for k in (0..rank).rev() {
+                    off += (starts[k] as isize + coord[k] as isize * steps[k]) * stride;
+                    stride *= in_shape[k] as isize;
+                }
+                assert_eq!(
+                    g, input[off as usize],
+                    "case {case}: {in_shape:?} {starts:?} {steps:?} {out_shape:?} at {o}"
+                );
+            }
+        }
     }
 }

@@ -102,6 +102,9 @@ impl ResizeGeometry {
 /// Q11 weights per axis and rounds half up:
 /// `out = (sum w_y w_x x + 2^21) >> 22` (products < 2^30: no overflow).
 pub fn qs8_resize(g: &ResizeGeometry, input: &[i8], output: &mut [i8]) {
+    if g.kind != ResizeKind::Linear {
+        return resize_nearest(g, input, output);
+    }
     let one = 1i32 << RESIZE_WEIGHT_BITS;
     for p in 0..g.planes {
         let inp = &input[p * g.in_h * g.in_w..(p + 1) * g.in_h * g.in_w];
@@ -126,8 +129,38 @@ pub fn qs8_resize(g: &ResizeGeometry, input: &[i8], output: &mut [i8]) {
     }
 }
 
+/// Nearest-neighbour resize: each output row gathers one input row at the
+/// columns [`ResizeGeometry::nearest`] picks. The column map is computed once
+/// per chunk of columns (not per element) on the stack.
+fn resize_nearest<T: Copy>(g: &ResizeGeometry, input: &[T], output: &mut [T]) {
+    const CHUNK: usize = 256;
+    let mut xs = [0u32; CHUNK];
+    let (ip, op) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let mut x0 = 0;
+    while x0 < g.out_w {
+        let n = CHUNK.min(g.out_w - x0);
+        for (i, x) in xs[..n].iter_mut().enumerate() {
+            *x = g.nearest(x0 + i, g.in_w, g.out_w) as u32;
+        }
+        for oy in 0..g.out_h {
+            let y = g.nearest(oy, g.in_h, g.out_h);
+            for p in 0..g.planes {
+                let src = &input[p * ip + y * g.in_w..p * ip + (y + 1) * g.in_w];
+                let dst = &mut output[p * op + oy * g.out_w + x0..][..n];
+                for (d, &x) in dst.iter_mut().zip(&xs[..n]) {
+                    *d = src[x as usize];
+                }
+            }
+        }
+        x0 += n;
+    }
+}
+
 /// f32 resize.
 pub fn f32_resize(g: &ResizeGeometry, input: &[f32], output: &mut [f32]) {
+    if g.kind != ResizeKind::Linear {
+        return resize_nearest(g, input, output);
+    }
     for p in 0..g.planes {
         let inp = &input[p * g.in_h * g.in_w..(p + 1) * g.in_h * g.in_w];
         for oy in 0..g.out_h {
@@ -143,6 +176,65 @@ pub fn f32_resize(g: &ResizeGeometry, input: &[f32], output: &mut [f32]) {
                     inp[g.nearest(oy, g.in_h, g.out_h) * g.in_w + g.nearest(ox, g.in_w, g.out_w)]
                 };
                 output[(p * g.out_h + oy) * g.out_w + ox] = v;
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    /// The row-gather nearest path against the per-element definition, for
+    /// every nearest mode and coordinate mode, up- and down-scaling, and
+    /// widths past one column chunk.
+    #[test]
+    fn nearest_matches_definition() {
+        let kinds = [
+            ResizeKind::NearestRoundPreferFloor,
+            ResizeKind::NearestRoundPreferCeil,
+            ResizeKind::NearestFloor,
+            ResizeKind::NearestCeil,
+        ];
+        let coords = [
+            CoordMode::HalfPixel,
+            CoordMode::PytorchHalfPixel,
+            CoordMode::AlignCorners,
+            CoordMode::Asymmetric,
+        ];
+        for &(in_h, in_w, out_h, out_w) in
+            &[(3, 5, 6, 10), (7, 9, 3, 4), (1, 300, 2, 600), (4, 4, 4, 4)]
+        {
+            for kind in kinds {
+                for coord in coords {
+                    let g = ResizeGeometry {
+                        planes: 3,
+                        in_h,
+                        in_w,
+                        out_h,
+                        out_w,
+                        kind,
+                        coord,
+                    };
+                    let x: Vec<i8> = (0..g.input_len()).map(|i| (i * 37 % 251) as i8).collect();
+                    let mut got = vec![0i8; g.output_len()];
+                    qs8_resize(&g, &x, &mut got);
+                    let mut gotf = vec![0f32; g.output_len()];
+                    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                    f32_resize(&g, &xf, &mut gotf);
+                    for p in 0..3 {
+                        for oy in 0..out_h {
+                            for ox in 0..out_w {
+                                let (y, xx) =
+                                    (g.nearest(oy, in_h, out_h), g.nearest(ox, in_w, out_w));
+                                let want = x[(p * in_h + y) * in_w + xx];
+                                let o = (p * out_h + oy) * out_w + ox;
+                                assert_eq!(got[o], want, "{g:?} at {p},{oy},{ox}");
+                                assert_eq!(gotf[o], want as f32, "{g:?} f32 at {p},{oy},{ox}");
+                            }
+                        }
+                    }
+                }
             }
         }
     }
