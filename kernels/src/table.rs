@@ -208,6 +208,10 @@ pub const NEON: KernelSet = {
             name: "qs8_gemm_nt_sparse__neon",
             run: a::qs8_gemm_nt_sparse__neon,
         },
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__neon",
+            run: a::qs8_dwconv2d__neon,
+        },
         ..SCALAR
     }
 };
@@ -232,6 +236,10 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_gemm_nt_sparse__dotprod",
             run: a::qs8_gemm_nt_sparse__neon,
         },
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__dotprod",
+            run: a::qs8_dwconv2d__neon,
+        },
         ..SCALAR
     }
 };
@@ -255,6 +263,10 @@ pub const I8MM: KernelSet = {
         gemm_nt_sparse: Kernel {
             name: "qs8_gemm_nt_sparse__i8mm",
             run: a::qs8_gemm_nt_sparse__neon,
+        },
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__i8mm",
+            run: a::qs8_dwconv2d__neon,
         },
         ..SCALAR
     }

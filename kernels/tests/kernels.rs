@@ -311,35 +311,90 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
                         pad_left: pl,
                         groups: c,
                     };
-                    let input = rng.i8s(g.input_len());
-                    let w = rng.weights(g.weight_len());
-                    let bias = rng.biases(c);
-                    let rq: Vec<Requant> = (0..c)
-                        .map(|_| rng.requant(128.0 * 64.0 * (kh * kw) as f64))
-                        .collect();
-                    let (act_min, act_max) = rng.act_bounds();
-                    let q = QConvParams {
-                        in_zp: rng.zp(),
-                        out_zp: rng.zp(),
-                        act_min,
-                        act_max,
-                    };
-                    let mut want = vec![0x55i8; g.output_len()];
-                    let mut got = want.clone();
-                    (SCALAR.dwconv2d.run)(&g, &q, &input, &w, &bias, &rq, &mut want);
-                    (row.dwconv2d.run)(&g, &q, &input, &w, &bias, &rq, &mut got);
-                    assert_same(
-                        row.dwconv2d.name,
-                        &format!("{g:?} {q:?} rq={rq:?}"),
-                        &got,
-                        &want,
-                    );
+                    dwconv_case(row, rng, &g);
                     cases += 1;
                 }
             }
         }
     }
     cases
+}
+
+/// One depthwise case on `g` with random data, quantization and bounds.
+fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
+    let c = g.out_c;
+    let input = rng.i8s(g.input_len());
+    let w = rng.weights(g.weight_len());
+    let bias = rng.biases(c);
+    let rq: Vec<Requant> = (0..c)
+        .map(|_| rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64))
+        .collect();
+    let (act_min, act_max) = rng.act_bounds();
+    let q = QConvParams {
+        in_zp: rng.zp(),
+        out_zp: rng.zp(),
+        act_min,
+        act_max,
+    };
+    let mut want = vec![0x55i8; g.output_len()];
+    let mut got = want.clone();
+    (SCALAR.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, &mut want);
+    (row.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, &mut got);
+    assert_same(
+        row.dwconv2d.name,
+        &format!("{g:?} {q:?} rq={rq:?}"),
+        &got,
+        &want,
+    );
+}
+
+/// Depthwise geometries the random grid above does not reach: mobilenet-like
+/// layers (3x3 and 5x5, stride 1 and 2, symmetric and TF-"SAME" padding),
+/// planes too large for a stack-padded copy (one or several rows of 112 and
+/// more), rows so wide that the ARM kernels cut them into strips (with a
+/// tall dilated kernel), and kernels too tall for the fast paths.
+fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
+    // (c, in_h, in_w, kh, kw, stride, dil, pad_top, pad_left, pad_bottom, pad_right)
+    let shapes: [(usize, usize, usize, usize, usize, usize, usize, usize, usize, usize, usize); 16] = [
+        (16, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1),
+        (8, 56, 56, 3, 3, 2, 1, 0, 0, 1, 1),
+        (8, 56, 56, 3, 3, 2, 1, 1, 1, 1, 1),
+        (16, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1),
+        (16, 14, 14, 3, 3, 2, 1, 0, 0, 1, 1),
+        (8, 14, 14, 5, 5, 1, 1, 2, 2, 2, 2),
+        (8, 28, 28, 5, 5, 2, 1, 1, 1, 2, 2),
+        (2, 100, 112, 3, 3, 1, 1, 1, 1, 1, 1),
+        (2, 5, 112, 3, 3, 2, 1, 1, 1, 1, 1),
+        (1, 3, 130, 3, 3, 1, 1, 0, 0, 0, 0),
+        (1, 12, 1500, 5, 5, 1, 2, 4, 4, 4, 4),
+        (1, 12, 1500, 5, 5, 2, 2, 3, 4, 4, 1),
+        (1, 3, 9000, 1, 5, 1, 1, 0, 2, 0, 2),
+        (1, 3, 5000, 1, 3, 2, 3, 0, 2, 0, 2),
+        (2, 40, 9, 33, 3, 1, 1, 16, 1, 16, 1),
+        (3, 9, 33, 3, 1, 1, 1, 1, 0, 1, 0),
+    ];
+    for (c, in_h, in_w, kh, kw, s, dil, pt, pl, pb, pr) in shapes {
+        let (span_h, span_w) = (dil * (kh - 1) + 1, dil * (kw - 1) + 1);
+        let g = ConvGeometry {
+            in_c: c,
+            in_h,
+            in_w,
+            out_c: c,
+            out_h: (in_h + pt + pb - span_h) / s + 1,
+            out_w: (in_w + pl + pr - span_w) / s + 1,
+            kh,
+            kw,
+            stride_h: s,
+            stride_w: s,
+            dil_h: dil,
+            dil_w: dil,
+            pad_top: pt,
+            pad_left: pl,
+            groups: c,
+        };
+        dwconv_case(row, rng, &g);
+    }
+    shapes.len()
 }
 
 /// Equal shapes (the fast case) and a few broadcasts (the fallback).
@@ -489,6 +544,7 @@ fn check_row(row: &KernelSet) -> usize {
             check_gemm_nt(row, &mut rng)
                 + check_gemm_nt_sparse(row, &mut rng)
                 + check_dwconv(row, &mut rng)
+                + check_dwconv_shapes(row, &mut rng)
                 + check_binary(row, &mut rng)
                 + check_pools(row, &mut rng)
         })

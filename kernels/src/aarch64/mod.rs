@@ -26,8 +26,11 @@
 //! features) and otherwise runs the bit-identical `__neon` path.
 
 mod dotprod;
+mod dwconv;
+mod dwrows;
 mod i8mm;
 mod neon;
+mod requant;
 mod sparse;
 
 mod sink;
@@ -37,6 +40,7 @@ use crate::requant::Requant;
 pub(crate) use sink::Sink;
 use sink::{check_inputs, F32Sink, I8Sink};
 
+pub use dwconv::qs8_dwconv2d__neon;
 pub use sparse::qs8_gemm_nt_sparse__neon;
 
 /// Whether the CPU implements FEAT_DotProd.

@@ -1,0 +1,152 @@
+//! Zero-point-padded input rows for the ARM depthwise kernels (aarch64 and,
+//! through `#[path]`, 32-bit arm): the architecture-independent half.
+//!
+//! For every channel the output width is cut into strips (one strip for any
+//! realistic layer) and, for each output row, the input rows its taps need
+//! are copied into a small stack ring, padded left and right with `in_zp`
+//! and widened to whole 8-output vector blocks. A padding tap then reads
+//! `in_zp` and contributes `(in_zp - in_zp) * w = 0`, as the reference (which
+//! skips it) does, so every output, borders included, takes the vector path
+//! with no bounds checks. Rows above or below the image are skipped, like the
+//! reference. Each ring slot is tagged with its input row, so with stride 1 a
+//! row is copied once per strip, not once per tap row.
+
+use crate::reference::ConvGeometry;
+
+/// Bytes of the stack ring (`span` rows of one strip's padded width).
+pub(crate) const RING_BYTES: usize = 8192;
+/// Most input rows one output row may span (`(kh - 1) * dil_h + 1`).
+pub(crate) const MAX_SPAN: usize = 32;
+
+/// How a geometry is cut; `None` from [`Plan::new`] means "run the reference".
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// Input rows spanned by one output row (ring slots).
+    span: usize,
+    /// Vector outputs per full strip (a multiple of 8).
+    strip: usize,
+    /// Padded bytes beyond `(outputs - 1) * stride`: `(kw - 1) * dil_w + stride`.
+    extra: usize,
+}
+
+impl Plan {
+    /// Strides 1 and 2 only; `dil_w` arbitrary. Vector loads read `VEC`
+    /// outputs' worth of input per tap (8 or 16 outputs), so a padded row of
+    /// `n` vector outputs (`n` rounded up to 8) is
+    /// `(n - 1) * stride + (kw - 1) * dil + stride` bytes long (stride 2
+    /// loads read one byte past the last even tap).
+    pub fn new(g: &ConvGeometry) -> Option<Plan> {
+        if g.stride_w > 2 || g.out_w == 0 {
+            return None;
+        }
+        let span = (g.kh - 1).checked_mul(g.dil_h)? + 1;
+        let extra = (g.kw - 1).checked_mul(g.dil_w)? + g.stride_w;
+        if span > MAX_SPAN {
+            return None;
+        }
+        let per_slot = RING_BYTES / span;
+        let need16 = 15 * g.stride_w + extra;
+        let full = g.out_w.div_ceil(8) * 8;
+        let strip = if (full - 1) * g.stride_w + extra <= per_slot {
+            full
+        } else if per_slot >= need16 {
+            ((per_slot - extra) / g.stride_w + 1) / 16 * 16
+        } else {
+            return None;
+        };
+        Some(Plan { span, strip, extra })
+    }
+
+    /// Padded bytes of a row of `n` outputs (`n` rounded up to 8).
+    fn width(&self, stride: usize, n: usize) -> usize {
+        (n.div_ceil(8) * 8 - 1) * stride + self.extra
+    }
+}
+
+/// One output row of one strip, ready for a vector kernel.
+pub(crate) struct RowJob<'a> {
+    /// For each tap row inside the image: its padded input row, positioned at
+    /// the strip's first output (`row[ox * stride + kx * dil_w]` is the tap
+    /// `kx` of output `ox` of the strip), and its `kw` weights.
+    pub taps: &'a [(*const i8, *const i8)],
+    /// Outputs to write (`out[0..n]`); the padded rows hold `n` rounded up
+    /// to 8 outputs' inputs.
+    pub n: usize,
+    pub out: *mut i8,
+}
+
+/// Runs `row(channel, job)` for every output row of every strip of every
+/// channel.
+///
+/// # Safety
+/// `g` is a valid depthwise geometry (`groups == in_c == out_c`), `plan`
+/// comes from `Plan::new(g)`, and `input` / `weights` / `output` hold
+/// `g.input_len()` / `g.weight_len()` / `g.output_len()` bytes (the caller
+/// checked). `row` may read the bytes the job describes and write `out[0..n]`.
+pub(crate) unsafe fn for_each_row(
+    g: &ConvGeometry,
+    plan: &Plan,
+    in_zp: i8,
+    input: &[i8],
+    weights: &[i8],
+    output: &mut [i8],
+    mut row: impl FnMut(usize, &RowJob),
+) {
+    let mut ring = [0i8; RING_BYTES];
+    let mut tags = [usize::MAX; MAX_SPAN];
+    let mut taps = [(core::ptr::null::<i8>(), core::ptr::null::<i8>()); MAX_SPAN];
+    let slot_len = plan.width(g.stride_w, plan.strip);
+    let plane = g.in_h * g.in_w;
+    let ktaps = g.kh * g.kw;
+    for c in 0..g.out_c {
+        let inp = &input[c * plane..(c + 1) * plane];
+        let w = &weights[c * ktaps..(c + 1) * ktaps];
+        let mut ox0 = 0;
+        while ox0 < g.out_w {
+            let n = (g.out_w - ox0).min(plan.strip);
+            let width = plan.width(g.stride_w, n);
+            // First input column of the strip (may be left of the image).
+            let col0 = (ox0 * g.stride_w) as isize - g.pad_left as isize;
+            tags.fill(usize::MAX);
+            for oy in 0..g.out_h {
+                let mut nt = 0;
+                for ky in 0..g.kh {
+                    let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                    if iy < 0 || iy >= g.in_h as isize {
+                        continue;
+                    }
+                    let iy = iy as usize;
+                    let s = iy % plan.span;
+                    let slot = &mut ring[s * slot_len..s * slot_len + width];
+                    if tags[s] != iy {
+                        fill_row(slot, &inp[iy * g.in_w..(iy + 1) * g.in_w], col0, in_zp);
+                        tags[s] = iy;
+                    }
+                    taps[nt] = (slot.as_ptr(), w[ky * g.kw..].as_ptr());
+                    nt += 1;
+                }
+                let at = (c * g.out_h + oy) * g.out_w + ox0;
+                let job = RowJob {
+                    taps: &taps[..nt],
+                    n,
+                    out: output[at..at + n].as_mut_ptr(),
+                };
+                row(c, &job);
+            }
+            ox0 += n;
+        }
+    }
+}
+
+/// `slot[j] = src[col0 + j]` where that column is in the row, else `zp`.
+fn fill_row(slot: &mut [i8], src: &[i8], col0: isize, zp: i8) {
+    let w = slot.len() as isize;
+    let lo = (-col0).clamp(0, w) as usize; // first slot byte inside the image
+    let hi = (src.len() as isize - col0).clamp(lo as isize, w) as usize;
+    slot[..lo].fill(zp);
+    if hi > lo {
+        let s0 = (col0 + lo as isize) as usize;
+        slot[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+    }
+    slot[hi..].fill(zp);
+}
