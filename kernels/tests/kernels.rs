@@ -355,7 +355,19 @@ fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
 /// tall dilated kernel), and kernels too tall for the fast paths.
 fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
     // (c, in_h, in_w, kh, kw, stride, dil, pad_top, pad_left, pad_bottom, pad_right)
-    let shapes: [(usize, usize, usize, usize, usize, usize, usize, usize, usize, usize, usize); 16] = [
+    let shapes: [(
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    ); 16] = [
         (16, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1),
         (8, 56, 56, 3, 3, 2, 1, 0, 0, 1, 1),
         (8, 56, 56, 3, 3, 2, 1, 1, 1, 1, 1),

@@ -12,7 +12,7 @@
 
 use core::arch::aarch64::*;
 
-use super::dwrows::{for_each_row, Plan, RowJob};
+use super::dwrows::{for_each_row, Plan, RowJob, MAX_SPAN};
 use super::requant::{pack16, pack8, OutQ, RqV};
 use crate::reference::{self, ConvGeometry, QConvParams};
 use crate::requant::Requant;
@@ -53,32 +53,58 @@ pub fn qs8_dwconv2d__neon(
     let o = OutQ::new(q.out_zp, q.act_min, q.act_max);
     // SAFETY (zp vector): Advanced SIMD is baseline on aarch64.
     let zp = unsafe { vdup_n_s8(q.in_zp as i8) };
-    let (kw, dil) = (g.kw, g.dil_w);
+    let taps = g.kh * g.kw;
     let mut last = usize::MAX;
-    let mut r = RqV::splat(rq[0]);
+    let mut ch = Channel {
+        w: &weights[..taps],
+        w3: [[0; 4]; MAX_SPAN],
+        r: RqV::splat(rq[0]),
+        bias: 0,
+    };
     // SAFETY: the geometry is a valid depthwise one, the plan is its own and
     // the buffer lengths were checked above; `row` reads only what the job
     // describes (see `row`).
     unsafe {
-        for_each_row(g, &plan, q.in_zp as i8, input, weights, output, |c, job| {
+        for_each_row(g, &plan, q.in_zp as i8, input, output, |c, job| {
             if c != last {
-                r = RqV::splat(rq[c]);
+                ch.w = &weights[c * taps..(c + 1) * taps];
+                if g.kw == 3 {
+                    for ky in 0..g.kh {
+                        ch.w3[ky] = [
+                            ch.w[ky * 3] as i16,
+                            ch.w[ky * 3 + 1] as i16,
+                            ch.w[ky * 3 + 2] as i16,
+                            0,
+                        ];
+                    }
+                }
+                ch.r = RqV::splat(rq[c]);
+                ch.bias = bias[c];
                 last = c;
             }
-            let b = bias[c];
-            match (g.stride_w, kw) {
-                (1, 3) => row::<1, 3>(job, 3, dil, zp, b, &r, &o),
-                (2, 3) => row::<2, 3>(job, 3, dil, zp, b, &r, &o),
-                (1, _) => row::<1, 0>(job, kw, dil, zp, b, &r, &o),
-                _ => row::<2, 0>(job, kw, dil, zp, b, &r, &o),
+            match (g.stride_w, g.kw) {
+                (1, 3) => row::<1, 3>(job, &ch, g.kw, g.dil_w, zp, &o),
+                (2, 3) => row::<2, 3>(job, &ch, g.kw, g.dil_w, zp, &o),
+                (1, _) => row::<1, 0>(job, &ch, g.kw, g.dil_w, zp, &o),
+                _ => row::<2, 0>(job, &ch, g.kw, g.dil_w, zp, &o),
             }
         })
     }
 }
 
-/// One input vector of tap `kx` for `LANES` (8 or 16) outputs from `p`
-/// (already at the block's first output): plain bytes for stride 1, the even
-/// bytes of twice as many for stride 2.
+/// One channel's parameters.
+struct Channel<'a> {
+    /// The `kh * kw` weights.
+    w: &'a [i8],
+    /// For `kw == 3`: row `ky`'s weights widened to i16 (lane 3 unused), so a
+    /// tap row costs one load and the taps multiply by lane.
+    w3: [[i16; 4]; MAX_SPAN],
+    r: RqV,
+    bias: i32,
+}
+
+/// Sixteen input lanes of one tap for outputs `ox..ox + 16` of the padded row
+/// `p`: plain bytes for stride 1, the even bytes of 32 for stride 2.
 #[inline(always)]
 unsafe fn load16<const S: usize>(p: *const i8) -> int8x16_t {
     if S == 1 {
@@ -88,6 +114,7 @@ unsafe fn load16<const S: usize>(p: *const i8) -> int8x16_t {
     }
 }
 
+/// Eight input lanes (as [`load16`]).
 #[inline(always)]
 unsafe fn load8<const S: usize>(p: *const i8) -> int8x8_t {
     if S == 1 {
@@ -97,64 +124,121 @@ unsafe fn load8<const S: usize>(p: *const i8) -> int8x8_t {
     }
 }
 
-/// All outputs of one job: stride `S`, `KW` taps per row (0: `kw` at run time).
-///
-/// # Safety
-/// As [`RowJob`] describes: each tap row holds the padded inputs of `n`
-/// rounded up to 8 outputs, each weight pointer `kw` weights, `out` `n` bytes.
+/// `acc += (x - zp) * w` for sixteen lanes (`w` in lane `L` of `wv`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn row<const S: usize, const KW: usize>(
+unsafe fn mac16<const L: i32>(acc: &mut [int32x4_t; 4], x: int8x16_t, zp: int8x8_t, wv: int16x4_t) {
+    let lo = vsubl_s8(vget_low_s8(x), zp);
+    let hi = vsubl_s8(vget_high_s8(x), zp);
+    acc[0] = vmlal_lane_s16::<L>(acc[0], vget_low_s16(lo), wv);
+    acc[1] = vmlal_lane_s16::<L>(acc[1], vget_high_s16(lo), wv);
+    acc[2] = vmlal_lane_s16::<L>(acc[2], vget_low_s16(hi), wv);
+    acc[3] = vmlal_lane_s16::<L>(acc[3], vget_high_s16(hi), wv);
+}
+
+/// `acc += (x - zp) * w` for eight lanes (`w` in lane `L` of `wv`).
+#[inline(always)]
+unsafe fn mac8<const L: i32>(acc: &mut [int32x4_t; 2], x: int8x8_t, zp: int8x8_t, wv: int16x4_t) {
+    let x = vsubl_s8(x, zp);
+    acc[0] = vmlal_lane_s16::<L>(acc[0], vget_low_s16(x), wv);
+    acc[1] = vmlal_lane_s16::<L>(acc[1], vget_high_s16(x), wv);
+}
+
+/// The accumulators of outputs `ox..ox + 16` (bias included).
+#[inline(always)]
+unsafe fn block16<const S: usize, const KW: usize>(
     job: &RowJob,
+    ch: &Channel,
     kw: usize,
     dil: usize,
     zp: int8x8_t,
-    bias: i32,
-    r: &RqV,
+    ox: usize,
+) -> [int32x4_t; 4] {
+    let mut acc = [vdupq_n_s32(ch.bias); 4];
+    for &(p, ky) in job.taps {
+        let p = p.add(ox * S);
+        if KW == 3 {
+            let wv = vld1_s16(ch.w3[ky].as_ptr());
+            mac16::<0>(&mut acc, load16::<S>(p), zp, wv);
+            mac16::<1>(&mut acc, load16::<S>(p.add(dil)), zp, wv);
+            mac16::<2>(&mut acc, load16::<S>(p.add(2 * dil)), zp, wv);
+        } else {
+            for kx in 0..kw {
+                let wv = vdup_n_s16(ch.w[ky * kw + kx] as i16);
+                mac16::<0>(&mut acc, load16::<S>(p.add(kx * dil)), zp, wv);
+            }
+        }
+    }
+    acc
+}
+
+/// The accumulators of outputs `ox..ox + 8` (bias included).
+#[inline(always)]
+unsafe fn block8<const S: usize, const KW: usize>(
+    job: &RowJob,
+    ch: &Channel,
+    kw: usize,
+    dil: usize,
+    zp: int8x8_t,
+    ox: usize,
+) -> [int32x4_t; 2] {
+    let mut acc = [vdupq_n_s32(ch.bias); 2];
+    for &(p, ky) in job.taps {
+        let p = p.add(ox * S);
+        if KW == 3 {
+            let wv = vld1_s16(ch.w3[ky].as_ptr());
+            mac8::<0>(&mut acc, load8::<S>(p), zp, wv);
+            mac8::<1>(&mut acc, load8::<S>(p.add(dil)), zp, wv);
+            mac8::<2>(&mut acc, load8::<S>(p.add(2 * dil)), zp, wv);
+        } else {
+            for kx in 0..kw {
+                let wv = vdup_n_s16(ch.w[ky * kw + kx] as i16);
+                mac8::<0>(&mut acc, load8::<S>(p.add(kx * dil)), zp, wv);
+            }
+        }
+    }
+    acc
+}
+
+/// All outputs of one job: stride `S`, `KW` taps per row (0: `kw` at run
+/// time). Blocks of 16; a remainder is one more block ending at the last
+/// output (of 8 when at most 8 remain), overlapping outputs already written
+/// with identical values; fewer than 8 outputs in all go through a buffer.
+///
+/// # Safety
+/// As [`RowJob`] describes: each tap row holds the padded inputs of `n`
+/// rounded up to 8 outputs, `out` has `n` writable bytes; `ch.w` holds
+/// `kh * kw` weights.
+#[inline(always)]
+unsafe fn row<const S: usize, const KW: usize>(
+    job: &RowJob,
+    ch: &Channel,
+    kw: usize,
+    dil: usize,
+    zp: int8x8_t,
     o: &OutQ,
 ) {
-    let kw = if KW == 0 { kw } else { KW };
-    let zp16 = vcombine_s8(zp, zp);
-    let b = vdupq_n_s32(bias);
     let n = job.n;
+    if n < 8 {
+        let v = pack8(block8::<S, KW>(job, ch, kw, dil, zp, 0), &ch.r, o);
+        let mut tmp = [0i8; 8];
+        vst1_s8(tmp.as_mut_ptr(), v);
+        core::ptr::copy_nonoverlapping(tmp.as_ptr(), job.out, n);
+        return;
+    }
     let mut ox = 0;
     while ox + 16 <= n {
-        let mut acc = [b; 4];
-        for &(p, w) in job.taps {
-            let p = p.add(ox * S);
-            for kx in 0..kw {
-                let wv = *w.add(kx) as i16;
-                let x = load16::<S>(p.add(kx * dil));
-                let lo = vsubl_s8(vget_low_s8(x), zp);
-                let hi = vsubl_high_s8(x, zp16);
-                acc[0] = vmlal_n_s16(acc[0], vget_low_s16(lo), wv);
-                acc[1] = vmlal_high_n_s16(acc[1], lo, wv);
-                acc[2] = vmlal_n_s16(acc[2], vget_low_s16(hi), wv);
-                acc[3] = vmlal_high_n_s16(acc[3], hi, wv);
-            }
-        }
-        vst1q_s8(job.out.add(ox), pack16(acc, r, o));
+        let acc = block16::<S, KW>(job, ch, kw, dil, zp, ox);
+        vst1q_s8(job.out.add(ox), pack16(acc, &ch.r, o));
         ox += 16;
     }
-    while ox < n {
-        let mut acc = [b; 2];
-        for &(p, w) in job.taps {
-            let p = p.add(ox * S);
-            for kx in 0..kw {
-                let wv = *w.add(kx) as i16;
-                let x = vsubl_s8(load8::<S>(p.add(kx * dil)), zp);
-                acc[0] = vmlal_n_s16(acc[0], vget_low_s16(x), wv);
-                acc[1] = vmlal_high_n_s16(acc[1], x, wv);
-            }
-        }
-        let v = pack8(acc, r, o);
-        if n - ox >= 8 {
-            vst1_s8(job.out.add(ox), v);
-        } else {
-            let mut tmp = [0i8; 8];
-            vst1_s8(tmp.as_mut_ptr(), v);
-            core::ptr::copy_nonoverlapping(tmp.as_ptr(), job.out.add(ox), n - ox);
-        }
-        ox += 8;
+    let rem = n - ox;
+    if rem > 8 {
+        let at = n - 16;
+        let acc = block16::<S, KW>(job, ch, kw, dil, zp, at);
+        vst1q_s8(job.out.add(at), pack16(acc, &ch.r, o));
+    } else if rem > 0 {
+        let at = n - 8;
+        let acc = block8::<S, KW>(job, ch, kw, dil, zp, at);
+        vst1_s8(job.out.add(at), pack8(acc, &ch.r, o));
     }
 }

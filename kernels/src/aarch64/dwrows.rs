@@ -67,8 +67,8 @@ impl Plan {
 pub(crate) struct RowJob<'a> {
     /// For each tap row inside the image: its padded input row, positioned at
     /// the strip's first output (`row[ox * stride + kx * dil_w]` is the tap
-    /// `kx` of output `ox` of the strip), and its `kw` weights.
-    pub taps: &'a [(*const i8, *const i8)],
+    /// `kx` of output `ox` of the strip), and its `ky`.
+    pub taps: &'a [(*const i8, usize)],
     /// Outputs to write (`out[0..n]`); the padded rows hold `n` rounded up
     /// to 8 outputs' inputs.
     pub n: usize,
@@ -81,26 +81,22 @@ pub(crate) struct RowJob<'a> {
 /// # Safety
 /// `g` is a valid depthwise geometry (`groups == in_c == out_c`), `plan`
 /// comes from `Plan::new(g)`, and `input` / `weights` / `output` hold
-/// `g.input_len()` / `g.weight_len()` / `g.output_len()` bytes (the caller
-/// checked). `row` may read the bytes the job describes and write `out[0..n]`.
+/// `g.input_len()` / `g.output_len()` bytes (the caller checked). `row` may read the bytes the job describes and write `out[0..n]`.
 pub(crate) unsafe fn for_each_row(
     g: &ConvGeometry,
     plan: &Plan,
     in_zp: i8,
     input: &[i8],
-    weights: &[i8],
     output: &mut [i8],
     mut row: impl FnMut(usize, &RowJob),
 ) {
     let mut ring = [0i8; RING_BYTES];
     let mut tags = [usize::MAX; MAX_SPAN];
-    let mut taps = [(core::ptr::null::<i8>(), core::ptr::null::<i8>()); MAX_SPAN];
+    let mut taps = [(core::ptr::null::<i8>(), 0usize); MAX_SPAN];
     let slot_len = plan.width(g.stride_w, plan.strip);
     let plane = g.in_h * g.in_w;
-    let ktaps = g.kh * g.kw;
     for c in 0..g.out_c {
         let inp = &input[c * plane..(c + 1) * plane];
-        let w = &weights[c * ktaps..(c + 1) * ktaps];
         let mut ox0 = 0;
         while ox0 < g.out_w {
             let n = (g.out_w - ox0).min(plan.strip);
@@ -108,6 +104,10 @@ pub(crate) unsafe fn for_each_row(
             // First input column of the strip (may be left of the image).
             let col0 = (ox0 * g.stride_w) as isize - g.pad_left as isize;
             tags.fill(usize::MAX);
+            // The padding columns are the same in every row of the strip:
+            // written once here, so a row fill copies only in-image bytes.
+            ring[..plan.span * slot_len].fill(in_zp);
+            let (lo, hi) = in_image(width, g.in_w, col0);
             for oy in 0..g.out_h {
                 let mut nt = 0;
                 for ky in 0..g.kh {
@@ -118,11 +118,12 @@ pub(crate) unsafe fn for_each_row(
                     let iy = iy as usize;
                     let s = iy % plan.span;
                     let slot = &mut ring[s * slot_len..s * slot_len + width];
-                    if tags[s] != iy {
-                        fill_row(slot, &inp[iy * g.in_w..(iy + 1) * g.in_w], col0, in_zp);
+                    if tags[s] != iy && hi > lo {
+                        let s0 = iy * g.in_w + (col0 + lo as isize) as usize;
+                        slot[lo..hi].copy_from_slice(&inp[s0..s0 + (hi - lo)]);
                         tags[s] = iy;
                     }
-                    taps[nt] = (slot.as_ptr(), w[ky * g.kw..].as_ptr());
+                    taps[nt] = (slot.as_ptr(), ky);
                     nt += 1;
                 }
                 let at = (c * g.out_h + oy) * g.out_w + ox0;
@@ -138,15 +139,11 @@ pub(crate) unsafe fn for_each_row(
     }
 }
 
-/// `slot[j] = src[col0 + j]` where that column is in the row, else `zp`.
-fn fill_row(slot: &mut [i8], src: &[i8], col0: isize, zp: i8) {
-    let w = slot.len() as isize;
-    let lo = (-col0).clamp(0, w) as usize; // first slot byte inside the image
-    let hi = (src.len() as isize - col0).clamp(lo as isize, w) as usize;
-    slot[..lo].fill(zp);
-    if hi > lo {
-        let s0 = (col0 + lo as isize) as usize;
-        slot[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-    }
-    slot[hi..].fill(zp);
+/// The slot bytes `[lo, hi)` of a `width`-byte padded row starting at input
+/// column `col0` that lie inside a row of `in_w` columns (`lo == hi`: none).
+fn in_image(width: usize, in_w: usize, col0: isize) -> (usize, usize) {
+    let w = width as isize;
+    let lo = (-col0).clamp(0, w);
+    let hi = (in_w as isize - col0).clamp(lo, w);
+    (lo as usize, hi as usize)
 }

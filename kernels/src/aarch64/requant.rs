@@ -44,11 +44,7 @@ impl RqV {
 pub(super) fn requant4(x: int32x4_t, r: &RqV) -> int32x4_t {
     // SAFETY: Advanced SIMD is baseline on aarch64; register-only operations.
     unsafe {
-        let x = if r.has_left {
-            vqshlq_s32(x, r.left)
-        } else {
-            x
-        };
+        let x = if r.has_left { vqshlq_s32(x, r.left) } else { x };
         let x = vqrdmulhq_s32(x, r.mult);
         // -1 where x < 0 and the shift is non-zero: turns srshl's
         // "half up" into "half away from zero".
@@ -113,24 +109,5 @@ pub(super) fn pack16(acc: [int32x4_t; 4], r: &RqV, o: &OutQ) -> int8x16_t {
 pub(super) fn pack8(acc: [int32x4_t; 2], r: &RqV, o: &OutQ) -> int8x8_t {
     let v = narrow8(requant4(acc[0], r), requant4(acc[1], r), o);
     // SAFETY: Advanced SIMD is baseline on aarch64; register-only operations.
-    unsafe {
-        vmin_s8(
-            vmax_s8(vqmovn_s16(v), vget_low_s8(o.lo)),
-            vget_low_s8(o.hi),
-        )
-    }
-}
-
-/// Eight already requantized-and-offset-free values packed: as [`pack8`]
-/// without the requantization (for callers that requantize themselves).
-#[inline(always)]
-pub(super) fn pack8_raw(a: int32x4_t, b: int32x4_t, o: &OutQ) -> int8x8_t {
-    let v = narrow8(a, b, o);
-    // SAFETY: Advanced SIMD is baseline on aarch64; register-only operations.
-    unsafe {
-        vmin_s8(
-            vmax_s8(vqmovn_s16(v), vget_low_s8(o.lo)),
-            vget_low_s8(o.hi),
-        )
-    }
+    unsafe { vmin_s8(vmax_s8(vqmovn_s16(v), vget_low_s8(o.lo)), vget_low_s8(o.hi)) }
 }
