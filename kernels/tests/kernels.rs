@@ -337,15 +337,40 @@ fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
         act_max,
     };
     let mut want = vec![0x55i8; g.output_len()];
-    let mut got = want.clone();
+    let mut got = Guarded::new(g.output_len());
     (SCALAR.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, &mut want);
-    (row.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, &mut got);
-    assert_same(
-        row.dwconv2d.name,
-        &format!("{g:?} {q:?} rq={rq:?}"),
-        &got,
-        &want,
-    );
+    (row.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, got.inner());
+    let case = format!("{g:?} {q:?} rq={rq:?}");
+    got.check_guards(row.dwconv2d.name, &case);
+    assert_same(row.dwconv2d.name, &case, got.inner(), &want);
+}
+
+/// An output buffer with guard bytes on both sides, so that a kernel writing
+/// outside its output (which could otherwise corrupt the heap silently)
+/// fails the test.
+struct Guarded {
+    buf: Vec<i8>,
+    len: usize,
+}
+
+impl Guarded {
+    const GUARD: usize = 64;
+    fn new(len: usize) -> Guarded {
+        let mut buf = vec![0x5ai8; len + 2 * Self::GUARD];
+        buf[Self::GUARD..Self::GUARD + len].fill(0x55);
+        Guarded { buf, len }
+    }
+    fn inner(&mut self) -> &mut [i8] {
+        &mut self.buf[Self::GUARD..Self::GUARD + self.len]
+    }
+    fn check_guards(&self, name: &str, case: &str) {
+        let (head, rest) = self.buf.split_at(Self::GUARD);
+        let tail = &rest[self.len..];
+        assert!(
+            head.iter().chain(tail).all(|&b| b == 0x5a),
+            "{name} wrote outside its output\n  case: {case}"
+        );
+    }
 }
 
 /// Depthwise geometries the random grid above does not reach: mobilenet-like

@@ -225,6 +225,17 @@ unsafe fn row<const S: usize, const KW: usize>(
         core::ptr::copy_nonoverlapping(tmp.as_ptr(), job.out, n);
         return;
     }
+    if n < 16 {
+        // Eight outputs at 0, then (if any remain) the eight ending at n.
+        for at in [0, n - 8] {
+            let acc = block8::<S, KW>(job, ch, kw, dil, zp, at);
+            vst1_s8(job.out.add(at), pack8(acc, &ch.r, o));
+            if n == 8 {
+                break;
+            }
+        }
+        return;
+    }
     let mut ox = 0;
     while ox + 16 <= n {
         let acc = block16::<S, KW>(job, ch, kw, dil, zp, ox);
