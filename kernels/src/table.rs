@@ -212,6 +212,18 @@ pub const NEON: KernelSet = {
             name: "qs8_dwconv2d__neon",
             run: a::qs8_dwconv2d__neon,
         },
+        vadd: Kernel {
+            name: "qs8_vadd__neon",
+            run: a::qs8_vadd__neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__neon",
+            run: a::qs8_vmul__neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__neon",
+            run: a::qs8_requantize_copy__neon,
+        },
         ..SCALAR
     }
 };
@@ -240,6 +252,18 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_dwconv2d__dotprod",
             run: a::qs8_dwconv2d__neon,
         },
+        vadd: Kernel {
+            name: "qs8_vadd__dotprod",
+            run: a::qs8_vadd__neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__dotprod",
+            run: a::qs8_vmul__neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__dotprod",
+            run: a::qs8_requantize_copy__neon,
+        },
         ..SCALAR
     }
 };
@@ -267,6 +291,18 @@ pub const I8MM: KernelSet = {
         dwconv2d: Kernel {
             name: "qs8_dwconv2d__i8mm",
             run: a::qs8_dwconv2d__neon,
+        },
+        vadd: Kernel {
+            name: "qs8_vadd__i8mm",
+            run: a::qs8_vadd__neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__i8mm",
+            run: a::qs8_vmul__neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__i8mm",
+            run: a::qs8_requantize_copy__neon,
         },
         ..SCALAR
     }

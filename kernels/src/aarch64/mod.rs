@@ -28,6 +28,7 @@
 mod dotprod;
 mod dwconv;
 mod dwrows;
+mod elementwise;
 mod i8mm;
 mod neon;
 mod requant;
@@ -41,6 +42,7 @@ pub(crate) use sink::Sink;
 use sink::{check_inputs, F32Sink, I8Sink};
 
 pub use dwconv::qs8_dwconv2d__neon;
+pub use elementwise::{qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon};
 pub use sparse::qs8_gemm_nt_sparse__neon;
 
 /// Whether the CPU implements FEAT_DotProd.
