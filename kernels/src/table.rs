@@ -220,6 +220,14 @@ pub const NEON: KernelSet = {
             name: "qs8_vmul__neon",
             run: a::qs8_vmul__neon,
         },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__neon",
+            run: a::qs8_maxpool2d__neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__neon",
+            run: a::qs8_avgpool2d__neon,
+        },
         requantize_copy: Kernel {
             name: "qs8_requantize_copy__neon",
             run: a::qs8_requantize_copy__neon,
@@ -260,6 +268,14 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_vmul__dotprod",
             run: a::qs8_vmul__neon,
         },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__dotprod",
+            run: a::qs8_maxpool2d__neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__dotprod",
+            run: a::qs8_avgpool2d__neon,
+        },
         requantize_copy: Kernel {
             name: "qs8_requantize_copy__dotprod",
             run: a::qs8_requantize_copy__neon,
@@ -299,6 +315,14 @@ pub const I8MM: KernelSet = {
         vmul: Kernel {
             name: "qs8_vmul__i8mm",
             run: a::qs8_vmul__neon,
+        },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__i8mm",
+            run: a::qs8_maxpool2d__neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__i8mm",
+            run: a::qs8_avgpool2d__neon,
         },
         requantize_copy: Kernel {
             name: "qs8_requantize_copy__i8mm",

@@ -555,22 +555,83 @@ fn check_pools(row: &KernelSet, rng: &mut Rng) -> usize {
                         pad_left: pl,
                         count_include_pad: rng.usize(0, 1) == 1,
                     };
-                    let input = rng.i8s(g.input_len());
-                    let mut want = vec![0x55i8; g.output_len()];
-                    let mut got = want.clone();
-                    (SCALAR.maxpool2d.run)(&g, &input, &mut want);
-                    (row.maxpool2d.run)(&g, &input, &mut got);
-                    assert_same(row.maxpool2d.name, &format!("{g:?}"), &got, &want);
-                    let zp = rng.zp();
-                    (SCALAR.avgpool2d.run)(&g, zp, &input, &mut want);
-                    (row.avgpool2d.run)(&g, zp, &input, &mut got);
-                    assert_same(row.avgpool2d.name, &format!("{g:?} zp={zp}"), &got, &want);
+                    pool_case(row, rng, &g);
                     cases += 2;
                 }
             }
         }
     }
     cases
+}
+
+/// Max and average pooling on `g` with random data and zero point, with
+/// guard bytes around the output.
+fn pool_case(row: &KernelSet, rng: &mut Rng, g: &PoolGeometry) {
+    let input = rng.i8s(g.input_len());
+    let mut want = vec![0x55i8; g.output_len()];
+    let mut got = Guarded::new(g.output_len());
+    (SCALAR.maxpool2d.run)(g, &input, &mut want);
+    (row.maxpool2d.run)(g, &input, got.inner());
+    let case = format!("{g:?}");
+    got.check_guards(row.maxpool2d.name, &case);
+    assert_same(row.maxpool2d.name, &case, got.inner(), &want);
+    let zp = rng.zp();
+    (SCALAR.avgpool2d.run)(g, zp, &input, &mut want);
+    (row.avgpool2d.run)(g, zp, &input, got.inner());
+    let case = format!("{g:?} zp={zp}");
+    got.check_guards(row.avgpool2d.name, &case);
+    assert_same(row.avgpool2d.name, &case, got.inner(), &want);
+}
+
+/// Pooling geometries the random grid does not reach: the usual 3x3 stride-2
+/// stem pool on large planes, "ceil mode" outputs whose last window runs past
+/// the padding, windows at the 128-tap limit of the i16 sums and past it,
+/// and rows so wide that the ARM kernels cut them into strips.
+fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
+    // (channels, in_h, in_w, kh, kw, stride, pad_top, pad_left, out_h, out_w)
+    let shapes: [(
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    ); 10] = [
+        (8, 56, 56, 3, 3, 2, 1, 1, 28, 28),
+        (2, 112, 112, 3, 3, 2, 1, 1, 56, 56),
+        (4, 28, 28, 3, 3, 1, 1, 1, 28, 28),
+        (3, 7, 7, 2, 2, 2, 0, 0, 4, 4),
+        (2, 33, 33, 3, 3, 2, 0, 0, 17, 17),
+        (2, 40, 40, 2, 2, 1, 0, 0, 40, 40),
+        (2, 16, 40, 8, 16, 1, 3, 7, 16, 40),
+        (2, 14, 40, 12, 12, 1, 5, 5, 14, 40),
+        (1, 3, 9000, 3, 3, 1, 1, 1, 3, 9000),
+        (1, 5, 9001, 3, 3, 2, 1, 0, 3, 4501),
+    ];
+    for (channels, in_h, in_w, kh, kw, s, pt, pl, out_h, out_w) in shapes {
+        for count_include_pad in [false, true] {
+            let g = PoolGeometry {
+                channels,
+                in_h,
+                in_w,
+                out_h,
+                out_w,
+                kh,
+                kw,
+                stride_h: s,
+                stride_w: s,
+                pad_top: pt,
+                pad_left: pl,
+                count_include_pad,
+            };
+            pool_case(row, rng, &g);
+        }
+    }
+    2 * shapes.len()
 }
 
 /// Runs the whole grid on one row: the same seeds, so the same cases, for
@@ -585,6 +646,7 @@ fn check_row(row: &KernelSet) -> usize {
                 + check_dwconv_shapes(row, &mut rng)
                 + check_binary(row, &mut rng)
                 + check_pools(row, &mut rng)
+                + check_pool_shapes(row, &mut rng)
         })
         .sum()
 }

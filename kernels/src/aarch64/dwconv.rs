@@ -34,7 +34,11 @@ pub fn qs8_dwconv2d__neon(
 ) {
     let depthwise = g.is_valid() && g.groups == g.in_c && g.groups == g.out_c;
     let zps = (-128..=127).contains(&q.in_zp) && (-128..=127).contains(&q.out_zp);
-    let plan = if depthwise && zps { Plan::new(g) } else { None };
+    let plan = if depthwise && zps {
+        Plan::new(g, 8)
+    } else {
+        None
+    };
     let Some(plan) = plan else {
         return reference::qs8_conv2d(g, q, input, weights, bias, rq, output);
     };

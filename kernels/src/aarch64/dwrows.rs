@@ -23,19 +23,20 @@ pub(crate) const MAX_SPAN: usize = 32;
 pub(crate) struct Plan {
     /// Input rows spanned by one output row (ring slots).
     span: usize,
-    /// Vector outputs per full strip (a multiple of 8).
+    /// Vector outputs per full strip (a multiple of `block`).
     strip: usize,
+    /// Outputs are computed in blocks of this many (8 or 16).
+    block: usize,
     /// Padded bytes beyond `(outputs - 1) * stride`: `(kw - 1) * dil_w + stride`.
     extra: usize,
 }
 
 impl Plan {
-    /// Strides 1 and 2 only; `dil_w` arbitrary. Vector loads read `VEC`
-    /// outputs' worth of input per tap (8 or 16 outputs), so a padded row of
-    /// `n` vector outputs (`n` rounded up to 8) is
-    /// `(n - 1) * stride + (kw - 1) * dil + stride` bytes long (stride 2
-    /// loads read one byte past the last even tap).
-    pub fn new(g: &ConvGeometry) -> Option<Plan> {
+    /// Strides 1 and 2 only; `dil_w` arbitrary. A row of `n` outputs is
+    /// padded for `n` rounded up to `block` (8 or 16) outputs, which is
+    /// `(n - 1) * stride + (kw - 1) * dil + stride` bytes (stride 2 loads
+    /// read one byte past the last even tap).
+    pub fn new(g: &ConvGeometry, block: usize) -> Option<Plan> {
         if g.stride_w > 2 || g.out_w == 0 {
             return None;
         }
@@ -46,7 +47,7 @@ impl Plan {
         }
         let per_slot = RING_BYTES / span;
         let need16 = 15 * g.stride_w + extra;
-        let full = g.out_w.div_ceil(8) * 8;
+        let full = g.out_w.div_ceil(block) * block;
         let strip = if (full - 1) * g.stride_w + extra <= per_slot {
             full
         } else if per_slot >= need16 {
@@ -54,12 +55,17 @@ impl Plan {
         } else {
             return None;
         };
-        Some(Plan { span, strip, extra })
+        Some(Plan {
+            span,
+            strip,
+            block,
+            extra,
+        })
     }
 
-    /// Padded bytes of a row of `n` outputs (`n` rounded up to 8).
+    /// Padded bytes of a row of `n` outputs (`n` rounded up to `block`).
     fn width(&self, stride: usize, n: usize) -> usize {
-        (n.div_ceil(8) * 8 - 1) * stride + self.extra
+        (n.div_ceil(self.block) * self.block - 1) * stride + self.extra
     }
 }
 
@@ -69,19 +75,23 @@ pub(crate) struct RowJob<'a> {
     /// the strip's first output (`row[ox * stride + kx * dil_w]` is the tap
     /// `kx` of output `ox` of the strip), and its `ky`.
     pub taps: &'a [(*const i8, usize)],
-    /// Outputs to write (`out[0..n]`); the padded rows hold `n` rounded up
-    /// to 8 outputs' inputs.
+    /// Outputs to write (`out[0..n]`); the padded rows hold the inputs of
+    /// `n` rounded up to the plan's `block` outputs.
     pub n: usize,
     pub out: *mut i8,
+    /// The output row, and the strip's first output column.
+    pub oy: usize,
+    pub ox0: usize,
 }
 
 /// Runs `row(channel, job)` for every output row of every strip of every
-/// channel.
+/// channel, with padding bytes `in_zp` (pooling passes its own pad value).
 ///
 /// # Safety
 /// `g` is a valid depthwise geometry (`groups == in_c == out_c`), `plan`
-/// comes from `Plan::new(g)`, and `input` / `weights` / `output` hold
-/// `g.input_len()` / `g.output_len()` bytes (the caller checked). `row` may read the bytes the job describes and write `out[0..n]`.
+/// comes from `Plan::new(g, _)`, and `input` / `output` hold
+/// `g.input_len()` / `g.output_len()` bytes (the caller checked). `row` may
+/// read the bytes the job describes and write `out[0..n]`.
 pub(crate) unsafe fn for_each_row(
     g: &ConvGeometry,
     plan: &Plan,
@@ -131,6 +141,8 @@ pub(crate) unsafe fn for_each_row(
                     taps: &taps[..nt],
                     n,
                     out: output[at..at + n].as_mut_ptr(),
+                    oy,
+                    ox0,
                 };
                 row(c, &job);
             }

@@ -31,6 +31,7 @@ mod dwrows;
 mod elementwise;
 mod i8mm;
 mod neon;
+mod pool;
 mod requant;
 mod sparse;
 
@@ -43,6 +44,7 @@ use sink::{check_inputs, F32Sink, I8Sink};
 
 pub use dwconv::qs8_dwconv2d__neon;
 pub use elementwise::{qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon};
+pub use pool::{qs8_avgpool2d__neon, qs8_maxpool2d__neon};
 pub use sparse::qs8_gemm_nt_sparse__neon;
 
 /// Whether the CPU implements FEAT_DotProd.
