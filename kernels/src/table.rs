@@ -347,6 +347,10 @@ pub const ARMV7NEON: KernelSet = {
             name: "qs8_gemm_nt_f32out__armv7neon",
             run: a::qs8_gemm_nt_f32out__armv7neon,
         },
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__armv7neon",
+            run: a::qs8_dwconv2d__armv7neon,
+        },
         ..SCALAR
     }
 };

@@ -14,6 +14,12 @@
 #[path = "../aarch64/sink.rs"]
 mod sink;
 
+#[path = "../aarch64/dwrows.rs"]
+mod dwrows;
+
+mod dwconv;
+pub use dwconv::qs8_dwconv2d__armv7neon;
+
 use crate::reference::QOut;
 use crate::requant::Requant;
 use sink::{check_inputs, F32Sink, I8Sink, Sink};
