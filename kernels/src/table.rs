@@ -351,6 +351,18 @@ pub const ARMV7NEON: KernelSet = {
             name: "qs8_dwconv2d__armv7neon",
             run: a::qs8_dwconv2d__armv7neon,
         },
+        vadd: Kernel {
+            name: "qs8_vadd__armv7neon",
+            run: a::qs8_vadd__armv7neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__armv7neon",
+            run: a::qs8_vmul__armv7neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__armv7neon",
+            run: a::qs8_requantize_copy__armv7neon,
+        },
         ..SCALAR
     }
 };
