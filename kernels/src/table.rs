@@ -359,6 +359,14 @@ pub const ARMV7NEON: KernelSet = {
             name: "qs8_vmul__armv7neon",
             run: a::qs8_vmul__armv7neon,
         },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__armv7neon",
+            run: a::qs8_maxpool2d__armv7neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__armv7neon",
+            run: a::qs8_avgpool2d__armv7neon,
+        },
         requantize_copy: Kernel {
             name: "qs8_requantize_copy__armv7neon",
             run: a::qs8_requantize_copy__armv7neon,

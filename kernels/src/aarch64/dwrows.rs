@@ -1,5 +1,6 @@
-//! Zero-point-padded input rows for the ARM depthwise kernels (aarch64 and,
-//! through `#[path]`, 32-bit arm): the architecture-independent half.
+//! Zero-point-padded input rows for the ARM depthwise and pooling kernels
+//! (aarch64 and, through `#[path]`, 32-bit arm): the architecture-independent
+//! half.
 //!
 //! For every channel the output width is cut into strips (one strip for any
 //! realistic layer) and, for each output row, the input rows its taps need
@@ -11,7 +12,7 @@
 //! reference. Each ring slot is tagged with its input row, so with stride 1 a
 //! row is copied once per strip, not once per tap row.
 
-use crate::reference::ConvGeometry;
+use crate::reference::{ConvGeometry, PoolGeometry};
 
 /// Bytes of the stack ring (`span` rows of one strip's padded width).
 pub(crate) const RING_BYTES: usize = 8192;
@@ -158,4 +159,54 @@ fn in_image(width: usize, in_w: usize, col0: isize) -> (usize, usize) {
     let lo = (-col0).clamp(0, w);
     let hi = (in_w as isize - col0).clamp(lo, w);
     (lo as usize, hi as usize)
+}
+
+/// The pooling window as a depthwise convolution geometry (for the row ring).
+pub(crate) fn conv_geometry(g: &PoolGeometry) -> ConvGeometry {
+    ConvGeometry {
+        in_c: g.channels,
+        in_h: g.in_h,
+        in_w: g.in_w,
+        out_c: g.channels,
+        out_h: g.out_h,
+        out_w: g.out_w,
+        kh: g.kh,
+        kw: g.kw,
+        stride_h: g.stride_h,
+        stride_w: g.stride_w,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: g.pad_top,
+        pad_left: g.pad_left,
+        groups: g.channels,
+    }
+}
+
+/// The reference's average divisor of output `(oy, ox)` (the count of
+/// `PoolGeometry::window`, copied expression for expression).
+#[inline]
+pub(crate) fn count(g: &PoolGeometry, oy: usize, ox: usize) -> i32 {
+    let y = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let x = (ox * g.stride_w) as isize - g.pad_left as isize;
+    let n = if g.count_include_pad {
+        let ye = ((y + g.kh as isize) as usize).min(g.in_h + g.pad_top);
+        let xe = ((x + g.kw as isize) as usize).min(g.in_w + g.pad_left);
+        (ye as isize - y).max(1) as usize * (xe as isize - x).max(1) as usize
+    } else {
+        let y0 = y.max(0) as usize;
+        let x0 = x.max(0) as usize;
+        let y1 = ((y + g.kh as isize).max(0) as usize).min(g.in_h);
+        let x1 = ((x + g.kw as isize).max(0) as usize).min(g.in_w);
+        (y1.saturating_sub(y0) * x1.saturating_sub(x0)).max(1)
+    };
+    n as i32
+}
+
+/// The length checks of the pooling kernels (the reference's indexing would
+/// panic the same way).
+pub(crate) fn check_pool(g: &PoolGeometry, input: &[i8], output: &[i8]) {
+    assert!(
+        input.len() >= g.input_len() && output.len() >= g.output_len(),
+        "qs8 pool: buffers do not match the geometry"
+    );
 }

@@ -14,36 +14,8 @@
 
 use core::arch::aarch64::*;
 
-use super::dwrows::{for_each_row, Plan};
-use crate::reference::{self, ConvGeometry, PoolGeometry};
-
-/// The pooling window as a depthwise convolution geometry (for the row ring).
-fn conv_geometry(g: &PoolGeometry) -> ConvGeometry {
-    ConvGeometry {
-        in_c: g.channels,
-        in_h: g.in_h,
-        in_w: g.in_w,
-        out_c: g.channels,
-        out_h: g.out_h,
-        out_w: g.out_w,
-        kh: g.kh,
-        kw: g.kw,
-        stride_h: g.stride_h,
-        stride_w: g.stride_w,
-        dil_h: 1,
-        dil_w: 1,
-        pad_top: g.pad_top,
-        pad_left: g.pad_left,
-        groups: g.channels,
-    }
-}
-
-fn check(g: &PoolGeometry, input: &[i8], output: &[i8]) {
-    assert!(
-        input.len() >= g.input_len() && output.len() >= g.output_len(),
-        "qs8 pool: buffers do not match the geometry"
-    );
-}
+use super::dwrows::{check_pool, conv_geometry, count, for_each_row, Plan};
+use crate::reference::{self, PoolGeometry};
 
 /// Sixteen input lanes of one tap (plain bytes for stride 1, the even bytes
 /// of 32 for stride 2).
@@ -93,7 +65,7 @@ pub fn qs8_maxpool2d__neon(g: &PoolGeometry, input: &[i8], output: &mut [i8]) {
     let Some(plan) = plan else {
         return reference::qs8_maxpool2d(g, input, output);
     };
-    check(g, input, output);
+    check_pool(g, input, output);
     // SAFETY: the geometry is valid, the plan is its own (blocks of 16) and
     // the buffer lengths were checked; each job's padded rows hold the
     // inputs of its outputs rounded up to 16, which every block reads within.
@@ -131,7 +103,7 @@ pub fn qs8_avgpool2d__neon(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut
     let Some(plan) = plan else {
         return reference::qs8_avgpool2d(g, zp, input, output);
     };
-    check(g, input, output);
+    check_pool(g, input, output);
     // SAFETY: as in `qs8_maxpool2d__neon`.
     unsafe {
         let zp16 = vdupq_n_s16(zp as i16);
@@ -169,26 +141,6 @@ pub fn qs8_avgpool2d__neon(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut
             store_blocks(job.n, job.out, avg);
         });
     }
-}
-
-/// The reference's average divisor of output `(oy, ox)` (the count of
-/// `PoolGeometry::window`, copied expression for expression).
-#[inline]
-fn count(g: &PoolGeometry, oy: usize, ox: usize) -> i32 {
-    let y = (oy * g.stride_h) as isize - g.pad_top as isize;
-    let x = (ox * g.stride_w) as isize - g.pad_left as isize;
-    let n = if g.count_include_pad {
-        let ye = ((y + g.kh as isize) as usize).min(g.in_h + g.pad_top);
-        let xe = ((x + g.kw as isize) as usize).min(g.in_w + g.pad_left);
-        (ye as isize - y).max(1) as usize * (xe as isize - x).max(1) as usize
-    } else {
-        let y0 = y.max(0) as usize;
-        let x0 = x.max(0) as usize;
-        let y1 = ((y + g.kh as isize).max(0) as usize).min(g.in_h);
-        let x1 = ((x + g.kw as isize).max(0) as usize).min(g.in_w);
-        (y1.saturating_sub(y0) * x1.saturating_sub(x0)).max(1)
-    };
-    n as i32
 }
 
 /// `clamp(zp + round_half_away(sum / n), -128, 127)` for sixteen lanes.

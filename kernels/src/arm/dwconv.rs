@@ -111,6 +111,14 @@ pub fn qs8_dwconv2d__armv7neon(
     }
 }
 
+/// One tap row as the `asm!` reads it: the padded input row and its weights.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TapRow {
+    row: *const i8,
+    w: *const i8,
+}
+
 /// All outputs of one job in blocks of 16 (the last one overlapping; fewer
 /// than 16 outputs go through a buffer).
 ///
@@ -118,9 +126,15 @@ pub fn qs8_dwconv2d__armv7neon(
 /// NEON; as [`RowJob`] describes with the plan's blocks of 16; `w` holds the
 /// channel's `kh * kw` weights.
 unsafe fn row(job: &RowJob, w: *const i8, kw: usize, stride: usize, dil: usize, prm: &mut Params) {
-    let mut pairs = [(core::ptr::null::<i8>(), core::ptr::null::<i8>()); MAX_SPAN];
+    let mut pairs = [TapRow {
+        row: core::ptr::null(),
+        w: core::ptr::null(),
+    }; MAX_SPAN];
     for (pair, &(p, ky)) in pairs.iter_mut().zip(job.taps) {
-        *pair = (p, w.add(ky * kw));
+        *pair = TapRow {
+            row: p,
+            w: w.add(ky * kw),
+        };
     }
     let pairs = &pairs[..job.taps.len()];
     let n = job.n;
@@ -147,13 +161,7 @@ unsafe fn row(job: &RowJob, w: *const i8, kw: usize, stride: usize, dil: usize, 
 /// NEON; each row holds `off + 15 * stride + (kw - 1) * dil + stride` bytes,
 /// each weight pointer `kw` bytes, `prm.out` 16 writable bytes; `kw >= 1`.
 #[inline(always)]
-unsafe fn block(
-    pairs: &[(*const i8, *const i8)],
-    off: usize,
-    stride: usize,
-    dil: usize,
-    prm: &mut Params,
-) {
+unsafe fn block(pairs: &[TapRow], off: usize, stride: usize, dil: usize, prm: &mut Params) {
     macro_rules! block_asm {
         ($load:literal) => {
             // SAFETY: reads the rows and weights the caller guarantees and

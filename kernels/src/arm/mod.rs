@@ -19,8 +19,10 @@ mod dwrows;
 
 mod dwconv;
 mod elementwise;
+mod pool;
 pub use dwconv::qs8_dwconv2d__armv7neon;
 pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
+pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
 use crate::reference::QOut;
 use crate::requant::Requant;
