@@ -14,7 +14,7 @@
 
 use crate::reference::{ConvGeometry, PoolGeometry};
 
-/// Bytes of the stack ring (`span` rows of one strip's padded width).
+/// Bytes of the stack ring (`slots` rows of one strip's padded width).
 pub(crate) const RING_BYTES: usize = 8192;
 /// Most input rows one output row may span (`(kh - 1) * dil_h + 1`).
 pub(crate) const MAX_SPAN: usize = 32;
@@ -22,8 +22,11 @@ pub(crate) const MAX_SPAN: usize = 32;
 /// How a geometry is cut; `None` from [`Plan::new`] means "run the reference".
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
-    /// Input rows spanned by one output row (ring slots).
-    span: usize,
+    /// Ring slots: the input rows spanned by one output row, rounded up to a
+    /// power of two so that a row's slot is `iy & (slots - 1)` (no division,
+    /// which 32-bit ARM does in a library call). The rows of one output row
+    /// are consecutive modulo `slots`, hence in distinct slots.
+    slots: usize,
     /// Vector outputs per full strip (a multiple of `block`).
     strip: usize,
     /// Outputs are computed in blocks of this many (8 or 16).
@@ -46,7 +49,8 @@ impl Plan {
         if span > MAX_SPAN {
             return None;
         }
-        let per_slot = RING_BYTES / span;
+        let slots = span.next_power_of_two();
+        let per_slot = RING_BYTES / slots;
         let need16 = 15 * g.stride_w + extra;
         let full = g.out_w.div_ceil(block) * block;
         let strip = if (full - 1) * g.stride_w + extra <= per_slot {
@@ -57,7 +61,7 @@ impl Plan {
             return None;
         };
         Some(Plan {
-            span,
+            slots,
             strip,
             block,
             extra,
@@ -117,7 +121,7 @@ pub(crate) unsafe fn for_each_row(
             tags.fill(usize::MAX);
             // The padding columns are the same in every row of the strip:
             // written once here, so a row fill copies only in-image bytes.
-            ring[..plan.span * slot_len].fill(in_zp);
+            ring[..plan.slots * slot_len].fill(in_zp);
             let (lo, hi) = in_image(width, g.in_w, col0);
             for oy in 0..g.out_h {
                 let mut nt = 0;
@@ -127,7 +131,7 @@ pub(crate) unsafe fn for_each_row(
                         continue;
                     }
                     let iy = iy as usize;
-                    let s = iy % plan.span;
+                    let s = iy & (plan.slots - 1);
                     let slot = &mut ring[s * slot_len..s * slot_len + width];
                     if tags[s] != iy && hi > lo {
                         let s0 = iy * g.in_w + (col0 + lo as isize) as usize;
