@@ -232,7 +232,6 @@ pub const NEON: KernelSet = {
             name: "qs8_requantize_copy__neon",
             run: a::qs8_requantize_copy__neon,
         },
-        ..SCALAR
     }
 };
 
@@ -280,7 +279,6 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_requantize_copy__dotprod",
             run: a::qs8_requantize_copy__neon,
         },
-        ..SCALAR
     }
 };
 
@@ -328,7 +326,6 @@ pub const I8MM: KernelSet = {
             name: "qs8_requantize_copy__i8mm",
             run: a::qs8_requantize_copy__neon,
         },
-        ..SCALAR
     }
 };
 

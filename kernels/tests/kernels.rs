@@ -380,20 +380,8 @@ impl Guarded {
 /// tall dilated kernel), and kernels too tall for the fast paths.
 fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
     // (c, in_h, in_w, kh, kw, stride, dil, pad_top, pad_left, pad_bottom, pad_right)
-    let shapes: [(
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-    ); 16] = [
-        (16, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1),
+    let shapes = [
+        (16usize, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1),
         (8, 56, 56, 3, 3, 2, 1, 0, 0, 1, 1),
         (8, 56, 56, 3, 3, 2, 1, 1, 1, 1, 1),
         (16, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1),
@@ -589,19 +577,8 @@ fn pool_case(row: &KernelSet, rng: &mut Rng, g: &PoolGeometry) {
 /// and rows so wide that the ARM kernels cut them into strips.
 fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
     // (channels, in_h, in_w, kh, kw, stride, pad_top, pad_left, out_h, out_w)
-    let shapes: [(
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-    ); 10] = [
-        (8, 56, 56, 3, 3, 2, 1, 1, 28, 28),
+    let shapes = [
+        (8usize, 56, 56, 3, 3, 2, 1, 1, 28, 28),
         (2, 112, 112, 3, 3, 2, 1, 1, 56, 56),
         (4, 28, 28, 3, 3, 1, 1, 1, 28, 28),
         (3, 7, 7, 2, 2, 2, 0, 0, 4, 4),

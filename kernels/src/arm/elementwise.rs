@@ -389,7 +389,7 @@ unsafe fn run(op: Op, len: usize, a: *const i8, b: *const i8, out: *mut i8, prm:
         return;
     }
     run_blocks(op, a, b, out, len / 16, prm);
-    if len % 16 != 0 {
+    if !len.is_multiple_of(16) {
         let i = len - 16;
         run_blocks(op, a.add(i), b.add(i), out.add(i), 1, prm);
     }
