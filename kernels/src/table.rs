@@ -42,8 +42,8 @@ pub type GemmNtSparseFn =
 /// Depthwise [`reference::qs8_conv2d`]: `(g, q, input, weights, bias, rq, output)`.
 ///
 /// Contract: the reference's, plus `g.groups == g.in_c == g.out_c` (one input
-/// channel per output channel). Fast paths may rely on it; the AVX2 one falls
-/// back to the reference for any other geometry.
+/// channel per output channel). Fast paths may rely on it; the AVX2 and ARM
+/// ones fall back to the reference for any other geometry.
 pub type DwConvFn = fn(&ConvGeometry, &QConvParams, &[i8], &[i8], &[i32], &[Requant], &mut [i8]);
 
 /// [`reference::qs8_vadd`]: `(p, a, a_dims, b, b_dims, out, out_dims)`.
@@ -188,8 +188,8 @@ pub const AVX2: KernelSet = {
     }
 };
 
-/// aarch64 Advanced SIMD: int8 NT gemm (baseline ARMv8-A, runs on every
-/// aarch64 CPU).
+/// aarch64 Advanced SIMD: every op (baseline ARMv8-A, runs on every aarch64
+/// CPU).
 #[cfg(target_arch = "aarch64")]
 pub const NEON: KernelSet = {
     use crate::aarch64 as a;
@@ -236,7 +236,8 @@ pub const NEON: KernelSet = {
 };
 
 /// aarch64 FEAT_DotProd (`sdot`): int8 NT gemm (wrappers re-check the feature
-/// and fall back to the NEON path).
+/// and fall back to the NEON path); the other ops are the baseline NEON ones
+/// (no dot-product shape in them).
 #[cfg(target_arch = "aarch64")]
 pub const DOTPROD: KernelSet = {
     use crate::aarch64 as a;
@@ -283,7 +284,7 @@ pub const DOTPROD: KernelSet = {
 };
 
 /// aarch64 FEAT_I8MM (`smmla`): int8 NT gemm (wrappers re-check the feature
-/// and fall back to the NEON path).
+/// and fall back to the NEON path); the other ops are the baseline NEON ones.
 #[cfg(target_arch = "aarch64")]
 pub const I8MM: KernelSet = {
     use crate::aarch64 as a;
@@ -329,8 +330,8 @@ pub const I8MM: KernelSet = {
     }
 };
 
-/// 32-bit ARMv7 NEON: int8 NT gemm (wrappers re-check NEON through `AT_HWCAP`
-/// and fall back to the reference).
+/// 32-bit ARMv7 NEON: every op but the sparse gemm (wrappers re-check NEON
+/// through `AT_HWCAP` and fall back to the reference).
 #[cfg(target_arch = "arm")]
 pub const ARMV7NEON: KernelSet = {
     use crate::arm as a;

@@ -1,6 +1,11 @@
-//! aarch64 paths of the int8 NT gemm ([`crate::reference::qs8_gemm_nt`]).
+//! aarch64 paths: the int8 NT gemm ([`crate::reference::qs8_gemm_nt`]) in
+//! three instruction sets, and baseline Advanced SIMD versions of the other
+//! table ops (`dwconv`, `elementwise`, `pool`: depthwise convolution, add /
+//! mul / requantize-copy, max / average pooling, sharing the bit-exact
+//! output stage of `requant` and the zero-point-padded row ring of `dwrows`;
+//! installed in all three aarch64 rows).
 //!
-//! Three instruction sets, each a safe `pub fn` with exactly the reference's
+//! Gemm: three instruction sets, each a safe `pub fn` with exactly the reference's
 //! signature, so that the kernel table can install them:
 //!
 //! * `__neon`: baseline ARMv8-A Advanced SIMD, `smull`/`smull2` then `sadalp`

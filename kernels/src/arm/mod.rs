@@ -1,4 +1,7 @@
-//! 32-bit ARM (ARMv7-A) paths of the int8 NT gemm, and NEON detection.
+//! 32-bit ARM (ARMv7-A) NEON paths, and NEON detection: the int8 NT gemm
+//! (here), depthwise convolution (`dwconv`, on the aarch64 code's shared
+//! padded row ring), add / mul / requantize-copy (`elementwise`) and max /
+//! average pooling (`pool`).
 //!
 //! 32-bit NEON intrinsics and `#[target_feature(enable = "neon")]` are unstable
 //! on arm in stable Rust, so the inner loop is one `asm!` block that switches
