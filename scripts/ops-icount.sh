@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 iters=${1:-4}
 shift || true
 ops=("$@")
-((${#ops[@]})) || ops=(dw_s2 dw_s1 vadd vmul requant maxpool avgpool)
+((${#ops[@]})) || ops=(dw_s2 dw_s1 dw_14 dw_7 vadd vmul requant maxpool avgpool)
 plugin_src=${QEMU_ICOUNT_SRC:-/work/shared/tools/qemu-icount/icount.c}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -10,6 +10,8 @@
 //! Usage: `ops_icount OP [ITERS]` (default 10), OP one of
 //! `dw_s2` (3x3 depthwise, 96 channels, 56x56 -> 28x28, stride 2, TF-SAME pad),
 //! `dw_s1` (3x3 depthwise, 144 channels, 28x28, stride 1, pad 1),
+//! `dw_14` (3x3 depthwise, 576 channels, 14x14, stride 1, pad 1),
+//! `dw_7` (3x3 depthwise, 960 channels, 7x7, stride 1, pad 1),
 //! `vadd`, `vmul`, `requant` (32x56x56 = 100352 elements),
 //! `maxpool` (3x3 stride 2 pad 1, 64 channels 56x56 -> 28x28),
 //! `avgpool` (3x3 stride 1 pad 1, 32 channels 28x28).
@@ -42,11 +44,12 @@ fn main() {
     let mut bytes = |n: usize| (0..n).map(|_| next() as i8).collect::<Vec<i8>>();
 
     let (name, out): (&str, Vec<i8>) = match op.as_str() {
-        "dw_s2" | "dw_s1" => {
-            let (c, hw, s, pt) = if op == "dw_s2" {
-                (96, 56, 2, 0)
-            } else {
-                (144, 28, 1, 1)
+        "dw_s2" | "dw_s1" | "dw_14" | "dw_7" => {
+            let (c, hw, s, pt) = match op.as_str() {
+                "dw_s2" => (96, 56, 2, 0),
+                "dw_s1" => (144, 28, 1, 1),
+                "dw_14" => (576, 14, 1, 1),
+                _ => (960, 7, 1, 1),
             };
             let out_hw = if s == 2 { hw / 2 } else { hw };
             let g = ConvGeometry {
@@ -173,7 +176,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "ops_icount: OP must be dw_s2, dw_s1, vadd, vmul, requant, maxpool or avgpool"
+                "ops_icount: OP must be dw_s2, dw_s1, dw_14, dw_7, vadd, vmul, requant, maxpool or avgpool"
             );
             std::process::exit(2)
         }
