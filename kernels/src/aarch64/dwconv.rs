@@ -58,32 +58,37 @@ pub fn qs8_dwconv2d__neon(
     // SAFETY (zp vector): Advanced SIMD is baseline on aarch64.
     let zp = unsafe { vdup_n_s8(q.in_zp as i8) };
     let taps = g.kh * g.kw;
-    let mut last = usize::MAX;
     let mut ch = Channel {
         w: &weights[..taps],
         w3: [[0; 4]; MAX_SPAN],
         r: RqV::splat(rq[0]),
         bias: 0,
     };
+    if let Some(flat) = Flat::new(g) {
+        let mut buf = [0i8; FLAT_BYTES];
+        for c in 0..g.out_c {
+            ch.set(g, &weights[c * taps..(c + 1) * taps], rq[c], bias[c]);
+            let plane = &input[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
+            let out = &mut output[c * g.out_h * g.out_w..(c + 1) * g.out_h * g.out_w];
+            // SAFETY: `Flat::new` accepted the geometry; the slices are the
+            // channel's plane and outputs.
+            unsafe {
+                match g.kw {
+                    3 => flat.channel::<3>(g, &ch, q.in_zp as i8, zp, &o, plane, out, &mut buf),
+                    _ => flat.channel::<0>(g, &ch, q.in_zp as i8, zp, &o, plane, out, &mut buf),
+                }
+            }
+        }
+        return;
+    }
+    let mut last = usize::MAX;
     // SAFETY: the geometry is a valid depthwise one, the plan is its own and
     // the buffer lengths were checked above; `row` reads only what the job
     // describes (see `row`).
     unsafe {
         for_each_row(g, &plan, q.in_zp as i8, input, output, |c, job| {
             if c != last {
-                ch.w = &weights[c * taps..(c + 1) * taps];
-                if g.kw == 3 {
-                    for ky in 0..g.kh {
-                        ch.w3[ky] = [
-                            ch.w[ky * 3] as i16,
-                            ch.w[ky * 3 + 1] as i16,
-                            ch.w[ky * 3 + 2] as i16,
-                            0,
-                        ];
-                    }
-                }
-                ch.r = RqV::splat(rq[c]);
-                ch.bias = bias[c];
+                ch.set(g, &weights[c * taps..(c + 1) * taps], rq[c], bias[c]);
                 last = c;
             }
             match (g.stride_w, g.kw) {
@@ -96,6 +101,125 @@ pub fn qs8_dwconv2d__neon(
     }
 }
 
+/// Bytes of the stack buffer of the flat path (padded plane + outputs).
+const FLAT_BYTES: usize = 8192;
+
+/// Stride-1 planes small enough to pad whole: the channel's plane is copied
+/// once into a zero-point-padded `ph x pw` buffer (`pw = out_w + (kw - 1) *
+/// dil_w`), and the outputs are computed as one flat sequence over `oy * pw +
+/// ox`, the padded row length being the output row pitch: output `f` reads
+/// `plane[f + ky * dil_h * pw + kx * dil_w]`, so 16-output blocks run across
+/// row ends (the `kw - 1` columns past each row's end are computed and
+/// dropped). This removes the per-row costs of the row ring, which dominate
+/// planes of 28 and fewer columns; every block is the row path's `block16`.
+struct Flat {
+    ph: usize,
+    pw: usize,
+    /// Flat outputs up to the last real one: `(out_h - 1) * pw + out_w`.
+    n: usize,
+}
+
+impl Flat {
+    fn new(g: &ConvGeometry) -> Option<Flat> {
+        if g.stride_w != 1 || g.stride_h != 1 || g.kh > MAX_SPAN {
+            return None;
+        }
+        let pw = g.out_w + (g.kw - 1) * g.dil_w;
+        let ph = g.out_h + (g.kh - 1) * g.dil_h;
+        let n = (g.out_h.max(1) - 1) * pw + g.out_w;
+        // The last block reads up to `n - 1 + (kh-1)*dil_h*pw + (kw-1)*dil_w`
+        // = `ph * pw - 1`: inside the plane.
+        (n >= 16 && ph * pw + g.out_h * pw <= FLAT_BYTES).then_some(Flat { ph, pw, n })
+    }
+
+    /// One channel: `plane` its input, `out` its outputs, `buf` scratch.
+    ///
+    /// # Safety
+    /// `self` is `Flat::new(g)`; `plane` and `out` hold one channel of `g`;
+    /// `ch` holds the channel's `kh * kw` weights.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn channel<const KW: usize>(
+        &self,
+        g: &ConvGeometry,
+        ch: &Channel,
+        in_zp: i8,
+        zp: int8x8_t,
+        o: &OutQ,
+        plane: &[i8],
+        out: &mut [i8],
+        buf: &mut [i8; FLAT_BYTES],
+    ) {
+        let (ph, pw) = (self.ph, self.pw);
+        let (pad, obuf) = buf.split_at_mut(ph * pw);
+        pad.fill(in_zp);
+        // Input columns `[0, cols)` land at `pad_left..`; later ones are never read.
+        let cols = g.in_w.min(pw.saturating_sub(g.pad_left));
+        for y in 0..g.in_h.min(ph.saturating_sub(g.pad_top)) {
+            let at = (y + g.pad_top) * pw + g.pad_left;
+            copy(
+                &mut pad[at..at + cols],
+                &plane[y * g.in_w..y * g.in_w + cols],
+            );
+        }
+        let mut taps = [(core::ptr::null::<i8>(), 0usize); MAX_SPAN];
+        for (ky, t) in taps.iter_mut().enumerate().take(g.kh) {
+            *t = (pad[ky * g.dil_h * pw..].as_ptr(), ky);
+        }
+        let job = RowJob {
+            taps: &taps[..g.kh],
+            n: self.n,
+            out: obuf.as_mut_ptr(),
+            oy: 0,
+            ox0: 0,
+        };
+        row::<1, KW>(&job, ch, g.kw, g.dil_w, zp, o);
+        for oy in 0..g.out_h {
+            copy(
+                &mut out[oy * g.out_w..(oy + 1) * g.out_w],
+                &obuf[oy * pw..oy * pw + g.out_w],
+            );
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of the flat path, inline:
+/// 16-byte vectors (the last one ending at the end), two overlapping 8- or
+/// 4-byte words below 16 or 8, bytes below 4. A `memcpy` call per row costs more here
+/// (measured under qemu: it also makes the caller spill vector registers).
+#[inline(always)]
+fn copy(dst: &mut [i8], src: &[i8]) {
+    let n = dst.len();
+    assert_eq!(n, src.len());
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    // SAFETY: every load/store lies inside `src` / `dst` (`n` bytes each):
+    // 16-byte ones at offsets <= n - 16, 8-byte ones at 0 and n - 8 (n >= 8),
+    // 4-byte ones at 0 and n - 4 (n >= 4).
+    unsafe {
+        if n >= 16 {
+            let mut i = 0;
+            while i + 16 < n {
+                vst1q_s8(d.add(i), vld1q_s8(s.add(i)));
+                i += 16;
+            }
+            vst1q_s8(d.add(n - 16), vld1q_s8(s.add(n - 16)));
+        } else if n >= 8 {
+            let (a, b) = (vld1_s8(s), vld1_s8(s.add(n - 8)));
+            vst1_s8(d, a);
+            vst1_s8(d.add(n - 8), b);
+        } else if n >= 4 {
+            let a = core::ptr::read_unaligned(s as *const u32);
+            let b = core::ptr::read_unaligned(s.add(n - 4) as *const u32);
+            core::ptr::write_unaligned(d as *mut u32, a);
+            core::ptr::write_unaligned(d.add(n - 4) as *mut u32, b);
+        } else {
+            for i in 0..n {
+                *d.add(i) = *s.add(i);
+            }
+        }
+    }
+}
+
 /// One channel's parameters.
 struct Channel<'a> {
     /// The `kh * kw` weights.
@@ -105,6 +229,26 @@ struct Channel<'a> {
     w3: [[i16; 4]; MAX_SPAN],
     r: RqV,
     bias: i32,
+}
+
+impl<'a> Channel<'a> {
+    /// Switches to the channel with weights `w`.
+    #[inline(always)]
+    fn set(&mut self, g: &ConvGeometry, w: &'a [i8], r: Requant, bias: i32) {
+        self.w = w;
+        if g.kw == 3 {
+            for ky in 0..g.kh {
+                self.w3[ky] = [
+                    w[ky * 3] as i16,
+                    w[ky * 3 + 1] as i16,
+                    w[ky * 3 + 2] as i16,
+                    0,
+                ];
+            }
+        }
+        self.r = RqV::splat(r);
+        self.bias = bias;
+    }
 }
 
 /// Sixteen input lanes of one tap for outputs `ox..ox + 16` of the padded row
