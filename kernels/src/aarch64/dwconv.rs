@@ -12,7 +12,7 @@
 
 use core::arch::aarch64::*;
 
-use super::dwrows::{for_each_row, Plan, RowJob, MAX_SPAN};
+use super::dwrows::{for_each_row, Flat, Plan, RowJob, FLAT_BYTES, MAX_SPAN};
 use super::requant::{pack16, pack8, OutQ, RqV};
 use crate::reference::{self, ConvGeometry, QConvParams};
 use crate::requant::Requant;
@@ -70,14 +70,15 @@ pub fn qs8_dwconv2d__neon(
             ch.set(g, &weights[c * taps..(c + 1) * taps], rq[c], bias[c]);
             let plane = &input[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
             let out = &mut output[c * g.out_h * g.out_w..(c + 1) * g.out_h * g.out_w];
-            // SAFETY: `Flat::new` accepted the geometry; the slices are the
-            // channel's plane and outputs.
-            unsafe {
-                match g.kw {
-                    3 => flat.channel::<3>(g, &ch, q.in_zp as i8, zp, &o, plane, out, &mut buf),
-                    _ => flat.channel::<0>(g, &ch, q.in_zp as i8, zp, &o, plane, out, &mut buf),
+            flat.channel(g, q.in_zp as i8, plane, out, &mut buf, copy, |job| {
+                // SAFETY: the job describes the padded plane (see `Flat`).
+                unsafe {
+                    match g.kw {
+                        3 => row::<1, 3>(job, &ch, 3, g.dil_w, zp, &o),
+                        _ => row::<1, 0>(job, &ch, g.kw, g.dil_w, zp, &o),
+                    }
                 }
-            }
+            });
         }
         return;
     }
@@ -98,88 +99,6 @@ pub fn qs8_dwconv2d__neon(
                 _ => row::<2, 0>(job, &ch, g.kw, g.dil_w, zp, &o),
             }
         })
-    }
-}
-
-/// Bytes of the stack buffer of the flat path (padded plane + outputs).
-const FLAT_BYTES: usize = 8192;
-
-/// Stride-1 planes small enough to pad whole: the channel's plane is copied
-/// once into a zero-point-padded `ph x pw` buffer (`pw = out_w + (kw - 1) *
-/// dil_w`), and the outputs are computed as one flat sequence over `oy * pw +
-/// ox`, the padded row length being the output row pitch: output `f` reads
-/// `plane[f + ky * dil_h * pw + kx * dil_w]`, so 16-output blocks run across
-/// row ends (the `kw - 1` columns past each row's end are computed and
-/// dropped). This removes the per-row costs of the row ring, which dominate
-/// planes of 28 and fewer columns; every block is the row path's `block16`.
-struct Flat {
-    ph: usize,
-    pw: usize,
-    /// Flat outputs up to the last real one: `(out_h - 1) * pw + out_w`.
-    n: usize,
-}
-
-impl Flat {
-    fn new(g: &ConvGeometry) -> Option<Flat> {
-        if g.stride_w != 1 || g.stride_h != 1 || g.kh > MAX_SPAN {
-            return None;
-        }
-        let pw = g.out_w + (g.kw - 1) * g.dil_w;
-        let ph = g.out_h + (g.kh - 1) * g.dil_h;
-        let n = (g.out_h.max(1) - 1) * pw + g.out_w;
-        // The last block reads up to `n - 1 + (kh-1)*dil_h*pw + (kw-1)*dil_w`
-        // = `ph * pw - 1`: inside the plane.
-        (n >= 16 && ph * pw + g.out_h * pw <= FLAT_BYTES).then_some(Flat { ph, pw, n })
-    }
-
-    /// One channel: `plane` its input, `out` its outputs, `buf` scratch.
-    ///
-    /// # Safety
-    /// `self` is `Flat::new(g)`; `plane` and `out` hold one channel of `g`;
-    /// `ch` holds the channel's `kh * kw` weights.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    unsafe fn channel<const KW: usize>(
-        &self,
-        g: &ConvGeometry,
-        ch: &Channel,
-        in_zp: i8,
-        zp: int8x8_t,
-        o: &OutQ,
-        plane: &[i8],
-        out: &mut [i8],
-        buf: &mut [i8; FLAT_BYTES],
-    ) {
-        let (ph, pw) = (self.ph, self.pw);
-        let (pad, obuf) = buf.split_at_mut(ph * pw);
-        pad.fill(in_zp);
-        // Input columns `[0, cols)` land at `pad_left..`; later ones are never read.
-        let cols = g.in_w.min(pw.saturating_sub(g.pad_left));
-        for y in 0..g.in_h.min(ph.saturating_sub(g.pad_top)) {
-            let at = (y + g.pad_top) * pw + g.pad_left;
-            copy(
-                &mut pad[at..at + cols],
-                &plane[y * g.in_w..y * g.in_w + cols],
-            );
-        }
-        let mut taps = [(core::ptr::null::<i8>(), 0usize); MAX_SPAN];
-        for (ky, t) in taps.iter_mut().enumerate().take(g.kh) {
-            *t = (pad[ky * g.dil_h * pw..].as_ptr(), ky);
-        }
-        let job = RowJob {
-            taps: &taps[..g.kh],
-            n: self.n,
-            out: obuf.as_mut_ptr(),
-            oy: 0,
-            ox0: 0,
-        };
-        row::<1, KW>(&job, ch, g.kw, g.dil_w, zp, o);
-        for oy in 0..g.out_h {
-            copy(
-                &mut out[oy * g.out_w..(oy + 1) * g.out_w],
-                &obuf[oy * pw..oy * pw + g.out_w],
-            );
-        }
     }
 }
 

@@ -156,6 +156,88 @@ pub(crate) unsafe fn for_each_row(
     }
 }
 
+/// Bytes of the stack buffer of the flat path (padded plane + outputs).
+pub(crate) const FLAT_BYTES: usize = 8192;
+
+/// Stride-1 planes small enough to pad whole: the channel's plane is copied
+/// once into a zero-point-padded `ph x pw` buffer (`pw = out_w + (kw - 1) *
+/// dil_w`), and the outputs are computed as one flat sequence over `oy * pw +
+/// ox`, the padded row length being the output row pitch: output `f` reads
+/// `plane[f + ky * dil_h * pw + kx * dil_w]`, so vector blocks run across row
+/// ends (the `kw - 1` columns past each row's end are computed and dropped).
+/// This removes the per-row costs of the row ring, which dominate planes of
+/// 28 and fewer columns; the blocks are the row kernels' own.
+pub(crate) struct Flat {
+    ph: usize,
+    pw: usize,
+    /// Flat outputs up to the last real one: `(out_h - 1) * pw + out_w`.
+    n: usize,
+}
+
+impl Flat {
+    /// `None` unless stride 1, at least 16 flat outputs, and the padded plane
+    /// plus the flat outputs fit [`FLAT_BYTES`].
+    pub fn new(g: &ConvGeometry) -> Option<Flat> {
+        if g.stride_w != 1 || g.stride_h != 1 || g.kh > MAX_SPAN || g.out_w == 0 {
+            return None;
+        }
+        let pw = g.out_w + (g.kw - 1) * g.dil_w;
+        let ph = g.out_h + (g.kh - 1) * g.dil_h;
+        let n = (g.out_h.max(1) - 1) * pw + g.out_w;
+        // A block of 16 from `f <= n - 16` reads up to
+        // `n - 1 + (kh - 1) * dil_h * pw + (kw - 1) * dil_w = ph * pw - 1`:
+        // inside the plane.
+        (n >= 16 && ph * pw + g.out_h * pw <= FLAT_BYTES).then_some(Flat { ph, pw, n })
+    }
+
+    /// One channel: pads `plane` (its input) into `buf`, runs `compute` on
+    /// the job of all `n` flat outputs (written to `buf` after the plane; all
+    /// `kh` tap rows, padding rows included), then copies the real outputs to
+    /// `out` (its outputs). `copy` is `copy_from_slice`, possibly faster.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn channel(
+        &self,
+        g: &ConvGeometry,
+        in_zp: i8,
+        plane: &[i8],
+        out: &mut [i8],
+        buf: &mut [i8; FLAT_BYTES],
+        copy: impl Fn(&mut [i8], &[i8]),
+        compute: impl FnOnce(&RowJob),
+    ) {
+        let (ph, pw) = (self.ph, self.pw);
+        let (pad, obuf) = buf.split_at_mut(ph * pw);
+        pad.fill(in_zp);
+        // Input columns `[0, cols)` land at `pad_left..`; later ones are never read.
+        let cols = g.in_w.min(pw.saturating_sub(g.pad_left));
+        for y in 0..g.in_h.min(ph.saturating_sub(g.pad_top)) {
+            let at = (y + g.pad_top) * pw + g.pad_left;
+            copy(
+                &mut pad[at..at + cols],
+                &plane[y * g.in_w..y * g.in_w + cols],
+            );
+        }
+        let mut taps = [(core::ptr::null::<i8>(), 0usize); MAX_SPAN];
+        for (ky, t) in taps.iter_mut().enumerate().take(g.kh) {
+            *t = (pad[ky * g.dil_h * pw..].as_ptr(), ky);
+        }
+        compute(&RowJob {
+            taps: &taps[..g.kh],
+            n: self.n,
+            out: obuf[..self.n].as_mut_ptr(),
+            oy: 0,
+            ox0: 0,
+        });
+        for oy in 0..g.out_h {
+            copy(
+                &mut out[oy * g.out_w..(oy + 1) * g.out_w],
+                &obuf[oy * pw..oy * pw + g.out_w],
+            );
+        }
+    }
+}
+
 /// The slot bytes `[lo, hi)` of a `width`-byte padded row starting at input
 /// column `col0` that lie inside a row of `in_w` columns (`lo == hi`: none).
 fn in_image(width: usize, in_w: usize, col0: isize) -> (usize, usize) {

@@ -13,7 +13,7 @@
 //! then the activation clamp: lane for lane the aarch64 `requant::pack16`,
 //! which is bit-exact with the reference.
 
-use super::dwrows::{for_each_row, Plan, RowJob, MAX_SPAN};
+use super::dwrows::{for_each_row, Flat, Plan, RowJob, FLAT_BYTES, MAX_SPAN};
 use super::has_neon;
 use crate::reference::{self, ConvGeometry, QConvParams};
 use crate::requant::Requant;
@@ -91,6 +91,29 @@ pub fn qs8_dwconv2d__armv7neon(
         out: core::ptr::null_mut(),
         in_zp: [q.in_zp as i8; 8],
     };
+    let set = |prm: &mut Params, c: usize| {
+        let r = rq[c];
+        prm.mult = [r.mult; 4];
+        prm.left = [r.shift.max(0); 4];
+        prm.right = [-(-r.shift).max(0); 4];
+        prm.bias = bias[c];
+    };
+    if let Some(flat) = Flat::new(g) {
+        let mut buf = [0i8; FLAT_BYTES];
+        for c in 0..g.out_c {
+            set(&mut prm, c);
+            let plane = &input[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
+            let out = &mut output[c * g.out_h * g.out_w..(c + 1) * g.out_h * g.out_w];
+            let w = weights[c * taps..(c + 1) * taps].as_ptr();
+            let copy = |d: &mut [i8], s: &[i8]| d.copy_from_slice(s);
+            flat.channel(g, q.in_zp as i8, plane, out, &mut buf, copy, |job| {
+                // SAFETY: NEON is present; the job describes the padded
+                // plane and `n >= 16` flat outputs (see `Flat`).
+                unsafe { row(job, w, g.kw, 1, g.dil_w, &mut prm) }
+            });
+        }
+        return;
+    }
     let mut last = usize::MAX;
     // SAFETY: NEON is present (checked); the geometry is a valid depthwise
     // one, the plan (blocks of 16) is its own and the buffer lengths were
@@ -98,11 +121,7 @@ pub fn qs8_dwconv2d__armv7neon(
     unsafe {
         for_each_row(g, &plan, q.in_zp as i8, input, output, |c, job| {
             if c != last {
-                let r = rq[c];
-                prm.mult = [r.mult; 4];
-                prm.left = [r.shift.max(0); 4];
-                prm.right = [-(-r.shift).max(0); 4];
-                prm.bias = bias[c];
+                set(&mut prm, c);
                 last = c;
             }
             let w = weights[c * taps..(c + 1) * taps].as_ptr();
