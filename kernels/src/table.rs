@@ -42,8 +42,8 @@ pub type GemmNtSparseFn =
 /// Depthwise [`reference::qs8_conv2d`]: `(g, q, input, weights, bias, rq, output)`.
 ///
 /// Contract: the reference's, plus `g.groups == g.in_c == g.out_c` (one input
-/// channel per output channel). Fast paths may rely on it; the AVX2 one falls
-/// back to the reference for any other geometry.
+/// channel per output channel). Fast paths may rely on it; the AVX2 and ARM
+/// ones fall back to the reference for any other geometry.
 pub type DwConvFn = fn(&ConvGeometry, &QConvParams, &[i8], &[i8], &[i32], &[Requant], &mut [i8]);
 
 /// [`reference::qs8_vadd`]: `(p, a, a_dims, b, b_dims, out, out_dims)`.
@@ -188,8 +188,8 @@ pub const AVX2: KernelSet = {
     }
 };
 
-/// aarch64 Advanced SIMD: int8 NT gemm (baseline ARMv8-A, runs on every
-/// aarch64 CPU).
+/// aarch64 Advanced SIMD: every op (baseline ARMv8-A, runs on every aarch64
+/// CPU).
 #[cfg(target_arch = "aarch64")]
 pub const NEON: KernelSet = {
     use crate::aarch64 as a;
@@ -208,12 +208,36 @@ pub const NEON: KernelSet = {
             name: "qs8_gemm_nt_sparse__neon",
             run: a::qs8_gemm_nt_sparse__neon,
         },
-        ..SCALAR
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__neon",
+            run: a::qs8_dwconv2d__neon,
+        },
+        vadd: Kernel {
+            name: "qs8_vadd__neon",
+            run: a::qs8_vadd__neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__neon",
+            run: a::qs8_vmul__neon,
+        },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__neon",
+            run: a::qs8_maxpool2d__neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__neon",
+            run: a::qs8_avgpool2d__neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__neon",
+            run: a::qs8_requantize_copy__neon,
+        },
     }
 };
 
 /// aarch64 FEAT_DotProd (`sdot`): int8 NT gemm (wrappers re-check the feature
-/// and fall back to the NEON path).
+/// and fall back to the NEON path); the other ops are the baseline NEON ones
+/// (no dot-product shape in them).
 #[cfg(target_arch = "aarch64")]
 pub const DOTPROD: KernelSet = {
     use crate::aarch64 as a;
@@ -232,12 +256,35 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_gemm_nt_sparse__dotprod",
             run: a::qs8_gemm_nt_sparse__neon,
         },
-        ..SCALAR
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__dotprod",
+            run: a::qs8_dwconv2d__neon,
+        },
+        vadd: Kernel {
+            name: "qs8_vadd__dotprod",
+            run: a::qs8_vadd__neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__dotprod",
+            run: a::qs8_vmul__neon,
+        },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__dotprod",
+            run: a::qs8_maxpool2d__neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__dotprod",
+            run: a::qs8_avgpool2d__neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__dotprod",
+            run: a::qs8_requantize_copy__neon,
+        },
     }
 };
 
 /// aarch64 FEAT_I8MM (`smmla`): int8 NT gemm (wrappers re-check the feature
-/// and fall back to the NEON path).
+/// and fall back to the NEON path); the other ops are the baseline NEON ones.
 #[cfg(target_arch = "aarch64")]
 pub const I8MM: KernelSet = {
     use crate::aarch64 as a;
@@ -256,12 +303,35 @@ pub const I8MM: KernelSet = {
             name: "qs8_gemm_nt_sparse__i8mm",
             run: a::qs8_gemm_nt_sparse__neon,
         },
-        ..SCALAR
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__i8mm",
+            run: a::qs8_dwconv2d__neon,
+        },
+        vadd: Kernel {
+            name: "qs8_vadd__i8mm",
+            run: a::qs8_vadd__neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__i8mm",
+            run: a::qs8_vmul__neon,
+        },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__i8mm",
+            run: a::qs8_maxpool2d__neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__i8mm",
+            run: a::qs8_avgpool2d__neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__i8mm",
+            run: a::qs8_requantize_copy__neon,
+        },
     }
 };
 
-/// 32-bit ARMv7 NEON: int8 NT gemm (wrappers re-check NEON through `AT_HWCAP`
-/// and fall back to the reference).
+/// 32-bit ARMv7 NEON: every op but the sparse gemm (wrappers re-check NEON
+/// through `AT_HWCAP` and fall back to the reference).
 #[cfg(target_arch = "arm")]
 pub const ARMV7NEON: KernelSet = {
     use crate::arm as a;
@@ -274,6 +344,30 @@ pub const ARMV7NEON: KernelSet = {
         gemm_nt_f32out: Kernel {
             name: "qs8_gemm_nt_f32out__armv7neon",
             run: a::qs8_gemm_nt_f32out__armv7neon,
+        },
+        dwconv2d: Kernel {
+            name: "qs8_dwconv2d__armv7neon",
+            run: a::qs8_dwconv2d__armv7neon,
+        },
+        vadd: Kernel {
+            name: "qs8_vadd__armv7neon",
+            run: a::qs8_vadd__armv7neon,
+        },
+        vmul: Kernel {
+            name: "qs8_vmul__armv7neon",
+            run: a::qs8_vmul__armv7neon,
+        },
+        maxpool2d: Kernel {
+            name: "qs8_maxpool2d__armv7neon",
+            run: a::qs8_maxpool2d__armv7neon,
+        },
+        avgpool2d: Kernel {
+            name: "qs8_avgpool2d__armv7neon",
+            run: a::qs8_avgpool2d__armv7neon,
+        },
+        requantize_copy: Kernel {
+            name: "qs8_requantize_copy__armv7neon",
+            run: a::qs8_requantize_copy__armv7neon,
         },
         ..SCALAR
     }

@@ -316,35 +316,115 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
                         pad_left: pl,
                         groups: c,
                     };
-                    let input = rng.i8s(g.input_len());
-                    let w = rng.weights(g.weight_len());
-                    let bias = rng.biases(c);
-                    let rq: Vec<Requant> = (0..c)
-                        .map(|_| rng.requant(128.0 * 64.0 * (kh * kw) as f64))
-                        .collect();
-                    let (act_min, act_max) = rng.act_bounds();
-                    let q = QConvParams {
-                        in_zp: rng.zp(),
-                        out_zp: rng.zp(),
-                        act_min,
-                        act_max,
-                    };
-                    let mut want = vec![0x55i8; g.output_len()];
-                    let mut got = want.clone();
-                    (SCALAR.dwconv2d.run)(&g, &q, &input, &w, &bias, &rq, &mut want);
-                    (row.dwconv2d.run)(&g, &q, &input, &w, &bias, &rq, &mut got);
-                    assert_same(
-                        row.dwconv2d.name,
-                        &format!("{g:?} {q:?} rq={rq:?}"),
-                        &got,
-                        &want,
-                    );
+                    dwconv_case(row, rng, &g);
                     cases += 1;
                 }
             }
         }
     }
     cases
+}
+
+/// One depthwise case on `g` with random data, quantization and bounds.
+fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
+    let c = g.out_c;
+    let input = rng.i8s(g.input_len());
+    let w = rng.weights(g.weight_len());
+    let bias = rng.biases(c);
+    let rq: Vec<Requant> = (0..c)
+        .map(|_| rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64))
+        .collect();
+    let (act_min, act_max) = rng.act_bounds();
+    let q = QConvParams {
+        in_zp: rng.zp(),
+        out_zp: rng.zp(),
+        act_min,
+        act_max,
+    };
+    let mut want = vec![0x55i8; g.output_len()];
+    let mut got = Guarded::new(g.output_len());
+    (SCALAR.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, &mut want);
+    (row.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, got.inner());
+    let case = format!("{g:?} {q:?} rq={rq:?}");
+    got.check_guards(row.dwconv2d.name, &case);
+    assert_same(row.dwconv2d.name, &case, got.inner(), &want);
+}
+
+/// An output buffer with guard bytes on both sides, so that a kernel writing
+/// outside its output (which could otherwise corrupt the heap silently)
+/// fails the test.
+struct Guarded {
+    buf: Vec<i8>,
+    len: usize,
+}
+
+impl Guarded {
+    const GUARD: usize = 64;
+    fn new(len: usize) -> Guarded {
+        let mut buf = vec![0x5ai8; len + 2 * Self::GUARD];
+        buf[Self::GUARD..Self::GUARD + len].fill(0x55);
+        Guarded { buf, len }
+    }
+    fn inner(&mut self) -> &mut [i8] {
+        &mut self.buf[Self::GUARD..Self::GUARD + self.len]
+    }
+    fn check_guards(&self, name: &str, case: &str) {
+        let (head, rest) = self.buf.split_at(Self::GUARD);
+        let tail = &rest[self.len..];
+        assert!(
+            head.iter().chain(tail).all(|&b| b == 0x5a),
+            "{name} wrote outside its output\n  case: {case}"
+        );
+    }
+}
+
+/// Depthwise geometries the random grid above does not reach: mobilenet-like
+/// layers (3x3 and 5x5, stride 1 and 2, symmetric and TF-"SAME" padding),
+/// planes too large for a stack-padded copy (one or several rows of 112 and
+/// more), rows so wide that the ARM kernels cut them into strips (with a
+/// tall dilated kernel), and kernels too tall for the fast paths.
+fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
+    // (c, in_h, in_w, kh, kw, stride, dil, pad_top, pad_left, pad_bottom, pad_right)
+    let shapes = [
+        (16usize, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1),
+        (8, 56, 56, 3, 3, 2, 1, 0, 0, 1, 1),
+        (8, 56, 56, 3, 3, 2, 1, 1, 1, 1, 1),
+        (16, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1),
+        (16, 14, 14, 3, 3, 2, 1, 0, 0, 1, 1),
+        (8, 14, 14, 5, 5, 1, 1, 2, 2, 2, 2),
+        (8, 28, 28, 5, 5, 2, 1, 1, 1, 2, 2),
+        (2, 100, 112, 3, 3, 1, 1, 1, 1, 1, 1),
+        (2, 5, 112, 3, 3, 2, 1, 1, 1, 1, 1),
+        (1, 3, 130, 3, 3, 1, 1, 0, 0, 0, 0),
+        (1, 12, 1500, 5, 5, 1, 2, 4, 4, 4, 4),
+        (1, 12, 1500, 5, 5, 2, 2, 3, 4, 4, 1),
+        (1, 3, 9000, 1, 5, 1, 1, 0, 2, 0, 2),
+        (1, 3, 5000, 1, 3, 2, 3, 0, 2, 0, 2),
+        (2, 40, 9, 33, 3, 1, 1, 16, 1, 16, 1),
+        (3, 9, 33, 3, 1, 1, 1, 1, 0, 1, 0),
+    ];
+    for (c, in_h, in_w, kh, kw, s, dil, pt, pl, pb, pr) in shapes {
+        let (span_h, span_w) = (dil * (kh - 1) + 1, dil * (kw - 1) + 1);
+        let g = ConvGeometry {
+            in_c: c,
+            in_h,
+            in_w,
+            out_c: c,
+            out_h: (in_h + pt + pb - span_h) / s + 1,
+            out_w: (in_w + pl + pr - span_w) / s + 1,
+            kh,
+            kw,
+            stride_h: s,
+            stride_w: s,
+            dil_h: dil,
+            dil_w: dil,
+            pad_top: pt,
+            pad_left: pl,
+            groups: c,
+        };
+        dwconv_case(row, rng, &g);
+    }
+    shapes.len()
 }
 
 /// Equal shapes (the fast case) and a few broadcasts (the fallback).
@@ -400,10 +480,12 @@ fn check_binary(row: &KernelSet, rng: &mut Rng) -> usize {
                 act_max,
             };
             let mut want = vec![0x55i8; od.count()];
-            let mut got = want.clone();
+            let mut got = Guarded::new(od.count());
             (SCALAR.vadd.run)(&p, &a, &ad, &b, &bd, &mut want, &od);
-            (row.vadd.run)(&p, &a, &ad, &b, &bd, &mut got, &od);
-            assert_same(row.vadd.name, &format!("{ad:?} {bd:?} {p:?}"), &got, &want);
+            (row.vadd.run)(&p, &a, &ad, &b, &bd, got.inner(), &od);
+            let case = format!("{ad:?} {bd:?} {p:?}");
+            got.check_guards(row.vadd.name, &case);
+            assert_same(row.vadd.name, &case, got.inner(), &want);
 
             let p = QMulParams {
                 a_zp: rng.zp(),
@@ -414,18 +496,17 @@ fn check_binary(row: &KernelSet, rng: &mut Rng) -> usize {
                 act_max,
             };
             (SCALAR.vmul.run)(&p, &a, &ad, &b, &bd, &mut want, &od);
-            (row.vmul.run)(&p, &a, &ad, &b, &bd, &mut got, &od);
-            assert_same(row.vmul.name, &format!("{ad:?} {bd:?} {p:?}"), &got, &want);
+            (row.vmul.run)(&p, &a, &ad, &b, &bd, got.inner(), &od);
+            let case = format!("{ad:?} {bd:?} {p:?}");
+            got.check_guards(row.vmul.name, &case);
+            assert_same(row.vmul.name, &case, got.inner(), &want);
 
             let (in_zp, out_zp, rq) = (rng.zp(), rng.zp(), rng.requant(128.0));
             (SCALAR.requantize_copy.run)(&a, in_zp, rq, out_zp, &mut want);
-            (row.requantize_copy.run)(&a, in_zp, rq, out_zp, &mut got);
-            assert_same(
-                row.requantize_copy.name,
-                &format!("len={} in_zp={in_zp} out_zp={out_zp} {rq:?}", a.len()),
-                &got,
-                &want,
-            );
+            (row.requantize_copy.run)(&a, in_zp, rq, out_zp, got.inner());
+            let case = format!("len={} in_zp={in_zp} out_zp={out_zp} {rq:?}", a.len());
+            got.check_guards(row.requantize_copy.name, &case);
+            assert_same(row.requantize_copy.name, &case, got.inner(), &want);
             cases += 3;
         }
     }
@@ -467,22 +548,72 @@ fn check_pools(row: &KernelSet, rng: &mut Rng) -> usize {
                         pad_left: pl,
                         count_include_pad: rng.usize(0, 1) == 1,
                     };
-                    let input = rng.i8s(g.input_len());
-                    let mut want = vec![0x55i8; g.output_len()];
-                    let mut got = want.clone();
-                    (SCALAR.maxpool2d.run)(&g, &input, &mut want);
-                    (row.maxpool2d.run)(&g, &input, &mut got);
-                    assert_same(row.maxpool2d.name, &format!("{g:?}"), &got, &want);
-                    let zp = rng.zp();
-                    (SCALAR.avgpool2d.run)(&g, zp, &input, &mut want);
-                    (row.avgpool2d.run)(&g, zp, &input, &mut got);
-                    assert_same(row.avgpool2d.name, &format!("{g:?} zp={zp}"), &got, &want);
+                    pool_case(row, rng, &g);
                     cases += 2;
                 }
             }
         }
     }
     cases
+}
+
+/// Max and average pooling on `g` with random data and zero point, with
+/// guard bytes around the output.
+fn pool_case(row: &KernelSet, rng: &mut Rng, g: &PoolGeometry) {
+    let input = rng.i8s(g.input_len());
+    let mut want = vec![0x55i8; g.output_len()];
+    let mut got = Guarded::new(g.output_len());
+    (SCALAR.maxpool2d.run)(g, &input, &mut want);
+    (row.maxpool2d.run)(g, &input, got.inner());
+    let case = format!("{g:?}");
+    got.check_guards(row.maxpool2d.name, &case);
+    assert_same(row.maxpool2d.name, &case, got.inner(), &want);
+    let zp = rng.zp();
+    (SCALAR.avgpool2d.run)(g, zp, &input, &mut want);
+    (row.avgpool2d.run)(g, zp, &input, got.inner());
+    let case = format!("{g:?} zp={zp}");
+    got.check_guards(row.avgpool2d.name, &case);
+    assert_same(row.avgpool2d.name, &case, got.inner(), &want);
+}
+
+/// Pooling geometries the random grid does not reach: the usual 3x3 stride-2
+/// stem pool on large planes, "ceil mode" outputs whose last window runs past
+/// the padding, windows at the 128-tap limit of the i16 sums and past it,
+/// and rows so wide that the ARM kernels cut them into strips.
+fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
+    // (channels, in_h, in_w, kh, kw, stride, pad_top, pad_left, out_h, out_w)
+    let shapes = [
+        (8usize, 56, 56, 3, 3, 2, 1, 1, 28, 28),
+        (2, 112, 112, 3, 3, 2, 1, 1, 56, 56),
+        (4, 28, 28, 3, 3, 1, 1, 1, 28, 28),
+        (3, 7, 7, 2, 2, 2, 0, 0, 4, 4),
+        (2, 33, 33, 3, 3, 2, 0, 0, 17, 17),
+        (2, 40, 40, 2, 2, 1, 0, 0, 40, 40),
+        (2, 16, 40, 8, 16, 1, 3, 7, 16, 40),
+        (2, 14, 40, 12, 12, 1, 5, 5, 14, 40),
+        (1, 3, 9000, 3, 3, 1, 1, 1, 3, 9000),
+        (1, 5, 9001, 3, 3, 2, 1, 0, 3, 4501),
+    ];
+    for (channels, in_h, in_w, kh, kw, s, pt, pl, out_h, out_w) in shapes {
+        for count_include_pad in [false, true] {
+            let g = PoolGeometry {
+                channels,
+                in_h,
+                in_w,
+                out_h,
+                out_w,
+                kh,
+                kw,
+                stride_h: s,
+                stride_w: s,
+                pad_top: pt,
+                pad_left: pl,
+                count_include_pad,
+            };
+            pool_case(row, rng, &g);
+        }
+    }
+    2 * shapes.len()
 }
 
 /// Runs the whole grid on one row: the same seeds, so the same cases, for
@@ -494,8 +625,10 @@ fn check_row(row: &KernelSet) -> usize {
             check_gemm_nt(row, &mut rng)
                 + check_gemm_nt_sparse(row, &mut rng)
                 + check_dwconv(row, &mut rng)
+                + check_dwconv_shapes(row, &mut rng)
                 + check_binary(row, &mut rng)
                 + check_pools(row, &mut rng)
+                + check_pool_shapes(row, &mut rng)
         })
         .sum()
 }

@@ -1,6 +1,11 @@
-//! aarch64 paths of the int8 NT gemm ([`crate::reference::qs8_gemm_nt`]).
+//! aarch64 paths: the int8 NT gemm ([`crate::reference::qs8_gemm_nt`]) in
+//! three instruction sets, and baseline Advanced SIMD versions of the other
+//! table ops (`dwconv`, `elementwise`, `pool`: depthwise convolution, add /
+//! mul / requantize-copy, max / average pooling, sharing the bit-exact
+//! output stage of `requant` and the zero-point-padded row ring of `dwrows`;
+//! installed in all three aarch64 rows).
 //!
-//! Three instruction sets, each a safe `pub fn` with exactly the reference's
+//! Gemm: three instruction sets, each a safe `pub fn` with exactly the reference's
 //! signature, so that the kernel table can install them:
 //!
 //! * `__neon`: baseline ARMv8-A Advanced SIMD, `smull`/`smull2` then `sadalp`
@@ -26,8 +31,13 @@
 //! features) and otherwise runs the bit-identical `__neon` path.
 
 mod dotprod;
+mod dwconv;
+mod dwrows;
+mod elementwise;
 mod i8mm;
 mod neon;
+mod pool;
+mod requant;
 mod sparse;
 
 mod sink;
@@ -37,6 +47,9 @@ use crate::requant::Requant;
 pub(crate) use sink::Sink;
 use sink::{check_inputs, F32Sink, I8Sink};
 
+pub use dwconv::qs8_dwconv2d__neon;
+pub use elementwise::{qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon};
+pub use pool::{qs8_avgpool2d__neon, qs8_maxpool2d__neon};
 pub use sparse::qs8_gemm_nt_sparse__neon;
 
 /// Whether the CPU implements FEAT_DotProd.

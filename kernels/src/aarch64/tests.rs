@@ -127,3 +127,66 @@ fn vector_requant_matches_scalar() {
         assert_eq!(got, want, "acc={acc:?} mult={mult} shift={shift} q={q:?}");
     }
 }
+
+/// The output stage of the non-gemm kernels (`requant::pack16`: vector
+/// requantization, saturating narrowing, i16 zero-point add, int8 clamp)
+/// against the reference expression over the whole parameter space of
+/// `requantize` and every int8 zero point.
+#[test]
+fn pack16_matches_scalar() {
+    use super::requant::{pack16, OutQ, RqV};
+    use crate::requant::{clamp_i8, requantize};
+    use core::arch::aarch64::*;
+    let mut rng = gemm_check::Rng::new(7);
+    let special = [
+        i32::MIN,
+        i32::MIN + 1,
+        -(1 << 30),
+        -65536,
+        -32769,
+        -32768,
+        -129,
+        -1,
+        0,
+        1,
+        128,
+        32767,
+        32768,
+        1 << 30,
+        i32::MAX,
+    ];
+    for it in 0..20_000u32 {
+        let shift = (it % 62) as i32 - 31;
+        let mult = match it % 4 {
+            0 => [0, 1, 1 << 30, (1 << 30) + 1, i32::MAX, i32::MIN, -1][(it / 4) as usize % 7],
+            _ => rng.next() as i32,
+        };
+        let r = Requant { mult, shift };
+        let lo = rng.range(-128, 127) as i8;
+        let hi = rng.range(lo as i64, 127) as i8;
+        let zp = rng.range(-128, 127) as i32;
+        let acc: [i32; 16] = core::array::from_fn(|_| match rng.range(0, 2) {
+            0 => special[rng.range(0, special.len() as i64 - 1) as usize],
+            1 => (rng.next() as i32) >> rng.range(0, 31),
+            _ => rng.next() as i32,
+        });
+        // `requantize(x) + zp` overflowing i32 is outside the reference contract.
+        if acc
+            .iter()
+            .any(|&x| requantize(x, r).checked_add(zp).is_none())
+        {
+            continue;
+        }
+        let want = acc.map(|x| clamp_i8(requantize(x, r) + zp, lo, hi));
+        let mut got = [0i8; 16];
+        // SAFETY: Advanced SIMD is baseline; `acc` holds 16 i32, `got` 16 bytes.
+        unsafe {
+            let v = core::array::from_fn(|i| vld1q_s32(acc.as_ptr().add(4 * i)));
+            vst1q_s8(
+                got.as_mut_ptr(),
+                pack16(v, &RqV::splat(r), &OutQ::new(zp, lo, hi)),
+            );
+        }
+        assert_eq!(got, want, "acc={acc:?} r={r:?} zp={zp} lo={lo} hi={hi}");
+    }
+}

@@ -1,4 +1,7 @@
-//! 32-bit ARM (ARMv7-A) paths of the int8 NT gemm, and NEON detection.
+//! 32-bit ARM (ARMv7-A) NEON paths, and NEON detection: the int8 NT gemm
+//! (here), depthwise convolution (`dwconv`, on the aarch64 code's shared
+//! padded row ring), add / mul / requantize-copy (`elementwise`) and max /
+//! average pooling (`pool`).
 //!
 //! 32-bit NEON intrinsics and `#[target_feature(enable = "neon")]` are unstable
 //! on arm in stable Rust, so the inner loop is one `asm!` block that switches
@@ -13,6 +16,16 @@
 
 #[path = "../aarch64/sink.rs"]
 mod sink;
+
+#[path = "../aarch64/dwrows.rs"]
+mod dwrows;
+
+mod dwconv;
+mod elementwise;
+mod pool;
+pub use dwconv::qs8_dwconv2d__armv7neon;
+pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
+pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
 use crate::reference::QOut;
 use crate::requant::Requant;
