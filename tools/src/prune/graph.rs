@@ -854,3 +854,287 @@ impl Compensation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Act;
+    use strix_kernels::reference::{BinaryOp, ConvGeometry};
+
+    /// Deterministic pseudo-random weights.
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Adds a conv (`k`x`k`, stride 1, same padding) on `x` ([1, in_c, hw, hw]).
+    fn conv(g: &mut CGraph, x: usize, out_c: usize, k: usize, groups: usize, seed: u32) -> usize {
+        let (in_c, hw) = (g.values[x].shape[1], g.values[x].shape[2]);
+        let wl = out_c * in_c / groups * k * k;
+        let w = g.add_value(
+            &format!("w{seed}"),
+            vec![out_c, in_c / groups, k, k],
+            Some(HostTensor::f32(vec![out_c, in_c / groups, k, k], rnd(wl, seed))),
+        );
+        let b = g.add_value(
+            &format!("b{seed}"),
+            vec![out_c],
+            Some(HostTensor::f32(vec![out_c], rnd(out_c, seed + 100))),
+        );
+        let o = g.add_value(&format!("y{seed}"), vec![1, out_c, hw, hw], None);
+        let geom = ConvGeometry {
+            in_c,
+            in_h: hw,
+            in_w: hw,
+            out_c,
+            out_h: hw,
+            out_w: hw,
+            kh: k,
+            kw: k,
+            stride_h: 1,
+            stride_w: 1,
+            dil_h: 1,
+            dil_w: 1,
+            pad_top: k / 2,
+            pad_left: k / 2,
+            groups,
+        };
+        g.nodes.push(crate::ir::CNode {
+            name: format!("conv{seed}"),
+            op: COp::Conv {
+                geom,
+                act: Act::NONE,
+            },
+            inputs: vec![x, w, b],
+            output: o,
+        });
+        o
+    }
+
+    fn node(g: &mut CGraph, op: COp, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
+        let o = g.add_value(&format!("v{}", g.values.len()), shape, None);
+        g.nodes.push(crate::ir::CNode {
+            name: format!("n{}", g.nodes.len()),
+            op,
+            inputs,
+            output: o,
+        });
+        o
+    }
+
+    fn input(g: &mut CGraph, c: usize, hw: usize) -> usize {
+        let x = g.add_value("x", vec![1, c, hw, hw], None);
+        g.inputs.push(x);
+        x
+    }
+
+    fn run(g: &CGraph, x: &[f32]) -> Vec<f32> {
+        let (mut b, _) = crate::lower::lower_f32(g).unwrap();
+        strix_runtime::plan::plan(&mut b.g, true);
+        let m = strix_runtime::Model::new(Default::default(), b.g, b.c).unwrap();
+        crate::run_values(&m, x).unwrap().remove(0).0
+    }
+
+    /// Zeroes the output channels of producer `ni` not in `keep` (weights and
+    /// bias), so pruning them must not change the graph's function.
+    fn silence(g: &mut CGraph, ni: usize, keep: &[usize]) {
+        for slot in [1, 2] {
+            let v = g.nodes[ni].inputs[slot];
+            let t = g.values[v].konst.clone().unwrap();
+            let per = t.len() / t.shape[0];
+            let mut d = t.as_f32();
+            for c in 0..t.shape[0] {
+                if !keep.contains(&c) {
+                    d[c * per..(c + 1) * per].fill(0.0);
+                }
+            }
+            g.values[v].konst = Some(HostTensor::f32(t.shape.clone(), d));
+        }
+    }
+
+    /// x -> A -> a; a -> B -> b; s = a + b; s -> C -> output.
+    fn residual() -> (CGraph, [usize; 3]) {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 3, 5);
+        let a = conv(&mut g, x, 8, 3, 1, 1);
+        let b = conv(&mut g, a, 8, 1, 1, 2);
+        let s = node(&mut g, COp::Binary(BinaryOp::Add), vec![a, b], vec![1, 8, 5, 5]);
+        let c = conv(&mut g, s, 4, 1, 1, 3);
+        g.outputs.push(c);
+        (g, [a, b, s])
+    }
+
+    #[test]
+    fn residual_add_ties_both_operands_into_one_group() {
+        let (mut g, [a, b, s]) = residual();
+        let groups = find_groups(&g);
+        // A and B are tied by the Add; C feeds the graph output.
+        assert_eq!(
+            groups,
+            vec![Group {
+                producers: vec![0, 1],
+                channels: 8
+            }]
+        );
+        let keep = vec![0, 2, 5];
+        silence(&mut g, 0, &keep);
+        silence(&mut g, 1, &keep);
+        let x = rnd(75, 9);
+        let want = run(&g, &x);
+        let macs = g.macs();
+        apply(&mut g, &groups, &[keep.clone()], None);
+        for v in [a, b, s] {
+            assert_eq!(g.values[v].shape, vec![1, 3, 5, 5]);
+        }
+        assert_eq!(g.values[g.nodes[3].inputs[1]].shape, vec![4, 3, 1, 1]);
+        assert!(g.macs() < macs);
+        let got = run(&g, &x);
+        for (p, q) in want.iter().zip(&got) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn concat_offsets_are_rewritten_and_depthwise_passes_through() {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 3, 4);
+        let a = conv(&mut g, x, 4, 1, 1, 1);
+        let b = conv(&mut g, x, 6, 3, 1, 2);
+        let cat = node(&mut g, COp::Concat { axis: 1 }, vec![a, b], vec![1, 10, 4, 4]);
+        let dw = conv(&mut g, cat, 10, 3, 10, 3);
+        let out = conv(&mut g, dw, 2, 1, 1, 4);
+        g.outputs.push(out);
+        let groups = find_groups(&g);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].producers, vec![0]);
+        assert_eq!(groups[1].producers, vec![1]);
+        let (ka, kb) = (vec![1, 3], vec![0, 5]);
+        silence(&mut g, 0, &ka);
+        silence(&mut g, 1, &kb);
+        // The depthwise bias of removed channels must not leak either.
+        let dwb = g.nodes[3].inputs[2];
+        let mut d = g.values[dwb].konst.as_ref().unwrap().as_f32();
+        for (c, v) in d.iter_mut().enumerate() {
+            if ![1, 3, 4, 9].contains(&c) {
+                *v = 0.0;
+            }
+        }
+        g.values[dwb].konst = Some(HostTensor::f32(vec![10], d));
+        let xv = rnd(48, 5);
+        let want = run(&g, &xv);
+        apply(&mut g, &groups, &[ka, kb], None);
+        assert_eq!(g.values[cat].shape, vec![1, 4, 4, 4]);
+        assert_eq!(g.values[dw].shape, vec![1, 4, 4, 4]);
+        let COp::Conv { geom, .. } = g.nodes[3].op else {
+            panic!()
+        };
+        assert_eq!((geom.in_c, geom.out_c, geom.groups), (4, 4, 4));
+        // The last conv keeps input channels 1, 3 (from A) and 4, 9 (B's 0, 5).
+        let w = g.values[g.nodes[4].inputs[1]].konst.clone().unwrap();
+        assert_eq!(w.shape, vec![2, 4, 1, 1]);
+        let got = run(&g, &xv);
+        for (p, q) in want.iter().zip(&got) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn layout_changing_reshape_and_graph_outputs_are_not_pruned() {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 3, 4);
+        let a = conv(&mut g, x, 4, 1, 1, 1);
+        // [1,4,4,4] -> [1,64]: the channel axis is mixed with space.
+        let r = node(&mut g, COp::Reshape, vec![a], vec![1, 64]);
+        g.outputs.push(r);
+        assert!(find_groups(&g).is_empty());
+        let mut g2 = CGraph::default();
+        let x = input(&mut g2, 3, 4);
+        let a = conv(&mut g2, x, 4, 1, 1, 1);
+        g2.outputs.push(a);
+        assert!(find_groups(&g2).is_empty());
+    }
+
+    #[test]
+    fn refit_reconstructs_a_linear_consumer() {
+        // x -> A (1x1) -> B (1x1) -> output: with a Gram matrix from data,
+        // pruning A's channels and refitting B must beat plain slicing.
+        let mut g = CGraph::default();
+        let x = input(&mut g, 4, 3);
+        let _a = conv(&mut g, x, 6, 1, 1, 1);
+        let a = g.nodes[0].output;
+        let out = conv(&mut g, a, 2, 1, 1, 2);
+        g.outputs.push(out);
+        // Make channel 5 of A nearly a copy of channel 0 (redundant).
+        let wv = g.nodes[0].inputs[1];
+        let mut w = g.values[wv].konst.as_ref().unwrap().as_f32();
+        for i in 0..4 {
+            w[20 + i] = w[i] * 0.9;
+        }
+        g.values[wv].konst = Some(HostTensor::f32(vec![6, 4, 1, 1], w));
+        let bv = g.nodes[0].inputs[2];
+        let mut b = g.values[bv].konst.as_ref().unwrap().as_f32();
+        b[5] = b[0] * 0.9;
+        g.values[bv].konst = Some(HostTensor::f32(vec![6], b));
+        let samples: Vec<Vec<f32>> = (0..8).map(|s| rnd(36, 40 + s)).collect();
+        let (mut lb, map) = crate::lower::lower_f32(&g).unwrap();
+        strix_runtime::plan::plan(&mut lb.g, false);
+        let m = strix_runtime::Model::new(Default::default(), lb.g, lb.c).unwrap();
+        let mut sess = strix_runtime::Session::new(&m);
+        let mut comp = Compensation::default();
+        for s in &samples {
+            sess.input_mut(0).unwrap().copy_from_slice(s);
+            sess.run().unwrap();
+            comp.accumulate(&g, |v| match map[v].and_then(|t| sess.tensor(t)) {
+                Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
+                _ => None,
+            });
+        }
+        let groups = find_groups(&g);
+        assert_eq!(groups.len(), 1);
+        let keep = vec![vec![0, 1, 2, 3, 4]];
+        let err = |g2: &CGraph| -> f32 {
+            samples
+                .iter()
+                .map(|s| {
+                    let (p, q) = (run(&g, s), run(g2, s));
+                    p.iter().zip(&q).map(|(a, b)| (a - b).powi(2)).sum::<f32>()
+                })
+                .sum()
+        };
+        let mut plain = g.clone();
+        apply(&mut plain, &groups, &keep, None);
+        let mut fitted = g.clone();
+        apply(&mut fitted, &groups, &keep, Some(&comp));
+        let (ep, ef) = (err(&plain), err(&fitted));
+        assert!(ef < 0.05 * ep, "refit error {ef} vs plain {ep}");
+    }
+
+    #[test]
+    fn zero_blocks_removes_the_smallest_reduction_blocks() {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 8, 2);
+        let a = conv(&mut g, x, 2, 1, 1, 1);
+        g.outputs.push(a);
+        // Row 0: blocks with L1 4 and 40; row 1: 0.4 and 400.
+        let w = vec![
+            1.0, 1.0, 1.0, 1.0, 10.0, 10.0, 10.0, 10.0, 0.1, 0.1, 0.1, 0.1, 100.0, 100.0, 100.0,
+            100.0,
+        ];
+        let wv = g.nodes[0].inputs[1];
+        g.values[wv].konst = Some(HostTensor::f32(vec![2, 8, 1, 1], w));
+        assert_eq!(zero_blocks(&mut g, |_| 0.5), 2);
+        let got = g.values[g.nodes[0].inputs[1]].konst.as_ref().unwrap().as_f32();
+        assert_eq!(&got[..4], &[0.0; 4]);
+        assert_eq!(&got[8..12], &[0.0; 4]);
+        assert_eq!(got[4], 10.0);
+        assert_eq!(got[12], 100.0);
+        assert_eq!(SPARSE_BLOCK, (1, 4));
+    }
+}

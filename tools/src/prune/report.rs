@@ -371,6 +371,9 @@ fn fmt_metrics(m: &Metrics) -> String {
     if let Some(a) = m.top1_agreement {
         let _ = write!(s, ", top-1 agreement {:.2}%", 100.0 * a);
     }
+    if let Some(d) = m.top1_drop_vs_fp32 {
+        let _ = write!(s, ", top-1 disagreement with fp32 {:+.2} points", 100.0 * d);
+    }
     if let Some(a) = m.map50 {
         let _ = write!(s, ", mAP@0.5 {a:.4}");
     }
