@@ -3,5 +3,6 @@ mod e2e {
     mod hostile;
     mod kws;
     mod models;
+    mod prune;
     mod vww;
 }

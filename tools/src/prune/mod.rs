@@ -469,20 +469,21 @@ pub fn search(
 
     // Greedy search.
     let mut state = none.clone();
-    let mut frozen = vec![false; groups.len()];
+    // Next ratio to try per group. A failed step does not freeze the group:
+    // measured metrics are noisy (a near-tie sample flips either way), so a
+    // larger ratio may still pass. Ratios that break the budget on their own
+    // are never tried in combination.
+    let mut next_try = vec![0usize; groups.len()];
     let mut accepted: Vec<(usize, Option<usize>)> = vec![];
     let mut steps = vec![];
     let pb = bar((groups.len() * ratios.len()) as u64, "search");
     loop {
         let mut best: Option<(f64, usize, usize)> = None;
         for gi in 0..groups.len() {
-            if frozen[gi] {
+            let from = next_try[gi].max(state[gi].map_or(0, |r| r + 1));
+            let Some(next) = (from..ratios.len()).find(|&r| opts.budget.within(&sens[gi][r])) else {
                 continue;
-            }
-            let next = state[gi].map_or(0, |r| r + 1);
-            if next >= ratios.len() {
-                continue;
-            }
+            };
             let dg = gain[gi][next] - state[gi].map_or(0, |r| gain[gi][r]);
             let dl = (loss_of(gi, Some(next)) - loss_of(gi, state[gi])).max(0.0);
             let score = dg as f64 / (dl + 1e-4);
@@ -503,11 +504,11 @@ pub fn search(
             accepted: ok,
             phase: "search".into(),
         });
+        next_try[gi] = next + 1;
         if ok {
             accepted.push((gi, prev));
         } else {
             state[gi] = prev;
-            frozen[gi] = true;
         }
         pb.inc(1);
     }
