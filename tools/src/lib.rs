@@ -99,6 +99,7 @@ pub fn convert(
 /// `strix convert --prune`: compiles `onnx` pruned within `opts.budget` (see
 /// [`prune`]); writes the `.strix` file and the JSON/HTML reports if asked.
 /// The `calib` samples are split into calibration and held-back parts.
+#[allow(clippy::too_many_arguments)]
 pub fn convert_pruned(
     onnx_path: &Path,
     calib: &[PathBuf],

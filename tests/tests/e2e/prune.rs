@@ -41,13 +41,22 @@ fn channels(m: &Model) -> Vec<(String, usize)> {
         .filter(|n| n.op.macs(1) > 0)
         .map(|n| {
             let s = &m.graph.tensors[n.output].shape;
-            (n.name.clone(), if s.len() == 4 { s[1] } else { s[s.len() - 1] })
+            (
+                n.name.clone(),
+                if s.len() == 4 { s[1] } else { s[s.len() - 1] },
+            )
         })
         .collect()
 }
 
 /// Checks common to every pruned model; returns the MACs reduction.
-fn check_pruned(name: &str, unpruned: &Model, pruned: &Model, rep: &Report, budget: &Budget) -> f64 {
+fn check_pruned(
+    name: &str,
+    unpruned: &Model,
+    pruned: &Model,
+    rep: &Report,
+    budget: &Budget,
+) -> f64 {
     let red = rep.macs_reduction();
     eprintln!(
         "{name}: {}\n{name}: runtime MACs {} -> {}, weights {} -> {} bytes, f32 layers {:?}",
@@ -59,9 +68,16 @@ fn check_pruned(name: &str, unpruned: &Model, pruned: &Model, rep: &Report, budg
         rep.f32_layers
     );
     assert!(rep.held_within_budget, "{name}: held-back check failed");
-    assert!(budget.within(&rep.measured_held), "{name}: {:?}", rep.measured_held);
+    assert!(
+        budget.within(&rep.measured_held),
+        "{name}: {:?}",
+        rep.measured_held
+    );
     assert!(rep.macs_after < rep.macs_before, "{name}: nothing pruned");
-    assert!(pruned.graph.macs() < unpruned.graph.macs(), "{name}: runtime MACs");
+    assert!(
+        pruned.graph.macs() < unpruned.graph.macs(),
+        "{name}: runtime MACs"
+    );
     // Genuinely smaller: some layer has fewer output channels in the runtime graph.
     let before = channels(unpruned);
     let after = channels(pruned);
@@ -73,7 +89,11 @@ fn check_pruned(name: &str, unpruned: &Model, pruned: &Model, rep: &Report, budg
     // Mixed precision: the layers the report keeps in f32 are f32 in the model.
     for l in &rep.f32_layers {
         let n = pruned.graph.nodes.iter().find(|n| &n.name == l).unwrap();
-        assert_eq!(pruned.graph.tensors[n.output].dtype, DType::F32, "{name}: {l}");
+        assert_eq!(
+            pruned.graph.tensors[n.output].dtype,
+            DType::F32,
+            "{name}: {l}"
+        );
     }
     red
 }
@@ -101,8 +121,17 @@ fn prune_kws_within_one_point_of_top1() {
     opts.holdout = 0.5;
     let out = dir.join("kws-pruned.strix");
     let t = std::time::Instant::now();
-    let (m, rep) = strix_tools::convert_pruned(&c.onnx, &samples, &out, None, Method::Mse, &opts, None, None)
-        .unwrap();
+    let (m, rep) = strix_tools::convert_pruned(
+        &c.onnx,
+        &samples,
+        &out,
+        None,
+        Method::Mse,
+        &opts,
+        None,
+        None,
+    )
+    .unwrap();
     eprintln!("kws: pruning took {:.1} s", t.elapsed().as_secs_f64());
     let (unpruned, _) = convert(&c, &dir);
     let red = check_pruned("kws", &unpruned, &m, &rep, &budget);
@@ -127,13 +156,18 @@ fn prune_kws_within_one_point_of_top1() {
         f == q
     });
     let rate = agree.count() as f64 / clips.len() as f64;
-    eprintln!("kws: pruned int8 agrees with fp32 on {:.1}% of generated clips", 100.0 * rate);
+    eprintln!(
+        "kws: pruned int8 agrees with fp32 on {:.1}% of generated clips",
+        100.0 * rate
+    );
     assert!(rate >= 0.97, "agreement {rate}");
 }
 
 /// The VWW samples as the models README decodes them (see tests/e2e/vww.rs).
 fn vww_png(name: &str, xor: bool, dir: &Path) -> PathBuf {
-    let img = image::open(models().join("vww").join(name)).unwrap().to_luma8();
+    let img = image::open(models().join("vww").join(name))
+        .unwrap()
+        .to_luma8();
     let (w, h) = img.dimensions();
     let mut rgb = image::RgbImage::new(w, h);
     for (x, y, p) in img.enumerate_pixels() {
@@ -219,9 +253,19 @@ fn prune_vww_within_one_point_of_top1() {
         let x = strix_tools::media::load_input(png, &m.meta.input, &shape).unwrap();
         let fp32 = reference.run(&shape, &x).unwrap()[0].0.clone();
         let int8 = strix_tools::run_values(&m, &x).unwrap()[0].0.clone();
-        eprintln!("vww pruned {}: fp32 person {:.4}, int8 person {:.4}", png.display(), fp32[1], int8[1]);
+        eprintln!(
+            "vww pruned {}: fp32 person {:.4}, int8 person {:.4}",
+            png.display(),
+            fp32[1],
+            int8[1]
+        );
         assert_eq!(fp32[1] > 0.5, want_person);
         assert_eq!(int8[1] > 0.5, fp32[1] > 0.5);
-        assert!((int8[1] - fp32[1]).abs() <= 0.03, "person score {} vs fp32 {}", int8[1], fp32[1]);
+        assert!(
+            (int8[1] - fp32[1]).abs() <= 0.03,
+            "person score {} vs fp32 {}",
+            int8[1],
+            fp32[1]
+        );
     }
 }

@@ -168,7 +168,10 @@ pub fn find_groups(g: &CGraph) -> Vec<Group> {
                     let total: usize = c.segs.iter().map(|s| s.1).sum();
                     let ok_in = vector_axis(&g.values[n.inputs[0]].shape, total) == Some(c.axis);
                     match vector_axis(&g.values[o].shape, total) {
-                        Some(a) if ok_in && total > 1 => Some(Chan { axis: a, segs: c.segs }),
+                        Some(a) if ok_in && total > 1 => Some(Chan {
+                            axis: a,
+                            segs: c.segs,
+                        }),
                         _ => {
                             poison(&Some(c), &mut poisoned);
                             None
@@ -235,7 +238,9 @@ pub fn find_groups(g: &CGraph) -> Vec<Group> {
             }
             COp::Concat { axis } => {
                 let any = ins.iter().any(|c| c.is_some());
-                let aligned = ins.iter().all(|c| c.as_ref().is_none_or(|c| c.axis == *axis));
+                let aligned = ins
+                    .iter()
+                    .all(|c| c.as_ref().is_none_or(|c| c.axis == *axis));
                 if any && aligned {
                     let mut segs = vec![];
                     for (k, c) in ins.iter().enumerate() {
@@ -274,10 +279,8 @@ pub fn find_groups(g: &CGraph) -> Vec<Group> {
     }
     let mut groups: Vec<Group> = vec![];
     let mut at: HashMap<usize, usize> = HashMap::new();
-    for ni in 0..nn {
-        if !is_producer[ni] {
-            continue;
-        }
+    let producers: Vec<usize> = (0..nn).filter(|&ni| is_producer[ni]).collect();
+    for ni in producers {
         let r = uf.find(ni);
         if bad[&r] {
             continue;
@@ -336,7 +339,10 @@ fn set_const(g: &mut CGraph, ni: usize, slot: usize, t: HostTensor) {
 }
 
 fn konst(g: &CGraph, v: usize) -> &HostTensor {
-    g.values[v].konst.as_ref().expect("checked constant by find_groups")
+    g.values[v]
+        .konst
+        .as_ref()
+        .expect("checked constant by find_groups")
 }
 
 /// Removes channels: `keep[i]` lists the kept output channels (sorted,
@@ -493,24 +499,22 @@ pub fn apply(g: &mut CGraph, groups: &[Group], keep: &[Vec<usize>], comp: Option
                     out = Some((axis, ks, orig));
                 }
             }
-            COp::Concat { axis } => {
-                if n.inputs.iter().any(|&v| kept[v].is_some()) {
-                    let (mut ks, mut off) = (vec![], 0);
-                    for &v in &n.inputs {
-                        match &kept[v] {
-                            Some((_, kv, orig)) => {
-                                ks.extend(kv.iter().map(|&c| c + off));
-                                off += orig;
-                            }
-                            None => {
-                                let len = g.values[v].shape[axis];
-                                ks.extend(off..off + len);
-                                off += len;
-                            }
+            COp::Concat { axis } if n.inputs.iter().any(|&v| kept[v].is_some()) => {
+                let (mut ks, mut off) = (vec![], 0);
+                for &v in &n.inputs {
+                    match &kept[v] {
+                        Some((_, kv, orig)) => {
+                            ks.extend(kv.iter().map(|&c| c + off));
+                            off += orig;
+                        }
+                        None => {
+                            let len = g.values[v].shape[axis];
+                            ks.extend(off..off + len);
+                            off += len;
                         }
                     }
-                    out = Some((axis, ks, off));
                 }
+                out = Some((axis, ks, off));
             }
             _ => {}
         }
@@ -592,7 +596,13 @@ pub fn zero_blocks(g: &mut CGraph, ratio: impl Fn(usize) -> f32) -> usize {
             _ => continue,
         };
         let mut w = konst(g, n.inputs[1]).as_f32();
-        let at = |row: usize, i: usize| if col_major { i * rows + row } else { row * red + i };
+        let at = |row: usize, i: usize| {
+            if col_major {
+                i * rows + row
+            } else {
+                row * red + i
+            }
+        };
         let mut blocks: Vec<(f32, usize, usize)> = vec![];
         for row in (0..rows).step_by(SPARSE_BLOCK.0) {
             for b in 0..red / bk {
@@ -652,11 +662,14 @@ pub fn node_macs(g: &CGraph, ni: usize) -> u64 {
 /// input, so the consumer's output is the best linear reconstruction of the
 /// unpruned one. 1x1 convs and gemms get the full refit; larger kernels get
 /// the mean contribution of the removed channels folded into the bias.
+/// A consumer node and the kept channels of its input.
+type SolveKey = (usize, Vec<usize>);
+
 #[derive(Default)]
 pub struct Compensation {
     /// Node index -> row-major `(C+1) x (C+1)` Gram matrix of `[x, 1]`.
     pub gram: HashMap<usize, (usize, Vec<f64>)>,
-    cache: std::sync::Mutex<HashMap<(usize, Vec<usize>), std::sync::Arc<Vec<f64>>>>,
+    cache: std::sync::Mutex<HashMap<SolveKey, std::sync::Arc<Vec<f64>>>>,
 }
 
 impl Compensation {
@@ -671,9 +684,7 @@ impl Compensation {
             }
             let (c, chan_last) = match &n.op {
                 COp::Conv { geom, .. } if geom.groups == 1 => (geom.in_c, false),
-                COp::Gemm { k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => {
-                    (*k, true)
-                }
+                COp::Gemm { k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => (*k, true),
                 _ => continue,
             };
             let Some(d) = read(x) else { continue };
@@ -683,7 +694,11 @@ impl Compensation {
                 .or_insert_with(|| (c, vec![0f64; (c + 1) * (c + 1)]));
             let m = c + 1;
             let positions = d.len() / c;
-            let inner = if chan_last { 1 } else { g.values[x].shape[2..].iter().product() };
+            let inner = if chan_last {
+                1
+            } else {
+                g.values[x].shape[2..].iter().product()
+            };
             let mut v = vec![0f64; m];
             for p in 0..positions {
                 let (outer, i) = (p / inner.max(1), p % inner.max(1));
@@ -808,7 +823,10 @@ impl Compensation {
                 }
                 let mut shape = w.shape.clone();
                 shape[1] = keep.len();
-                Some((HostTensor::f32(shape, nw), bias.iter().map(|&b| b as f32).collect()))
+                Some((
+                    HostTensor::f32(shape, nw),
+                    bias.iter().map(|&b| b as f32).collect(),
+                ))
             }
             COp::Conv { geom, .. } => {
                 // Mean contribution of the removed channels (padding ignored).
@@ -825,7 +843,10 @@ impl Compensation {
                         *b += s * mean;
                     }
                 }
-                Some((slice_axis(w, 1, keep), bias.iter().map(|&b| b as f32).collect()))
+                Some((
+                    slice_axis(w, 1, keep),
+                    bias.iter().map(|&b| b as f32).collect(),
+                ))
             }
             COp::Gemm { n: nout, .. } => {
                 let mm = self.solve(ni, keep)?;
@@ -881,7 +902,10 @@ mod tests {
         let w = g.add_value(
             &format!("w{seed}"),
             vec![out_c, in_c / groups, k, k],
-            Some(HostTensor::f32(vec![out_c, in_c / groups, k, k], rnd(wl, seed))),
+            Some(HostTensor::f32(
+                vec![out_c, in_c / groups, k, k],
+                rnd(wl, seed),
+            )),
         );
         let b = g.add_value(
             &format!("b{seed}"),
@@ -965,7 +989,12 @@ mod tests {
         let x = input(&mut g, 3, 5);
         let a = conv(&mut g, x, 8, 3, 1, 1);
         let b = conv(&mut g, a, 8, 1, 1, 2);
-        let s = node(&mut g, COp::Binary(BinaryOp::Add), vec![a, b], vec![1, 8, 5, 5]);
+        let s = node(
+            &mut g,
+            COp::Binary(BinaryOp::Add),
+            vec![a, b],
+            vec![1, 8, 5, 5],
+        );
         let c = conv(&mut g, s, 4, 1, 1, 3);
         g.outputs.push(c);
         (g, [a, b, s])
@@ -989,7 +1018,7 @@ mod tests {
         let x = rnd(75, 9);
         let want = run(&g, &x);
         let macs = g.macs();
-        apply(&mut g, &groups, &[keep.clone()], None);
+        apply(&mut g, &groups, std::slice::from_ref(&keep), None);
         for v in [a, b, s] {
             assert_eq!(g.values[v].shape, vec![1, 3, 5, 5]);
         }
@@ -1007,7 +1036,12 @@ mod tests {
         let x = input(&mut g, 3, 4);
         let a = conv(&mut g, x, 4, 1, 1, 1);
         let b = conv(&mut g, x, 6, 3, 1, 2);
-        let cat = node(&mut g, COp::Concat { axis: 1 }, vec![a, b], vec![1, 10, 4, 4]);
+        let cat = node(
+            &mut g,
+            COp::Concat { axis: 1 },
+            vec![a, b],
+            vec![1, 10, 4, 4],
+        );
         let dw = conv(&mut g, cat, 10, 3, 10, 3);
         let out = conv(&mut g, dw, 2, 1, 1, 4);
         g.outputs.push(out);
@@ -1130,7 +1164,11 @@ mod tests {
         let wv = g.nodes[0].inputs[1];
         g.values[wv].konst = Some(HostTensor::f32(vec![2, 8, 1, 1], w));
         assert_eq!(zero_blocks(&mut g, |_| 0.5), 2);
-        let got = g.values[g.nodes[0].inputs[1]].konst.as_ref().unwrap().as_f32();
+        let got = g.values[g.nodes[0].inputs[1]]
+            .konst
+            .as_ref()
+            .unwrap()
+            .as_f32();
         assert_eq!(&got[..4], &[0.0; 4]);
         assert_eq!(&got[8..12], &[0.0; 4]);
         assert_eq!(got[4], 10.0);

@@ -66,9 +66,7 @@ impl Budget {
                 "top1" => b.max_top1_disagreement = Some(v),
                 "map50" => b.min_map50 = Some(v),
                 "cosine" => b.min_cosine = Some(v),
-                other => bail!(
-                    "--prune-budget: unknown metric '{other}' (top1, map50 or cosine)"
-                ),
+                other => bail!("--prune-budget: unknown metric '{other}' (top1, map50 or cosine)"),
             }
         }
         if b == Budget::default() {
@@ -167,7 +165,10 @@ type Outs = Vec<(Vec<f32>, Vec<usize>)>;
 pub fn metrics(decoder: &Decoder, got: &[Outs], want: &[Outs], idx: &[usize]) -> Result<Metrics> {
     let (mut cos, mut agree, mut maps) = (0f64, 0usize, vec![]);
     let classify = matches!(decoder, Decoder::Classify { .. });
-    let detect = matches!(decoder, Decoder::Fastestdet { .. } | Decoder::Ultraface { .. });
+    let detect = matches!(
+        decoder,
+        Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
+    );
     for &i in idx {
         let (g, w) = (&got[i], &want[i]);
         let c: f64 = g
@@ -189,9 +190,7 @@ pub fn metrics(decoder: &Decoder, got: &[Outs], want: &[Outs], idx: &[usize]) ->
                 (Decoded::TopK(a), Decoded::TopK(b)) => {
                     agree += (a.first().map(|x| x.0) == b.first().map(|x| x.0)) as usize;
                 }
-                (Decoded::Detections(a), Decoded::Detections(b)) => {
-                    maps.push(map50(&a, &b) as f64)
-                }
+                (Decoded::Detections(a), Decoded::Detections(b)) => maps.push(map50(&a, &b) as f64),
                 _ => {}
             }
         }
@@ -217,8 +216,12 @@ pub fn top1_drop(
     if !matches!(decoder, Decoder::Classify { .. }) {
         return Ok(None);
     }
-    let a = metrics(decoder, got, fp32, idx)?.top1_agreement.unwrap_or(1.0);
-    let b = metrics(decoder, base, fp32, idx)?.top1_agreement.unwrap_or(1.0);
+    let a = metrics(decoder, got, fp32, idx)?
+        .top1_agreement
+        .unwrap_or(1.0);
+    let b = metrics(decoder, base, fp32, idx)?
+        .top1_agreement
+        .unwrap_or(1.0);
     Ok(Some(b - a))
 }
 
@@ -274,7 +277,11 @@ fn consumer_stats(cg: &CGraph, samples: &[Vec<f32>]) -> Result<graph::Compensati
 
 /// Per-channel mean |activation| of each group's producers on `samples`
 /// (normalized per producer and summed, like the weight norms).
-fn activation_importance(cg: &CGraph, groups: &[Group], samples: &[Vec<f32>]) -> Result<Vec<Vec<f64>>> {
+fn activation_importance(
+    cg: &CGraph,
+    groups: &[Group],
+    samples: &[Vec<f32>],
+) -> Result<Vec<Vec<f64>>> {
     let (mut b, map) = crate::lower::lower_f32(cg)?;
     strix_runtime::plan::plan(&mut b.g, false);
     let model = Model::new(Default::default(), b.g, b.c)?;
@@ -342,7 +349,10 @@ pub fn search(
 ) -> Result<Outcome> {
     let t0 = std::time::Instant::now();
     let classify = matches!(meta.decoder, Decoder::Classify { .. });
-    let detect = matches!(meta.decoder, Decoder::Fastestdet { .. } | Decoder::Ultraface { .. });
+    let detect = matches!(
+        meta.decoder,
+        Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
+    );
     if opts.budget.max_top1_disagreement.is_some() && !classify {
         bail!("--prune-budget top1= needs a classifier (the model's decoder is not 'classify')");
     }
@@ -373,8 +383,10 @@ pub fn search(
     // (sample lists are often sorted by class).
     let stride = cal.len().div_ceil(opts.max_calib_stats.max(1)).max(1);
     let stats_idx: Vec<usize> = cal.iter().copied().step_by(stride).collect();
-    let stats_samples: Vec<Vec<Vec<f32>>> =
-        stats_idx.iter().map(|&i| vec![samples[i].clone()]).collect();
+    let stats_samples: Vec<Vec<Vec<f32>>> = stats_idx
+        .iter()
+        .map(|&i| vec![samples[i].clone()])
+        .collect();
     let mut ratios = opts.ratios.clone();
     ratios.sort_by(f32::total_cmp);
     ratios.dedup();
@@ -408,8 +420,14 @@ pub fn search(
     let groups = graph::find_groups(cg);
     let cal_x: Vec<Vec<f32>> = cal.iter().map(|&i| samples[i].clone()).collect();
     let importance: Vec<Vec<f64>> = match opts.importance {
-        Importance::L1 => groups.iter().map(|g| graph::weight_importance(cg, g, 1)).collect(),
-        Importance::L2 => groups.iter().map(|g| graph::weight_importance(cg, g, 2)).collect(),
+        Importance::L1 => groups
+            .iter()
+            .map(|g| graph::weight_importance(cg, g, 1))
+            .collect(),
+        Importance::L2 => groups
+            .iter()
+            .map(|g| graph::weight_importance(cg, g, 2))
+            .collect(),
         Importance::Activation => activation_importance(cg, &groups, &cal_x)?,
     };
     let keep_for = |gi: usize, ri: Option<usize>| -> Vec<usize> {
@@ -429,7 +447,9 @@ pub fn search(
     let block = opts.block;
     let make = |state: &[Option<usize>]| -> CGraph {
         let mut g = cg.clone();
-        let keep: Vec<Vec<usize>> = (0..groups.len()).map(|gi| keep_for(gi, state[gi])).collect();
+        let keep: Vec<Vec<usize>> = (0..groups.len())
+            .map(|gi| keep_for(gi, state[gi]))
+            .collect();
         graph::apply(&mut g, &groups, &keep, comp.as_ref());
         if block > 0.0 {
             graph::zero_blocks(&mut g, |_| block);
@@ -481,7 +501,8 @@ pub fn search(
         let mut best: Option<(f64, usize, usize)> = None;
         for gi in 0..groups.len() {
             let from = next_try[gi].max(state[gi].map_or(0, |r| r + 1));
-            let Some(next) = (from..ratios.len()).find(|&r| opts.budget.within(&sens[gi][r])) else {
+            let Some(next) = (from..ratios.len()).find(|&r| opts.budget.within(&sens[gi][r]))
+            else {
                 continue;
             };
             let dg = gain[gi][next] - state[gi].map_or(0, |r| gain[gi][r]);
@@ -628,10 +649,18 @@ fn choose_f32_layers(
     }
     let stats = crate::calib::calibrate(&eq, stats_samples, method, || {})?;
     let lowered = crate::lower::lower_int8(&eq, &stats, method)?;
-    let rows = crate::report::layer_errors(&eq, &lowered.builder, &lowered.value_tensor, &samples[cal[0]])?;
+    let rows = crate::report::layer_errors(
+        &eq,
+        &lowered.builder,
+        &lowered.value_tensor,
+        &samples[cal[0]],
+    )?;
     let mut ranked: Vec<(f64, usize)> = vec![];
     for (ni, n) in cg.nodes.iter().enumerate() {
-        if !matches!(n.op, crate::ir::COp::Conv { .. } | crate::ir::COp::Gemm { .. }) {
+        if !matches!(
+            n.op,
+            crate::ir::COp::Conv { .. } | crate::ir::COp::Gemm { .. }
+        ) {
             continue;
         }
         if let Some(r) = rows.iter().find(|r| r.0 == n.name) {

@@ -260,12 +260,18 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td.l,th.l{{text-a
             fmt_metrics(&self.mixed_vs_fp32),
             fmt_metrics(&self.unpruned_vs_fp32_held),
             fmt_metrics(&self.pruned_vs_fp32_held),
-            if self.f32_layers.is_empty() { "none".to_string() } else { esc(&self.f32_layers.join(", ")) },
+            if self.f32_layers.is_empty() {
+                "none".to_string()
+            } else {
+                esc(&self.f32_layers.join(", "))
+            },
             self.seconds
         );
         h.push_str("<h2>MACs per layer (grey before, blue after)</h2>");
         h.push_str(&self.macs_chart());
-        h.push_str("<h2>Sensitivity: loss of each group pruned alone (1 - cosine vs unpruned int8)</h2>");
+        h.push_str(
+            "<h2>Sensitivity: loss of each group pruned alone (1 - cosine vs unpruned int8)</h2>",
+        );
         h.push_str(&self.sensitivity_chart());
         h.push_str("<h2>Layers</h2><table><tr><th>#</th><th class=l>layer</th><th>op</th><th>group</th><th>precision</th><th>channels</th><th>ratio</th><th>MACs before</th><th>MACs after</th><th>bytes before</th><th>bytes after</th></tr>");
         for (i, l) in self.layers.iter().enumerate() {
@@ -308,8 +314,15 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td.l,th.l{{text-a
         let n = self.layers.len().max(1);
         let (w, bar_h, left) = (760.0, 14.0, 60.0);
         let height = n as f64 * (bar_h + 4.0) + 20.0;
-        let max = self.layers.iter().map(|l| l.macs_before).max().unwrap_or(1).max(1) as f64;
-        let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\">");
+        let max = self
+            .layers
+            .iter()
+            .map(|l| l.macs_before)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let mut s =
+            format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\">");
         for (i, l) in self.layers.iter().enumerate() {
             let y = 10.0 + i as f64 * (bar_h + 4.0);
             let wb = (w - left - 10.0) * l.macs_before as f64 / max;
@@ -347,7 +360,9 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td.l,th.l{{text-a
             h - 8.0,
             w - 40.0
         );
-        let colors = ["#36c", "#c33", "#3a3", "#f90", "#939", "#099", "#663", "#c3c"];
+        let colors = [
+            "#36c", "#c33", "#3a3", "#f90", "#939", "#099", "#663", "#c3c",
+        ];
         for (gi, g) in self.groups.iter().enumerate() {
             let mut pts = format!("{:.1},{:.1}", x(0.0), y(0.0));
             for (r, m) in self.ratios.iter().zip(&g.sensitivity) {
