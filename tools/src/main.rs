@@ -60,6 +60,9 @@ enum Cmd {
         /// Fraction of 1x4 weight blocks (along the reduction axis) zeroed per layer.
         #[arg(long, default_value_t = 0.0, requires = "prune")]
         prune_block: f32,
+        /// Fractions of a layer's channels tried by the search (comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "prune")]
+        prune_ratios: Vec<f32>,
         /// Fraction of the --calib samples held back for the final check.
         #[arg(long, default_value_t = 0.25, requires = "prune")]
         prune_holdout: f64,
@@ -134,6 +137,7 @@ fn main() {
             prune_budget,
             prune_importance,
             prune_block,
+            prune_ratios,
             prune_holdout,
             no_mixed_precision,
             no_prune_refit,
@@ -157,6 +161,9 @@ fn main() {
             opts.holdout = prune_holdout;
             opts.mixed_precision = !no_mixed_precision;
             opts.refit = !no_prune_refit;
+            if !prune_ratios.is_empty() {
+                opts.ratios = prune_ratios;
+            }
             strix_tools::convert_pruned(
                 &model,
                 &calib,
