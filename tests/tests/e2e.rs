@@ -3,6 +3,7 @@ mod e2e {
     mod hostile;
     mod kws;
     mod models;
+    mod prune;
     mod sparse;
     mod vad;
     mod vww;

@@ -10,6 +10,7 @@ pub mod ir;
 pub mod lower;
 pub mod media;
 pub mod onnx;
+pub mod prune;
 pub mod report;
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +20,7 @@ use strix_runtime::graph::{DType, Op};
 use strix_runtime::postprocess::{decode, Decoded};
 use strix_runtime::{Model, Session};
 
-fn bar(len: u64, msg: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::new(len)
     } else {
@@ -118,6 +119,56 @@ pub fn convert_with(
         model.graph.arena_bytes()
     );
     Ok(model)
+}
+
+/// `strix convert --prune`: compiles `onnx` pruned within `opts.budget` (see
+/// [`prune`]); writes the `.strix` file and the JSON/HTML reports if asked.
+/// The `calib` samples are split into calibration and held-back parts.
+#[allow(clippy::too_many_arguments)]
+pub fn convert_pruned(
+    onnx_path: &Path,
+    calib: &[PathBuf],
+    out: &Path,
+    config: Option<&Path>,
+    method: calib::Method,
+    opts: &prune::Options,
+    report_json: Option<&Path>,
+    report_html: Option<&Path>,
+) -> Result<(Model, prune::report::Report)> {
+    let meta = config::load(config, onnx_path)?;
+    let cg =
+        onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    if cg.inputs.len() != 1 {
+        bail!(
+            "models with {} inputs are not supported by convert yet (one input)",
+            cg.inputs.len()
+        );
+    }
+    let in_shape = cg.values[cg.inputs[0]].shape.clone();
+    let samples: Vec<Vec<f32>> = calib
+        .iter()
+        .map(|p| media::load_input(p, &meta.input, &in_shape))
+        .collect::<Result<_>>()?;
+    let outcome = prune::search(&cg, &samples, method, &meta, opts)?;
+    let model = outcome.model;
+    model.save(out)?;
+    let rep = outcome.report;
+    if let Some(p) = report_json {
+        std::fs::write(p, serde_json::to_string_pretty(&rep)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = report_html {
+        std::fs::write(p, rep.html()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    eprintln!("{}", rep.summary());
+    eprintln!(
+        "wrote {} ({} bytes, {} ops, arena {} bytes)",
+        out.display(),
+        std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+        model.graph.nodes.len(),
+        model.graph.arena_bytes()
+    );
+    Ok((model, rep))
 }
 
 fn precision(op: &Op, out: DType) -> &'static str {

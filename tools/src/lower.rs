@@ -404,7 +404,10 @@ fn f32_only(cg: &CGraph, n: &crate::ir::CNode) -> bool {
 /// convs/gemms whose results only reach f32 ops (through transparent ops),
 /// which keep int8 arithmetic but produce f32 (no output rounding).
 /// Returns the value dtypes and the set of such f32-output nodes.
-fn plan_precision(cg: &CGraph) -> (Vec<Option<DType>>, std::collections::HashSet<usize>) {
+fn plan_precision(
+    cg: &CGraph,
+    keep_f32: &std::collections::HashSet<usize>,
+) -> (Vec<Option<DType>>, std::collections::HashSet<usize>) {
     let mut consumers: Vec<Vec<usize>> = vec![vec![]; cg.values.len()];
     for (i, n) in cg.nodes.iter().enumerate() {
         for &v in &n.inputs {
@@ -421,7 +424,7 @@ fn plan_precision(cg: &CGraph) -> (Vec<Option<DType>>, std::collections::HashSet
             prec[i] = Some(DType::F32);
         }
         for (i, n) in cg.nodes.iter().enumerate() {
-            let int8 = !f32out.contains(&i) && wants_int8(cg, n, &prec);
+            let int8 = !f32out.contains(&i) && !keep_f32.contains(&i) && wants_int8(cg, n, &prec);
             prec[n.output] = Some(if int8 { DType::I8 } else { DType::F32 });
         }
         fn only_f32_sinks(
@@ -483,6 +486,27 @@ pub fn lower_int8_with(
     method: crate::calib::Method,
     opts: Int8Options,
 ) -> Result<Lowered> {
+    lower_int8_impl(cg, stats, method, opts, &Default::default())
+}
+
+/// Int8 lowering where the nodes in `keep_f32` (indices into `cg.nodes`) are
+/// additionally kept in f32 (mixed precision chosen by the pruner).
+pub fn lower_int8_mixed(
+    cg: &CGraph,
+    stats: &HashMap<usize, Stats>,
+    method: crate::calib::Method,
+    keep_f32: &std::collections::HashSet<usize>,
+) -> Result<Lowered> {
+    lower_int8_impl(cg, stats, method, Int8Options::default(), keep_f32)
+}
+
+fn lower_int8_impl(
+    cg: &CGraph,
+    stats: &HashMap<usize, Stats>,
+    method: crate::calib::Method,
+    opts: Int8Options,
+    keep_f32: &std::collections::HashSet<usize>,
+) -> Result<Lowered> {
     let mut b = Builder::default();
     let nv = cg.values.len();
     let mut prec: Vec<Option<DType>> = vec![None; nv];
@@ -533,7 +557,7 @@ pub fn lower_int8_with(
         f32_t[v] = Some(t);
         t
     }
-    let (planned, f32out) = plan_precision(cg);
+    let (planned, f32out) = plan_precision(cg, keep_f32);
     for (ni, n) in cg.nodes.iter().enumerate() {
         let int8 = planned[n.output] == Some(DType::I8) || f32out.contains(&ni);
         let to_f32 = f32out.contains(&ni);

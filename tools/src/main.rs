@@ -50,6 +50,39 @@ enum Cmd {
         /// outputs are bit-identical either way.
         #[arg(long)]
         no_sparse: bool,
+        /// Structured pruning within --prune-budget: removes whole output channels
+        /// of convs/gemms (searched per layer on the calibration samples, checked
+        /// on held-back ones) and keeps layers in f32 where int8 alone breaks the budget.
+        #[arg(long, requires = "prune_budget")]
+        prune: bool,
+        /// Accuracy budget vs the unpruned int8 model (repeatable):
+        /// top1=MAX_DISAGREEMENT, map50=MIN, cosine=MIN (e.g. top1=0.01).
+        #[arg(long, num_args = 1.., requires = "prune")]
+        prune_budget: Vec<String>,
+        /// How channels are ranked: weight L1/L2 norm or calibration activations.
+        #[arg(long, value_enum, default_value = "l1", requires = "prune")]
+        prune_importance: strix_tools::prune::Importance,
+        /// Fraction of 1x4 weight blocks (along the reduction axis) zeroed per layer.
+        #[arg(long, default_value_t = 0.0, requires = "prune")]
+        prune_block: f32,
+        /// Fractions of a layer's channels tried by the search (comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "prune")]
+        prune_ratios: Vec<f32>,
+        /// Fraction of the --calib samples held back for the final check.
+        #[arg(long, default_value_t = 0.25, requires = "prune")]
+        prune_holdout: f64,
+        /// Do not keep any layer in f32 (no automatic mixed precision).
+        #[arg(long, requires = "prune")]
+        no_mixed_precision: bool,
+        /// Do not refit the consumers of pruned channels (least squares on calibration data).
+        #[arg(long, requires = "prune")]
+        no_prune_refit: bool,
+        /// Write the pruning report as a self-contained HTML page.
+        #[arg(long, requires = "prune")]
+        prune_report: Option<PathBuf>,
+        /// Write the pruning report as JSON.
+        #[arg(long, requires = "prune")]
+        prune_json: Option<PathBuf>,
     },
     /// Show a model's ops, precision per op, sizes and memory plan.
     Inspect {
@@ -109,7 +142,60 @@ fn main() {
             method,
             fp32,
             report,
+            prune,
+            prune_budget,
+            prune_importance,
+            prune_block,
+            prune_ratios,
+            prune_holdout,
+            no_mixed_precision,
+            no_prune_refit,
+            prune_report,
+            prune_json,
+            ..
+        } if prune => (|| {
+            if fp32 {
+                anyhow::bail!("--prune compiles to int8; it cannot be combined with --fp32");
+            }
+            if !(0.0..1.0).contains(&prune_block) {
+                anyhow::bail!("--prune-block must be within [0, 1)");
+            }
+            if !(0.0..1.0).contains(&prune_holdout) || prune_holdout <= 0.0 {
+                anyhow::bail!("--prune-holdout must be within (0, 1)");
+            }
+            let _ = report;
+            let mut opts =
+                strix_tools::prune::Options::new(strix_tools::prune::Budget::parse(&prune_budget)?);
+            opts.importance = prune_importance;
+            opts.block = prune_block;
+            opts.holdout = prune_holdout;
+            opts.mixed_precision = !no_mixed_precision;
+            opts.refit = !no_prune_refit;
+            if !prune_ratios.is_empty() {
+                opts.ratios = prune_ratios;
+            }
+            strix_tools::convert_pruned(
+                &model,
+                &calib,
+                &output,
+                config.as_deref(),
+                method,
+                &opts,
+                prune_json.as_deref(),
+                prune_report.as_deref(),
+            )
+            .map(|_| ())
+        })(),
+        Cmd::Convert {
+            model,
+            calib,
+            output,
+            config,
+            method,
+            fp32,
+            report,
             no_sparse,
+            ..
         } => convert_with(
             &model,
             &calib,

@@ -1,0 +1,1178 @@
+//! Graph surgery for pruning on the compiler IR: finding groups of output
+//! channels that can be removed together, removing them (every consumer is
+//! rewritten so the graph genuinely shrinks) and zeroing weight blocks.
+//!
+//! A *group* is a set of producers (convs with `groups == 1`, gemms with
+//! constant weights) whose output channels must be pruned with the same keep
+//! list because a residual `Add`/`Mul` (or any elementwise op on two
+//! activations) ties them channel by channel. Channels flow through
+//! elementwise ops, pools, resize, channel-preserving pads, depthwise convs
+//! (which prune their own channels and pass the pruning on), concats along
+//! the channel axis (offsets are rewritten) and transposes/reshapes of a pure
+//! channel vector (`[1, C, 1, 1] -> [1, C]`, the classifier-head flatten).
+//!
+//! Conservative by design: a producer is *not* prunable if any value carrying
+//! its channels reaches a graph output, a reshape/transpose/slice/gather that
+//! mixes the channel axis with others (e.g. a channel shuffle), a softmax or
+//! reduction, a grouped (non-depthwise) conv, a concat along another axis,
+//! a matmul with an activation operand, or an elementwise op whose other
+//! operand cannot be rewritten.
+
+use crate::ir::{CGraph, COp, HostTensor};
+use std::collections::HashMap;
+
+/// Block shape zeroed by block sparsity: `(output rows, reduction elements)`.
+/// One output channel by four consecutive reduction elements (for a conv, the
+/// flattened `in_c * kh * kw` axis; for a gemm, `k`): the block the sparse
+/// kernels skip, so zeroed blocks become `QConvSparse` at lowering.
+pub const SPARSE_BLOCK: (usize, usize) = (1, strix_kernels::reference::SPARSE_BLOCK);
+
+/// Producers whose output channels are pruned together (tied by residuals).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    /// Node indices of the conv/gemm producers, in graph order.
+    pub producers: Vec<usize>,
+    /// Output channels of each producer (equal for all members).
+    pub channels: usize,
+}
+
+/// Which producer each channel of a value comes from: segments in channel
+/// order along `axis`. `FIXED` marks channels that cannot be pruned (e.g.
+/// the graph input concatenated with a conv output).
+#[derive(Clone, Debug, PartialEq)]
+struct Chan {
+    axis: usize,
+    segs: Vec<(usize, usize)>,
+}
+
+const FIXED: usize = usize::MAX;
+
+struct Uf(Vec<usize>);
+impl Uf {
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.0[x] != x {
+            self.0[x] = self.0[self.0[x]];
+            x = self.0[x];
+        }
+        x
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            self.0[a.max(b)] = a.min(b);
+        }
+    }
+}
+
+fn is_depthwise(g: &strix_kernels::reference::ConvGeometry) -> bool {
+    g.groups > 1 && g.groups == g.in_c && g.groups == g.out_c
+}
+
+/// Axis of a vector-shaped tensor (all other dims 1), if unique.
+fn vector_axis(shape: &[usize], c: usize) -> Option<usize> {
+    let non1: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] != 1).collect();
+    match non1.as_slice() {
+        [a] if shape[*a] == c => Some(*a),
+        _ => None,
+    }
+}
+
+/// Finds the prunable groups of `g` (see the module docs for the rules).
+pub fn find_groups(g: &CGraph) -> Vec<Group> {
+    let nn = g.nodes.len();
+    let mut uf = Uf((0..nn).collect());
+    let mut poisoned = vec![false; nn];
+    let mut is_producer = vec![false; nn];
+    let mut chan: Vec<Option<Chan>> = vec![None; g.values.len()];
+    let poison = |c: &Option<Chan>, p: &mut Vec<bool>| {
+        if let Some(c) = c {
+            for &(s, _) in &c.segs {
+                if s != FIXED {
+                    p[s] = true;
+                }
+            }
+        }
+    };
+    let konst_ok = |v: usize| g.values[v].konst.is_some();
+    for (ni, n) in g.nodes.iter().enumerate() {
+        let o = n.output;
+        let ins: Vec<Option<Chan>> = n.inputs.iter().map(|&v| chan[v].clone()).collect();
+        let in0 = ins.first().cloned().flatten();
+        let out: Option<Chan> = match &n.op {
+            COp::Conv { geom, .. } => {
+                let consts = n.inputs.len() == 3 && konst_ok(n.inputs[1]) && konst_ok(n.inputs[2]);
+                if is_depthwise(geom) && consts {
+                    match in0 {
+                        Some(c) if c.axis == 1 => Some(c),
+                        c => {
+                            poison(&c, &mut poisoned);
+                            None
+                        }
+                    }
+                } else if geom.groups == 1 && consts {
+                    if in0.as_ref().is_some_and(|c| c.axis != 1) {
+                        poison(&in0, &mut poisoned);
+                    }
+                    is_producer[ni] = true;
+                    Some(Chan {
+                        axis: 1,
+                        segs: vec![(ni, geom.out_c)],
+                    })
+                } else {
+                    poison(&in0, &mut poisoned);
+                    None
+                }
+            }
+            COp::Gemm { n: nout, .. } => {
+                let wconst = n.inputs.len() >= 2 && konst_ok(n.inputs[1]);
+                let bias_ok = n.inputs.len() < 3 || konst_ok(n.inputs[2]);
+                let x_rank = g.values[n.inputs[0]].shape.len();
+                if wconst && bias_ok {
+                    if in0.as_ref().is_some_and(|c| c.axis + 1 != x_rank) {
+                        poison(&in0, &mut poisoned);
+                    }
+                    is_producer[ni] = true;
+                    Some(Chan {
+                        axis: g.values[o].shape.len() - 1,
+                        segs: vec![(ni, *nout)],
+                    })
+                } else {
+                    for c in &ins {
+                        poison(c, &mut poisoned);
+                    }
+                    None
+                }
+            }
+            COp::Unary(_) => in0,
+            COp::MaxPool { .. } | COp::AvgPool { .. } | COp::Resize { .. } => match in0 {
+                Some(c) if c.axis == 1 => Some(c),
+                c => {
+                    poison(&c, &mut poisoned);
+                    None
+                }
+            },
+            COp::Pad { before, .. } => match in0 {
+                Some(c)
+                    if before.get(c.axis) == Some(&0)
+                        && g.values[o].shape[c.axis] == g.values[n.inputs[0]].shape[c.axis] =>
+                {
+                    Some(c)
+                }
+                c => {
+                    poison(&c, &mut poisoned);
+                    None
+                }
+            },
+            COp::Transpose { .. } | COp::Reshape => match in0 {
+                Some(c) => {
+                    let total: usize = c.segs.iter().map(|s| s.1).sum();
+                    let ok_in = vector_axis(&g.values[n.inputs[0]].shape, total) == Some(c.axis);
+                    match vector_axis(&g.values[o].shape, total) {
+                        Some(a) if ok_in && total > 1 => Some(Chan {
+                            axis: a,
+                            segs: c.segs,
+                        }),
+                        _ => {
+                            poison(&Some(c), &mut poisoned);
+                            None
+                        }
+                    }
+                }
+                None => None,
+            },
+            COp::Binary(_) => {
+                let (a, b) = (n.inputs[0], n.inputs[1]);
+                match (&ins[0], &ins[1]) {
+                    (Some(ca), Some(cb)) => {
+                        let sa = &g.values[a].shape;
+                        let sb = &g.values[b].shape;
+                        let same = ca.axis == cb.axis
+                            && sa.len() == sb.len()
+                            && ca.segs.len() == cb.segs.len()
+                            && ca.segs.iter().zip(&cb.segs).all(|(x, y)| x.1 == y.1);
+                        if same {
+                            let mut ok = true;
+                            for (x, y) in ca.segs.iter().zip(&cb.segs) {
+                                match (x.0 == FIXED, y.0 == FIXED) {
+                                    (false, false) => uf.union(x.0, y.0),
+                                    (true, true) => {}
+                                    _ => ok = false,
+                                }
+                            }
+                            if ok {
+                                Some(ca.clone())
+                            } else {
+                                poison(&ins[0], &mut poisoned);
+                                poison(&ins[1], &mut poisoned);
+                                None
+                            }
+                        } else {
+                            poison(&ins[0], &mut poisoned);
+                            poison(&ins[1], &mut poisoned);
+                            None
+                        }
+                    }
+                    (Some(c), None) | (None, Some(c)) => {
+                        let other = if ins[0].is_some() { b } else { a };
+                        let total: usize = c.segs.iter().map(|s| s.1).sum();
+                        let orank = g.values[o].shape.len();
+                        let ok = g.values[other].konst.as_ref().is_some_and(|k| {
+                            // Right-aligned broadcast: the const's dim on the
+                            // channel axis is 1 (nothing to do) or C (sliced).
+                            let r = k.shape.len();
+                            r <= orank
+                                && (c.axis + r < orank || {
+                                    let d = k.shape[c.axis + r - orank];
+                                    d == 1 || d == total
+                                })
+                        });
+                        if ok {
+                            Some(c.clone())
+                        } else {
+                            poison(&Some(c.clone()), &mut poisoned);
+                            None
+                        }
+                    }
+                    (None, None) => None,
+                }
+            }
+            COp::Concat { axis } => {
+                let any = ins.iter().any(|c| c.is_some());
+                let aligned = ins
+                    .iter()
+                    .all(|c| c.as_ref().is_none_or(|c| c.axis == *axis));
+                if any && aligned {
+                    let mut segs = vec![];
+                    for (k, c) in ins.iter().enumerate() {
+                        match c {
+                            Some(c) => segs.extend(c.segs.iter().copied()),
+                            None => segs.push((FIXED, g.values[n.inputs[k]].shape[*axis])),
+                        }
+                    }
+                    Some(Chan { axis: *axis, segs })
+                } else {
+                    for c in &ins {
+                        poison(c, &mut poisoned);
+                    }
+                    None
+                }
+            }
+            _ => {
+                for c in &ins {
+                    poison(c, &mut poisoned);
+                }
+                None
+            }
+        };
+        chan[o] = out;
+    }
+    for &o in &g.outputs {
+        poison(&chan[o], &mut poisoned);
+    }
+    // A class is prunable only if none of its members is poisoned.
+    let mut bad: HashMap<usize, bool> = HashMap::new();
+    for ni in 0..nn {
+        if is_producer[ni] {
+            let r = uf.find(ni);
+            *bad.entry(r).or_default() |= poisoned[ni];
+        }
+    }
+    let mut groups: Vec<Group> = vec![];
+    let mut at: HashMap<usize, usize> = HashMap::new();
+    let producers: Vec<usize> = (0..nn).filter(|&ni| is_producer[ni]).collect();
+    for ni in producers {
+        let r = uf.find(ni);
+        if bad[&r] {
+            continue;
+        }
+        let c = g.values[g.nodes[ni].output].shape[chan_axis_of_producer(g, ni)];
+        if let Some(&gi) = at.get(&r) {
+            groups[gi].producers.push(ni);
+        } else {
+            at.insert(r, groups.len());
+            groups.push(Group {
+                producers: vec![ni],
+                channels: c,
+            });
+        }
+    }
+    // A single channel cannot be pruned without deleting the layer.
+    groups.retain(|g| g.channels > 1);
+    groups
+}
+
+fn chan_axis_of_producer(g: &CGraph, ni: usize) -> usize {
+    match g.nodes[ni].op {
+        COp::Conv { .. } => 1,
+        _ => g.values[g.nodes[ni].output].shape.len() - 1,
+    }
+}
+
+/// `t` restricted to the indices `keep` along `axis`.
+pub fn slice_axis(t: &HostTensor, axis: usize, keep: &[usize]) -> HostTensor {
+    let outer: usize = t.shape[..axis].iter().product();
+    let inner: usize = t.shape[axis + 1..].iter().product();
+    let len = t.shape[axis];
+    let mut shape = t.shape.clone();
+    shape[axis] = keep.len();
+    let src = t.as_f32();
+    let mut v = Vec::with_capacity(outer * keep.len() * inner);
+    for o in 0..outer {
+        for &k in keep {
+            let base = (o * len + k) * inner;
+            v.extend_from_slice(&src[base..base + inner]);
+        }
+    }
+    HostTensor::f32(shape, v)
+}
+
+/// Kept channels of a value: `(axis, kept indices, original length)`.
+type Kept = Option<(usize, Vec<usize>, usize)>;
+
+/// Replaces constant input `slot` of node `ni` with `t` (a new value, so a
+/// constant shared with another node is never changed behind its back).
+fn set_const(g: &mut CGraph, ni: usize, slot: usize, t: HostTensor) {
+    let old = g.nodes[ni].inputs[slot];
+    let name = format!("{}#pruned", g.values[old].name);
+    let v = g.add_value(&name, t.shape.clone(), Some(t));
+    g.nodes[ni].inputs[slot] = v;
+}
+
+fn konst(g: &CGraph, v: usize) -> &HostTensor {
+    g.values[v]
+        .konst
+        .as_ref()
+        .expect("checked constant by find_groups")
+}
+
+/// Removes channels: `keep[i]` lists the kept output channels (sorted,
+/// non-empty) of every producer in `groups[i]`. Shapes, geometries, weights,
+/// biases, concat layouts and broadcast constants are rewritten so the graph
+/// is genuinely smaller and computes the same function on the kept channels.
+///
+/// With `comp`, consumers whose input channels shrink are refitted (see
+/// [`Compensation`]); without it they are only sliced.
+pub fn apply(g: &mut CGraph, groups: &[Group], keep: &[Vec<usize>], comp: Option<&Compensation>) {
+    let mut prod_keep: HashMap<usize, &Vec<usize>> = HashMap::new();
+    for (gr, k) in groups.iter().zip(keep) {
+        assert!(
+            !k.is_empty() && k.len() <= gr.channels,
+            "keep list must be non-empty"
+        );
+        if k.len() < gr.channels {
+            for &p in &gr.producers {
+                prod_keep.insert(p, k);
+            }
+        }
+    }
+    let mut kept: Vec<Kept> = vec![None; g.values.len()];
+    for ni in 0..g.nodes.len() {
+        let n = g.nodes[ni].clone();
+        let o = n.output;
+        let k0 = kept[n.inputs[0]].clone();
+        let mut out: Kept = None;
+        match n.op.clone() {
+            COp::Conv { mut geom, act } => {
+                if is_depthwise(&geom) {
+                    if let Some((axis, ks, orig)) = k0 {
+                        let w = slice_axis(konst(g, n.inputs[1]), 0, &ks);
+                        let b = slice_axis(konst(g, n.inputs[2]), 0, &ks);
+                        set_const(g, ni, 1, w);
+                        set_const(g, ni, 2, b);
+                        geom.in_c = ks.len();
+                        geom.out_c = ks.len();
+                        geom.groups = ks.len();
+                        out = Some((axis, ks, orig));
+                    }
+                } else {
+                    if let Some((_, ks, _)) = &k0 {
+                        let w = konst(g, g.nodes[ni].inputs[1]).clone();
+                        let b = konst(g, g.nodes[ni].inputs[2]).as_f32();
+                        match comp.and_then(|c| c.refit(g, ni, ks, &w, &b)) {
+                            Some((nw, nb)) => {
+                                let bl = nb.len();
+                                set_const(g, ni, 1, nw);
+                                set_const(g, ni, 2, HostTensor::f32(vec![bl], nb));
+                            }
+                            None => set_const(g, ni, 1, slice_axis(&w, 1, ks)),
+                        }
+                        geom.in_c = ks.len();
+                    }
+                    if let Some(ks) = prod_keep.get(&ni) {
+                        let w = slice_axis(konst(g, g.nodes[ni].inputs[1]), 0, ks);
+                        let b = slice_axis(konst(g, g.nodes[ni].inputs[2]), 0, ks);
+                        set_const(g, ni, 1, w);
+                        set_const(g, ni, 2, b);
+                        out = Some((1, ks.to_vec(), geom.out_c));
+                        geom.out_c = ks.len();
+                    }
+                }
+                g.nodes[ni].op = COp::Conv { geom, act };
+            }
+            COp::Gemm {
+                m,
+                mut n,
+                mut k,
+                batch,
+                act,
+            } => {
+                if let Some((_, ks, _)) = &k0 {
+                    let w = konst(g, g.nodes[ni].inputs[1]).clone();
+                    let refit = if g.nodes[ni].inputs.len() >= 3 {
+                        let b = konst(g, g.nodes[ni].inputs[2]).as_f32();
+                        comp.and_then(|c| c.refit(g, ni, ks, &w, &b))
+                    } else {
+                        None
+                    };
+                    match refit {
+                        Some((nw, nb)) => {
+                            let bl = nb.len();
+                            set_const(g, ni, 1, nw);
+                            set_const(g, ni, 2, HostTensor::f32(vec![bl], nb));
+                        }
+                        None => set_const(g, ni, 1, slice_axis(&w, 0, ks)),
+                    }
+                    k = ks.len();
+                }
+                if let Some(ks) = prod_keep.get(&ni) {
+                    let w = slice_axis(konst(g, g.nodes[ni].inputs[1]), 1, ks);
+                    set_const(g, ni, 1, w);
+                    if g.nodes[ni].inputs.len() >= 3 {
+                        let b = slice_axis(konst(g, g.nodes[ni].inputs[2]), 0, ks);
+                        set_const(g, ni, 2, b);
+                    }
+                    out = Some((g.values[o].shape.len() - 1, ks.to_vec(), n));
+                    n = ks.len();
+                }
+                g.nodes[ni].op = COp::Gemm {
+                    m,
+                    n,
+                    k,
+                    batch,
+                    act,
+                };
+            }
+            COp::MaxPool { mut geom } => {
+                if let Some((_, ks, _)) = &k0 {
+                    geom.channels = ks.len();
+                }
+                g.nodes[ni].op = COp::MaxPool { geom };
+                out = k0;
+            }
+            COp::AvgPool { mut geom } => {
+                if let Some((_, ks, _)) = &k0 {
+                    geom.channels = ks.len();
+                }
+                g.nodes[ni].op = COp::AvgPool { geom };
+                out = k0;
+            }
+            COp::Resize { mut geom } => {
+                if let Some((_, ks, orig)) = &k0 {
+                    geom.planes = geom.planes / orig * ks.len();
+                }
+                g.nodes[ni].op = COp::Resize { geom };
+                out = k0;
+            }
+            COp::Unary(_) | COp::Pad { .. } => out = k0,
+            COp::Transpose { .. } | COp::Reshape => {
+                if let Some((_, ks, orig)) = k0 {
+                    let a = vector_axis(&g.values[o].shape, orig).expect("checked by find_groups");
+                    out = Some((a, ks, orig));
+                }
+            }
+            COp::Binary(_) => {
+                let k1 = kept[n.inputs[1]].clone();
+                let (kk, other_slot) = match (k0, k1) {
+                    (Some(a), _) => (Some(a), 1),
+                    (None, Some(b)) => (Some(b), 0),
+                    _ => (None, 0),
+                };
+                if let Some((axis, ks, orig)) = kk {
+                    let ov = g.nodes[ni].inputs[other_slot];
+                    if let Some(t) = g.values[ov].konst.clone() {
+                        let orank = g.values[o].shape.len();
+                        let r = t.shape.len();
+                        if axis + r >= orank && t.shape[axis + r - orank] == orig && orig > 1 {
+                            set_const(g, ni, other_slot, slice_axis(&t, axis + r - orank, &ks));
+                        }
+                    }
+                    out = Some((axis, ks, orig));
+                }
+            }
+            COp::Concat { axis } if n.inputs.iter().any(|&v| kept[v].is_some()) => {
+                let (mut ks, mut off) = (vec![], 0);
+                for &v in &n.inputs {
+                    match &kept[v] {
+                        Some((_, kv, orig)) => {
+                            ks.extend(kv.iter().map(|&c| c + off));
+                            off += orig;
+                        }
+                        None => {
+                            let len = g.values[v].shape[axis];
+                            ks.extend(off..off + len);
+                            off += len;
+                        }
+                    }
+                }
+                out = Some((axis, ks, off));
+            }
+            _ => {}
+        }
+        if let Some((axis, ks, _)) = &out {
+            g.values[o].shape[*axis] = ks.len();
+        }
+        kept[o] = out;
+    }
+}
+
+/// Per-channel importance of a group by weight norm (`p` = 1 or 2): each
+/// producer's norms are divided by their mean so tied layers count equally.
+pub fn weight_importance(g: &CGraph, gr: &Group, p: u32) -> Vec<f64> {
+    let mut imp = vec![0f64; gr.channels];
+    for &ni in &gr.producers {
+        let n = &g.nodes[ni];
+        let w = konst(g, n.inputs[1]);
+        let v = w.as_f32();
+        let mut norms = vec![0f64; gr.channels];
+        match n.op {
+            COp::Conv { .. } => {
+                let per = v.len() / gr.channels;
+                for (c, nm) in norms.iter_mut().enumerate() {
+                    *nm = v[c * per..(c + 1) * per]
+                        .iter()
+                        .map(|&x| (x.abs() as f64).powi(p as i32))
+                        .sum();
+                }
+            }
+            _ => {
+                // w[k, n]: channel c is column c.
+                for (i, &x) in v.iter().enumerate() {
+                    norms[i % gr.channels] += (x.abs() as f64).powi(p as i32);
+                }
+            }
+        }
+        add_normalized(&mut imp, &norms);
+    }
+    imp
+}
+
+/// Adds `v / mean(v)` to `acc` (so tied producers contribute equally).
+pub fn add_normalized(acc: &mut [f64], v: &[f64]) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a += if mean > 0.0 { x / mean } else { 0.0 };
+    }
+}
+
+/// The `keep` channels with the highest importance, sorted by index.
+pub fn keep_top(imp: &[f64], keep: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..imp.len()).collect();
+    idx.sort_by(|&a, &b| imp[b].total_cmp(&imp[a]).then(a.cmp(&b)));
+    let mut k: Vec<usize> = idx[..keep.clamp(1, imp.len())].to_vec();
+    k.sort_unstable();
+    k
+}
+
+/// Zeroes, in every conv (`groups == 1`) and constant-weight gemm, the
+/// fraction `ratio(node)` of [`SPARSE_BLOCK`] blocks with the smallest L1
+/// norm. Partial blocks at the end of a reduction row are never zeroed.
+/// Returns the number of blocks zeroed.
+pub fn zero_blocks(g: &mut CGraph, ratio: impl Fn(usize) -> f32) -> usize {
+    let bk = SPARSE_BLOCK.1;
+    let mut zeroed = 0;
+    for ni in 0..g.nodes.len() {
+        let r = ratio(ni).clamp(0.0, 1.0);
+        if r <= 0.0 {
+            continue;
+        }
+        let n = &g.nodes[ni];
+        let (rows, red, col_major) = match &n.op {
+            COp::Conv { geom, .. } if geom.groups == 1 && g.is_const(n.inputs[1]) => {
+                (geom.out_c, geom.in_c * geom.kh * geom.kw, false)
+            }
+            COp::Gemm { n: nn, k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => {
+                (*nn, *k, true)
+            }
+            _ => continue,
+        };
+        let mut w = konst(g, n.inputs[1]).as_f32();
+        let at = |row: usize, i: usize| {
+            if col_major {
+                i * rows + row
+            } else {
+                row * red + i
+            }
+        };
+        let mut blocks: Vec<(f32, usize, usize)> = vec![];
+        for row in (0..rows).step_by(SPARSE_BLOCK.0) {
+            for b in 0..red / bk {
+                let mut s = 0f32;
+                for rr in row..(row + SPARSE_BLOCK.0).min(rows) {
+                    for i in b * bk..(b + 1) * bk {
+                        s += w[at(rr, i)].abs();
+                    }
+                }
+                blocks.push((s, row, b));
+            }
+        }
+        let nz = (blocks.len() as f32 * r).floor() as usize;
+        if nz == 0 {
+            continue;
+        }
+        blocks.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for &(_, row, b) in &blocks[..nz] {
+            for rr in row..(row + SPARSE_BLOCK.0).min(rows) {
+                for i in b * bk..(b + 1) * bk {
+                    w[at(rr, i)] = 0.0;
+                }
+            }
+        }
+        zeroed += nz;
+        let shape = konst(g, n.inputs[1]).shape.clone();
+        set_const(g, ni, 1, HostTensor::f32(shape, w));
+    }
+    zeroed
+}
+
+/// Weight elements of node `ni` (conv/gemm weights; 0 for other ops).
+pub fn weight_elems(g: &CGraph, ni: usize) -> usize {
+    let n = &g.nodes[ni];
+    match n.op {
+        COp::Conv { .. } | COp::Gemm { .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => {
+            g.values[n.inputs[1]].shape.iter().product()
+        }
+        _ => 0,
+    }
+}
+
+/// MACs of node `ni` (as counted by [`CGraph::macs`]).
+pub fn node_macs(g: &CGraph, ni: usize) -> u64 {
+    let n = &g.nodes[ni];
+    match &n.op {
+        COp::Conv { geom, .. } => (geom.macs() * g.values[n.inputs[0]].shape[0]) as u64,
+        COp::Gemm { m, n, k, batch, .. } => (m * n * k * batch) as u64,
+        _ => 0,
+    }
+}
+
+/// Second moments of consumer inputs on calibration data, used to refit a
+/// consumer after its input channels are pruned (least-squares
+/// reconstruction, He et al. 2017): for kept channels K and removed R,
+/// `W_K += W_R G_RK G_KK^-1` with the bias as the weight of a constant-1
+/// input, so the consumer's output is the best linear reconstruction of the
+/// unpruned one. 1x1 convs and gemms get the full refit; larger kernels get
+/// the mean contribution of the removed channels folded into the bias.
+/// A consumer node and the kept channels of its input.
+type SolveKey = (usize, Vec<usize>);
+
+#[derive(Default)]
+pub struct Compensation {
+    /// Node index -> row-major `(C+1) x (C+1)` Gram matrix of `[x, 1]`.
+    pub gram: HashMap<usize, (usize, Vec<f64>)>,
+    cache: std::sync::Mutex<HashMap<SolveKey, std::sync::Arc<Vec<f64>>>>,
+}
+
+impl Compensation {
+    /// Accumulates, for every conv (`groups == 1`) and constant-weight gemm
+    /// in `nodes`, the Gram matrix of its input from `read(value)` (the f32
+    /// activation of a value on one sample); call once per sample.
+    pub fn accumulate(&mut self, g: &CGraph, read: impl Fn(usize) -> Option<Vec<f32>>) {
+        for (ni, n) in g.nodes.iter().enumerate() {
+            let x = n.inputs[0];
+            if g.inputs.contains(&x) {
+                continue; // graph inputs are never pruned
+            }
+            let (c, chan_last) = match &n.op {
+                COp::Conv { geom, .. } if geom.groups == 1 => (geom.in_c, false),
+                COp::Gemm { k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => (*k, true),
+                _ => continue,
+            };
+            let Some(d) = read(x) else { continue };
+            let e = self
+                .gram
+                .entry(ni)
+                .or_insert_with(|| (c, vec![0f64; (c + 1) * (c + 1)]));
+            let m = c + 1;
+            let positions = d.len() / c;
+            let inner = if chan_last {
+                1
+            } else {
+                g.values[x].shape[2..].iter().product()
+            };
+            let mut v = vec![0f64; m];
+            for p in 0..positions {
+                let (outer, i) = (p / inner.max(1), p % inner.max(1));
+                for (ch, vc) in v.iter_mut().enumerate().take(c) {
+                    *vc = if chan_last {
+                        d[p * c + ch] as f64
+                    } else {
+                        d[(outer * c + ch) * inner + i] as f64
+                    };
+                }
+                v[c] = 1.0;
+                for a in 0..m {
+                    let va = v[a];
+                    if va == 0.0 {
+                        continue;
+                    }
+                    let row = &mut e.1[a * m..(a + 1) * m];
+                    for (r, &vb) in row.iter_mut().zip(&v) {
+                        *r += va * vb;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `M` (row-major `|R| x (|K|+1)`) mapping removed-channel weights onto
+    /// the kept channels and the bias, or None without statistics.
+    fn solve(&self, ni: usize, keep: &[usize]) -> Option<std::sync::Arc<Vec<f64>>> {
+        let key = (ni, keep.to_vec());
+        if let Some(m) = self.cache.lock().ok()?.get(&key) {
+            return Some(m.clone());
+        }
+        let (c, gm) = self.gram.get(&ni)?;
+        let m = c + 1;
+        let mut kk: Vec<usize> = keep.to_vec();
+        kk.push(*c);
+        let rem: Vec<usize> = (0..*c).filter(|x| !keep.contains(x)).collect();
+        let n = kk.len();
+        // A = G_KK + ridge, B = G_KR; solve A X = B (X = M^T).
+        let mut a = vec![0f64; n * n];
+        let mean_diag = (0..*c).map(|i| gm[i * m + i]).sum::<f64>() / (*c).max(1) as f64;
+        for (i, &p) in kk.iter().enumerate() {
+            for (j, &q) in kk.iter().enumerate() {
+                a[i * n + j] = gm[p * m + q];
+            }
+            a[i * n + i] += 1e-3 * mean_diag.max(1e-12);
+        }
+        // Cholesky A = L L^T.
+        for j in 0..n {
+            let mut s = a[j * n + j];
+            for k in 0..j {
+                s -= a[j * n + k] * a[j * n + k];
+            }
+            if s <= 0.0 {
+                return None;
+            }
+            let d = s.sqrt();
+            a[j * n + j] = d;
+            for i in j + 1..n {
+                let mut s = a[i * n + j];
+                for k in 0..j {
+                    s -= a[i * n + k] * a[j * n + k];
+                }
+                a[i * n + j] = s / d;
+            }
+        }
+        let mut out = vec![0f64; rem.len() * n];
+        for (ri, &r) in rem.iter().enumerate() {
+            let mut y: Vec<f64> = kk.iter().map(|&p| gm[p * m + r]).collect();
+            for i in 0..n {
+                let mut s = y[i];
+                for k in 0..i {
+                    s -= a[i * n + k] * y[k];
+                }
+                y[i] = s / a[i * n + i];
+            }
+            for i in (0..n).rev() {
+                let mut s = y[i];
+                for k in i + 1..n {
+                    s -= a[k * n + i] * y[k];
+                }
+                y[i] = s / a[i * n + i];
+            }
+            out[ri * n..(ri + 1) * n].copy_from_slice(&y);
+        }
+        let out = std::sync::Arc::new(out);
+        self.cache.lock().ok()?.insert(key, out.clone());
+        Some(out)
+    }
+
+    /// New `(weights, bias)` of consumer `ni` whose input keeps `keep`
+    /// (original weights `w` in the node's layout, `bias` per output).
+    fn refit(
+        &self,
+        g: &CGraph,
+        ni: usize,
+        keep: &[usize],
+        w: &HostTensor,
+        bias: &[f32],
+    ) -> Option<(HostTensor, Vec<f32>)> {
+        let (c, gm) = self.gram.get(&ni)?;
+        let c = *c;
+        let rem: Vec<usize> = (0..c).filter(|x| !keep.contains(x)).collect();
+        let wv = w.as_f32();
+        let mut bias: Vec<f64> = bias.iter().map(|&b| b as f64).collect();
+        match &g.nodes[ni].op {
+            COp::Conv { geom, .. } if geom.kh * geom.kw == 1 => {
+                let mm = self.solve(ni, keep)?;
+                let n = keep.len() + 1;
+                let mut nw = vec![0f32; geom.out_c * keep.len()];
+                for o in 0..geom.out_c {
+                    for (j, &kc) in keep.iter().enumerate() {
+                        let mut s = wv[o * c + kc] as f64;
+                        for (ri, &r) in rem.iter().enumerate() {
+                            s += wv[o * c + r] as f64 * mm[ri * n + j];
+                        }
+                        nw[o * keep.len() + j] = s as f32;
+                    }
+                    for (ri, &r) in rem.iter().enumerate() {
+                        bias[o] += wv[o * c + r] as f64 * mm[ri * n + n - 1];
+                    }
+                }
+                let mut shape = w.shape.clone();
+                shape[1] = keep.len();
+                Some((
+                    HostTensor::f32(shape, nw),
+                    bias.iter().map(|&b| b as f32).collect(),
+                ))
+            }
+            COp::Conv { geom, .. } => {
+                // Mean contribution of the removed channels (padding ignored).
+                let m = c + 1;
+                let cnt = gm[c * m + c].max(1.0);
+                let taps = geom.kh * geom.kw;
+                for (o, b) in bias.iter_mut().enumerate() {
+                    for &r in &rem {
+                        let mean = gm[c * m + r] / cnt;
+                        let s: f64 = wv[(o * c + r) * taps..(o * c + r + 1) * taps]
+                            .iter()
+                            .map(|&x| x as f64)
+                            .sum();
+                        *b += s * mean;
+                    }
+                }
+                Some((
+                    slice_axis(w, 1, keep),
+                    bias.iter().map(|&b| b as f32).collect(),
+                ))
+            }
+            COp::Gemm { n: nout, .. } => {
+                let mm = self.solve(ni, keep)?;
+                let n = keep.len() + 1;
+                let mut nw = vec![0f32; keep.len() * nout];
+                for (j, &kc) in keep.iter().enumerate() {
+                    for o in 0..*nout {
+                        let mut s = wv[kc * nout + o] as f64;
+                        for (ri, &r) in rem.iter().enumerate() {
+                            s += wv[r * nout + o] as f64 * mm[ri * n + j];
+                        }
+                        nw[j * nout + o] = s as f32;
+                    }
+                }
+                for (o, b) in bias.iter_mut().enumerate() {
+                    for (ri, &r) in rem.iter().enumerate() {
+                        *b += wv[r * nout + o] as f64 * mm[ri * n + n - 1];
+                    }
+                }
+                Some((
+                    HostTensor::f32(vec![keep.len(), *nout], nw),
+                    bias.iter().map(|&b| b as f32).collect(),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Act;
+    use strix_kernels::reference::{BinaryOp, ConvGeometry};
+
+    /// Deterministic pseudo-random weights.
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Adds a conv (`k`x`k`, stride 1, same padding) on `x` ([1, in_c, hw, hw]).
+    fn conv(g: &mut CGraph, x: usize, out_c: usize, k: usize, groups: usize, seed: u32) -> usize {
+        let (in_c, hw) = (g.values[x].shape[1], g.values[x].shape[2]);
+        let wl = out_c * in_c / groups * k * k;
+        let w = g.add_value(
+            &format!("w{seed}"),
+            vec![out_c, in_c / groups, k, k],
+            Some(HostTensor::f32(
+                vec![out_c, in_c / groups, k, k],
+                rnd(wl, seed),
+            )),
+        );
+        let b = g.add_value(
+            &format!("b{seed}"),
+            vec![out_c],
+            Some(HostTensor::f32(vec![out_c], rnd(out_c, seed + 100))),
+        );
+        let o = g.add_value(&format!("y{seed}"), vec![1, out_c, hw, hw], None);
+        let geom = ConvGeometry {
+            in_c,
+            in_h: hw,
+            in_w: hw,
+            out_c,
+            out_h: hw,
+            out_w: hw,
+            kh: k,
+            kw: k,
+            stride_h: 1,
+            stride_w: 1,
+            dil_h: 1,
+            dil_w: 1,
+            pad_top: k / 2,
+            pad_left: k / 2,
+            groups,
+        };
+        g.nodes.push(crate::ir::CNode {
+            name: format!("conv{seed}"),
+            op: COp::Conv {
+                geom,
+                act: Act::NONE,
+            },
+            inputs: vec![x, w, b],
+            output: o,
+        });
+        o
+    }
+
+    fn node(g: &mut CGraph, op: COp, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
+        let o = g.add_value(&format!("v{}", g.values.len()), shape, None);
+        g.nodes.push(crate::ir::CNode {
+            name: format!("n{}", g.nodes.len()),
+            op,
+            inputs,
+            output: o,
+        });
+        o
+    }
+
+    fn input(g: &mut CGraph, c: usize, hw: usize) -> usize {
+        let x = g.add_value("x", vec![1, c, hw, hw], None);
+        g.inputs.push(x);
+        x
+    }
+
+    fn run(g: &CGraph, x: &[f32]) -> Vec<f32> {
+        let (mut b, _) = crate::lower::lower_f32(g).unwrap();
+        strix_runtime::plan::plan(&mut b.g, true);
+        let m = strix_runtime::Model::new(Default::default(), b.g, b.c).unwrap();
+        crate::run_values(&m, x).unwrap().remove(0).0
+    }
+
+    /// Zeroes the output channels of producer `ni` not in `keep` (weights and
+    /// bias), so pruning them must not change the graph's function.
+    fn silence(g: &mut CGraph, ni: usize, keep: &[usize]) {
+        for slot in [1, 2] {
+            let v = g.nodes[ni].inputs[slot];
+            let t = g.values[v].konst.clone().unwrap();
+            let per = t.len() / t.shape[0];
+            let mut d = t.as_f32();
+            for c in 0..t.shape[0] {
+                if !keep.contains(&c) {
+                    d[c * per..(c + 1) * per].fill(0.0);
+                }
+            }
+            g.values[v].konst = Some(HostTensor::f32(t.shape.clone(), d));
+        }
+    }
+
+    /// x -> A -> a; a -> B -> b; s = a + b; s -> C -> output.
+    fn residual() -> (CGraph, [usize; 3]) {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 3, 5);
+        let a = conv(&mut g, x, 8, 3, 1, 1);
+        let b = conv(&mut g, a, 8, 1, 1, 2);
+        let s = node(
+            &mut g,
+            COp::Binary(BinaryOp::Add),
+            vec![a, b],
+            vec![1, 8, 5, 5],
+        );
+        let c = conv(&mut g, s, 4, 1, 1, 3);
+        g.outputs.push(c);
+        (g, [a, b, s])
+    }
+
+    #[test]
+    fn residual_add_ties_both_operands_into_one_group() {
+        let (mut g, [a, b, s]) = residual();
+        let groups = find_groups(&g);
+        // A and B are tied by the Add; C feeds the graph output.
+        assert_eq!(
+            groups,
+            vec![Group {
+                producers: vec![0, 1],
+                channels: 8
+            }]
+        );
+        let keep = vec![0, 2, 5];
+        silence(&mut g, 0, &keep);
+        silence(&mut g, 1, &keep);
+        let x = rnd(75, 9);
+        let want = run(&g, &x);
+        let macs = g.macs();
+        apply(&mut g, &groups, std::slice::from_ref(&keep), None);
+        for v in [a, b, s] {
+            assert_eq!(g.values[v].shape, vec![1, 3, 5, 5]);
+        }
+        assert_eq!(g.values[g.nodes[3].inputs[1]].shape, vec![4, 3, 1, 1]);
+        assert!(g.macs() < macs);
+        let got = run(&g, &x);
+        for (p, q) in want.iter().zip(&got) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn concat_offsets_are_rewritten_and_depthwise_passes_through() {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 3, 4);
+        let a = conv(&mut g, x, 4, 1, 1, 1);
+        let b = conv(&mut g, x, 6, 3, 1, 2);
+        let cat = node(
+            &mut g,
+            COp::Concat { axis: 1 },
+            vec![a, b],
+            vec![1, 10, 4, 4],
+        );
+        let dw = conv(&mut g, cat, 10, 3, 10, 3);
+        let out = conv(&mut g, dw, 2, 1, 1, 4);
+        g.outputs.push(out);
+        let groups = find_groups(&g);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].producers, vec![0]);
+        assert_eq!(groups[1].producers, vec![1]);
+        let (ka, kb) = (vec![1, 3], vec![0, 5]);
+        silence(&mut g, 0, &ka);
+        silence(&mut g, 1, &kb);
+        // The depthwise bias of removed channels must not leak either.
+        let dwb = g.nodes[3].inputs[2];
+        let mut d = g.values[dwb].konst.as_ref().unwrap().as_f32();
+        for (c, v) in d.iter_mut().enumerate() {
+            if ![1, 3, 4, 9].contains(&c) {
+                *v = 0.0;
+            }
+        }
+        g.values[dwb].konst = Some(HostTensor::f32(vec![10], d));
+        let xv = rnd(48, 5);
+        let want = run(&g, &xv);
+        apply(&mut g, &groups, &[ka, kb], None);
+        assert_eq!(g.values[cat].shape, vec![1, 4, 4, 4]);
+        assert_eq!(g.values[dw].shape, vec![1, 4, 4, 4]);
+        let COp::Conv { geom, .. } = g.nodes[3].op else {
+            panic!()
+        };
+        assert_eq!((geom.in_c, geom.out_c, geom.groups), (4, 4, 4));
+        // The last conv keeps input channels 1, 3 (from A) and 4, 9 (B's 0, 5).
+        let w = g.values[g.nodes[4].inputs[1]].konst.clone().unwrap();
+        assert_eq!(w.shape, vec![2, 4, 1, 1]);
+        let got = run(&g, &xv);
+        for (p, q) in want.iter().zip(&got) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn layout_changing_reshape_and_graph_outputs_are_not_pruned() {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 3, 4);
+        let a = conv(&mut g, x, 4, 1, 1, 1);
+        // [1,4,4,4] -> [1,64]: the channel axis is mixed with space.
+        let r = node(&mut g, COp::Reshape, vec![a], vec![1, 64]);
+        g.outputs.push(r);
+        assert!(find_groups(&g).is_empty());
+        let mut g2 = CGraph::default();
+        let x = input(&mut g2, 3, 4);
+        let a = conv(&mut g2, x, 4, 1, 1, 1);
+        g2.outputs.push(a);
+        assert!(find_groups(&g2).is_empty());
+    }
+
+    #[test]
+    fn refit_reconstructs_a_linear_consumer() {
+        // x -> A (1x1) -> B (1x1) -> output: with a Gram matrix from data,
+        // pruning A's channels and refitting B must beat plain slicing.
+        let mut g = CGraph::default();
+        let x = input(&mut g, 4, 3);
+        let _a = conv(&mut g, x, 6, 1, 1, 1);
+        let a = g.nodes[0].output;
+        let out = conv(&mut g, a, 2, 1, 1, 2);
+        g.outputs.push(out);
+        // Make channel 5 of A nearly a copy of channel 0 (redundant).
+        let wv = g.nodes[0].inputs[1];
+        let mut w = g.values[wv].konst.as_ref().unwrap().as_f32();
+        for i in 0..4 {
+            w[20 + i] = w[i] * 0.9;
+        }
+        g.values[wv].konst = Some(HostTensor::f32(vec![6, 4, 1, 1], w));
+        let bv = g.nodes[0].inputs[2];
+        let mut b = g.values[bv].konst.as_ref().unwrap().as_f32();
+        b[5] = b[0] * 0.9;
+        g.values[bv].konst = Some(HostTensor::f32(vec![6], b));
+        let samples: Vec<Vec<f32>> = (0..8).map(|s| rnd(36, 40 + s)).collect();
+        let (mut lb, map) = crate::lower::lower_f32(&g).unwrap();
+        strix_runtime::plan::plan(&mut lb.g, false);
+        let m = strix_runtime::Model::new(Default::default(), lb.g, lb.c).unwrap();
+        let mut sess = strix_runtime::Session::new(&m);
+        let mut comp = Compensation::default();
+        for s in &samples {
+            sess.input_mut(0).unwrap().copy_from_slice(s);
+            sess.run().unwrap();
+            comp.accumulate(&g, |v| match map[v].and_then(|t| sess.tensor(t)) {
+                Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
+                _ => None,
+            });
+        }
+        let groups = find_groups(&g);
+        assert_eq!(groups.len(), 1);
+        let keep = vec![vec![0, 1, 2, 3, 4]];
+        let err = |g2: &CGraph| -> f32 {
+            samples
+                .iter()
+                .map(|s| {
+                    let (p, q) = (run(&g, s), run(g2, s));
+                    p.iter().zip(&q).map(|(a, b)| (a - b).powi(2)).sum::<f32>()
+                })
+                .sum()
+        };
+        let mut plain = g.clone();
+        apply(&mut plain, &groups, &keep, None);
+        let mut fitted = g.clone();
+        apply(&mut fitted, &groups, &keep, Some(&comp));
+        let (ep, ef) = (err(&plain), err(&fitted));
+        assert!(ef < 0.05 * ep, "refit error {ef} vs plain {ep}");
+    }
+
+    #[test]
+    fn zero_blocks_removes_the_smallest_reduction_blocks() {
+        let mut g = CGraph::default();
+        let x = input(&mut g, 8, 2);
+        let a = conv(&mut g, x, 2, 1, 1, 1);
+        g.outputs.push(a);
+        // Row 0: blocks with L1 4 and 40; row 1: 0.4 and 400.
+        let w = vec![
+            1.0, 1.0, 1.0, 1.0, 10.0, 10.0, 10.0, 10.0, 0.1, 0.1, 0.1, 0.1, 100.0, 100.0, 100.0,
+            100.0,
+        ];
+        let wv = g.nodes[0].inputs[1];
+        g.values[wv].konst = Some(HostTensor::f32(vec![2, 8, 1, 1], w));
+        assert_eq!(zero_blocks(&mut g, |_| 0.5), 2);
+        let got = g.values[g.nodes[0].inputs[1]]
+            .konst
+            .as_ref()
+            .unwrap()
+            .as_f32();
+        assert_eq!(&got[..4], &[0.0; 4]);
+        assert_eq!(&got[8..12], &[0.0; 4]);
+        assert_eq!(got[4], 10.0);
+        assert_eq!(got[12], 100.0);
+        assert_eq!(SPARSE_BLOCK, (1, 4));
+    }
+}

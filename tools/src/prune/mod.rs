@@ -1,0 +1,691 @@
+//! `strix convert --prune`: structured channel pruning (and optional block
+//! sparsity) searched within an accuracy budget, with mixed precision for
+//! layers whose int8 error alone breaks the budget.
+//!
+//! Flow: the samples are split into a calibration part (used for quantization
+//! statistics, sensitivity and the search) and a held-back part (used only to
+//! verify the result). The *reference* is the unpruned int8 model (the
+//! budget is "relative to unpruned int8"); the fp32 graph is the reference for
+//! the mixed-precision decision. Every candidate is measured as the real int8
+//! model: pruned, equalized, recalibrated, lowered and run.
+//!
+//! 1. Mixed precision: if the unpruned int8 model misses the budget against
+//!    fp32 on the calibration part, conv/gemm layers are kept f32 in order of
+//!    their per-layer int8 error until it meets it (at most a quarter of them).
+//! 2. Sensitivity: each prunable group alone at each ratio.
+//! 3. Greedy search: repeatedly take the group step with the most removed MACs
+//!    per unit of predicted metric loss; keep it if the combined model is
+//!    within budget on the calibration part, else freeze that group.
+//! 4. Held-back check: undo accepted steps (last first) until the held-back
+//!    part is within budget too.
+
+pub mod graph;
+pub mod report;
+
+use crate::calib::Method;
+use crate::ir::CGraph;
+use anyhow::{anyhow, bail, Context, Result};
+use graph::Group;
+use std::collections::HashSet;
+use strix_runtime::meta::{Decoder, ModelMeta};
+use strix_runtime::postprocess::{decode, map50, Decoded};
+use strix_runtime::Model;
+
+/// Limits on the metrics `strix eval` reports, measured against the unpruned
+/// int8 model (and, for mixed precision, the fp32 graph).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Budget {
+    /// Maximum increase of the fraction of samples whose top-1 class differs
+    /// from fp32, over the unpruned int8 model's (classifiers): 0.01 is "at
+    /// most 1 point more top-1 disagreement". Measured against the unpruned
+    /// int8 model directly, any change flips near-tie samples whichever way,
+    /// so the increase over the reference's own disagreement is what counts.
+    pub max_top1_disagreement: Option<f64>,
+    /// Minimum mean mAP@0.5 (detectors).
+    pub min_map50: Option<f64>,
+    /// Minimum mean output cosine similarity.
+    pub min_cosine: Option<f64>,
+}
+
+impl Budget {
+    /// Parses `top1=0.01`, `map50=0.95` or `cosine=0.99` (repeatable).
+    pub fn parse(items: &[String]) -> Result<Budget> {
+        let mut b = Budget::default();
+        for it in items {
+            let (k, v) = it
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--prune-budget '{it}': expected KEY=VALUE"))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("--prune-budget '{it}': '{v}' is not a number"))?;
+            if !(0.0..=1.0).contains(&v) {
+                bail!("--prune-budget '{it}': the value must be within [0, 1]");
+            }
+            match k.trim() {
+                "top1" => b.max_top1_disagreement = Some(v),
+                "map50" => b.min_map50 = Some(v),
+                "cosine" => b.min_cosine = Some(v),
+                other => bail!("--prune-budget: unknown metric '{other}' (top1, map50 or cosine)"),
+            }
+        }
+        if b == Budget::default() {
+            bail!("--prune needs at least one --prune-budget (top1=, map50= or cosine=)");
+        }
+        Ok(b)
+    }
+
+    /// True when `m` satisfies every limit.
+    pub fn within(&self, m: &Metrics) -> bool {
+        self.max_top1_disagreement
+            .is_none_or(|x| m.top1_drop_vs_fp32.is_some_and(|d| d <= x + 1e-9))
+            && self
+                .min_map50
+                .is_none_or(|x| m.map50.is_some_and(|a| a >= x - 1e-9))
+            && self.min_cosine.is_none_or(|x| m.cosine >= x - 1e-9)
+    }
+
+    /// Scalar loss of `m` relative to a perfect match, each metric scaled by
+    /// its allowed slack (1.0 = the whole budget); cosine always contributes
+    /// a little so ties between equally-safe steps are broken by fidelity.
+    fn loss(&self, m: &Metrics) -> f64 {
+        let mut l = 1.0 - m.cosine;
+        if let (Some(x), Some(d)) = (self.max_top1_disagreement, m.top1_drop_vs_fp32) {
+            l += d.max(0.0) / x.max(1e-3);
+        }
+        if let (Some(x), Some(a)) = (self.min_map50, m.map50) {
+            l += (1.0 - a) / (1.0 - x).max(1e-3);
+        }
+        if let Some(x) = self.min_cosine {
+            l += (1.0 - m.cosine) / (1.0 - x).max(1e-4);
+        }
+        l
+    }
+}
+
+/// Metrics of a model's outputs against reference outputs.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Metrics {
+    pub cosine: f64,
+    pub top1_agreement: Option<f64>,
+    pub map50: Option<f64>,
+    /// Top-1 disagreement with fp32 minus the unpruned int8 model's.
+    pub top1_drop_vs_fp32: Option<f64>,
+}
+
+/// How channels are ranked within a group.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum, serde::Serialize)]
+pub enum Importance {
+    /// L1 norm of each output channel's weights.
+    L1,
+    /// L2 norm of each output channel's weights.
+    L2,
+    /// Mean absolute activation of the channel on the calibration samples.
+    Activation,
+}
+
+/// Pruning options (`strix convert --prune ...`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub budget: Budget,
+    pub importance: Importance,
+    /// Ratios (fractions of a group's channels removed) tried per group.
+    pub ratios: Vec<f32>,
+    /// Fraction of [`graph::SPARSE_BLOCK`] weight blocks zeroed per layer.
+    pub block: f32,
+    /// Fraction of the samples held back for the final check.
+    pub holdout: f64,
+    /// Choose f32 layers automatically when int8 alone breaks the budget.
+    pub mixed_precision: bool,
+    /// At most this many samples feed quantization statistics of candidates.
+    pub max_calib_stats: usize,
+    /// Refit consumers of pruned channels by least squares on calibration
+    /// activations (see [`graph::Compensation`]).
+    pub refit: bool,
+}
+
+impl Options {
+    pub fn new(budget: Budget) -> Self {
+        Options {
+            budget,
+            importance: Importance::L1,
+            ratios: vec![0.0625, 0.125, 0.1875, 0.25, 0.375, 0.5, 0.625, 0.75],
+            block: 0.0,
+            holdout: 0.25,
+            mixed_precision: true,
+            max_calib_stats: 32,
+            refit: true,
+        }
+    }
+}
+
+type Outs = Vec<(Vec<f32>, Vec<usize>)>;
+
+/// Compares `got` with `want` per sample (indices `idx`).
+pub fn metrics(decoder: &Decoder, got: &[Outs], want: &[Outs], idx: &[usize]) -> Result<Metrics> {
+    let (mut cos, mut agree, mut maps) = (0f64, 0usize, vec![]);
+    let classify = matches!(decoder, Decoder::Classify { .. });
+    let detect = matches!(
+        decoder,
+        Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
+    );
+    for &i in idx {
+        let (g, w) = (&got[i], &want[i]);
+        let c: f64 = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| crate::eval::cosine(&a.0, &b.0))
+            .sum::<f64>()
+            / g.len().max(1) as f64;
+        cos += c;
+        if classify || detect {
+            let dec = |o: &Outs| -> Result<Decoded> {
+                let v: Vec<(&[f32], &[usize])> = o
+                    .iter()
+                    .map(|(a, b)| (a.as_slice(), b.as_slice()))
+                    .collect();
+                decode(decoder, &v).map_err(|e| anyhow!("{e}"))
+            };
+            match (dec(g)?, dec(w)?) {
+                (Decoded::TopK(a), Decoded::TopK(b)) => {
+                    agree += (a.first().map(|x| x.0) == b.first().map(|x| x.0)) as usize;
+                }
+                (Decoded::Detections(a), Decoded::Detections(b)) => maps.push(map50(&a, &b) as f64),
+                _ => {}
+            }
+        }
+    }
+    let n = idx.len().max(1) as f64;
+    Ok(Metrics {
+        cosine: cos / n,
+        top1_agreement: classify.then(|| agree as f64 / n),
+        map50: detect.then(|| maps.iter().sum::<f64>() / maps.len().max(1) as f64),
+        top1_drop_vs_fp32: None,
+    })
+}
+
+/// Fraction of samples `idx` where `got` disagrees with `fp32` on the top-1
+/// class, minus the fraction where `base` does (None for non-classifiers).
+pub fn top1_drop(
+    decoder: &Decoder,
+    got: &[Outs],
+    base: &[Outs],
+    fp32: &[Outs],
+    idx: &[usize],
+) -> Result<Option<f64>> {
+    if !matches!(decoder, Decoder::Classify { .. }) {
+        return Ok(None);
+    }
+    let a = metrics(decoder, got, fp32, idx)?
+        .top1_agreement
+        .unwrap_or(1.0);
+    let b = metrics(decoder, base, fp32, idx)?
+        .top1_agreement
+        .unwrap_or(1.0);
+    Ok(Some(b - a))
+}
+
+/// Runs `m` on every sample.
+pub fn run_all(m: &Model, samples: &[Vec<f32>]) -> Result<Vec<Outs>> {
+    samples.iter().map(|x| crate::run_values(m, x)).collect()
+}
+
+/// The int8 model of `cg` (equalized like `convert` does, calibrated on
+/// `stats_samples`), with the nodes in `keep_f32` left in f32.
+pub fn build_int8(
+    cg: &CGraph,
+    stats_samples: &[Vec<Vec<f32>>],
+    method: Method,
+    keep_f32: &HashSet<usize>,
+    meta: &ModelMeta,
+) -> Result<Model> {
+    let mut cg = cg.clone();
+    if std::env::var_os("STRIX_NO_CLE").is_none() {
+        crate::equalize::equalize(&mut cg);
+    }
+    let stats = crate::calib::calibrate(&cg, stats_samples, method, || {})?;
+    let lowered = crate::lower::lower_int8_mixed(&cg, &stats, method, keep_f32)?;
+    let mut b = lowered.builder;
+    strix_runtime::plan::plan(&mut b.g, true);
+    Model::new(meta.clone(), b.g, b.c).context("the pruned graph failed validation (compiler bug)")
+}
+
+/// The all-f32 model of `cg`.
+pub fn build_f32(cg: &CGraph, meta: &ModelMeta) -> Result<Model> {
+    let (mut b, _) = crate::lower::lower_f32(cg)?;
+    strix_runtime::plan::plan(&mut b.g, true);
+    Ok(Model::new(meta.clone(), b.g, b.c)?)
+}
+
+/// Gram matrices of every consumer's input on `samples` (f32 graph).
+fn consumer_stats(cg: &CGraph, samples: &[Vec<f32>]) -> Result<graph::Compensation> {
+    let (mut b, map) = crate::lower::lower_f32(cg)?;
+    strix_runtime::plan::plan(&mut b.g, false);
+    let model = Model::new(Default::default(), b.g, b.c)?;
+    let mut sess = strix_runtime::Session::new(&model);
+    let mut comp = graph::Compensation::default();
+    for x in samples {
+        sess.input_mut(0)?.copy_from_slice(x);
+        sess.run()?;
+        comp.accumulate(cg, |v| match map[v].and_then(|t| sess.tensor(t)) {
+            Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
+            _ => None,
+        });
+    }
+    Ok(comp)
+}
+
+/// Per-channel mean |activation| of each group's producers on `samples`
+/// (normalized per producer and summed, like the weight norms).
+fn activation_importance(
+    cg: &CGraph,
+    groups: &[Group],
+    samples: &[Vec<f32>],
+) -> Result<Vec<Vec<f64>>> {
+    let (mut b, map) = crate::lower::lower_f32(cg)?;
+    strix_runtime::plan::plan(&mut b.g, false);
+    let model = Model::new(Default::default(), b.g, b.c)?;
+    let mut sess = strix_runtime::Session::new(&model);
+    let mut sums: Vec<Vec<Vec<f64>>> = groups
+        .iter()
+        .map(|g| vec![vec![0f64; g.channels]; g.producers.len()])
+        .collect();
+    for x in samples {
+        sess.input_mut(0)?.copy_from_slice(x);
+        sess.run()?;
+        for (gi, gr) in groups.iter().enumerate() {
+            for (pi, &ni) in gr.producers.iter().enumerate() {
+                let v = cg.nodes[ni].output;
+                let shape = &cg.values[v].shape;
+                let t = map[v].ok_or_else(|| anyhow!("producer output not lowered"))?;
+                let Some(strix_runtime::TensorData::F32(d)) = sess.tensor(t) else {
+                    bail!("producer output '{}' is not readable", cg.values[v].name);
+                };
+                let axis = match cg.nodes[ni].op {
+                    crate::ir::COp::Conv { .. } => 1,
+                    _ => shape.len() - 1,
+                };
+                let inner: usize = shape[axis + 1..].iter().product();
+                let c = shape[axis];
+                for (i, &val) in d.iter().enumerate() {
+                    sums[gi][pi][(i / inner) % c] += val.abs() as f64;
+                }
+            }
+        }
+    }
+    Ok(sums
+        .iter()
+        .map(|per| {
+            let mut acc = vec![0f64; per[0].len()];
+            for p in per {
+                graph::add_normalized(&mut acc, p);
+            }
+            acc
+        })
+        .collect())
+}
+
+/// The result of a pruning run: the chosen graph and everything the report shows.
+pub struct Outcome {
+    pub graph: CGraph,
+    /// The pruned int8 model (calibrated on the calibration part).
+    pub model: Model,
+    pub keep_f32: HashSet<usize>,
+    pub report: report::Report,
+}
+
+fn bar(len: u64, msg: &str) -> indicatif::ProgressBar {
+    crate::bar(len, msg)
+}
+
+/// Searches per-group pruning ratios for `cg` within `opts.budget`.
+/// `samples` are preprocessed inputs (at least 2: one is held back).
+pub fn search(
+    cg: &CGraph,
+    samples: &[Vec<f32>],
+    method: Method,
+    meta: &ModelMeta,
+    opts: &Options,
+) -> Result<Outcome> {
+    let t0 = std::time::Instant::now();
+    let classify = matches!(meta.decoder, Decoder::Classify { .. });
+    let detect = matches!(
+        meta.decoder,
+        Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
+    );
+    if opts.budget.max_top1_disagreement.is_some() && !classify {
+        bail!("--prune-budget top1= needs a classifier (the model's decoder is not 'classify')");
+    }
+    if opts.budget.min_map50.is_some() && !detect {
+        bail!("--prune-budget map50= needs a detector decoder (fastestdet or ultraface)");
+    }
+    if samples.len() < 2 {
+        bail!(
+            "--prune needs at least 2 samples (one is held back), got {}",
+            samples.len()
+        );
+    }
+    if opts.ratios.iter().any(|r| !(0.0..1.0).contains(r)) || opts.ratios.is_empty() {
+        bail!("pruning ratios must be within [0, 1)");
+    }
+    // Split: every k-th sample is held back.
+    let n = samples.len();
+    let held_n = ((n as f64 * opts.holdout).round() as usize).clamp(1, n - 1);
+    let step = n as f64 / held_n as f64;
+    let held: Vec<usize> = (0..held_n)
+        .map(|i| ((i as f64 + 1.0) * step).ceil() as usize - 1)
+        .map(|i| i.min(n - 1))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let cal: Vec<usize> = (0..n).filter(|i| !held.contains(i)).collect();
+    // Statistics come from an evenly strided subset of the calibration part
+    // (sample lists are often sorted by class).
+    let stride = cal.len().div_ceil(opts.max_calib_stats.max(1)).max(1);
+    let stats_idx: Vec<usize> = cal.iter().copied().step_by(stride).collect();
+    let stats_samples: Vec<Vec<Vec<f32>>> = stats_idx
+        .iter()
+        .map(|&i| vec![samples[i].clone()])
+        .collect();
+    let mut ratios = opts.ratios.clone();
+    ratios.sort_by(f32::total_cmp);
+    ratios.dedup();
+
+    // References.
+    let fp32 = run_all(&build_f32(cg, meta)?, samples)?;
+    let mut keep_f32: HashSet<usize> = HashSet::new();
+    let int8_0 = build_int8(cg, &stats_samples, method, &keep_f32, meta)?;
+    let mut reference = run_all(&int8_0, samples)?;
+    let mut int8_vs_fp32 = metrics(&meta.decoder, &reference, &fp32, &cal)?;
+    int8_vs_fp32.top1_drop_vs_fp32 = top1_drop(&meta.decoder, &reference, &fp32, &fp32, &cal)?;
+    let mut mixed_vs_fp32 = int8_vs_fp32.clone();
+    if opts.mixed_precision && !opts.budget.within(&int8_vs_fp32) {
+        let base = (int8_vs_fp32.clone(), reference);
+        let (ks, m, outs) = choose_f32_layers(
+            cg,
+            samples,
+            &cal,
+            &stats_samples,
+            method,
+            meta,
+            opts,
+            &fp32,
+            base,
+        )?;
+        keep_f32 = ks;
+        mixed_vs_fp32 = m;
+        reference = outs;
+    }
+
+    let groups = graph::find_groups(cg);
+    let cal_x: Vec<Vec<f32>> = cal.iter().map(|&i| samples[i].clone()).collect();
+    let importance: Vec<Vec<f64>> = match opts.importance {
+        Importance::L1 => groups
+            .iter()
+            .map(|g| graph::weight_importance(cg, g, 1))
+            .collect(),
+        Importance::L2 => groups
+            .iter()
+            .map(|g| graph::weight_importance(cg, g, 2))
+            .collect(),
+        Importance::Activation => activation_importance(cg, &groups, &cal_x)?,
+    };
+    let keep_for = |gi: usize, ri: Option<usize>| -> Vec<usize> {
+        let c = groups[gi].channels;
+        let k = match ri {
+            None => c,
+            Some(r) => ((c as f32 * (1.0 - ratios[r])).round() as usize).clamp(1, c),
+        };
+        graph::keep_top(&importance[gi], k)
+    };
+    let comp = if opts.refit {
+        let xs: Vec<Vec<f32>> = stats_idx.iter().map(|&i| samples[i].clone()).collect();
+        Some(consumer_stats(cg, &xs)?)
+    } else {
+        None
+    };
+    let block = opts.block;
+    let make = |state: &[Option<usize>]| -> CGraph {
+        let mut g = cg.clone();
+        let keep: Vec<Vec<usize>> = (0..groups.len())
+            .map(|gi| keep_for(gi, state[gi]))
+            .collect();
+        graph::apply(&mut g, &groups, &keep, comp.as_ref());
+        if block > 0.0 {
+            graph::zero_blocks(&mut g, |_| block);
+        }
+        g
+    };
+    let measure = |state: &[Option<usize>], idx: &[usize]| -> Result<(Metrics, CGraph)> {
+        let g = make(state);
+        let m = build_int8(&g, &stats_samples, method, &keep_f32, meta)?;
+        let outs = run_all_idx(&m, samples, idx)?;
+        let mut met = metrics(&meta.decoder, &outs, &reference, idx)?;
+        met.top1_drop_vs_fp32 = top1_drop(&meta.decoder, &outs, &reference, &fp32, idx)?;
+        Ok((met, g))
+    };
+
+    // Sensitivity of each group alone.
+    let none: Vec<Option<usize>> = vec![None; groups.len()];
+    let base_macs = cg.macs();
+    let pb = bar((groups.len() * ratios.len()) as u64, "sensitivity");
+    let mut sens: Vec<Vec<Metrics>> = vec![];
+    let mut gain: Vec<Vec<u64>> = vec![];
+    for gi in 0..groups.len() {
+        let (mut row, mut grow) = (vec![], vec![]);
+        for ri in 0..ratios.len() {
+            let mut st = none.clone();
+            st[gi] = Some(ri);
+            let (m, g) = measure(&st, &cal)?;
+            grow.push(base_macs - g.macs());
+            row.push(m);
+            pb.inc(1);
+        }
+        sens.push(row);
+        gain.push(grow);
+    }
+    pb.finish_and_clear();
+    let loss_of = |gi: usize, ri: Option<usize>| ri.map_or(0.0, |r| opts.budget.loss(&sens[gi][r]));
+
+    // Greedy search.
+    let mut state = none.clone();
+    // Next ratio to try per group. A failed step does not freeze the group:
+    // measured metrics are noisy (a near-tie sample flips either way), so a
+    // larger ratio may still pass. Ratios that break the budget on their own
+    // are never tried in combination.
+    let mut next_try = vec![0usize; groups.len()];
+    let mut accepted: Vec<(usize, Option<usize>)> = vec![];
+    let mut steps = vec![];
+    let pb = bar((groups.len() * ratios.len()) as u64, "search");
+    loop {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for gi in 0..groups.len() {
+            let from = next_try[gi].max(state[gi].map_or(0, |r| r + 1));
+            let Some(next) = (from..ratios.len()).find(|&r| opts.budget.within(&sens[gi][r]))
+            else {
+                continue;
+            };
+            let dg = gain[gi][next] - state[gi].map_or(0, |r| gain[gi][r]);
+            let dl = (loss_of(gi, Some(next)) - loss_of(gi, state[gi])).max(0.0);
+            let score = dg as f64 / (dl + 1e-4);
+            if best.is_none_or(|b| score > b.0) {
+                best = Some((score, gi, next));
+            }
+        }
+        let Some((_, gi, next)) = best else { break };
+        let prev = state[gi];
+        state[gi] = Some(next);
+        let (m, g) = measure(&state, &cal)?;
+        let ok = opts.budget.within(&m);
+        steps.push(report::Step {
+            group: gi,
+            ratio: ratios[next],
+            macs: g.macs(),
+            metric: m,
+            accepted: ok,
+            phase: "search".into(),
+        });
+        next_try[gi] = next + 1;
+        if ok {
+            accepted.push((gi, prev));
+        } else {
+            state[gi] = prev;
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    // Held-back check, backing off the last accepted steps until it passes.
+    let (mut held_m, mut final_g) = measure(&state, &held)?;
+    while !opts.budget.within(&held_m) {
+        let Some((gi, prev)) = accepted.pop() else {
+            break;
+        };
+        state[gi] = prev;
+        (held_m, final_g) = measure(&state, &held)?;
+        steps.push(report::Step {
+            group: gi,
+            ratio: prev.map_or(0.0, |r| ratios[r]),
+            macs: final_g.macs(),
+            metric: held_m.clone(),
+            accepted: opts.budget.within(&held_m),
+            phase: "back-off".into(),
+        });
+    }
+    let (cal_m, _) = measure(&state, &cal)?;
+    let final_model = build_int8(&final_g, &stats_samples, method, &keep_f32, meta)?;
+    let final_outs = run_all(&final_model, samples)?;
+    let mut vs_fp32_held = metrics(&meta.decoder, &final_outs, &fp32, &held)?;
+    vs_fp32_held.top1_drop_vs_fp32 = top1_drop(&meta.decoder, &final_outs, &fp32, &fp32, &held)?;
+    let mut unpruned_vs_fp32_held = metrics(&meta.decoder, &reference, &fp32, &held)?;
+    unpruned_vs_fp32_held.top1_drop_vs_fp32 =
+        top1_drop(&meta.decoder, &reference, &fp32, &fp32, &held)?;
+
+    // Predicted metric: single-group losses added (per metric).
+    let mut pred = Metrics {
+        cosine: 1.0,
+        top1_agreement: classify.then_some(1.0),
+        map50: detect.then_some(1.0),
+        top1_drop_vs_fp32: classify.then_some(0.0),
+    };
+    for gi in 0..groups.len() {
+        if let Some(r) = state[gi] {
+            let s = &sens[gi][r];
+            pred.cosine -= 1.0 - s.cosine;
+            if let (Some(p), Some(a)) = (pred.top1_agreement.as_mut(), s.top1_agreement) {
+                *p -= 1.0 - a;
+            }
+            if let (Some(p), Some(a)) = (pred.map50.as_mut(), s.map50) {
+                *p -= 1.0 - a;
+            }
+            if let (Some(p), Some(d)) = (pred.top1_drop_vs_fp32.as_mut(), s.top1_drop_vs_fp32) {
+                *p += d;
+            }
+        }
+    }
+    let within = opts.budget.within(&held_m);
+    let rep = report::Report::build(report::Inputs {
+        before: cg,
+        after: &final_g,
+        groups: &groups,
+        ratios: &ratios,
+        state: &state,
+        sens: &sens,
+        steps,
+        budget: opts.budget.clone(),
+        importance: opts.importance,
+        block: opts.block,
+        predicted: pred,
+        measured_calib: cal_m,
+        measured_held: held_m,
+        held_within_budget: within,
+        int8_vs_fp32,
+        mixed_vs_fp32,
+        pruned_vs_fp32_held: vs_fp32_held,
+        unpruned_vs_fp32_held,
+        keep_f32: &keep_f32,
+        calib_samples: cal.len(),
+        held_samples: held.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    Ok(Outcome {
+        graph: final_g,
+        model: final_model,
+        keep_f32,
+        report: rep,
+    })
+}
+
+/// Outputs of `m` on the samples `idx` (other entries left empty).
+fn run_all_idx(m: &Model, samples: &[Vec<f32>], idx: &[usize]) -> Result<Vec<Outs>> {
+    let mut out = vec![vec![]; samples.len()];
+    for &i in idx {
+        out[i] = crate::run_values(m, &samples[i])?;
+    }
+    Ok(out)
+}
+
+/// Mixed precision: keeps conv/gemm layers in f32, worst per-layer int8
+/// error first, until the int8 model meets the budget against fp32 on the
+/// calibration part. If a quarter of the layers in f32 still miss it, the
+/// model stays all-int8 (f32 layers that do not reach the budget only cost
+/// latency) and the report shows the unmet int8-vs-fp32 metric.
+#[allow(clippy::too_many_arguments)]
+fn choose_f32_layers(
+    cg: &CGraph,
+    samples: &[Vec<f32>],
+    cal: &[usize],
+    stats_samples: &[Vec<Vec<f32>>],
+    method: Method,
+    meta: &ModelMeta,
+    opts: &Options,
+    fp32: &[Outs],
+    base: (Metrics, Vec<Outs>),
+) -> Result<(HashSet<usize>, Metrics, Vec<Outs>)> {
+    // Per-layer error on the first calibration sample ranks the layers.
+    let mut eq = cg.clone();
+    if std::env::var_os("STRIX_NO_CLE").is_none() {
+        crate::equalize::equalize(&mut eq);
+    }
+    let stats = crate::calib::calibrate(&eq, stats_samples, method, || {})?;
+    let lowered = crate::lower::lower_int8(&eq, &stats, method)?;
+    let rows = crate::report::layer_errors(
+        &eq,
+        &lowered.builder,
+        &lowered.value_tensor,
+        &samples[cal[0]],
+    )?;
+    let mut ranked: Vec<(f64, usize)> = vec![];
+    for (ni, n) in cg.nodes.iter().enumerate() {
+        if !matches!(
+            n.op,
+            crate::ir::COp::Conv { .. } | crate::ir::COp::Gemm { .. }
+        ) {
+            continue;
+        }
+        if let Some(r) = rows.iter().find(|r| r.0 == n.name) {
+            ranked.push((1.0 - r.2, ni));
+        }
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let cap = (ranked.len() / 4).max(1);
+    let mut keep = HashSet::new();
+    // f32 layers cost latency: they are kept only if they make the model
+    // meet the budget; otherwise the model stays all-int8.
+    let mut best = (HashSet::new(), base.0, base.1);
+    let pb = bar(cap as u64, "precision");
+    for &(_, ni) in ranked.iter().take(cap) {
+        keep.insert(ni);
+        let m = build_int8(cg, stats_samples, method, &keep, meta)?;
+        let outs = run_all(&m, samples)?;
+        let mut met = metrics(&meta.decoder, &outs, fp32, cal)?;
+        met.top1_drop_vs_fp32 = top1_drop(&meta.decoder, &outs, fp32, fp32, cal)?;
+        pb.inc(1);
+        if opts.budget.within(&met) {
+            best = (keep.clone(), met, outs);
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(best)
+}
