@@ -68,9 +68,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
     };
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| anyhow!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
             "--warmup" => a.warmup = parse_count("--warmup", value)?,
             "--shape" => {
@@ -149,7 +147,10 @@ fn onnx_input(proto: &pb::ModelProto) -> Result<(Vec<String>, Vec<usize>)> {
         .first()
         .ok_or_else(|| anyhow!("the model has no input"))?;
     if inputs.len() != 1 {
-        bail!("{} inputs: only single-input models are supported", inputs.len());
+        bail!(
+            "{} inputs: only single-input models are supported",
+            inputs.len()
+        );
     }
     let dims = match first.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(pb::type_proto::Value::TensorType(t)) => t
@@ -159,9 +160,7 @@ fn onnx_input(proto: &pb::ModelProto) -> Result<(Vec<String>, Vec<usize>)> {
             .dim
             .iter()
             .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
-                    v as usize
-                }
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => v as usize,
                 _ => 1,
             })
             .collect(),
