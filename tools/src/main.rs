@@ -62,7 +62,10 @@ enum Cmd {
         /// How channels are ranked: weight L1/L2 norm or calibration activations.
         #[arg(long, value_enum, default_value = "l1", requires = "prune")]
         prune_importance: strix_tools::prune::Importance,
-        /// Fraction of 1x4 weight blocks (along the reduction axis) zeroed per layer.
+        /// Block sparsity: the largest fraction of 1x4 weight blocks (along the
+        /// reduction axis) the search may zero in one conv, e.g. 0.8. Each
+        /// ungrouped conv is tried at 0.4, 0.6, 0.8 (up to this) and kept within
+        /// the budget; zeroed convs run the block-sparse kernels. 0 = off.
         #[arg(long, default_value_t = 0.0, requires = "prune")]
         prune_block: f32,
         /// Fractions of a layer's channels tried by the search (comma-separated).
@@ -157,8 +160,13 @@ fn main() {
             if fp32 {
                 anyhow::bail!("--prune compiles to int8; it cannot be combined with --fp32");
             }
-            if !(0.0..1.0).contains(&prune_block) {
-                anyhow::bail!("--prune-block must be within [0, 1)");
+            if prune_block != 0.0
+                && !(strix_tools::prune::MIN_BLOCK_RATIO..1.0).contains(&prune_block)
+            {
+                anyhow::bail!(
+                    "--prune-block must be 0 (off) or within [{}, 1): below that the sparse kernels stay dense",
+                    strix_tools::prune::MIN_BLOCK_RATIO
+                );
             }
             if !(0.0..1.0).contains(&prune_holdout) || prune_holdout <= 0.0 {
                 anyhow::bail!("--prune-holdout must be within (0, 1)");

@@ -239,9 +239,15 @@ trait Engine {
     fn outputs(&mut self) -> Result<Vec<Vec<f32>>>;
 }
 
-struct StrixEngine<'m>(Session<'m>);
+/// A session and its input, written before every run as a real caller does
+/// (the memory plan may reuse the input's buffer for later tensors).
+struct StrixEngine<'m>(Session<'m>, Vec<f32>);
 impl Engine for StrixEngine<'_> {
     fn run(&mut self) -> Result<()> {
+        self.0
+            .input_mut(0)
+            .map_err(|e| anyhow!("strix: {e}"))?
+            .copy_from_slice(&self.1);
         self.0.run().map_err(|e| anyhow!("strix: {e}"))
     }
     fn outputs(&mut self) -> Result<Vec<Vec<f32>>> {
@@ -458,9 +464,8 @@ fn main() -> Result<()> {
         let mut names: Vec<String> = vec![]; // "engine@threads", as `engines`
         let mut engines: Vec<Box<dyn Engine + '_>> = vec![];
         for &t in &args.threads {
-            let mut session = Session::with_threads(&model, t)?;
-            session.input_mut(0)?.copy_from_slice(&x);
-            engines.push(Box::new(StrixEngine(session)));
+            let session = Session::with_threads(&model, t)?;
+            engines.push(Box::new(StrixEngine(session, x.clone())));
             names.push(format!("strix_int8@{t}"));
         }
         for &t in &args.threads {

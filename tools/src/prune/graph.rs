@@ -646,6 +646,54 @@ pub fn weight_elems(g: &CGraph, ni: usize) -> usize {
 }
 
 /// MACs of node `ni` (as counted by [`CGraph::macs`]).
+/// Fraction of the full [`SPARSE_BLOCK`] blocks of an ungrouped conv's
+/// constant weights that are all zero, counting a partial block at the end of
+/// a reduction row as non-zero (the lowering's count). 0 for other nodes.
+pub fn zero_block_fraction(g: &CGraph, ni: usize) -> f64 {
+    let n = &g.nodes[ni];
+    let COp::Conv { geom, .. } = &n.op else {
+        return 0.0;
+    };
+    if geom.groups != 1 || !g.is_const(n.inputs[1]) {
+        return 0.0;
+    }
+    let w = konst(g, n.inputs[1]).as_f32();
+    let (rows, k, bk) = (geom.out_c, geom.in_c * geom.kh * geom.kw, SPARSE_BLOCK.1);
+    let per_row = k.div_ceil(bk);
+    let mut zero = 0usize;
+    for r in 0..rows {
+        for b in 0..k / bk {
+            if w[r * k + b * bk..r * k + (b + 1) * bk]
+                .iter()
+                .all(|&v| v == 0.0)
+            {
+                zero += 1;
+            }
+        }
+    }
+    zero as f64 / (rows * per_row).max(1) as f64
+}
+
+/// MACs a node costs after lowering: a conv whose zero-block fraction reaches
+/// the lowering's sparse threshold runs the sparse kernel, which skips the
+/// zero blocks.
+pub fn node_effective_macs(g: &CGraph, ni: usize) -> u64 {
+    let macs = node_macs(g, ni);
+    let z = zero_block_fraction(g, ni);
+    if z >= crate::lower::SPARSE_MIN_ZERO_BLOCKS {
+        (macs as f64 * (1.0 - z)).round() as u64
+    } else {
+        macs
+    }
+}
+
+/// [`node_effective_macs`] over the graph.
+pub fn effective_macs(g: &CGraph) -> u64 {
+    (0..g.nodes.len())
+        .map(|ni| node_effective_macs(g, ni))
+        .sum()
+}
+
 pub fn node_macs(g: &CGraph, ni: usize) -> u64 {
     let n = &g.nodes[ni];
     match &n.op {

@@ -131,7 +131,9 @@ pub struct Options {
     pub importance: Importance,
     /// Ratios (fractions of a group's channels removed) tried per group.
     pub ratios: Vec<f32>,
-    /// Fraction of [`graph::SPARSE_BLOCK`] weight blocks zeroed per layer.
+    /// Largest fraction of [`graph::SPARSE_BLOCK`] weight blocks the search
+    /// may zero in one conv (0 = no block sparsity). Each ungrouped conv is a
+    /// search unit tried at [`block_ratios`] of this maximum.
     pub block: f32,
     /// Fraction of the samples held back for the final check.
     pub holdout: f64,
@@ -142,6 +144,25 @@ pub struct Options {
     /// Refit consumers of pruned channels by least squares on calibration
     /// activations (see [`graph::Compensation`]).
     pub refit: bool,
+}
+
+/// Smallest block ratio the search tries: below the lowering's sparse
+/// threshold (35% zero blocks, partial blocks counted as non-zero) the
+/// kernels stay dense and zeroing would cost accuracy for nothing.
+pub const MIN_BLOCK_RATIO: f32 = 0.4;
+
+/// Block ratios the search tries per conv for a maximum `max` (empty for 0).
+pub fn block_ratios(max: f32) -> Vec<f32> {
+    if max <= 0.0 {
+        return vec![];
+    }
+    let mut r: Vec<f32> = [MIN_BLOCK_RATIO, 0.6, 0.8]
+        .into_iter()
+        .filter(|&r| r < max)
+        .chain([max])
+        .collect();
+    r.dedup();
+    r
 }
 
 impl Options {
@@ -430,6 +451,30 @@ pub fn search(
             .collect(),
         Importance::Activation => activation_importance(cg, &groups, &cal_x)?,
     };
+    // Block-sparsity units: every ungrouped conv with constant weights long
+    // enough to hold two blocks, after the channel groups in `state`.
+    let bratios = block_ratios(opts.block);
+    let block_nodes: Vec<usize> = if bratios.is_empty() {
+        vec![]
+    } else {
+        (0..cg.nodes.len())
+            .filter(|&ni| {
+                let n = &cg.nodes[ni];
+                matches!(&n.op, crate::ir::COp::Conv { geom, .. }
+                    if geom.groups == 1 && geom.in_c * geom.kh * geom.kw >= 2 * graph::SPARSE_BLOCK.1)
+                    && cg.is_const(n.inputs[1])
+            })
+            .collect()
+    };
+    let ng = groups.len();
+    let nu = ng + block_nodes.len();
+    let unit_ratios = |u: usize| -> &[f32] {
+        if u < ng {
+            &ratios
+        } else {
+            &bratios
+        }
+    };
     let keep_for = |gi: usize, ri: Option<usize>| -> Vec<usize> {
         let c = groups[gi].channels;
         let k = match ri {
@@ -444,15 +489,18 @@ pub fn search(
     } else {
         None
     };
-    let block = opts.block;
     let make = |state: &[Option<usize>]| -> CGraph {
         let mut g = cg.clone();
-        let keep: Vec<Vec<usize>> = (0..groups.len())
-            .map(|gi| keep_for(gi, state[gi]))
-            .collect();
+        let keep: Vec<Vec<usize>> = (0..ng).map(|gi| keep_for(gi, state[gi])).collect();
         graph::apply(&mut g, &groups, &keep, comp.as_ref());
-        if block > 0.0 {
-            graph::zero_blocks(&mut g, |_| block);
+        // Channel surgery keeps node indices, so block units still name their conv.
+        let per_node: std::collections::HashMap<usize, f32> = block_nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(bi, &ni)| state[ng + bi].map(|r| (ni, bratios[r])))
+            .collect();
+        if !per_node.is_empty() {
+            graph::zero_blocks(&mut g, |ni| per_node.get(&ni).copied().unwrap_or(0.0));
         }
         g
     };
@@ -466,18 +514,20 @@ pub fn search(
     };
 
     // Sensitivity of each group alone.
-    let none: Vec<Option<usize>> = vec![None; groups.len()];
-    let base_macs = cg.macs();
-    let pb = bar((groups.len() * ratios.len()) as u64, "sensitivity");
+    // Gains are in MACs after lowering (sparse convs skip their zero blocks).
+    let none: Vec<Option<usize>> = vec![None; nu];
+    let base_macs = graph::effective_macs(cg);
+    let n_trials: usize = (0..nu).map(|u| unit_ratios(u).len()).sum();
+    let pb = bar(n_trials as u64, "sensitivity");
     let mut sens: Vec<Vec<Metrics>> = vec![];
     let mut gain: Vec<Vec<u64>> = vec![];
-    for gi in 0..groups.len() {
+    for gi in 0..nu {
         let (mut row, mut grow) = (vec![], vec![]);
-        for ri in 0..ratios.len() {
+        for ri in 0..unit_ratios(gi).len() {
             let mut st = none.clone();
             st[gi] = Some(ri);
             let (m, g) = measure(&st, &cal)?;
-            grow.push(base_macs - g.macs());
+            grow.push(base_macs.saturating_sub(graph::effective_macs(&g)));
             row.push(m);
             pb.inc(1);
         }
@@ -493,19 +543,20 @@ pub fn search(
     // measured metrics are noisy (a near-tie sample flips either way), so a
     // larger ratio may still pass. Ratios that break the budget on their own
     // are never tried in combination.
-    let mut next_try = vec![0usize; groups.len()];
+    let mut next_try = vec![0usize; nu];
     let mut accepted: Vec<(usize, Option<usize>)> = vec![];
     let mut steps = vec![];
-    let pb = bar((groups.len() * ratios.len()) as u64, "search");
+    let pb = bar(n_trials as u64, "search");
     loop {
         let mut best: Option<(f64, usize, usize)> = None;
-        for gi in 0..groups.len() {
+        for gi in 0..nu {
             let from = next_try[gi].max(state[gi].map_or(0, |r| r + 1));
-            let Some(next) = (from..ratios.len()).find(|&r| opts.budget.within(&sens[gi][r]))
+            let Some(next) =
+                (from..unit_ratios(gi).len()).find(|&r| opts.budget.within(&sens[gi][r]))
             else {
                 continue;
             };
-            let dg = gain[gi][next] - state[gi].map_or(0, |r| gain[gi][r]);
+            let dg = gain[gi][next].saturating_sub(state[gi].map_or(0, |r| gain[gi][r]));
             let dl = (loss_of(gi, Some(next)) - loss_of(gi, state[gi])).max(0.0);
             let score = dg as f64 / (dl + 1e-4);
             if best.is_none_or(|b| score > b.0) {
@@ -519,8 +570,8 @@ pub fn search(
         let ok = opts.budget.within(&m);
         steps.push(report::Step {
             group: gi,
-            ratio: ratios[next],
-            macs: g.macs(),
+            ratio: unit_ratios(gi)[next],
+            macs: graph::effective_macs(&g),
             metric: m,
             accepted: ok,
             phase: "search".into(),
@@ -545,8 +596,8 @@ pub fn search(
         (held_m, final_g) = measure(&state, &held)?;
         steps.push(report::Step {
             group: gi,
-            ratio: prev.map_or(0.0, |r| ratios[r]),
-            macs: final_g.macs(),
+            ratio: prev.map_or(0.0, |r| unit_ratios(gi)[r]),
+            macs: graph::effective_macs(&final_g),
             metric: held_m.clone(),
             accepted: opts.budget.within(&held_m),
             phase: "back-off".into(),
@@ -568,7 +619,7 @@ pub fn search(
         map50: detect.then_some(1.0),
         top1_drop_vs_fp32: classify.then_some(0.0),
     };
-    for gi in 0..groups.len() {
+    for gi in 0..nu {
         if let Some(r) = state[gi] {
             let s = &sens[gi][r];
             pred.cosine -= 1.0 - s.cosine;
@@ -589,8 +640,18 @@ pub fn search(
         after: &final_g,
         groups: &groups,
         ratios: &ratios,
-        state: &state,
-        sens: &sens,
+        state: &state[..ng],
+        sens: &sens[..ng],
+        blocks: &block_nodes
+            .iter()
+            .enumerate()
+            .map(|(bi, &ni)| report::BlockUnit {
+                layer: cg.nodes[ni].name.clone(),
+                ratio: state[ng + bi].map_or(0.0, |r| bratios[r]),
+                sensitivity: sens[ng + bi].clone(),
+            })
+            .collect::<Vec<_>>(),
+        block_ratios: &bratios,
         steps,
         budget: opts.budget.clone(),
         importance: opts.importance,

@@ -49,6 +49,17 @@ pub struct GroupReport {
     pub sensitivity: Vec<Metrics>,
 }
 
+/// A conv as a block-sparsity search unit.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BlockUnit {
+    pub layer: String,
+    /// Chosen fraction of zeroed blocks (0 = dense).
+    pub ratio: f32,
+    /// Metric (vs the unpruned int8 model, calibration part) with only this
+    /// layer's blocks zeroed at each of `block_ratios`.
+    pub sensitivity: Vec<Metrics>,
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
     pub budget: Budget,
@@ -78,6 +89,11 @@ pub struct Report {
     pub f32_layers: Vec<String>,
     pub layers: Vec<Layer>,
     pub groups: Vec<GroupReport>,
+    /// Block ratios tried per conv, and each conv's unit.
+    pub block_ratios: Vec<f32>,
+    pub block_layers: Vec<BlockUnit>,
+    /// Search steps; `group >= groups.len()` is block unit
+    /// `group - groups.len()`.
     pub steps: Vec<Step>,
     pub seconds: f64,
 }
@@ -90,6 +106,8 @@ pub struct Inputs<'a> {
     pub ratios: &'a [f32],
     pub state: &'a [Option<usize>],
     pub sens: &'a [Vec<Metrics>],
+    pub blocks: &'a [BlockUnit],
+    pub block_ratios: &'a [f32],
     pub steps: Vec<Step>,
     pub budget: Budget,
     pub importance: Importance,
@@ -135,8 +153,8 @@ impl Report {
                 ratio: 1.0 - ca as f32 / cb.max(1) as f32,
                 out_channels_before: cb,
                 out_channels_after: ca,
-                macs_before: graph::node_macs(i.before, ni),
-                macs_after: graph::node_macs(i.after, ni),
+                macs_before: graph::node_effective_macs(i.before, ni),
+                macs_after: graph::node_effective_macs(i.after, ni),
                 weight_bytes_before: graph::weight_elems(i.before, ni) * bpw,
                 weight_bytes_after: graph::weight_elems(i.after, ni) * bpw,
                 precision: if f32l { "f32" } else { "int8" },
@@ -172,8 +190,8 @@ impl Report {
             ratios: i.ratios.to_vec(),
             calib_samples: i.calib_samples,
             held_samples: i.held_samples,
-            macs_before: i.before.macs(),
-            macs_after: i.after.macs(),
+            macs_before: graph::effective_macs(i.before),
+            macs_after: graph::effective_macs(i.after),
             weight_bytes_before: layers.iter().map(|l| l.weight_bytes_before).sum(),
             weight_bytes_after: layers.iter().map(|l| l.weight_bytes_after).sum(),
             predicted: i.predicted,
@@ -187,6 +205,8 @@ impl Report {
             f32_layers,
             layers,
             groups,
+            block_ratios: i.block_ratios.to_vec(),
+            block_layers: i.blocks.to_vec(),
             steps: i.steps,
             seconds: i.seconds,
         }
