@@ -1222,5 +1222,19 @@ mod tests {
         assert_eq!(got[4], 10.0);
         assert_eq!(got[12], 100.0);
         assert_eq!(SPARSE_BLOCK, (1, 4));
+        // Half the blocks zero: above the sparse threshold, so the effective
+        // MACs are half the dense ones; at a quarter they stay dense.
+        assert_eq!(zero_block_fraction(&g, 0), 0.5);
+        assert_eq!(node_effective_macs(&g, 0) * 2, node_macs(&g, 0));
+        assert_eq!(effective_macs(&g) * 2, node_macs(&g, 0));
+        let mut w = got.clone();
+        w[0] = 1.0;
+        let wv2 = g.nodes[0].inputs[1];
+        g.values[wv2].konst = Some(HostTensor::f32(vec![2, 8, 1, 1], w));
+        assert_eq!(zero_block_fraction(&g, 0), 0.25);
+        assert_eq!(node_effective_macs(&g, 0), node_macs(&g, 0));
+        assert_eq!(crate::prune::block_ratios(0.0), Vec::<f32>::new());
+        assert_eq!(crate::prune::block_ratios(0.7), vec![0.4, 0.6, 0.7]);
+        assert_eq!(crate::prune::block_ratios(0.8), vec![0.4, 0.6, 0.8]);
     }
 }

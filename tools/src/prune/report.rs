@@ -312,6 +312,24 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td.l,th.l{{text-a
                 l.weight_bytes_after
             );
         }
+        if !self.block_layers.is_empty() {
+            let _ = write!(
+                h,
+                "</table><h2>Block sparsity per conv (tried at {:?}; steps name them as group {} + index)</h2><table><tr><th>#</th><th class=l>layer</th><th>zeroed blocks</th><th class=l>alone at each ratio (vs unpruned int8)</th></tr>",
+                self.block_ratios,
+                self.groups.len()
+            );
+            for (bi, b) in self.block_layers.iter().enumerate() {
+                let sens: Vec<String> = b.sensitivity.iter().map(fmt_metrics).collect();
+                let _ = write!(
+                    h,
+                    "<tr><td>{bi}</td><td class=l>{}</td><td>{:.2}</td><td class=l>{}</td></tr>",
+                    esc(&short(&b.layer)),
+                    b.ratio,
+                    esc(&sens.join(" | "))
+                );
+            }
+        }
         h.push_str("</table><h2>Search steps</h2><table><tr><th>#</th><th>phase</th><th>group</th><th>ratio</th><th>MACs</th><th class=l>metric vs unpruned int8</th><th>accepted</th></tr>");
         for (i, s) in self.steps.iter().enumerate() {
             let _ = write!(
