@@ -304,18 +304,28 @@ impl Graph {
     pub fn arena_bytes(&self) -> usize {
         self.arena_i8 + 4 * self.arena_f32
     }
+    /// Multiply-accumulates per inference as executed: a sparse conv counts
+    /// only its stored blocks.
     pub fn macs(&self) -> u64 {
         self.nodes
             .iter()
             .map(|n| {
-                n.op.macs(
-                    self.tensors[n.output]
-                        .shape
-                        .first()
-                        .copied()
-                        .unwrap_or(1)
-                        .max(1),
-                )
+                let batch = self.tensors[n.output]
+                    .shape
+                    .first()
+                    .copied()
+                    .unwrap_or(1)
+                    .max(1);
+                match &n.op {
+                    Op::QConvSparse { geom, .. } => n.inputs.get(2).map_or(0, |&b| {
+                        (self.tensors[b].len()
+                            * strix_kernels::reference::SPARSE_BLOCK
+                            * geom.out_h
+                            * geom.out_w
+                            * batch) as u64
+                    }),
+                    op => op.macs(batch),
+                }
             })
             .sum()
     }

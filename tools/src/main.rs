@@ -135,6 +135,14 @@ enum Cmd {
 }
 
 fn main() {
+    // Like other Unix tools, exit quietly when the reader of stdout goes
+    // away (`strix inspect m.strix | head`) instead of panicking in println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread
+    // starts, has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Convert {
