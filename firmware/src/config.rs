@@ -60,6 +60,9 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Optional HTTP(S) webhook: every alert is POSTed as JSON.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
     #[serde(default)]
     pub stdout: StdoutConfig,
     #[serde(default)]
@@ -362,6 +365,24 @@ pub struct MqttConfig {
     pub inflight: u16,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host[:port]/path` or `https://...`; each alert is POSTed here
+    /// with `Content-Type: application/json`, the same JSON as on MQTT.
+    pub url: String,
+    /// Extra request headers (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Connect-and-response timeout of one POST, seconds (1..=300).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_s: u64,
+    /// HTTPS only: PEM CA certificates trusted for the server (default: the
+    /// system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
@@ -507,6 +528,9 @@ fn default_discovery_prefix() -> String {
 }
 fn default_window() -> u16 {
     32
+}
+fn default_webhook_timeout() -> u64 {
+    10
 }
 fn default_gpio_backend() -> String {
     "cdev".into()
@@ -766,6 +790,30 @@ impl Config {
                 return Err(err("mqtt.inflight", "1..=1000", m.inflight));
             }
         }
+        if let Some(w) = &self.webhook {
+            w.endpoint()?;
+            for (k, v) in &w.headers {
+                if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                    || hyper::header::HeaderValue::from_str(v).is_err()
+                {
+                    return Err(err(
+                        format!("webhook.headers.{k}"),
+                        "an HTTP header name and a visible-ASCII value",
+                        format!("{k:?} = {v:?}"),
+                    ));
+                }
+            }
+            if !(1..=300).contains(&w.timeout_s) {
+                return Err(err("webhook.timeout_s", "1..=300 seconds", w.timeout_s));
+            }
+            if w.ca_file.is_some() && !w.endpoint()?.tls {
+                return Err(err(
+                    "webhook.ca_file",
+                    "only with an https:// url",
+                    format!("{:?}", w.url),
+                ));
+            }
+        }
         if let Some(m) = &self.metrics {
             if m.listen.parse::<std::net::SocketAddr>().is_err() {
                 return Err(err(
@@ -821,11 +869,69 @@ impl Config {
                 fix(ca);
             }
         }
+        if let Some(ca) = self.webhook.as_mut().and_then(|w| w.ca_file.as_mut()) {
+            fix(ca);
+        }
+    }
+
+    /// Whether some upstream (MQTT or a webhook) delivers the alerts.
+    pub fn has_upstream(&self) -> bool {
+        self.mqtt.is_some() || self.webhook.is_some()
     }
 
     /// Whether alerts are printed as JSON lines on stdout.
     pub fn stdout_enabled(&self) -> bool {
-        self.stdout.enabled.unwrap_or(self.mqtt.is_none())
+        self.stdout.enabled.unwrap_or(!self.has_upstream())
+    }
+}
+
+/// Where a webhook URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value (`host` or `host:port`, as in the URL).
+    pub authority: String,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+impl WebhookConfig {
+    /// Parses `url` (`http://` or `https://`, a host, optional port, path).
+    pub fn endpoint(&self) -> Result<Endpoint, ConfigError> {
+        let bad = |why: &str| {
+            err(
+                "webhook.url",
+                format!("an http:// or https:// URL with a host ({why})"),
+                format!("{:?}", self.url),
+            )
+        };
+        let uri: hyper::Uri = self.url.parse().map_err(|_| bad("not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("scheme")),
+        };
+        let auth = uri.authority().ok_or_else(|| bad("no host"))?;
+        if auth.as_str().contains('@') {
+            return Err(bad("user info is not supported; use webhook.headers"));
+        }
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Endpoint {
+            tls,
+            host: host.to_string(),
+            port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            authority: auth.as_str().to_string(),
+            path: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .filter(|p| p.starts_with('/'))
+                .unwrap_or_else(|| "/".into()),
+        })
     }
 }
 
@@ -920,6 +1026,31 @@ model = "det.strix"
             parse("device = \"x\"\n").unwrap_err().key,
             "camera / speech"
         );
+    }
+
+    #[test]
+    fn webhook_url_and_headers_are_checked() {
+        let w = |extra: &str| parse(&format!("{MIN}\n[webhook]\n{extra}\n"));
+        let c = w("url = \"http://127.0.0.1:8080/hook?x=1\"").unwrap();
+        let e = c.webhook.as_ref().unwrap().endpoint().unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port, e.path.as_str()),
+            (false, "127.0.0.1", 8080, "/hook?x=1")
+        );
+        assert!(!c.stdout_enabled(), "an upstream delivers, stdout is off");
+        let e = w("url = \"https://hooks.example\"")
+            .unwrap()
+            .webhook
+            .unwrap()
+            .endpoint()
+            .unwrap();
+        assert_eq!((e.tls, e.port, e.path.as_str()), (true, 443, "/"));
+        assert_eq!(w("url = \"ftp://x/y\"").unwrap_err().key, "webhook.url");
+        assert_eq!(w("url = \"/just/a/path\"").unwrap_err().key, "webhook.url");
+        let e = w("url = \"http://h/\"\nheaders = { \"Bad Name\" = \"v\" }").unwrap_err();
+        assert_eq!(e.key, "webhook.headers.Bad Name");
+        let e = w("url = \"http://h/\"\ntimeout_s = 0").unwrap_err();
+        assert_eq!(e.key, "webhook.timeout_s");
     }
 
     #[test]

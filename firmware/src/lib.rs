@@ -10,7 +10,9 @@ pub mod gpio;
 pub mod metrics;
 pub mod outbox;
 pub mod speech;
+pub mod tls;
 pub mod upstream;
+pub mod webhook;
 
 /// Process exit codes (documented in README.md and `--help`).
 pub mod exit {

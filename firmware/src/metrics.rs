@@ -40,6 +40,9 @@ pub struct Metrics {
     pub mqtt_acked: AtomicU64,
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicBool,
+    pub webhook_posts: AtomicU64,
+    pub webhook_delivered: AtomicU64,
+    pub webhook_failures: AtomicU64,
     pub errors: AtomicU64,
     latencies: BTreeMap<&'static str, Latency>,
     gauges: Mutex<Vec<(String, Gauge)>>,
@@ -64,6 +67,9 @@ impl Default for Metrics {
             mqtt_acked: AtomicU64::new(0),
             mqtt_connects: AtomicU64::new(0),
             mqtt_connected: AtomicBool::new(false),
+            webhook_posts: AtomicU64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_failures: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latencies: STAGES.iter().map(|s| (*s, Latency::default())).collect(),
             gauges: Mutex::new(Vec::new()),
@@ -151,6 +157,21 @@ impl Metrics {
             "strix_mqtt_connects_total",
             "Successful broker connections.",
             c(&self.mqtt_connects),
+        );
+        counter(
+            "strix_webhook_posts_total",
+            "Webhook POSTs attempted (retries included).",
+            c(&self.webhook_posts),
+        );
+        counter(
+            "strix_webhook_delivered_total",
+            "Alerts the webhook answered with a 2xx status.",
+            c(&self.webhook_delivered),
+        );
+        counter(
+            "strix_webhook_failures_total",
+            "Webhook POSTs that failed (connection error, timeout or non-2xx status).",
+            c(&self.webhook_failures),
         );
         counter(
             "strix_errors_total",

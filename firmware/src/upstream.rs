@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::alert::{Alert, AlertKind, AlertType};
 use crate::config::MqttConfig;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Queue};
 
 /// Labels that drive the `vehicle` binary sensor.
 const VEHICLES: [&str; 5] = ["car", "truck", "bus", "motorcycle", "bicycle"];
@@ -39,15 +39,16 @@ pub const SENSORS: [(&str, &str); 4] = [
 pub type StateUpdate = (String, String);
 
 /// The sink: persists each alert (outbox first), prints it when `stdout`,
-/// derives the binary-sensor states, and wakes the publisher. Without a
-/// broker (`remove_after_print`) printing is the delivery, so the alert is
-/// removed from the outbox once the line is flushed.
+/// derives the binary-sensor states, and wakes the publishers. Without an
+/// upstream (`remove_after_print`) printing is the delivery, so the alert is
+/// removed from the outbox's main queue once the line is flushed.
 pub struct Sink {
     pub outbox: Arc<Outbox>,
     pub metrics: Arc<Metrics>,
     pub stdout: bool,
     pub remove_after_print: bool,
-    pub notify: Arc<Notify>,
+    /// One per publisher (MQTT, webhook), each woken on every alert.
+    pub notify: Vec<Arc<Notify>>,
     pub states: Option<mpsc::UnboundedSender<StateUpdate>>,
 }
 
@@ -58,7 +59,7 @@ impl Sink {
             return Ok(());
         }
         loop {
-            let batch = self.outbox.pending(0, 256).map_err(|e| e.to_string())?;
+            let batch = self.outbox.pending(Queue::Main, 0, 256).map_err(|e| e.to_string())?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -70,7 +71,7 @@ impl Sink {
             }
             out.flush().map_err(|e| e.to_string())?;
             let keys: Vec<u64> = batch.iter().map(|(k, _)| *k).collect();
-            self.outbox.remove(&keys).map_err(|e| e.to_string())?;
+            self.outbox.remove(Queue::Main, &keys).map_err(|e| e.to_string())?;
         }
     }
 
@@ -95,7 +96,7 @@ impl Sink {
                     let mut out = std::io::stdout().lock();
                     let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
                     if ok && self.remove_after_print {
-                        if let Err(e) = self.outbox.remove(&[key]) {
+                        if let Err(e) = self.outbox.remove(Queue::Main, &[key]) {
                             eprintln!("strixd: outbox: {e}");
                         }
                     }
@@ -106,7 +107,9 @@ impl Sink {
                     let _ = tx.send(u);
                 }
             }
-            self.notify.notify_one();
+            for n in &self.notify {
+                n.notify_one();
+            }
         }
     }
 }
@@ -153,29 +156,6 @@ pub struct Mqtt {
     pub stop: Arc<AtomicBool>,
 }
 
-/// Builds the rustls client configuration (ring provider) trusting the CA file.
-fn tls_config(cfg: &MqttConfig) -> Result<TlsConfiguration, String> {
-    let ca = cfg.ca_file.as_ref().ok_or("mqtt.tls needs mqtt.ca_file")?;
-    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificates", ca.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConfiguration::Rustls(Arc::new(config)))
-}
-
 impl Mqtt {
     fn topic(&self, suffix: &str) -> String {
         format!("{}/{}/{}", self.cfg.topic_prefix, self.device, suffix)
@@ -202,7 +182,8 @@ impl Mqtt {
             o.set_credentials(u.clone(), self.cfg.password.clone().unwrap_or_default());
         }
         if self.cfg.tls {
-            o.set_transport(Transport::Tls(tls_config(&self.cfg)?));
+            let c = crate::tls::client_config(self.cfg.ca_file.as_deref(), None)?;
+            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(c)));
         }
         Ok(o)
     }
@@ -356,7 +337,7 @@ impl Mqtt {
                 if in_flight < window {
                     let batch = self
                         .outbox
-                        .pending(cursor, window - in_flight)
+                        .pending(Queue::Main, cursor, window - in_flight)
                         .map_err(|e| e.to_string())?;
                     for (k, bytes) in batch {
                         qos1(&mut unassigned, events_topic.clone(), bytes, false, Some(k))?;
@@ -427,7 +408,7 @@ impl Mqtt {
         if acked.is_empty() {
             return Ok(());
         }
-        self.outbox.remove(acked).map_err(|e| e.to_string())?;
+        self.outbox.remove(Queue::Main, acked).map_err(|e| e.to_string())?;
         self.metrics
             .mqtt_acked
             .fetch_add(acked.len() as u64, Ordering::Relaxed);

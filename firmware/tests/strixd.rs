@@ -703,3 +703,109 @@ fn bad_inputs_give_documented_exit_codes() {
         "{help}"
     );
 }
+
+/// One request seen by [`HookServer`]: its headers (lower-case names), body,
+/// and the status it was answered with.
+#[derive(Clone, Debug)]
+struct HookRequest {
+    head: String,
+    body: Vec<u8>,
+    status: u16,
+}
+
+/// A tiny HTTP/1.1 server (std `TcpListener`, keep-alive, `Content-Length`
+/// bodies) standing in for a webhook receiver: it answers 500 to the first
+/// `fail_first` requests, then 200, and records every request.
+struct HookServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<HookRequest>>>,
+}
+
+impl HookServer {
+    fn start(fail_first: usize) -> HookServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let s = s.clone();
+                std::thread::spawn(move || Self::serve(conn, s, fail_first));
+            }
+        });
+        HookServer { port, seen }
+    }
+
+    fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<HookRequest>>>, fail_first: usize) {
+        let mut w = conn.try_clone().unwrap();
+        let mut r = BufReader::new(conn);
+        loop {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+            let status = {
+                let mut seen = seen.lock().unwrap();
+                let status = if seen.len() < fail_first { 500 } else { 200 };
+                seen.push(HookRequest { head, body, status });
+                status
+            };
+            let reason = if status == 200 { "OK" } else { "Internal Server Error" };
+            let resp = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\nok");
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn webhook_gets_every_alert_through_server_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five failures: 0.25 + 0.5 + 1 + 2 + 4 s of backoff while the speech
+    // pipeline (not paced) has long finished persisting its alerts.
+    let hook = HookServer::start(5);
+    let body = format!(
+        "device = \"hook1\"\n[stdout]\nenabled = true\n[webhook]\nurl = \"http://127.0.0.1:{}/strix/events?src=test\"\nheaders = {{ Authorization = \"Bearer t0ken\" }}\ntimeout_s = 5\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n",
+        hook.port
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let persisted = alerts(&lines);
+    assert!(persisted.len() >= 4, "voice and keyword alerts: {persisted:#?}");
+    let seen = hook.seen.lock().unwrap().clone();
+    let failed = seen.iter().filter(|r| r.status == 500).count();
+    assert_eq!(failed, 5, "the server failed for a while: {seen:#?}");
+    for r in &seen {
+        assert!(r.head.starts_with("post /strix/events?src=test http/1.1"), "{}", r.head);
+        assert!(r.head.contains("content-type: application/json"), "{}", r.head);
+        assert!(r.head.contains("authorization: bearer t0ken"), "{}", r.head);
+    }
+    let ok: Vec<Value> = seen
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    // Every persisted alert was accepted, each exactly once, in order, and
+    // byte-for-byte the JSON strixd printed.
+    assert_eq!(ok, persisted, "accepted alerts (500s: {failed})");
+}
