@@ -340,16 +340,26 @@ pub struct MqttConfig {
     /// Default `strixd-<device>`.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
-    /// Connect with TLS (rustls with ring); needs `ca_file`.
+    /// Connect with TLS (rustls with ring).
     #[serde(default)]
     pub tls: bool,
-    /// PEM file of the CA certificates trusted for the broker.
+    /// PEM file of the CA certificates trusted for the broker (default: the
+    /// system's roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that require one (with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Topics are `<topic_prefix>/<device>/...`.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
@@ -381,6 +391,25 @@ pub struct WebhookConfig {
     /// system's roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl MqttProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            MqttProtocol::V311 => "3.1.1",
+            MqttProtocol::V5 => "5",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -767,12 +796,29 @@ impl Config {
             if m.port == 0 {
                 return Err(err("mqtt.port", "1..=65535", 0));
             }
-            if m.tls && m.ca_file.is_none() {
-                return Err(err(
-                    "mqtt.ca_file",
-                    "a PEM CA file when mqtt.tls = true",
-                    "nothing",
-                ));
+            match (&m.client_cert, &m.client_key) {
+                (Some(_), None) => {
+                    return Err(err(
+                        "mqtt.client_key",
+                        "the private key of mqtt.client_cert",
+                        "nothing",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        "mqtt.client_cert",
+                        "the certificate of mqtt.client_key",
+                        "nothing",
+                    ))
+                }
+                (Some(_), Some(_)) if !m.tls => {
+                    return Err(err(
+                        "mqtt.tls",
+                        "true when a client certificate is set",
+                        "false",
+                    ))
+                }
+                _ => {}
             }
             if m.password.is_some() && m.username.is_none() {
                 return Err(err(
@@ -865,8 +911,11 @@ impl Config {
         }
         fix(&mut self.outbox.path);
         if let Some(m) = &mut self.mqtt {
-            if let Some(ca) = &mut m.ca_file {
-                fix(ca);
+            for p in [&mut m.ca_file, &mut m.client_cert, &mut m.client_key]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
             }
         }
         if let Some(ca) = self.webhook.as_mut().and_then(|w| w.ca_file.as_mut()) {
@@ -1054,8 +1103,19 @@ model = "det.strix"
     }
 
     #[test]
-    fn tls_needs_ca() {
-        let e = parse(&format!("{MIN}\n[mqtt]\nhost = \"h\"\ntls = true\n")).unwrap_err();
-        assert_eq!(e.key, "mqtt.ca_file");
+    fn mqtt_protocol_and_tls_keys() {
+        let m = |extra: &str| parse(&format!("{MIN}\n[mqtt]\nhost = \"h\"\n{extra}\n"));
+        let c = m("").unwrap();
+        assert_eq!(c.mqtt.unwrap().protocol, MqttProtocol::V311);
+        let c = m("protocol = \"5\"").unwrap();
+        assert_eq!(c.mqtt.unwrap().protocol, MqttProtocol::V5);
+        let e = m("protocol = \"4\"").unwrap_err();
+        assert!(e.to_string().contains("3.1.1"), "{e}");
+        // TLS without a CA file trusts the system roots.
+        assert!(m("tls = true").is_ok());
+        let e = m("tls = true\nclient_cert = \"c.pem\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.client_key");
+        let e = m("client_cert = \"c.pem\"\nclient_key = \"k.pem\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.tls");
     }
 }

@@ -202,7 +202,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type notice\nlog_type error\n",
                 data.display()
             ),
         )
@@ -222,11 +222,19 @@ impl Broker {
         } else {
             "mosquitto"
         };
+        // The log goes to stderr (unbuffered), appended to `mosquitto.log` beside the
+        // config (mosquitto drops root for its own user, which cannot open
+        // files in the test's private folder).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.conf.with_file_name("mosquitto.log"))
+            .unwrap();
         let child = Command::new(exe)
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("mosquitto (apt-get install mosquitto)");
         self.child = Some(child);
@@ -808,4 +816,64 @@ fn webhook_gets_every_alert_through_server_errors() {
     // Every persisted alert was accepted, each exactly once, in order, and
     // byte-for-byte the JSON strixd printed.
     assert_eq!(ok, persisted, "accepted alerts (500s: {failed})");
+}
+
+/// Retained messages on `topics` (waits up to 3 s for `n` of them), by topic.
+fn retained(port: u16, topics: &[&str], n: usize) -> HashMap<String, String> {
+    let mut o = MqttOptions::new("t-retained", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 64);
+    for t in topics {
+        client.subscribe(*t, QoS::AtLeastOnce).unwrap();
+    }
+    let mut got = HashMap::new();
+    let t0 = Instant::now();
+    while got.len() < n && t0.elapsed() < Duration::from_secs(3) {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            conn.recv_timeout(Duration::from_millis(200))
+        {
+            got.insert(p.topic.clone(), String::from_utf8_lossy(&p.payload).to_string());
+        }
+    }
+    got
+}
+
+#[test]
+fn mqtt5_delivers_events_availability_and_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let got = subscribe(port, "t-v5");
+    let body = format!(
+        "device = \"v5dev\"\n[stdout]\nenabled = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprotocol = \"5\"\nclient_id = \"strixd-v5test\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let persisted = alerts(&lines);
+    assert!(persisted.iter().any(|v| v["kind"] == "keyword"), "{persisted:#?}");
+    let got = got.lock().unwrap().clone();
+    assert_all_delivered(&persisted, &got);
+    // The broker saw an MQTT 5 client ("p5" in mosquitto's connect line).
+    let log = std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("as strixd-v5test (p5")),
+        "mosquitto log: {log}"
+    );
+    // Last will / clean shutdown and Home Assistant discovery, retained.
+    let r = retained(
+        port,
+        &[
+            "strix/v5dev/availability",
+            "homeassistant/binary_sensor/strix_v5dev/+/config",
+        ],
+        5,
+    );
+    assert_eq!(r.get("strix/v5dev/availability").map(String::as_str), Some("offline"), "{r:#?}");
+    let kw: Value = serde_json::from_str(
+        &r["homeassistant/binary_sensor/strix_v5dev/keyword/config"],
+    )
+    .unwrap();
+    assert_eq!(kw["state_topic"], "strix/v5dev/keyword");
 }
