@@ -269,8 +269,12 @@ impl Drop for Broker {
 /// Collects every message on `strix/+/events` (persistent session, QoS 1:
 /// the broker keeps messages for it across its own restarts).
 fn subscribe(port: u16, id: &str) -> Arc<Mutex<Vec<Value>>> {
+    subscribe_with(MqttOptions::new(id, "127.0.0.1", port))
+}
+
+/// [`subscribe`] with the caller's connection options (TLS, credentials).
+fn subscribe_with(mut o: MqttOptions) -> Arc<Mutex<Vec<Value>>> {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_clean_session(false);
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut conn) = Client::new(o, 64);
@@ -876,4 +880,153 @@ fn mqtt5_delivers_events_availability_and_discovery() {
     )
     .unwrap();
     assert_eq!(kw["state_topic"], "strix/v5dev/keyword");
+}
+
+/// Spawns strixd with stdout (alert lines) and stderr (log lines) collected.
+fn spawn_strixd_logged(cfg: &Path) -> (Child, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(strixd())
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |r: Box<dyn Read + Send>| {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                eprintln!("| {line}");
+                l.lock().unwrap().push(line);
+            }
+        });
+        lines
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    (child, out, err)
+}
+
+/// A test CA, a server certificate for localhost / 127.0.0.1 and a client
+/// certificate, made with the `openssl` CLI in `dir` (world-readable: the
+/// broker drops root for its own user before it reads them).
+fn make_pki(dir: &Path) {
+    need_tool("openssl");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=strix test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .current_dir(dir),
+    );
+    for (name, cn, ext) in [
+        ("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "strixd", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}")).unwrap();
+        run_ok(
+            Command::new("openssl")
+                .arg("req")
+                .args(ec)
+                .args(["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")])
+                .args(["-subj", &format!("/CN={cn}")])
+                .current_dir(dir),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args(["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key"])
+                .args(["-CAcreateserial", "-days", "2", "-out", &format!("{name}.pem")])
+                .args(["-extfile", &format!("{name}.ext")])
+                .current_dir(dir),
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn mqtt_over_tls_with_password_and_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    run_ok(
+        Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(d.join("passwd"))
+            .args(["strixd", "s3cret"]),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("passwd"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_port();
+    // The broker: TLS only, a client certificate from the test CA and a
+    // password from the password file are both required.
+    let mut broker = Broker::start(d, port);
+    broker.stop();
+    let conf = format!(
+        "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\nallow_anonymous false\npassword_file {0}/passwd\nlog_dest stderr\nlog_type all\n",
+        d.display()
+    );
+    std::fs::write(&broker.conf, conf).unwrap();
+    broker.restart();
+    let tls = strix_firmware::tls::client_config(
+        Some(&d.join("ca.pem")),
+        Some((&d.join("client.pem"), &d.join("client.key"))),
+    )
+    .unwrap();
+    let mut o = MqttOptions::new("t-tls", "localhost", port);
+    o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)));
+    o.set_credentials("strixd", "s3cret");
+    let got = subscribe_with(o);
+    let cfg_for = |ca: &str, password: &str| {
+        write_config(
+            d,
+            &format!(
+                "device = \"tls1\"\n[stdout]\nenabled = true\n[shutdown]\ndrain_timeout_s = 3\n[mqtt]\nhost = \"localhost\"\nport = {port}\ntls = true\n{ca}\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"\nusername = \"strixd\"\npassword = \"{password}\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+            ),
+        )
+    };
+    // The system roots do not trust the test CA: the broker is refused.
+    let (mut child, _, log) = spawn_strixd_logged(&cfg_for("", "s3cret"));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(got.lock().unwrap().is_empty());
+    // A wrong password: a clear error, and the alerts stay in the outbox
+    // (with the ones the run above left there).
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for("ca_file = \"ca.pem\"", "wrong"));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let first = alerts(&lines);
+    assert!(first.len() >= 4, "{first:#?}");
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("the broker refused the login") && log.contains("check mqtt.username and mqtt.password"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{} alert(s) stay in the outbox", 2 * first.len())),
+        "{log}"
+    );
+    assert!(got.lock().unwrap().is_empty());
+    // The right password: this run's alerts and the first run's arrive over TLS.
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for("ca_file = \"ca.pem\"", "s3cret"));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("mqtt: connected"), "{log}");
+    let got = got.lock().unwrap().clone();
+    assert_all_delivered(&first, &got);
+    assert_all_delivered(&second, &got);
+    let blog = std::fs::read_to_string(d.join("mosquitto.log")).unwrap();
+    assert!(blog.contains("as strixd-tls1"), "{blog}");
 }
