@@ -995,8 +995,10 @@ fn mqtt_over_tls_with_password_and_client_certificate() {
         )
     };
     // The system roots do not trust the test CA: the broker is refused.
-    let (mut child, _, log) = spawn_strixd_logged(&cfg_for("", "s3cret"));
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for("", "s3cret"));
     assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let untrusted = alerts(&lines);
     let log = log.lock().unwrap().join("\n");
     assert!(log.contains("UnknownIssuer"), "{log}");
     assert!(got.lock().unwrap().is_empty());
@@ -1025,6 +1027,7 @@ fn mqtt_over_tls_with_password_and_client_certificate() {
     let log = log.lock().unwrap().join("\n");
     assert!(log.contains("mqtt: connected"), "{log}");
     let got = got.lock().unwrap().clone();
+    assert_all_delivered(&untrusted, &got);
     assert_all_delivered(&first, &got);
     assert_all_delivered(&second, &got);
     let blog = std::fs::read_to_string(d.join("mosquitto.log")).unwrap();
