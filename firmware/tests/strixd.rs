@@ -734,7 +734,8 @@ struct HookServer {
 }
 
 impl HookServer {
-    fn start(fail_first: usize) -> HookServer {
+    /// Plain HTTP, or HTTPS when `tls` holds a server configuration.
+    fn start(fail_first: usize, tls: Option<Arc<rustls::ServerConfig>>) -> HookServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -743,14 +744,20 @@ impl HookServer {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
                 let s = s.clone();
-                std::thread::spawn(move || Self::serve(conn, s, fail_first));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => Self::serve(conn, s, fail_first),
+                    Some(cfg) => {
+                        let server = rustls::ServerConnection::new(cfg).unwrap();
+                        Self::serve(rustls::StreamOwned::new(server, conn), s, fail_first)
+                    }
+                });
             }
         });
         HookServer { port, seen }
     }
 
-    fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<HookRequest>>>, fail_first: usize) {
-        let mut w = conn.try_clone().unwrap();
+    fn serve<S: Read + Write>(conn: S, seen: Arc<Mutex<Vec<HookRequest>>>, fail_first: usize) {
         let mut r = BufReader::new(conn);
         loop {
             let mut head = String::new();
@@ -782,7 +789,8 @@ impl HookServer {
             };
             let reason = if status == 200 { "OK" } else { "Internal Server Error" };
             let resp = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\nok");
-            if w.write_all(resp.as_bytes()).is_err() {
+            let w = r.get_mut();
+            if w.write_all(resp.as_bytes()).and_then(|_| w.flush()).is_err() {
                 return;
             }
         }
@@ -794,7 +802,7 @@ fn webhook_gets_every_alert_through_server_errors() {
     let dir = tempfile::tempdir().unwrap();
     // Five failures: 0.25 + 0.5 + 1 + 2 + 4 s of backoff while the speech
     // pipeline (not paced) has long finished persisting its alerts.
-    let hook = HookServer::start(5);
+    let hook = HookServer::start(5, None);
     let body = format!(
         "device = \"hook1\"\n[stdout]\nenabled = true\n[webhook]\nurl = \"http://127.0.0.1:{}/strix/events?src=test\"\nheaders = {{ Authorization = \"Bearer t0ken\" }}\ntimeout_s = 5\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n",
         hook.port
@@ -1032,4 +1040,57 @@ fn mqtt_over_tls_with_password_and_client_certificate() {
     assert_all_delivered(&second, &got);
     let blog = std::fs::read_to_string(d.join("mosquitto.log")).unwrap();
     assert!(blog.contains("as strixd-tls1"), "{blog}");
+}
+
+#[test]
+fn webhook_over_https_checks_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let pem = |name: &str| std::fs::read(d.join(name)).unwrap();
+    let certs = rustls_pemfile::certs(&mut pem("server.pem").as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut pem("server.key").as_slice())
+        .unwrap()
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let hook = HookServer::start(0, Some(Arc::new(server)));
+    let cfg_for = |ca: &str| {
+        write_config(
+            d,
+            &format!(
+                "device = \"hook2\"\n[stdout]\nenabled = true\n[shutdown]\ndrain_timeout_s = 3\n[webhook]\nurl = \"https://localhost:{}/in\"\n{ca}\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n",
+                hook.port
+            ),
+        )
+    };
+    // System roots: the test CA is not trusted, nothing is accepted.
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for(""));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let untrusted = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(hook.seen.lock().unwrap().is_empty());
+    // With the CA: this run's alerts and the kept ones arrive, in order.
+    let (mut child, lines, _) = spawn_strixd_logged(&cfg_for("ca_file = \"ca.pem\""));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let mut want = untrusted;
+    want.extend(alerts(&lines));
+    let got: Vec<Value> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(got, want);
 }
