@@ -222,7 +222,9 @@ impl Default for SnapshotConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpeechConfig {
-    /// A WAV file (any rate and channel count; converted to 16 kHz mono).
+    /// A WAV file (any rate and channel count; converted to 16 kHz mono), or
+    /// `alsa:<device>` for live capture from an ALSA PCM (`alsa:default`,
+    /// `alsa:hw:CARD=1,DEV=0`, ...).
     pub source: PathBuf,
     /// `true`: feed audio at real time; `false`: as fast as it is processed.
     #[serde(default)]
@@ -284,6 +286,13 @@ pub struct VadConfig {
 pub enum VadKind {
     Silero,
     Energy,
+}
+
+impl SpeechConfig {
+    /// The ALSA PCM name when `source` is `alsa:<device>`.
+    pub fn alsa_device(&self) -> Option<&str> {
+        self.source.to_str()?.strip_prefix("alsa:")
+    }
 }
 
 impl VadConfig {
@@ -759,6 +768,13 @@ impl Config {
             }
         }
         if let Some(s) = &self.speech {
+            if s.alsa_device().is_some_and(|d| d.trim().is_empty()) {
+                return Err(err(
+                    "speech.source",
+                    "an ALSA PCM name after \"alsa:\" (e.g. \"alsa:default\")",
+                    "\"alsa:\"",
+                ));
+            }
             if !(10..=1000).contains(&s.hop_ms) {
                 return Err(err("speech.hop_ms", "10..=1000 ms", s.hop_ms));
             }
@@ -903,7 +919,9 @@ impl Config {
             fix(&mut c.snapshots.dir);
         }
         if let Some(s) = &mut self.speech {
-            fix(&mut s.source);
+            if s.alsa_device().is_none() {
+                fix(&mut s.source);
+            }
             fix(&mut s.model);
             if let Some(v) = &mut s.vad.model {
                 fix(v);

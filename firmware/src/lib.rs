@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod board;
 pub mod camera;
+pub mod capture;
 pub mod config;
 pub mod gpio;
 pub mod metrics;

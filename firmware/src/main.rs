@@ -119,7 +119,7 @@ fn run(cfg: Config, check_only: bool) -> i32 {
             }
             _ => None,
         };
-        let audio = speech::load_audio(&s.source)
+        let audio = speech::open_input(s)
             .unwrap_or_else(|e| fail(exit::MEDIA, format!("speech source: {e}")));
         (Arc::new(model), vad, kws, audio)
     });

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub frames_inferred: AtomicU64,
     pub audio_samples: AtomicU64,
     pub audio_blocked: AtomicU64,
+    pub audio_overruns: AtomicU64,
     pub kws_windows: AtomicU64,
     pub alerts: AtomicU64,
     pub mqtt_published: AtomicU64,
@@ -61,6 +62,7 @@ impl Default for Metrics {
             frames_inferred: AtomicU64::new(0),
             audio_samples: AtomicU64::new(0),
             audio_blocked: AtomicU64::new(0),
+            audio_overruns: AtomicU64::new(0),
             kws_windows: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
             mqtt_published: AtomicU64::new(0),
@@ -132,6 +134,11 @@ impl Metrics {
             "strix_audio_backpressure_total",
             "Audio chunks whose hand-off had to wait (audio is never dropped).",
             c(&self.audio_blocked),
+        );
+        counter(
+            "strix_audio_overruns_total",
+            "Live capture losses: ALSA overruns (xruns) and capture buffers dropped because the hand-off queue was full.",
+            c(&self.audio_overruns),
         );
         counter(
             "strix_kws_windows_total",
