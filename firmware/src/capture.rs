@@ -35,7 +35,8 @@ impl StreamResampler {
         let period = (u64::from(from_hz) / gcd(u64::from(from_hz), u64::from(to_hz))) as usize;
         // The kernel reaches 32 zero crossings each side; a crossing is
         // max(1, from/to) / 0.92 input samples (see `resample`).
-        let reach = (32.0 * (f64::from(from_hz) / f64::from(to_hz)).max(1.0) / 0.92).ceil() as usize + 4;
+        let reach =
+            (32.0 * (f64::from(from_hz) / f64::from(to_hz)).max(1.0) / 0.92).ceil() as usize + 4;
         let pad = reach.div_ceil(period) * period;
         // About 50 ms per block (at least one period).
         let block = (from_hz as usize / 20).div_ceil(period).max(1) * period;
@@ -122,7 +123,11 @@ mod alsa_input {
     fn input_names(host: &cpal::Host) -> String {
         let names: Vec<String> = host
             .input_devices()
-            .map(|d| d.filter_map(|d| d.id().ok()).map(|id| id.to_string()).collect())
+            .map(|d| {
+                d.filter_map(|d| d.id().ok())
+                    .map(|id| id.to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         if names.is_empty() {
             "none found".into()
@@ -136,8 +141,7 @@ mod alsa_input {
         /// the device offers it (no resampling), else its default rate;
         /// samples i16, i32 or f32, any channel count (averaged to mono).
         pub fn open(name: &str) -> Result<AlsaInput, String> {
-            let host = cpal::host_from_id(cpal::HostId::Alsa)
-                .map_err(|e| format!("ALSA: {e}"))?;
+            let host = cpal::host_from_id(cpal::HostId::Alsa).map_err(|e| format!("ALSA: {e}"))?;
             let id: cpal::DeviceId = format!("alsa:{name}")
                 .parse()
                 .map_err(|e| format!("ALSA device {name:?}: {e}"))?;
@@ -147,7 +151,9 @@ mod alsa_input {
                     input_names(&host)
                 )
             })?;
-            let ok = |f: SampleFormat| matches!(f, SampleFormat::I16 | SampleFormat::I32 | SampleFormat::F32);
+            let ok = |f: SampleFormat| {
+                matches!(f, SampleFormat::I16 | SampleFormat::I32 | SampleFormat::F32)
+            };
             let ranges: Vec<_> = device
                 .supported_input_configs()
                 .map_err(|e| format!("ALSA device {name:?}: {e}"))?
@@ -228,7 +234,7 @@ mod alsa_input {
             let ch = usize::from(self.channels.max(1));
             let inv = 1.0 / ch as f32;
             self.device.build_input_stream::<T, _, _>(
-                config.clone(),
+                *config,
                 move |data: &[T], _| {
                     let mono: Vec<f32> = data
                         .chunks_exact(ch)
@@ -284,7 +290,11 @@ mod tests {
             assert!(out.len() + s.delay() * to as usize / from as usize + 2 >= whole.len());
             // Away from the end (which the stream has not seen yet), the two agree.
             let cmp = out.len().min(whole.len());
-            assert!(cmp > whole.len() / 2, "{from}->{to}: {cmp} of {}", whole.len());
+            assert!(
+                cmp > whole.len() / 2,
+                "{from}->{to}: {cmp} of {}",
+                whole.len()
+            );
             let max = (0..cmp)
                 .map(|j| (out[j] - whole[j]).abs())
                 .fold(0.0f32, f32::max);

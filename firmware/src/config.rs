@@ -80,8 +80,8 @@ pub struct CameraConfig {
     /// Camera name in events (default `camera`).
     #[serde(default = "default_camera_name")]
     pub name: String,
-    /// A directory of images, a `.y4m` or `.mjpeg`/`.mjpg` file, or any video
-    /// file `ffmpeg` decodes.
+    /// A directory of images, a `.y4m` or `.mjpeg`/`.mjpg` file, any video
+    /// file or URL (`rtsp://...`) `ffmpeg` decodes, or `v4l2:/dev/videoN`.
     pub source: PathBuf,
     /// Frames per second: the pacing of file sources (and the frame clock of
     /// image directories).
@@ -914,7 +914,11 @@ impl Config {
             fix(b);
         }
         if let Some(c) = &mut self.camera {
-            fix(&mut c.source);
+            let live = crate::camera::source::v4l2_device(&c.source).is_some()
+                || crate::camera::source::is_url(&c.source);
+            if !live {
+                fix(&mut c.source);
+            }
             fix(&mut c.model);
             fix(&mut c.snapshots.dir);
         }

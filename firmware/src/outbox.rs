@@ -342,19 +342,26 @@ mod tests {
         let mut a = alert(AlertType::New);
         let k = ob.push(&mut a).unwrap();
         ob.push(&mut alert(AlertType::End)).unwrap();
-        assert_eq!((ob.queue_len(Queue::Main), ob.queue_len(Queue::Webhook)), (2, 2));
+        assert_eq!(
+            (ob.queue_len(Queue::Main), ob.queue_len(Queue::Webhook)),
+            (2, 2)
+        );
         assert_eq!(ob.len(), 4);
         let m = ob.pending(Queue::Main, 0, 10).unwrap();
         let w = ob.pending(Queue::Webhook, 0, 10).unwrap();
         assert_eq!(m, w, "same keys and bytes (so the same msg_id)");
         assert_eq!(m[0].0, k);
         ob.remove(Queue::Webhook, &[k]).unwrap();
-        assert_eq!((ob.queue_len(Queue::Main), ob.queue_len(Queue::Webhook)), (2, 1));
+        assert_eq!(
+            (ob.queue_len(Queue::Main), ob.queue_len(Queue::Webhook)),
+            (2, 1)
+        );
         drop(ob);
         // Reopened with the webhook only: its queue is as it was left.
         let ob = Outbox::open(&p, 100, &[Queue::Webhook]).unwrap();
         assert_eq!(ob.len(), 1);
-        let back: Alert = serde_json::from_slice(&ob.pending(Queue::Webhook, 0, 10).unwrap()[0].1).unwrap();
+        let back: Alert =
+            serde_json::from_slice(&ob.pending(Queue::Webhook, 0, 10).unwrap()[0].1).unwrap();
         assert_ne!(back.msg_id, a.msg_id);
     }
 }

@@ -583,7 +583,11 @@ fn capture_alsa(dev: crate::capture::AlsaInput, tx: Sender<Chunk>, ctx: Ctx) {
         dev.name,
         dev.rate,
         dev.channels,
-        if dev.rate as usize == SAMPLE_RATE { "" } else { ", resampled to 16 kHz" }
+        if dev.rate as usize == SAMPLE_RATE {
+            ""
+        } else {
+            ", resampled to 16 kHz"
+        }
     );
     let mut rs = crate::capture::StreamResampler::new(dev.rate, SAMPLE_RATE as u32);
     let mut pending: Vec<f32> = Vec::with_capacity(2 * CHUNK);
@@ -593,7 +597,10 @@ fn capture_alsa(dev: crate::capture::AlsaInput, tx: Sender<Chunk>, ctx: Ctx) {
             Ok(b) => b,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                eprintln!("strixd: speech: ALSA {}: the capture stream ended", dev.name);
+                eprintln!(
+                    "strixd: speech: ALSA {}: the capture stream ended",
+                    dev.name
+                );
                 return;
             }
         };

@@ -61,7 +61,10 @@ impl Sink {
             return Ok(());
         }
         loop {
-            let batch = self.outbox.pending(Queue::Main, 0, 256).map_err(|e| e.to_string())?;
+            let batch = self
+                .outbox
+                .pending(Queue::Main, 0, 256)
+                .map_err(|e| e.to_string())?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -73,7 +76,9 @@ impl Sink {
             }
             out.flush().map_err(|e| e.to_string())?;
             let keys: Vec<u64> = batch.iter().map(|(k, _)| *k).collect();
-            self.outbox.remove(Queue::Main, &keys).map_err(|e| e.to_string())?;
+            self.outbox
+                .remove(Queue::Main, &keys)
+                .map_err(|e| e.to_string())?;
         }
     }
 
@@ -183,7 +188,8 @@ impl Mqtt {
     }
 
     fn options_v4(&self) -> Result<rumqttc::MqttOptions, String> {
-        let mut o = rumqttc::MqttOptions::new(self.client_id(), self.cfg.host.clone(), self.cfg.port);
+        let mut o =
+            rumqttc::MqttOptions::new(self.client_id(), self.cfg.host.clone(), self.cfg.port);
         o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
         o.set_clean_session(true);
         o.set_inflight(self.cfg.inflight.saturating_add(16));
@@ -454,7 +460,11 @@ impl Mqtt {
                         if let Some(key) = by_pkid.remove(&pkid) {
                             eprintln!(
                                 "strixd: mqtt: broker refused a publish ({why}); {}",
-                                if key.is_some() { "the alert stays in the outbox" } else { "a status message" }
+                                if key.is_some() {
+                                    "the alert stays in the outbox"
+                                } else {
+                                    "a status message"
+                                }
                             );
                             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -475,7 +485,9 @@ impl Mqtt {
         if acked.is_empty() {
             return Ok(());
         }
-        self.outbox.remove(Queue::Main, acked).map_err(|e| e.to_string())?;
+        self.outbox
+            .remove(Queue::Main, acked)
+            .map_err(|e| e.to_string())?;
         self.metrics
             .mqtt_acked
             .fetch_add(acked.len() as u64, Ordering::Relaxed);
@@ -490,7 +502,13 @@ enum MqttClient {
 }
 
 impl MqttClient {
-    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> Result<(), String> {
+    fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
         let queued = match self {
             MqttClient::V4(c) => c.try_publish(topic, qos, retain, payload).is_ok(),
             MqttClient::V5(c) => c.try_publish(topic, qos_v5(qos), retain, payload).is_ok(),
@@ -566,7 +584,9 @@ const CREDENTIALS_HINT: &str = "check mqtt.username and mqtt.password";
 fn error_v4(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectReturnCode as C;
     match e {
-        rumqttc::ConnectionError::ConnectionRefused(c @ (C::BadUserNamePassword | C::NotAuthorized)) => {
+        rumqttc::ConnectionError::ConnectionRefused(
+            c @ (C::BadUserNamePassword | C::NotAuthorized),
+        ) => {
             format!("the broker refused the login ({c:?}): {CREDENTIALS_HINT}")
         }
         e => e.to_string(),

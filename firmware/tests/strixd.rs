@@ -787,10 +787,17 @@ impl HookServer {
                 seen.push(HookRequest { head, body, status });
                 status
             };
-            let reason = if status == 200 { "OK" } else { "Internal Server Error" };
+            let reason = if status == 200 {
+                "OK"
+            } else {
+                "Internal Server Error"
+            };
             let resp = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\nok");
             let w = r.get_mut();
-            if w.write_all(resp.as_bytes()).and_then(|_| w.flush()).is_err() {
+            if w.write_all(resp.as_bytes())
+                .and_then(|_| w.flush())
+                .is_err()
+            {
                 return;
             }
         }
@@ -811,13 +818,24 @@ fn webhook_gets_every_alert_through_server_errors() {
     let (mut child, lines) = spawn_strixd(&cfg);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
     let persisted = alerts(&lines);
-    assert!(persisted.len() >= 4, "voice and keyword alerts: {persisted:#?}");
+    assert!(
+        persisted.len() >= 4,
+        "voice and keyword alerts: {persisted:#?}"
+    );
     let seen = hook.seen.lock().unwrap().clone();
     let failed = seen.iter().filter(|r| r.status == 500).count();
     assert_eq!(failed, 5, "the server failed for a while: {seen:#?}");
     for r in &seen {
-        assert!(r.head.starts_with("post /strix/events?src=test http/1.1"), "{}", r.head);
-        assert!(r.head.contains("content-type: application/json"), "{}", r.head);
+        assert!(
+            r.head.starts_with("post /strix/events?src=test http/1.1"),
+            "{}",
+            r.head
+        );
+        assert!(
+            r.head.contains("content-type: application/json"),
+            "{}",
+            r.head
+        );
         assert!(r.head.contains("authorization: bearer t0ken"), "{}", r.head);
     }
     let ok: Vec<Value> = seen
@@ -844,7 +862,10 @@ fn retained(port: u16, topics: &[&str], n: usize) -> HashMap<String, String> {
         if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
             conn.recv_timeout(Duration::from_millis(200))
         {
-            got.insert(p.topic.clone(), String::from_utf8_lossy(&p.payload).to_string());
+            got.insert(
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).to_string(),
+            );
         }
     }
     got
@@ -864,7 +885,10 @@ fn mqtt5_delivers_events_availability_and_discovery() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
     std::thread::sleep(Duration::from_millis(500));
     let persisted = alerts(&lines);
-    assert!(persisted.iter().any(|v| v["kind"] == "keyword"), "{persisted:#?}");
+    assert!(
+        persisted.iter().any(|v| v["kind"] == "keyword"),
+        "{persisted:#?}"
+    );
     let got = got.lock().unwrap().clone();
     assert_all_delivered(&persisted, &got);
     // The broker saw an MQTT 5 client ("p5" in mosquitto's connect line).
@@ -882,16 +906,21 @@ fn mqtt5_delivers_events_availability_and_discovery() {
         ],
         5,
     );
-    assert_eq!(r.get("strix/v5dev/availability").map(String::as_str), Some("offline"), "{r:#?}");
-    let kw: Value = serde_json::from_str(
-        &r["homeassistant/binary_sensor/strix_v5dev/keyword/config"],
-    )
-    .unwrap();
+    assert_eq!(
+        r.get("strix/v5dev/availability").map(String::as_str),
+        Some("offline"),
+        "{r:#?}"
+    );
+    let kw: Value =
+        serde_json::from_str(&r["homeassistant/binary_sensor/strix_v5dev/keyword/config"]).unwrap();
     assert_eq!(kw["state_topic"], "strix/v5dev/keyword");
 }
 
+/// Lines of a child's output, collected by a thread.
+type Lines = Arc<Mutex<Vec<String>>>;
+
 /// Spawns strixd with stdout (alert lines) and stderr (log lines) collected.
-fn spawn_strixd_logged(cfg: &Path) -> (Child, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
+fn spawn_strixd_logged(cfg: &Path) -> (Child, Lines, Lines) {
     let mut child = Command::new(strixd())
         .arg("--config")
         .arg(cfg)
@@ -920,33 +949,76 @@ fn spawn_strixd_logged(cfg: &Path) -> (Child, Arc<Mutex<Vec<String>>>, Arc<Mutex
 /// broker drops root for its own user before it reads them).
 fn make_pki(dir: &Path) {
     need_tool("openssl");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     run_ok(
         Command::new("openssl")
             .args(["req", "-x509"])
             .args(ec)
-            .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=strix test CA"])
+            .args([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=strix test CA",
+            ])
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
             .current_dir(dir),
     );
     for (name, cn, ext) in [
-        ("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        (
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
         ("client", "strixd", "extendedKeyUsage=clientAuth\n"),
     ] {
-        std::fs::write(dir.join(format!("{name}.ext")), format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}")).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+        )
+        .unwrap();
         run_ok(
             Command::new("openssl")
                 .arg("req")
                 .args(ec)
-                .args(["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")])
+                .args([
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ])
                 .args(["-subj", &format!("/CN={cn}")])
                 .current_dir(dir),
         );
         run_ok(
             Command::new("openssl")
-                .args(["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key"])
-                .args(["-CAcreateserial", "-days", "2", "-out", &format!("{name}.pem")])
+                .args([
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                ])
+                .args([
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-out",
+                    &format!("{name}.pem"),
+                ])
                 .args(["-extfile", &format!("{name}.ext")])
                 .current_dir(dir),
         );
@@ -991,7 +1063,9 @@ fn mqtt_over_tls_with_password_and_client_certificate() {
     )
     .unwrap();
     let mut o = MqttOptions::new("t-tls", "localhost", port);
-    o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)));
+    o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+        tls,
+    )));
     o.set_credentials("strixd", "s3cret");
     let got = subscribe_with(o);
     let cfg_for = |ca: &str, password: &str| {
@@ -1019,7 +1093,8 @@ fn mqtt_over_tls_with_password_and_client_certificate() {
     assert!(first.len() >= 4, "{first:#?}");
     let log = log.lock().unwrap().join("\n");
     assert!(
-        log.contains("the broker refused the login") && log.contains("check mqtt.username and mqtt.password"),
+        log.contains("the broker refused the login")
+            && log.contains("check mqtt.username and mqtt.password"),
         "{log}"
     );
     assert!(
@@ -1111,7 +1186,9 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
     run_ok(
         Command::new("sox")
             .arg(a.dir.join("speech.wav"))
-            .args(["-t", "raw", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed"])
+            .args([
+                "-t", "raw", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed",
+            ])
             .arg(&raw),
     );
     let data = std::fs::read(&raw).unwrap();
@@ -1159,7 +1236,10 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::new(Mutex::new(Vec::new()));
     for (r, l) in [
-        (Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, lines.clone()),
+        (
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            lines.clone(),
+        ),
         (Box::new(child.stderr.take().unwrap()), log.clone()),
     ] {
         std::thread::spawn(move || {
@@ -1195,9 +1275,15 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
     assert_eq!(kw.len(), 2, "{:#?}", alerts(&lines));
     assert!(kw.iter().all(|v| v["label"] == "yes"), "{kw:#?}");
     // The "yes" clips start at 1 s and 5 s of the stream.
-    assert!((1.0..2.0).contains(&times[0]) && (5.0..6.0).contains(&times[1]), "{times:?}");
+    assert!(
+        (1.0..2.0).contains(&times[0]) && (5.0..6.0).contains(&times[1]),
+        "{times:?}"
+    );
     let log = log.lock().unwrap().join("\n");
-    assert!(log.contains("capturing from ALSA strixtest (16000 Hz, 1 channel(s))"), "{log}");
+    assert!(
+        log.contains("capturing from ALSA strixtest (16000 Hz, 1 channel(s))"),
+        "{log}"
+    );
     let metric = |name: &str| -> f64 {
         m.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -1207,4 +1293,185 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
     };
     assert_eq!(metric("strix_audio_overruns_total"), 0.0);
     assert!(metric("strix_audio_samples_total") >= 6.0 * 16000.0, "{m}");
+}
+
+/// Removes every DHT (Huffman table) segment before the scan, as many UVC
+/// cameras send MJPEG (the decoder must then use the standard tables).
+fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        let (m, len) = (
+            jpeg[i + 1],
+            u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize,
+        );
+        if m == 0xDA {
+            out.extend_from_slice(&jpeg[i..]);
+            return out;
+        }
+        if m != 0xC4 {
+            out.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    panic!("no scan in the JPEG");
+}
+
+/// V4L2 frame conversion on recorded buffers (the test double for a camera):
+/// a 640x480 YUYV buffer and an MJPEG buffer, both made by ffmpeg from a
+/// shipped photo, converted by strixd and compared with ffmpeg's own RGB.
+#[test]
+fn v4l2_frames_convert_like_ffmpeg() {
+    use strix_firmware::camera::v4l2::{convert, PixelFormat};
+    need_tool("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let photo = root().join("models/images/fastestdet_3.jpg");
+    let ff = |args: &[&str]| {
+        run_ok(
+            Command::new("ffmpeg")
+                .args(["-loglevel", "error", "-y"])
+                .args(args)
+                .current_dir(d),
+        )
+    };
+    let src = photo.display().to_string();
+    ff(&[
+        "-i",
+        &src,
+        "-vf",
+        "scale=640:480",
+        "-pix_fmt",
+        "yuyv422",
+        "-f",
+        "rawvideo",
+        "frame.yuyv",
+    ]);
+    ff(&[
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuyv422",
+        "-s",
+        "640x480",
+        "-i",
+        "frame.yuyv",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "frame.rgb",
+    ]);
+    // `-huffman default`: the standard tables, as UVC cameras use.
+    ff(&[
+        "-i",
+        &src,
+        "-vf",
+        "scale=640:480",
+        "-q:v",
+        "3",
+        "-huffman",
+        "default",
+        "-f",
+        "mjpeg",
+        "frame.mjpg",
+    ]);
+    let yuyv = std::fs::read(d.join("frame.yuyv")).unwrap();
+    let want = std::fs::read(d.join("frame.rgb")).unwrap();
+    assert_eq!(yuyv.len(), 640 * 480 * 2);
+    let cam = Path::new("/dev/video-test");
+    let got = convert(PixelFormat::Yuyv, 640, 480, 1280, &yuyv, cam).unwrap();
+    let diffs: Vec<i32> = got
+        .rgb
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .collect();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let max = *diffs.iter().max().unwrap();
+    eprintln!("YUYV vs ffmpeg rgb24: mean |diff| {mean:.3}, max {max}");
+    assert!(mean < 2.0 && max <= 8, "mean {mean}, max {max}");
+    // The same buffer in a driver's padded rows (stride 1344) converts the same.
+    let padded: Vec<u8> = yuyv
+        .chunks_exact(1280)
+        .flat_map(|r| r.iter().copied().chain([0u8; 64]))
+        .collect();
+    assert_eq!(
+        convert(PixelFormat::Yuyv, 640, 480, 1344, &padded, cam).unwrap(),
+        got
+    );
+    // MJPEG, with its Huffman tables and without them (UVC style).
+    let mjpg = std::fs::read(d.join("frame.mjpg")).unwrap();
+    let full = convert(PixelFormat::Mjpeg, 640, 480, 0, &mjpg, cam).unwrap();
+    let mean_vs_yuyv = full
+        .rgb
+        .iter()
+        .zip(&got.rgb)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .sum::<i32>() as f64
+        / full.rgb.len() as f64;
+    assert!(
+        mean_vs_yuyv < 6.0,
+        "MJPEG and YUYV frames of one photo: mean |diff| {mean_vs_yuyv}"
+    );
+    let bare = strip_dht(&mjpg);
+    assert!(bare.len() < mjpg.len());
+    let no_dht = convert(PixelFormat::Mjpeg, 640, 480, 0, &bare, cam).unwrap();
+    assert_eq!(
+        no_dht, full,
+        "decoded with the standard tables strixd inserts"
+    );
+}
+
+/// Serves `file` to every GET (HTTP/1.1, whole body, then close): a stand-in
+/// for a network camera stream that ffmpeg reads by URL.
+fn serve_file(file: PathBuf) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let body = std::fs::read(&file).unwrap();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn
+                    .write_all(head.as_bytes())
+                    .and_then(|_| conn.write_all(&body));
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn camera_reads_a_url_through_ffmpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clip("one.y4m", &[false, true, false]);
+    let port = serve_file(clip);
+    let body = format!(
+        "device = \"url1\"\n{}",
+        CAMERA
+            .replace("@CLIP@", &format!("http://127.0.0.1:{port}/live/one.y4m"))
+            .replace("@RT@", "false")
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let ev = alerts(&lines);
+    let person: Vec<&Value> = ev.iter().filter(|v| v["label"] == "person").collect();
+    let ids: HashSet<&str> = person.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one person event from the URL source: {ev:#?}"
+    );
+    assert_eq!(person.last().unwrap()["type"], "end");
 }
