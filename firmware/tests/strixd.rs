@@ -736,7 +736,16 @@ struct HookServer {
 impl HookServer {
     /// Plain HTTP, or HTTPS when `tls` holds a server configuration.
     fn start(fail_first: usize, tls: Option<Arc<rustls::ServerConfig>>) -> HookServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(0, fail_first, tls)
+    }
+
+    /// [`HookServer::start`] on a given port (0: any free one).
+    fn start_on(
+        port: u16,
+        fail_first: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> HookServer {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
@@ -1474,4 +1483,87 @@ fn camera_reads_a_url_through_ffmpeg() {
         "one person event from the URL source: {ev:#?}"
     );
     assert_eq!(person.last().unwrap()["type"], "end");
+}
+
+#[test]
+fn webhook_down_at_start_then_up_and_mqtt_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = free_port();
+    let mqtt_port = free_port();
+    let _broker = Broker::start(dir.path(), mqtt_port);
+    let got = subscribe(mqtt_port, "t-both");
+    let body = format!(
+        "device = \"hook3\"\n[stdout]\nenabled = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n[webhook]\nurl = \"http://127.0.0.1:{hook_port}/\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg);
+    // Nothing listens on the webhook port yet: MQTT delivers meanwhile.
+    let t0 = Instant::now();
+    while got.lock().unwrap().len() < 4 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "MQTT held back by the webhook"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let hook = HookServer::start_on(hook_port, 0, None);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let persisted = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("connect: Connection refused"), "{log}");
+    assert!(log.contains("delivering again"), "{log}");
+    let posted: Vec<Value> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted, persisted);
+    assert_all_delivered(&persisted, &got.lock().unwrap());
+}
+
+#[test]
+fn mqtt5_refused_publish_keeps_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Broker::start(dir.path(), port);
+    broker.stop();
+    // Anonymous clients may publish availability and sensor states but
+    // not events: MQTT 5 answers those with PUBACK "not authorized".
+    std::fs::write(
+        dir.path().join("acl"),
+        "topic readwrite strix/+/availability\ntopic readwrite strix/+/person\ntopic readwrite strix/+/vehicle\ntopic readwrite strix/+/voice\ntopic readwrite strix/+/keyword\ntopic readwrite homeassistant/#\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path().to_path_buf(), dir.path().join("acl")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let conf = std::fs::read_to_string(&broker.conf).unwrap();
+    std::fs::write(
+        &broker.conf,
+        format!("{conf}acl_file {}\n", dir.path().join("acl").display()),
+    )
+    .unwrap();
+    broker.restart();
+    let body = format!(
+        "device = \"v5acl\"\n[stdout]\nenabled = true\n[shutdown]\ndrain_timeout_s = 3\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprotocol = \"5\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let n = alerts(&lines).len();
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("broker refused a publish (NotAuthorized); the alert stays in the outbox"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{n} alert(s) stay in the outbox")),
+        "{log}"
+    );
 }
