@@ -92,15 +92,16 @@ pub use alsa_input::AlsaInput;
 mod alsa_input {
     use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
     use cpal::{SampleFormat, SizedSample};
-    use crossbeam_channel::{Receiver, Sender, TrySendError};
+    use crossbeam_channel::{Receiver, Sender};
+    use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     use crate::metrics::Metrics;
 
-    /// Callback buffers the hand-off queue holds (a few seconds at usual
-    /// ALSA periods); when it is full the buffer is dropped and counted.
-    const QUEUE: usize = 1024;
+    /// Audio the hand-off queue holds, seconds (whatever the period size);
+    /// a buffer that would overfill it is dropped and counted.
+    const QUEUE_SECONDS: usize = 10;
 
     /// An ALSA capture device, checked at start; [`AlsaInput::start`] opens
     /// the stream (on the calling thread: cpal streams stay where they are
@@ -116,8 +117,22 @@ mod alsa_input {
 
     /// A running capture: mono `f32` buffers at the device rate.
     pub struct Running {
-        pub rx: Receiver<Vec<f32>>,
+        rx: Receiver<Vec<f32>>,
+        /// Samples queued in `rx` (the callback adds, `recv` subtracts).
+        queued: Arc<AtomicUsize>,
         _stream: cpal::Stream,
+    }
+
+    impl Running {
+        /// The next buffer, waiting up to `timeout`.
+        pub fn recv(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<Vec<f32>, crossbeam_channel::RecvTimeoutError> {
+            let b = self.rx.recv_timeout(timeout)?;
+            self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+            Ok(b)
+        }
     }
 
     fn input_names(host: &cpal::Host) -> String {
@@ -137,10 +152,11 @@ mod alsa_input {
     }
 
     impl AlsaInput {
-        /// Finds the capture device `name` and picks its format: 16 kHz when
-        /// the device offers it (no resampling), else its default rate;
-        /// samples i16, i32 or f32, any channel count (averaged to mono).
-        pub fn open(name: &str) -> Result<AlsaInput, String> {
+        /// Finds the capture device `name` and picks its format: `rate` when
+        /// given, else 16 kHz when the device offers it (no resampling), else
+        /// its default rate; samples i16, i32 or f32, any channel count
+        /// (averaged to mono).
+        pub fn open(name: &str, rate: Option<u32>) -> Result<AlsaInput, String> {
             let host = cpal::host_from_id(cpal::HostId::Alsa).map_err(|e| format!("ALSA: {e}"))?;
             let id: cpal::DeviceId = format!("alsa:{name}")
                 .parse()
@@ -159,12 +175,33 @@ mod alsa_input {
                 .map_err(|e| format!("ALSA device {name:?}: {e}"))?
                 .filter(|r| ok(r.sample_format()))
                 .collect();
-            let at_16k = ranges
-                .iter()
-                .filter(|r| r.min_sample_rate() <= 16_000 && 16_000 <= r.max_sample_rate())
-                .min_by_key(|r| (r.channels(), r.sample_format() != SampleFormat::I16))
-                .map(|r| r.with_sample_rate(16_000));
-            let chosen = match at_16k {
+            let at = |hz: u32| {
+                ranges
+                    .iter()
+                    .filter(|r| r.min_sample_rate() <= hz && hz <= r.max_sample_rate())
+                    .min_by_key(|r| (r.channels(), r.sample_format() != SampleFormat::I16))
+                    .map(|r| r.with_sample_rate(hz))
+            };
+            if let Some(hz) = rate {
+                let c = at(hz).ok_or_else(|| {
+                    let offered: Vec<String> = ranges
+                        .iter()
+                        .map(|r| format!("{}-{} Hz", r.min_sample_rate(), r.max_sample_rate()))
+                        .collect();
+                    format!(
+                        "ALSA device {name:?} does not capture at speech.capture_rate = {hz} (it offers {})",
+                        offered.join(", ")
+                    )
+                })?;
+                return Ok(AlsaInput {
+                    name: name.to_string(),
+                    device,
+                    rate: c.sample_rate(),
+                    channels: c.channels(),
+                    format: c.sample_format(),
+                });
+            }
+            let chosen = match at(16_000) {
                 Some(c) => c,
                 None => device
                     .default_input_config()
@@ -188,7 +225,9 @@ mod alsa_input {
         /// dropped because the hand-off queue was full. Other stream errors
         /// are logged and counted in `metrics.errors`.
         pub fn start(&self, metrics: Arc<Metrics>) -> Result<Running, String> {
-            let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+            // Unbounded channel, bounded in samples by `queued`.
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let queued = Arc::new(AtomicUsize::new(0));
             let config = cpal::StreamConfig {
                 channels: self.channels,
                 sample_rate: self.rate,
@@ -205,10 +244,11 @@ mod alsa_input {
                     eprintln!("strixd: speech: ALSA {name}: {e}");
                 }
             };
+            let gate = (queued.clone(), QUEUE_SECONDS * self.rate as usize);
             let stream = match self.format {
-                SampleFormat::I16 => self.build::<i16>(&config, tx, metrics, on_error),
-                SampleFormat::I32 => self.build::<i32>(&config, tx, metrics, on_error),
-                _ => self.build::<f32>(&config, tx, metrics, on_error),
+                SampleFormat::I16 => self.build::<i16>(&config, tx, gate, metrics, on_error),
+                SampleFormat::I32 => self.build::<i32>(&config, tx, gate, metrics, on_error),
+                _ => self.build::<f32>(&config, tx, gate, metrics, on_error),
             }
             .map_err(|e| format!("ALSA device {:?}: {e}", self.name))?;
             stream
@@ -216,6 +256,7 @@ mod alsa_input {
                 .map_err(|e| format!("ALSA device {:?}: {e}", self.name))?;
             Ok(Running {
                 rx,
+                queued,
                 _stream: stream,
             })
         }
@@ -224,6 +265,7 @@ mod alsa_input {
             &self,
             config: &cpal::StreamConfig,
             tx: Sender<Vec<f32>>,
+            (queued, cap): (Arc<AtomicUsize>, usize),
             metrics: Arc<Metrics>,
             on_error: impl FnMut(cpal::Error) + Send + 'static,
         ) -> Result<cpal::Stream, cpal::Error>
@@ -247,8 +289,14 @@ mod alsa_input {
                         .collect();
                     // The audio callback must not block: a full queue means
                     // analysis is far behind; drop and count.
-                    if let Err(TrySendError::Full(_)) = tx.try_send(mono) {
+                    let n = mono.len();
+                    if queued.load(Ordering::Relaxed) + n > cap {
                         metrics.audio_overruns.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    queued.fetch_add(n, Ordering::Relaxed);
+                    if tx.send(mono).is_err() {
+                        queued.fetch_sub(n, Ordering::Relaxed);
                     }
                 },
                 on_error,

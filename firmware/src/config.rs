@@ -226,6 +226,10 @@ pub struct SpeechConfig {
     /// `alsa:<device>` for live capture from an ALSA PCM (`alsa:default`,
     /// `alsa:hw:CARD=1,DEV=0`, ...).
     pub source: PathBuf,
+    /// ALSA only: capture at this rate (Hz) and resample to 16 kHz. Default:
+    /// 16 kHz when the device offers it, else the device's default rate.
+    #[serde(default)]
+    pub capture_rate: Option<u32>,
     /// `true`: feed audio at real time; `false`: as fast as it is processed.
     #[serde(default)]
     pub realtime: bool,
@@ -775,6 +779,18 @@ impl Config {
                     "\"alsa:\"",
                 ));
             }
+            if let Some(r) = s.capture_rate {
+                if s.alsa_device().is_none() {
+                    return Err(err(
+                        "speech.capture_rate",
+                        "an \"alsa:<device>\" source (WAV files keep their own rate)",
+                        format!("{:?}", s.source.display().to_string()),
+                    ));
+                }
+                if !(8_000..=192_000).contains(&r) {
+                    return Err(err("speech.capture_rate", "8000..=192000 Hz", r));
+                }
+            }
             if !(10..=1000).contains(&s.hop_ms) {
                 return Err(err("speech.hop_ms", "10..=1000 ms", s.hop_ms));
             }
@@ -1089,6 +1105,28 @@ model = "det.strix"
         assert_eq!(e.key, "speech.vad.model");
         let e = parse(&format!("{SPEECH}[speech.vad]\nkind = \"webrtc\"\n")).unwrap_err();
         assert!(e.to_string().contains("webrtc"), "{e}");
+    }
+
+    #[test]
+    fn capture_rate_only_for_alsa() {
+        let s = |src: &str, extra: &str| {
+            parse(&format!(
+                "device = \"m\"\n[speech]\nsource = \"{src}\"\nmodel = \"k.strix\"\n{extra}\n"
+            ))
+        };
+        let c = s("alsa:hw:CARD=1,DEV=0", "capture_rate = 48000").unwrap();
+        let sp = c.speech.unwrap();
+        assert_eq!(sp.alsa_device(), Some("hw:CARD=1,DEV=0"));
+        assert_eq!(sp.capture_rate, Some(48000));
+        assert_eq!(
+            s("a.wav", "capture_rate = 48000").unwrap_err().key,
+            "speech.capture_rate"
+        );
+        assert_eq!(
+            s("alsa:default", "capture_rate = 100").unwrap_err().key,
+            "speech.capture_rate"
+        );
+        assert_eq!(s("alsa:", "").unwrap_err().key, "speech.source");
     }
 
     #[test]

@@ -472,7 +472,7 @@ pub fn open_input(cfg: &SpeechConfig) -> Result<AudioInput, String> {
     match cfg.alsa_device() {
         None => load_audio(&cfg.source).map(AudioInput::File),
         #[cfg(feature = "alsa")]
-        Some(dev) => crate::capture::AlsaInput::open(dev).map(AudioInput::Alsa),
+        Some(dev) => crate::capture::AlsaInput::open(dev, cfg.capture_rate).map(AudioInput::Alsa),
         #[cfg(not(feature = "alsa"))]
         Some(dev) => Err(format!(
             "{dev:?}: this strixd was built without the `alsa` feature (live capture)"
@@ -593,7 +593,7 @@ fn capture_alsa(dev: crate::capture::AlsaInput, tx: Sender<Chunk>, ctx: Ctx) {
     let mut pending: Vec<f32> = Vec::with_capacity(2 * CHUNK);
     let mut at = 0u64;
     while !ctx.stop.load(Ordering::Relaxed) {
-        let buf = match running.rx.recv_timeout(Duration::from_millis(100)) {
+        let buf = match running.recv(Duration::from_millis(100)) {
             Ok(b) => b,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {

@@ -1188,6 +1188,18 @@ fn webhook_over_https_checks_the_server_certificate() {
 #[cfg(feature = "alsa")]
 #[test]
 fn alsa_capture_through_the_file_plugin_gives_keywords() {
+    alsa_capture(16_000);
+}
+
+/// The same at 48 kHz (`speech.capture_rate`): the streaming resampler's path.
+#[cfg(feature = "alsa")]
+#[test]
+fn alsa_capture_at_48k_is_resampled() {
+    alsa_capture(48_000);
+}
+
+#[cfg(feature = "alsa")]
+fn alsa_capture(rate: u32) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let a = assets();
@@ -1196,7 +1208,16 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
         Command::new("sox")
             .arg(a.dir.join("speech.wav"))
             .args([
-                "-t", "raw", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed",
+                "-t",
+                "raw",
+                "-r",
+                &rate.to_string(),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed",
             ])
             .arg(&raw),
     );
@@ -1232,7 +1253,7 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
     let metrics_port = free_port();
     let cfg = write_config(
         d,
-        &format!("device = \"alsa1\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[speech]\nsource = \"alsa:strixtest\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\", \"no\", \"stop\", \"go\"]\n"),
+        &format!("device = \"alsa1\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[speech]\nsource = \"alsa:strixtest\"\ncapture_rate = {rate}\nmodel = \"@KWS@\"\nkeywords = [\"yes\", \"no\", \"stop\", \"go\"]\n"),
     );
     let mut child = Command::new(strixd())
         .arg("--config")
@@ -1281,6 +1302,7 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
         .iter()
         .map(|v| v["stream_time"].as_f64().unwrap())
         .collect();
+    eprintln!("ALSA at {rate} Hz: keyword times {times:?}");
     assert_eq!(kw.len(), 2, "{:#?}", alerts(&lines));
     assert!(kw.iter().all(|v| v["label"] == "yes"), "{kw:#?}");
     // The "yes" clips start at 1 s and 5 s of the stream.
@@ -1290,7 +1312,9 @@ fn alsa_capture_through_the_file_plugin_gives_keywords() {
     );
     let log = log.lock().unwrap().join("\n");
     assert!(
-        log.contains("capturing from ALSA strixtest (16000 Hz, 1 channel(s))"),
+        log.contains(&format!(
+            "capturing from ALSA strixtest ({rate} Hz, 1 channel(s)"
+        )),
         "{log}"
     );
     let metric = |name: &str| -> f64 {
