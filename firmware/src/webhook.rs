@@ -130,9 +130,20 @@ impl Client {
     }
 
     async fn post_inner(&mut self, body: Vec<u8>) -> Result<(), Failure> {
-        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
-            self.conn = Some(self.connect().await.map_err(Failure::Transport)?);
+        let body = Bytes::from(body);
+        // A kept-alive connection the server has just closed fails the
+        // request without an answer: then try once on a fresh connection.
+        if self.conn.as_ref().is_some_and(|c| !c.is_closed()) {
+            match self.send(body.clone()).await {
+                Err(Failure::Transport(_)) => {}
+                r => return r,
+            }
         }
+        self.conn = Some(self.connect().await.map_err(Failure::Transport)?);
+        self.send(body).await
+    }
+
+    async fn send(&mut self, body: Bytes) -> Result<(), Failure> {
         let e = &self.endpoint;
         let mut req = Request::post(e.path.as_str())
             .header(HOST, e.authority.as_str())
@@ -142,9 +153,11 @@ impl Client {
             req = req.header(k, v);
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|err| Failure::Transport(format!("request: {err}")))?;
-        let sender = self.conn.as_mut().expect("connected above");
+        let Some(sender) = self.conn.as_mut() else {
+            return Err(Failure::Transport("not connected".into()));
+        };
         let sent = async {
             sender.ready().await?;
             let resp = sender.send_request(req).await?;

@@ -1591,3 +1591,24 @@ fn mqtt5_refused_publish_keeps_the_alert() {
         "{log}"
     );
 }
+
+#[cfg(feature = "alsa")]
+#[test]
+fn unknown_alsa_device_is_a_media_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "device = \"x\"\n[speech]\nsource = \"alsa:nosuchpcm\"\nmodel = \"@KWS@\"\n",
+    );
+    let out = Command::new(strixd())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("ALSA capture device \"nosuchpcm\" not found (input devices:"),
+        "{err}"
+    );
+}
