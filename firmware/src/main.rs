@@ -29,23 +29,27 @@ strixd runs the Strix pipelines on a board and sends their alerts upstream.
           -> voice start/end and keyword events
 
 Every alert is written to a durable outbox (redb) before it is sent, and is
-removed only when the MQTT broker acknowledged it (QoS 1) or, without a
-broker, once it was printed as a JSON line on stdout.
+removed only when the MQTT broker acknowledged it (QoS 1) and the webhook
+answered 2xx or, without either, once it was printed as a JSON line on
+stdout.
 
 Minimal config (all keys: firmware/README.md):
 
   device = \"porch\"
   [camera]
-  source = \"clip.y4m\"          # image dir, .y4m, .mjpeg, or any file ffmpeg reads
+  source = \"clip.y4m\"          # image dir, .y4m, .mjpeg, any file or URL ffmpeg reads,
+                                # or \"v4l2:/dev/video0\"
   model = \"fastestdet.strix\"   # strix convert FastestDet.onnx --calib ... -o ...
   [speech]
-  source = \"mic.wav\"
+  source = \"mic.wav\"            # or \"alsa:default\" (live capture)
   model = \"kws.strix\"
   keywords = [\"yes\", \"stop\"]
   [speech.vad]                  # omit: the energy VAD
   model = \"vad.strix\"          # strix convert silero_vad_16k_static.onnx --fp32 -o ...
-  [mqtt]                        # omit: JSON lines on stdout
-  host = \"localhost\"
+  [mqtt]                        # omit both: JSON lines on stdout
+  host = \"localhost\"             # protocol = \"5\", tls, username, ...
+  [webhook]                     # optional: every alert POSTed as JSON
+  url = \"http://hub.local:8080/strix\"
 
 Check a config without running:  strixd --config FILE --check
 
