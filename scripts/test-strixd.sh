@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # strixd's tests: installs what the end-to-end tests need (a real mosquitto
-# broker, ffmpeg to make the test clip, sox/espeak-ng for audio), builds the
+# broker, ffmpeg to make the test clip, sox/espeak-ng for audio, openssl for
+# the TLS test's certificates, libasound2-dev + pkg-config to build the ALSA
+# capture, libclang-dev for the v4l crate's bindgen), builds the
 # `strix` converter the tests use to compile the models, then runs
 # `cargo test --release -p strix-firmware`.
 # Env: CARGO_TARGET_DIR is honoured; STRIXD_OUTAGE_S sets the broker outage
@@ -9,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in mosquitto ffmpeg sox espeak-ng; do
+for pkg in mosquitto ffmpeg sox espeak-ng openssl libasound2-dev pkg-config libclang-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -60,6 +60,9 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Optional HTTP(S) webhook: every alert is POSTed as JSON.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
     #[serde(default)]
     pub stdout: StdoutConfig,
     #[serde(default)]
@@ -77,8 +80,8 @@ pub struct CameraConfig {
     /// Camera name in events (default `camera`).
     #[serde(default = "default_camera_name")]
     pub name: String,
-    /// A directory of images, a `.y4m` or `.mjpeg`/`.mjpg` file, or any video
-    /// file `ffmpeg` decodes.
+    /// A directory of images, a `.y4m` or `.mjpeg`/`.mjpg` file, any video
+    /// file or URL (`rtsp://...`) `ffmpeg` decodes, or `v4l2:/dev/videoN`.
     pub source: PathBuf,
     /// Frames per second: the pacing of file sources (and the frame clock of
     /// image directories).
@@ -219,8 +222,14 @@ impl Default for SnapshotConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpeechConfig {
-    /// A WAV file (any rate and channel count; converted to 16 kHz mono).
+    /// A WAV file (any rate and channel count; converted to 16 kHz mono), or
+    /// `alsa:<device>` for live capture from an ALSA PCM (`alsa:default`,
+    /// `alsa:hw:CARD=1,DEV=0`, ...).
     pub source: PathBuf,
+    /// ALSA only: capture at this rate (Hz) and resample to 16 kHz. Default:
+    /// 16 kHz when the device offers it, else the device's default rate.
+    #[serde(default)]
+    pub capture_rate: Option<u32>,
     /// `true`: feed audio at real time; `false`: as fast as it is processed.
     #[serde(default)]
     pub realtime: bool,
@@ -283,6 +292,13 @@ pub enum VadKind {
     Energy,
 }
 
+impl SpeechConfig {
+    /// The ALSA PCM name when `source` is `alsa:<device>`.
+    pub fn alsa_device(&self) -> Option<&str> {
+        self.source.to_str()?.strip_prefix("alsa:")
+    }
+}
+
 impl VadConfig {
     /// The detector in effect: `kind`, else Silero when a model is named.
     pub fn effective_kind(&self) -> VadKind {
@@ -337,16 +353,26 @@ pub struct MqttConfig {
     /// Default `strixd-<device>`.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
-    /// Connect with TLS (rustls with ring); needs `ca_file`.
+    /// Connect with TLS (rustls with ring).
     #[serde(default)]
     pub tls: bool,
-    /// PEM file of the CA certificates trusted for the broker.
+    /// PEM file of the CA certificates trusted for the broker (default: the
+    /// system's roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that require one (with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Topics are `<topic_prefix>/<device>/...`.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
@@ -360,6 +386,43 @@ pub struct MqttConfig {
     /// QoS 1 messages in flight at once.
     #[serde(default = "default_window")]
     pub inflight: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host[:port]/path` or `https://...`; each alert is POSTed here
+    /// with `Content-Type: application/json`, the same JSON as on MQTT.
+    pub url: String,
+    /// Extra request headers (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Connect-and-response timeout of one POST, seconds (1..=300).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_s: u64,
+    /// HTTPS only: PEM CA certificates trusted for the server (default: the
+    /// system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl MqttProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            MqttProtocol::V311 => "3.1.1",
+            MqttProtocol::V5 => "5",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -507,6 +570,9 @@ fn default_discovery_prefix() -> String {
 }
 fn default_window() -> u16 {
     32
+}
+fn default_webhook_timeout() -> u64 {
+    10
 }
 fn default_gpio_backend() -> String {
     "cdev".into()
@@ -706,6 +772,25 @@ impl Config {
             }
         }
         if let Some(s) = &self.speech {
+            if s.alsa_device().is_some_and(|d| d.trim().is_empty()) {
+                return Err(err(
+                    "speech.source",
+                    "an ALSA PCM name after \"alsa:\" (e.g. \"alsa:default\")",
+                    "\"alsa:\"",
+                ));
+            }
+            if let Some(r) = s.capture_rate {
+                if s.alsa_device().is_none() {
+                    return Err(err(
+                        "speech.capture_rate",
+                        "an \"alsa:<device>\" source (WAV files keep their own rate)",
+                        format!("{:?}", s.source.display().to_string()),
+                    ));
+                }
+                if !(8_000..=192_000).contains(&r) {
+                    return Err(err("speech.capture_rate", "8000..=192000 Hz", r));
+                }
+            }
             if !(10..=1000).contains(&s.hop_ms) {
                 return Err(err("speech.hop_ms", "10..=1000 ms", s.hop_ms));
             }
@@ -743,12 +828,29 @@ impl Config {
             if m.port == 0 {
                 return Err(err("mqtt.port", "1..=65535", 0));
             }
-            if m.tls && m.ca_file.is_none() {
-                return Err(err(
-                    "mqtt.ca_file",
-                    "a PEM CA file when mqtt.tls = true",
-                    "nothing",
-                ));
+            match (&m.client_cert, &m.client_key) {
+                (Some(_), None) => {
+                    return Err(err(
+                        "mqtt.client_key",
+                        "the private key of mqtt.client_cert",
+                        "nothing",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        "mqtt.client_cert",
+                        "the certificate of mqtt.client_key",
+                        "nothing",
+                    ))
+                }
+                (Some(_), Some(_)) if !m.tls => {
+                    return Err(err(
+                        "mqtt.tls",
+                        "true when a client certificate is set",
+                        "false",
+                    ))
+                }
+                _ => {}
             }
             if m.password.is_some() && m.username.is_none() {
                 return Err(err(
@@ -764,6 +866,30 @@ impl Config {
             }
             if !(1..=1000).contains(&m.inflight) {
                 return Err(err("mqtt.inflight", "1..=1000", m.inflight));
+            }
+        }
+        if let Some(w) = &self.webhook {
+            w.endpoint()?;
+            for (k, v) in &w.headers {
+                if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                    || hyper::header::HeaderValue::from_str(v).is_err()
+                {
+                    return Err(err(
+                        format!("webhook.headers.{k}"),
+                        "an HTTP header name and a visible-ASCII value",
+                        format!("{k:?} = {v:?}"),
+                    ));
+                }
+            }
+            if !(1..=300).contains(&w.timeout_s) {
+                return Err(err("webhook.timeout_s", "1..=300 seconds", w.timeout_s));
+            }
+            if w.ca_file.is_some() && !w.endpoint()?.tls {
+                return Err(err(
+                    "webhook.ca_file",
+                    "only with an https:// url",
+                    format!("{:?}", w.url),
+                ));
             }
         }
         if let Some(m) = &self.metrics {
@@ -804,12 +930,18 @@ impl Config {
             fix(b);
         }
         if let Some(c) = &mut self.camera {
-            fix(&mut c.source);
+            let live = crate::camera::source::v4l2_device(&c.source).is_some()
+                || crate::camera::source::is_url(&c.source);
+            if !live {
+                fix(&mut c.source);
+            }
             fix(&mut c.model);
             fix(&mut c.snapshots.dir);
         }
         if let Some(s) = &mut self.speech {
-            fix(&mut s.source);
+            if s.alsa_device().is_none() {
+                fix(&mut s.source);
+            }
             fix(&mut s.model);
             if let Some(v) = &mut s.vad.model {
                 fix(v);
@@ -817,15 +949,76 @@ impl Config {
         }
         fix(&mut self.outbox.path);
         if let Some(m) = &mut self.mqtt {
-            if let Some(ca) = &mut m.ca_file {
-                fix(ca);
+            for p in [&mut m.ca_file, &mut m.client_cert, &mut m.client_key]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
             }
         }
+        if let Some(ca) = self.webhook.as_mut().and_then(|w| w.ca_file.as_mut()) {
+            fix(ca);
+        }
+    }
+
+    /// Whether some upstream (MQTT or a webhook) delivers the alerts.
+    pub fn has_upstream(&self) -> bool {
+        self.mqtt.is_some() || self.webhook.is_some()
     }
 
     /// Whether alerts are printed as JSON lines on stdout.
     pub fn stdout_enabled(&self) -> bool {
-        self.stdout.enabled.unwrap_or(self.mqtt.is_none())
+        self.stdout.enabled.unwrap_or(!self.has_upstream())
+    }
+}
+
+/// Where a webhook URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value (`host` or `host:port`, as in the URL).
+    pub authority: String,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+impl WebhookConfig {
+    /// Parses `url` (`http://` or `https://`, a host, optional port, path).
+    pub fn endpoint(&self) -> Result<Endpoint, ConfigError> {
+        let bad = |why: &str| {
+            err(
+                "webhook.url",
+                format!("an http:// or https:// URL with a host ({why})"),
+                format!("{:?}", self.url),
+            )
+        };
+        let uri: hyper::Uri = self.url.parse().map_err(|_| bad("not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("scheme")),
+        };
+        let auth = uri.authority().ok_or_else(|| bad("no host"))?;
+        if auth.as_str().contains('@') {
+            return Err(bad("user info is not supported; use webhook.headers"));
+        }
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Endpoint {
+            tls,
+            host: host.to_string(),
+            port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            authority: auth.as_str().to_string(),
+            path: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .filter(|p| p.starts_with('/'))
+                .unwrap_or_else(|| "/".into()),
+        })
     }
 }
 
@@ -915,6 +1108,28 @@ model = "det.strix"
     }
 
     #[test]
+    fn capture_rate_only_for_alsa() {
+        let s = |src: &str, extra: &str| {
+            parse(&format!(
+                "device = \"m\"\n[speech]\nsource = \"{src}\"\nmodel = \"k.strix\"\n{extra}\n"
+            ))
+        };
+        let c = s("alsa:hw:CARD=1,DEV=0", "capture_rate = 48000").unwrap();
+        let sp = c.speech.unwrap();
+        assert_eq!(sp.alsa_device(), Some("hw:CARD=1,DEV=0"));
+        assert_eq!(sp.capture_rate, Some(48000));
+        assert_eq!(
+            s("a.wav", "capture_rate = 48000").unwrap_err().key,
+            "speech.capture_rate"
+        );
+        assert_eq!(
+            s("alsa:default", "capture_rate = 100").unwrap_err().key,
+            "speech.capture_rate"
+        );
+        assert_eq!(s("alsa:", "").unwrap_err().key, "speech.source");
+    }
+
+    #[test]
     fn needs_a_pipeline() {
         assert_eq!(
             parse("device = \"x\"\n").unwrap_err().key,
@@ -923,8 +1138,44 @@ model = "det.strix"
     }
 
     #[test]
-    fn tls_needs_ca() {
-        let e = parse(&format!("{MIN}\n[mqtt]\nhost = \"h\"\ntls = true\n")).unwrap_err();
-        assert_eq!(e.key, "mqtt.ca_file");
+    fn webhook_url_and_headers_are_checked() {
+        let w = |extra: &str| parse(&format!("{MIN}\n[webhook]\n{extra}\n"));
+        let c = w("url = \"http://127.0.0.1:8080/hook?x=1\"").unwrap();
+        let e = c.webhook.as_ref().unwrap().endpoint().unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port, e.path.as_str()),
+            (false, "127.0.0.1", 8080, "/hook?x=1")
+        );
+        assert!(!c.stdout_enabled(), "an upstream delivers, stdout is off");
+        let e = w("url = \"https://hooks.example\"")
+            .unwrap()
+            .webhook
+            .unwrap()
+            .endpoint()
+            .unwrap();
+        assert_eq!((e.tls, e.port, e.path.as_str()), (true, 443, "/"));
+        assert_eq!(w("url = \"ftp://x/y\"").unwrap_err().key, "webhook.url");
+        assert_eq!(w("url = \"/just/a/path\"").unwrap_err().key, "webhook.url");
+        let e = w("url = \"http://h/\"\nheaders = { \"Bad Name\" = \"v\" }").unwrap_err();
+        assert_eq!(e.key, "webhook.headers.Bad Name");
+        let e = w("url = \"http://h/\"\ntimeout_s = 0").unwrap_err();
+        assert_eq!(e.key, "webhook.timeout_s");
+    }
+
+    #[test]
+    fn mqtt_protocol_and_tls_keys() {
+        let m = |extra: &str| parse(&format!("{MIN}\n[mqtt]\nhost = \"h\"\n{extra}\n"));
+        let c = m("").unwrap();
+        assert_eq!(c.mqtt.unwrap().protocol, MqttProtocol::V311);
+        let c = m("protocol = \"5\"").unwrap();
+        assert_eq!(c.mqtt.unwrap().protocol, MqttProtocol::V5);
+        let e = m("protocol = \"4\"").unwrap_err();
+        assert!(e.to_string().contains("3.1.1"), "{e}");
+        // TLS without a CA file trusts the system roots.
+        assert!(m("tls = true").is_ok());
+        let e = m("tls = true\nclient_cert = \"c.pem\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.client_key");
+        let e = m("client_cert = \"c.pem\"\nclient_key = \"k.pem\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.tls");
     }
 }

@@ -5,12 +5,15 @@
 pub mod alert;
 pub mod board;
 pub mod camera;
+pub mod capture;
 pub mod config;
 pub mod gpio;
 pub mod metrics;
 pub mod outbox;
 pub mod speech;
+pub mod tls;
 pub mod upstream;
+pub mod webhook;
 
 /// Process exit codes (documented in README.md and `--help`).
 pub mod exit {

@@ -13,9 +13,10 @@ use strix_firmware::config::{self, Config};
 use strix_firmware::exit;
 use strix_firmware::gpio::{LogPin, Outputs};
 use strix_firmware::metrics::{self, Metrics};
-use strix_firmware::outbox::Outbox;
+use strix_firmware::outbox::{Outbox, Queue};
 use strix_firmware::speech;
 use strix_firmware::upstream::{Mqtt, Sink};
+use strix_firmware::webhook::Webhook;
 use strix_runtime::Model;
 
 const LONG_ABOUT: &str = "\
@@ -28,23 +29,27 @@ strixd runs the Strix pipelines on a board and sends their alerts upstream.
           -> voice start/end and keyword events
 
 Every alert is written to a durable outbox (redb) before it is sent, and is
-removed only when the MQTT broker acknowledged it (QoS 1) or, without a
-broker, once it was printed as a JSON line on stdout.
+removed only when the MQTT broker acknowledged it (QoS 1) and the webhook
+answered 2xx or, without either, once it was printed as a JSON line on
+stdout.
 
 Minimal config (all keys: firmware/README.md):
 
   device = \"porch\"
   [camera]
-  source = \"clip.y4m\"          # image dir, .y4m, .mjpeg, or any file ffmpeg reads
+  source = \"clip.y4m\"          # image dir, .y4m, .mjpeg, any file or URL ffmpeg reads,
+                                # or \"v4l2:/dev/video0\"
   model = \"fastestdet.strix\"   # strix convert FastestDet.onnx --calib ... -o ...
   [speech]
-  source = \"mic.wav\"
+  source = \"mic.wav\"            # or \"alsa:default\" (live capture)
   model = \"kws.strix\"
   keywords = [\"yes\", \"stop\"]
   [speech.vad]                  # omit: the energy VAD
   model = \"vad.strix\"          # strix convert silero_vad_16k_static.onnx --fp32 -o ...
-  [mqtt]                        # omit: JSON lines on stdout
-  host = \"localhost\"
+  [mqtt]                        # omit both: JSON lines on stdout
+  host = \"localhost\"             # protocol = \"5\", tls, username, ...
+  [webhook]                     # optional: every alert POSTed as JSON
+  url = \"http://hub.local:8080/strix\"
 
 Check a config without running:  strixd --config FILE --check
 
@@ -118,7 +123,7 @@ fn run(cfg: Config, check_only: bool) -> i32 {
             }
             _ => None,
         };
-        let audio = speech::load_audio(&s.source)
+        let audio = speech::open_input(s)
             .unwrap_or_else(|e| fail(exit::MEDIA, format!("speech source: {e}")));
         (Arc::new(model), vad, kws, audio)
     });
@@ -155,8 +160,17 @@ fn run(cfg: Config, check_only: bool) -> i32 {
         println!("strixd: config OK");
         return exit::OK;
     }
+    // One outbox queue per sink: MQTT (or stdout without any upstream) and
+    // the webhook each remove only what they delivered.
+    let mut queues = Vec::new();
+    if cfg.mqtt.is_some() || !cfg.has_upstream() {
+        queues.push(Queue::Main);
+    }
+    if cfg.webhook.is_some() {
+        queues.push(Queue::Webhook);
+    }
     let outbox = Arc::new(
-        Outbox::open(&cfg.outbox.path, cfg.outbox.max_entries)
+        Outbox::open(&cfg.outbox.path, cfg.outbox.max_entries, &queues)
             .unwrap_or_else(|e| fail(exit::RESOURCE, e)),
     );
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -178,20 +192,22 @@ fn run(cfg: Config, check_only: bool) -> i32 {
             Err(e) => fail(exit::RESOURCE, format!("metrics.listen {}: {e}", m.listen)),
         }
     }
-    let notify = Arc::new(tokio::sync::Notify::new());
+    let mqtt_notify = Arc::new(tokio::sync::Notify::new());
+    let webhook_notify = Arc::new(tokio::sync::Notify::new());
     let (state_tx, state_rx) = tokio::sync::mpsc::unbounded_channel();
     let sink = Sink {
         outbox: outbox.clone(),
         metrics: metrics.clone(),
         stdout: cfg.stdout_enabled(),
-        remove_after_print: cfg.mqtt.is_none(),
-        notify: notify.clone(),
+        remove_after_print: !cfg.has_upstream(),
+        notify: vec![mqtt_notify.clone(), webhook_notify.clone()],
         states: cfg.mqtt.as_ref().map(|_| state_tx),
     };
     if let Err(e) = sink.flush_leftovers() {
         fail(exit::RESOURCE, format!("outbox: {e}"));
     }
-    let mqtt_thread = cfg.mqtt.clone().map(|m| {
+    let mut upstreams = Vec::new();
+    if let Some(m) = cfg.mqtt.clone() {
         let mq = Mqtt {
             cfg: m,
             device: cfg.device.clone(),
@@ -201,15 +217,32 @@ fn run(cfg: Config, check_only: bool) -> i32 {
                 .unwrap_or_else(|| "generic".into()),
             outbox: outbox.clone(),
             metrics: metrics.clone(),
-            notify: notify.clone(),
+            notify: mqtt_notify,
             states: state_rx,
             stop: upstream_stop.clone(),
         };
-        std::thread::Builder::new()
-            .name("mqtt".into())
-            .spawn(move || mq.run())
-            .unwrap_or_else(|e| fail(exit::INTERNAL, e))
-    });
+        upstreams.push(
+            std::thread::Builder::new()
+                .name("mqtt".into())
+                .spawn(move || mq.run())
+                .unwrap_or_else(|e| fail(exit::INTERNAL, e)),
+        );
+    }
+    if let Some(w) = cfg.webhook.clone() {
+        let wh = Webhook {
+            cfg: w,
+            outbox: outbox.clone(),
+            metrics: metrics.clone(),
+            notify: webhook_notify,
+            stop: upstream_stop.clone(),
+        };
+        upstreams.push(
+            std::thread::Builder::new()
+                .name("webhook".into())
+                .spawn(move || wh.run())
+                .unwrap_or_else(|e| fail(exit::INTERNAL, e)),
+        );
+    }
     let (atx, arx) = crossbeam_channel::bounded::<Alert>(1024);
     let sink_thread = std::thread::Builder::new()
         .name("sink".into())
@@ -255,7 +288,7 @@ fn run(cfg: Config, check_only: bool) -> i32 {
         let _ = h.join();
     }
     let _ = sink_thread.join();
-    if let Some(t) = mqtt_thread {
+    if !upstreams.is_empty() {
         // Sources ended: deliver what is left, within the drain timeout.
         let deadline = Instant::now() + Duration::from_secs(cfg.shutdown.drain_timeout_s);
         while !SIGNALLED.load(Ordering::Relaxed)
@@ -264,7 +297,9 @@ fn run(cfg: Config, check_only: bool) -> i32 {
             std::thread::sleep(Duration::from_millis(50));
         }
         upstream_stop.store(true, Ordering::Relaxed);
-        let _ = t.join();
+        for t in upstreams {
+            let _ = t.join();
+        }
     }
     upstream_stop.store(true, Ordering::Relaxed);
     if !outbox.is_empty() {

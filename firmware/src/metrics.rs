@@ -34,12 +34,16 @@ pub struct Metrics {
     pub frames_inferred: AtomicU64,
     pub audio_samples: AtomicU64,
     pub audio_blocked: AtomicU64,
+    pub audio_overruns: AtomicU64,
     pub kws_windows: AtomicU64,
     pub alerts: AtomicU64,
     pub mqtt_published: AtomicU64,
     pub mqtt_acked: AtomicU64,
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicBool,
+    pub webhook_posts: AtomicU64,
+    pub webhook_delivered: AtomicU64,
+    pub webhook_failures: AtomicU64,
     pub errors: AtomicU64,
     latencies: BTreeMap<&'static str, Latency>,
     gauges: Mutex<Vec<(String, Gauge)>>,
@@ -58,12 +62,16 @@ impl Default for Metrics {
             frames_inferred: AtomicU64::new(0),
             audio_samples: AtomicU64::new(0),
             audio_blocked: AtomicU64::new(0),
+            audio_overruns: AtomicU64::new(0),
             kws_windows: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
             mqtt_published: AtomicU64::new(0),
             mqtt_acked: AtomicU64::new(0),
             mqtt_connects: AtomicU64::new(0),
             mqtt_connected: AtomicBool::new(false),
+            webhook_posts: AtomicU64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_failures: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latencies: STAGES.iter().map(|s| (*s, Latency::default())).collect(),
             gauges: Mutex::new(Vec::new()),
@@ -128,6 +136,11 @@ impl Metrics {
             c(&self.audio_blocked),
         );
         counter(
+            "strix_audio_overruns_total",
+            "Live capture losses: ALSA overruns (xruns) and capture buffers dropped because the hand-off queue was full.",
+            c(&self.audio_overruns),
+        );
+        counter(
             "strix_kws_windows_total",
             "Keyword-spotting windows evaluated.",
             c(&self.kws_windows),
@@ -151,6 +164,21 @@ impl Metrics {
             "strix_mqtt_connects_total",
             "Successful broker connections.",
             c(&self.mqtt_connects),
+        );
+        counter(
+            "strix_webhook_posts_total",
+            "Webhook POSTs attempted (retries included).",
+            c(&self.webhook_posts),
+        );
+        counter(
+            "strix_webhook_delivered_total",
+            "Alerts the webhook answered with a 2xx status.",
+            c(&self.webhook_delivered),
+        );
+        counter(
+            "strix_webhook_failures_total",
+            "Webhook POSTs that failed (connection error, timeout or non-2xx status).",
+            c(&self.webhook_failures),
         );
         counter(
             "strix_errors_total",

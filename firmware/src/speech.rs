@@ -457,6 +457,29 @@ pub fn load_audio(path: &Path) -> Result<Vec<f32>, String> {
     read_wav_mono_16k(path).map_err(|e| e.to_string())
 }
 
+/// Where the speech pipeline's audio comes from.
+pub enum AudioInput {
+    /// A WAV file, read whole (16 kHz mono).
+    File(Vec<f32>),
+    /// Live capture from an ALSA device.
+    #[cfg(feature = "alsa")]
+    Alsa(crate::capture::AlsaInput),
+}
+
+/// Opens the configured source: reads a WAV file, or checks an
+/// `alsa:<device>` capture device. Errors name the file or device.
+pub fn open_input(cfg: &SpeechConfig) -> Result<AudioInput, String> {
+    match cfg.alsa_device() {
+        None => load_audio(&cfg.source).map(AudioInput::File),
+        #[cfg(feature = "alsa")]
+        Some(dev) => crate::capture::AlsaInput::open(dev, cfg.capture_rate).map(AudioInput::Alsa),
+        #[cfg(not(feature = "alsa"))]
+        Some(dev) => Err(format!(
+            "{dev:?}: this strixd was built without the `alsa` feature (live capture)"
+        )),
+    }
+}
+
 struct Chunk {
     /// Sample index of the first sample.
     at: u64,
@@ -469,7 +492,7 @@ pub fn start(
     model: Arc<Model>,
     vad_model: Option<Arc<Model>>,
     keywords: Vec<usize>,
-    audio: Vec<f32>,
+    audio: AudioInput,
     ctx: Ctx,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let (tx, rx) = bounded::<Chunk>(64);
@@ -481,7 +504,11 @@ pub fn start(
     let c1 = (cfg.clone(), ctx.clone());
     let a = std::thread::Builder::new()
         .name("audio".into())
-        .spawn(move || capture(c1.0, audio, tx, c1.1))?;
+        .spawn(move || match audio {
+            AudioInput::File(a) => capture(c1.0, a, tx, c1.1),
+            #[cfg(feature = "alsa")]
+            AudioInput::Alsa(dev) => capture_alsa(dev, tx, c1.1),
+        })?;
     let b = std::thread::Builder::new()
         .name("speech".into())
         .spawn(move || analyse(cfg, &model, vad_model.as_deref(), keywords, rx, ctx))?;
@@ -502,24 +529,8 @@ fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) 
                     std::thread::sleep(w);
                 }
             }
-            let chunk = Chunk {
-                at,
-                samples: piece.to_vec(),
-            };
-            at += piece.len() as u64;
-            ctx.metrics
-                .audio_samples
-                .fetch_add(piece.len() as u64, Ordering::Relaxed);
-            match tx.try_send(chunk) {
-                Ok(()) => {}
-                Err(TrySendError::Full(c)) => {
-                    // Never drop audio: wait, and count the wait.
-                    ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
-                    if tx.send(c).is_err() {
-                        return;
-                    }
-                }
-                Err(TrySendError::Disconnected(_)) => return,
+            if !hand_off(&tx, &mut at, piece.to_vec(), &ctx) {
+                return;
             }
         }
         if !cfg.looping {
@@ -532,6 +543,75 @@ fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) 
                 return;
             }
         }
+    }
+}
+
+/// Sends one chunk starting at sample `at` to the analysis thread and
+/// advances `at`. Never drops audio: when the queue is full it waits, and
+/// counts the wait. `false` when the analysis thread is gone.
+fn hand_off(tx: &Sender<Chunk>, at: &mut u64, samples: Vec<f32>, ctx: &Ctx) -> bool {
+    let n = samples.len() as u64;
+    let chunk = Chunk { at: *at, samples };
+    *at += n;
+    ctx.metrics.audio_samples.fetch_add(n, Ordering::Relaxed);
+    match tx.try_send(chunk) {
+        Ok(()) => true,
+        Err(TrySendError::Full(c)) => {
+            ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
+            tx.send(c).is_ok()
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+/// Live capture: device-rate mono buffers from the ALSA callback, resampled
+/// to 16 kHz as they come, in chunks of `CHUNK` samples. Runs until `stop`
+/// (or the device fails). `stream_time` counts captured samples, so audio
+/// lost to an overrun (counted in `strix_audio_overruns_total`) shifts it.
+#[cfg(feature = "alsa")]
+fn capture_alsa(dev: crate::capture::AlsaInput, tx: Sender<Chunk>, ctx: Ctx) {
+    let running = match dev.start(ctx.metrics.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strixd: speech: {e}");
+            ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    eprintln!(
+        "strixd: speech: capturing from ALSA {} ({} Hz, {} channel(s){})",
+        dev.name,
+        dev.rate,
+        dev.channels,
+        if dev.rate as usize == SAMPLE_RATE {
+            ""
+        } else {
+            ", resampled to 16 kHz"
+        }
+    );
+    let mut rs = crate::capture::StreamResampler::new(dev.rate, SAMPLE_RATE as u32);
+    let mut pending: Vec<f32> = Vec::with_capacity(2 * CHUNK);
+    let mut at = 0u64;
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let buf = match running.recv(Duration::from_millis(100)) {
+            Ok(b) => b,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                eprintln!(
+                    "strixd: speech: ALSA {}: the capture stream ended",
+                    dev.name
+                );
+                return;
+            }
+        };
+        rs.push(&buf, &mut pending);
+        let whole = pending.len() / CHUNK * CHUNK;
+        for piece in pending[..whole].chunks(CHUNK) {
+            if !hand_off(&tx, &mut at, piece.to_vec(), &ctx) {
+                return;
+            }
+        }
+        pending.drain(..whole);
     }
 }
 

@@ -7,11 +7,13 @@
 //! and removed from the outbox on its PUBACK. A broker outage or restart makes
 //! the next connection send the unacknowledged alerts again with the same
 //! `msg_id` (duplicates carry the same id; nothing is lost).
+//!
+//! MQTT 3.1.1 and 5 use rumqttc's two clients; both are reduced to the few
+//! things the publisher needs ([`MqttClient`], [`Ev`]), so the delivery logic
+//! is one.
 
 use crossbeam_channel::Receiver;
-use rumqttc::{
-    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +22,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 use crate::alert::{Alert, AlertKind, AlertType};
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, MqttProtocol};
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Queue};
 
 /// Labels that drive the `vehicle` binary sensor.
 const VEHICLES: [&str; 5] = ["car", "truck", "bus", "motorcycle", "bicycle"];
@@ -39,15 +41,16 @@ pub const SENSORS: [(&str, &str); 4] = [
 pub type StateUpdate = (String, String);
 
 /// The sink: persists each alert (outbox first), prints it when `stdout`,
-/// derives the binary-sensor states, and wakes the publisher. Without a
-/// broker (`remove_after_print`) printing is the delivery, so the alert is
-/// removed from the outbox once the line is flushed.
+/// derives the binary-sensor states, and wakes the publishers. Without an
+/// upstream (`remove_after_print`) printing is the delivery, so the alert is
+/// removed from the outbox's main queue once the line is flushed.
 pub struct Sink {
     pub outbox: Arc<Outbox>,
     pub metrics: Arc<Metrics>,
     pub stdout: bool,
     pub remove_after_print: bool,
-    pub notify: Arc<Notify>,
+    /// One per publisher (MQTT, webhook), each woken on every alert.
+    pub notify: Vec<Arc<Notify>>,
     pub states: Option<mpsc::UnboundedSender<StateUpdate>>,
 }
 
@@ -58,7 +61,10 @@ impl Sink {
             return Ok(());
         }
         loop {
-            let batch = self.outbox.pending(0, 256).map_err(|e| e.to_string())?;
+            let batch = self
+                .outbox
+                .pending(Queue::Main, 0, 256)
+                .map_err(|e| e.to_string())?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -70,7 +76,9 @@ impl Sink {
             }
             out.flush().map_err(|e| e.to_string())?;
             let keys: Vec<u64> = batch.iter().map(|(k, _)| *k).collect();
-            self.outbox.remove(&keys).map_err(|e| e.to_string())?;
+            self.outbox
+                .remove(Queue::Main, &keys)
+                .map_err(|e| e.to_string())?;
         }
     }
 
@@ -95,7 +103,7 @@ impl Sink {
                     let mut out = std::io::stdout().lock();
                     let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
                     if ok && self.remove_after_print {
-                        if let Err(e) = self.outbox.remove(&[key]) {
+                        if let Err(e) = self.outbox.remove(Queue::Main, &[key]) {
                             eprintln!("strixd: outbox: {e}");
                         }
                     }
@@ -106,7 +114,9 @@ impl Sink {
                     let _ = tx.send(u);
                 }
             }
-            self.notify.notify_one();
+            for n in &self.notify {
+                n.notify_one();
+            }
         }
     }
 }
@@ -153,46 +163,38 @@ pub struct Mqtt {
     pub stop: Arc<AtomicBool>,
 }
 
-/// Builds the rustls client configuration (ring provider) trusting the CA file.
-fn tls_config(cfg: &MqttConfig) -> Result<TlsConfiguration, String> {
-    let ca = cfg.ca_file.as_ref().ok_or("mqtt.tls needs mqtt.ca_file")?;
-    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificates", ca.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConfiguration::Rustls(Arc::new(config)))
-}
-
 impl Mqtt {
     fn topic(&self, suffix: &str) -> String {
         format!("{}/{}/{}", self.cfg.topic_prefix, self.device, suffix)
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
-        let id = self
-            .cfg
+    fn client_id(&self) -> String {
+        self.cfg
             .client_id
             .clone()
-            .unwrap_or_else(|| format!("strixd-{}", self.device));
-        let mut o = MqttOptions::new(id, self.cfg.host.clone(), self.cfg.port);
+            .unwrap_or_else(|| format!("strixd-{}", self.device))
+    }
+
+    fn transport(&self) -> Result<Option<Transport>, String> {
+        if !self.cfg.tls {
+            return Ok(None);
+        }
+        let client = match (&self.cfg.client_cert, &self.cfg.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let c = crate::tls::client_config(self.cfg.ca_file.as_deref(), client)?;
+        Ok(Some(Transport::Tls(TlsConfiguration::Rustls(c))))
+    }
+
+    fn options_v4(&self) -> Result<rumqttc::MqttOptions, String> {
+        let mut o =
+            rumqttc::MqttOptions::new(self.client_id(), self.cfg.host.clone(), self.cfg.port);
         o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
         o.set_clean_session(true);
         o.set_inflight(self.cfg.inflight.saturating_add(16));
         o.set_max_packet_size(1 << 20, 1 << 20);
-        o.set_last_will(LastWill::new(
+        o.set_last_will(rumqttc::LastWill::new(
             self.topic("availability"),
             "offline",
             QoS::AtLeastOnce,
@@ -201,8 +203,32 @@ impl Mqtt {
         if let Some(u) = &self.cfg.username {
             o.set_credentials(u.clone(), self.cfg.password.clone().unwrap_or_default());
         }
-        if self.cfg.tls {
-            o.set_transport(Transport::Tls(tls_config(&self.cfg)?));
+        if let Some(t) = self.transport()? {
+            o.set_transport(t);
+        }
+        Ok(o)
+    }
+
+    fn options_v5(&self) -> Result<rumqttc::v5::MqttOptions, String> {
+        use rumqttc::v5::mqttbytes::v5::LastWill;
+        let mut o =
+            rumqttc::v5::MqttOptions::new(self.client_id(), self.cfg.host.clone(), self.cfg.port);
+        o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
+        o.set_clean_start(true);
+        o.set_outgoing_inflight_upper_limit(self.cfg.inflight.saturating_add(16));
+        o.set_max_packet_size(Some(1 << 20));
+        o.set_last_will(LastWill::new(
+            self.topic("availability"),
+            "offline",
+            qos_v5(QoS::AtLeastOnce),
+            true,
+            None,
+        ));
+        if let Some(u) = &self.cfg.username {
+            o.set_credentials(u.clone(), self.cfg.password.clone().unwrap_or_default());
+        }
+        if let Some(t) = self.transport()? {
+            o.set_transport(t);
         }
         Ok(o)
     }
@@ -278,20 +304,37 @@ impl Mqtt {
 
     /// One connection's life. `Ok` means stopped on request.
     async fn connection(&mut self, states: &mut BTreeMap<String, String>) -> Result<(), String> {
-        let opts = self.options()?;
-        let (client, mut el) = AsyncClient::new(opts, 512);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         // The event loop runs in its own task; this task only reads its
-        // events from a channel (cancel-safe in select!).
-        let poller = tokio::spawn(async move {
-            loop {
-                let ev = el.poll().await;
-                let failed = ev.is_err();
-                if ev_tx.send(ev).is_err() || failed {
-                    return;
-                }
+        // events, reduced to `Ev`, from a channel (cancel-safe in select!).
+        let (client, poller) = match self.cfg.protocol {
+            MqttProtocol::V311 => {
+                let (client, mut el) = rumqttc::AsyncClient::new(self.options_v4()?, 512);
+                let poller = tokio::spawn(async move {
+                    loop {
+                        let ev = el.poll().await.map(ev_v4).map_err(|e| error_v4(&e));
+                        let failed = ev.is_err();
+                        if ev_tx.send(ev).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                (MqttClient::V4(client), poller)
             }
-        });
+            MqttProtocol::V5 => {
+                let (client, mut el) = rumqttc::v5::AsyncClient::new(self.options_v5()?, 512);
+                let poller = tokio::spawn(async move {
+                    loop {
+                        let ev = el.poll().await.map(ev_v5).map_err(|e| error_v5(&e));
+                        let failed = ev.is_err();
+                        if ev_tx.send(ev).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                (MqttClient::V5(client), poller)
+            }
+        };
         let r = self.serve(&client, &mut ev_rx, states).await;
         poller.abort();
         r
@@ -299,8 +342,8 @@ impl Mqtt {
 
     async fn serve(
         &mut self,
-        client: &AsyncClient,
-        ev_rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+        client: &MqttClient,
+        ev_rx: &mut mpsc::UnboundedReceiver<Result<Ev, String>>,
         states: &mut BTreeMap<String, String>,
     ) -> Result<(), String> {
         let events_topic = self.topic("events");
@@ -317,22 +360,20 @@ impl Mqtt {
                     payload: Vec<u8>,
                     retain: bool,
                     key: Option<u64>| {
-            client
-                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-                .map_err(|e| e.to_string())?;
+            client.publish(topic, QoS::AtLeastOnce, retain, payload)?;
             q.push_back(key);
             Ok::<(), String>(())
         };
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 if connected {
-                    let _ = client.try_publish(
+                    let _ = client.publish(
                         self.topic("availability"),
                         QoS::AtMostOnce,
                         true,
-                        "offline",
+                        b"offline".to_vec(),
                     );
-                    let _ = client.try_disconnect();
+                    client.disconnect();
                     let _ = tokio::time::timeout(Duration::from_millis(500), ev_rx.recv()).await;
                 }
                 return Ok(());
@@ -356,7 +397,7 @@ impl Mqtt {
                 if in_flight < window {
                     let batch = self
                         .outbox
-                        .pending(cursor, window - in_flight)
+                        .pending(Queue::Main, cursor, window - in_flight)
                         .map_err(|e| e.to_string())?;
                     for (k, bytes) in batch {
                         qos1(&mut unassigned, events_topic.clone(), bytes, false, Some(k))?;
@@ -374,13 +415,15 @@ impl Mqtt {
             let mut next = ev;
             while let Some(ev) = next {
                 match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Ev::ConnAck) => {
                         connected = true;
                         self.metrics.mqtt_connected.store(true, Ordering::Relaxed);
                         self.metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
                         eprintln!(
-                            "strixd: mqtt: connected to {}:{}",
-                            self.cfg.host, self.cfg.port
+                            "strixd: mqtt: connected to {}:{} (MQTT {})",
+                            self.cfg.host,
+                            self.cfg.port,
+                            self.cfg.protocol.name()
                         );
                         qos1(
                             &mut unassigned,
@@ -399,22 +442,37 @@ impl Mqtt {
                             qos1(&mut unassigned, self.topic(s), v.into_bytes(), true, None)?;
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                    Ok(Ev::Sent(pkid)) if pkid != 0 => {
                         if let std::collections::hash_map::Entry::Vacant(e) = by_pkid.entry(pkid) {
                             if let Some(key) = unassigned.pop_front() {
                                 e.insert(key);
                             }
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        if let Some(Some(k)) = by_pkid.remove(&a.pkid) {
+                    Ok(Ev::Acked(pkid)) => {
+                        if let Some(Some(k)) = by_pkid.remove(&pkid) {
                             acked.push(k);
+                        }
+                    }
+                    Ok(Ev::Refused(pkid, why)) => {
+                        // MQTT 5 only. The alert stays in the outbox and is
+                        // sent again on the next connection.
+                        if let Some(key) = by_pkid.remove(&pkid) {
+                            eprintln!(
+                                "strixd: mqtt: broker refused a publish ({why}); {}",
+                                if key.is_some() {
+                                    "the alert stays in the outbox"
+                                } else {
+                                    "a status message"
+                                }
+                            );
+                            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
                         self.remove(&acked)?;
-                        return Err(e.to_string());
+                        return Err(e);
                     }
                 }
                 next = ev_rx.try_recv().ok();
@@ -427,11 +485,121 @@ impl Mqtt {
         if acked.is_empty() {
             return Ok(());
         }
-        self.outbox.remove(acked).map_err(|e| e.to_string())?;
+        self.outbox
+            .remove(Queue::Main, acked)
+            .map_err(|e| e.to_string())?;
         self.metrics
             .mqtt_acked
             .fetch_add(acked.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A connected rumqttc client of either protocol.
+enum MqttClient {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl MqttClient {
+    fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        let queued = match self {
+            MqttClient::V4(c) => c.try_publish(topic, qos, retain, payload).is_ok(),
+            MqttClient::V5(c) => c.try_publish(topic, qos_v5(qos), retain, payload).is_ok(),
+        };
+        if queued {
+            Ok(())
+        } else {
+            Err("the MQTT client's request queue is closed or full".into())
+        }
+    }
+
+    fn disconnect(&self) {
+        match self {
+            MqttClient::V4(c) => {
+                let _ = c.try_disconnect();
+            }
+            MqttClient::V5(c) => {
+                let _ = c.try_disconnect();
+            }
+        }
+    }
+}
+
+fn qos_v5(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    match q {
+        QoS::AtMostOnce => Q5::AtMostOnce,
+        QoS::AtLeastOnce => Q5::AtLeastOnce,
+        QoS::ExactlyOnce => Q5::ExactlyOnce,
+    }
+}
+
+/// What the publisher needs from an event loop event.
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    ConnAck,
+    /// A QoS 1 publish went out with this packet id.
+    Sent(u16),
+    /// Its PUBACK arrived: delivered.
+    Acked(u16),
+    /// MQTT 5: its PUBACK carries a failure reason.
+    Refused(u16, String),
+    Other,
+}
+
+fn ev_v4(ev: rumqttc::Event) -> Ev {
+    use rumqttc::{Event, Packet};
+    match ev {
+        Event::Incoming(Packet::ConnAck(_)) => Ev::ConnAck,
+        Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Sent(pkid),
+        Event::Incoming(Packet::PubAck(a)) => Ev::Acked(a.pkid),
+        _ => Ev::Other,
+    }
+}
+
+fn ev_v5(ev: rumqttc::v5::Event) -> Ev {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+    use rumqttc::v5::Event;
+    match ev {
+        Event::Incoming(Packet::ConnAck(_)) => Ev::ConnAck,
+        Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Sent(pkid),
+        // "No matching subscribers" is still accepted by the broker.
+        Event::Incoming(Packet::PubAck(a)) => match a.reason {
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ev::Acked(a.pkid),
+            r => Ev::Refused(a.pkid, format!("{r:?}")),
+        },
+        _ => Ev::Other,
+    }
+}
+
+const CREDENTIALS_HINT: &str = "check mqtt.username and mqtt.password";
+
+fn error_v4(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as C;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(
+            c @ (C::BadUserNamePassword | C::NotAuthorized),
+        ) => {
+            format!("the broker refused the login ({c:?}): {CREDENTIALS_HINT}")
+        }
+        e => e.to_string(),
+    }
+}
+
+fn error_v5(e: &rumqttc::v5::ConnectionError) -> String {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
+    match e {
+        rumqttc::v5::ConnectionError::ConnectionRefused(
+            c @ (C::BadUserNamePassword | C::NotAuthorized | C::BadAuthenticationMethod),
+        ) => format!("the broker refused the login ({c:?}): {CREDENTIALS_HINT}"),
+        e => e.to_string(),
     }
 }
 

@@ -202,7 +202,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type notice\nlog_type error\n",
                 data.display()
             ),
         )
@@ -222,11 +222,19 @@ impl Broker {
         } else {
             "mosquitto"
         };
+        // The log goes to stderr (unbuffered), appended to `mosquitto.log` beside the
+        // config (mosquitto drops root for its own user, which cannot open
+        // files in the test's private folder).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.conf.with_file_name("mosquitto.log"))
+            .unwrap();
         let child = Command::new(exe)
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("mosquitto (apt-get install mosquitto)");
         self.child = Some(child);
@@ -261,8 +269,12 @@ impl Drop for Broker {
 /// Collects every message on `strix/+/events` (persistent session, QoS 1:
 /// the broker keeps messages for it across its own restarts).
 fn subscribe(port: u16, id: &str) -> Arc<Mutex<Vec<Value>>> {
+    subscribe_with(MqttOptions::new(id, "127.0.0.1", port))
+}
+
+/// [`subscribe`] with the caller's connection options (TLS, credentials).
+fn subscribe_with(mut o: MqttOptions) -> Arc<Mutex<Vec<Value>>> {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_clean_session(false);
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut conn) = Client::new(o, 64);
@@ -701,5 +713,902 @@ fn bad_inputs_give_documented_exit_codes() {
     assert!(
         help.contains("Exit codes") && help.contains("[camera]"),
         "{help}"
+    );
+}
+
+/// One request seen by [`HookServer`]: its headers (lower-case names), body,
+/// and the status it was answered with.
+#[derive(Clone, Debug)]
+struct HookRequest {
+    head: String,
+    body: Vec<u8>,
+    status: u16,
+}
+
+/// A tiny HTTP/1.1 server (std `TcpListener`, keep-alive, `Content-Length`
+/// bodies) standing in for a webhook receiver: it answers 500 to the first
+/// `fail_first` requests, then 200, and records every request.
+struct HookServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<HookRequest>>>,
+}
+
+impl HookServer {
+    /// Plain HTTP, or HTTPS when `tls` holds a server configuration.
+    fn start(fail_first: usize, tls: Option<Arc<rustls::ServerConfig>>) -> HookServer {
+        Self::start_on(0, fail_first, tls)
+    }
+
+    /// [`HookServer::start`] on a given port (0: any free one).
+    fn start_on(
+        port: u16,
+        fail_first: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> HookServer {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let s = s.clone();
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => Self::serve(conn, s, fail_first),
+                    Some(cfg) => {
+                        let server = rustls::ServerConnection::new(cfg).unwrap();
+                        Self::serve(rustls::StreamOwned::new(server, conn), s, fail_first)
+                    }
+                });
+            }
+        });
+        HookServer { port, seen }
+    }
+
+    fn serve<S: Read + Write>(conn: S, seen: Arc<Mutex<Vec<HookRequest>>>, fail_first: usize) {
+        let mut r = BufReader::new(conn);
+        loop {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+            let status = {
+                let mut seen = seen.lock().unwrap();
+                let status = if seen.len() < fail_first { 500 } else { 200 };
+                seen.push(HookRequest { head, body, status });
+                status
+            };
+            let reason = if status == 200 {
+                "OK"
+            } else {
+                "Internal Server Error"
+            };
+            let resp = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\nok");
+            let w = r.get_mut();
+            if w.write_all(resp.as_bytes())
+                .and_then(|_| w.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn webhook_gets_every_alert_through_server_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five failures: 0.25 + 0.5 + 1 + 2 + 4 s of backoff while the speech
+    // pipeline (not paced) has long finished persisting its alerts.
+    let hook = HookServer::start(5, None);
+    let body = format!(
+        "device = \"hook1\"\n[stdout]\nenabled = true\n[webhook]\nurl = \"http://127.0.0.1:{}/strix/events?src=test\"\nheaders = {{ Authorization = \"Bearer t0ken\" }}\ntimeout_s = 5\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n",
+        hook.port
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let persisted = alerts(&lines);
+    assert!(
+        persisted.len() >= 4,
+        "voice and keyword alerts: {persisted:#?}"
+    );
+    let seen = hook.seen.lock().unwrap().clone();
+    let failed = seen.iter().filter(|r| r.status == 500).count();
+    assert_eq!(failed, 5, "the server failed for a while: {seen:#?}");
+    for r in &seen {
+        assert!(
+            r.head.starts_with("post /strix/events?src=test http/1.1"),
+            "{}",
+            r.head
+        );
+        assert!(
+            r.head.contains("content-type: application/json"),
+            "{}",
+            r.head
+        );
+        assert!(r.head.contains("authorization: bearer t0ken"), "{}", r.head);
+    }
+    let ok: Vec<Value> = seen
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    // Every persisted alert was accepted, each exactly once, in order, and
+    // byte-for-byte the JSON strixd printed.
+    assert_eq!(ok, persisted, "accepted alerts (500s: {failed})");
+}
+
+/// Retained messages on `topics` (waits up to 3 s for `n` of them), by topic.
+fn retained(port: u16, topics: &[&str], n: usize) -> HashMap<String, String> {
+    let mut o = MqttOptions::new("t-retained", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 64);
+    for t in topics {
+        client.subscribe(*t, QoS::AtLeastOnce).unwrap();
+    }
+    let mut got = HashMap::new();
+    let t0 = Instant::now();
+    while got.len() < n && t0.elapsed() < Duration::from_secs(3) {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            conn.recv_timeout(Duration::from_millis(200))
+        {
+            got.insert(
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).to_string(),
+            );
+        }
+    }
+    got
+}
+
+#[test]
+fn mqtt5_delivers_events_availability_and_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let got = subscribe(port, "t-v5");
+    let body = format!(
+        "device = \"v5dev\"\n[stdout]\nenabled = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprotocol = \"5\"\nclient_id = \"strixd-v5test\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let persisted = alerts(&lines);
+    assert!(
+        persisted.iter().any(|v| v["kind"] == "keyword"),
+        "{persisted:#?}"
+    );
+    let got = got.lock().unwrap().clone();
+    assert_all_delivered(&persisted, &got);
+    // The broker saw an MQTT 5 client ("p5" in mosquitto's connect line).
+    let log = std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("as strixd-v5test (p5")),
+        "mosquitto log: {log}"
+    );
+    // Last will / clean shutdown and Home Assistant discovery, retained.
+    let r = retained(
+        port,
+        &[
+            "strix/v5dev/availability",
+            "homeassistant/binary_sensor/strix_v5dev/+/config",
+        ],
+        5,
+    );
+    assert_eq!(
+        r.get("strix/v5dev/availability").map(String::as_str),
+        Some("offline"),
+        "{r:#?}"
+    );
+    let kw: Value =
+        serde_json::from_str(&r["homeassistant/binary_sensor/strix_v5dev/keyword/config"]).unwrap();
+    assert_eq!(kw["state_topic"], "strix/v5dev/keyword");
+}
+
+/// Lines of a child's output, collected by a thread.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// Spawns strixd with stdout (alert lines) and stderr (log lines) collected.
+fn spawn_strixd_logged(cfg: &Path) -> (Child, Lines, Lines) {
+    let mut child = Command::new(strixd())
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |r: Box<dyn Read + Send>| {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                eprintln!("| {line}");
+                l.lock().unwrap().push(line);
+            }
+        });
+        lines
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    (child, out, err)
+}
+
+/// A test CA, a server certificate for localhost / 127.0.0.1 and a client
+/// certificate, made with the `openssl` CLI in `dir` (world-readable: the
+/// broker drops root for its own user before it reads them).
+fn make_pki(dir: &Path) {
+    need_tool("openssl");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509"])
+            .args(ec)
+            .args([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=strix test CA",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .current_dir(dir),
+    );
+    for (name, cn, ext) in [
+        (
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "strixd", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+        )
+        .unwrap();
+        run_ok(
+            Command::new("openssl")
+                .arg("req")
+                .args(ec)
+                .args([
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ])
+                .args(["-subj", &format!("/CN={cn}")])
+                .current_dir(dir),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                ])
+                .args([
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-out",
+                    &format!("{name}.pem"),
+                ])
+                .args(["-extfile", &format!("{name}.ext")])
+                .current_dir(dir),
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn mqtt_over_tls_with_password_and_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    run_ok(
+        Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(d.join("passwd"))
+            .args(["strixd", "s3cret"]),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("passwd"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_port();
+    // The broker: TLS only, a client certificate from the test CA and a
+    // password from the password file are both required.
+    let mut broker = Broker::start(d, port);
+    broker.stop();
+    let conf = format!(
+        "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\nallow_anonymous false\npassword_file {0}/passwd\nlog_dest stderr\nlog_type all\n",
+        d.display()
+    );
+    std::fs::write(&broker.conf, conf).unwrap();
+    broker.restart();
+    let tls = strix_firmware::tls::client_config(
+        Some(&d.join("ca.pem")),
+        Some((&d.join("client.pem"), &d.join("client.key"))),
+    )
+    .unwrap();
+    let mut o = MqttOptions::new("t-tls", "localhost", port);
+    o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+        tls,
+    )));
+    o.set_credentials("strixd", "s3cret");
+    let got = subscribe_with(o);
+    let cfg_for = |ca: &str, password: &str| {
+        write_config(
+            d,
+            &format!(
+                "device = \"tls1\"\n[stdout]\nenabled = true\n[shutdown]\ndrain_timeout_s = 3\n[mqtt]\nhost = \"localhost\"\nport = {port}\ntls = true\n{ca}\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"\nusername = \"strixd\"\npassword = \"{password}\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+            ),
+        )
+    };
+    // The system roots do not trust the test CA: the broker is refused.
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for("", "s3cret"));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let untrusted = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(got.lock().unwrap().is_empty());
+    // A wrong password: a clear error, and the alerts stay in the outbox
+    // (with the ones the run above left there).
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for("ca_file = \"ca.pem\"", "wrong"));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let first = alerts(&lines);
+    assert!(first.len() >= 4, "{first:#?}");
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("the broker refused the login")
+            && log.contains("check mqtt.username and mqtt.password"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{} alert(s) stay in the outbox", 2 * first.len())),
+        "{log}"
+    );
+    assert!(got.lock().unwrap().is_empty());
+    // The right password: this run's alerts and the first run's arrive over TLS.
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for("ca_file = \"ca.pem\"", "s3cret"));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("mqtt: connected"), "{log}");
+    let got = got.lock().unwrap().clone();
+    assert_all_delivered(&untrusted, &got);
+    assert_all_delivered(&first, &got);
+    assert_all_delivered(&second, &got);
+    let blog = std::fs::read_to_string(d.join("mosquitto.log")).unwrap();
+    assert!(blog.contains("as strixd-tls1"), "{blog}");
+}
+
+#[test]
+fn webhook_over_https_checks_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let pem = |name: &str| std::fs::read(d.join(name)).unwrap();
+    let certs = rustls_pemfile::certs(&mut pem("server.pem").as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut pem("server.key").as_slice())
+        .unwrap()
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let hook = HookServer::start(0, Some(Arc::new(server)));
+    let cfg_for = |ca: &str| {
+        write_config(
+            d,
+            &format!(
+                "device = \"hook2\"\n[stdout]\nenabled = true\n[shutdown]\ndrain_timeout_s = 3\n[webhook]\nurl = \"https://localhost:{}/in\"\n{ca}\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n",
+                hook.port
+            ),
+        )
+    };
+    // System roots: the test CA is not trusted, nothing is accepted.
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg_for(""));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let untrusted = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(hook.seen.lock().unwrap().is_empty());
+    // With the CA: this run's alerts and the kept ones arrive, in order.
+    let (mut child, lines, _) = spawn_strixd_logged(&cfg_for("ca_file = \"ca.pem\""));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let mut want = untrusted;
+    want.extend(alerts(&lines));
+    let got: Vec<Value> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// Live capture through cpal's ALSA host, with ALSA's userspace `file`
+/// plugin as the test double for a microphone: a PCM `strixtest` whose
+/// capture data is read from a FIFO the test writes (no kernel module, no
+/// sound card). The FIFO paces nothing (the `null` slave has no clock), so
+/// the audio arrives faster than real time; the FIFO only keeps the
+/// capture from running past the data.
+#[cfg(feature = "alsa")]
+#[test]
+fn alsa_capture_through_the_file_plugin_gives_keywords() {
+    alsa_capture(16_000);
+}
+
+/// The same at 48 kHz (`speech.capture_rate`): the streaming resampler's path.
+#[cfg(feature = "alsa")]
+#[test]
+fn alsa_capture_at_48k_is_resampled() {
+    alsa_capture(48_000);
+}
+
+#[cfg(feature = "alsa")]
+fn alsa_capture(rate: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = assets();
+    let raw = d.join("speech.raw");
+    run_ok(
+        Command::new("sox")
+            .arg(a.dir.join("speech.wav"))
+            .args([
+                "-t",
+                "raw",
+                "-r",
+                &rate.to_string(),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed",
+            ])
+            .arg(&raw),
+    );
+    let data = std::fs::read(&raw).unwrap();
+    let fifo = d.join("mic.fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let conf = d.join("asound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "</usr/share/alsa/alsa.conf>\npcm.strixtest {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n  hint {{ show on description \"strixd test capture\" }}\n}}\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    // The writer opens the FIFO read-write: that never blocks, and keeps
+    // the pipe (and the data in it) alive while strixd opens and closes the
+    // device to check it and opens it again to capture. It stays open (the
+    // capture then waits for data) until `done`.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dn = done.clone();
+    let mut w = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    std::thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        while !dn.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let metrics_port = free_port();
+    let cfg = write_config(
+        d,
+        &format!("device = \"alsa1\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[speech]\nsource = \"alsa:strixtest\"\ncapture_rate = {rate}\nmodel = \"@KWS@\"\nkeywords = [\"yes\", \"no\", \"stop\", \"go\"]\n"),
+    );
+    let mut child = Command::new(strixd())
+        .arg("--config")
+        .arg(&cfg)
+        .env("ALSA_CONFIG_PATH", &conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for (r, l) in [
+        (
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            lines.clone(),
+        ),
+        (Box::new(child.stderr.take().unwrap()), log.clone()),
+    ] {
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                eprintln!("| {line}");
+                l.lock().unwrap().push(line);
+            }
+        });
+    }
+    let keywords = |lines: &Mutex<Vec<String>>| -> Vec<Value> {
+        alerts(lines)
+            .into_iter()
+            .filter(|v| v["kind"] == "keyword")
+            .collect()
+    };
+    let t0 = Instant::now();
+    while keywords(&lines).len() < 2 && t0.elapsed() < Duration::from_secs(30) {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("strixd exited ({s}): {:#?}", log.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = scrape(&format!("127.0.0.1:{metrics_port}"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    let kw = keywords(&lines);
+    let times: Vec<f64> = kw
+        .iter()
+        .map(|v| v["stream_time"].as_f64().unwrap())
+        .collect();
+    eprintln!("ALSA at {rate} Hz: keyword times {times:?}");
+    assert_eq!(kw.len(), 2, "{:#?}", alerts(&lines));
+    assert!(kw.iter().all(|v| v["label"] == "yes"), "{kw:#?}");
+    // The "yes" clips start at 1 s and 5 s of the stream.
+    assert!(
+        (1.0..2.0).contains(&times[0]) && (5.0..6.0).contains(&times[1]),
+        "{times:?}"
+    );
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&format!(
+            "capturing from ALSA strixtest ({rate} Hz, 1 channel(s)"
+        )),
+        "{log}"
+    );
+    let metric = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {m}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("strix_audio_overruns_total"), 0.0);
+    assert!(metric("strix_audio_samples_total") >= 6.0 * 16000.0, "{m}");
+}
+
+/// Removes every DHT (Huffman table) segment before the scan, as many UVC
+/// cameras send MJPEG (the decoder must then use the standard tables).
+fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        let (m, len) = (
+            jpeg[i + 1],
+            u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize,
+        );
+        if m == 0xDA {
+            out.extend_from_slice(&jpeg[i..]);
+            return out;
+        }
+        if m != 0xC4 {
+            out.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    panic!("no scan in the JPEG");
+}
+
+/// V4L2 frame conversion on recorded buffers (the test double for a camera):
+/// a 640x480 YUYV buffer and an MJPEG buffer, both made by ffmpeg from a
+/// shipped photo, converted by strixd and compared with ffmpeg's own RGB.
+#[test]
+fn v4l2_frames_convert_like_ffmpeg() {
+    use strix_firmware::camera::v4l2::{convert, PixelFormat};
+    need_tool("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let photo = root().join("models/images/fastestdet_3.jpg");
+    let ff = |args: &[&str]| {
+        run_ok(
+            Command::new("ffmpeg")
+                .args(["-loglevel", "error", "-y"])
+                .args(args)
+                .current_dir(d),
+        )
+    };
+    let src = photo.display().to_string();
+    ff(&[
+        "-i",
+        &src,
+        "-vf",
+        "scale=640:480",
+        "-pix_fmt",
+        "yuyv422",
+        "-f",
+        "rawvideo",
+        "frame.yuyv",
+    ]);
+    ff(&[
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuyv422",
+        "-s",
+        "640x480",
+        "-i",
+        "frame.yuyv",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "frame.rgb",
+    ]);
+    // `-huffman default`: the standard tables, as UVC cameras use.
+    ff(&[
+        "-i",
+        &src,
+        "-vf",
+        "scale=640:480",
+        "-q:v",
+        "3",
+        "-huffman",
+        "default",
+        "-f",
+        "mjpeg",
+        "frame.mjpg",
+    ]);
+    let yuyv = std::fs::read(d.join("frame.yuyv")).unwrap();
+    let want = std::fs::read(d.join("frame.rgb")).unwrap();
+    assert_eq!(yuyv.len(), 640 * 480 * 2);
+    let cam = Path::new("/dev/video-test");
+    let got = convert(PixelFormat::Yuyv, 640, 480, 1280, &yuyv, cam).unwrap();
+    let diffs: Vec<i32> = got
+        .rgb
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .collect();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let max = *diffs.iter().max().unwrap();
+    eprintln!("YUYV vs ffmpeg rgb24: mean |diff| {mean:.3}, max {max}");
+    assert!(mean < 2.0 && max <= 8, "mean {mean}, max {max}");
+    // The same buffer in a driver's padded rows (stride 1344) converts the same.
+    let padded: Vec<u8> = yuyv
+        .chunks_exact(1280)
+        .flat_map(|r| r.iter().copied().chain([0u8; 64]))
+        .collect();
+    assert_eq!(
+        convert(PixelFormat::Yuyv, 640, 480, 1344, &padded, cam).unwrap(),
+        got
+    );
+    // MJPEG, with its Huffman tables and without them (UVC style).
+    let mjpg = std::fs::read(d.join("frame.mjpg")).unwrap();
+    let full = convert(PixelFormat::Mjpeg, 640, 480, 0, &mjpg, cam).unwrap();
+    let mean_vs_yuyv = full
+        .rgb
+        .iter()
+        .zip(&got.rgb)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .sum::<i32>() as f64
+        / full.rgb.len() as f64;
+    assert!(
+        mean_vs_yuyv < 6.0,
+        "MJPEG and YUYV frames of one photo: mean |diff| {mean_vs_yuyv}"
+    );
+    let bare = strip_dht(&mjpg);
+    assert!(bare.len() < mjpg.len());
+    let no_dht = convert(PixelFormat::Mjpeg, 640, 480, 0, &bare, cam).unwrap();
+    assert_eq!(
+        no_dht, full,
+        "decoded with the standard tables strixd inserts"
+    );
+}
+
+/// Serves `file` to every GET (HTTP/1.1, whole body, then close): a stand-in
+/// for a network camera stream that ffmpeg reads by URL.
+fn serve_file(file: PathBuf) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let body = std::fs::read(&file).unwrap();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn
+                    .write_all(head.as_bytes())
+                    .and_then(|_| conn.write_all(&body));
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn camera_reads_a_url_through_ffmpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clip("one.y4m", &[false, true, false]);
+    let port = serve_file(clip);
+    let body = format!(
+        "device = \"url1\"\n{}",
+        CAMERA
+            .replace("@CLIP@", &format!("http://127.0.0.1:{port}/live/one.y4m"))
+            .replace("@RT@", "false")
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines) = spawn_strixd(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let ev = alerts(&lines);
+    let person: Vec<&Value> = ev.iter().filter(|v| v["label"] == "person").collect();
+    let ids: HashSet<&str> = person.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one person event from the URL source: {ev:#?}"
+    );
+    assert_eq!(person.last().unwrap()["type"], "end");
+}
+
+#[test]
+fn webhook_down_at_start_then_up_and_mqtt_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = free_port();
+    let mqtt_port = free_port();
+    let _broker = Broker::start(dir.path(), mqtt_port);
+    let got = subscribe(mqtt_port, "t-both");
+    let body = format!(
+        "device = \"hook3\"\n[stdout]\nenabled = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n[webhook]\nurl = \"http://127.0.0.1:{hook_port}/\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg);
+    // Nothing listens on the webhook port yet: MQTT delivers meanwhile.
+    let t0 = Instant::now();
+    while got.lock().unwrap().len() < 4 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "MQTT held back by the webhook"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let hook = HookServer::start_on(hook_port, 0, None);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let persisted = alerts(&lines);
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("connect: Connection refused"), "{log}");
+    assert!(log.contains("delivering again"), "{log}");
+    let posted: Vec<Value> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted, persisted);
+    assert_all_delivered(&persisted, &got.lock().unwrap());
+}
+
+#[test]
+fn mqtt5_refused_publish_keeps_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Broker::start(dir.path(), port);
+    broker.stop();
+    // Anonymous clients may publish availability and sensor states but
+    // not events: MQTT 5 answers those with PUBACK "not authorized".
+    std::fs::write(
+        dir.path().join("acl"),
+        "topic readwrite strix/+/availability\ntopic readwrite strix/+/person\ntopic readwrite strix/+/vehicle\ntopic readwrite strix/+/voice\ntopic readwrite strix/+/keyword\ntopic readwrite homeassistant/#\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path().to_path_buf(), dir.path().join("acl")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let conf = std::fs::read_to_string(&broker.conf).unwrap();
+    std::fs::write(
+        &broker.conf,
+        format!("{conf}acl_file {}\n", dir.path().join("acl").display()),
+    )
+    .unwrap();
+    broker.restart();
+    let body = format!(
+        "device = \"v5acl\"\n[stdout]\nenabled = true\n[shutdown]\ndrain_timeout_s = 3\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprotocol = \"5\"\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\nkeywords = [\"yes\"]\n"
+    );
+    let cfg = write_config(dir.path(), &body);
+    let (mut child, lines, log) = spawn_strixd_logged(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let n = alerts(&lines).len();
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("broker refused a publish (NotAuthorized); the alert stays in the outbox"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{n} alert(s) stay in the outbox")),
+        "{log}"
+    );
+}
+
+#[cfg(feature = "alsa")]
+#[test]
+fn unknown_alsa_device_is_a_media_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "device = \"x\"\n[speech]\nsource = \"alsa:nosuchpcm\"\nmodel = \"@KWS@\"\n",
+    );
+    let out = Command::new(strixd())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("ALSA capture device \"nosuchpcm\" not found (input devices:"),
+        "{err}"
     );
 }

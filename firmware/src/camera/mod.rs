@@ -9,6 +9,7 @@
 pub mod motion;
 pub mod source;
 pub mod tracker;
+pub mod v4l2;
 pub mod zones;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};

@@ -51,10 +51,39 @@ pub trait Source: Send {
     fn next_frame(&mut self) -> Result<Option<Image>, MediaError>;
 }
 
-/// Opens `path` by kind: a directory, `.y4m`, `.mjpeg`/`.mjpg`, else ffmpeg
-/// (frames resampled to `fps`). Headers are checked here, so an unreadable
-/// source fails at start-up.
+/// The device path of a `v4l2:<device>` source.
+pub fn v4l2_device(source: &Path) -> Option<&Path> {
+    source.to_str()?.strip_prefix("v4l2:").map(Path::new)
+}
+
+/// Whether a source is a URL (`rtsp://`, `http://`, ...), read by ffmpeg.
+pub fn is_url(source: &Path) -> bool {
+    source.to_str().is_some_and(|s| {
+        s.split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+        })
+    })
+}
+
+/// Opens `path` by kind: `v4l2:<device>`, a URL (ffmpeg), a directory,
+/// `.y4m`, `.mjpeg`/`.mjpg`, else ffmpeg (frames resampled to `fps`).
+/// Headers are checked here, so an unreadable source fails at start-up.
 pub fn open(path: &Path, fps: f32) -> Result<Box<dyn Source>, MediaError> {
+    if let Some(dev) = v4l2_device(path) {
+        #[cfg(feature = "v4l2")]
+        return Ok(Box::new(super::v4l2::V4l2Source::open(dev, fps)?));
+        #[cfg(not(feature = "v4l2"))]
+        return Err(bad(
+            dev,
+            "this strixd was built without the `v4l2` feature (V4L2 cameras)",
+        ));
+    }
+    if is_url(path) {
+        return Ok(Box::new(FfmpegSource::open(path, fps)?));
+    }
     if path.is_dir() {
         return Ok(Box::new(DirSource::new(path)?));
     }
@@ -424,8 +453,11 @@ pub struct FfmpegSource {
 }
 
 impl FfmpegSource {
+    /// `path` is a file or a URL ffmpeg reads (`rtsp://`, `http://`, ...).
     pub fn open(path: &Path, fps: f32) -> Result<Self, MediaError> {
-        std::fs::metadata(path).map_err(io(path))?;
+        if !is_url(path) {
+            std::fs::metadata(path).map_err(io(path))?;
+        }
         let probe = Command::new("ffprobe")
             .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
             .arg(path)
@@ -502,6 +534,19 @@ mod tests {
 
     fn write(path: &Path, bytes: &[u8]) {
         std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn source_kinds_by_name() {
+        assert!(is_url(Path::new("rtsp://cam.local:554/stream1")));
+        assert!(is_url(Path::new("http://127.0.0.1:8080/clip.mp4")));
+        assert!(!is_url(Path::new("/data/clip.mp4")));
+        assert!(!is_url(Path::new("odd name ://.mp4")));
+        assert_eq!(
+            v4l2_device(Path::new("v4l2:/dev/video2")),
+            Some(Path::new("/dev/video2"))
+        );
+        assert_eq!(v4l2_device(Path::new("/dev/video2")), None);
     }
 
     #[test]
