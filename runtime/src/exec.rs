@@ -62,7 +62,9 @@ impl<'m> Session<'m> {
         self.model
     }
 
-    /// The f32 buffer of graph input `i` (to be filled before `run`).
+    /// The f32 buffer of graph input `i`, to be filled before **every**
+    /// `run`: the memory plan may reuse an input's buffer for later tensors,
+    /// so after a run it no longer holds the input.
     pub fn input_mut(&mut self, i: usize) -> Result<&mut [f32]> {
         let g = &self.model.graph;
         let t = g.inputs.get(i).map(|&id| &g.tensors[id]).ok_or_else(|| {
