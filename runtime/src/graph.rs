@@ -1,5 +1,5 @@
 //! The executable graph stored in a `.strix` file: tensors, nodes, constants
-//! and the memory plan. Everything here is untrusted until [`Graph::validate`]
+//! and the memory plan. Everything here is untrusted until [`crate::validate::validate`]
 //! has accepted it.
 
 use serde::{Deserialize, Serialize};
