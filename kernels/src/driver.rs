@@ -263,28 +263,22 @@ pub fn qs8_conv2d_gemm(
     output: &mut [i8],
 ) {
     let p = g.out_h * g.out_w;
-    let k = g.k();
-    let out = QOut {
-        out_zp: q.out_zp,
-        act_min: q.act_min,
-        act_max: q.act_max,
-    };
     let mut p0 = 0;
     while p0 < p {
         let t = CONV_TILE.min(p - p0);
-        im2row(g, input, q.in_zp as i8, p0, t, scratch);
-        (ks.gemm_nt.run)(
-            g.out_c,
-            t,
-            k,
+        qs8_conv2d_gemm_tile(
+            ks,
+            g,
+            q,
+            input,
             weights,
-            &scratch[..t * k],
             folded_bias,
             rq,
-            &out,
+            p0,
+            t,
+            scratch,
             &mut output[p0..],
             p,
-            1,
         );
         p0 += t;
     }
@@ -359,24 +353,24 @@ pub fn qs8_conv2d_gemm_f32out(
     output: &mut [f32],
 ) {
     let p = g.out_h * g.out_w;
-    let k = g.k();
     let mut p0 = 0;
     while p0 < p {
         let t = CONV_TILE.min(p - p0);
-        im2row(g, input, in_zp as i8, p0, t, scratch);
-        (ks.gemm_nt_f32out.run)(
-            g.out_c,
-            t,
-            k,
-            weights,
-            &scratch[..t * k],
-            folded_bias,
-            scale,
+        qs8_conv2d_gemm_f32out_tile(
+            ks,
+            g,
+            in_zp,
             act_min,
             act_max,
+            input,
+            weights,
+            folded_bias,
+            scale,
+            p0,
+            t,
+            scratch,
             &mut output[p0..],
             p,
-            1,
         );
         p0 += t;
     }

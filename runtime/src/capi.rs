@@ -242,7 +242,6 @@ pub struct strix_context {
     shared: Arc<Shared>,
     /// Outputs hold the result of a successful run with the current inputs.
     ran: bool,
-    threads: u32,
     /// Per-output scratch for `strix_detect`, allocated with the context.
     outs: Vec<Vec<f32>>,
 }
@@ -950,7 +949,6 @@ pub unsafe extern "C" fn strix_context_new(
             session: Session::new(m),
             shared,
             ran: false,
-            threads: 0,
             outs,
         });
         let p = Box::into_raw(c);
@@ -1021,7 +1019,6 @@ pub unsafe extern "C" fn strix_set_threads(
                 .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
             c.ran = false;
         }
-        c.threads = threads;
         Ok(())
     })
 }

@@ -181,10 +181,6 @@ pub(crate) fn conv_i8(
     out: &mut [i8],
 ) -> Result<(), String> {
     let k = g.k();
-    if wk.threads() == 1 {
-        drv::qs8_conv2d_gemm(ks, g, q, x, w, fb, rq, wk.scratch(), out);
-        return Ok(());
-    }
     split_conv(wk, g, out, &|c0, c1, p0, t, s, o, rs| {
         if t == g.out_h * g.out_w && rs == t && c0 == 0 && c1 == g.out_c {
             drv::qs8_conv2d_gemm(ks, g, q, x, w, fb, rq, s, o);
@@ -222,22 +218,6 @@ pub(crate) fn conv_f32(
     out: &mut [f32],
 ) -> Result<(), String> {
     let k = g.k();
-    if wk.threads() == 1 {
-        drv::qs8_conv2d_gemm_f32out(
-            ks,
-            g,
-            in_zp,
-            act.0,
-            act.1,
-            x,
-            w,
-            fb,
-            scale,
-            wk.scratch(),
-            out,
-        );
-        return Ok(());
-    }
     split_conv(wk, g, out, &|c0, c1, p0, t, s, o, rs| {
         if t == g.out_h * g.out_w && rs == t && c0 == 0 && c1 == g.out_c {
             drv::qs8_conv2d_gemm_f32out(ks, g, in_zp, act.0, act.1, x, w, fb, scale, s, o);
