@@ -59,8 +59,10 @@ enum Cmd {
         /// top1=MAX_DISAGREEMENT, map50=MIN, cosine=MIN (e.g. top1=0.01).
         #[arg(long, num_args = 1.., requires = "prune")]
         prune_budget: Vec<String>,
-        /// How channels are ranked: weight L1/L2 norm or calibration activations.
-        #[arg(long, value_enum, default_value = "l1", requires = "prune")]
+        /// How channels are ranked: `obs` removes them one at a time, each the one
+        /// whose removal (with the next layers refitted) adds the least output error
+        /// on the calibration samples; or weight L1/L2 norm, or mean activation.
+        #[arg(long, value_enum, default_value = "obs", requires = "prune")]
         prune_importance: strix_tools::prune::Importance,
         /// Block sparsity: the largest fraction of 1x4 weight blocks (along the
         /// reduction axis) the search may zero in one conv, e.g. 0.8. Each

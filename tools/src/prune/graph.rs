@@ -352,7 +352,17 @@ fn konst(g: &CGraph, v: usize) -> &HostTensor {
 ///
 /// With `comp`, consumers whose input channels shrink are refitted (see
 /// [`Compensation`]); without it they are only sliced.
-pub fn apply(g: &mut CGraph, groups: &[Group], keep: &[Vec<usize>], comp: Option<&Compensation>) {
+///
+/// Returns, for every ungrouped conv and gemm whose input channels shrank,
+/// the kept input channels in the unpruned graph's numbering (what a Gram
+/// matrix of the unpruned input is indexed by).
+pub fn apply(
+    g: &mut CGraph,
+    groups: &[Group],
+    keep: &[Vec<usize>],
+    comp: Option<&Compensation>,
+) -> HashMap<usize, Vec<usize>> {
+    let mut consumers = HashMap::new();
     let mut prod_keep: HashMap<usize, &Vec<usize>> = HashMap::new();
     for (gr, k) in groups.iter().zip(keep) {
         assert!(
@@ -386,6 +396,7 @@ pub fn apply(g: &mut CGraph, groups: &[Group], keep: &[Vec<usize>], comp: Option
                     }
                 } else {
                     if let Some((_, ks, _)) = &k0 {
+                        consumers.insert(ni, ks.clone());
                         let w = konst(g, g.nodes[ni].inputs[1]).clone();
                         let b = konst(g, g.nodes[ni].inputs[2]).as_f32();
                         match comp.and_then(|c| c.refit(g, ni, ks, &w, &b)) {
@@ -417,6 +428,7 @@ pub fn apply(g: &mut CGraph, groups: &[Group], keep: &[Vec<usize>], comp: Option
                 act,
             } => {
                 if let Some((_, ks, _)) = &k0 {
+                    consumers.insert(ni, ks.clone());
                     let w = konst(g, g.nodes[ni].inputs[1]).clone();
                     let refit = if g.nodes[ni].inputs.len() >= 3 {
                         let b = konst(g, g.nodes[ni].inputs[2]).as_f32();
@@ -523,6 +535,7 @@ pub fn apply(g: &mut CGraph, groups: &[Group], keep: &[Vec<usize>], comp: Option
         }
         kept[o] = out;
     }
+    consumers
 }
 
 /// Per-channel importance of a group by weight norm (`p` = 1 or 2): each
@@ -574,10 +587,18 @@ pub fn keep_top(imp: &[f64], keep: usize) -> Vec<usize> {
 }
 
 /// Zeroes, in every conv (`groups == 1`) and constant-weight gemm, the
-/// fraction `ratio(node)` of [`SPARSE_BLOCK`] blocks with the smallest L1
-/// norm. Partial blocks at the end of a reduction row are never zeroed.
-/// Returns the number of blocks zeroed.
-pub fn zero_blocks(g: &mut CGraph, ratio: impl Fn(usize) -> f32) -> usize {
+/// fraction `ratio(node)` of [`SPARSE_BLOCK`] blocks. When `hess(node, bias)`
+/// gives the Hessian of the node's current input (bias input last when
+/// `bias`; see [`Compensation::hessian`]), blocks are chosen and the other
+/// weights and the bias compensated by [`super::obs::sparse_blocks`];
+/// otherwise the blocks with the smallest L1 norm are zeroed. Partial blocks
+/// at the end of a reduction row are never zeroed. Returns the number of
+/// blocks zeroed.
+pub fn zero_blocks(
+    g: &mut CGraph,
+    ratio: impl Fn(usize) -> f32,
+    hess: impl Fn(usize, bool) -> Option<Vec<f64>>,
+) -> usize {
     let bk = SPARSE_BLOCK.1;
     let mut zeroed = 0;
     for ni in 0..g.nodes.len() {
@@ -586,12 +607,15 @@ pub fn zero_blocks(g: &mut CGraph, ratio: impl Fn(usize) -> f32) -> usize {
             continue;
         }
         let n = &g.nodes[ni];
-        let (rows, red, col_major) = match &n.op {
-            COp::Conv { geom, .. } if geom.groups == 1 && g.is_const(n.inputs[1]) => {
-                (geom.out_c, geom.in_c * geom.kh * geom.kw, false)
-            }
+        let (rows, red, col_major, taps) = match &n.op {
+            COp::Conv { geom, .. } if geom.groups == 1 && g.is_const(n.inputs[1]) => (
+                geom.out_c,
+                geom.in_c * geom.kh * geom.kw,
+                false,
+                geom.kh * geom.kw,
+            ),
             COp::Gemm { n: nn, k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => {
-                (*nn, *k, true)
+                (*nn, *k, true, 1)
             }
             _ => continue,
         };
@@ -603,6 +627,42 @@ pub fn zero_blocks(g: &mut CGraph, ratio: impl Fn(usize) -> f32) -> usize {
                 row * red + i
             }
         };
+        let bias_v = n.inputs.get(2).copied().filter(|&b| g.is_const(b));
+        // Second-order path: 1x1 convs and gemms (their input Gram is the
+        // Hessian of every output row).
+        let h = (taps == 1)
+            .then(|| hess(ni, bias_v.is_some()))
+            .flatten()
+            .filter(|h| h.len() == (red + bias_v.is_some() as usize).pow(2));
+        if let Some(h) = h {
+            let cols = red + bias_v.is_some() as usize;
+            let mut m = vec![0f64; rows * cols];
+            let bias = bias_v.map(|b| konst(g, b).as_f32());
+            for row in 0..rows {
+                for i in 0..red {
+                    m[row * cols + i] = w[at(row, i)] as f64;
+                }
+                if let Some(b) = &bias {
+                    m[row * cols + red] = b[row] as f64;
+                }
+            }
+            if let Some(nz) = super::obs::sparse_blocks(&mut m, rows, red, cols, &h, r) {
+                for row in 0..rows {
+                    for i in 0..red {
+                        w[at(row, i)] = m[row * cols + i] as f32;
+                    }
+                }
+                zeroed += nz;
+                let shape = konst(g, g.nodes[ni].inputs[1]).shape.clone();
+                set_const(g, ni, 1, HostTensor::f32(shape, w));
+                if let (Some(bv), Some(_)) = (bias_v, bias) {
+                    let nb: Vec<f32> = (0..rows).map(|row| m[row * cols + red] as f32).collect();
+                    let shape = konst(g, bv).shape.clone();
+                    set_const(g, ni, 2, HostTensor::f32(shape, nb));
+                }
+                continue;
+            }
+        }
         let mut blocks: Vec<(f32, usize, usize)> = vec![];
         for row in (0..rows).step_by(SPARSE_BLOCK.0) {
             for b in 0..red / bk {
@@ -1211,7 +1271,7 @@ mod tests {
         ];
         let wv = g.nodes[0].inputs[1];
         g.values[wv].konst = Some(HostTensor::f32(vec![2, 8, 1, 1], w));
-        assert_eq!(zero_blocks(&mut g, |_| 0.5), 2);
+        assert_eq!(zero_blocks(&mut g, |_| 0.5, |_, _| None), 2);
         let got = g.values[g.nodes[0].inputs[1]]
             .konst
             .as_ref()

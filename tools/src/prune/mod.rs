@@ -20,6 +20,7 @@
 //!    part is within budget too.
 
 pub mod graph;
+pub mod obs;
 pub mod report;
 
 use crate::calib::Method;
@@ -122,6 +123,11 @@ pub enum Importance {
     L2,
     /// Mean absolute activation of the channel on the calibration samples.
     Activation,
+    /// Optimal Brain Surgeon: channels are removed one at a time, each the
+    /// one whose removal (with the consumers' remaining weights refitted)
+    /// adds the least output error on the calibration samples (see
+    /// [`obs::obs_importance`]); groups without such statistics use L1.
+    Obs,
 }
 
 /// Pruning options (`strix convert --prune ...`).
@@ -146,6 +152,10 @@ pub struct Options {
     pub refit: bool,
 }
 
+/// At most this many calibration samples feed the input statistics (Gram
+/// matrices) used by the refits and the second-order choices.
+pub const MAX_GRAM_SAMPLES: usize = 256;
+
 /// Smallest block ratio the search tries: below the lowering's sparse
 /// threshold (35% zero blocks, partial blocks counted as non-zero) the
 /// kernels stay dense and zeroing would cost accuracy for nothing.
@@ -169,7 +179,7 @@ impl Options {
     pub fn new(budget: Budget) -> Self {
         Options {
             budget,
-            importance: Importance::L1,
+            importance: Importance::Obs,
             ratios: vec![0.0625, 0.125, 0.1875, 0.25, 0.375, 0.5, 0.625, 0.75],
             block: 0.0,
             holdout: 0.25,
@@ -439,6 +449,23 @@ pub fn search(
     }
 
     let groups = graph::find_groups(cg);
+    // Input statistics of every conv/gemm: the refit, OBS ranking and
+    // second-order block choice all read them.
+    // All of the calibration part (up to MAX_GRAM_SAMPLES): the refits fit
+    // many weights each, and fitted on a few samples they do not generalize
+    // to the held-back part.
+    let gstride = cal.len().div_ceil(MAX_GRAM_SAMPLES).max(1);
+    let stats_x: Vec<Vec<f32>> = cal
+        .iter()
+        .step_by(gstride)
+        .map(|&i| samples[i].clone())
+        .collect();
+    let gram = if opts.refit || opts.importance == Importance::Obs || opts.block > 0.0 {
+        Some(consumer_stats(cg, &stats_x)?)
+    } else {
+        None
+    };
+    let comp = gram.as_ref().filter(|_| opts.refit);
     let cal_x: Vec<Vec<f32>> = cal.iter().map(|&i| samples[i].clone()).collect();
     let importance: Vec<Vec<f64>> = match opts.importance {
         Importance::L1 => groups
@@ -450,6 +477,15 @@ pub fn search(
             .map(|g| graph::weight_importance(cg, g, 2))
             .collect(),
         Importance::Activation => activation_importance(cg, &groups, &cal_x)?,
+        Importance::Obs => {
+            let gm = gram.as_ref().expect("computed for Obs");
+            (0..groups.len())
+                .map(|gi| {
+                    obs::obs_importance(cg, &groups, gi, gm)
+                        .unwrap_or_else(|| graph::weight_importance(cg, &groups[gi], 1))
+                })
+                .collect()
+        }
     };
     // Block-sparsity units: every ungrouped conv with constant weights long
     // enough to hold two blocks, after the channel groups in `state`.
@@ -483,16 +519,10 @@ pub fn search(
         };
         graph::keep_top(&importance[gi], k)
     };
-    let comp = if opts.refit {
-        let xs: Vec<Vec<f32>> = stats_idx.iter().map(|&i| samples[i].clone()).collect();
-        Some(consumer_stats(cg, &xs)?)
-    } else {
-        None
-    };
     let make = |state: &[Option<usize>]| -> CGraph {
         let mut g = cg.clone();
         let keep: Vec<Vec<usize>> = (0..ng).map(|gi| keep_for(gi, state[gi])).collect();
-        graph::apply(&mut g, &groups, &keep, comp.as_ref());
+        let consumers = graph::apply(&mut g, &groups, &keep, comp);
         // Channel surgery keeps node indices, so block units still name their conv.
         let per_node: std::collections::HashMap<usize, f32> = block_nodes
             .iter()
@@ -500,7 +530,14 @@ pub fn search(
             .filter_map(|(bi, &ni)| state[ng + bi].map(|r| (ni, bratios[r])))
             .collect();
         if !per_node.is_empty() {
-            graph::zero_blocks(&mut g, |ni| per_node.get(&ni).copied().unwrap_or(0.0));
+            graph::zero_blocks(
+                &mut g,
+                |ni| per_node.get(&ni).copied().unwrap_or(0.0),
+                |ni, bias| {
+                    let keep = consumers.get(&ni).map(|k| k.as_slice());
+                    gram.as_ref()?.hessian(ni, keep, bias)
+                },
+            );
         }
         g
     };
