@@ -1259,6 +1259,66 @@ mod tests {
     }
 
     #[test]
+    fn obs_ranking_removes_a_redundant_channel_first() {
+        // x -> A (1x1, 6 ch) -> B (1x1) -> output, with A's channel 5 exactly
+        // twice channel 0: it has the largest L1 norm, but with B refitted it
+        // carries no information. OBS must remove it (or channel 0) first and
+        // lose almost nothing; L1 removes a unique channel instead.
+        let mut g = CGraph::default();
+        let x = input(&mut g, 4, 3);
+        let _a = conv(&mut g, x, 6, 1, 1, 1);
+        let a = g.nodes[0].output;
+        let out = conv(&mut g, a, 2, 1, 1, 2);
+        g.outputs.push(out);
+        let wv = g.nodes[0].inputs[1];
+        let mut w = g.values[wv].konst.as_ref().unwrap().as_f32();
+        for i in 0..4 {
+            w[20 + i] = w[i] * 2.0;
+        }
+        g.values[wv].konst = Some(HostTensor::f32(vec![6, 4, 1, 1], w));
+        let bv = g.nodes[0].inputs[2];
+        let mut b = g.values[bv].konst.as_ref().unwrap().as_f32();
+        b[5] = b[0] * 2.0;
+        g.values[bv].konst = Some(HostTensor::f32(vec![6], b));
+        let samples: Vec<Vec<f32>> = (0..16).map(|s| rnd(36, 70 + s)).collect();
+        let (mut lb, map) = crate::lower::lower_f32(&g).unwrap();
+        strix_runtime::plan::plan(&mut lb.g, false);
+        let m = strix_runtime::Model::new(Default::default(), lb.g, lb.c).unwrap();
+        let mut sess = strix_runtime::Session::new(&m);
+        let mut comp = Compensation::default();
+        for s in &samples {
+            sess.input_mut(0).unwrap().copy_from_slice(s);
+            sess.run().unwrap();
+            comp.accumulate(&g, |v| match map[v].and_then(|t| sess.tensor(t)) {
+                Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
+                _ => None,
+            });
+        }
+        let groups = find_groups(&g);
+        let obs = super::super::obs::obs_importance(&g, &groups, 0, &comp).unwrap();
+        let l1 = weight_importance(&g, &groups[0], 1);
+        let err = |keep: Vec<usize>| -> f32 {
+            let mut p = g.clone();
+            apply(&mut p, &groups, &[keep], Some(&comp));
+            samples
+                .iter()
+                .map(|s| {
+                    let (a, b) = (run(&g, s), run(&p, s));
+                    a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f32>()
+                })
+                .sum()
+        };
+        let ko = keep_top(&obs, 5);
+        assert!(
+            !ko.contains(&5) || !ko.contains(&0),
+            "obs kept both copies: {obs:?}"
+        );
+        assert!(keep_top(&l1, 5).contains(&5) && keep_top(&l1, 5).contains(&0));
+        let (eo, el) = (err(ko), err(keep_top(&l1, 5)));
+        assert!(eo < 0.2 * el, "obs error {eo} vs l1 {el}");
+    }
+
+    #[test]
     fn zero_blocks_removes_the_smallest_reduction_blocks() {
         let mut g = CGraph::default();
         let x = input(&mut g, 8, 2);
