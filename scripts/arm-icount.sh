@@ -13,6 +13,9 @@
 #
 # Usage: scripts/arm-icount.sh [MODEL...]   (default: all of
 #          mobilenet_v2 yolov8n fastestdet ultraface-rfb kws vww)
+#        A MODEL ending in .strix is counted as it is (no conversion, no
+#        tract column): e.g. an unpruned and a pruned build side by side,
+#        `scripts/arm-icount.sh vww.strix vww-pruned.strix`.
 # Env:   ICOUNT_PATHS   comma-separated subset of the paths above, by label
 #                       (default all: see PATHS below)
 #        ICOUNT_RUNS    N for every model (default per model: 1 for yolov8n,
@@ -111,6 +114,7 @@ wavs=("${wavs[@]/%/_1000ms.wav}")
 
 onnx_of() {
     case $1 in
+    *.strix) [[ -f $1 ]] && echo "$1" || { echo "arm-icount: no such file $1" >&2; return 1; } ;;
     mobilenet_v2 | yolov8n) echo "$BENCH/$1.fp32.onnx" ;;
     fastestdet) echo models/fastestdet/FastestDet.onnx ;;
     ultraface-rfb) echo models/ultraface/version-RFB-320.onnx ;;
@@ -126,6 +130,7 @@ runs_of() {
     mobilenet_v2 | fastestdet | ultraface-rfb) echo 2 ;;
     vww) echo 10 ;;
     kws) echo 20 ;;
+    *) echo 5 ;;
     esac
 }
 for m in "${models[@]}"; do onnx_of "$m" >/dev/null; done
@@ -141,6 +146,7 @@ if ((${#bench_models[@]})); then
     "$HOST_TARGET/release/strix-peers" --out "$OUT" --bench-dir "$BENCH" --models "$list" --dump-calib >/dev/null
 fi
 for m in "${models[@]}"; do
+    [[ $m == *.strix ]] && continue
     onnx=$(onnx_of "$m") dst=$OUT/$m.strix
     # Reconvert when the compiler or the model is newer than the .strix.
     if [[ -f $dst && $dst -nt $STRIX && $dst -nt $onnx ]]; then continue; fi
@@ -173,14 +179,20 @@ count() {
 declare -A result info
 for m in "${models[@]}"; do
     runs=$(runs_of "$m")
-    macs=$("$STRIX" inspect "$OUT/$m.strix" --json | sed -nE 's/^  "macs": ([0-9]+).*/\1/p')
+    f=$OUT/$m.strix
+    [[ $m == *.strix ]] && f=$m
+    macs=$("$STRIX" inspect "$f" --json | sed -nE 's/^  "macs": ([0-9]+).*/\1/p')
     result[$m,macs]=${macs:-0}
     result[$m,runs]=$runs
     for p in "${PATHS[@]}"; do
         read -r label arch cpu engine env <<<"$p"
         [[ " ${labels[*]} " == *" $label "* ]] || continue
         file=$OUT/$m.strix
-        [[ $engine == tract ]] && file=$(onnx_of "$m")
+        [[ $m == *.strix ]] && file=$m
+        if [[ $engine == tract ]]; then
+            [[ $m == *.strix ]] && continue
+            file=$(onnx_of "$m")
+        fi
         t0=$SECONDS
         if ! base=$(count "$arch" "$cpu" "$env" "$file" 0 "$engine") ||
             ! full=$(count "$arch" "$cpu" "$env" "$file" "$runs" "$engine"); then

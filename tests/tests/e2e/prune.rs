@@ -239,6 +239,8 @@ fn prune_vww_within_one_point_of_top1() {
     let (unpruned, _) = convert(&c, &dir);
     let red = check_pruned("vww", &unpruned, &m, &rep, &budget);
     eprintln!("vww: MACs reduced by {:.1}%", 100.0 * red);
+    // The bar for VWW at this budget (measured: about half).
+    assert!(red >= 0.25, "vww: MACs reduced by only {:.1}%", 100.0 * red);
     // The report page is self-contained.
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<svg") && page.contains("</html>"));
