@@ -68,6 +68,7 @@ pub fn convert_with(
     let meta = config::load(config, onnx_path)?;
     let mut cg =
         onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    remove_dead_channels(&mut cg)?;
     if !fp32 && std::env::var_os("STRIX_NO_CLE").is_none() {
         equalize::equalize(&mut cg);
     }
@@ -121,6 +122,19 @@ pub fn convert_with(
     Ok(model)
 }
 
+/// Removes channels pruned in training (all-zero weights, see
+/// [`prune::dead`]) and says so; a no-op on ordinary models.
+fn remove_dead_channels(cg: &mut ir::CGraph) -> Result<()> {
+    let r = prune::dead::remove_dead_channels(cg).context("removing dead channels")?;
+    if r.channels > 0 {
+        eprintln!(
+            "removed {} dead channels (all-zero weights) from {} layers: MACs {} -> {}",
+            r.channels, r.layers, r.macs_before, r.macs_after
+        );
+    }
+    Ok(())
+}
+
 /// `strix convert --prune`: compiles `onnx` pruned within `opts.budget` (see
 /// [`prune`]); writes the `.strix` file and the JSON/HTML reports if asked.
 /// The `calib` samples are split into calibration and held-back parts.
@@ -136,7 +150,7 @@ pub fn convert_pruned(
     report_html: Option<&Path>,
 ) -> Result<(Model, prune::report::Report)> {
     let meta = config::load(config, onnx_path)?;
-    let cg =
+    let mut cg =
         onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
     if cg.inputs.len() != 1 {
         bail!(
@@ -144,6 +158,7 @@ pub fn convert_pruned(
             cg.inputs.len()
         );
     }
+    remove_dead_channels(&mut cg)?;
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
     let samples: Vec<Vec<f32>> = calib
         .iter()

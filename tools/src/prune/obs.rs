@@ -190,7 +190,7 @@ impl Consumer {
 /// pruning the group's first and last channel on copies of the graph, so
 /// every path [`graph::apply`] follows (depthwise convs, pools, concats with
 /// offsets, flattens) is covered by the same code.
-fn consumers_of(cg: &CGraph, groups: &[Group], gi: usize) -> Vec<(usize, usize)> {
+pub(crate) fn consumers_of(cg: &CGraph, groups: &[Group], gi: usize) -> Vec<(usize, usize)> {
     let c = groups[gi].channels;
     if c < 2 {
         return vec![];

@@ -430,6 +430,9 @@ fn fmt_metrics(m: &Metrics) -> String {
     if let Some(a) = m.map50 {
         let _ = write!(s, ", mAP@0.5 {a:.4}");
     }
+    if let Some(a) = m.map50_rel_vs_fp32 {
+        let _ = write!(s, ", mAP@0.5 vs fp32 relative to unpruned int8 {a:.4}");
+    }
     s
 }
 
