@@ -63,7 +63,10 @@ fn convert(onnx: &Path, config: &Path, calib: &[PathBuf], out: &Path, sparse: bo
         Method::Mse,
         false,
         false,
-        Int8Options { sparse },
+        Int8Options {
+            sparse,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("converting {}: {e:#}", onnx.display()))
 }
