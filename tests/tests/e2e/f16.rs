@@ -166,3 +166,75 @@ fn int8_kws_with_two_f32_layers_in_f16() {
     assert!(n16 < n32, "{n16} >= {n32}");
     assert!(diff < 0.01, "max diff {diff}");
 }
+
+/// Per-chunk speech probabilities of the Silero VAD over `audio`, the state
+/// carried between 512-sample chunks (64 samples of context, as in vad.rs).
+fn vad_stream(m: &Model, audio: &[f32]) -> Vec<f32> {
+    let mut s = strix_runtime::Session::new(m);
+    let mut state = vec![0f32; 256];
+    let mut x = vec![0f32; 576];
+    let (mut p, mut out) = (vec![], vec![]);
+    for chunk in audio.chunks_exact(512) {
+        x.copy_within(512.., 0);
+        x[64..].copy_from_slice(chunk);
+        s.input_mut(0).unwrap().copy_from_slice(&x);
+        s.input_mut(1).unwrap().copy_from_slice(&state);
+        s.run().unwrap();
+        s.output_f32(0, &mut out).unwrap();
+        p.push(out[0]);
+        s.output_f32(1, &mut state).unwrap();
+    }
+    p
+}
+
+#[test]
+fn vad_lstm_with_f16_weights_streams_like_f32() {
+    let dir = scratch("f16-vad");
+    let onnx = strix_tests::models().join("vad/silero_vad_16k_static.onnx");
+    let build = |f16: bool| {
+        let out = dir.join(format!("vad-{f16}.strix"));
+        let opts = Int8Options {
+            f16_weights: f16,
+            ..Default::default()
+        };
+        let m = strix_tools::convert_with(&onnx, &[], &out, None, Method::Mse, true, false, opts)
+            .unwrap();
+        (m, std::fs::metadata(&out).unwrap().len())
+    };
+    let ((m32, n32), (m16, n16)) = (build(false), build(true));
+    let lstm = m16
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.op.name() == "Lstm")
+        .unwrap();
+    assert_eq!(
+        strix_tools::precision(&m16.graph, lstm),
+        "f32 (f16 weights)"
+    );
+    let audio =
+        strix_runtime::audio::read_wav_mono_16k(&strix_tests::models().join("vad/speech_60s.wav"))
+            .unwrap();
+    let (a, b) = (vad_stream(&m32, &audio), vad_stream(&m16, &audio));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    let flips = a
+        .iter()
+        .zip(&b)
+        .filter(|(p, q)| (**p > 0.5) != (**q > 0.5))
+        .count();
+    eprintln!(
+        "VAD --fp32: {n32} bytes, with --f16-weights {n16} bytes; {} chunks, \
+         max |prob diff| {diff:e}, {flips} speech decisions changed",
+        a.len()
+    );
+    assert!(n16 < n32);
+    assert!(diff > 0.0 && diff < 0.02, "max prob diff {diff}");
+    assert!(
+        flips * 200 <= a.len(),
+        "{flips} of {} decisions changed",
+        a.len()
+    );
+}
