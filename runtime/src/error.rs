@@ -6,7 +6,7 @@ use thiserror::Error;
 pub enum Error {
     #[error("not a .strix file: {0}")]
     Format(String),
-    #[error("unsupported .strix version {found} (this runtime reads version {supported})")]
+    #[error("unsupported .strix version {found} (this runtime reads versions 1 to {supported})")]
     Version { found: u32, supported: u32 },
     #[error("corrupt .strix file: {0}")]
     Corrupt(String),

@@ -94,11 +94,14 @@ impl<'m> Session<'m> {
             (Storage::Const { offset }, DType::F32) => {
                 TensorData::F32(&c.f32[offset..offset + len])
             }
+            (Storage::ConstF16 { offset }, DType::F32) => {
+                TensorData::F32(&self.model.prepared.f16_as_f32[offset..offset + len])
+            }
             (Storage::Const { offset }, DType::I8) => TensorData::I8(&c.i8[offset..offset + len]),
             (Storage::Const { offset }, DType::I32) => {
                 TensorData::I32(&c.i32[offset..offset + len])
             }
-            (Storage::Arena { .. }, DType::I32) => return None,
+            (Storage::Arena { .. }, DType::I32) | (Storage::ConstF16 { .. }, _) => return None,
         })
     }
 
@@ -199,6 +202,8 @@ impl<'a, T> Parts<'a, T> {
 struct Src<'a> {
     t: &'a [Tensor],
     c: &'a Consts,
+    /// The f16 pool expanded to f32 at load (`Prepared::f16_as_f32`).
+    f16: &'a [f32],
     a8: Parts<'a, i8>,
     a32: Parts<'a, f32>,
 }
@@ -209,6 +214,7 @@ impl<'a> Src<'a> {
         match (t.storage, t.dtype) {
             (Storage::Arena { offset }, DType::F32) => self.a32.get(offset, t.len()),
             (Storage::Const { offset }, DType::F32) => Ok(&self.c.f32[offset..offset + t.len()]),
+            (Storage::ConstF16 { offset }, DType::F32) => Ok(&self.f16[offset..offset + t.len()]),
             _ => Err(format!("tensor '{}' is not f32", t.name)),
         }
     }
@@ -278,6 +284,7 @@ fn run_node(
             let src = Src {
                 t: &g.tensors,
                 c,
+                f16: &ctx.p.f16_as_f32,
                 a8: Parts {
                     lo,
                     hi,
@@ -293,6 +300,7 @@ fn run_node(
             let src = Src {
                 t: &g.tensors,
                 c,
+                f16: &ctx.p.f16_as_f32,
                 a8: Parts::whole(a8),
                 a32: Parts {
                     lo,

@@ -1,4 +1,4 @@
-//! The `.strix` container, version 1.
+//! The `.strix` container, versions 1 and 2.
 //!
 //! ```text
 //! offset 0   header (64 bytes)
@@ -9,10 +9,17 @@
 //! then       sections, each starting on a 64-byte boundary (mmap- and SIMD-friendly)
 //! ```
 //! All integers are little-endian. Sections: `META` (JSON [`ModelMeta`]),
-//! `GRAPH` (JSON [`Graph`]), `CI8`, `CI32`, `CF32` (constant pools, raw LE).
+//! `GRAPH` (JSON [`Graph`]), `CI8`, `CI32`, `CF32` (constant pools, raw LE)
+//! and, in version 2 only, `CF16` (IEEE half-precision constants, 2 bytes LE
+//! each, for f32 weights stored at half precision).
 //! A section whose raw length is non-zero is stored zlib-compressed (the
-//! writer compresses the graph and int32 sections; int8 weights stay raw so
-//! they can be mapped in place); the checksum covers the stored bytes.
+//! writer compresses the graph, int32, f32 and f16 sections when that is
+//! smaller; int8 weights stay raw so they can be mapped in place); the
+//! checksum covers the stored bytes.
+//! The writer emits version 1 (five sections, readable by every runtime)
+//! unless the model has f16 constants; then it emits version 2 with a `CF16`
+//! section, so an older runtime refuses it by version instead of failing on
+//! the graph. The reader takes both.
 //! The loader checks the magic, version, declared length, every bound and
 //! alignment and every checksum before parsing anything, then validates the
 //! graph against the constants.
@@ -23,7 +30,10 @@ use crate::meta::ModelMeta;
 use sha2::{Digest, Sha256};
 
 pub const MAGIC: [u8; 8] = *b"STRIX\0\r\n";
-pub const VERSION: u32 = 1;
+/// The newest version this crate reads and writes (see the module docs).
+pub const VERSION: u32 = 2;
+/// The version written for models without f16 constants.
+const VERSION_F32: u32 = 1;
 const HEADER: usize = 64;
 const ENTRY: usize = 64;
 const ALIGN: usize = 64;
@@ -31,21 +41,25 @@ const MAX_SECTIONS: usize = 16;
 /// Files above this size are refused before any allocation.
 pub const MAX_FILE_BYTES: u64 = 1 << 31;
 
-const TAGS: [&[u8; 8]; 5] = [
+const TAGS: [&[u8; 8]; 6] = [
     b"META\0\0\0\0",
     b"GRAPH\0\0\0",
     b"CI8\0\0\0\0\0",
     b"CI32\0\0\0\0",
     b"CF32\0\0\0\0",
+    b"CF16\0\0\0\0",
 ];
+/// Index in [`TAGS`] of `CF16`, the one optional section (absent = empty).
+const CF16: usize = 5;
 
-/// Serialises a model into the v1 container.
+/// Serialises a model: version 1 without f16 constants, else version 2.
 pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
     let meta_json = serde_json::to_vec(meta).expect("metadata serialises");
     let graph_json = serde_json::to_vec(graph).expect("graph serialises");
     let ci8: Vec<u8> = consts.i8.iter().map(|&v| v as u8).collect();
     let ci32: Vec<u8> = consts.i32.iter().flat_map(|v| v.to_le_bytes()).collect();
     let cf32: Vec<u8> = consts.f32.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let cf16: Vec<u8> = consts.f16.iter().flat_map(|v| v.to_le_bytes()).collect();
     // (stored bytes, raw length if compressed)
     let pack = |raw: Vec<u8>, compress: bool| -> (Vec<u8>, u64) {
         if compress && !raw.is_empty() {
@@ -56,18 +70,35 @@ pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
         }
         (raw, 0)
     };
-    let packed = [
+    let mut packed = vec![
         pack(meta_json, false),
         pack(graph_json, true),
         pack(ci8, false),
         pack(ci32, true),
         pack(cf32, true),
     ];
-    let bodies: Vec<&[u8]> = packed.iter().map(|(b, _)| b.as_slice()).collect();
-    let mut table = Vec::with_capacity(ENTRY * bodies.len());
-    let mut offset = align(HEADER + ENTRY * bodies.len());
-    for ((tag, body), (_, raw_len)) in TAGS.iter().zip(bodies.iter().copied()).zip(&packed) {
-        table.extend_from_slice(*tag);
+    // Files without f16 constants stay byte-identical to version 1.
+    let version = if cf16.is_empty() {
+        VERSION_F32
+    } else {
+        packed.push(pack(cf16, true));
+        VERSION
+    };
+    let sections: Vec<(&[u8; 8], &[u8], u64)> = TAGS
+        .iter()
+        .zip(&packed)
+        .map(|(tag, (body, raw_len))| (*tag, body.as_slice(), *raw_len))
+        .collect();
+    assemble(version, &sections)
+}
+
+/// Lays out a container from `(tag, stored bytes, raw length if compressed)`
+/// sections, computing the table and every checksum.
+fn assemble(version: u32, sections: &[(&[u8; 8], &[u8], u64)]) -> Vec<u8> {
+    let mut table = Vec::with_capacity(ENTRY * sections.len());
+    let mut offset = align(HEADER + ENTRY * sections.len());
+    for &(tag, body, raw_len) in sections {
+        table.extend_from_slice(tag);
         table.extend_from_slice(&(offset as u64).to_le_bytes());
         table.extend_from_slice(&(body.len() as u64).to_le_bytes());
         table.extend_from_slice(&raw_len.to_le_bytes());
@@ -77,13 +108,13 @@ pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
     let total = offset;
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
     out.extend_from_slice(&(total as u64).to_le_bytes());
     out.extend_from_slice(&Sha256::digest(&table));
     out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(&table);
-    for body in bodies {
+    for &(_, body, _) in sections {
         out.resize(align(out.len()), 0);
         out.extend_from_slice(body);
     }
@@ -114,7 +145,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         return Err(Error::Format("bad magic (expected \"STRIX\")".into()));
     }
     let version = u32_at(bytes, 8);
-    if version != VERSION {
+    if !(VERSION_F32..=VERSION).contains(&version) {
         return Err(Error::Version {
             found: version,
             supported: VERSION,
@@ -140,7 +171,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     if Sha256::digest(table).as_slice() != &bytes[24..56] {
         return Err(Error::Corrupt("section table checksum mismatch".into()));
     }
-    let mut found: [Option<std::borrow::Cow<[u8]>>; 5] = [None, None, None, None, None];
+    let mut found: [Option<std::borrow::Cow<[u8]>>; 6] = Default::default();
     for e in table.chunks(ENTRY) {
         let tag: &[u8; 8] = e[..8].try_into().expect("8 bytes");
         let off = u64_at(e, 8);
@@ -224,6 +255,18 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
                 .collect::<Vec<_>>())
         }
     };
+    let cf16 = found[CF16].as_deref().unwrap_or_default();
+    if version == VERSION_F32 && !cf16.is_empty() {
+        return Err(Error::Corrupt(
+            "a version 1 file has a CF16 section (f16 constants need version 2)".into(),
+        ));
+    }
+    if !cf16.len().is_multiple_of(2) {
+        return Err(Error::Corrupt(format!(
+            "CF16 section length {} is not a multiple of 2 (f16 values are 2 bytes)",
+            cf16.len()
+        )));
+    }
     let consts = Consts {
         i8: get(2)?.iter().map(|&v| v as i8).collect(),
         i32: words(get(3)?, "CI32")?
@@ -234,6 +277,12 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
             .into_iter()
             .map(f32::from_le_bytes)
             .collect(),
+        // Finiteness is checked by validation, which also covers graphs
+        // built in memory by the compiler.
+        f16: cf16
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+            .collect(),
     };
     Ok((meta, graph, consts))
 }
@@ -242,4 +291,200 @@ fn tag_name(t: &[u8; 8]) -> String {
     String::from_utf8_lossy(t)
         .trim_end_matches('\0')
         .to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::graph::{DType, Node, Op, Storage, Tensor};
+    use half::f16;
+    use strix_kernels::reference::ConvGeometry;
+
+    /// Deterministic values in `[-1, 1)` (a 64-bit LCG: no dependency, and
+    /// every mantissa bit is used, so f16 rounding is visible).
+    pub(crate) fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    pub(crate) const GEOM: ConvGeometry = ConvGeometry {
+        in_c: 4,
+        in_h: 6,
+        in_w: 6,
+        out_c: 8,
+        out_h: 6,
+        out_w: 6,
+        kh: 3,
+        kw: 3,
+        stride_h: 1,
+        stride_w: 1,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: 1,
+        pad_left: 1,
+        groups: 1,
+    };
+
+    /// One planned f32 conv `x [1,4,6,6] -> y [1,8,6,6]` with weights `w`,
+    /// stored in the f16 pool when `f16_weights` (rounded to nearest) and in
+    /// the f32 pool otherwise; the bias stays f32.
+    pub(crate) fn conv(w: &[f32], f16_weights: bool) -> (ModelMeta, Graph, Consts) {
+        let mut c = Consts::default();
+        let w_storage = if f16_weights {
+            c.f16 = w.iter().map(|&v| f16::from_f32(v)).collect();
+            Storage::ConstF16 { offset: 0 }
+        } else {
+            c.f32.extend_from_slice(w);
+            Storage::Const { offset: 0 }
+        };
+        let b_off = c.f32.len();
+        c.f32.extend(noise(GEOM.out_c, 7).iter().map(|v| v * 0.1));
+        let t = |name: &str, shape: &[usize], storage| Tensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+            quant: None,
+            storage,
+        };
+        let arena = Storage::Arena { offset: 0 };
+        let mut g = Graph {
+            tensors: vec![
+                t("x", &[1, 4, 6, 6], arena),
+                t("w", &[8, 4, 3, 3], w_storage),
+                t("b", &[8], Storage::Const { offset: b_off }),
+                t("y", &[1, 8, 6, 6], arena),
+            ],
+            nodes: vec![Node {
+                name: "conv".into(),
+                op: Op::Conv {
+                    geom: GEOM,
+                    act_min: f32::MIN,
+                    act_max: f32::MAX,
+                },
+                inputs: vec![0, 1, 2],
+                output: 3,
+            }],
+            inputs: vec![0],
+            outputs: vec![3],
+            ..Default::default()
+        };
+        crate::plan::plan(&mut g, true);
+        let meta = ModelMeta {
+            name: "conv".into(),
+            ..Default::default()
+        };
+        (meta, g, c)
+    }
+
+    fn weights() -> Vec<f32> {
+        noise(GEOM.weight_len(), 3)
+    }
+
+    #[test]
+    fn f16_constants_round_trip_in_version_2() {
+        let (meta, g, c) = conv(&weights(), true);
+        assert!(matches!(g.tensors[1].storage, Storage::ConstF16 { .. }));
+        let bytes = write(&meta, &g, &c);
+        assert_eq!(u32_at(&bytes, 8), 2, "f16 constants need version 2");
+        assert_eq!(u32_at(&bytes, 12), 6, "META GRAPH CI8 CI32 CF32 CF16");
+        let (meta2, g2, c2) = read(&bytes).unwrap();
+        assert_eq!((meta2, &g2, &c2), (meta, &g, &c));
+        // Bit-exact: every f16 comes back with the same bits.
+        let bits = |c: &Consts| c.f16.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&c2), bits(&c));
+        assert_eq!(c2.bytes(), 2 * GEOM.weight_len() + 4 * GEOM.out_c);
+    }
+
+    #[test]
+    fn models_without_f16_stay_version_1() {
+        let (meta, g, c) = conv(&weights(), false);
+        let bytes = write(&meta, &g, &c);
+        assert_eq!(u32_at(&bytes, 8), 1);
+        assert_eq!(u32_at(&bytes, 12), 5, "no CF16 section");
+        let (_, g2, c2) = read(&bytes).unwrap();
+        assert_eq!((g2, c2), (g, c));
+    }
+
+    /// The sections of `conv(.., true)` with `cf16` as the CF16 body.
+    fn with_cf16(version: u32, cf16: &[u8]) -> Vec<u8> {
+        let (meta, g, c) = conv(&weights(), true);
+        let meta = serde_json::to_vec(&meta).unwrap();
+        let graph = serde_json::to_vec(&g).unwrap();
+        let cf32: Vec<u8> = c.f32.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assemble(
+            version,
+            &[
+                (TAGS[0], &meta, 0),
+                (TAGS[1], &graph, 0),
+                (TAGS[2], &[], 0),
+                (TAGS[3], &[], 0),
+                (TAGS[4], &cf32, 0),
+                (TAGS[CF16], cf16, 0),
+            ],
+        )
+    }
+
+    fn load_err(bytes: &[u8]) -> String {
+        crate::Model::from_bytes(bytes)
+            .expect_err("malformed f16 data accepted")
+            .to_string()
+    }
+
+    #[test]
+    fn malformed_f16_sections_are_rejected_by_name() {
+        let good: Vec<u8> = weights()
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        assert!(crate::Model::from_bytes(&with_cf16(2, &good)).is_ok());
+
+        let e = load_err(&with_cf16(2, &good[..good.len() - 1]));
+        assert!(
+            e.contains("CF16 section length") && e.contains("multiple of 2"),
+            "{e}"
+        );
+
+        // One value short: the weight tensor no longer fits the pool.
+        let e = load_err(&with_cf16(2, &good[..good.len() - 2]));
+        assert!(
+            e.contains("'w'") && e.contains("outside the f16 constants"),
+            "{e}"
+        );
+
+        let e = load_err(&with_cf16(1, &good));
+        assert!(e.contains("version 1") && e.contains("CF16"), "{e}");
+
+        let e = load_err(&with_cf16(3, &good));
+        assert!(e.contains("unsupported .strix version 3"), "{e}");
+
+        for bad in [f16::INFINITY, f16::NEG_INFINITY, f16::NAN] {
+            let mut b = good.clone();
+            b[20..22].copy_from_slice(&bad.to_le_bytes());
+            let e = load_err(&with_cf16(2, &b));
+            assert!(e.contains("f16 constant 10") && e.contains("finite"), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_f32_tensors_may_be_stored_as_f16() {
+        let (meta, mut g, c) = conv(&weights(), true);
+        g.tensors[1].dtype = DType::I8;
+        let e = load_err(&write(&meta, &g, &c));
+        assert!(e.contains("'w' is I8 but stored as f16"), "{e}");
+        // An f16 reference into an empty pool.
+        let (meta, mut g, c) = conv(&weights(), false);
+        g.tensors[2].storage = Storage::ConstF16 { offset: 0 };
+        let e = load_err(&write(&meta, &g, &c));
+        assert!(
+            e.contains("'b'") && e.contains("outside the f16 constants"),
+            "{e}"
+        );
+    }
 }

@@ -42,6 +42,18 @@ pub enum Storage {
     Arena { offset: usize },
     /// In the constant pool of its dtype, at this element offset.
     Const { offset: usize },
+    /// An f32 constant stored as IEEE half precision in the f16 pool
+    /// ([`Consts::f16`]), at this element offset. Only f32 tensors may use it;
+    /// the values are expanded to f32 once at load, so ops see an ordinary
+    /// f32 constant and halving the file costs no time in `run`.
+    ConstF16 { offset: usize },
+}
+
+impl Storage {
+    /// Constant data (either pool), as opposed to an arena activation.
+    pub fn is_const(self) -> bool {
+        !matches!(self, Storage::Arena { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -270,17 +282,21 @@ pub struct Graph {
     pub arena_f32: usize,
 }
 
-/// Constant pools, one per dtype so every access is naturally aligned.
+/// Constant pools, one per storage type so every access is naturally aligned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Consts {
     pub i8: Vec<i8>,
     pub i32: Vec<i32>,
     pub f32: Vec<f32>,
+    /// Values of [`Storage::ConstF16`] tensors (f32 weights kept at half
+    /// precision to halve their file size); every value must be finite.
+    pub f16: Vec<half::f16>,
 }
 
 impl Consts {
+    /// Bytes of constant data as stored (f16 values count 2 bytes each).
     pub fn bytes(&self) -> usize {
-        self.i8.len() + 4 * (self.i32.len() + self.f32.len())
+        self.i8.len() + 2 * self.f16.len() + 4 * (self.i32.len() + self.f32.len())
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Prepared {
     pub tile: usize,
     /// f32 scratch elements a session needs (im2col of small f32 convs).
     pub scratch_f32: usize,
+    /// `Consts::f16` expanded to f32 once, so the f32 kernels read
+    /// f16-stored weights like any f32 constant and `run` converts nothing.
+    pub f16_as_f32: Vec<f32>,
 }
 
 impl Prepared {
@@ -44,7 +47,9 @@ impl Prepared {
             .unwrap_or(0);
         let konst = |id: usize| match g.tensors[id].storage {
             Storage::Const { offset } => offset,
-            Storage::Arena { .. } => 0,
+            // Only read for int8/int32 inputs, which validation keeps out of
+            // the arena and the f16 pool.
+            Storage::Arena { .. } | Storage::ConstF16 { .. } => 0,
         };
         let folded = g
             .nodes
@@ -95,6 +100,7 @@ impl Prepared {
             scratch,
             tile,
             scratch_f32,
+            f16_as_f32: c.f16.iter().map(|v| v.to_f32()).collect(),
         }
     }
 }

@@ -13,6 +13,14 @@ pub const MAX_QS8_REDUCTION: usize = 33_000;
 
 pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
     let nt = g.tensors.len();
+    // The compiler never writes infinities or NaNs (it refuses weights beyond
+    // the f16 range), so one here is corruption, not a model.
+    if let Some(i) = c.f16.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "f16 constant {i} is {} (f16 weights must be finite)",
+            c.f16[i]
+        )));
+    }
     // Element counts must not overflow and must fit their storage.
     for (i, t) in g.tensors.iter().enumerate() {
         if t.shape.len() > MAX_RANK {
@@ -45,9 +53,18 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
             (Storage::Const { .. }, DType::I8) => (c.i8.len(), "int8 constants"),
             (Storage::Const { .. }, DType::I32) => (c.i32.len(), "int32 constants"),
             (Storage::Const { .. }, DType::F32) => (c.f32.len(), "f32 constants"),
+            (Storage::ConstF16 { .. }, DType::F32) => (c.f16.len(), "f16 constants"),
+            (Storage::ConstF16 { .. }, d) => {
+                return Err(Error::Invalid(format!(
+                    "tensor {i} '{}' is {d:?} but stored as f16 (only f32 tensors may be)",
+                    t.name
+                )))
+            }
         };
         let off = match t.storage {
-            Storage::Arena { offset } | Storage::Const { offset } => offset,
+            Storage::Arena { offset }
+            | Storage::Const { offset }
+            | Storage::ConstF16 { offset } => offset,
         };
         if off.checked_add(len).is_none_or(|end| end > cap) {
             return Err(Error::Invalid(format!(
@@ -78,7 +95,7 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
     }
     let mut defined = vec![false; nt];
     for (i, t) in g.tensors.iter().enumerate() {
-        defined[i] = matches!(t.storage, Storage::Const { .. });
+        defined[i] = t.storage.is_const();
     }
     for &i in &g.inputs {
         let t = g
@@ -136,7 +153,7 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
 fn range(t: &Tensor) -> Option<(DType, usize, usize)> {
     match t.storage {
         Storage::Arena { offset } => Some((t.dtype, offset, offset + t.len())),
-        Storage::Const { .. } => None,
+        Storage::Const { .. } | Storage::ConstF16 { .. } => None,
     }
 }
 
@@ -199,7 +216,7 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             format!("input {k} must be {d:?}, is {:?}", t(k).dtype)
         })
     };
-    let is_const = |k: usize| matches!(t(k).storage, Storage::Const { .. });
+    let is_const = |k: usize| t(k).storage.is_const();
     let out_dt = |d: DType| {
         want(out.dtype == d, || {
             format!("output must be {d:?}, is {:?}", out.dtype)
@@ -284,7 +301,8 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             })?;
             let konst = |k: usize| match t(k).storage {
                 Storage::Const { offset } => offset..offset + t(k).len(),
-                Storage::Arena { .. } => 0..0,
+                // int8/int32 dtypes checked above: never stored as f16.
+                Storage::Arena { .. } | Storage::ConstF16 { .. } => 0..0,
             };
             let sw = SparseWeights::new(
                 geom.out_c,

@@ -1,5 +1,6 @@
 //! End-to-end tests on the real shared models (one binary: tract links once).
 mod e2e {
+    mod f16;
     mod hostile;
     mod kws;
     mod models;

@@ -16,7 +16,7 @@ pub mod report;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::{DType, Graph, Node, Op, Storage};
 use strix_runtime::postprocess::{decode, Decoded};
 use strix_runtime::{Model, Session};
 
@@ -48,12 +48,15 @@ pub fn convert(
 ) -> Result<Model> {
     let opts = lower::Int8Options {
         sparse: std::env::var_os("STRIX_NO_SPARSE").is_none(),
+        ..Default::default()
     };
     convert_with(onnx_path, calib, out, config, method, fp32, report, opts)
 }
 
 /// [`convert`] with explicit int8 lowering options (`opts.sparse = false`:
-/// never emit block-sparse convs, the `--no-sparse` of `strix convert`).
+/// never emit block-sparse convs, the `--no-sparse` of `strix convert`;
+/// `opts.f16_weights`: store the weights of the layers that stay f32 as f16,
+/// the `--f16-weights`, which also applies to `fp32` builds).
 #[allow(clippy::too_many_arguments)]
 pub fn convert_with(
     onnx_path: &Path,
@@ -89,7 +92,12 @@ pub fn convert_with(
         .map(|p| media::load_input(p, &meta.input, &in_shape).map(|v| vec![v]))
         .collect::<Result<_>>()?;
     let mut b = if fp32 {
-        lower::lower_f32(&cg)?.0
+        let mut b = lower::lower_f32(&cg)?.0;
+        if opts.f16_weights {
+            let nodes = lower::f16_candidates(&b.g);
+            lower::store_weights_f16(&mut b, &nodes)?;
+        }
+        b
     } else {
         let pb = bar(2 * samples.len() as u64, "calibrating");
         let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
@@ -186,13 +194,23 @@ pub fn convert_pruned(
     Ok((model, rep))
 }
 
-fn precision(op: &Op, out: DType) -> &'static str {
-    match op {
+/// How node `n` computes, for `inspect`: `int8`, `f32`, the conversions, and
+/// `f32 (f16 weights)` for an f32 layer whose weights are stored as f16.
+pub fn precision(g: &Graph, n: &Node) -> &'static str {
+    match n.op {
         Op::Quantize => "f32->int8",
         Op::Dequantize => "int8->f32",
-        _ if out == DType::I8 => "int8",
+        _ if g.tensors[n.output].dtype == DType::I8 => "int8",
+        _ if f16_weights(g, n) => "f32 (f16 weights)",
         _ => "f32",
     }
+}
+
+/// True when some constant input of `n` is stored as f16.
+fn f16_weights(g: &Graph, n: &Node) -> bool {
+    n.inputs
+        .iter()
+        .any(|&i| matches!(g.tensors[i].storage, Storage::ConstF16 { .. }))
 }
 
 /// Fraction of zero blocks of a sparse layer storing `stored` of `total` blocks.
@@ -204,8 +222,10 @@ fn sparsity(stored: usize, total: usize) -> f64 {
     }
 }
 
-pub fn inspect(path: &Path, json: bool) -> Result<()> {
-    let m = Model::load(path)?;
+/// What `strix inspect --json` prints: ops with their precision, sizes,
+/// MACs and the memory plan. `weights_bytes` counts constants as stored
+/// (f16 weights at 2 bytes, also given as `f16_weights_bytes`).
+pub fn inspect_json(m: &Model) -> serde_json::Value {
     let g = &m.graph;
     let ops: Vec<serde_json::Value> = g
         .nodes
@@ -213,9 +233,12 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
         .map(|n| {
             let o = &g.tensors[n.output];
             let mut j = serde_json::json!({
-                "name": n.name, "op": n.op.name(), "precision": precision(&n.op, o.dtype),
+                "name": n.name, "op": n.op.name(), "precision": precision(g, n),
                 "output_shape": o.shape, "macs": n.op.macs(o.shape.first().copied().unwrap_or(1)),
             });
+            if f16_weights(g, n) {
+                j["weights_storage"] = serde_json::json!("f16");
+            }
             if let Some((stored, total)) = n.sparse_blocks(g) {
                 j["sparse_blocks"] = serde_json::json!({"stored": stored, "total": total});
                 j["sparsity"] = serde_json::json!(sparsity(stored, total));
@@ -223,31 +246,37 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
             j
         })
         .collect();
-    let int8_macs: u64 = g
-        .nodes
-        .iter()
-        .filter(|n| g.tensors[n.output].dtype == DType::I8)
-        .map(|n| n.op.macs(1))
-        .sum();
-    let weights = m.consts.bytes();
     let io = |ids: &[usize]| -> Vec<serde_json::Value> {
         ids.iter()
             .map(|&i| serde_json::json!({"name": g.tensors[i].name, "shape": g.tensors[i].shape}))
             .collect()
     };
-    let summary = serde_json::json!({
-        "name": m.meta.name, "ops": ops, "weights_bytes": weights, "arena_bytes": g.arena_bytes(),
-        "macs": g.macs(), "int8_macs": int8_macs, "inputs": io(&g.inputs), "outputs": io(&g.outputs),
+    serde_json::json!({
+        "name": m.meta.name, "ops": ops, "weights_bytes": m.consts.bytes(),
+        "f16_weights_bytes": 2 * m.consts.f16.len(), "arena_bytes": g.arena_bytes(),
+        "macs": g.macs(), "int8_macs": int8_macs(g), "inputs": io(&g.inputs), "outputs": io(&g.outputs),
         "input_spec": m.meta.input, "decoder": m.meta.decoder, "labels": m.meta.labels.len(),
         "isa": m.isa().name(),
-    });
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
-    }
-    println!("model {}  ({} ops)", m.meta.name, g.nodes.len());
-    println!(
-        "{:<4} {:<11} {:<10} {:<22} {:>12}  name",
+    })
+}
+
+fn int8_macs(g: &Graph) -> u64 {
+    g.nodes
+        .iter()
+        .filter(|n| g.tensors[n.output].dtype == DType::I8)
+        .map(|n| n.op.macs(1))
+        .sum()
+}
+
+/// What `strix inspect` prints: one line per op, then the totals.
+pub fn inspect_text(m: &Model) -> String {
+    use std::fmt::Write;
+    let g = &m.graph;
+    let mut s = String::new();
+    let _ = writeln!(s, "model {}  ({} ops)", m.meta.name, g.nodes.len());
+    let _ = writeln!(
+        s,
+        "{:<4} {:<11} {:<17} {:<22} {:>12}  name",
         "#", "op", "precision", "output", "MACs"
     );
     for (i, n) in g.nodes.iter().enumerate() {
@@ -261,25 +290,42 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
                 )
             })
             .unwrap_or_default();
-        println!(
-            "{:<4} {:<11} {:<10} {:<22} {:>12}  {}{sparse}",
+        let _ = writeln!(
+            s,
+            "{:<4} {:<11} {:<17} {:<22} {:>12}  {}{sparse}",
             i,
             n.op.name(),
-            precision(&n.op, o.dtype),
+            precision(g, n),
             format!("{:?}", o.shape),
             n.op.macs(o.shape.first().copied().unwrap_or(1)),
             n.name
         );
     }
     let macs = g.macs().max(1);
-    println!(
-        "weights {} bytes, arena {} bytes, {} MACs ({:.1}% in int8), kernel path {}",
-        weights,
+    let f16 = if m.consts.f16.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} in f16)", 2 * m.consts.f16.len())
+    };
+    let _ = writeln!(
+        s,
+        "weights {} bytes{f16}, arena {} bytes, {} MACs ({:.1}% in int8), kernel path {}",
+        m.consts.bytes(),
         g.arena_bytes(),
         g.macs(),
-        100.0 * int8_macs as f64 / macs as f64,
+        100.0 * int8_macs(g) as f64 / macs as f64,
         m.isa().name()
     );
+    s
+}
+
+pub fn inspect(path: &Path, json: bool) -> Result<()> {
+    let m = Model::load(path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inspect_json(&m))?);
+    } else {
+        print!("{}", inspect_text(&m));
+    }
     Ok(())
 }
 

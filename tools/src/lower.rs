@@ -4,7 +4,7 @@
 use crate::calib::Stats;
 use crate::ir::{Act, CGraph, COp, HostTensor};
 use anyhow::{bail, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use strix_kernels::reference::{
     self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams, UnaryOp,
 };
@@ -305,11 +305,19 @@ pub struct Int8Options {
     /// pruned in blocks, or arriving with zeros from training). Off gives the
     /// dense graph, with bit-identical outputs.
     pub sparse: bool,
+    /// Store the constant weights of every layer that stays f32 (conv, gemm,
+    /// LSTM; see [`store_weights_f16`]) as f16: half the bytes, outputs within
+    /// f16 rounding. `strix convert --f16-weights`; `convert` applies it to
+    /// `--fp32` builds too.
+    pub f16_weights: bool,
 }
 
 impl Default for Int8Options {
     fn default() -> Self {
-        Int8Options { sparse: true }
+        Int8Options {
+            sparse: true,
+            f16_weights: false,
+        }
     }
 }
 
@@ -486,7 +494,7 @@ pub fn lower_int8_with(
     method: crate::calib::Method,
     opts: Int8Options,
 ) -> Result<Lowered> {
-    lower_int8_impl(cg, stats, method, opts, &Default::default())
+    lower_int8_impl(cg, stats, method, opts, &HashSet::new(), &HashSet::new())
 }
 
 /// Int8 lowering where the nodes in `keep_f32` (indices into `cg.nodes`) are
@@ -495,9 +503,140 @@ pub fn lower_int8_mixed(
     cg: &CGraph,
     stats: &HashMap<usize, Stats>,
     method: crate::calib::Method,
-    keep_f32: &std::collections::HashSet<usize>,
+    keep_f32: &HashSet<usize>,
 ) -> Result<Lowered> {
-    lower_int8_impl(cg, stats, method, Int8Options::default(), keep_f32)
+    lower_int8_mixed_f16(cg, stats, method, keep_f32, &HashSet::new())
+}
+
+/// [`lower_int8_mixed`] where the nodes in `f16` (indices into `cg.nodes`,
+/// a subset of `keep_f32`) also store their constant weights as f16 (see
+/// [`store_weights_f16`]): they still compute in f32, from weights rounded to
+/// half precision, so the file carries 2 bytes per weight instead of 4.
+///
+/// Errors: a node of `f16` not in `keep_f32`, not a conv, gemm or LSTM, or
+/// without constant weights; weights beyond the f16 range (|w| > 65504).
+pub fn lower_int8_mixed_f16(
+    cg: &CGraph,
+    stats: &HashMap<usize, Stats>,
+    method: crate::calib::Method,
+    keep_f32: &HashSet<usize>,
+    f16: &HashSet<usize>,
+) -> Result<Lowered> {
+    for &ni in f16 {
+        let Some(n) = cg.nodes.get(ni) else {
+            bail!("f16 node {ni} does not exist ({} nodes)", cg.nodes.len());
+        };
+        if !keep_f32.contains(&ni) {
+            bail!(
+                "node {ni} '{}' asks for f16 weights but is not kept f32 (f16 must be a subset of keep_f32)",
+                n.name
+            );
+        }
+        let weights = match n.op {
+            COp::Conv { .. } | COp::Gemm { .. } => &n.inputs[1..2],
+            COp::Lstm { .. } => &n.inputs[1..3],
+            _ => &[],
+        };
+        if weights.is_empty() || !weights.iter().all(|&v| cg.is_const(v)) {
+            bail!(
+                "node {ni} '{}' ({}) has no constant weights to store as f16 \
+                 (only convs, gemms and LSTMs with constant weights)",
+                n.name,
+                n.op.name()
+            );
+        }
+    }
+    lower_int8_impl(cg, stats, method, Int8Options::default(), keep_f32, f16)
+}
+
+/// The constant weight inputs of a runtime node that can be stored as f16:
+/// the weights of f32 convs and gemms, the input and recurrent weights of
+/// LSTMs. Biases stay f32 (a few values, and they carry no rounding budget).
+fn f16_weight_inputs(g: &Graph, n: &Node) -> Vec<usize> {
+    let ks: &[usize] = match n.op {
+        Op::Conv { .. } | Op::Gemm { .. } => &[1],
+        Op::Lstm { .. } => &[1, 2],
+        _ => &[],
+    };
+    ks.iter()
+        .filter_map(|&k| n.inputs.get(k).copied())
+        .filter(|&t| {
+            let t = &g.tensors[t];
+            t.dtype == DType::F32 && matches!(t.storage, Storage::Const { .. })
+        })
+        .collect()
+}
+
+/// Every node of `g` with weights [`store_weights_f16`] can convert (the f32
+/// convs, gemms with constant weights and LSTMs).
+pub fn f16_candidates(g: &Graph) -> Vec<usize> {
+    (0..g.nodes.len())
+        .filter(|&i| !f16_weight_inputs(g, &g.nodes[i]).is_empty())
+        .collect()
+}
+
+/// Moves the constant weights of runtime nodes `nodes` (indices into
+/// `b.g.nodes`, each in [`f16_candidates`]) from the f32 pool to the f16
+/// pool, rounding to nearest, and compacts the f32 pool. A weight shared by
+/// several nodes is converted for all of them. Fails, naming the node, on a
+/// weight beyond the f16 range (it would become infinite) or a node with no
+/// such weights.
+pub fn store_weights_f16(b: &mut Builder, nodes: &[usize]) -> Result<()> {
+    if nodes.is_empty() {
+        return Ok(()); // leave the pools (and the file) exactly as they were
+    }
+    let mut convert = vec![false; b.g.tensors.len()];
+    for &ni in nodes {
+        let Some(n) = b.g.nodes.get(ni) else {
+            bail!("runtime node {ni} does not exist");
+        };
+        let ws = f16_weight_inputs(&b.g, n);
+        if ws.is_empty() {
+            bail!(
+                "node '{}' ({}) has no f32 constant weights to store as f16",
+                n.name,
+                n.op.name()
+            );
+        }
+        for t in ws {
+            let Storage::Const { offset } = b.g.tensors[t].storage else {
+                unreachable!("f16_weight_inputs returns constants")
+            };
+            let v = &b.c.f32[offset..offset + b.g.tensors[t].len()];
+            if let Some(x) = v.iter().find(|x| !half::f16::from_f32(**x).is_finite()) {
+                bail!(
+                    "node '{}': weight {x} of '{}' is beyond the f16 range (|w| <= {}); \
+                     keep this layer's weights f32",
+                    n.name,
+                    b.g.tensors[t].name,
+                    half::f16::MAX
+                );
+            }
+            convert[t] = true;
+        }
+    }
+    // Rebuild both pools in tensor order: converted weights leave the f32
+    // pool, so the file shrinks by 2 bytes per weight.
+    let old = std::mem::take(&mut b.c.f32);
+    for (t, tensor) in b.g.tensors.iter_mut().enumerate() {
+        let Storage::Const { offset } = tensor.storage else {
+            continue;
+        };
+        if tensor.dtype != DType::F32 {
+            continue;
+        }
+        let v = &old[offset..offset + tensor.len()];
+        tensor.storage = if convert[t] {
+            let at = b.c.f16.len();
+            b.c.f16.extend(v.iter().map(|&x| half::f16::from_f32(x)));
+            Storage::ConstF16 { offset: at }
+        } else {
+            let at = b.c.f32.len();
+            b.c.f32.extend_from_slice(v);
+            Storage::Const { offset: at }
+        };
+    }
+    Ok(())
 }
 
 fn lower_int8_impl(
@@ -505,7 +644,8 @@ fn lower_int8_impl(
     stats: &HashMap<usize, Stats>,
     method: crate::calib::Method,
     opts: Int8Options,
-    keep_f32: &std::collections::HashSet<usize>,
+    keep_f32: &HashSet<usize>,
+    f16: &HashSet<usize>,
 ) -> Result<Lowered> {
     let mut b = Builder::default();
     let nv = cg.values.len();
@@ -558,6 +698,8 @@ fn lower_int8_impl(
         t
     }
     let (planned, f32out) = plan_precision(cg, keep_f32);
+    // Runtime nodes whose weights are stored as f16 (from `f16`).
+    let mut f16_nodes = vec![];
     for (ni, n) in cg.nodes.iter().enumerate() {
         let int8 = planned[n.output] == Some(DType::I8) || f32out.contains(&ni);
         let to_f32 = f32out.contains(&ni);
@@ -569,6 +711,9 @@ fn lower_int8_impl(
                 .map(|&v| get_f32(&mut b, cg, v, &mut f32_t, &i8_t, &quant))
                 .collect();
             let out = b.act(&ov.name, &ov.shape, DType::F32, None);
+            if f16.contains(&ni) {
+                f16_nodes.push(b.g.nodes.len());
+            }
             b.node(&n.name, f32_op(&n.op, n.inputs.len()), ins, out);
             f32_t[n.output] = Some(out);
             prec[n.output] = Some(DType::F32);
@@ -853,6 +998,13 @@ fn lower_int8_impl(
         outs.push(t);
     }
     b.g.outputs = outs;
+    if f16_nodes.len() != f16.len() {
+        bail!("internal: a node asking for f16 weights was not lowered to f32");
+    }
+    if opts.f16_weights {
+        f16_nodes = f16_candidates(&b.g);
+    }
+    store_weights_f16(&mut b, &f16_nodes)?;
     let value_tensor = (0..nv)
         .map(|v| {
             if cg.is_const(v) {
@@ -866,4 +1018,221 @@ fn lower_int8_impl(
         builder: b,
         value_tensor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calib::Method;
+    use crate::ir::CNode;
+    use strix_kernels::reference::ConvGeometry;
+    use strix_runtime::Model;
+
+    /// Deterministic values in `[-1, 1)` using every mantissa bit (so f16
+    /// rounding is visible).
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `x [1,4,8,8] -> conv 3x3 (8) -> relu-free conv 1x1 (8) -> y`.
+    fn two_convs() -> CGraph {
+        let mut g = CGraph::default();
+        let x = g.add_value("x", vec![1, 4, 8, 8], None);
+        g.inputs.push(x);
+        let mut prev = x;
+        for (i, (in_c, k)) in [(4, 3), (8, 1)].into_iter().enumerate() {
+            let wshape = vec![8, in_c, k, k];
+            let wl = 8 * in_c * k * k;
+            let w = g.add_value(
+                &format!("w{i}"),
+                wshape.clone(),
+                Some(HostTensor::f32(wshape, noise(wl, i as u64 + 1))),
+            );
+            let b = g.add_value(
+                &format!("b{i}"),
+                vec![8],
+                Some(HostTensor::f32(vec![8], noise(8, i as u64 + 10))),
+            );
+            let o = g.add_value(&format!("y{i}"), vec![1, 8, 8, 8], None);
+            g.nodes.push(CNode {
+                name: format!("conv{i}"),
+                op: COp::Conv {
+                    geom: ConvGeometry {
+                        in_c,
+                        in_h: 8,
+                        in_w: 8,
+                        out_c: 8,
+                        out_h: 8,
+                        out_w: 8,
+                        kh: k,
+                        kw: k,
+                        stride_h: 1,
+                        stride_w: 1,
+                        dil_h: 1,
+                        dil_w: 1,
+                        pad_top: k / 2,
+                        pad_left: k / 2,
+                        groups: 1,
+                    },
+                    act: Act::NONE,
+                },
+                inputs: vec![prev, w, b],
+                output: o,
+            });
+            prev = o;
+        }
+        g.outputs.push(prev);
+        g
+    }
+
+    fn samples() -> Vec<Vec<Vec<f32>>> {
+        (0..4).map(|s| vec![noise(256, 100 + s)]).collect()
+    }
+
+    fn model(l: Lowered) -> Model {
+        let mut b = l.builder;
+        strix_runtime::plan::plan(&mut b.g, true);
+        Model::new(Default::default(), b.g, b.c).unwrap()
+    }
+
+    fn run(m: &Model, x: &[f32]) -> Vec<f32> {
+        crate::run_values(m, x).unwrap().remove(0).0
+    }
+
+    #[test]
+    fn f16_weights_of_a_kept_f32_conv() {
+        let cg = two_convs();
+        let stats = crate::calib::calibrate(&cg, &samples(), Method::Minmax, || {}).unwrap();
+        let keep: HashSet<usize> = [0].into();
+        let m32 = model(lower_int8_mixed(&cg, &stats, Method::Minmax, &keep).unwrap());
+        let m16 = model(lower_int8_mixed_f16(&cg, &stats, Method::Minmax, &keep, &keep).unwrap());
+
+        // conv0 runs f32 from f16 weights; conv1 stays int8 (with f32
+        // output, as it feeds the graph output); the 288 weights
+        // left the f32 pool (2 bytes each saved), the bias did not.
+        let conv0 = m16.graph.nodes.iter().find(|n| n.name == "conv0").unwrap();
+        assert!(matches!(conv0.op, Op::Conv { .. }));
+        let w = &m16.graph.tensors[conv0.inputs[1]];
+        assert_eq!(w.storage, Storage::ConstF16 { offset: 0 });
+        assert!(matches!(
+            m16.graph.tensors[conv0.inputs[2]].storage,
+            Storage::Const { .. }
+        ));
+        assert_eq!(m16.consts.f16.len(), 288);
+        assert_eq!(m32.consts.f32.len() - m16.consts.f32.len(), 288);
+        assert_eq!(m32.consts.bytes() - m16.consts.bytes(), 2 * 288);
+        assert_eq!(crate::precision(&m16.graph, conv0), "f32 (f16 weights)");
+        let conv1 = m16.graph.nodes.iter().find(|n| n.name == "conv1").unwrap();
+        assert!(matches!(conv1.op, Op::QConvF32 { .. }));
+        assert_eq!(crate::precision(&m16.graph, conv1), "f32");
+        let j = crate::inspect_json(&m16);
+        let op0 = j["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "conv0");
+        assert_eq!(op0.unwrap()["weights_storage"], "f16");
+        assert_eq!(j["f16_weights_bytes"], 576);
+        assert!(crate::inspect_text(&m16).contains("f32 (f16 weights)"));
+
+        // Outputs: f16 rounding (2^-11 relative) in conv0 moves conv1's
+        // int8 input by at most one code here and there: the outputs differ,
+        // by far less than 1% of their range.
+        let (mut worst, mut range) = (0f32, 0f32);
+        for x in samples() {
+            let (a, b) = (run(&m32, &x[0]), run(&m16, &x[0]));
+            for (p, q) in a.iter().zip(&b) {
+                worst = worst.max((p - q).abs());
+                range = range.max(p.abs());
+            }
+        }
+        eprintln!("max diff {worst}, output range {range}");
+        assert!(worst > 0.0, "f16 weights changed nothing");
+        assert!(worst < 0.01 * range, "max diff {worst} vs range {range}");
+        assert!(range > 1.0, "outputs are trivial");
+    }
+
+    #[test]
+    fn f16_requests_outside_the_f32_layers_are_errors() {
+        let cg = two_convs();
+        let stats = crate::calib::calibrate(&cg, &samples(), Method::Minmax, || {}).unwrap();
+        let err = |keep: &[usize], f16: &[usize]| {
+            let (keep, f16): (HashSet<usize>, HashSet<usize>) = (
+                keep.iter().copied().collect(),
+                f16.iter().copied().collect(),
+            );
+            match lower_int8_mixed_f16(&cg, &stats, Method::Minmax, &keep, &f16) {
+                Ok(_) => panic!("accepted keep {keep:?} f16 {f16:?}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let e = err(&[0], &[1]);
+        assert!(
+            e.contains("'conv1'") && e.contains("subset of keep_f32"),
+            "{e}"
+        );
+        let e = err(&[0], &[7]);
+        assert!(e.contains("f16 node 7 does not exist"), "{e}");
+    }
+
+    #[test]
+    fn weights_beyond_the_f16_range_are_refused() {
+        let mut cg = two_convs();
+        let w = cg.nodes[0].inputs[1];
+        if let Some(HostTensor {
+            data: crate::ir::HostData::F32(v),
+            ..
+        }) = &mut cg.values[w].konst
+        {
+            v[5] = 70000.0;
+        }
+        let (mut b, _) = lower_f32(&cg).unwrap();
+        let nodes = f16_candidates(&b.g);
+        assert_eq!(nodes, vec![0, 1]);
+        let e = store_weights_f16(&mut b, &nodes).unwrap_err().to_string();
+        assert!(
+            e.contains("'conv0'") && e.contains("70000") && e.contains("f16 range"),
+            "{e}"
+        );
+        // A node without f32 constant weights is refused too.
+        let (mut b, _) = lower_f32(&two_convs()).unwrap();
+        let e = store_weights_f16(&mut b, &[5]).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn an_fp32_build_with_f16_weights_keeps_every_other_constant() {
+        let cg = two_convs();
+        let (b32, _) = lower_f32(&cg).unwrap();
+        let (mut b16, _) = lower_f32(&cg).unwrap();
+        let nodes = f16_candidates(&b16.g);
+        store_weights_f16(&mut b16, &nodes).unwrap();
+        assert_eq!(b16.c.f32.len(), 16, "only the two biases stay f32");
+        assert_eq!(b16.c.f16.len(), 288 + 64);
+        let (m32, m16) = (model_of(b32), model_of(b16));
+        for x in samples() {
+            let (a, b) = (run(&m32, &x[0]), run(&m16, &x[0]));
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            // Two layers of 2^-11 relative weight rounding, summed over up
+            // to 36 products: far below 1% of the output range.
+            assert!(worst > 0.0 && worst < 0.01 * scale, "{worst} vs {scale}");
+        }
+    }
+
+    fn model_of(mut b: Builder) -> Model {
+        strix_runtime::plan::plan(&mut b.g, true);
+        Model::new(Default::default(), b.g, b.c).unwrap()
+    }
 }

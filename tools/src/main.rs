@@ -50,6 +50,11 @@ enum Cmd {
         /// outputs are bit-identical either way.
         #[arg(long)]
         no_sparse: bool,
+        /// Store the weights of the layers that stay f32 (all of them with
+        /// --fp32) as f16: 2 bytes per weight in the file instead of 4; they
+        /// are expanded to f32 at load and outputs change by f16 rounding only.
+        #[arg(long, conflicts_with = "prune")]
+        f16_weights: bool,
         /// Structured pruning within --prune-budget: removes whole output channels
         /// of convs/gemms (searched per layer on the calibration samples, checked
         /// on held-back ones) and keeps layers in f32 where int8 alone breaks the budget.
@@ -213,6 +218,7 @@ fn main() {
             fp32,
             report,
             no_sparse,
+            f16_weights,
             ..
         } => convert_with(
             &model,
@@ -224,6 +230,7 @@ fn main() {
             report,
             strix_tools::lower::Int8Options {
                 sparse: !no_sparse && std::env::var_os("STRIX_NO_SPARSE").is_none(),
+                f16_weights,
             },
         )
         .map(|_| ()),

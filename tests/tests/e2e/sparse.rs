@@ -63,7 +63,10 @@ fn convert(onnx: &Path, config: &Path, calib: &[PathBuf], out: &Path, sparse: bo
         Method::Mse,
         false,
         false,
-        Int8Options { sparse },
+        Int8Options {
+            sparse,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("converting {}: {e:#}", onnx.display()))
 }
@@ -149,7 +152,7 @@ fn pruned_kws_runs_sparse_and_matches_dense_bit_for_bit() {
         .clone();
     let off = |m: &Model, i: usize| match m.graph.tensors[node.inputs[i]].storage {
         Storage::Const { offset } => offset,
-        Storage::Arena { .. } => unreachable!("constant"),
+        Storage::Arena { .. } | Storage::ConstF16 { .. } => unreachable!("int8/int32 constant"),
     };
     type Mutation<'a> = Box<dyn Fn(&mut Model) + 'a>;
     let mutations: Vec<(&str, Mutation)> = vec![
