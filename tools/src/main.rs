@@ -53,6 +53,7 @@ enum Cmd {
         /// Store the weights of the layers that stay f32 (all of them with
         /// --fp32) as f16: 2 bytes per weight in the file instead of 4; they
         /// are expanded to f32 at load and outputs change by f16 rounding only.
+        /// (With --prune, f16 storage is chosen automatically: see --no-prune-f16.)
         #[arg(long, conflicts_with = "prune")]
         f16_weights: bool,
         /// Structured pruning within --prune-budget: removes whole output channels
@@ -84,6 +85,10 @@ enum Cmd {
         /// Do not keep any layer in f32 (no automatic mixed precision).
         #[arg(long, requires = "prune")]
         no_mixed_precision: bool,
+        /// Store the weights of the layers mixed precision keeps in f32 as f32. By
+        /// default they are stored as f16 when the budget still holds with f16.
+        #[arg(long, requires = "prune")]
+        no_prune_f16: bool,
         /// Do not refit the consumers of pruned channels (least squares on calibration data).
         #[arg(long, requires = "prune")]
         no_prune_refit: bool,
@@ -167,6 +172,7 @@ fn main() {
             prune_ratios,
             prune_holdout,
             no_mixed_precision,
+            no_prune_f16,
             no_prune_refit,
             prune_report,
             prune_json,
@@ -193,6 +199,7 @@ fn main() {
             opts.block = prune_block;
             opts.holdout = prune_holdout;
             opts.mixed_precision = !no_mixed_precision;
+            opts.f16 = !no_prune_f16;
             opts.refit = !no_prune_refit;
             if !prune_ratios.is_empty() {
                 opts.ratios = prune_ratios;

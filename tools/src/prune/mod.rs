@@ -153,6 +153,8 @@ pub struct Options {
     pub holdout: f64,
     /// Choose f32 layers automatically when int8 alone breaks the budget.
     pub mixed_precision: bool,
+    /// Store the chosen f32 layers' weights as f16 when the budget still holds.
+    pub f16: bool,
     /// At most this many samples feed quantization statistics of candidates.
     pub max_calib_stats: usize,
     /// Refit consumers of pruned channels by least squares on calibration
@@ -192,6 +194,7 @@ impl Options {
             block: 0.0,
             holdout: 0.25,
             mixed_precision: true,
+            f16: true,
             max_calib_stats: 32,
             refit: true,
         }
@@ -303,12 +306,14 @@ pub fn run_all(m: &Model, samples: &[Vec<f32>]) -> Result<Vec<Outs>> {
 }
 
 /// The int8 model of `cg` (equalized like `convert` does, calibrated on
-/// `stats_samples`), with the nodes in `keep_f32` left in f32.
+/// `stats_samples`), with the nodes in `keep_f32` left in f32 (their
+/// weights stored as f16 when `f16`).
 pub fn build_int8(
     cg: &CGraph,
     stats_samples: &[Vec<Vec<f32>>],
     method: Method,
     keep_f32: &HashSet<usize>,
+    f16: bool,
     meta: &ModelMeta,
 ) -> Result<Model> {
     let mut cg = cg.clone();
@@ -316,7 +321,16 @@ pub fn build_int8(
         crate::equalize::equalize(&mut cg);
     }
     let stats = crate::calib::calibrate(&cg, stats_samples, method, || {})?;
-    let lowered = crate::lower::lower_int8_mixed(&cg, &stats, method, keep_f32)?;
+    let half: HashSet<usize> = if f16 {
+        keep_f32
+            .iter()
+            .copied()
+            .filter(|&ni| cg.nodes[ni].inputs.get(1).is_some_and(|&w| cg.is_const(w)))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let lowered = crate::lower::lower_int8_mixed_f16(&cg, &stats, method, keep_f32, &half)?;
     let mut b = lowered.builder;
     strix_runtime::plan::plan(&mut b.g, true);
     Model::new(meta.clone(), b.g, b.c).context("the pruned graph failed validation (compiler bug)")
@@ -466,7 +480,8 @@ pub fn search(
     // References.
     let fp32 = run_all(&build_f32(cg, meta)?, samples)?;
     let mut keep_f32: HashSet<usize> = HashSet::new();
-    let int8_0 = build_int8(cg, &stats_samples, method, &keep_f32, meta)?;
+    let mut f16 = false;
+    let int8_0 = build_int8(cg, &stats_samples, method, &keep_f32, f16, meta)?;
     let mut reference = run_all(&int8_0, samples)?;
     let mut int8_vs_fp32 = metrics(&meta.decoder, &reference, &fp32, &cal)?;
     vs_fp32(
@@ -480,7 +495,7 @@ pub fn search(
     let mut mixed_vs_fp32 = int8_vs_fp32.clone();
     if opts.mixed_precision && !opts.budget.within(&int8_vs_fp32) {
         let base = (int8_vs_fp32.clone(), reference);
-        let (ks, m, outs) = choose_f32_layers(
+        let (ks, half, m, outs) = choose_f32_layers(
             cg,
             samples,
             &cal,
@@ -492,6 +507,7 @@ pub fn search(
             base,
         )?;
         keep_f32 = ks;
+        f16 = half;
         mixed_vs_fp32 = m;
         reference = outs;
     }
@@ -591,7 +607,7 @@ pub fn search(
     };
     let measure = |state: &[Option<usize>], idx: &[usize]| -> Result<(Metrics, CGraph)> {
         let g = make(state);
-        let m = build_int8(&g, &stats_samples, method, &keep_f32, meta)?;
+        let m = build_int8(&g, &stats_samples, method, &keep_f32, f16, meta)?;
         let outs = run_all_idx(&m, samples, idx)?;
         let mut met = metrics(&meta.decoder, &outs, &reference, idx)?;
         vs_fp32(&mut met, &meta.decoder, &outs, &reference, &fp32, idx)?;
@@ -689,7 +705,7 @@ pub fn search(
         });
     }
     let (cal_m, _) = measure(&state, &cal)?;
-    let final_model = build_int8(&final_g, &stats_samples, method, &keep_f32, meta)?;
+    let final_model = build_int8(&final_g, &stats_samples, method, &keep_f32, f16, meta)?;
     let final_outs = run_all(&final_model, samples)?;
     let mut vs_fp32_held = metrics(&meta.decoder, &final_outs, &fp32, &held)?;
     vs_fp32(
@@ -767,6 +783,7 @@ pub fn search(
         pruned_vs_fp32_held: vs_fp32_held,
         unpruned_vs_fp32_held,
         keep_f32: &keep_f32,
+        f16,
         calib_samples: cal.len(),
         held_samples: held.len(),
         seconds: t0.elapsed().as_secs_f64(),
@@ -804,7 +821,7 @@ fn choose_f32_layers(
     opts: &Options,
     fp32: &[Outs],
     base: (Metrics, Vec<Outs>),
-) -> Result<(HashSet<usize>, Metrics, Vec<Outs>)> {
+) -> Result<(HashSet<usize>, bool, Metrics, Vec<Outs>)> {
     // Per-layer error on the first calibration sample ranks the layers.
     let mut eq = cg.clone();
     if std::env::var_os("STRIX_NO_CLE").is_none() {
@@ -835,17 +852,29 @@ fn choose_f32_layers(
     let mut keep = HashSet::new();
     // f32 layers cost latency: they are kept only if they make the model
     // meet the budget; otherwise the model stays all-int8.
-    let mut best = (HashSet::new(), base.0, base.1);
-    let pb = bar(cap as u64, "precision");
-    for &(_, ni) in ranked.iter().take(cap) {
-        keep.insert(ni);
-        let m = build_int8(cg, stats_samples, method, &keep, meta)?;
+    let mut best = (HashSet::new(), false, base.0, base.1);
+    let pb = bar(cap as u64 + 1, "precision");
+    let measure = |keep: &HashSet<usize>, f16: bool| -> Result<(Metrics, Vec<Outs>)> {
+        let m = build_int8(cg, stats_samples, method, keep, f16, meta)?;
         let outs = run_all(&m, samples)?;
         let mut met = metrics(&meta.decoder, &outs, fp32, cal)?;
         vs_fp32(&mut met, &meta.decoder, &outs, fp32, fp32, cal)?;
+        Ok((met, outs))
+    };
+    for &(_, ni) in ranked.iter().take(cap) {
+        keep.insert(ni);
+        let (met, outs) = measure(&keep, false)?;
         pb.inc(1);
         if opts.budget.within(&met) {
-            best = (keep.clone(), met, outs);
+            best = (keep.clone(), false, met, outs);
+            // The same layers with f16 weights: half the bytes, the same
+            // f32 arithmetic; kept when it still meets the budget.
+            if opts.f16 {
+                let (met, outs) = measure(&keep, true)?;
+                if opts.budget.within(&met) {
+                    best = (keep.clone(), true, met, outs);
+                }
+            }
             break;
         }
     }

@@ -87,6 +87,8 @@ pub struct Report {
     pub pruned_vs_fp32_held: Metrics,
     /// Layers kept in f32 by mixed precision.
     pub f32_layers: Vec<String>,
+    /// Their weights are stored as f16 (the arithmetic stays f32).
+    pub f32_layers_f16_weights: bool,
     pub layers: Vec<Layer>,
     pub groups: Vec<GroupReport>,
     /// Block ratios tried per conv, and each conv's unit.
@@ -121,6 +123,7 @@ pub struct Inputs<'a> {
     pub pruned_vs_fp32_held: Metrics,
     pub unpruned_vs_fp32_held: Metrics,
     pub keep_f32: &'a HashSet<usize>,
+    pub f16: bool,
     pub calib_samples: usize,
     pub held_samples: usize,
     pub seconds: f64,
@@ -203,6 +206,7 @@ impl Report {
             unpruned_vs_fp32_held: i.unpruned_vs_fp32_held,
             pruned_vs_fp32_held: i.pruned_vs_fp32_held,
             f32_layers,
+            f32_layers_f16_weights: i.f16 && !i.keep_f32.is_empty(),
             layers,
             groups,
             block_ratios: i.block_ratios.to_vec(),
@@ -220,7 +224,7 @@ impl Report {
     /// One-paragraph summary for the terminal.
     pub fn summary(&self) -> String {
         format!(
-            "pruned: MACs {} -> {} (-{:.1}%), weights {} -> {} bytes; held-back ({} samples) vs unpruned int8: {}{}",
+            "pruned: MACs {} -> {} (-{:.1}%), weights {} -> {} bytes; held-back ({} samples) vs unpruned int8: {}{}{}",
             self.macs_before,
             self.macs_after,
             100.0 * self.macs_reduction(),
@@ -228,7 +232,16 @@ impl Report {
             self.weight_bytes_after,
             self.held_samples,
             fmt_metrics(&self.measured_held),
-            if self.held_within_budget { " (within budget)" } else { " (BUDGET NOT MET: nothing could be pruned safely)" }
+            if self.held_within_budget { " (within budget)" } else { " (BUDGET NOT MET: nothing could be pruned safely)" },
+            if self.f32_layers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} layers kept f32{}",
+                    self.f32_layers.len(),
+                    if self.f32_layers_f16_weights { " with f16 weights" } else { "" }
+                )
+            }
         )
     }
 
@@ -283,7 +296,15 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td.l,th.l{{text-a
             if self.f32_layers.is_empty() {
                 "none".to_string()
             } else {
-                esc(&self.f32_layers.join(", "))
+                format!(
+                    "{}{}",
+                    esc(&self.f32_layers.join(", ")),
+                    if self.f32_layers_f16_weights {
+                        " (weights stored as f16)"
+                    } else {
+                        ""
+                    }
+                )
             },
             self.seconds
         );
