@@ -1,6 +1,6 @@
 //! Dense vs block-sparse int8 convolution on the detected kernel path
 //! (`STRIX_ISA` overrides), at 0/30/50/80/90% zero 1x4 blocks, on MobileNet-like
-//! pointwise shapes and a 3x3 conv. Two timings per case:
+//! pointwise shapes (8 to 160 output channels) and a 3x3 conv. Two timings per case:
 //!
 //! * `gemm`: the kernels alone (`gemm_nt` vs `gemm_nt_sparse`) over the
 //!   driver's 64-pixel tiles of precomputed im2row rows;
@@ -62,6 +62,8 @@ fn main() {
     let ks = kernels_for(isa);
     println!("path: {} / {}", ks.gemm_nt.name, ks.gemm_nt_sparse.name);
     let shapes = [
+        ("pw 32->16 112x112", geom(32, 16, 112, 1)),
+        ("pw 64->8 56x56", geom(64, 8, 56, 1)),
         ("pw 96->24 56x56", geom(96, 24, 56, 1)),
         ("pw 144->24 56x56", geom(144, 24, 56, 1)),
         ("pw 192->32 28x28", geom(192, 32, 28, 1)),

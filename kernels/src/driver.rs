@@ -310,31 +310,73 @@ pub fn qs8_conv2d_gemm_sparse(
         g.k()
     );
     let p = g.out_h * g.out_w;
+    let mut p0 = 0;
+    while p0 < p {
+        let t = CONV_TILE.min(p - p0);
+        qs8_conv2d_gemm_sparse_tile(
+            ks,
+            g,
+            q,
+            input,
+            w,
+            folded_bias,
+            rq,
+            p0,
+            t,
+            scratch,
+            &mut output[p0..],
+            p,
+        );
+        p0 += t;
+    }
+}
+
+/// Output pixels `p0..p0 + t` of [`qs8_conv2d_gemm_sparse`] for the output
+/// channels of `w` (all of them, or a [`SparseWeights::rows`] range), written
+/// to `tile[c * tile_rs + j]`: like [`qs8_conv2d_gemm_tile`], any split of
+/// pixels and channels yields the same bytes as the whole call. `w.k()` is
+/// `g.k()`; `folded_bias` and `rq` are the slices for `w`'s channels;
+/// `scratch.len() >= sparse_conv_scratch_len(g)` and `t <= CONV_TILE`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_gemm_sparse_tile(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    w: &SparseWeights,
+    folded_bias: &[i32],
+    rq: &[Requant],
+    p0: usize,
+    t: usize,
+    scratch: &mut [i8],
+    tile: &mut [i8],
+    tile_rs: usize,
+) {
     let k = g.k();
+    assert!(
+        w.k() == k && t <= CONV_TILE,
+        "qs8_conv2d_gemm_sparse_tile: k {} (want {k}) or tile {t} > {CONV_TILE}",
+        w.k()
+    );
     let out = QOut {
         out_zp: q.out_zp,
         act_min: q.act_min,
         act_max: q.act_max,
     };
     let (rows, pack) = scratch.split_at_mut(conv_scratch_len(g));
-    let mut p0 = 0;
-    while p0 < p {
-        let t = CONV_TILE.min(p - p0);
-        im2row(g, input, q.in_zp as i8, p0, t, rows);
-        (ks.gemm_nt_sparse.run)(
-            t,
-            w,
-            &rows[..t * k],
-            folded_bias,
-            rq,
-            &out,
-            &mut output[p0..],
-            p,
-            1,
-            pack,
-        );
-        p0 += t;
-    }
+    im2row(g, input, q.in_zp as i8, p0, t, rows);
+    (ks.gemm_nt_sparse.run)(
+        t,
+        w,
+        &rows[..t * k],
+        folded_bias,
+        rq,
+        &out,
+        tile,
+        tile_rs,
+        1,
+        pack,
+    );
 }
 
 /// [`qs8_conv2d_gemm`] with f32 output (see [`crate::reference::qs8_conv2d_f32out`]).
@@ -630,6 +672,40 @@ mod tests {
                         &mut got,
                     );
                     assert_eq!(got, want, "sparse {isa:?} {g:?} zp {in_zp}");
+                    // Pieces, as the runtime's threads cut them: channel
+                    // ranges (row views) times pixel tiles, through a tile
+                    // buffer of row stride t.
+                    let p = g.out_h * g.out_w;
+                    let (sv, mut pieces) = (sp.view(), vec![0i8; g.output_len()]);
+                    let cuts = [0, oc / 3, oc / 3 + 1, oc];
+                    for c in cuts.windows(2) {
+                        let (c0, c1) = (c[0], c[1]);
+                        let mut p0 = 0;
+                        while p0 < p {
+                            let t = (p - p0).min(5 + oc % 7);
+                            let mut tile = vec![0i8; (c1 - c0) * t];
+                            qs8_conv2d_gemm_sparse_tile(
+                                ks,
+                                &g,
+                                &q,
+                                &x,
+                                &sv.rows(c0, c1),
+                                &fb[c0..c1],
+                                &rq[c0..c1],
+                                p0,
+                                t,
+                                &mut scratch,
+                                &mut tile,
+                                t,
+                            );
+                            for cc in c0..c1 {
+                                pieces[cc * p + p0..cc * p + p0 + t]
+                                    .copy_from_slice(&tile[(cc - c0) * t..(cc - c0 + 1) * t]);
+                            }
+                            p0 += t;
+                        }
+                    }
+                    assert_eq!(pieces, want, "sparse pieces {isa:?} {g:?} zp {in_zp}");
                 }
             }
         }

@@ -203,7 +203,7 @@ pub const NEON: KernelSet = {
             name: "qs8_gemm_nt_f32out__neon",
             run: a::qs8_gemm_nt_f32out__neon,
         },
-        // Baseline Advanced SIMD (`smlal` by lane) serves every aarch64 row.
+        // `smlal` by lane: the baseline form of the sparse kernel.
         gemm_nt_sparse: Kernel {
             name: "qs8_gemm_nt_sparse__neon",
             run: a::qs8_gemm_nt_sparse__neon,
@@ -235,9 +235,9 @@ pub const NEON: KernelSet = {
     }
 };
 
-/// aarch64 FEAT_DotProd (`sdot`): int8 NT gemm (wrappers re-check the feature
-/// and fall back to the NEON path); the other ops are the baseline NEON ones
-/// (no dot-product shape in them).
+/// aarch64 FEAT_DotProd (`sdot`): int8 NT gemm, dense and block-sparse
+/// (wrappers re-check the feature and fall back to the NEON path); the other
+/// ops are the baseline NEON ones (no dot-product shape in them).
 #[cfg(target_arch = "aarch64")]
 pub const DOTPROD: KernelSet = {
     use crate::aarch64 as a;
@@ -251,10 +251,10 @@ pub const DOTPROD: KernelSet = {
             name: "qs8_gemm_nt_f32out__dotprod",
             run: a::qs8_gemm_nt_f32out__dotprod,
         },
-        // Baseline Advanced SIMD (`smlal` by lane) serves every aarch64 row.
+        // One `sdot` per 1x4 block and four columns.
         gemm_nt_sparse: Kernel {
             name: "qs8_gemm_nt_sparse__dotprod",
-            run: a::qs8_gemm_nt_sparse__neon,
+            run: a::qs8_gemm_nt_sparse__dotprod,
         },
         dwconv2d: Kernel {
             name: "qs8_dwconv2d__dotprod",
@@ -298,10 +298,12 @@ pub const I8MM: KernelSet = {
             name: "qs8_gemm_nt_f32out__i8mm",
             run: a::qs8_gemm_nt_f32out__i8mm,
         },
-        // Baseline Advanced SIMD (`smlal` by lane) serves every aarch64 row.
+        // The `sdot` sparse kernel (a 1x4 block is a dot product, not a
+        // 2x8 by 8x2 block; the wrapper re-checks FEAT_DotProd, which every
+        // FEAT_I8MM core has in practice, and falls back to `smlal`).
         gemm_nt_sparse: Kernel {
             name: "qs8_gemm_nt_sparse__i8mm",
-            run: a::qs8_gemm_nt_sparse__neon,
+            run: a::qs8_gemm_nt_sparse__dotprod,
         },
         dwconv2d: Kernel {
             name: "qs8_dwconv2d__i8mm",

@@ -207,10 +207,14 @@ fn check_gemm_nt(row: &KernelSet, rng: &mut Rng) -> usize {
 }
 
 /// Reductions for the sparse gemm: around whole 4-blocks and the 8/16-wide
-/// steps, plus realistic conv depths.
-const SPARSE_KS: [usize; 12] = [1, 2, 3, 4, 5, 7, 8, 13, 16, 33, 96, 291];
-/// Column counts around the 8-column groups and 4-group tiles.
-const SPARSE_NS: [usize; 9] = [1, 3, 7, 8, 9, 16, 24, 33, 64];
+/// packing steps (27 = 16 + 8 + 3 takes all three of the NEON packer's),
+/// plus realistic conv depths.
+const SPARSE_KS: [usize; 13] = [1, 2, 3, 4, 5, 7, 8, 13, 16, 27, 33, 96, 291];
+/// Column counts around the 8-column groups and the 8/4/2/1-group tiles:
+/// 60 is an 8-group tile whose last group is partial (so its second 32-byte
+/// quad store falls back to per-group stores), 72 an 8-group tile plus one,
+/// 117 every tile size (8 + 4 + 2 + 1 groups, the last partial).
+const SPARSE_NS: [usize; 12] = [1, 3, 7, 8, 9, 16, 24, 33, 60, 64, 72, 117];
 
 /// `row.gemm_nt_sparse` on block-pruned weights against the dense reference
 /// gemm on the same (dense) weights, at 0%, 50%, 80% and 100% zero blocks

@@ -405,7 +405,7 @@ fn exec(
             let (il, ol) = (geom.input_len(), geom.output_len());
             for bi in 0..shape(0)[0] {
                 let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
-                drv::qs8_conv2d_gemm_sparse(ks, geom, q, xi, &w, fb, rq, wk.scratch(), oi);
+                par::conv_sparse(wk, ks, geom, q, xi, &w, fb, rq, oi)?;
             }
         }
         (

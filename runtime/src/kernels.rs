@@ -58,6 +58,8 @@ impl Prepared {
                 let (k, zp) = match &n.op {
                     Op::QConvSparse { geom, q } => {
                         scratch = scratch.max(sparse_conv_scratch_len(geom));
+                        // Threads split sparse convs into the same tiles.
+                        tile = tile.max(conv_tile_len(geom));
                         let span = |i: usize| {
                             let t = &g.tensors[n.inputs[i]];
                             konst(n.inputs[i])..konst(n.inputs[i]) + t.len()

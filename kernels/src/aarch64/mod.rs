@@ -50,7 +50,7 @@ use sink::{check_inputs, F32Sink, I8Sink};
 pub use dwconv::qs8_dwconv2d__neon;
 pub use elementwise::{qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon};
 pub use pool::{qs8_avgpool2d__neon, qs8_maxpool2d__neon};
-pub use sparse::qs8_gemm_nt_sparse__neon;
+pub use sparse::{qs8_gemm_nt_sparse__dotprod, qs8_gemm_nt_sparse__neon};
 
 /// Whether the CPU implements FEAT_DotProd.
 #[inline(always)]

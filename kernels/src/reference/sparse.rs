@@ -102,7 +102,10 @@ impl core::fmt::Display for SparseError {
 pub struct SparseWeights<'a> {
     m: usize,
     k: usize,
+    /// `m + 1` offsets into `blocks`, all `>= base` (a [`Self::rows`] view
+    /// keeps its parent's pointers and subtracts its first one).
     row_ptr: &'a [i32],
+    base: usize,
     blocks: &'a [i32],
     values: &'a [i8],
 }
@@ -169,9 +172,36 @@ impl<'a> SparseWeights<'a> {
             m,
             k,
             row_ptr,
+            base: 0,
             blocks,
             values,
         })
+    }
+
+    /// Rows `r0..r1` as a matrix of their own (output channels `r0..r1` of a
+    /// conv: the channel slices of a multi-threaded one). `O(1)`, and valid
+    /// by construction: a row range of a valid matrix is one.
+    ///
+    /// Panics unless `r0 <= r1 <= m`.
+    pub fn rows(&self, r0: usize, r1: usize) -> SparseWeights<'a> {
+        assert!(
+            r0 <= r1 && r1 <= self.m,
+            "SparseWeights::rows: {r0}..{r1} of {}",
+            self.m
+        );
+        let ptr = &self.row_ptr[r0..=r1];
+        let (s, e) = (
+            ptr[0] as usize - self.base,
+            ptr[r1 - r0] as usize - self.base,
+        );
+        SparseWeights {
+            m: r1 - r0,
+            k: self.k,
+            row_ptr: ptr,
+            base: ptr[0] as usize,
+            blocks: &self.blocks[s..e],
+            values: &self.values[s * SPARSE_BLOCK..e * SPARSE_BLOCK],
+        }
     }
 
     /// Output channels (rows).
@@ -193,7 +223,10 @@ impl<'a> SparseWeights<'a> {
     /// Row `i`'s block columns and their `4 *` as many weights.
     #[inline]
     pub fn row(&self, i: usize) -> (&'a [i32], &'a [i8]) {
-        let (s, e) = (self.row_ptr[i] as usize, self.row_ptr[i + 1] as usize);
+        let (s, e) = (
+            self.row_ptr[i] as usize - self.base,
+            self.row_ptr[i + 1] as usize - self.base,
+        );
         (
             &self.blocks[s..e],
             &self.values[s * SPARSE_BLOCK..e * SPARSE_BLOCK],
@@ -340,6 +373,30 @@ mod tests {
         assert_eq!(v.nnz_blocks(), 3);
         assert_eq!(v.row_sum(0), 6);
         assert!((zero_block_fraction(3, 10, &w) - 6.0 / 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn row_ranges_are_matrices_of_those_rows() {
+        let w: Vec<i8> = (0..5 * 9)
+            .map(|i| if i % 3 == 0 { 0 } else { i as i8 })
+            .collect();
+        let mut w = w;
+        w[9..18].fill(0); // an empty row
+        let s = pack_sparse(5, 9, &w).unwrap();
+        let v = s.view();
+        for r0 in 0..=5 {
+            for r1 in r0..=5 {
+                let sub = v.rows(r0, r1);
+                let want = pack_sparse(r1 - r0, 9, &w[r0 * 9..r1 * 9]).unwrap();
+                assert_eq!((sub.m(), sub.k()), (r1 - r0, 9));
+                assert_eq!(sub.nnz_blocks(), want.blocks.len(), "{r0}..{r1}");
+                for i in 0..r1 - r0 {
+                    assert_eq!(sub.row(i), want.view().row(i), "{r0}..{r1} row {i}");
+                    // A range of a range.
+                    assert_eq!(v.rows(r0, r1).rows(i, i + 1).row(0), sub.row(i));
+                }
+            }
+        }
     }
 
     #[test]

@@ -84,6 +84,65 @@ pub(super) fn requantize_v(x: __m256i, r: &RqV) -> __m256i {
     _mm256_sub_epi32(_mm256_srav_epi32(hm, r.right), up)
 }
 
+/// One `Requant` for all eight lanes, precomputed for [`requantize_row`]:
+/// only for `shift <= 0` and `mult != i32::MIN` ([`RqRow::new`] checks), where
+/// the saturating left shift and the `MIN * MIN` saturation of
+/// [`requantize_v`] are no-ops. That is every multiplier below 1 from
+/// `quantize_multiplier` (most layers), and it makes the output stage about
+/// half as long, which matters where the accumulation is cheap (sparse rows).
+#[derive(Clone, Copy)]
+pub(super) struct RqRow {
+    mult: __m256i,
+    /// `2^right - 1`: the bits the rounding divide drops.
+    mask: __m256i,
+    /// `mask >> 1`.
+    half: __m256i,
+    /// `right` as the shift count of `vpsrad`.
+    right: __m128i,
+}
+
+impl RqRow {
+    /// `None` when `r` needs the general [`requantize_v`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn new(r: Requant) -> Option<RqRow> {
+        if r.shift > 0 || r.shift < -31 || r.mult == i32::MIN {
+            return None;
+        }
+        let right = -r.shift;
+        let mask = ((1u64 << right) - 1) as u32 as i32;
+        Some(RqRow {
+            mult: _mm256_set1_epi32(r.mult),
+            mask: _mm256_set1_epi32(mask),
+            half: _mm256_set1_epi32(((mask as u32) >> 1) as i32),
+            right: _mm_cvtsi32_si128(right),
+        })
+    }
+}
+
+/// [`requantize_v`] for a row whose constants passed [`RqRow::new`]: the same
+/// high multiply and rounding divide, without the two steps that cannot fire.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn requantize_row(x: __m256i, r: &RqRow) -> __m256i {
+    // shift <= 0: `x` is the left-shifted value. mult != MIN: no saturation.
+    // `r.mult` holds the multiplier in every dword, so it is also the odd
+    // lanes' operand without a shift.
+    let nudge = _mm256_set1_epi64x(1 << 30);
+    let even = _mm256_add_epi64(_mm256_mul_epi32(x, r.mult), nudge);
+    let odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64::<32>(x), r.mult), nudge);
+    let hm = _mm256_blend_epi32::<0b1010_1010>(
+        _mm256_srli_epi64::<31>(even),
+        _mm256_slli_epi64::<1>(odd),
+    );
+    // Rounding divide by 2^right, half away from zero (as in `requantize_v`).
+    let rem = _mm256_and_si256(hm, r.mask);
+    let neg = _mm256_srai_epi32::<31>(hm); // -1 where hm < 0
+    let threshold = _mm256_sub_epi32(r.half, neg);
+    let up = _mm256_cmpgt_epi32(rem, threshold);
+    _mm256_sub_epi32(_mm256_sra_epi32(hm, r.right), up)
+}
+
 /// `clamp(requantize(acc, r) + zp, lo, hi)` per lane (i32 lanes in int8 range).
 /// The `+ zp` wraps where the scalar `i32` add would overflow (release semantics;
 /// outside every kernel's contract).
@@ -100,7 +159,8 @@ pub(super) fn output_stage(
     _mm256_min_epi32(_mm256_max_epi32(v, lo), hi)
 }
 
-/// Packs eight i32 lanes already in int8 range into the low 8 bytes, in order.
+/// Packs eight i32 lanes into the low 8 bytes, in order, each saturated to the
+/// int8 range (`vpackss*`): lanes already in range are copied.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn pack8(v: __m256i) -> __m128i {
@@ -228,5 +288,33 @@ mod tests {
                 }
             }
         }
+        // The row form on every case it accepts (multipliers below 1, and the
+        // odd ones at the rounding boundaries).
+        let mut row_cases = 0;
+        let odd = odd_rqs.iter().map(|(r, p)| {
+            let x = vec![p[0], p[1], -p[0], p[0] / 3, 0, 1, -1, p[1] / 5];
+            (*r, x)
+        });
+        for (r, xs) in rqs.iter().map(|r| (*r, xs.clone())).chain(odd) {
+            // SAFETY: AVX2 was detected above.
+            let Some(row) = (unsafe { RqRow::new(r) }) else {
+                continue;
+            };
+            for chunk in xs.chunks(8) {
+                let mut x = [0i32; 8];
+                x[..chunk.len()].copy_from_slice(chunk);
+                let mut got = [0i32; 8];
+                // SAFETY: AVX2 was detected above; `x` and `got` hold 8 i32.
+                unsafe {
+                    let v = requantize_row(_mm256_loadu_si256(x.as_ptr() as *const __m256i), &row);
+                    _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
+                }
+                for l in 0..8 {
+                    assert_eq!(got[l], requantize(x[l], r), "row x={} r={r:?}", x[l]);
+                }
+                row_cases += 1;
+            }
+        }
+        assert!(row_cases > 1000, "the row form was hardly tested");
     }
 }

@@ -142,6 +142,61 @@ fn pruned_kws_runs_sparse_and_matches_dense_bit_for_bit() {
         .unwrap();
     assert_eq!(outputs(&scalar, &c.samples), want);
 
+    // Threads split the sparse convs (pixel tiles or channel slices of the
+    // block rows): every tensor is the same on 1-4 threads, on both paths.
+    // The split needs enough stored work (`PAR_MIN_MACS` = 100k in
+    // runtime/src/par.rs), which at least one of these convs has.
+    let stored_macs = |n: &strix_runtime::graph::Node| match (&n.op, n.sparse_blocks(&sparse.graph))
+    {
+        (Op::QConvSparse { geom, .. }, Some((stored, total))) => geom.macs() * stored / total,
+        _ => 0,
+    };
+    let most = sparse.graph.nodes.iter().map(stored_macs).max().unwrap();
+    assert!(
+        most >= 100_000,
+        "no sparse conv is big enough to split: {most}"
+    );
+    for isa in [strix_kernels::Isa::Scalar, strix_kernels::Isa::detect()] {
+        let m = sparse.clone().with_isa(isa).unwrap();
+        let shape = m.graph.tensors[m.graph.inputs[0]].shape.clone();
+        let x = strix_tools::media::load_input(&c.samples[0], &m.meta.input, &shape).unwrap();
+        let mut first: Option<Vec<Vec<u32>>> = None;
+        for threads in 1..=4 {
+            let mut s = strix_runtime::Session::with_threads(&m, threads).unwrap();
+            assert_eq!(s.threads(), threads);
+            s.input_mut(0).unwrap().copy_from_slice(&x);
+            s.run().unwrap();
+            let got: Vec<Vec<u32>> = (0..m.graph.tensors.len())
+                .map(|id| match s.tensor(id) {
+                    Some(strix_runtime::TensorData::F32(d)) => {
+                        d.iter().map(|v| v.to_bits()).collect()
+                    }
+                    Some(strix_runtime::TensorData::I8(d)) => {
+                        d.iter().map(|&v| v as u8 as u32).collect()
+                    }
+                    Some(strix_runtime::TensorData::I32(d)) => {
+                        d.iter().map(|&v| v as u32).collect()
+                    }
+                    None => vec![],
+                })
+                .collect();
+            match &first {
+                None => first = Some(got),
+                Some(w) => {
+                    for (id, (a, b)) in w.iter().zip(&got).enumerate() {
+                        assert!(
+                            a == b,
+                            "sparse kws ({}): tensor '{}' differs on {threads} threads",
+                            isa.name(),
+                            m.graph.tensors[id].name
+                        );
+                    }
+                }
+            }
+        }
+        eprintln!("sparse kws ({}): 1 == 2 == 3 == 4 threads", isa.name());
+    }
+
     // Malformed sparse constants are rejected at load with a clear error.
     let node = sparse
         .graph
