@@ -754,6 +754,21 @@ pub fn effective_macs(g: &CGraph) -> u64 {
         .sum()
 }
 
+/// Estimated run cost in MAC-equivalents: [`effective_macs`] plus
+/// `per_element` for every element a conv or gemm writes. Each output
+/// element costs requantization, an im2row share and memory traffic whatever
+/// its reduction length, so on small-channel, large-map layers (a detector's
+/// or VWW's first layers) this, not the MACs, is most of the time.
+pub fn effective_cost(g: &CGraph, per_element: u64) -> u64 {
+    let elems: u64 = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, COp::Conv { .. } | COp::Gemm { .. }))
+        .map(|n| g.values[n.output].shape.iter().product::<usize>() as u64)
+        .sum();
+    effective_macs(g) + per_element * elems
+}
+
 pub fn node_macs(g: &CGraph, ni: usize) -> u64 {
     let n = &g.nodes[ni];
     match &n.op {

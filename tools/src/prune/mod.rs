@@ -13,7 +13,8 @@
 //!    fp32 on the calibration part, conv/gemm layers are kept f32 in order of
 //!    their per-layer int8 error until it meets it (at most a quarter of them).
 //! 2. Sensitivity: each prunable group alone at each ratio.
-//! 3. Greedy search: repeatedly take the group step with the most removed MACs
+//! 3. Greedy search: repeatedly take the group step with the most removed cost
+//!    (MACs plus a per-output-element share, see [`graph::effective_cost`])
 //!    per unit of predicted metric loss; keep it if the combined model is
 //!    within budget on the calibration part, else freeze that group.
 //! 4. Held-back check: undo accepted steps (last first) until the held-back
@@ -160,7 +161,17 @@ pub struct Options {
     /// Refit consumers of pruned channels by least squares on calibration
     /// activations (see [`graph::Compensation`]).
     pub refit: bool,
+    /// What the search maximizes per unit of loss: removed MACs plus this
+    /// many MAC-equivalents per removed conv/gemm output element (see
+    /// [`graph::effective_cost`]); 0 = MACs only.
+    pub cost_per_element: u64,
 }
+
+/// Default [`Options::cost_per_element`]: requantizing and storing one
+/// output element costs about as many instructions as 32 int8 MACs on the
+/// AVX2 and dotprod paths (16 MACs per `vpmaddwd`/`sdot`; a few instructions
+/// per element of requantization and im2row).
+pub const COST_PER_ELEMENT: u64 = 32;
 
 /// At most this many calibration samples feed the input statistics (Gram
 /// matrices) used by the refits and the second-order choices.
@@ -197,6 +208,7 @@ impl Options {
             f16: true,
             max_calib_stats: 32,
             refit: true,
+            cost_per_element: COST_PER_ELEMENT,
         }
     }
 }
@@ -615,9 +627,10 @@ pub fn search(
     };
 
     // Sensitivity of each group alone.
-    // Gains are in MACs after lowering (sparse convs skip their zero blocks).
+    // Gains are in estimated cost after lowering (sparse convs skip their
+    // zero blocks; see Options::cost_per_element).
     let none: Vec<Option<usize>> = vec![None; nu];
-    let base_macs = graph::effective_macs(cg);
+    let base_cost = graph::effective_cost(cg, opts.cost_per_element);
     let n_trials: usize = (0..nu).map(|u| unit_ratios(u).len()).sum();
     let pb = bar(n_trials as u64, "sensitivity");
     let mut sens: Vec<Vec<Metrics>> = vec![];
@@ -628,7 +641,7 @@ pub fn search(
             let mut st = none.clone();
             st[gi] = Some(ri);
             let (m, g) = measure(&st, &cal)?;
-            grow.push(base_macs.saturating_sub(graph::effective_macs(&g)));
+            grow.push(base_cost.saturating_sub(graph::effective_cost(&g, opts.cost_per_element)));
             row.push(m);
             pb.inc(1);
         }
