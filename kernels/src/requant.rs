@@ -34,7 +34,7 @@ pub fn quantize_multiplier(real: f64) -> Requant {
     }
     // real = q * 2^e with q in [0.5, 1).
     let (q, mut e) = libm::frexp(real);
-    let mut m = (q * (1u64 << 31) as f64).round() as i64;
+    let mut m = libm::round(q * (1u64 << 31) as f64) as i64;
     if m == 1 << 31 {
         m /= 2;
         e += 1;

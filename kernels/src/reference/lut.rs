@@ -57,13 +57,16 @@ fn sigmoid(x: f32) -> f32 {
 /// `clamp(round_half_away(x * inv_scale) + zp, -128, 127)`; NaN maps to `zp`.
 #[inline]
 pub fn quantize_one(x: f32, inv_scale: f32, zp: i32) -> i8 {
-    let v = libm::roundf(x * inv_scale);
-    let v = if v.is_nan() {
-        0.0
-    } else {
-        v.clamp(-1.0e6, 1.0e6)
-    };
-    (v as i32 + zp).clamp(-128, 127) as i8
+    // round-half-away-from-zero of the clamped value, without a libm call
+    // (this runs on every input element): within +-1e6 the truncation and
+    // the fraction `c - trunc(c)` are exact in f32. NaN clamps to NaN,
+    // converts to 0 and has no fraction, so it quantizes to `zp`; +-inf
+    // clamps to +-1e6.
+    let c = (x * inv_scale).clamp(-1.0e6, 1.0e6);
+    let t = c as i32;
+    let frac = c - t as f32;
+    let v = t + (frac >= 0.5) as i32 - (frac <= -0.5) as i32;
+    (v + zp).clamp(-128, 127) as i8
 }
 
 /// The table of `op` between two quantizations: entry `q + 128` is the output
@@ -104,5 +107,44 @@ pub fn f32_dequantize(input: &[i8], scale: f32, zp: i32, output: &mut [f32]) {
 pub fn f32_unary(op: UnaryOp, input: &[f32], output: &mut [f32]) {
     for (o, &x) in output.iter_mut().zip(input) {
         *o = op.apply(x);
+    }
+}
+
+#[cfg(test)]
+mod quantize_tests {
+    use super::quantize_one;
+
+    /// The definition: libm's round-half-away-from-zero, NaN to 0.
+    fn by_definition(x: f32, inv: f32, zp: i32) -> i8 {
+        let v = libm::roundf(x * inv);
+        let v = if v.is_nan() { 0.0 } else { v.clamp(-1.0e6, 1.0e6) };
+        (v as i32 + zp).clamp(-128, 127) as i8
+    }
+
+    #[test]
+    fn quantize_one_matches_round_half_away_from_zero() {
+        let mut xs: Vec<f32> = vec![
+            0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 127.5, -128.5,
+            126.49999, 1e6, -1e6, 3e9, -3e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN,
+            f32::MIN_POSITIVE, 8388607.5, 8388608.0, 1e-40,
+        ];
+        let mut s = 0x9E37_79B9u32;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            // Mostly near the int8 range, with exact halves mixed in.
+            let v = (s % 1_000_000) as f32 / 1000.0 - 500.0;
+            xs.push(if s % 7 == 0 { v.trunc() + 0.5 } else { v });
+        }
+        for &x in &xs {
+            for (inv, zp) in [(1.0, 0), (1.0, -128), (1.0, 127), (3.7, 5), (0.01, -3)] {
+                assert_eq!(
+                    quantize_one(x, inv, zp),
+                    by_definition(x, inv, zp),
+                    "x {x} inv {inv} zp {zp}"
+                );
+            }
+        }
     }
 }
