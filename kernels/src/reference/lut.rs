@@ -117,16 +117,41 @@ mod quantize_tests {
     /// The definition: libm's round-half-away-from-zero, NaN to 0.
     fn by_definition(x: f32, inv: f32, zp: i32) -> i8 {
         let v = libm::roundf(x * inv);
-        let v = if v.is_nan() { 0.0 } else { v.clamp(-1.0e6, 1.0e6) };
+        let v = if v.is_nan() {
+            0.0
+        } else {
+            v.clamp(-1.0e6, 1.0e6)
+        };
         (v as i32 + zp).clamp(-128, 127) as i8
     }
 
     #[test]
     fn quantize_one_matches_round_half_away_from_zero() {
         let mut xs: Vec<f32> = vec![
-            0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 127.5, -128.5,
-            126.49999, 1e6, -1e6, 3e9, -3e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN,
-            f32::MIN_POSITIVE, 8388607.5, 8388608.0, 1e-40,
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            127.5,
+            -128.5,
+            126.49999,
+            1e6,
+            -1e6,
+            3e9,
+            -3e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            8388607.5,
+            8388608.0,
+            1e-40,
         ];
         let mut s = 0x9E37_79B9u32;
         for _ in 0..200_000 {

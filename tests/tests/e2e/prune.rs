@@ -271,3 +271,73 @@ fn prune_vww_within_one_point_of_top1() {
         );
     }
 }
+
+/// Output of the f32 graph `g` on `x`.
+fn run_f32(g: &strix_tools::ir::CGraph, x: &[f32]) -> Vec<f32> {
+    let m = strix_tools::prune::build_f32(g, &Default::default()).unwrap();
+    strix_tools::run_values(&m, x).unwrap().remove(0).0
+}
+
+#[test]
+fn dead_channels_of_a_real_model_are_removed_exactly() {
+    // VWW as if pruned in training: some output channels of two groups have
+    // all-zero weights and a negative bias, so the ReLU outputs exact zeros;
+    // the depthwise conv after them then outputs its own bias, a non-zero
+    // constant the consumers must absorb. One more channel of a third group
+    // has a positive bias: the depthwise conv's zero padding makes it vary at
+    // the borders, so removing it would not be exact and it must stay.
+    let c = case("vww");
+    let mut g = strix_tools::onnx::import(&c.onnx).unwrap();
+    let groups = strix_tools::prune::graph::find_groups(&g);
+    let mut zeroed = 0;
+    for (gi, chans, bias) in [
+        (2usize, vec![0usize, 5, 7], -1.0f32),
+        (6, vec![1, 2, 64, 100], -1.0),
+        (4, vec![3], 1.0),
+    ] {
+        for &p in &groups[gi].producers {
+            let wv = g.nodes[p].inputs[1];
+            let t = g.values[wv].konst.clone().unwrap();
+            let mut w = t.as_f32();
+            let per = w.len() / groups[gi].channels;
+            let bv = g.nodes[p].inputs[2];
+            let bt = g.values[bv].konst.clone().unwrap();
+            let mut b = bt.as_f32();
+            for &ch in &chans {
+                w[ch * per..(ch + 1) * per]
+                    .iter_mut()
+                    .for_each(|x| *x = 0.0);
+                b[ch] = bias;
+            }
+            g.values[wv].konst = Some(strix_tools::ir::HostTensor::f32(t.shape.clone(), w));
+            g.values[bv].konst = Some(strix_tools::ir::HostTensor::f32(bt.shape.clone(), b));
+        }
+        if bias < 0.0 {
+            zeroed += chans.len();
+        }
+    }
+    let shape = g.values[g.inputs[0]].shape.clone();
+    let xs: Vec<Vec<f32>> = all_images()
+        .iter()
+        .map(|p| {
+            let meta = strix_tools::config::load(None, &c.onnx).unwrap();
+            strix_tools::media::load_input(p, &meta.input, &shape).unwrap()
+        })
+        .collect();
+    let before: Vec<Vec<f32>> = xs.iter().map(|x| run_f32(&g, x)).collect();
+    let mut pruned = g.clone();
+    let rep = strix_tools::prune::dead::remove_dead_channels(&mut pruned).unwrap();
+    eprintln!("dead channels: {rep:?}");
+    assert_eq!(rep.channels, zeroed);
+    assert!(rep.macs_after < rep.macs_before);
+    for (x, want) in xs.iter().zip(&before) {
+        let got = run_f32(&pruned, x);
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+        }
+    }
+    // An ordinary model has no dead channel and is left alone.
+    let mut plain = strix_tools::onnx::import(&c.onnx).unwrap();
+    let r = strix_tools::prune::dead::remove_dead_channels(&mut plain).unwrap();
+    assert_eq!(r.channels, 0);
+}
