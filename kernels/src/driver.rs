@@ -143,26 +143,24 @@ fn im2col_row(
         } else {
             ((g.in_w as isize - off) as usize).div_ceil(g.stride_w)
         };
-        if s == 1 {
-            // Pads, one contiguous run of the input row, pads.
-            let a = lo.clamp(ox0, ox0 + n);
-            let b = hi.clamp(a, ox0 + n);
-            seg[..a - ox0].fill(pad);
-            if b > a {
-                let start = (a as isize + off) as usize;
-                seg[a - ox0..b - ox0].copy_from_slice(&row[start..start + (b - a)]);
-            }
-            seg[b - ox0..].fill(pad);
-        } else {
-            for (i, d) in seg.iter_mut().enumerate() {
-                let ox = ox0 + i;
-                *d = if ox < lo || ox >= hi {
-                    pad
-                } else {
-                    row[(ox as isize * s + off) as usize]
-                };
+        // Pads, one run of the input row (contiguous at stride 1, every
+        // `s`-th byte otherwise), pads.
+        let a = lo.clamp(ox0, ox0 + n);
+        let b = hi.clamp(a, ox0 + n);
+        seg[..a - ox0].fill(pad);
+        if b > a {
+            let start = (a as isize * s + off) as usize;
+            let run = &mut seg[a - ox0..b - ox0];
+            if s == 1 {
+                run.copy_from_slice(&row[start..start + (b - a)]);
+            } else {
+                let src = &row[start..start + (b - a - 1) * s as usize + 1];
+                for (d, &v) in run.iter_mut().zip(src.iter().step_by(s as usize)) {
+                    *d = v;
+                }
             }
         }
+        seg[b - ox0..].fill(pad);
     }
 }
 
