@@ -166,11 +166,12 @@ fn im2col_row(
 
 /// `dst[j * ds + i] = src[i * ss + j]` for `i < rows`, `j < cols`.
 fn transpose(src: &[i8], ss: usize, rows: usize, cols: usize, dst: &mut [i8], ds: usize) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     let (i0, j0) = transpose_blocks(src, ss, rows, cols, dst, ds);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let (i0, j0) = (0, 0);
-    // The edges the 16x16 blocks do not cover (everything without SSE2).
+    // The edges the 16x16 blocks do not cover (everything on 32-bit ARM,
+    // whose NEON intrinsics are not stable).
     for i in 0..rows {
         let first = if i < i0 { j0 } else { 0 };
         for (j, &v) in src[i * ss..i * ss + cols].iter().enumerate().skip(first) {
@@ -181,7 +182,7 @@ fn transpose(src: &[i8], ss: usize, rows: usize, cols: usize, dst: &mut [i8], ds
 
 /// The whole 16x16 blocks of [`transpose`]; returns how many rows and
 /// columns they covered.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn transpose_blocks(
     src: &[i8],
     ss: usize,
@@ -203,8 +204,9 @@ fn transpose_blocks(
     );
     for i in (0..i0).step_by(16) {
         for j in (0..j0).step_by(16) {
-            // SAFETY: SSE2 is part of x86_64; 16 rows of 16 bytes at (i, j) in
-            // `src` and at (j, i) in `dst`, in bounds by the assertion above.
+            // SAFETY: SSE2 is part of x86_64 and NEON of aarch64; 16 rows of
+            // 16 bytes at (i, j) in `src` and at (j, i) in `dst`, in bounds by
+            // the assertion above.
             unsafe {
                 transpose16(
                     src.as_ptr().add(i * ss + j),
@@ -242,6 +244,30 @@ unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
     }
     for (i, r) in a.iter().enumerate() {
         _mm_storeu_si128(dst.add(i * ds) as *mut __m128i, *r);
+    }
+}
+
+/// [`transpose16`] for aarch64: `zip1`/`zip2` are SSE2's byte unpacks.
+///
+/// Safety: 16 readable rows of 16 bytes at `src`, 16 writable at `dst`.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
+    use core::arch::aarch64::*;
+    let mut a = [vdupq_n_s8(0); 16];
+    for (i, r) in a.iter_mut().enumerate() {
+        *r = vld1q_s8(src.add(i * ss));
+    }
+    for _ in 0..4 {
+        let mut n = [vdupq_n_s8(0); 16];
+        for i in 0..8 {
+            n[2 * i] = vzip1q_s8(a[i], a[i + 8]);
+            n[2 * i + 1] = vzip2q_s8(a[i], a[i + 8]);
+        }
+        a = n;
+    }
+    for (i, r) in a.iter().enumerate() {
+        vst1q_s8(dst.add(i * ds), *r);
     }
 }
 
