@@ -62,7 +62,11 @@ pub fn quantize_one(x: f32, inv_scale: f32, zp: i32) -> i8 {
     // within +-1e6 the truncation and the fraction `c - trunc(c)` are exact
     // in f32. +-inf clamps to +-1e6.
     let v = x * inv_scale;
-    let c = if v.is_nan() { 0.0 } else { v.clamp(-1.0e6, 1.0e6) };
+    let c = if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(-1.0e6, 1.0e6)
+    };
     // SAFETY: `c` is finite and within +-1e6, so it fits an i32.
     let t = unsafe { c.to_int_unchecked::<i32>() };
     let frac = c - t as f32;
@@ -161,7 +165,11 @@ mod quantize_tests {
             s ^= s << 5;
             // Mostly near the int8 range, with exact halves mixed in.
             let v = (s % 1_000_000) as f32 / 1000.0 - 500.0;
-            xs.push(if s % 7 == 0 { v.trunc() + 0.5 } else { v });
+            xs.push(if s.is_multiple_of(7) {
+                v.trunc() + 0.5
+            } else {
+                v
+            });
         }
         for &x in &xs {
             for (inv, zp) in [(1.0, 0), (1.0, -128), (1.0, 127), (3.7, 5), (0.01, -3)] {
