@@ -457,6 +457,7 @@ mod tests {
                     scratch: sparse_conv_scratch_len(&g),
                     tile: g.out_c * CONV_TILE.min(g.out_h * g.out_w),
                     scratch_f32: 0,
+                    f16_as_f32: vec![],
                 };
                 for threads in 1..=4 {
                     let mut wk = Workers::new(&prepared, threads).unwrap();
