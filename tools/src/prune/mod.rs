@@ -894,3 +894,84 @@ fn choose_f32_layers(
     pb.finish_and_clear();
     Ok(best)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map50_budget_is_relative_to_the_unpruned_model_against_fp32() {
+        let b = Budget::parse(&["map50=0.95".to_string()]).unwrap();
+        let mut m = Metrics {
+            cosine: 0.9,
+            map50: Some(0.80), // vs the unpruned int8 boxes: not what counts
+            map50_rel_vs_fp32: Some(0.96),
+            ..Default::default()
+        };
+        assert!(b.within(&m));
+        m.map50_rel_vs_fp32 = Some(0.94);
+        assert!(!b.within(&m));
+        m.map50_rel_vs_fp32 = None;
+        assert!(!b.within(&m), "a detector budget needs the metric");
+        let t = Budget::parse(&["top1=0.01".to_string()]).unwrap();
+        let d = |x| Metrics {
+            top1_drop_vs_fp32: Some(x),
+            ..Default::default()
+        };
+        assert!(t.within(&d(0.01)) && !t.within(&d(0.011)));
+        assert!(Budget::parse(&["map50=1.5".to_string()]).is_err());
+        assert!(Budget::parse(&["iou=0.5".to_string()]).is_err());
+    }
+
+    #[test]
+    fn cost_counts_output_elements() {
+        // One 1x1 conv 4 -> 6 channels on 3x3: 216 MACs, 54 output elements.
+        let mut g = CGraph::default();
+        let x = g.add_value("x", vec![1, 4, 3, 3], None);
+        g.inputs.push(x);
+        let w = g.add_value(
+            "w",
+            vec![6, 4, 1, 1],
+            Some(crate::ir::HostTensor::f32(vec![6, 4, 1, 1], vec![0.5; 24])),
+        );
+        let b = g.add_value(
+            "b",
+            vec![6],
+            Some(crate::ir::HostTensor::f32(vec![6], vec![0.0; 6])),
+        );
+        let y = g.add_value("y", vec![1, 6, 3, 3], None);
+        let geom = strix_kernels::reference::ConvGeometry {
+            in_c: 4,
+            in_h: 3,
+            in_w: 3,
+            out_c: 6,
+            out_h: 3,
+            out_w: 3,
+            kh: 1,
+            kw: 1,
+            stride_h: 1,
+            stride_w: 1,
+            dil_h: 1,
+            dil_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            groups: 1,
+        };
+        g.nodes.push(crate::ir::CNode {
+            name: "c".into(),
+            op: crate::ir::COp::Conv {
+                geom,
+                act: crate::ir::Act::NONE,
+            },
+            inputs: vec![x, w, b],
+            output: y,
+        });
+        g.outputs.push(y);
+        assert_eq!(graph::effective_macs(&g), 216);
+        assert_eq!(graph::effective_cost(&g, 0), 216);
+        assert_eq!(
+            graph::effective_cost(&g, COST_PER_ELEMENT),
+            216 + 54 * COST_PER_ELEMENT
+        );
+    }
+}
