@@ -69,9 +69,7 @@ type Values = HashMap<usize, Vec<f32>>;
 
 /// Runs the f32 graph on `x`; returns the values `want` and the outputs.
 fn run(g: &CGraph, x: &[f32], want: &[usize]) -> Result<(Values, Vec<Vec<f32>>)> {
-    let (mut b, map) = crate::lower::lower_f32(g)?;
-    strix_runtime::plan::plan(&mut b.g, false);
-    let model = strix_runtime::Model::new(Default::default(), b.g, b.c)?;
+    let (model, map) = super::f32_probe_model(g)?;
     let mut sess = strix_runtime::Session::new(&model);
     sess.input_mut(0)?.copy_from_slice(x);
     sess.run()?;

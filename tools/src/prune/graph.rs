@@ -870,24 +870,7 @@ impl Compensation {
             a[i * n + i] += 1e-3 * mean_diag.max(1e-12);
         }
         // Cholesky A = L L^T.
-        for j in 0..n {
-            let mut s = a[j * n + j];
-            for k in 0..j {
-                s -= a[j * n + k] * a[j * n + k];
-            }
-            if s <= 0.0 {
-                return None;
-            }
-            let d = s.sqrt();
-            a[j * n + j] = d;
-            for i in j + 1..n {
-                let mut s = a[i * n + j];
-                for k in 0..j {
-                    s -= a[i * n + k] * a[j * n + k];
-                }
-                a[i * n + j] = s / d;
-            }
-        }
+        let a = super::obs::cholesky(&a, n)?;
         let mut out = vec![0f64; rem.len() * n];
         for (ri, &r) in rem.iter().enumerate() {
             let mut y: Vec<f64> = kk.iter().map(|&p| gm[p * m + r]).collect();

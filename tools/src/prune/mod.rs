@@ -355,11 +355,17 @@ pub fn build_f32(cg: &CGraph, meta: &ModelMeta) -> Result<Model> {
     Ok(Model::new(meta.clone(), b.g, b.c)?)
 }
 
-/// Gram matrices of every consumer's input on `samples` (f32 graph).
-fn consumer_stats(cg: &CGraph, samples: &[Vec<f32>]) -> Result<graph::Compensation> {
+/// The f32 model of `cg` with every value kept readable after a run (no
+/// buffer reuse), and the runtime tensor of each compiler value.
+pub(crate) fn f32_probe_model(cg: &CGraph) -> Result<(Model, Vec<Option<usize>>)> {
     let (mut b, map) = crate::lower::lower_f32(cg)?;
     strix_runtime::plan::plan(&mut b.g, false);
-    let model = Model::new(Default::default(), b.g, b.c)?;
+    Ok((Model::new(Default::default(), b.g, b.c)?, map))
+}
+
+/// Gram matrices of every consumer's input on `samples` (f32 graph).
+fn consumer_stats(cg: &CGraph, samples: &[Vec<f32>]) -> Result<graph::Compensation> {
+    let (model, map) = f32_probe_model(cg)?;
     let mut sess = strix_runtime::Session::new(&model);
     let mut comp = graph::Compensation::default();
     for x in samples {
@@ -380,9 +386,7 @@ fn activation_importance(
     groups: &[Group],
     samples: &[Vec<f32>],
 ) -> Result<Vec<Vec<f64>>> {
-    let (mut b, map) = crate::lower::lower_f32(cg)?;
-    strix_runtime::plan::plan(&mut b.g, false);
-    let model = Model::new(Default::default(), b.g, b.c)?;
+    let (model, map) = f32_probe_model(cg)?;
     let mut sess = strix_runtime::Session::new(&model);
     let mut sums: Vec<Vec<Vec<f64>>> = groups
         .iter()

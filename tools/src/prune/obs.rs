@@ -24,7 +24,7 @@ const DAMP: f64 = 0.01;
 /// Lower Cholesky factor `L` (row-major, `a = L L^T`) of the symmetric
 /// positive-definite `n x n` matrix `a`; None when it is not positive
 /// definite.
-fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+pub(crate) fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; n * n];
     for j in 0..n {
         let mut s = a[j * n + j];
