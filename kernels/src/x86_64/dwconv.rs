@@ -138,8 +138,18 @@ unsafe fn dwconv_padded(
     let Some((pw, strip)) = padded_dims(g) else {
         return;
     };
-    // Zeroed once: columns outside the image are never written.
-    let mut plane = [0i16; PADDED_MAX];
+    // Zeroed once: columns outside the image are never written. Only the
+    // rows a strip uses are zeroed: the whole 34 kB would cost more than
+    // the convolution itself on small maps.
+    let used = pw * strip_rows(g, strip);
+    let mut buf = core::mem::MaybeUninit::<[i16; PADDED_MAX]>::uninit();
+    // SAFETY: `padded_dims` sizes `strip` so that `used <= PADDED_MAX`; the
+    // first `used` elements are initialized (zeroed) before the slice is made.
+    let plane: &mut [i16] = unsafe {
+        let p = buf.as_mut_ptr() as *mut i16;
+        core::ptr::write_bytes(p, 0, used);
+        core::slice::from_raw_parts_mut(p, used)
+    };
     let in_plane = g.in_h * g.in_w;
     let taps = g.kh * g.kw;
     let npk = g.kw.div_ceil(2);
