@@ -137,7 +137,7 @@ pub fn check_case(name: &str, f: GemmFn, g: GemmF32Fn, m: usize, n: usize, k: us
 /// The edge-case grid: every k tail class, odd and even m/n, saturated values,
 /// bias near the contract's bound; plus two larger shapes.
 pub fn check_gemm(name: &str, f: GemmFn, g: GemmF32Fn) {
-    let ks = [0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 257];
+    let ks = [0usize, 1, 7, 8, 9, 12, 15, 16, 17, 27, 31, 32, 33, 100, 257];
     let mns = [1usize, 2, 3, 4, 5, 7, 8, 9, 13];
     let mut seed = 1u64;
     for &k in &ks {
