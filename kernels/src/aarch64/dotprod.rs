@@ -6,7 +6,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{dispatch_tile, pick, Sink};
+use super::{dispatch_tile, pick, tail, Sink};
 
 /// `acc += sum over 16 byte lanes of a * b`, in 4 i32 partial sums.
 ///
@@ -60,50 +60,8 @@ unsafe fn tile<const MR: usize, const NR: usize, S: Sink>(
         }
         off += 16;
     }
-    let rem = k - off;
-    if rem != 0 && k >= 8 {
-        // The tail through loads that stay inside each row: the row's last
-        // 16 bytes (k >= 16), or its first and last 8 (8 <= k < 16). Lanes
-        // that repeat bytes already summed are zeroed in `b`'s vectors only:
-        // a zero product adds nothing, so the sums stay exact.
-        let lanes = vld1q_s8([0i8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15].as_ptr());
-        let mask = vreinterpretq_s8_u8(if k >= 16 {
-            // Lanes 16 - rem.. are the new bytes.
-            vcgeq_s8(lanes, vdupq_n_s8((16 - rem) as i8))
-        } else {
-            // Lanes 0..8 are bytes 0..8; lanes 8.. are bytes k - 8.., new from
-            // lane 24 - k on.
-            vorrq_u8(
-                vcltq_s8(lanes, vdupq_n_s8(8)),
-                vcgeq_s8(lanes, vdupq_n_s8((24 - k) as i8)),
-            )
-        });
-        let load = |p: *const i8| {
-            if k >= 16 {
-                vld1q_s8(p.add(k - 16))
-            } else {
-                vcombine_s8(vld1_s8(p), vld1_s8(p.add(k - 8)))
-            }
-        };
-        let av: [int8x16_t; MR] = core::array::from_fn(|r| load(ap[r]));
-        let bv: [int8x16_t; NR] = core::array::from_fn(|c| vandq_s8(load(bp[c]), mask));
-        for r in 0..MR {
-            for c in 0..NR {
-                acc[r][c] = step(acc[r][c], av[r], bv[c]);
-            }
-        }
-    } else if rem != 0 {
-        // Rows shorter than 8 bytes: zero-padded copies (zeros add nothing).
-        let mut abuf = [[0i8; 16]; MR];
-        let mut bbuf = [[0i8; 16]; NR];
-        for r in 0..MR {
-            core::ptr::copy_nonoverlapping(ap[r].add(off), abuf[r].as_mut_ptr(), rem);
-        }
-        for c in 0..NR {
-            core::ptr::copy_nonoverlapping(bp[c].add(off), bbuf[c].as_mut_ptr(), rem);
-        }
-        let av: [int8x16_t; MR] = core::array::from_fn(|r| vld1q_s8(abuf[r].as_ptr()));
-        let bv: [int8x16_t; NR] = core::array::from_fn(|c| vld1q_s8(bbuf[c].as_ptr()));
+    if off < k {
+        let (av, bv) = tail(&ap, &bp, k, off);
         for r in 0..MR {
             for c in 0..NR {
                 acc[r][c] = step(acc[r][c], av[r], bv[c]);

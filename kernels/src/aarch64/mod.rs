@@ -91,6 +91,66 @@ pub(crate) fn pick(rem: usize) -> usize {
 }
 
 /// Calls `$tile::<MR, NR, _>($args)` for the runtime `(mr, nr)` in {4, 2, 1}^2.
+/// The reduction tail `off..k` (`0 < k - off < 16`) of tile rows `ap` of
+/// `a` and `bp` of `b`, as one 16-byte vector per row whose lane products
+/// sum to the tail's. Rows of 8 bytes or more are read by loads that stay
+/// inside each row (the last 16 bytes, or the first and last 8) and the
+/// lanes that repeat bytes already summed are zeroed in `b`'s vectors only (a
+/// zero product adds nothing); shorter rows are copied into zeroed buffers.
+///
+/// # Safety
+/// Every pointer in `ap` and `bp` addresses a readable row of `k` bytes.
+#[inline(always)]
+pub(crate) unsafe fn tail<const MR: usize, const NR: usize>(
+    ap: &[*const i8; MR],
+    bp: &[*const i8; NR],
+    k: usize,
+    off: usize,
+) -> (
+    [core::arch::aarch64::int8x16_t; MR],
+    [core::arch::aarch64::int8x16_t; NR],
+) {
+    use core::arch::aarch64::*;
+    let rem = k - off;
+    if k < 8 {
+        let mut abuf = [[0i8; 16]; MR];
+        let mut bbuf = [[0i8; 16]; NR];
+        for r in 0..MR {
+            core::ptr::copy_nonoverlapping(ap[r].add(off), abuf[r].as_mut_ptr(), rem);
+        }
+        for c in 0..NR {
+            core::ptr::copy_nonoverlapping(bp[c].add(off), bbuf[c].as_mut_ptr(), rem);
+        }
+        return (
+            core::array::from_fn(|r| vld1q_s8(abuf[r].as_ptr())),
+            core::array::from_fn(|c| vld1q_s8(bbuf[c].as_ptr())),
+        );
+    }
+    let lanes = vld1q_s8([0i8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15].as_ptr());
+    let mask = vreinterpretq_s8_u8(if k >= 16 {
+        // Lanes 16 - rem.. are the new bytes.
+        vcgeq_s8(lanes, vdupq_n_s8((16 - rem) as i8))
+    } else {
+        // Lanes 0..8 are bytes 0..8; lanes 8.. are bytes k - 8.., new from
+        // lane 24 - k on.
+        vorrq_u8(
+            vcltq_s8(lanes, vdupq_n_s8(8)),
+            vcgeq_s8(lanes, vdupq_n_s8((24 - k) as i8)),
+        )
+    });
+    let load = |p: *const i8| {
+        if k >= 16 {
+            vld1q_s8(p.add(k - 16))
+        } else {
+            vcombine_s8(vld1_s8(p), vld1_s8(p.add(k - 8)))
+        }
+    };
+    (
+        core::array::from_fn(|r| load(ap[r])),
+        core::array::from_fn(|c| vandq_s8(load(bp[c]), mask)),
+    )
+}
+
 macro_rules! dispatch_tile {
     ($tile:ident, $mr:expr, $nr:expr, $($arg:expr),* $(,)?) => {
         match ($mr, $nr) {

@@ -8,7 +8,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{dispatch_tile, pick, Sink};
+use super::{dispatch_tile, pick, tail, Sink};
 
 /// `acc += sum over 16 byte lanes of a * b`, in 4 i32 partial sums.
 #[inline(always)]
@@ -50,19 +50,8 @@ unsafe fn tile<const MR: usize, const NR: usize, S: Sink>(
         }
         off += 16;
     }
-    let rem = k - off;
-    if rem != 0 {
-        // Zero-padded copies of the tails: zeros add nothing to the sums.
-        let mut abuf = [[0i8; 16]; MR];
-        let mut bbuf = [[0i8; 16]; NR];
-        for r in 0..MR {
-            core::ptr::copy_nonoverlapping(ap[r].add(off), abuf[r].as_mut_ptr(), rem);
-        }
-        for c in 0..NR {
-            core::ptr::copy_nonoverlapping(bp[c].add(off), bbuf[c].as_mut_ptr(), rem);
-        }
-        let av: [int8x16_t; MR] = core::array::from_fn(|r| vld1q_s8(abuf[r].as_ptr()));
-        let bv: [int8x16_t; NR] = core::array::from_fn(|c| vld1q_s8(bbuf[c].as_ptr()));
+    if off < k {
+        let (av, bv) = tail(&ap, &bp, k, off);
         for r in 0..MR {
             for c in 0..NR {
                 acc[r][c] = step(acc[r][c], av[r], bv[c]);
