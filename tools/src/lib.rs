@@ -130,13 +130,17 @@ pub fn convert_with(
     Ok(model)
 }
 
-/// Removes channels pruned in training (all-zero weights, see
-/// [`prune::dead`]) and says so; a no-op on ordinary models.
+/// Removes channels pruned in training (weights within
+/// [`prune::dead::DEAD_REL`] of zero, see [`prune::dead`]) and says so; a
+/// no-op on ordinary models and with env `STRIX_KEEP_DEAD`.
 fn remove_dead_channels(cg: &mut ir::CGraph) -> Result<()> {
+    if std::env::var_os("STRIX_KEEP_DEAD").is_some() {
+        return Ok(());
+    }
     let r = prune::dead::remove_dead_channels(cg).context("removing dead channels")?;
     if r.channels > 0 {
         eprintln!(
-            "removed {} dead channels (all-zero weights) from {} layers: MACs {} -> {}",
+            "removed {} dead channels (weights below 1e-6 of their layer's largest) from {} layers: MACs {} -> {}",
             r.channels, r.layers, r.macs_before, r.macs_after
         );
     }

