@@ -1,5 +1,6 @@
-//! Dead channels: output channels whose weights are all zero, as models
-//! pruned during training often ship them (masks applied, channels left in
+//! Dead channels: output channels whose weights are all zero, or within
+//! [`DEAD_REL`] of it, as models pruned or weight-decayed in training ship
+//! them (masks applied or weights decayed to ~1e-30, channels left in
 //! place). Such a channel is constant whatever the input, so it is removed
 //! structurally like `--prune` does, with its constant folded into the
 //! consumers' biases: the model computes the same function with fewer
@@ -10,8 +11,8 @@
 //! two different inputs (so depthwise convs, pools and residual adds on the
 //! way are covered by measurement), and a kxk consumer only if its window
 //! never reads padding (where a constant channel would read zeros). The
-//! whole rewrite is then compared with the original graph on those inputs
-//! and undone if any output moved.
+//! whole rewrite is then compared with the graph as it arrived on those
+//! inputs and undone if any output moved by more than 1e-4 of its range.
 
 use super::graph::{self, Group};
 use super::obs::consumers_of;
