@@ -1201,41 +1201,52 @@ mod tests {
         assert!(find_groups(&g2).is_empty());
     }
 
-    #[test]
-    fn refit_reconstructs_a_linear_consumer() {
-        // x -> A (1x1) -> B (1x1) -> output: with a Gram matrix from data,
-        // pruning A's channels and refitting B must beat plain slicing.
+    /// x -> A (1x1, 6 channels) -> B (1x1, 2) -> output on 4x3x3 inputs, with
+    /// A's channel 5 equal to `f` times its channel 0 (weights and bias).
+    fn redundant_pair(f: f32) -> CGraph {
         let mut g = CGraph::default();
         let x = input(&mut g, 4, 3);
         let _a = conv(&mut g, x, 6, 1, 1, 1);
         let a = g.nodes[0].output;
         let out = conv(&mut g, a, 2, 1, 1, 2);
         g.outputs.push(out);
-        // Make channel 5 of A nearly a copy of channel 0 (redundant).
         let wv = g.nodes[0].inputs[1];
         let mut w = g.values[wv].konst.as_ref().unwrap().as_f32();
         for i in 0..4 {
-            w[20 + i] = w[i] * 0.9;
+            w[20 + i] = w[i] * f;
         }
         g.values[wv].konst = Some(HostTensor::f32(vec![6, 4, 1, 1], w));
         let bv = g.nodes[0].inputs[2];
         let mut b = g.values[bv].konst.as_ref().unwrap().as_f32();
-        b[5] = b[0] * 0.9;
+        b[5] = b[0] * f;
         g.values[bv].konst = Some(HostTensor::f32(vec![6], b));
-        let samples: Vec<Vec<f32>> = (0..8).map(|s| rnd(36, 40 + s)).collect();
-        let (mut lb, map) = crate::lower::lower_f32(&g).unwrap();
-        strix_runtime::plan::plan(&mut lb.g, false);
-        let m = strix_runtime::Model::new(Default::default(), lb.g, lb.c).unwrap();
+        g
+    }
+
+    /// The Gram statistics of `g`'s consumers on `samples`.
+    fn gram_of(g: &CGraph, samples: &[Vec<f32>]) -> Compensation {
+        let (m, map) = crate::prune::f32_probe_model(g).unwrap();
         let mut sess = strix_runtime::Session::new(&m);
         let mut comp = Compensation::default();
-        for s in &samples {
+        for s in samples {
             sess.input_mut(0).unwrap().copy_from_slice(s);
             sess.run().unwrap();
-            comp.accumulate(&g, |v| match map[v].and_then(|t| sess.tensor(t)) {
+            comp.accumulate(g, |v| match map[v].and_then(|t| sess.tensor(t)) {
                 Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
                 _ => None,
             });
         }
+        comp
+    }
+
+    #[test]
+    fn refit_reconstructs_a_linear_consumer() {
+        // x -> A (1x1) -> B (1x1) -> output: with a Gram matrix from data,
+        // pruning A's channels and refitting B must beat plain slicing.
+        // Channel 5 of A is nearly a copy of channel 0 (redundant).
+        let g = redundant_pair(0.9);
+        let samples: Vec<Vec<f32>> = (0..8).map(|s| rnd(36, 40 + s)).collect();
+        let comp = gram_of(&g, &samples);
         let groups = find_groups(&g);
         assert_eq!(groups.len(), 1);
         let keep = vec![vec![0, 1, 2, 3, 4]];
@@ -1262,36 +1273,9 @@ mod tests {
         // twice channel 0: it has the largest L1 norm, but with B refitted it
         // carries no information. OBS must remove it (or channel 0) first and
         // lose almost nothing; L1 removes a unique channel instead.
-        let mut g = CGraph::default();
-        let x = input(&mut g, 4, 3);
-        let _a = conv(&mut g, x, 6, 1, 1, 1);
-        let a = g.nodes[0].output;
-        let out = conv(&mut g, a, 2, 1, 1, 2);
-        g.outputs.push(out);
-        let wv = g.nodes[0].inputs[1];
-        let mut w = g.values[wv].konst.as_ref().unwrap().as_f32();
-        for i in 0..4 {
-            w[20 + i] = w[i] * 2.0;
-        }
-        g.values[wv].konst = Some(HostTensor::f32(vec![6, 4, 1, 1], w));
-        let bv = g.nodes[0].inputs[2];
-        let mut b = g.values[bv].konst.as_ref().unwrap().as_f32();
-        b[5] = b[0] * 2.0;
-        g.values[bv].konst = Some(HostTensor::f32(vec![6], b));
+        let g = redundant_pair(2.0);
         let samples: Vec<Vec<f32>> = (0..16).map(|s| rnd(36, 70 + s)).collect();
-        let (mut lb, map) = crate::lower::lower_f32(&g).unwrap();
-        strix_runtime::plan::plan(&mut lb.g, false);
-        let m = strix_runtime::Model::new(Default::default(), lb.g, lb.c).unwrap();
-        let mut sess = strix_runtime::Session::new(&m);
-        let mut comp = Compensation::default();
-        for s in &samples {
-            sess.input_mut(0).unwrap().copy_from_slice(s);
-            sess.run().unwrap();
-            comp.accumulate(&g, |v| match map[v].and_then(|t| sess.tensor(t)) {
-                Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
-                _ => None,
-            });
-        }
+        let comp = gram_of(&g, &samples);
         let groups = find_groups(&g);
         let obs = super::super::obs::obs_importance(&g, &groups, 0, &comp).unwrap();
         let l1 = weight_importance(&g, &groups[0], 1);
