@@ -96,22 +96,26 @@ fn probe_inputs(g: &CGraph, seed: u32) -> Vec<f32> {
 
 type Values = HashMap<usize, Vec<f32>>;
 
-/// Runs the f32 graph on `x`; returns the values `want` and the outputs.
-fn run(g: &CGraph, x: &[f32], want: &[usize]) -> Result<(Values, Vec<Vec<f32>>)> {
+/// Runs the f32 graph (lowered once) on each of `xs`; returns, per input,
+/// the values `want` and the outputs.
+fn run(g: &CGraph, xs: [&[f32]; 2], want: &[usize]) -> Result<[(Values, Vec<Vec<f32>>); 2]> {
     let (model, map) = super::f32_probe_model(g)?;
     let mut sess = strix_runtime::Session::new(&model);
-    sess.input_mut(0)?.copy_from_slice(x);
-    sess.run()?;
-    let read = |v: usize| match map[v].and_then(|t| sess.tensor(t)) {
-        Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
-        _ => None,
+    let mut one = |x: &[f32]| -> Result<(Values, Vec<Vec<f32>>)> {
+        sess.input_mut(0)?.copy_from_slice(x);
+        sess.run()?;
+        let read = |v: usize| match map[v].and_then(|t| sess.tensor(t)) {
+            Some(strix_runtime::TensorData::F32(d)) => Some(d.to_vec()),
+            _ => None,
+        };
+        let vals = want
+            .iter()
+            .filter_map(|&v| read(v).map(|d| (v, d)))
+            .collect();
+        let outs = g.outputs.iter().filter_map(|&v| read(v)).collect();
+        Ok((vals, outs))
     };
-    let vals = want
-        .iter()
-        .filter_map(|&v| read(v).map(|d| (v, d)))
-        .collect();
-    let outs = g.outputs.iter().filter_map(|&v| read(v)).collect();
-    Ok((vals, outs))
+    Ok([one(xs[0])?, one(xs[1])?])
 }
 
 /// The value of channel `c` of `v` (NCHW for convs, channel-last for gemms)
@@ -196,10 +200,8 @@ pub fn remove_dead_channels(target: &mut CGraph) -> Result<DeadReport> {
         .map(|&(ni, _)| cg.nodes[ni].inputs[0])
         .collect();
     let (x0, x1) = (probe_inputs(cg, 1), probe_inputs(cg, 2));
-    let (v0, _) = run(cg, &x0, &want)?;
-    let (v1, _) = run(cg, &x1, &want)?;
-    let (_, out0) = run(&original, &x0, &[])?;
-    let (_, out1) = run(&original, &x1, &[])?;
+    let [(v0, _), (v1, _)] = run(cg, [&x0, &x1], &want)?;
+    let [(_, out0), (_, out1)] = run(&original, [&x0, &x1], &[])?;
     // Per group: removable channels and, per consumer, bias additions.
     let mut keep: Vec<Vec<usize>> = groups.iter().map(|g| (0..g.channels).collect()).collect();
     let mut bias_add: HashMap<usize, Vec<f64>> = HashMap::new();
@@ -301,8 +303,8 @@ pub fn remove_dead_channels(target: &mut CGraph) -> Result<DeadReport> {
     }
     graph::apply(&mut g, &groups, &keep, None);
     // The rewrite must not change the function.
-    for (x, want) in [(&x0, &out0), (&x1, &out1)] {
-        let (_, got) = run(&g, x, &[])?;
+    let [(_, got0), (_, got1)] = run(&g, [&x0, &x1], &[])?;
+    for (got, want) in [(&got0, &out0), (&got1, &out1)] {
         for (a, b) in got.iter().zip(want) {
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
             let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));

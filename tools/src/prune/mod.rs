@@ -167,10 +167,10 @@ pub struct Options {
     pub cost_per_element: u64,
 }
 
-/// Default [`Options::cost_per_element`]: requantizing and storing one
-/// output element costs about as many instructions as 32 int8 MACs on the
-/// AVX2 and dotprod paths (16 MACs per `vpmaddwd`/`sdot`; a few instructions
-/// per element of requantization and im2row).
+/// Default [`Options::cost_per_element`], an estimate rather than a fit:
+/// the AVX2 and dotprod paths do 16 MACs per `vpmaddwd`/`sdot`, and
+/// requantizing, storing and im2row take a few instructions per output
+/// element, so one element weighs roughly as much as 32 MACs.
 pub const COST_PER_ELEMENT: u64 = 32;
 
 /// At most this many calibration samples feed the input statistics (Gram

@@ -315,11 +315,11 @@ pub fn obs_importance(
     let mut alive = vec![true; c];
     // The search never keeps fewer than a quarter; the rest keep their order.
     for step in 0..c - 1 {
-        let Some(j) = (0..c).filter(|&j| alive[j]).min_by(|&a, &b| {
-            let ca: f64 = cons.iter().map(|x| x.cost(a)).sum();
-            let cb: f64 = cons.iter().map(|x| x.cost(b)).sum();
-            ca.total_cmp(&cb).then(a.cmp(&b))
-        }) else {
+        let Some((_, j)) = (0..c)
+            .filter(|&j| alive[j])
+            .map(|j| (cons.iter().map(|x| x.cost(j)).sum::<f64>(), j))
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        else {
             break;
         };
         alive[j] = false;
