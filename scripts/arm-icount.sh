@@ -85,8 +85,8 @@ build() { [[ -n ${ICOUNT_NO_BUILD:-} ]] || cargo build --release -q "$@"; }
 echo "arm-icount: building (host strix, cross strix-icount)" >&2
 CARGO_TARGET_DIR=$HOST_TARGET build -p strix-tools --bin strix --bin strix-peers
 STRIX=$HOST_TARGET/release/strix
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
+# shellcheck source=lib/arm.sh
+source scripts/lib/arm.sh   # static guests, time-limited runs
 for arch in "${arches[@]}"; do
     t=aarch64-unknown-linux-gnu
     [[ $arch == arm ]] && t=armv7-unknown-linux-gnueabihf
@@ -165,7 +165,7 @@ count() {
     local arch=$1 cpu=$2 env=$3 file=$4 runs=$5 engine=$6 bin sysroot log ic
     if [[ $arch == aarch64 ]]; then bin=$BIN_A64 sysroot=/usr/aarch64-linux-gnu; else bin=$BIN_A32 sysroot=/usr/arm-linux-gnueabihf; fi
     log=$(mktemp) ic=$(mktemp)
-    if ! env $env ICOUNT_OUT="$ic" "qemu-$arch" -cpu "$cpu" -L "$sysroot" -plugin "$plugin" \
+    if ! env $env ICOUNT_OUT="$ic" timeout -k 10 "$QEMU_TIMEOUT" "qemu-$arch" -cpu "$cpu" -L "$sysroot" -plugin "$plugin" \
         "$bin" "$engine" "$file" "$runs" 2>"$log"; then
         echo "arm-icount: FAILED: $env qemu-$arch -cpu $cpu strix-icount $engine $file $runs:" >&2
         cat "$log" >&2

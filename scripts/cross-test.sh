@@ -6,33 +6,16 @@
 #
 # Usage: scripts/cross-test.sh [aarch64|armv7]...   (default: both)
 # Env:   CARGO_TARGET_DIR (default target/cross), CROSS_TEST_ARGS (extra args
-#        after `--` for the test binaries, e.g. a test name filter).
+#        after `--` for the test binaries, e.g. a test name filter),
+#        QEMU_TIMEOUT (seconds per emulated test binary, default 900).
+# Guests are linked statically and time-limited: see scripts/lib/arm.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# --- tools (idempotent, quiet) ----------------------------------------------
-pkgs=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "cross-test: apt-get install ${missing[*]}"
-    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
-installed=$(rustup target list --installed)
-for t in "${targets[@]}"; do
-    grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null
-done
-
+# shellcheck source=lib/arm.sh
+source scripts/lib/arm.sh
+arm_tools
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
-export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="qemu-arm -L /usr/arm-linux-gnueabihf"
 
 # run TARGET QEMU_CPU REQUIRED_PATHS: one `cargo test` of strix-kernels.
 # REQUIRED_PATHS is the exact set of this architecture's paths that the CPU
@@ -40,10 +23,9 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="qemu-arm -L /usr/arm-l
 run() {
     local target=$1 cpu=$2 req=$3
     echo "=== $target  QEMU_CPU=$cpu  STRIX_REQUIRE_ISA=${req:-<none>}"
-    # pipefail: cargo's status is the pipeline's (sed only drops noise lines).
-    QEMU_CPU=$cpu STRIX_REQUIRE_ISA=$req \
-        cargo test -q --no-fail-fast -p strix-kernels --release --target "$target" -- ${CROSS_TEST_ARGS:-} 2>&1 |
-        sed -E '/^\s*$/d; /^test .* \.\.\. ok$/d; /^running [0-9]+ tests?$/d'
+    # shellcheck disable=SC2086
+    QEMU_CPU=$cpu STRIX_REQUIRE_ISA=$req arm_cargo "$target QEMU_CPU=$cpu" \
+        test -q --no-fail-fast -p strix-kernels --release --target "$target" -- ${CROSS_TEST_ARGS:-}
 }
 
 failed=()

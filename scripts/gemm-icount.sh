@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 iters=${1:-10}
 plugin_src=${QEMU_ICOUNT_SRC:-/work/shared/tools/qemu-icount/icount.c}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
+# shellcheck source=lib/arm.sh
+source scripts/lib/arm.sh   # static guests, time-limited runs
 
 # The plugin API version follows qemu's major version (README of qemu-icount).
 qver=$(qemu-aarch64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p')
@@ -22,7 +22,7 @@ mkdir -p "$(dirname "$plugin")"
 gcc -O2 -shared -fPIC -DAPI_VERSION=$api -o "$plugin" "$plugin_src"
 
 count() { # QEMU SYSROOT CPU BIN ISA ITERS -> instruction count
-    STRIX_ISA=$5 "$1" -cpu "$3" -L "$2" -plugin "$plugin" "$4" "$6" 2>&1 >/dev/null |
+    STRIX_ISA=$5 timeout -k 10 "$QEMU_TIMEOUT" "$1" -cpu "$3" -L "$2" -plugin "$plugin" "$4" "$6" 2>&1 >/dev/null |
         sed -nE 's/^icount: ([0-9]+)$/\1/p'
 }
 

@@ -16,8 +16,8 @@ ops=("$@")
 ((${#ops[@]})) || ops=(dw_s2 dw_s1 dw_14 dw_7 vadd vmul requant maxpool avgpool)
 plugin_src=${QEMU_ICOUNT_SRC:-/work/shared/tools/qemu-icount/icount.c}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
+# shellcheck source=lib/arm.sh
+source scripts/lib/arm.sh   # static guests, time-limited runs
 
 # The plugin API version follows qemu's major version (README of qemu-icount).
 qver=$(qemu-aarch64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p')
@@ -27,7 +27,7 @@ mkdir -p "$(dirname "$plugin")"
 gcc -O2 -shared -fPIC -DAPI_VERSION=$api -o "$plugin" "$plugin_src"
 
 run() { # QEMU SYSROOT CPU BIN ISA OP ITERS -> "icount checksum-line"
-    STRIX_ISA=$5 "$1" -cpu "$3" -L "$2" -plugin "$plugin" "$4" "$6" "$7" 2>&1
+    STRIX_ISA=$5 timeout -k 10 "$QEMU_TIMEOUT" "$1" -cpu "$3" -L "$2" -plugin "$plugin" "$4" "$6" "$7" 2>&1
 }
 
 bench() { # TARGET QEMU SYSROOT CPU PATHS...

@@ -16,7 +16,8 @@ iters=${2:-2}
 shift 2 || shift $#
 plugin_src=${QEMU_ICOUNT_SRC:-/work/shared/tools/qemu-icount/icount.c}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# shellcheck source=lib/arm.sh
+source scripts/lib/arm.sh   # static guests, time-limited runs
 
 # The plugin API version follows qemu's major version (README of qemu-icount).
 qver=$(qemu-aarch64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p')
@@ -29,7 +30,7 @@ target=aarch64-unknown-linux-gnu
 cargo build -q -p strix-kernels --release --target $target --example sparse_icount
 bin=$CARGO_TARGET_DIR/$target/release/examples/sparse_icount
 run() { # CPU ISA SHAPE MODE ITERS -> "icount" and the example's line
-    STRIX_ISA=$2 qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu -plugin "$plugin" \
+    STRIX_ISA=$2 timeout -k 10 "$QEMU_TIMEOUT" qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu -plugin "$plugin" \
         "$bin" "$3" "$4" "$zero" "$5" 2>&1
 }
 count() { # CPU ISA SHAPE MODE -> "instructions/call checksum"
@@ -41,7 +42,7 @@ count() { # CPU ISA SHAPE MODE -> "instructions/call checksum"
 }
 
 shapes=("$@")
-((${#shapes[@]})) || mapfile -t shapes < <(qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" list)
+((${#shapes[@]})) || mapfile -t shapes < <(timeout -k 10 "$QEMU_TIMEOUT" qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" list)
 printf "%-12s %-5s %-14s %12s %12s %7s  %s\n" cpu isa shape dense sparse ratio "checksums (zero=$zero%)"
 for cfg in "cortex-a53 neon" "neoverse-n1 dotprod"; do
     read -r cpu isa <<<"$cfg"

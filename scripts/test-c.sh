@@ -7,8 +7,9 @@
 #     generated pkg-config file) on models/images/fastestdet_0.jpg: its
 #     detections must equal `strix run` on the same pixels;
 #  4. tests/c/test_capi.c against both libraries, then under valgrind;
-#  5. the cdylib cross-built for aarch64 and ARMv7, the example cross-compiled
-#     and run under qemu user emulation (same detections within 1e-3);
+#  5. libstrix cross-built for aarch64 and ARMv7, the example linked statically
+#     against it and run under qemu user emulation (same detections within
+#     1e-3; static because of scripts/lib/arm.sh);
 #  6. the stripped .so sizes for x86_64, aarch64 and ARMv7.
 #
 # Same pixels for both sides: `strix run` decodes JPEGs with the `image`
@@ -37,8 +38,6 @@ step() { echo "== [$((SECONDS - start))s] $*"; }
 
 # --- tools (idempotent) ---------------------------------------------------------
 pkgs=(gcc make pkg-config binutils valgrind ffmpeg)
-((cross)) && pkgs+=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
-    binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -52,10 +51,8 @@ if ((${#missing[@]})); then
 fi
 targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 if ((cross)); then
-    installed=$(rustup target list --installed)
-    for t in "${targets[@]}"; do
-        grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null
-    done
+    # shellcheck source=lib/arm.sh
+    (source scripts/lib/arm.sh && arm_tools)
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/strix-test-c.XXXXXX")
@@ -161,25 +158,34 @@ strip_size() { # STRIP FILE
 declare -A sizes
 sizes[x86_64]=$(strip_size strip "$lib/libstrix_runtime.so")
 if ((cross)); then
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-    export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
+    # Static guests (scripts/lib/arm.sh says why): the example is linked with
+    # -static against libstrix_runtime.a and run under qemu; the cdylib is
+    # built separately without +crt-static (rustc drops cdylib with it) and
+    # only checked for its machine type and size.
+    # shellcheck source=lib/arm.sh
+    source scripts/lib/arm.sh
     for t in "${targets[@]}"; do
         case $t in
-        aarch64-*) arch=aarch64 cc=aarch64-linux-gnu-gcc qemu=qemu-aarch64 sysroot=/usr/aarch64-linux-gnu ;;
-        armv7-*) arch=armv7 cc=arm-linux-gnueabihf-gcc qemu=qemu-arm sysroot=/usr/arm-linux-gnueabihf ;;
+        aarch64-*) arch=aarch64 cc=aarch64-linux-gnu-gcc qemu=qemu-aarch64 ;;
+        armv7-*) arch=armv7 cc=arm-linux-gnueabihf-gcc qemu=qemu-arm ;;
         esac
-        step "cross-build the cdylib for $t, run the example under $qemu"
-        CARGO_TARGET_DIR=target/cross cargo build -q --release -p strix-runtime --target "$t"
+        step "cross-build libstrix for $t, run the statically linked example under $qemu"
+        CARGO_TARGET_DIR=target/cross cargo build -q --release -p strix-runtime --target "$t" 2>&1 |
+            { grep -v "dropping unsupported crate type .cdylib." || true; }
         xlib=$root/target/cross/$t/release
+        env -u "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUSTFLAGS" CARGO_TARGET_DIR=target/cross-dylib \
+            cargo build -q --release -p strix-runtime --target "$t"
+        xdylib=$root/target/cross-dylib/$t/release/libstrix_runtime.so
         mkdir -p "$tmp/$arch"
-        make -s -C examples/c OUT="$tmp/$arch" CC="$cc" STRIX_LIBDIR="$xlib" LDFLAGS="-Wl,-rpath,$xlib" \
-            "$tmp/$arch/detect" >/dev/null
-        echo "   example: $(readelf -h "$tmp/$arch/detect" | sed -n 's/^ *Machine: *//p'), library: $(readelf -h \
-            "$xlib/libstrix_runtime.so" | sed -n 's/^ *Machine: *//p')"
-        "$qemu" -L "$sysroot" "$tmp/$arch/detect" "$tmp/fastestdet.strix" "$tmp/frame.rgb" "$W" "$H" rgb \
+        make -s -C examples/c OUT="$tmp/$arch" CC="$cc" STRIX_LIBDIR="$xlib" LDFLAGS="-static" \
+            STRIX_STATIC_DEPS="-lutil -lrt -lpthread -lm -ldl -lc" "$tmp/$arch/detect-static" >/dev/null
+        echo "   example: $(readelf -h "$tmp/$arch/detect-static" | sed -n 's/^ *Machine: *//p'), library: $(readelf -h \
+            "$xdylib" | sed -n 's/^ *Machine: *//p')"
+        arm_timed "examples/c detect-static under $qemu" 300 \
+            "$qemu" "$tmp/$arch/detect-static" "$tmp/fastestdet.strix" "$tmp/frame.rgb" "$W" "$H" rgb \
             >"$tmp/detect-$arch.txt"
         compare "$tmp/run_png.json" "$tmp/detect-$arch.txt" 1e-3
-        sizes[$arch]=$(strip_size "${cc%gcc}strip" "$xlib/libstrix_runtime.so")
+        sizes[$arch]=$(strip_size "${cc%gcc}strip" "$xdylib")
     done
 fi
 
