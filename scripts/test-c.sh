@@ -178,7 +178,9 @@ if ((cross)); then
         xdylib=$root/target/cross-dylib/$t/release/libstrix_runtime.so
         mkdir -p "$tmp/$arch"
         make -s -C examples/c OUT="$tmp/$arch" CC="$cc" STRIX_LIBDIR="$xlib" LDFLAGS="-static" \
-            STRIX_STATIC_DEPS="-lutil -lrt -lpthread -lm -ldl -lc" "$tmp/$arch/detect-static" >/dev/null
+            STRIX_STATIC_DEPS="-lutil -lrt -lpthread -lm -ldl -lc" "$tmp/$arch/detect-static" >/dev/null \
+            2>"$tmp/ld.log" || { cat "$tmp/ld.log" >&2; exit 1; }
+        # (ld's warnings about getaddrinfo/getpwuid_r in static glibc are expected: std links them, the example never calls them.)
         echo "   example: $(readelf -h "$tmp/$arch/detect-static" | sed -n 's/^ *Machine: *//p'), library: $(readelf -h \
             "$xdylib" | sed -n 's/^ *Machine: *//p')"
         arm_timed "examples/c detect-static under $qemu" 300 \

@@ -16,24 +16,32 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+t0=$SECONDS last=$SECONDS
+# step NAME: prints the wall time of the previous step and the total so far.
+step() {
+  echo "== [+$((SECONDS - last)) s, total $((SECONDS - t0)) s] $*"
+  last=$SECONDS
+}
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
-echo "== cargo build --release -p strix-tools (the converter strixd's tests call)"
+step "cargo build --release -p strix-tools (the converter strixd's tests call)"
 cargo build --release -p strix-tools
-echo "== cargo test (host: reference kernels, AVX2 when the CPU has it, real models end to end)"
+step "the README's first command, as written (scripts/check-readme.sh)"
+scripts/check-readme.sh
+step "cargo test (host: reference kernels, AVX2 when the CPU has it, real models end to end)"
 cargo test --release --workspace
 if [ -z "${STRIX_SKIP_CROSS:-}" ] && [ -x scripts/cross-test.sh ]; then
-  echo "== ARM kernels under qemu user emulation"
+  step "ARM kernels under qemu user emulation"
   scripts/cross-test.sh
 fi
 # (strixd's end-to-end tests already ran in the workspace tests above.)
 for extra in scripts/test-c.sh; do
   if [ -z "${STRIX_SKIP_EXTRA:-}" ] && [ -x "$extra" ]; then
-    echo "== $extra"
+    step "$extra"
     "$extra"
   fi
 done
-echo "== all tests passed"
+step "all tests passed"
