@@ -4,7 +4,7 @@
 //! with 64 input and 64 output channels over a 16x16 tile) `ITERS` times with
 //! the path chosen by `STRIX_ISA` (see [`Isa::from_env`]), then prints the path
 //! and a checksum of the output (identical for every path). Meant to run under
-//! qemu with `/work/shared/tools/qemu-icount`; `scripts/gemm-icount.sh` does
+//! qemu with `/work/shared/tools/qemu-icount`; `scripts/icount.sh gemm` does
 //! that for every path and subtracts the `ITERS = 0` run (setup and exit).
 //!
 //! Usage: `gemm_icount [ITERS]` (default 10).

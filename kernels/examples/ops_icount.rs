@@ -4,7 +4,7 @@
 //! [`Isa::from_env`]) `ITERS` times on a fixed mobilenet-like shape, then
 //! prints the kernel name and a checksum of the output (identical for every
 //! path). Meant to run under qemu with `/work/shared/tools/qemu-icount`;
-//! `scripts/ops-icount.sh` does that for every path and subtracts the
+//! `scripts/icount.sh ops` does that for every path and subtracts the
 //! `ITERS = 0` run (setup and exit).
 //!
 //! Usage: `ops_icount OP [ITERS]` (default 10), OP one of

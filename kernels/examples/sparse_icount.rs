@@ -9,7 +9,7 @@
 //! The weights are the same random matrix with `ZERO` percent of its 1x4
 //! blocks zeroed for both kernels, so the dense and sparse checksums must
 //! agree (the example also checks the sparse output against the dense one,
-//! once, at every `ITERS`). `scripts/sparse-icount.sh` runs it under qemu with
+//! once, at every `ITERS`). `scripts/icount.sh sparse` runs it under qemu with
 //! `/work/shared/tools/qemu-icount` and subtracts the `ITERS = 0` run.
 //!
 //! Usage: `sparse_icount SHAPE dense|sparse ZERO ITERS`, SHAPE one of the

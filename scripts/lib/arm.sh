@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shared set-up for everything that cross-builds for ARM and runs the result
-# under qemu user emulation (sourced by cross-test.sh, test-c.sh, *-icount.sh).
+# under qemu user emulation (sourced by cross-test.sh, test-c.sh, icount.sh).
 #
 # Why static: under qemu-user on some host kernels (seen with qemu 7.2 and
 # 10.0), a *dynamically* linked guest hangs (aarch64) or segfaults (armv7) at

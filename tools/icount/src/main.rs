@@ -1,6 +1,6 @@
 //! `strix-icount`: load one model, run it a given number of times on one
 //! thread, exit. Nothing else, so that an instruction counter (qemu-user with
-//! `/work/shared/tools/qemu-icount`, see `scripts/arm-icount.sh`) measures
+//! `/work/shared/tools/qemu-icount`, see `scripts/icount.sh models`) measures
 //! the inferences: the per-inference count is
 //! `(count(N) - count(0)) / N`, and loading, warm-up and exit cancel out.
 //!
