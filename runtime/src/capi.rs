@@ -324,9 +324,10 @@ fn with_context<T>(p: *mut strix_context, f: impl FnOnce(&mut strix_context) -> 
         Some(Entry::Context(c)) => Arc::clone(c),
         _ => return Err(not_live("context")),
     };
-    // A panic inside an earlier call poisons the lock; that call already
-    // reported STRIX_E_INTERNAL and left `ran` false, so the context stays
-    // usable.
+    // A panic inside an earlier call poisons the lock. That call reported
+    // STRIX_E_INTERNAL and the context is as consistent as after a failed
+    // call (outputs are only marked valid after a successful run), so it
+    // stays usable.
     let mut c = cell.lock().unwrap_or_else(PoisonError::into_inner);
     f(&mut c)
 }
@@ -336,13 +337,18 @@ fn with_context<T>(p: *mut strix_context, f: impl FnOnce(&mut strix_context) -> 
 /// its worker threads).
 fn remove_handle(addr: usize, is_kind: fn(&Entry) -> bool, what: &str) -> R<Entry> {
     let mut r = registry();
-    match r.live.get(&addr) {
-        Some(e) if is_kind(e) => Ok(r.live.remove(&addr).expect("entry just found")),
-        _ => Err(fail(
-            STRIX_E_HANDLE,
-            format!("{what} is not a live {what} handle (double free?)"),
-        )),
+    match r.live.remove(&addr) {
+        Some(e) if is_kind(&e) => return Ok(e),
+        // A live handle of the other kind stays registered.
+        Some(e) => {
+            r.live.insert(addr, e);
+        }
+        None => {}
     }
+    Err(fail(
+        STRIX_E_HANDLE,
+        format!("{what} is not a live {what} handle (double free?)"),
+    ))
 }
 
 // --- errors -----------------------------------------------------------------
@@ -768,7 +774,7 @@ pub unsafe extern "C" fn strix_model_input_info(
             .ok_or_else(|| index_error("input", index, g.inputs.len()))?;
         put(
             info,
-            tensor_info(s, id, &s.input_names[index], s.input_quant[index])?,
+            tensor_info(&s, id, &s.input_names[index], s.input_quant[index])?,
         );
         Ok(())
     })
@@ -794,7 +800,7 @@ pub unsafe extern "C" fn strix_model_output_info(
             .ok_or_else(|| index_error("output", index, g.outputs.len()))?;
         put(
             info,
-            tensor_info(s, id, &s.output_names[index], s.output_quant[index])?,
+            tensor_info(&s, id, &s.output_names[index], s.output_quant[index])?,
         );
         Ok(())
     })
