@@ -1838,7 +1838,10 @@ mod tests {
             (vec![ints("pads", &[-1, 0, 0, 0])], "pads=[-1, 0, 0, 0]"),
             (vec![ints("pads", &[1, 1])], "pads=[1, 1]"),
             (vec![ints("pads", &[i64::MAX; 4])], "overflows"),
-            (vec![ints("dilations", &[i64::MAX, 1])], "overflows"),
+            (
+                vec![ints("dilations", &[i64::MAX, 1])],
+                "larger than the padded input",
+            ),
             (vec![ints("kernel_shape", &[0, 3])], "kernel_shape=[0, 3]"),
             (vec![int("group", 0)], "group=0"),
             (vec![int("group", 3)], "inconsistent Conv"),
