@@ -1636,9 +1636,9 @@ fn conv_out(
     }
 }
 
-/// A window attribute (`kernel_shape`, `strides`, `dilations`): one value
-/// >= 1 per spatial axis (1 when absent). Zero strides divided by zero in the
-/// output size before (issue 12 L); now they name the attribute.
+/// A window attribute (`kernel_shape`, `strides`, `dilations`): one value of
+/// at least 1 per spatial axis (1 when absent). Zero strides divided by zero
+/// in the output size before (issue 12 L); now they name the attribute.
 fn window_attr(a: &Attrs, name: &str, spatial: usize) -> Result<Vec<usize>> {
     let Some(v) = a.ints(name) else {
         return Ok(vec![1; spatial]);
@@ -1651,8 +1651,8 @@ fn window_attr(a: &Attrs, name: &str, spatial: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// The `pads` attribute: `2 * spatial` values >= 0 (zeros when absent), in
-/// ONNX order (all begins, then all ends).
+/// The `pads` attribute: `2 * spatial` non-negative values (zeros when
+/// absent), in ONNX order (all begins, then all ends).
 fn pads_attr(a: &Attrs, spatial: usize) -> Result<Vec<usize>> {
     let Some(v) = a.ints("pads") else {
         return Ok(vec![0; 2 * spatial]);
