@@ -29,9 +29,14 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 impl StreamResampler {
-    /// `from_hz` and `to_hz` must be nonzero.
+    /// `from_hz` and `to_hz` must lie within the runtime's limits
+    /// (`strix_runtime::limits::sample_rate_ok`), as `resample` requires.
     pub fn new(from_hz: u32, to_hz: u32) -> StreamResampler {
-        assert!(from_hz > 0 && to_hz > 0, "sample rates must be nonzero");
+        use strix_runtime::limits::sample_rate_ok;
+        assert!(
+            sample_rate_ok(from_hz) && sample_rate_ok(to_hz),
+            "sample rates {from_hz} -> {to_hz} Hz are outside the runtime's limits"
+        );
         let period = (u64::from(from_hz) / gcd(u64::from(from_hz), u64::from(to_hz))) as usize;
         // The kernel reaches 32 zero crossings each side; a crossing is
         // max(1, from/to) / 0.92 input samples (see `resample`).
@@ -211,10 +216,21 @@ mod alsa_input {
                         format!("ALSA device {name:?} offers no i16, i32 or f32 capture format")
                     })?,
             };
+            // The device's own default rate: the resampler only takes rates
+            // within the runtime's limits (a configured rate is checked by
+            // the config).
+            let rate = chosen.sample_rate();
+            if !strix_runtime::limits::sample_rate_ok(rate) {
+                return Err(format!(
+                    "ALSA device {name:?} captures at {rate} Hz, outside {}..={} Hz",
+                    strix_runtime::limits::MIN_SAMPLE_RATE_HZ,
+                    strix_runtime::limits::MAX_SAMPLE_RATE_HZ
+                ));
+            }
             Ok(AlsaInput {
                 name: name.to_string(),
                 device,
-                rate: chosen.sample_rate(),
+                rate,
                 channels: chosen.channels(),
                 format: chosen.sample_format(),
             })

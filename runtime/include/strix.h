@@ -41,17 +41,20 @@
  * Thread safety:
  * - A model is immutable after loading: share one model between any number of
  *   threads (queries and strix_context_new may run concurrently).
- * - A context is not thread-safe: use each context from one thread at a time
- *   (one context per thread); contexts never share mutable state.
- * - Do not free a handle while another thread is using it.
+ * - Calls on one context run one at a time: a call made while another thread
+ *   is inside a call on the same context waits for it. Use one context per
+ *   thread to run in parallel; contexts never share mutable state.
+ * - Freeing a handle while another thread is inside a call on it is safe: the
+ *   free returns at once, the other call completes normally, the memory goes
+ *   when it returns, and later calls with the handle give STRIX_E_HANDLE.
  *
- * Handles: every handle is checked on every call against the library's
- * registry of live handles (and carries a magic number), so a freed handle,
- * a double free or a made-up pointer gives STRIX_E_HANDLE instead of touching
- * freed memory. Limits: once the allocator reuses a freed handle's address
- * for a new handle of the same kind, the stale pointer silently refers to the
- * new handle; a handle freed by one thread while another uses it is not
- * detected. The check is a debugging aid, not a licence for stale pointers.
+ * Handles: a handle is an opaque token, not the address of library memory;
+ * the library never dereferences it. Every call looks it up in the library's
+ * registry of live handles, and a handle value is never issued twice in a
+ * process (on 32-bit targets: not within 2^29 handles; a live value is never
+ * reissued). So a freed handle, a double free, a handle of the other kind or
+ * a made-up pointer gives STRIX_E_HANDLE and never reaches another handle's
+ * object or freed memory. Only compare handles and pass them back.
  */
 
 #ifndef STRIX_H
@@ -96,8 +99,9 @@ typedef enum strix_status {
   // A damaged or inconsistent `.strix` model: truncated, checksum mismatch,
   // undecodable sections, or a graph that fails validation.
   STRIX_E_CORRUPT = 7,
-  // The handle is not live: already freed, or never returned by this
-  // library (see "Handles" in the header introduction for the limits).
+  // The handle is not a live handle of the expected kind: already freed,
+  // a model passed as a context (or the reverse), or never returned by
+  // this library (see "Handles" in the header introduction).
   STRIX_E_HANDLE = 8,
   // The model cannot do what was asked: `strix_detect` on a model without
   // an image input or a detection decoder, `strix_set_input_i8` on an input
@@ -113,8 +117,8 @@ typedef enum strix_status {
 } strix_status;
 
 // An inference context (opaque): the input, activation and output buffers of
-// one model. Use a context from one thread at a time (one context per
-// thread); it keeps its model alive.
+// one model. Calls on one context run one at a time (use one context per
+// thread to run in parallel); it keeps its model alive.
 typedef struct strix_context strix_context;
 
 // A loaded, validated model (opaque). Immutable: one model may be used from
@@ -365,7 +369,8 @@ enum strix_status strix_context_new(const struct strix_model *model,
                                     struct strix_context **context);
 
 // Frees a context (and the model, if this was its last handle). `NULL` is
-// accepted and ignored.
+// accepted and ignored. If another thread is inside a call on the context,
+// this returns at once and the memory is released when that call returns.
 //
 // Errors: `STRIX_E_HANDLE` for an already freed context (double free).
 enum strix_status strix_context_free(struct strix_context *context);

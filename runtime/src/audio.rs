@@ -24,6 +24,8 @@ use std::sync::Arc;
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::limits;
+
 /// Errors from [`read_wav_mono_16k`]. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
@@ -41,6 +43,14 @@ pub enum AudioError {
     /// A well-formed WAV file with no audio in it.
     #[error("WAV file {} contains no audio samples", path.display())]
     Empty { path: PathBuf },
+    /// A WAV file whose header declares more audio than
+    /// [`limits::MAX_AUDIO_SECONDS`].
+    #[error(
+        "WAV file {} holds {seconds} s of audio, more than the limit of {} s",
+        path.display(),
+        limits::MAX_AUDIO_SECONDS
+    )]
+    TooLong { path: PathBuf, seconds: u64 },
 }
 
 /// The MFCC front end of the MLPerf Tiny keyword-spotting model.
@@ -246,6 +256,12 @@ fn dct_matrix() -> Vec<f32> {
 /// `-32768` is `-1.0`), 32-bit float is taken as is; channels are averaged;
 /// other rates are converted with [`resample`]. Every failure is an
 /// [`AudioError`] naming the file; malformed input never panics.
+///
+/// The header is checked against [`crate::limits`] before any sample is read:
+/// the sample rate must lie in [`limits::MIN_SAMPLE_RATE_HZ`]..=
+/// [`limits::MAX_SAMPLE_RATE_HZ`] and the declared length must not exceed
+/// [`limits::MAX_AUDIO_SECONDS`], so the result holds at most
+/// `MAX_AUDIO_SECONDS * 16000` samples (plus one for rounding).
 pub fn read_wav_mono_16k(path: &Path) -> Result<Vec<f32>, AudioError> {
     let wav_err = |source| AudioError::Wav {
         path: path.to_path_buf(),
@@ -262,8 +278,24 @@ pub fn read_wav_mono_16k(path: &Path) -> Result<Vec<f32>, AudioError> {
     if spec.channels == 0 {
         return Err(unsupported("zero channels".into()));
     }
-    if spec.sample_rate == 0 {
-        return Err(unsupported("sample rate of 0 Hz".into()));
+    // A tiny rate would make the resampler produce `16000 / rate` outputs per
+    // input sample (a 1 Hz file of 32 KB asks for 256 M samples).
+    if !limits::sample_rate_ok(spec.sample_rate) {
+        return Err(unsupported(format!(
+            "sample rate of {} Hz (accepted: {}..={} Hz)",
+            spec.sample_rate,
+            limits::MIN_SAMPLE_RATE_HZ,
+            limits::MAX_SAMPLE_RATE_HZ
+        )));
+    }
+    // `duration()` is the frame count the header declares; the reader never
+    // returns more than that.
+    let seconds = u64::from(reader.duration()).div_ceil(u64::from(spec.sample_rate));
+    if seconds > u64::from(limits::MAX_AUDIO_SECONDS) {
+        return Err(AudioError::TooLong {
+            path: path.to_path_buf(),
+            seconds,
+        });
     }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader
@@ -328,16 +360,24 @@ const SINC_ROLLOFF: f64 = 0.92;
 /// zero outside the input (the first and last ~2 ms fade accordingly). The
 /// gain at DC is 1.
 ///
-/// A zero rate gives an empty output; equal rates return a copy.
+/// Both rates must lie in [`limits::MIN_SAMPLE_RATE_HZ`]..=
+/// [`limits::MAX_SAMPLE_RATE_HZ`] (check them with
+/// [`limits::sample_rate_ok`]); a rate outside it, zero included, gives an
+/// empty output. So the output is never more than `384000 / 4000 = 96` times
+/// the input. Equal rates return a copy.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
-    if from_hz == 0 || to_hz == 0 {
+    if !limits::sample_rate_ok(from_hz) || !limits::sample_rate_ok(to_hz) {
         return Vec::new();
     }
     if from_hz == to_hz {
         return samples.to_vec();
     }
-    let (from, to) = (u64::from(from_hz), u64::from(to_hz));
-    let out_len = ((samples.len() as u64 * to + from / 2) / from) as usize;
+    let (from, to) = (u128::from(from_hz), u128::from(to_hz));
+    // In u128 the product cannot overflow; the quotient fits a usize because
+    // it is at most 96 times a slice length.
+    let Ok(out_len) = usize::try_from((samples.len() as u128 * to + from / 2) / from) else {
+        return Vec::new();
+    };
 
     // Kernel in units of zero crossings: table[i] = sinc(x) * kaiser(x / ZC)
     // at x = i / OVERSAMPLE, plus a trailing zero so interpolation at the edge
@@ -708,5 +748,89 @@ mod tests {
         assert!(dc[200..2000].iter().all(|s| (s - 0.25).abs() < 1e-4));
         assert!(resample(&[1.0; 10], 0, 16_000).is_empty());
         assert!(resample(&[], 44_100, 16_000).is_empty());
+    }
+
+    #[test]
+    fn resample_refuses_rates_outside_the_limits() {
+        // 1 Hz -> 16 kHz would be 16000 outputs per input sample.
+        assert!(resample(&[1.0; 1000], 1, 16_000).is_empty());
+        assert!(resample(&[1.0; 1000], 16_000, 1).is_empty());
+        assert!(resample(&[1.0; 1000], u32::MAX, 16_000).is_empty());
+        // The extremes of the range work: 4 kHz -> 384 kHz is 96x.
+        assert_eq!(resample(&[0.0; 100], 4_000, 384_000).len(), 9_600);
+        assert_eq!(resample(&[0.0; 9_600], 384_000, 4_000).len(), 100);
+    }
+
+    /// A 1 Hz WAV (what a fuzzer found: a 32 KB file hung `strix run` and
+    /// strixd) is refused from its header, quickly, naming the rate and range.
+    #[test]
+    fn tiny_sample_rate_is_refused() {
+        for rate in [1, 7, 3_999, 384_001] {
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let file = write_wav(
+                spec,
+                |w| (0..16_000).for_each(|i| w.write_sample((i % 100) as i16).unwrap()),
+                &format!("rate{rate}.wav"),
+            );
+            let start = std::time::Instant::now();
+            let err = read_wav_mono_16k(&file.0).unwrap_err();
+            assert!(start.elapsed() < std::time::Duration::from_secs(1));
+            assert!(matches!(err, AudioError::Unsupported { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("sample rate of {rate} Hz"))
+                    && msg.contains("4000..=384000 Hz")
+                    && msg.contains(&*file.0.to_string_lossy()),
+                "{msg}"
+            );
+        }
+    }
+
+    /// A header declaring more than MAX_AUDIO_SECONDS is refused before the
+    /// samples are read; the limit itself is accepted.
+    #[test]
+    fn overlong_file_is_refused() {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 8,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let limit = (limits::MAX_AUDIO_SECONDS * 16_000) as usize;
+        let file = write_wav(
+            spec,
+            |w| (0..limit).for_each(|_| w.write_sample(0i8).unwrap()),
+            "limit.wav",
+        );
+        assert_eq!(read_wav_mono_16k(&file.0).unwrap().len(), limit);
+        let file = write_wav(
+            spec,
+            |w| (0..=limit).for_each(|_| w.write_sample(0i8).unwrap()),
+            "toolong.wav",
+        );
+        let err = read_wav_mono_16k(&file.0).unwrap_err();
+        assert!(
+            matches!(err, AudioError::TooLong { seconds: 601, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("limit of 600 s"), "{err}");
+
+        // A small file whose header claims 37 hours of audio.
+        let file = write_wav(
+            spec,
+            |w| (0..1000).for_each(|_| w.write_sample(0i8).unwrap()),
+            "liar.wav",
+        );
+        let mut bytes = std::fs::read(&file.0).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"data").unwrap() + 4;
+        bytes[at..at + 4].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+        std::fs::write(&file.0, &bytes).unwrap();
+        let err = read_wav_mono_16k(&file.0).unwrap_err();
+        assert!(matches!(err, AudioError::TooLong { .. }), "{err:?}");
     }
 }

@@ -68,8 +68,9 @@ pub enum strix_status {
     /// A damaged or inconsistent `.strix` model: truncated, checksum mismatch,
     /// undecodable sections, or a graph that fails validation.
     STRIX_E_CORRUPT = 7,
-    /// The handle is not live: already freed, or never returned by this
-    /// library (see "Handles" in the header introduction for the limits).
+    /// The handle is not a live handle of the expected kind: already freed,
+    /// a model passed as a context (or the reverse), or never returned by
+    /// this library (see "Handles" in the header introduction).
     STRIX_E_HANDLE = 8,
     /// The model cannot do what was asked: `strix_detect` on a model without
     /// an image input or a detection decoder, `strix_set_input_i8` on an input
@@ -210,11 +211,10 @@ pub struct strix_detection {
 
 // --- handles ----------------------------------------------------------------
 
-const MODEL_MAGIC: u64 = u64::from_be_bytes(*b"STRIXMOD");
-const CONTEXT_MAGIC: u64 = u64::from_be_bytes(*b"STRIXCTX");
-
-/// What a model handle and all contexts made from it share.
-struct Shared {
+/// A loaded, validated model (opaque). Immutable: one model may be used from
+/// any number of threads at once. Its memory is released when the model
+/// handle and every context created from it have been freed.
+pub struct strix_model {
     model: Model,
     input_names: Vec<CString>,
     output_names: Vec<CString>,
@@ -224,40 +224,131 @@ struct Shared {
     meta_json: CString,
 }
 
-/// A loaded, validated model (opaque). Immutable: one model may be used from
-/// any number of threads at once. Its memory is released when the model
-/// handle and every context created from it have been freed.
-pub struct strix_model {
-    magic: u64,
-    shared: Arc<Shared>,
-}
-
 /// An inference context (opaque): the input, activation and output buffers of
-/// one model. Use a context from one thread at a time (one context per
-/// thread); it keeps its model alive.
+/// one model. Calls on one context run one at a time (use one context per
+/// thread to run in parallel); it keeps its model alive.
 pub struct strix_context {
-    magic: u64,
     /// Borrows `shared.model`; declared before `shared` so it is dropped first.
     session: Session<'static>,
-    shared: Arc<Shared>,
+    shared: Arc<strix_model>,
     /// Outputs hold the result of a successful run with the current inputs.
     ran: bool,
     /// Per-output scratch for `strix_detect`, allocated with the context.
     outs: Vec<Vec<f32>>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Model,
-    Context,
+/// What a live handle refers to. Each call clones the `Arc` out of the
+/// registry, so a handle freed during the call (by another thread) only loses
+/// its registry entry: the object lives until the call returns.
+enum Entry {
+    Model(Arc<strix_model>),
+    /// The mutex makes concurrent calls on one context wait for each other.
+    Context(Arc<Mutex<strix_context>>),
 }
 
-/// Addresses of the live handles. A handle is looked up here before its memory
-/// is touched, so a freed handle is detected without reading freed memory.
-static LIVE: Mutex<BTreeMap<usize, Kind>> = Mutex::new(BTreeMap::new());
+/// The live handles, by handle value.
+///
+/// A handle value is a token, never the address of the object: it is made
+/// from a counter of handles issued (so a freed handle's value is not reused,
+/// unlike a freed address that the allocator hands out again) mixed with a
+/// per-process key (so a made-up or stray pointer is very unlikely to hit a
+/// live handle). The C side only stores and compares it.
+struct Registry {
+    /// Handles issued so far.
+    issued: u64,
+    /// Random, with the low [`HANDLE_SHIFT`] bits clear; 0 until first use.
+    key: usize,
+    live: BTreeMap<usize, Entry>,
+}
 
-fn live() -> MutexGuard<'static, BTreeMap<usize, Kind>> {
-    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+/// Handle values are multiples of 2^HANDLE_SHIFT, like the addresses of
+/// 8-byte aligned objects, in case a caller keeps flags in the low bits.
+const HANDLE_SHIFT: u32 = 3;
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    issued: 0,
+    key: 0,
+    live: BTreeMap::new(),
+});
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // A panic never happens while the lock is held (only map operations and
+    // `Arc` clones run under it); recovering keeps the library usable anyway.
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    /// Registers `entry` under a handle value never issued before in this
+    /// process (on 32-bit targets: not before 2^29 more handles were
+    /// issued; a value still live is never reissued).
+    fn insert(&mut self, entry: Entry) -> usize {
+        if self.key == 0 {
+            use std::hash::BuildHasher;
+            let random = std::collections::hash_map::RandomState::new().hash_one(0x5354_5249u32);
+            self.key = (random as usize) & !((1 << HANDLE_SHIFT) - 1);
+        }
+        loop {
+            self.issued += 1;
+            let value = ((self.issued << HANDLE_SHIFT) as usize) ^ self.key;
+            if value != 0 && !self.live.contains_key(&value) {
+                self.live.insert(value, entry);
+                return value;
+            }
+        }
+    }
+}
+
+fn not_live(what: &str) -> Fail {
+    fail(
+        STRIX_E_HANDLE,
+        format!("{what} is not a live {what} handle (already freed, or not from strix)"),
+    )
+}
+
+/// The model behind a handle. The registry is only read, never the memory
+/// `p` points to: a stale or made-up handle cannot reach freed memory.
+fn model_ref(p: *const strix_model) -> R<Arc<strix_model>> {
+    not_null(p, "model")?;
+    match registry().live.get(&p.addr()) {
+        Some(Entry::Model(m)) => Ok(Arc::clone(m)),
+        _ => Err(not_live("model")),
+    }
+}
+
+/// Runs `f` on the context behind a handle, holding the context's lock (a
+/// call from another thread on the same context waits) and a reference that
+/// keeps it alive even if the handle is freed meanwhile.
+fn with_context<T>(p: *mut strix_context, f: impl FnOnce(&mut strix_context) -> R<T>) -> R<T> {
+    not_null(p, "context")?;
+    let cell = match registry().live.get(&p.addr()) {
+        Some(Entry::Context(c)) => Arc::clone(c),
+        _ => return Err(not_live("context")),
+    };
+    // A panic inside an earlier call poisons the lock. That call reported
+    // STRIX_E_INTERNAL and the context is as consistent as after a failed
+    // call (outputs are only marked valid after a successful run), so it
+    // stays usable.
+    let mut c = cell.lock().unwrap_or_else(PoisonError::into_inner);
+    f(&mut c)
+}
+
+/// Removes a handle of the kind `is_kind` accepts; the object is dropped by
+/// the caller after the registry lock is released (dropping a context joins
+/// its worker threads).
+fn remove_handle(addr: usize, is_kind: fn(&Entry) -> bool, what: &str) -> R<Entry> {
+    let mut r = registry();
+    match r.live.remove(&addr) {
+        Some(e) if is_kind(&e) => return Ok(e),
+        // A live handle of the other kind stays registered.
+        Some(e) => {
+            r.live.insert(addr, e);
+        }
+        None => {}
+    }
+    Err(fail(
+        STRIX_E_HANDLE,
+        format!("{what} is not a live {what} handle (double free?)"),
+    ))
 }
 
 // --- errors -----------------------------------------------------------------
@@ -405,45 +496,6 @@ fn slice_mut<'a, T>(p: *mut T, len: usize, what: &str) -> R<&'a mut [T]> {
     Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
 }
 
-fn check_live(addr: usize, kind: Kind, what: &str) -> R<()> {
-    match live().get(&addr) {
-        Some(&k) if k == kind => Ok(()),
-        _ => Err(fail(
-            STRIX_E_HANDLE,
-            format!("{what} is not a live handle (already freed, or not from strix)"),
-        )),
-    }
-}
-
-fn model_ref<'a>(p: *const strix_model) -> R<&'a strix_model> {
-    not_null(p, "model")?;
-    check_live(p as usize, Kind::Model, "model")?;
-    // SAFETY: the registry holds exactly the addresses returned by
-    // `Box::into_raw` for models and not yet freed, so `p` points to a live
-    // `strix_model`. Model handles are only read after creation.
-    let m = unsafe { &*p };
-    if m.magic != MODEL_MAGIC {
-        return Err(fail(STRIX_E_HANDLE, "model handle has a bad magic number"));
-    }
-    Ok(m)
-}
-
-fn context_mut<'a>(p: *mut strix_context) -> R<&'a mut strix_context> {
-    not_null(p, "context")?;
-    check_live(p as usize, Kind::Context, "context")?;
-    // SAFETY: as in `model_ref`, `p` is a live `strix_context` from
-    // `Box::into_raw`; the C caller promises no other thread uses this context
-    // during the call (one context per thread), so the `&mut` is unique.
-    let c = unsafe { &mut *p };
-    if c.magic != CONTEXT_MAGIC {
-        return Err(fail(
-            STRIX_E_HANDLE,
-            "context handle has a bad magic number",
-        ));
-    }
-    Ok(c)
-}
-
 fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', " ")).unwrap_or_default()
 }
@@ -487,7 +539,7 @@ fn new_model_handle(model: Model, out: *mut *mut strix_model) -> R<()> {
             format!("metadata does not serialise: {e}"),
         )
     })?;
-    let shared = Shared {
+    let shared = strix_model {
         input_names: names(&g.inputs),
         output_names: names(&g.outputs),
         input_quant: g.inputs.iter().map(|&i| input_quant(g, i)).collect(),
@@ -496,12 +548,8 @@ fn new_model_handle(model: Model, out: *mut *mut strix_model) -> R<()> {
         meta_json: cstring(&meta_json),
         model,
     };
-    let p = Box::into_raw(Box::new(strix_model {
-        magic: MODEL_MAGIC,
-        shared: Arc::new(shared),
-    }));
-    live().insert(p as usize, Kind::Model);
-    put(out, p);
+    let h = registry().insert(Entry::Model(Arc::new(shared)));
+    put(out, std::ptr::without_provenance_mut(h));
     Ok(())
 }
 
@@ -633,22 +681,9 @@ pub unsafe extern "C" fn strix_model_free(model: *mut strix_model) -> strix_stat
         if model.is_null() {
             return Ok(());
         }
-        let removed = {
-            let mut l = live();
-            l.get(&(model as usize)) == Some(&Kind::Model) && l.remove(&(model as usize)).is_some()
-        };
-        if !removed {
-            return Err(fail(
-                STRIX_E_HANDLE,
-                "model is not a live handle (double free?)",
-            ));
-        }
-        // SAFETY: the registry entry we just removed proves `model` came from
-        // `Box::into_raw` and was not freed; removing it first means no other
-        // call can reach it any more.
-        let mut b = unsafe { Box::from_raw(model) };
-        b.magic = 0;
-        drop(b);
+        let entry = remove_handle(model.addr(), |e| matches!(e, Entry::Model(_)), "model")?;
+        // Contexts made from the model hold their own `Arc`.
+        drop(entry);
         Ok(())
     })
 }
@@ -662,7 +697,7 @@ pub unsafe extern "C" fn strix_model_input_count(
     guard("strix_model_input_count", || {
         let m = model_ref(model)?;
         not_null(count, "count")?;
-        put(count, m.shared.model.graph.inputs.len());
+        put(count, m.model.graph.inputs.len());
         Ok(())
     })
 }
@@ -676,12 +711,17 @@ pub unsafe extern "C" fn strix_model_output_count(
     guard("strix_model_output_count", || {
         let m = model_ref(model)?;
         not_null(count, "count")?;
-        put(count, m.shared.model.graph.outputs.len());
+        put(count, m.model.graph.outputs.len());
         Ok(())
     })
 }
 
-fn tensor_info(s: &Shared, id: usize, name: &CStr, quant: Option<Quant>) -> R<strix_tensor_info> {
+fn tensor_info(
+    s: &strix_model,
+    id: usize,
+    name: &CStr,
+    quant: Option<Quant>,
+) -> R<strix_tensor_info> {
     let t = &s.model.graph.tensors[id];
     if t.shape.len() > STRIX_MAX_RANK {
         return Err(fail(
@@ -725,7 +765,7 @@ pub unsafe extern "C" fn strix_model_input_info(
     info: *mut strix_tensor_info,
 ) -> strix_status {
     guard("strix_model_input_info", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(info, "info")?;
         let g = &s.model.graph;
         let &id = g
@@ -734,7 +774,7 @@ pub unsafe extern "C" fn strix_model_input_info(
             .ok_or_else(|| index_error("input", index, g.inputs.len()))?;
         put(
             info,
-            tensor_info(s, id, &s.input_names[index], s.input_quant[index])?,
+            tensor_info(&s, id, &s.input_names[index], s.input_quant[index])?,
         );
         Ok(())
     })
@@ -751,7 +791,7 @@ pub unsafe extern "C" fn strix_model_output_info(
     info: *mut strix_tensor_info,
 ) -> strix_status {
     guard("strix_model_output_info", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(info, "info")?;
         let g = &s.model.graph;
         let &id = g
@@ -760,7 +800,7 @@ pub unsafe extern "C" fn strix_model_output_info(
             .ok_or_else(|| index_error("output", index, g.outputs.len()))?;
         put(
             info,
-            tensor_info(s, id, &s.output_names[index], s.output_quant[index])?,
+            tensor_info(&s, id, &s.output_names[index], s.output_quant[index])?,
         );
         Ok(())
     })
@@ -775,7 +815,7 @@ pub unsafe extern "C" fn strix_model_metadata_json(
     json: *mut *const c_char,
 ) -> strix_status {
     guard("strix_model_metadata_json", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(json, "json")?;
         put(json, s.meta_json.as_ptr());
         Ok(())
@@ -792,7 +832,7 @@ pub unsafe extern "C" fn strix_model_image_input(
     spec: *mut strix_image_spec,
 ) -> strix_status {
     guard("strix_model_image_input", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(spec, "spec")?;
         let (c, h, w) = image_input_dims(&s.model)?;
         let InputSpec::Image {
@@ -865,7 +905,7 @@ pub unsafe extern "C" fn strix_model_decoder(
     kind: *mut strix_decoder_kind,
 ) -> strix_status {
     guard("strix_model_decoder", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(kind, "kind")?;
         put(
             kind,
@@ -887,7 +927,7 @@ pub unsafe extern "C" fn strix_model_label_count(
     count: *mut usize,
 ) -> strix_status {
     guard("strix_model_label_count", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(count, "count")?;
         put(count, s.labels.len());
         Ok(())
@@ -905,7 +945,7 @@ pub unsafe extern "C" fn strix_model_label(
     label: *mut *const c_char,
 ) -> strix_status {
     guard("strix_model_label", || {
-        let s = &*model_ref(model)?.shared;
+        let s = model_ref(model)?;
         not_null(label, "label")?;
         let l = s
             .labels
@@ -932,7 +972,7 @@ pub unsafe extern "C" fn strix_context_new(
     guard("strix_context_new", || {
         not_null(context, "context (out)")?;
         put(context, std::ptr::null_mut());
-        let shared = Arc::clone(&model_ref(model)?.shared);
+        let shared = model_ref(model)?;
         // SAFETY: the Model lives in the Arc's heap allocation, which never
         // moves and is never mutated; `shared`, stored in the same context,
         // keeps it alive, and the field order drops `session` before `shared`.
@@ -944,22 +984,21 @@ pub unsafe extern "C" fn strix_context_new(
             .iter()
             .map(|&i| vec![0.0; m.graph.tensors[i].len()])
             .collect();
-        let c = Box::new(strix_context {
-            magic: CONTEXT_MAGIC,
+        let c = strix_context {
             session: Session::new(m),
             shared,
             ran: false,
             outs,
-        });
-        let p = Box::into_raw(c);
-        live().insert(p as usize, Kind::Context);
-        put(context, p);
+        };
+        let h = registry().insert(Entry::Context(Arc::new(Mutex::new(c))));
+        put(context, std::ptr::without_provenance_mut(h));
         Ok(())
     })
 }
 
 /// Frees a context (and the model, if this was its last handle). `NULL` is
-/// accepted and ignored.
+/// accepted and ignored. If another thread is inside a call on the context,
+/// this returns at once and the memory is released when that call returns.
 ///
 /// Errors: `STRIX_E_HANDLE` for an already freed context (double free).
 #[no_mangle]
@@ -968,22 +1007,14 @@ pub unsafe extern "C" fn strix_context_free(context: *mut strix_context) -> stri
         if context.is_null() {
             return Ok(());
         }
-        let removed = {
-            let mut l = live();
-            l.get(&(context as usize)) == Some(&Kind::Context)
-                && l.remove(&(context as usize)).is_some()
-        };
-        if !removed {
-            return Err(fail(
-                STRIX_E_HANDLE,
-                "context is not a live handle (double free?)",
-            ));
-        }
-        // SAFETY: as in `strix_model_free`: a registered, now unregistered,
-        // `Box::into_raw` pointer that no other call can reach.
-        let mut b = unsafe { Box::from_raw(context) };
-        b.magic = 0;
-        drop(b);
+        let entry = remove_handle(
+            context.addr(),
+            |e| matches!(e, Entry::Context(_)),
+            "context",
+        )?;
+        // If another thread is inside a call on this context, that call holds
+        // its own `Arc`: the context is dropped when it returns.
+        drop(entry);
         Ok(())
     })
 }
@@ -1003,23 +1034,24 @@ pub unsafe extern "C" fn strix_set_threads(
     threads: u32,
 ) -> strix_status {
     guard("strix_set_threads", || {
-        let c = context_mut(context)?;
-        if threads > 64 {
-            return Err(fail(
-                STRIX_E_ARGUMENT,
-                format!("threads must be 0 (automatic) or 1..=64, got {threads}"),
-            ));
-        }
-        let n = match threads {
-            0 => crate::pool::default_threads().min(64),
-            t => t as usize,
-        };
-        if n != c.session.threads() {
-            c.session = Session::with_threads(c.session.model(), n)
-                .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
-            c.ran = false;
-        }
-        Ok(())
+        with_context(context, |c| {
+            if threads > 64 {
+                return Err(fail(
+                    STRIX_E_ARGUMENT,
+                    format!("threads must be 0 (automatic) or 1..=64, got {threads}"),
+                ));
+            }
+            let n = match threads {
+                0 => crate::pool::default_threads().min(64),
+                t => t as usize,
+            };
+            if n != c.session.threads() {
+                c.session = Session::with_threads(c.session.model(), n)
+                    .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
+                c.ran = false;
+            }
+            Ok(())
+        })
     })
 }
 
@@ -1053,10 +1085,11 @@ pub unsafe extern "C" fn strix_set_input_f32(
     len: usize,
 ) -> strix_status {
     guard("strix_set_input_f32", || {
-        let c = context_mut(context)?;
-        let src = slice(data, len, "data")?;
-        input_buffer(c, index, len)?.copy_from_slice(src);
-        Ok(())
+        with_context(context, |c| {
+            let src = slice(data, len, "data")?;
+            input_buffer(c, index, len)?.copy_from_slice(src);
+            Ok(())
+        })
     })
 }
 
@@ -1077,24 +1110,25 @@ pub unsafe extern "C" fn strix_set_input_i8(
     len: usize,
 ) -> strix_status {
     guard("strix_set_input_i8", || {
-        let c = context_mut(context)?;
-        let src = slice(data, len, "data")?;
-        let q = *c
-            .shared
-            .input_quant
-            .get(index)
-            .ok_or_else(|| index_error("input", index, c.shared.input_quant.len()))?;
-        let q = q.ok_or_else(|| {
-            fail(
-                STRIX_E_UNSUPPORTED,
-                format!("input {index} has no int8 quantization"),
-            )
-        })?;
-        let dst = input_buffer(c, index, len)?;
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = (i32::from(s) - q.zero_point) as f32 * q.scale;
-        }
-        Ok(())
+        with_context(context, |c| {
+            let src = slice(data, len, "data")?;
+            let q = *c
+                .shared
+                .input_quant
+                .get(index)
+                .ok_or_else(|| index_error("input", index, c.shared.input_quant.len()))?;
+            let q = q.ok_or_else(|| {
+                fail(
+                    STRIX_E_UNSUPPORTED,
+                    format!("input {index} has no int8 quantization"),
+                )
+            })?;
+            let dst = input_buffer(c, index, len)?;
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = (i32::from(s) - q.zero_point) as f32 * q.scale;
+            }
+            Ok(())
+        })
     })
 }
 
@@ -1117,33 +1151,36 @@ pub unsafe extern "C" fn strix_set_input_u8(
     len: usize,
 ) -> strix_status {
     guard("strix_set_input_u8", || {
-        let c = context_mut(context)?;
-        let src = slice(data, len, "data")?;
-        let shared = Arc::clone(&c.shared);
-        let norm = match (
-            &shared.model.meta.input,
-            index,
-            image_input_dims(&shared.model),
-        ) {
-            (InputSpec::Image { mean, scale, .. }, 0, Ok((_, h, w))) => Some((mean, scale, h * w)),
-            _ => None,
-        };
-        let dst = input_buffer(c, index, len)?;
-        match norm {
-            Some((mean, scale, plane)) => {
-                for (ch, (d, s)) in dst.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
-                    for (d, &p) in d.iter_mut().zip(s) {
-                        *d = (f32::from(p) - mean[ch]) * scale[ch];
+        with_context(context, |c| {
+            let src = slice(data, len, "data")?;
+            let shared = Arc::clone(&c.shared);
+            let norm = match (
+                &shared.model.meta.input,
+                index,
+                image_input_dims(&shared.model),
+            ) {
+                (InputSpec::Image { mean, scale, .. }, 0, Ok((_, h, w))) => {
+                    Some((mean, scale, h * w))
+                }
+                _ => None,
+            };
+            let dst = input_buffer(c, index, len)?;
+            match norm {
+                Some((mean, scale, plane)) => {
+                    for (ch, (d, s)) in dst.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
+                        for (d, &p) in d.iter_mut().zip(s) {
+                            *d = (f32::from(p) - mean[ch]) * scale[ch];
+                        }
+                    }
+                }
+                None => {
+                    for (d, &p) in dst.iter_mut().zip(src) {
+                        *d = f32::from(p);
                     }
                 }
             }
-            None => {
-                for (d, &p) in dst.iter_mut().zip(src) {
-                    *d = f32::from(p);
-                }
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     })
 }
 
@@ -1153,16 +1190,17 @@ pub unsafe extern "C" fn strix_set_input_u8(
 #[no_mangle]
 pub unsafe extern "C" fn strix_run(context: *mut strix_context) -> strix_status {
     guard("strix_run", || {
-        let c = context_mut(context)?;
-        c.ran = false;
-        c.session.run().map_err(run_error)?;
-        c.ran = true;
-        Ok(())
+        with_context(context, |c| {
+            c.ran = false;
+            c.session.run().map_err(run_error)?;
+            c.ran = true;
+            Ok(())
+        })
     })
 }
 
 /// Dequantizes output `i` of a run into `out` (exactly the output's length).
-fn read_output(session: &Session, s: &Shared, i: usize, out: &mut [f32]) -> R<()> {
+fn read_output(session: &Session, s: &strix_model, i: usize, out: &mut [f32]) -> R<()> {
     let id = s.model.graph.outputs[i];
     match session.tensor(id) {
         Some(TensorData::F32(d)) => out.copy_from_slice(d),
@@ -1201,27 +1239,28 @@ pub unsafe extern "C" fn strix_get_output_f32(
     len: usize,
 ) -> strix_status {
     guard("strix_get_output_f32", || {
-        let c = context_mut(context)?;
-        let dst = slice_mut(out, len, "out")?;
-        let g = &c.shared.model.graph;
-        let &id = g
-            .outputs
-            .get(index)
-            .ok_or_else(|| index_error("output", index, g.outputs.len()))?;
-        let n = g.tensors[id].len();
-        if len < n {
-            return Err(fail(
-                STRIX_E_SIZE,
-                format!("output {index} has {n} values, buffer holds {len}"),
-            ));
-        }
-        if !c.ran {
-            return Err(fail(
-                STRIX_E_STATE,
-                "no outputs yet: call strix_run after setting the inputs",
-            ));
-        }
-        read_output(&c.session, &c.shared, index, &mut dst[..n])
+        with_context(context, |c| {
+            let dst = slice_mut(out, len, "out")?;
+            let g = &c.shared.model.graph;
+            let &id = g
+                .outputs
+                .get(index)
+                .ok_or_else(|| index_error("output", index, g.outputs.len()))?;
+            let n = g.tensors[id].len();
+            if len < n {
+                return Err(fail(
+                    STRIX_E_SIZE,
+                    format!("output {index} has {n} values, buffer holds {len}"),
+                ));
+            }
+            if !c.ran {
+                return Err(fail(
+                    STRIX_E_STATE,
+                    "no outputs yet: call strix_run after setting the inputs",
+                ));
+            }
+            read_output(&c.session, &c.shared, index, &mut dst[..n])
+        })
     })
 }
 
@@ -1259,93 +1298,94 @@ pub unsafe extern "C" fn strix_detect(
     count: *mut usize,
 ) -> strix_status {
     guard("strix_detect", || {
-        let c = context_mut(context)?;
-        let data = slice(pixels, size, "pixels")?;
-        not_null(count, "count")?;
-        put(count, 0);
-        let out = if capacity == 0 && out.is_null() {
-            &mut [][..]
-        } else {
-            slice_mut(out, capacity, "out")?
-        };
-        let format = match format {
-            STRIX_FORMAT_RGB => PixelFormat::Rgb8,
-            STRIX_FORMAT_BGR => PixelFormat::Bgr8,
-            STRIX_FORMAT_NV12 => PixelFormat::Nv12,
-            STRIX_FORMAT_GRAY => PixelFormat::Gray8,
-            f => return Err(fail(STRIX_E_ARGUMENT, format!("unknown pixel format {f}"))),
-        };
-        let shared = Arc::clone(&c.shared);
-        let m = &shared.model;
-        if !matches!(
-            m.meta.decoder,
-            Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
-        ) {
-            return Err(fail(
-                STRIX_E_UNSUPPORTED,
-                "the model's metadata names no detection decoder",
-            ));
-        }
-        let (ch, h, w) = image_input_dims(m)?;
-        let frame = Frame {
-            data,
-            width,
-            height,
-            stride,
-            format,
-        };
-        c.ran = false;
-        let input = c.session.input_mut(0).map_err(run_error)?;
-        let letterbox =
-            image_to_tensor(&frame, &m.meta.input, ch, h, w, input).map_err(preprocess_error)?;
-        c.session.run().map_err(run_error)?;
-        c.ran = true;
-        for (i, buf) in c.outs.iter_mut().enumerate() {
-            read_output(&c.session, &shared, i, buf)?;
-        }
-        let views: Vec<(&[f32], &[usize])> = c
-            .outs
-            .iter()
-            .zip(&m.graph.outputs)
-            .map(|(v, &id)| (v.as_slice(), m.graph.tensors[id].shape.as_slice()))
-            .collect();
-        let dets = match decode(&m.meta.decoder, &views) {
-            Ok(Decoded::Detections(d)) => d,
-            Ok(_) => {
-                return Err(fail(
-                    STRIX_E_INTERNAL,
-                    "detection decoder returned no detections list",
-                ))
-            }
-            Err(e) => {
+        with_context(context, |c| {
+            let data = slice(pixels, size, "pixels")?;
+            not_null(count, "count")?;
+            put(count, 0);
+            let out = if capacity == 0 && out.is_null() {
+                &mut [][..]
+            } else {
+                slice_mut(out, capacity, "out")?
+            };
+            let format = match format {
+                STRIX_FORMAT_RGB => PixelFormat::Rgb8,
+                STRIX_FORMAT_BGR => PixelFormat::Bgr8,
+                STRIX_FORMAT_NV12 => PixelFormat::Nv12,
+                STRIX_FORMAT_GRAY => PixelFormat::Gray8,
+                f => return Err(fail(STRIX_E_ARGUMENT, format!("unknown pixel format {f}"))),
+            };
+            let shared = Arc::clone(&c.shared);
+            let m = &shared.model;
+            if !matches!(
+                m.meta.decoder,
+                Decoder::Fastestdet { .. } | Decoder::Ultraface { .. }
+            ) {
                 return Err(fail(
                     STRIX_E_UNSUPPORTED,
-                    format!("the model's outputs do not fit its decoder: {e}"),
-                ))
+                    "the model's metadata names no detection decoder",
+                ));
             }
-        };
-        for (o, d) in out.iter_mut().zip(&dets) {
-            let d = letterbox.to_source(d);
-            *o = strix_detection {
-                x0: d.x0,
-                y0: d.y0,
-                x1: d.x1,
-                y1: d.y1,
-                score: d.score,
-                class_id: d.class,
+            let (ch, h, w) = image_input_dims(m)?;
+            let frame = Frame {
+                data,
+                width,
+                height,
+                stride,
+                format,
             };
-        }
-        put(count, dets.len());
-        if dets.len() > capacity {
-            return Err(fail(
-                STRIX_E_SIZE,
-                format!(
+            c.ran = false;
+            let input = c.session.input_mut(0).map_err(run_error)?;
+            let letterbox = image_to_tensor(&frame, &m.meta.input, ch, h, w, input)
+                .map_err(preprocess_error)?;
+            c.session.run().map_err(run_error)?;
+            c.ran = true;
+            for (i, buf) in c.outs.iter_mut().enumerate() {
+                read_output(&c.session, &shared, i, buf)?;
+            }
+            let views: Vec<(&[f32], &[usize])> = c
+                .outs
+                .iter()
+                .zip(&m.graph.outputs)
+                .map(|(v, &id)| (v.as_slice(), m.graph.tensors[id].shape.as_slice()))
+                .collect();
+            let dets = match decode(&m.meta.decoder, &views) {
+                Ok(Decoded::Detections(d)) => d,
+                Ok(_) => {
+                    return Err(fail(
+                        STRIX_E_INTERNAL,
+                        "detection decoder returned no detections list",
+                    ))
+                }
+                Err(e) => {
+                    return Err(fail(
+                        STRIX_E_UNSUPPORTED,
+                        format!("the model's outputs do not fit its decoder: {e}"),
+                    ))
+                }
+            };
+            for (o, d) in out.iter_mut().zip(&dets) {
+                let d = letterbox.to_source(d);
+                *o = strix_detection {
+                    x0: d.x0,
+                    y0: d.y0,
+                    x1: d.x1,
+                    y1: d.y1,
+                    score: d.score,
+                    class_id: d.class,
+                };
+            }
+            put(count, dets.len());
+            if dets.len() > capacity {
+                return Err(fail(
+                    STRIX_E_SIZE,
+                    format!(
                     "{} detections found, room for {capacity}: the best {capacity} were written",
                     dets.len()
                 ),
-            ));
-        }
-        Ok(())
+                ));
+            }
+            Ok(())
+        })
     })
 }
 
@@ -1418,5 +1458,130 @@ mod tests {
                 .unwrap();
             assert!(name.starts_with("STRIX_"), "{s} {name}");
         }
+    }
+
+    /// A small valid model (one f32 conv) loaded through the C API.
+    fn load_test_model() -> *mut strix_model {
+        use crate::format::tests::{conv, noise, GEOM};
+        let (meta, g, c) = conv(&noise(GEOM.weight_len(), 1), false);
+        let bytes = crate::format::write(&meta, &g, &c);
+        let mut m = std::ptr::null_mut();
+        // SAFETY: `bytes` is readable for its length; `m` is a valid out-pointer.
+        let s = unsafe { strix_model_load_buffer(bytes.as_ptr(), bytes.len(), &mut m) };
+        assert_eq!(s, STRIX_OK);
+        m
+    }
+
+    fn new_context(m: *const strix_model) -> *mut strix_context {
+        let mut c = std::ptr::null_mut();
+        // SAFETY: `m` is a handle (checked by the callee), `c` a valid out-pointer.
+        assert_eq!(unsafe { strix_context_new(m, &mut c) }, STRIX_OK);
+        c
+    }
+
+    /// Issue 12 H: handles were addresses, and a new context usually got the
+    /// freed one's address, so a stale handle was accepted and a double free
+    /// freed someone else's context. Handle values are now never reused.
+    #[test]
+    fn stale_handles_never_reach_a_new_object() {
+        let mut seen = std::collections::HashSet::new();
+        let m = load_test_model();
+        let c1 = new_context(m);
+        // SAFETY (all blocks below): the arguments are handles (live or not,
+        // which is what is tested) and valid out-pointers.
+        assert_eq!(unsafe { strix_context_free(c1) }, STRIX_OK);
+        assert!(seen.insert(c1.addr()));
+        for _ in 0..200 {
+            let c2 = new_context(m);
+            assert!(seen.insert(c2.addr()), "handle value reused");
+            unsafe {
+                assert_eq!(strix_run(c1), STRIX_E_HANDLE); // use after free
+                assert_eq!(strix_context_free(c1), STRIX_E_HANDLE); // double free
+                assert_eq!(strix_run(c2), STRIX_OK); // c2 was not touched
+                assert_eq!(strix_context_free(c2), STRIX_OK);
+            }
+        }
+        // The same for models; a model handle is not a context handle.
+        unsafe {
+            assert_eq!(strix_model_free(m), STRIX_OK);
+            let m2 = load_test_model();
+            assert_ne!(m2, m);
+            let mut n = 0;
+            assert_eq!(strix_model_input_count(m, &mut n), STRIX_E_HANDLE);
+            assert_eq!(strix_model_free(m), STRIX_E_HANDLE);
+            assert_eq!(strix_run(m2.cast()), STRIX_E_HANDLE);
+            assert_eq!(strix_context_free(m2.cast()), STRIX_E_HANDLE);
+            assert_eq!(strix_model_input_count(m2, &mut n), STRIX_OK);
+            assert_eq!(n, 1);
+            assert_eq!(strix_model_free(m2), STRIX_OK);
+        }
+    }
+
+    /// Freeing a context while a call on it is in progress (here: the lock a
+    /// call holds, taken by the test) returns at once; the call goes on with
+    /// a live context, which is released when the call ends.
+    #[test]
+    fn free_during_a_call_keeps_the_context_until_the_call_ends() {
+        let m = load_test_model();
+        let c = new_context(m);
+        let cell = match registry().live.get(&c.addr()) {
+            Some(Entry::Context(cell)) => Arc::clone(cell),
+            _ => panic!("context not registered"),
+        };
+        let released = Arc::downgrade(&cell);
+        let mut call = cell.lock().unwrap();
+        let h = c.addr();
+        // SAFETY: a handle value; the callee only looks it up.
+        let freed = std::thread::spawn(move || unsafe {
+            strix_context_free(std::ptr::without_provenance_mut(h))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(freed, STRIX_OK);
+        call.session.run().unwrap();
+        drop(call);
+        drop(cell);
+        assert!(released.upgrade().is_none(), "context leaked");
+        // SAFETY: handles, checked by the callees.
+        unsafe {
+            assert_eq!(strix_run(c), STRIX_E_HANDLE);
+            assert_eq!(strix_model_free(m), STRIX_OK);
+        }
+    }
+
+    /// The real race: threads run a context in a loop while another frees it
+    /// (before the fix: a use after free, SIGSEGV). Every run succeeds until
+    /// the handle is gone, then fails with STRIX_E_HANDLE.
+    #[test]
+    fn free_from_another_thread_during_runs_is_safe() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let m = load_test_model();
+        for _ in 0..20 {
+            let h = new_context(m).addr();
+            let runs = Arc::new(AtomicUsize::new(0));
+            let runners: Vec<_> = (0..2)
+                .map(|_| {
+                    let runs = Arc::clone(&runs);
+                    std::thread::spawn(move || loop {
+                        // SAFETY: a handle value; the callee looks it up.
+                        match unsafe { strix_run(std::ptr::without_provenance_mut(h)) } {
+                            STRIX_OK => runs.fetch_add(1, Ordering::Relaxed),
+                            s => return s,
+                        };
+                    })
+                })
+                .collect();
+            while runs.load(Ordering::Relaxed) < 10 {
+                std::thread::yield_now();
+            }
+            // SAFETY: as above.
+            let freed = unsafe { strix_context_free(std::ptr::without_provenance_mut(h)) };
+            assert_eq!(freed, STRIX_OK);
+            for r in runners {
+                assert_eq!(r.join().unwrap(), STRIX_E_HANDLE);
+            }
+        }
+        // SAFETY: a live model handle.
+        assert_eq!(unsafe { strix_model_free(m) }, STRIX_OK);
     }
 }

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod format;
 pub mod graph;
 mod kernels;
+pub mod limits;
 pub mod meta;
 pub mod model;
 mod par;

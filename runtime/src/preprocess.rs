@@ -546,6 +546,57 @@ impl Job {
     }
 }
 
+/// Why an encoded image (JPEG, PNG, BMP) was not decoded by
+/// [`decode_image_rgb8`]. The caller adds the file name.
+#[cfg(feature = "image")]
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// The header declares an image above [`crate::limits::MAX_IMAGE_PIXELS`]
+    /// or [`crate::limits::MAX_IMAGE_SIDE`]: refused before decoding.
+    #[error(
+        "image of {width}x{height} pixels ({:.1} Mpx) exceeds the limit of {:.1} Mpx and \
+         {} pixels per side",
+        f64::from(*width) * f64::from(*height) / 1e6,
+        crate::limits::MAX_IMAGE_PIXELS as f64 / 1e6,
+        crate::limits::MAX_IMAGE_SIDE
+    )]
+    TooLarge { width: u32, height: u32 },
+    /// Not a readable image of a supported format, or the decoder needed more
+    /// than [`crate::limits::MAX_IMAGE_DECODE_BYTES`].
+    #[error("cannot decode image: {0}")]
+    Decode(#[from] image::ImageError),
+}
+
+/// Decodes an encoded image (format guessed from its bytes) to packed RGB8,
+/// within [`crate::limits`].
+///
+/// The header's width and height are read first: an image above
+/// [`crate::limits::MAX_IMAGE_PIXELS`] or [`crate::limits::MAX_IMAGE_SIDE`] is
+/// refused before any pixel is decoded (a 400 KB PNG can declare
+/// 20000x20000 pixels), and the decoder runs with a memory budget of
+/// [`crate::limits::MAX_IMAGE_DECODE_BYTES`]. Never panics on malformed
+/// input.
+#[cfg(feature = "image")]
+pub fn decode_image_rgb8(bytes: &[u8]) -> Result<image::RgbImage, DecodeError> {
+    use crate::limits;
+    use image::ImageDecoder;
+
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?;
+    let mut budget = image::Limits::default();
+    budget.max_alloc = Some(limits::MAX_IMAGE_DECODE_BYTES);
+    reader.limits(budget.clone());
+    // Builds the decoder from the header only; no pixel is decoded yet.
+    let decoder = reader.into_decoder()?;
+    let (width, height) = decoder.dimensions();
+    if !limits::image_size_ok(width.into(), height.into()) {
+        return Err(DecodeError::TooLarge { width, height });
+    }
+    budget.reserve(decoder.total_bytes())?;
+    Ok(image::DynamicImage::from_decoder(decoder)?.into_rgb8())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1102,5 +1153,79 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A PNG of `width` x `height` 8-bit grey pixels whose IDAT holds the
+    /// first `rows` rows (all zero): a whole small image, or the header and a
+    /// few bytes of a huge one, built without the pixels in memory.
+    #[cfg(feature = "image")]
+    fn grey_png(width: u32, height: u32, rows: usize) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut c = !0u32;
+            for &b in bytes {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 != 0 {
+                        0xedb8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        }
+        fn chunk(out: &mut Vec<u8>, tag: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(tag);
+            out.extend_from_slice(data);
+            let crc = crc32(&out[start..]);
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey, no interlace
+                                                  // Each row: filter type 0, then `width` zero bytes.
+        let raw = vec![0u8; rows * (width as usize + 1)];
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut png, b"IHDR", &ihdr);
+        chunk(
+            &mut png,
+            b"IDAT",
+            &miniz_oxide::deflate::compress_to_vec_zlib(&raw, 6),
+        );
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    /// A 20000x20000 grey PNG of a few hundred bytes (the issue's bomb cost
+    /// 1.57 GB and 40 s) is refused from its header, quickly, with its size.
+    #[cfg(feature = "image")]
+    #[test]
+    fn image_bombs_are_refused_before_decoding() {
+        let small = decode_image_rgb8(&grey_png(3, 2, 2)).unwrap();
+        assert_eq!((small.width(), small.height()), (3, 2));
+        assert_eq!(small.as_raw(), &[0u8; 18]);
+
+        for (w, h) in [(20_000, 20_000), (8192, 4097), (16_385, 1), (1, 1 << 30)] {
+            let png = grey_png(w, h, 2);
+            assert!(png.len() < 1000);
+            let start = std::time::Instant::now();
+            let err = decode_image_rgb8(&png).unwrap_err();
+            assert!(start.elapsed() < std::time::Duration::from_secs(1));
+            assert!(
+                matches!(err, DecodeError::TooLarge { width, height } if (width, height) == (w, h)),
+                "{w}x{h}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(&format!("{w}x{h} pixels")),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            decode_image_rgb8(b"not an image at all"),
+            Err(DecodeError::Decode(_))
+        ));
     }
 }

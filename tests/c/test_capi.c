@@ -10,6 +10,7 @@
  * run under valgrind (no leaks, no invalid accesses) as well.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +252,53 @@ static void test_handles(void) {
     EXPECT(strix_get_output_f32(c, 0, &x, 1), STRIX_E_HANDLE);
     EXPECT(strix_detect(c, frame, frame_size, width, height, 0, STRIX_FORMAT_RGB, NULL, 0, &n), STRIX_E_HANDLE);
     EXPECT(strix_context_free(c), STRIX_E_HANDLE);
+
+    /* New handles never take a freed handle's value (the allocator may hand
+     * out the freed memory again): the stale handles stay refused and cannot
+     * reach or free the new objects. */
+    strix_model *m2 = NULL;
+    EXPECT(strix_model_load_path(det_path, &m2), STRIX_OK);
+    EXPECT(strix_context_new(m2, &c2), STRIX_OK);
+    CHECK(m2 != m && c2 != c);
+    EXPECT(strix_model_input_count(m, &n), STRIX_E_HANDLE);
+    EXPECT(strix_model_free(m), STRIX_E_HANDLE);
+    EXPECT(strix_run(c), STRIX_E_HANDLE);
+    EXPECT(strix_context_free(c), STRIX_E_HANDLE);
+    EXPECT(strix_run(c2), STRIX_OK);
+    EXPECT(strix_context_free(c2), STRIX_OK);
+    EXPECT(strix_model_free(m2), STRIX_OK);
+}
+
+/* Runs a context until its handle is freed by another thread. */
+struct runner {
+    strix_context *c;
+    long runs; /* both accessed with the __atomic builtins */
+    int last;
+};
+
+static void *run_until_freed(void *arg) {
+    struct runner *r = arg;
+    strix_status s;
+    while ((s = strix_run(r->c)) == STRIX_OK) __atomic_fetch_add(&r->runs, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&r->last, (int)s, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* Freeing a context while another thread runs it is safe: the run finishes,
+ * the following ones get STRIX_E_HANDLE, and the memory goes (valgrind checks
+ * that nothing is touched after it is freed and nothing leaks). */
+static void test_free_during_run(void) {
+    strix_model *m = NULL;
+    struct runner r = {NULL, 0, -1};
+    EXPECT(strix_model_load_path(det_path, &m), STRIX_OK);
+    EXPECT(strix_context_new(m, &r.c), STRIX_OK);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, run_until_freed, &r) == 0);
+    while (__atomic_load_n(&r.runs, __ATOMIC_SEQ_CST) < 2 && __atomic_load_n(&r.last, __ATOMIC_SEQ_CST) == -1) sched_yield();
+    EXPECT(strix_context_free(r.c), STRIX_OK);
+    pthread_join(th, NULL);
+    CHECK(__atomic_load_n(&r.runs, __ATOMIC_SEQ_CST) >= 2 && __atomic_load_n(&r.last, __ATOMIC_SEQ_CST) == STRIX_E_HANDLE);
+    EXPECT(strix_model_free(m), STRIX_OK);
 }
 
 static int same_outputs(strix_context *c, const float *ref, size_t n, float tol) {
@@ -520,6 +568,7 @@ int main(int argc, char **argv) {
     test_load_errors(argv[6]);
     test_queries();
     test_handles();
+    test_free_during_run();
     test_run();
     test_detect();
     test_threads();

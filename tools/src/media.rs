@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 use strix_runtime::audio::{read_wav_mono_16k, KwsMfcc};
 use strix_runtime::meta::{AudioFrontend, InputSpec};
-use strix_runtime::preprocess::{image_to_tensor, Frame, PixelFormat};
+use strix_runtime::preprocess::{decode_image_rgb8, image_to_tensor, Frame, PixelFormat};
 
 /// Turns one file into the values of an input of shape `shape`.
 pub fn load_input(path: &Path, spec: &InputSpec, shape: &[usize]) -> Result<Vec<f32>> {
@@ -56,9 +56,9 @@ pub fn load_input(path: &Path, spec: &InputSpec, shape: &[usize]) -> Result<Vec<
             if shape.len() != 4 {
                 bail!("image input needs a 4-D NCHW model input, found {shape:?}");
             }
-            let img = image::open(path)
-                .with_context(|| format!("{}: cannot decode image", path.display()))?
-                .to_rgb8();
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let img = decode_image_rgb8(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
             let (w, h) = img.dimensions();
             let frame = Frame {
                 data: img.as_raw(),
@@ -152,4 +152,63 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strix_runtime::meta::{ColorOrder, ResizeMode};
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A 1x1 grey PNG whose IHDR is rewritten to declare 20000x20000 pixels:
+    /// the decompression bomb of issue 12 without its 400 KB of zeros.
+    fn bomb_png() -> Vec<u8> {
+        let mut png = Vec::new();
+        image::GrayImage::new(1, 1)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(&png[12..16], b"IHDR");
+        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn image_bomb_is_refused_naming_file_and_size() {
+        let path =
+            std::env::temp_dir().join(format!("strix-media-bomb-{}.png", std::process::id()));
+        std::fs::write(&path, bomb_png()).unwrap();
+        let spec = InputSpec::Image {
+            color: ColorOrder::Rgb,
+            mean: [0.0; 3],
+            scale: [1.0; 3],
+            resize: ResizeMode::Stretch,
+        };
+        let start = std::time::Instant::now();
+        let err = load_input(&path, &spec, &[1, 3, 8, 8])
+            .unwrap_err()
+            .to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            err.contains(&*path.to_string_lossy()) && err.contains("20000x20000 pixels"),
+            "{err}"
+        );
+    }
 }

@@ -31,6 +31,29 @@ fn opset(m: &pb::ModelProto) -> i64 {
         .unwrap_or(1)
 }
 
+/// Most elements of one tensor (constant or activation) the importer builds:
+/// 2^28 values are 1 GiB of f32, far beyond any model Strix runs on a board.
+/// With it every product of dimensions is computed without overflow, and a
+/// corrupted shape is refused instead of allocating without bound.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 28;
+
+/// The number of elements of `shape`, refused above [`MAX_TENSOR_ELEMENTS`].
+/// Zero dimensions count as one in the bound, so that every partial product
+/// of the dimensions (`outer`, `inner`, ...) is bounded too.
+fn elements(shape: &[usize]) -> Result<usize> {
+    let bound = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS);
+    match bound {
+        Some(_) => Ok(shape.iter().product()),
+        None => bail!(
+            "shape {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements (or a dimension \
+             of zero beside huge ones)"
+        ),
+    }
+}
+
 /// Decodes an ONNX tensor (float, double, float16, int8/16/32/64, uint8, bool).
 pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
     let shape: Vec<usize> = t
@@ -40,7 +63,7 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<HostTensor> {
             usize::try_from(d).map_err(|_| anyhow!("tensor '{}' has a negative dimension", t.name))
         })
         .collect::<Result<_>>()?;
-    let n: usize = shape.iter().product();
+    let n = elements(&shape).with_context(|| format!("tensor '{}'", t.name))?;
     let raw = &t.raw_data;
     let dt = DataType::try_from(t.data_type)
         .map_err(|_| anyhow!("tensor '{}': unknown data type {}", t.name, t.data_type))?;
@@ -172,7 +195,11 @@ pub(crate) struct Importer {
 
 /// Imports an ONNX file. `input_shapes` overrides dynamic input dims.
 pub fn import(path: &Path) -> Result<CGraph> {
-    let model = load_proto(path)?;
+    import_proto(&load_proto(path)?, path)
+}
+
+/// Imports a parsed ONNX model; `path` names it in errors.
+pub fn import_proto(model: &pb::ModelProto, path: &Path) -> Result<CGraph> {
     let graph = model
         .graph
         .as_ref()
@@ -180,7 +207,7 @@ pub fn import(path: &Path) -> Result<CGraph> {
     let mut imp = Importer {
         g: CGraph::default(),
         by_name: HashMap::new(),
-        opset: opset(&model),
+        opset: opset(model),
         readers: HashMap::new(),
     };
     for n in &graph.node {
@@ -262,7 +289,11 @@ fn input_shape(inp: &pb::ValueInfoProto) -> Result<Vec<usize>> {
                 inp.name
             )),
         })
-        .collect()
+        .collect::<Result<Vec<usize>>>()
+        .and_then(|shape| {
+            elements(&shape).with_context(|| format!("input '{}'", inp.name))?;
+            Ok(shape)
+        })
 }
 
 /// Numpy broadcast of two shapes.
@@ -293,7 +324,8 @@ fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
 
 fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
-    if a < 0 || a as usize >= rank.max(1) {
+    // Every caller indexes the shape with the result: a scalar has no axis.
+    if a < 0 || a as usize >= rank {
         bail!("axis {axis} out of range for rank {rank}");
     }
     Ok(a as usize)
@@ -326,7 +358,16 @@ impl Importer {
         let v = self.g.add_value(name, t.shape.clone(), Some(t));
         self.by_name.insert(name.to_string(), v);
     }
-    fn emit(&mut self, n: &pb::NodeProto, op: COp, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
+    /// Adds the node computing `n`'s first output, of shape `shape` (bounded by
+    /// [`MAX_TENSOR_ELEMENTS`]).
+    fn emit(
+        &mut self,
+        n: &pb::NodeProto,
+        op: COp,
+        inputs: Vec<usize>,
+        shape: Vec<usize>,
+    ) -> Result<usize> {
+        elements(&shape).context("output")?;
         let out_name = n.output.first().cloned().unwrap_or_default();
         let v = self.g.add_value(&out_name, shape, None);
         self.g.nodes.push(CNode {
@@ -336,7 +377,7 @@ impl Importer {
             output: v,
         });
         self.by_name.insert(out_name, v);
-        v
+        Ok(v)
     }
     fn alias(&mut self, n: &pb::NodeProto, input: usize) {
         if let Some(o) = n.output.first() {
@@ -357,6 +398,15 @@ impl Importer {
             bail!("operators of domain '{}' are not supported", n.domain);
         }
         let op = n.op_type.as_str();
+        // Every translation and constant fold below indexes the inputs it
+        // needs: a node with fewer is refused here, not with a panic.
+        let need = min_inputs(op, self.opset);
+        if n.input.len() < need {
+            bail!("needs at least {need} input(s), has {}", n.input.len());
+        }
+        if n.output.is_empty() {
+            bail!("has no outputs");
+        }
         let inputs: Vec<&str> = n.input.iter().map(|s| s.as_str()).collect();
         // Constant folding: every real input is a constant.
         let all_const = op != "Shape"
@@ -504,7 +554,7 @@ impl Importer {
                     },
                     vec![x],
                     s,
-                );
+                )?;
             }
             "ReduceMean" => {
                 let s = self.shape(inputs[0])?;
@@ -514,10 +564,14 @@ impl Importer {
                 } else {
                     a.ints("axes")
                 };
-                let mut axes: Vec<usize> = match axes {
+                // No (or empty) axes: reduce over all of them.
+                let mut axes: Vec<usize> = match axes.filter(|v| !v.is_empty()) {
                     Some(v) => v.iter().map(|&x| norm_axis(x, r)).collect::<Result<_>>()?,
                     None => (0..r).collect(),
                 };
+                if axes.is_empty() {
+                    bail!("ReduceMean of a scalar");
+                }
                 axes.sort();
                 axes.dedup();
                 if axes.windows(2).any(|w| w[1] != w[0] + 1) {
@@ -547,7 +601,7 @@ impl Importer {
                     },
                     vec![x],
                     out,
-                );
+                )?;
             }
             "Concat" => {
                 let vs: Vec<usize> = inputs
@@ -569,13 +623,13 @@ impl Importer {
                     out[axis] += s[axis];
                 }
                 // Constant inputs (rare) become constants in the graph.
-                self.emit(n, COp::Concat { axis }, vs, out);
+                self.emit(n, COp::Concat { axis }, vs, out)?;
             }
             "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
                 let s = self.shape(inputs[0])?;
                 let out = crate::fold::reshape_target(self, n, &a, &s)?;
                 let x = self.value(inputs[0])?;
-                self.emit(n, COp::Reshape, vec![x], out);
+                self.emit(n, COp::Reshape, vec![x], out)?;
             }
             "Transpose" => {
                 let s = self.shape(inputs[0])?;
@@ -586,15 +640,23 @@ impl Importer {
                         .collect::<Result<_>>()?,
                     None => (0..s.len()).rev().collect(),
                 };
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..s.len()).collect::<Vec<_>>() {
+                    bail!(
+                        "Transpose perm {perm:?} is not a permutation of {} axes",
+                        s.len()
+                    );
+                }
                 let out = perm.iter().map(|&p| s[p]).collect();
                 let x = self.value(inputs[0])?;
-                self.emit(n, COp::Transpose { perm }, vec![x], out);
+                self.emit(n, COp::Transpose { perm }, vec![x], out)?;
             }
             "Slice" => {
                 let s = self.shape(inputs[0])?;
                 let (starts, steps, out) = crate::fold::slice_params(self, n, &a, &s)?;
                 let x = self.value(inputs[0])?;
-                self.emit(n, COp::Slice { starts, steps }, vec![x], out);
+                self.emit(n, COp::Slice { starts, steps }, vec![x], out)?;
             }
             "Split" => {
                 let s = self.shape(inputs[0])?;
@@ -648,7 +710,7 @@ impl Importer {
                 out.extend(&idx_t.shape);
                 out.extend(&s[axis + 1..]);
                 if out == flat {
-                    self.emit(n, COp::Gather { axis, indices }, vec![x], out);
+                    self.emit(n, COp::Gather { axis, indices }, vec![x], out)?;
                 } else {
                     let tmp = self
                         .g
@@ -659,7 +721,7 @@ impl Importer {
                         inputs: vec![x],
                         output: tmp,
                     });
-                    self.emit(n, COp::Reshape, vec![tmp], out);
+                    self.emit(n, COp::Reshape, vec![tmp], out)?;
                 }
             }
             "Pad" => {
@@ -689,11 +751,17 @@ impl Importer {
                 }
                 let before: Vec<usize> = pads[..r].iter().map(|&p| p as usize).collect();
                 let out: Vec<usize> = (0..r)
-                    .map(|i| s[i] + pads[i] as usize + pads[r + i] as usize)
-                    .collect();
+                    .map(|i| {
+                        usize::try_from(pads[i].checked_add(pads[r + i])?)
+                            .ok()?
+                            .checked_add(s[i])
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| anyhow!("Pad of {s:?} by {pads:?} overflows"))?;
+                elements(&out).context("Pad output")?;
                 let x = self.value(inputs[0])?;
                 if mode == "constant" {
-                    self.emit(n, COp::Pad { before, value }, vec![x], out);
+                    self.emit(n, COp::Pad { before, value }, vec![x], out)?;
                 } else {
                     let after: Vec<usize> = pads[r..].iter().map(|&p| p as usize).collect();
                     self.pad_by_gather(n, &mode, x, &before, &after)?;
@@ -753,7 +821,7 @@ impl Importer {
             shape[d] = indices.len();
             let op = COp::Gather { axis: d, indices };
             if k + 1 == axes.len() {
-                self.emit(n, op, vec![cur], shape.clone());
+                self.emit(n, op, vec![cur], shape.clone())?;
             } else {
                 let v = self
                     .g
@@ -821,11 +889,17 @@ impl Importer {
             .context("LSTM with non-constant R is not supported")?
             .clone();
         let hidden = match a.get("hidden_size") {
-            Some(h) if h.i > 0 => h.i as usize,
+            Some(h) if h.i > 0 && h.i as u64 <= MAX_TENSOR_ELEMENTS as u64 => h.i as usize,
             Some(h) => bail!("LSTM attribute hidden_size={} is invalid", h.i),
             None => r.shape.last().copied().unwrap_or(0),
         };
-        if w.shape != [1, 4 * hidden, input] || r.shape != [1, 4 * hidden, hidden] {
+        // W and R hold 4 * hidden rows, so with a bounded hidden size every
+        // product below is bounded by the tensors themselves.
+        if hidden == 0
+            || hidden > MAX_TENSOR_ELEMENTS
+            || w.shape != [1, 4 * hidden, input]
+            || r.shape != [1, 4 * hidden, hidden]
+        {
             bail!(
                 "LSTM W {:?} / R {:?} do not match input {input}, hidden_size {hidden} (one direction)",
                 w.shape,
@@ -861,6 +935,7 @@ impl Importer {
                     .add_value(&format!("{base}#{what}"), z.shape.clone(), Some(z)))
             }
         };
+        elements(&[seq + 2, batch, hidden]).context("LSTM state")?;
         let h0 = state(5, "initial_h")?;
         let c0 = state(6, "initial_c")?;
         let cst = |imp: &mut Self, what: &str, shape: Vec<usize>, v: Vec<f32>| {
@@ -945,6 +1020,12 @@ impl Importer {
             4 => (false, xs.clone()),
             r => bail!("Conv on a rank-{r} input is not supported (1-D and 2-D only)"),
         };
+        if w.shape.len() != xs.len() {
+            bail!(
+                "Conv weights {:?} do not match the rank of input {xs:?}",
+                w.shape
+            );
+        }
         let ws = if one_d {
             vec![w.shape[0], w.shape[1], 1, w.shape[2]]
         } else {
@@ -953,30 +1034,36 @@ impl Importer {
         if ws.len() != 4 {
             bail!("Conv weights must be 4-D, got {:?}", w.shape);
         }
-        let pick = |name: &str, d: i64| -> Vec<usize> {
-            let v = a
-                .ints(name)
-                .unwrap_or_else(|| vec![d; if one_d { 1 } else { 2 }]);
-            let v: Vec<usize> = v.iter().map(|&x| x.max(0) as usize).collect();
-            if one_d {
-                vec![1, v[0]]
-            } else {
-                v
+        let (kh, kw) = (ws[2], ws[3]);
+        if kh == 0 || kw == 0 {
+            bail!("Conv weights {:?} have an empty kernel", w.shape);
+        }
+        let spatial = if one_d { 1 } else { 2 };
+        if let Some(k) = a.ints("kernel_shape") {
+            let want: Vec<i64> = w.shape[2..].iter().map(|&d| d as i64).collect();
+            if k != want {
+                bail!(
+                    "Conv attribute kernel_shape={k:?} differs from the weights {:?}",
+                    w.shape
+                );
+            }
+        }
+        // 1-D attributes apply to the width; the height axis is trivial.
+        let to_2d = |v: Vec<usize>, fill: usize| -> Vec<usize> {
+            match (one_d, v.as_slice()) {
+                (true, [x]) => vec![fill, *x],
+                (true, [b, e]) => vec![fill, *b, fill, *e],
+                _ => v,
             }
         };
-        let strides = pick("strides", 1);
-        let dil = pick("dilations", 1);
-        let group = a.int("group", 1).max(1) as usize;
-        let (kh, kw) = (ws[2], ws[3]);
-        let (ih, iw) = (xs4[2], xs4[3]);
-        let pads = a.ints("pads").unwrap_or_default();
-        let pads: Vec<usize> = if pads.is_empty() {
-            vec![0; 4]
-        } else if one_d {
-            vec![0, pads[0] as usize, 0, pads[1] as usize]
-        } else {
-            pads.iter().map(|&p| p.max(0) as usize).collect()
+        let strides = to_2d(window_attr(a, "strides", spatial)?, 1);
+        let dil = to_2d(window_attr(a, "dilations", spatial)?, 1);
+        let pads = to_2d(pads_attr(a, spatial)?, 0);
+        let group = match a.int("group", 1) {
+            g if g >= 1 => usize::try_from(g)?,
+            g => bail!("Conv attribute group={g} must be >= 1"),
         };
+        let (ih, iw) = (xs4[2], xs4[3]);
         let auto = a.string("auto_pad", "NOTSET");
         let (pt, pl, oh, ow) = conv_out(&auto, ih, iw, kh, kw, &strides, &dil, &pads)?;
         let geom = ConvGeometry {
@@ -996,14 +1083,15 @@ impl Importer {
             pad_left: pl,
             groups: group,
         };
-        if !geom.is_valid() || ws[1] * group != xs4[1] {
+        if !geom.is_valid() || ws[1].checked_mul(group) != Some(xs4[1]) {
             bail!(
                 "inconsistent Conv: input {xs:?}, weights {:?}, group {group}",
                 w.shape
             );
         }
         let bias = match self.opt_konst(n, 2)? {
-            Some(b) => b.clone(),
+            Some(b) if b.shape.iter().product::<usize>() == ws[0] => b.clone(),
+            Some(b) => bail!("Conv bias {:?} does not have {} values", b.shape, ws[0]),
             None => HostTensor::f32(vec![ws[0]], vec![0.0; ws[0]]),
         };
         let wv = self.g.add_value(
@@ -1030,7 +1118,7 @@ impl Importer {
             },
             vec![x, wv, bv],
             out,
-        );
+        )?;
         Ok(())
     }
 
@@ -1039,6 +1127,14 @@ impl Importer {
         let get = |i: usize| -> Result<Vec<f32>> { Ok(self.konst(&n.input[i])?.as_f32()) };
         let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
         let c = gamma.len();
+        if [&beta, &mean, &var].iter().any(|v| v.len() != c) {
+            bail!(
+                "BatchNormalization scale, bias, mean and var have {c}, {}, {} and {} values",
+                beta.len(),
+                mean.len(),
+                var.len()
+            );
+        }
         let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
         let x = self.value(&n.input[0])?;
@@ -1088,7 +1184,7 @@ impl Importer {
             inputs: vec![x, sv],
             output: mid,
         });
-        self.emit(n, COp::Binary(BinaryOp::Add), vec![mid, hv], s);
+        self.emit(n, COp::Binary(BinaryOp::Add), vec![mid, hv], s)?;
         Ok(())
     }
 
@@ -1111,7 +1207,7 @@ impl Importer {
     fn unary(&mut self, n: &pb::NodeProto, op: UnaryOp) -> Result<()> {
         let x = self.value(&n.input[0])?;
         let s = self.g.values[x].shape.clone();
-        self.emit(n, COp::Unary(op), vec![x], s);
+        self.emit(n, COp::Unary(op), vec![x], s)?;
         Ok(())
     }
 
@@ -1126,7 +1222,7 @@ impl Importer {
                 }
             }
         }
-        self.emit(n, COp::Binary(op), vec![x, y], out);
+        self.emit(n, COp::Binary(op), vec![x, y], out)?;
         Ok(())
     }
 
@@ -1195,7 +1291,7 @@ impl Importer {
             },
             vec![x, wv, bv],
             vec![xs[0], nn],
-        );
+        )?;
         Ok(())
     }
 
@@ -1236,7 +1332,7 @@ impl Importer {
                 },
                 vec![x, y, bv],
                 out,
-            );
+            )?;
         } else {
             let bx: usize = xs[..xs.len() - 2].iter().product();
             let by: usize = ys[..ys.len() - 2].iter().product();
@@ -1255,7 +1351,7 @@ impl Importer {
                 },
                 vec![x, y],
                 out,
-            );
+            )?;
         }
         Ok(())
     }
@@ -1286,27 +1382,12 @@ impl Importer {
             };
             (g, vec![xs[0], xs[1], 1, 1])
         } else {
-            let ks: Vec<usize> = a
-                .ints("kernel_shape")
-                .ok_or_else(|| anyhow!("kernel_shape missing"))?
-                .iter()
-                .map(|&v| v as usize)
-                .collect();
-            if ks.len() != 2 {
-                bail!("kernel_shape {ks:?} is not 2-D");
+            if a.get("kernel_shape").is_none() {
+                bail!("kernel_shape missing");
             }
-            let strides: Vec<usize> = a
-                .ints("strides")
-                .unwrap_or(vec![1, 1])
-                .iter()
-                .map(|&v| v.max(1) as usize)
-                .collect();
-            let pads: Vec<usize> = a
-                .ints("pads")
-                .unwrap_or(vec![0; 4])
-                .iter()
-                .map(|&v| v.max(0) as usize)
-                .collect();
+            let ks = window_attr(a, "kernel_shape", 2)?;
+            let strides = window_attr(a, "strides", 2)?;
+            let pads = pads_attr(a, 2)?;
             if a.ints("dilations")
                 .is_some_and(|d| d.iter().any(|&x| x != 1))
             {
@@ -1355,7 +1436,7 @@ impl Importer {
             },
             vec![x],
             out,
-        );
+        )?;
         Ok(())
     }
 
@@ -1386,14 +1467,26 @@ impl Importer {
             (sc, sz)
         };
         let out: Vec<usize> = match (sizes, scales) {
-            (Some(sz), _) => sz.iter().map(|&v| v as usize).collect(),
-            (None, Some(sc)) if sc.len() == 4 => xs
+            (Some(sz), _) if sz.len() == 4 => sz
                 .iter()
-                .zip(&sc)
-                .map(|(&d, &s)| (d as f32 * s).floor() as usize)
-                .collect(),
+                .map(|&v| usize::try_from(v).ok().filter(|&v| v >= 1))
+                .collect::<Option<_>>()
+                .ok_or_else(|| anyhow!("Resize sizes {sz:?} must be >= 1"))?,
+            (None, Some(sc)) if sc.len() == 4 => {
+                if sc.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+                    bail!("Resize scales {sc:?} must be finite and > 0");
+                }
+                // Saturating float-to-int casts; `emit` bounds the shape.
+                xs.iter()
+                    .zip(&sc)
+                    .map(|(&d, &s)| (d as f64 * f64::from(s)).floor() as usize)
+                    .collect()
+            }
             _ => bail!("Resize needs 4 scales or sizes"),
         };
+        if out.contains(&0) {
+            bail!("Resize of {xs:?} to {out:?} gives an empty tensor");
+        }
         if out[0] != xs[0] || out[1] != xs[1] {
             bail!("Resize of the batch or channel axis is not supported");
         }
@@ -1444,8 +1537,22 @@ impl Importer {
             coord,
         };
         let x = self.value(&n.input[0])?;
-        self.emit(n, COp::Resize { geom }, vec![x], out);
+        self.emit(n, COp::Resize { geom }, vec![x], out)?;
         Ok(())
+    }
+}
+
+/// Inputs an operator cannot do without (ONNX's required inputs).
+fn min_inputs(op: &str, opset: i64) -> usize {
+    match op {
+        "BatchNormalization" => 5,
+        "LSTM" | "Range" => 3,
+        "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "PRelu" | "Gather"
+        | "Equal" | "Less" | "Greater" | "Expand" => 2,
+        "Reshape" if opset >= 5 => 2,
+        "Slice" if opset >= 10 => 3,
+        "Constant" => 0,
+        _ => 1,
     }
 }
 
@@ -1469,14 +1576,29 @@ fn conv_out(
     d: &[usize],
     pads: &[usize],
 ) -> Result<(usize, usize, usize, usize)> {
-    let ekh = (kh - 1) * d[0] + 1;
-    let ekw = (kw - 1) * d[1] + 1;
+    // Callers pass attributes checked by `window_attr`/`pads_attr`; the
+    // arithmetic is checked anyway, so no value can divide by zero or wrap.
+    if kh == 0
+        || kw == 0
+        || s.len() < 2
+        || d.len() < 2
+        || s[..2].contains(&0)
+        || d[..2].contains(&0)
+    {
+        bail!("window {kh}x{kw}, strides {s:?} and dilations {d:?} must all be >= 1");
+    }
+    let too_big = || anyhow!("window {kh}x{kw} with dilations {d:?} and pads {pads:?} overflows");
+    let span = |k: usize, d: usize| (k - 1).checked_mul(d).and_then(|v| v.checked_add(1));
+    let ekh = span(kh, d[0]).ok_or_else(too_big)?;
+    let ekw = span(kw, d[1]).ok_or_else(too_big)?;
     match auto {
         "NOTSET" | "" => {
             if pads.len() != 4 {
                 bail!("pads {pads:?} must have 4 values");
             }
-            let (h, w) = (ih + pads[0] + pads[2], iw + pads[1] + pads[3]);
+            let padded = |i: usize, a: usize, b: usize| i.checked_add(a)?.checked_add(b);
+            let h = padded(ih, pads[0], pads[2]).ok_or_else(too_big)?;
+            let w = padded(iw, pads[1], pads[3]).ok_or_else(too_big)?;
             if h < ekh || w < ekw {
                 bail!("window {kh}x{kw} larger than the padded input {h}x{w}");
             }
@@ -1489,10 +1611,20 @@ fn conv_out(
             Ok((0, 0, (ih - ekh) / s[0] + 1, (iw - ekw) / s[1] + 1))
         }
         "SAME_UPPER" | "SAME_LOWER" => {
+            if ih == 0 || iw == 0 {
+                bail!("empty input {ih}x{iw}");
+            }
             let oh = ih.div_ceil(s[0]);
             let ow = iw.div_ceil(s[1]);
-            let th = ((oh - 1) * s[0] + ekh).saturating_sub(ih);
-            let tw = ((ow - 1) * s[1] + ekw).saturating_sub(iw);
+            // (o - 1) * s < i, so these cannot overflow beyond i + span.
+            let th = ((oh - 1) * s[0])
+                .checked_add(ekh)
+                .ok_or_else(too_big)?
+                .saturating_sub(ih);
+            let tw = ((ow - 1) * s[1])
+                .checked_add(ekw)
+                .ok_or_else(too_big)?
+                .saturating_sub(iw);
             let (pt, pl) = if auto == "SAME_UPPER" {
                 (th / 2, tw / 2)
             } else {
@@ -1502,6 +1634,38 @@ fn conv_out(
         }
         other => bail!("auto_pad '{other}' is not supported"),
     }
+}
+
+/// A window attribute (`kernel_shape`, `strides`, `dilations`): one value of
+/// at least 1 per spatial axis (1 when absent). Zero strides divided by zero
+/// in the output size before (issue 12 L); now they name the attribute.
+fn window_attr(a: &Attrs, name: &str, spatial: usize) -> Result<Vec<usize>> {
+    let Some(v) = a.ints(name) else {
+        return Ok(vec![1; spatial]);
+    };
+    if v.len() != spatial || v.iter().any(|&x| x < 1) {
+        bail!("attribute {name}={v:?} must hold {spatial} value(s), each >= 1");
+    }
+    v.iter()
+        .map(|&x| usize::try_from(x).map_err(|_| anyhow!("attribute {name}={v:?} is too large")))
+        .collect()
+}
+
+/// The `pads` attribute: `2 * spatial` non-negative values (zeros when
+/// absent), in ONNX order (all begins, then all ends).
+fn pads_attr(a: &Attrs, spatial: usize) -> Result<Vec<usize>> {
+    let Some(v) = a.ints("pads") else {
+        return Ok(vec![0; 2 * spatial]);
+    };
+    if v.len() != 2 * spatial || v.iter().any(|&x| x < 0) {
+        bail!(
+            "attribute pads={v:?} must hold {} values, each >= 0",
+            2 * spatial
+        );
+    }
+    v.iter()
+        .map(|&x| usize::try_from(x).map_err(|_| anyhow!("attribute pads={v:?} is too large")))
+        .collect()
 }
 
 /// Rewrites `Mul(x, Sigmoid(x))` into one SiLU so int8 runs it as one table.
@@ -1544,3 +1708,230 @@ impl Importer {
 
 pub(crate) use Attrs as NodeAttrs;
 pub(crate) use Importer as OnnxImporter;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
+    use tract_onnx::pb::type_proto::{Tensor as TensorType, Value as TypeValue};
+
+    fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn int(name: &str, v: i64) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Int as i32,
+            i: v,
+            ..Default::default()
+        }
+    }
+
+    fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(TypeValue::TensorType(TensorType {
+                    elem_type: DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(Dim::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// X [1, 2, 8, 8] -> `node` -> Y, with `inits` as initializers.
+    fn model(node: pb::NodeProto, inits: Vec<pb::TensorProto>) -> pb::ModelProto {
+        pb::ModelProto {
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                node: vec![node],
+                initializer: inits,
+                input: vec![value_info("X", &[1, 2, 8, 8])],
+                output: vec![value_info("Y", &[])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn weights(dims: &[i64]) -> pb::TensorProto {
+        let n = dims.iter().product::<i64>() as usize;
+        pb::TensorProto {
+            name: "W".into(),
+            dims: dims.to_vec(),
+            data_type: DataType::Float as i32,
+            float_data: vec![0.5; n],
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+        pb::NodeProto {
+            name: format!("the_{op}"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["Y".into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn import_err(m: &pb::ModelProto) -> String {
+        format!(
+            "{:#}",
+            import_proto(m, Path::new("t.onnx")).expect_err("hostile model was accepted")
+        )
+    }
+
+    fn conv(attrs: Vec<pb::AttributeProto>) -> pb::ModelProto {
+        model(
+            node("Conv", &["X", "W"], attrs),
+            vec![weights(&[4, 2, 3, 3])],
+        )
+    }
+
+    #[test]
+    fn valid_conv_and_pool_import() {
+        let g = import_proto(&conv(vec![ints("strides", &[2, 2])]), Path::new("t.onnx")).unwrap();
+        assert_eq!(g.values[g.outputs[0]].shape, [1, 4, 3, 3]);
+        let pool = model(
+            node(
+                "MaxPool",
+                &["X"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ),
+            vec![],
+        );
+        let g = import_proto(&pool, Path::new("t.onnx")).unwrap();
+        assert_eq!(g.values[g.outputs[0]].shape, [1, 2, 4, 4]);
+    }
+
+    /// Issue 12 L: a zero stride divided by zero in `strix convert`. Every
+    /// degenerate window attribute is now an error naming the node and the
+    /// attribute, for Conv and for pooling.
+    #[test]
+    fn degenerate_window_attributes_are_refused() {
+        let cases: Vec<(Vec<pb::AttributeProto>, &str)> = vec![
+            (vec![ints("strides", &[0, 1])], "strides=[0, 1]"),
+            (vec![ints("strides", &[1, -2])], "strides=[1, -2]"),
+            (vec![ints("strides", &[1])], "strides=[1]"),
+            (vec![ints("dilations", &[0, 0])], "dilations=[0, 0]"),
+            (vec![ints("pads", &[-1, 0, 0, 0])], "pads=[-1, 0, 0, 0]"),
+            (vec![ints("pads", &[1, 1])], "pads=[1, 1]"),
+            (vec![ints("pads", &[i64::MAX; 4])], "overflows"),
+            (
+                vec![ints("dilations", &[i64::MAX, 1])],
+                "larger than the padded input",
+            ),
+            (vec![ints("kernel_shape", &[0, 3])], "kernel_shape=[0, 3]"),
+            (vec![int("group", 0)], "group=0"),
+            (vec![int("group", 3)], "inconsistent Conv"),
+            (
+                vec![
+                    ints("strides", &[0, 0]),
+                    pb::AttributeProto {
+                        name: "auto_pad".into(),
+                        r#type: AttributeType::String as i32,
+                        s: b"SAME_UPPER".to_vec(),
+                        ..Default::default()
+                    },
+                ],
+                "strides=[0, 0]",
+            ),
+        ];
+        for (attrs, want) in cases {
+            let err = import_err(&conv(attrs));
+            assert!(err.contains("node 'the_Conv' (Conv"), "{err}");
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let err = import_err(&model(
+            node("Conv", &["X", "W"], vec![]),
+            vec![weights(&[4, 2, 0, 3])],
+        ));
+        assert!(err.contains("empty kernel"), "{err}");
+
+        for (attrs, want) in [
+            (vec![ints("kernel_shape", &[2, 0])], "kernel_shape=[2, 0]"),
+            (vec![ints("kernel_shape", &[-2, 2])], "kernel_shape=[-2, 2]"),
+            (
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[0, 2])],
+                "strides=[0, 2]",
+            ),
+            (
+                vec![ints("kernel_shape", &[2, 2]), ints("pads", &[0, 0, -1, 0])],
+                "pads=",
+            ),
+            (
+                vec![ints("kernel_shape", &[2, 2]), ints("pads", &[i64::MAX; 4])],
+                "overflows",
+            ),
+        ] {
+            for op in ["MaxPool", "AveragePool"] {
+                let err = import_err(&model(node(op, &["X"], attrs.clone()), vec![]));
+                assert!(err.contains(&format!("node 'the_{op}' ({op}")), "{err}");
+                assert!(err.contains(want), "{want}: {err}");
+            }
+        }
+    }
+
+    /// Missing inputs, huge declared shapes and inconsistent attributes of
+    /// other operators are errors too, not panics or huge allocations.
+    #[test]
+    fn malformed_nodes_are_errors_not_panics() {
+        let err = import_err(&model(node("Conv", &["X"], vec![]), vec![]));
+        assert!(err.contains("needs at least 2 input(s), has 1"), "{err}");
+        let mut no_out = node("Relu", &["X"], vec![]);
+        no_out.output.clear();
+        assert!(import_err(&model(no_out, vec![])).contains("has no outputs"));
+
+        let mut huge = model(node("Relu", &["X"], vec![]), vec![]);
+        huge.graph.as_mut().unwrap().input = vec![value_info("X", &[1, 1 << 40, 1 << 40])];
+        assert!(import_err(&huge).contains("elements"));
+        // A constant whose dimensions multiply to 0 mod 2^64 with no data.
+        let mut wrap = weights(&[1 << 32, 1 << 32]);
+        wrap.float_data.clear();
+        let err = import_err(&model(node("Add", &["X", "W"], vec![]), vec![wrap]));
+        assert!(err.contains("elements"), "{err}");
+
+        let err = import_err(&model(
+            node("Transpose", &["X"], vec![ints("perm", &[0, 0, 1, 2])]),
+            vec![],
+        ));
+        assert!(err.contains("not a permutation"), "{err}");
+        let err = import_err(&model(
+            node("Softmax", &["X"], vec![int("axis", 4)]),
+            vec![],
+        ));
+        assert!(err.contains("out of range"), "{err}");
+        let err = import_err(&model(
+            node("Pad", &["X", "W"], vec![]),
+            vec![pb::TensorProto {
+                name: "W".into(),
+                dims: vec![8],
+                data_type: DataType::Int64 as i32,
+                int64_data: vec![0, 0, 0, i64::MAX, 0, 0, 0, i64::MAX],
+                ..Default::default()
+            }],
+        ));
+        assert!(err.contains("overflows"), "{err}");
+    }
+}

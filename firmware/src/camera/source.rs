@@ -41,8 +41,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> MediaError + '_ {
 }
 
 /// Largest frame accepted (pixels), so a corrupt header cannot make us
-/// allocate gigabytes.
-const MAX_PIXELS: usize = 8192 * 8192;
+/// allocate gigabytes: the limit every image reader shares.
+const MAX_PIXELS: usize = strix_runtime::limits::MAX_IMAGE_PIXELS;
 
 /// A stream of frames.
 pub trait Source: Send {
@@ -100,11 +100,11 @@ pub fn open(path: &Path, fps: f32) -> Result<Box<dyn Source>, MediaError> {
     }
 }
 
-/// Decodes an encoded image (JPEG, PNG, BMP) to RGB8.
+/// Decodes an encoded image (JPEG, PNG, BMP) to RGB8, refusing images above
+/// the runtime's limits (`strix_runtime::limits`) before decoding them.
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image, MediaError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| bad(path, format!("cannot decode image: {e}")))?;
-    let rgb = img.to_rgb8();
+    let rgb = strix_runtime::preprocess::decode_image_rgb8(bytes)
+        .map_err(|e| bad(path, e.to_string()))?;
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     Ok(Image {
         width: w,
@@ -534,6 +534,51 @@ mod tests {
 
     fn write(path: &Path, bytes: &[u8]) {
         std::fs::write(path, bytes).unwrap();
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A camera directory holding a 1x1 grey PNG whose IHDR is rewritten to
+    /// declare 20000x20000 pixels (issue 12's 400 KB bomb cost strixd
+    /// 1.57 GB): the frame is refused, naming the file and its size, and the
+    /// source goes on to the next file.
+    #[test]
+    fn image_bomb_in_camera_dir_is_refused() {
+        let mut png = Vec::new();
+        image::GrayImage::new(1, 1)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let good = png.clone();
+        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("a.png"), &png);
+        write(&dir.path().join("b.png"), &good);
+        let mut src = open(dir.path(), 10.0).unwrap();
+        let start = std::time::Instant::now();
+        let err = src.next_frame().unwrap_err().to_string();
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            err.contains("a.png") && err.contains("20000x20000 pixels"),
+            "{err}"
+        );
+        let frame = src.next_frame().unwrap().unwrap();
+        assert_eq!((frame.width, frame.height), (1, 1));
     }
 
     #[test]
