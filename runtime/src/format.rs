@@ -138,8 +138,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// [`INFLATE_SLACK`], and never more than [`MAX_FILE_BYTES`]. Checked on the
 /// declared raw lengths before anything is inflated, so a small file cannot
 /// make the loader allocate much more than the file itself (a zlib stream
-/// can expand ~1000x). Real models compress far less: weights by under 2x,
-/// the graph JSON by ~5-10x, and the graph is a small part of the file.
+/// can expand ~1000x). Real models inflate far less: the bundled and bench
+/// models by 0.06x to 2.5x in total (int8 weights are stored raw; f32
+/// weights compress under 2x); only the graph JSON compresses well, up to
+/// ~16x, and it is a small part of any model but a tiny one.
 pub fn inflate_budget(file_len: u64) -> u64 {
     file_len
         .saturating_mul(INFLATE_RATIO)
@@ -147,7 +149,7 @@ pub fn inflate_budget(file_len: u64) -> u64 {
         .min(MAX_FILE_BYTES)
 }
 /// See [`inflate_budget`].
-pub const INFLATE_RATIO: u64 = 8;
+pub const INFLATE_RATIO: u64 = 16;
 /// See [`inflate_budget`]: room for the graph of a tiny model.
 pub const INFLATE_SLACK: u64 = 1 << 20;
 
@@ -593,7 +595,7 @@ pub(crate) mod tests {
     #[test]
     fn the_budget_is_proportional_and_capped() {
         assert_eq!(inflate_budget(0), INFLATE_SLACK);
-        assert_eq!(inflate_budget(1000), 8000 + INFLATE_SLACK);
+        assert_eq!(inflate_budget(1000), 16_000 + INFLATE_SLACK);
         assert_eq!(inflate_budget(u64::MAX), MAX_FILE_BYTES);
     }
 

@@ -43,16 +43,19 @@ impl Workers {
         let tl = if threads > 1 { p.tile } else { 0 };
         let per_thread = |len: usize, what: &str| {
             len.checked_mul(threads).ok_or_else(|| {
-                Error::Argument(format!("{threads} threads of {len}-element {what} overflow"))
+                Error::Argument(format!(
+                    "{threads} threads of {len}-element {what} overflow"
+                ))
             })
         };
         let scratch = try_vec(per_thread(p.scratch, "scratch")?, 0, "im2row scratch")?;
         let tiles = try_vec(per_thread(tl, "tiles")?, 0.0, "gemm output tiles")?;
         let scratch_f32 = try_vec(p.scratch_f32, 0.0, "f32 im2col scratch")?;
         let pool = if threads > 1 {
-            Some(Pool::new(threads).map_err(|e| {
-                Error::Argument(format!("cannot start {threads} threads: {e}"))
-            })?)
+            Some(
+                Pool::new(threads)
+                    .map_err(|e| Error::Argument(format!("cannot start {threads} threads: {e}")))?,
+            )
         } else {
             None
         };

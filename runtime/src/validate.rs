@@ -68,7 +68,9 @@ pub fn validate(g: &Graph, c: &Consts) -> Result<()> {
         let product = |zero_as_one: bool| {
             t.shape
                 .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(if zero_as_one { d.max(1) } else { d }))
+                .try_fold(1usize, |a, &d| {
+                    a.checked_mul(if zero_as_one { d.max(1) } else { d })
+                })
                 .filter(|&l| l < MAX_ELEMENTS)
         };
         let len = product(false)
@@ -294,9 +296,10 @@ fn axis_ok(
     })?;
     // pad < ext <= MAX_AXIS and input < MAX_ELEMENTS: no overflow.
     let padded = input + pad;
-    want(padded.checked_add(ext).is_some_and(|e| e <= MAX_AXIS), || {
-        format!("{axis}: input {input} with padding {pad} and window {ext} is too large")
-    })?;
+    want(
+        padded.checked_add(ext).is_some_and(|e| e <= MAX_AXIS),
+        || format!("{axis}: input {input} with padding {pad} and window {ext} is too large"),
+    )?;
     let lo = if padded >= ext {
         (padded - ext) / stride + 1
     } else {
@@ -355,11 +358,17 @@ fn conv_ok(geom: &ConvGeometry, x: &Tensor, out: &Tensor) -> std::result::Result
     // of a tensor validation has bounded.
     let expect = shape(geom.in_c, geom.in_h, geom.in_w);
     want(x.shape == expect, || {
-        format!("input {:?} does not match the geometry ({expect:?})", x.shape)
+        format!(
+            "input {:?} does not match the geometry ({expect:?})",
+            x.shape
+        )
     })?;
     let expect = shape(geom.out_c, geom.out_h, geom.out_w);
     want(out.shape == expect, || {
-        format!("output {:?} does not match the geometry ({expect:?})", out.shape)
+        format!(
+            "output {:?} does not match the geometry ({expect:?})",
+            out.shape
+        )
     })?;
     Ok(batch)
 }
@@ -461,7 +470,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             want(k <= MAX_QS8_REDUCTION, || {
                 format!("reduction {k} exceeds the int8 bound")
             })?;
-            want(zp_ok(q.in_zp) && zp_ok(q.out_zp), || "bad zero point".into())?;
+            want(zp_ok(q.in_zp) && zp_ok(q.out_zp), || {
+                "bad zero point".into()
+            })?;
             qact_ok(q.act_min, q.act_max)?;
         }
         Op::QConvSparse { geom, q } => {
@@ -498,7 +509,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             .map_err(|e| format!("sparse weights: {e}"))?;
             want(t(4).len() == geom.out_c, || "bias size".into())?;
             rq_ok(5, geom.out_c)?;
-            want(zp_ok(q.in_zp) && zp_ok(q.out_zp), || "bad zero point".into())?;
+            want(zp_ok(q.in_zp) && zp_ok(q.out_zp), || {
+                "bad zero point".into()
+            })?;
             qact_ok(q.act_min, q.act_max)?;
             want(
                 fold_bias_sparse(&sw, &c.i32[konst(4)], q.in_zp).is_some(),
@@ -633,7 +646,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             let taps = mul("pooling window", geom.kh, geom.kw)?;
             if matches!(n.op, Op::AvgPool { .. }) && out.dtype == DType::I8 {
                 want(taps <= MAX_QS8_POOL_TAPS, || {
-                    format!("int8 average over {taps} taps exceeds the {MAX_QS8_POOL_TAPS}-tap bound")
+                    format!(
+                        "int8 average over {taps} taps exceeds the {MAX_QS8_POOL_TAPS}-tap bound"
+                    )
                 })?;
             }
             if out.dtype == DType::I8 {
@@ -708,12 +723,13 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
             want(*outer > 0 && *axis > 0 && *inner > 0, || {
                 format!("empty extent {outer} x {axis} x {inner}")
             })?;
-            let total = mul("outer x axis x inner", mul("outer x axis", *outer, *axis)?, *inner)?;
+            let total = mul(
+                "outer x axis x inner",
+                mul("outer x axis", *outer, *axis)?,
+                *inner,
+            )?;
             want(t(0).len() == total, || {
-                format!(
-                    "input {:?} is not {outer} x {axis} x {inner}",
-                    t(0).shape
-                )
+                format!("input {:?} is not {outer} x {axis} x {inner}", t(0).shape)
             })?;
             // outer * inner <= total: no overflow once total is known.
             let o = if matches!(n.op, Op::Softmax { .. }) {
@@ -817,7 +833,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
                 want(
                     s[d].checked_add(before[d])
                         .is_some_and(|end| out.shape[d] >= end),
-                    || format!("axis {d}: output {:?} cannot hold input {s:?} after padding {before:?}", out.shape),
+                    || {
+                        format!("axis {d}: output {:?} cannot hold input {s:?} after padding {before:?}", out.shape)
+                    },
                 )?;
             }
             want(
@@ -881,7 +899,9 @@ fn check_node(g: &Graph, c: &Consts, n: &Node) -> std::result::Result<(), String
                 .checked_input_len()
                 .zip(geom.checked_output_len())
                 .ok_or_else(|| format!("size of {geom:?} overflows"))?;
-            want(t(0).len() == il && out.len() == ol, || "size mismatch".into())?;
+            want(t(0).len() == il && out.len() == ol, || {
+                "size mismatch".into()
+            })?;
             if out.dtype == DType::I8 {
                 want(t(0).quant == out.quant, || {
                     "int8 resize must keep quantization".into()
@@ -932,7 +952,10 @@ fn gemm_ok(
     )?;
     let ol = mul("batch x m x n", mul("batch x m", batch, m)?, n)?;
     want(out.len() == ol, || {
-        format!("output has {} elements, expected {batch}x{m}x{n}", out.len())
+        format!(
+            "output has {} elements, expected {batch}x{m}x{n}",
+            out.len()
+        )
     })
 }
 
@@ -992,10 +1015,16 @@ mod tests {
     /// the kernels then indexed with the lie.
     #[test]
     fn wrapped_conv_dimensions_are_refused() {
-        let wrapped = GEOM.in_c.wrapping_mul(6 + (1 << 62)).wrapping_mul(GEOM.in_w);
+        let wrapped = GEOM
+            .in_c
+            .wrapping_mul(6 + (1 << 62))
+            .wrapping_mul(GEOM.in_w);
         assert_eq!(wrapped, GEOM.in_c * GEOM.in_h * GEOM.in_w);
         let e = err(|g| geom(g).in_h += 1 << 62);
-        assert!(e.contains("node conv (Conv)") && e.contains("height"), "{e}");
+        assert!(
+            e.contains("node conv (Conv)") && e.contains("height"),
+            "{e}"
+        );
         // And through the output, the weights and the reduction.
         let e = err(|g| geom(g).out_w += 1 << 62);
         assert!(e.contains("width"), "{e}");

@@ -37,7 +37,9 @@ impl PoolGeometry {
     }
     /// [`Self::output_len`], or `None` if it overflows `usize`.
     pub fn checked_output_len(&self) -> Option<usize> {
-        self.channels.checked_mul(self.out_h)?.checked_mul(self.out_w)
+        self.channels
+            .checked_mul(self.out_h)?
+            .checked_mul(self.out_w)
     }
     /// In-image window rows/cols `[y0, y1) x [x0, x1)` of output (oy, ox) and
     /// the divisor for average pooling.

@@ -1,4 +1,5 @@
-//! Hostile `.strix` files made from a real model (the KWS DS-CNN): size
+//! Hostile `.strix` files made from real models (the KWS DS-CNN, and
+//! FastestDet, on which a wrapped size gave silently wrong detections): size
 //! products that wrap around, disordered activation bounds and lying arena
 //! sizes. Each mutated model is re-sealed (written with correct checksums),
 //! so validation alone stands between it and the kernels: each must be a
@@ -14,8 +15,13 @@ fn kws() -> &'static Model {
     M.get_or_init(|| convert(&case("kws"), &scratch("hostile-model")).0)
 }
 
-fn load_mutated(f: impl FnOnce(&mut Model)) -> Result<Model, Error> {
-    let mut m = kws().clone();
+fn fastestdet() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| convert(&case("fastestdet"), &scratch("hostile-model")).0)
+}
+
+fn load_mutated(m: &Model, f: impl FnOnce(&mut Model)) -> Result<Model, Error> {
+    let mut m = m.clone();
     f(&mut m);
     let bytes = format::write(&m.meta, &m.graph, &m.consts);
     std::panic::catch_unwind(|| Model::from_bytes(&bytes)).expect("the loader panicked")
@@ -29,12 +35,26 @@ fn wrap_bump(other: usize) -> Option<usize> {
     (other != 0 && tz > 0).then(|| 1usize << (usize::BITS - tz))
 }
 
+#[test]
+fn size_products_that_wrap_are_refused_kws() {
+    let tried = wrap_every_node(kws());
+    for op in ["QConv", "AvgPool", "Softmax", "QGemmF32"] {
+        assert!(tried.contains_key(op), "no {op} tried: {tried:?}");
+    }
+}
+
+#[test]
+fn size_products_that_wrap_are_refused_fastestdet() {
+    let tried = wrap_every_node(fastestdet());
+    for op in ["QConv", "MaxPool"] {
+        assert!(tried.contains_key(op), "no {op} tried: {tried:?}");
+    }
+}
+
 /// Every node's wrap-around variant: one dimension of a size product bumped
 /// so that the product, computed in wrapping `usize` arithmetic as the
-/// loader did, is what it was.
-#[test]
-fn size_products_that_wrap_are_refused() {
-    let m = kws();
+/// loader did, is what it was. Returns how many nodes of each op were tried.
+fn wrap_every_node(m: &Model) -> std::collections::BTreeMap<&'static str, usize> {
     let mut tried = std::collections::BTreeMap::<&str, usize>::new();
     for (i, n) in m.graph.nodes.iter().enumerate() {
         let mut op = n.op.clone();
@@ -97,7 +117,7 @@ fn size_products_that_wrap_are_refused() {
         if !ok {
             continue;
         }
-        let e = load_mutated(|m| m.graph.nodes[i].op = op)
+        let e = load_mutated(m, |m| m.graph.nodes[i].op = op)
             .err()
             .unwrap_or_else(|| panic!("node {i} ({}) with a wrapped size loaded", n.op.name()))
             .to_string();
@@ -107,14 +127,8 @@ fn size_products_that_wrap_are_refused() {
         );
         *tried.entry(n.op.name()).or_default() += 1;
     }
-    eprintln!("wrapped sizes refused: {tried:?}");
-    for op in ["QConv", "AvgPool", "Softmax"] {
-        assert!(tried.contains_key(op), "no {op} tried: {tried:?}");
-    }
-    assert!(
-        tried.contains_key("QGemm") || tried.contains_key("QGemmF32"),
-        "no gemm tried: {tried:?}"
-    );
+    eprintln!("{}: wrapped sizes refused: {tried:?}", m.meta.name);
+    tried
 }
 
 /// `act_min > act_max` on every node that has activation bounds: the f32
@@ -144,7 +158,7 @@ fn disordered_activation_bounds_are_refused() {
             Op::QMul { p } => (p.act_min, p.act_max) = (10, -10),
             _ => continue,
         }
-        let e = load_mutated(|m| m.graph.nodes[i].op = op)
+        let e = load_mutated(m, |m| m.graph.nodes[i].op = op)
             .err()
             .unwrap_or_else(|| panic!("node {i} ({}) with act_min > act_max loaded", n.op.name()))
             .to_string();
@@ -171,10 +185,12 @@ fn lying_arena_sizes_are_refused() {
         (need.0 + 16, need.1),
         (need.0, need.1 + 16),
     ] {
-        let e = load_mutated(|m| (m.graph.arena_i8, m.graph.arena_f32) = (i8s, f32s))
-            .err()
-            .unwrap_or_else(|| panic!("arenas of {i8s} / {f32s} elements loaded"))
-            .to_string();
+        let e = load_mutated(kws(), |m| {
+            (m.graph.arena_i8, m.graph.arena_f32) = (i8s, f32s)
+        })
+        .err()
+        .unwrap_or_else(|| panic!("arenas of {i8s} / {f32s} elements loaded"))
+        .to_string();
         assert!(
             e.contains("declares") && e.contains("but its tensors need"),
             "{e}"
