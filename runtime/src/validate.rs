@@ -286,6 +286,11 @@ fn axis_ok(
     want(input > 0 && kernel > 0 && stride > 0 && dil > 0, || {
         format!("{axis}: input {input}, kernel {kernel}, stride {stride} and dilation {dil} must be non-zero")
     })?;
+    // Past the input a stride only matters with one output (and a dilation
+    // with a one-tap kernel), but the kernels still multiply by them.
+    want(stride <= MAX_AXIS && dil <= MAX_AXIS, || {
+        format!("{axis}: stride {stride} or dilation {dil} is too large")
+    })?;
     let ext = (kernel - 1)
         .checked_mul(dil)
         .and_then(|e| e.checked_add(1))
