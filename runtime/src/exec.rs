@@ -3,7 +3,7 @@
 //! `Session::new` allocates the arenas once (prepare); `Session::run` executes
 //! every node without allocating or locking (eval).
 
-use crate::error::{Error, Result};
+use crate::error::{try_vec, Error, Result};
 use crate::graph::{Consts, DType, Graph, Node, Op, Storage, Tensor};
 use crate::model::Model;
 use crate::par::{self, Workers};
@@ -31,24 +31,29 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     /// A single-threaded session. Allocates the arenas (the only allocation
-    /// of a session's life).
+    /// of a session's life): exactly what the validated graph's tensors
+    /// need, at most `validate::MAX_ARENA_BYTES`.
+    ///
+    /// Panics (a catchable panic, not an abort) if the system cannot
+    /// allocate the arenas; [`Session::with_threads`] returns that as an
+    /// error instead.
     pub fn new(model: &'m Model) -> Self {
-        Self::with_threads(model, 1).expect("one thread starts no worker")
+        Self::with_threads(model, 1).unwrap_or_else(|e| panic!("Session::new: {e}"))
     }
 
     /// A session whose heavy ops (convolutions, depthwise convolutions, fully
     /// connected layers) run on `threads` threads: the caller plus
     /// `threads - 1` workers started here and stopped when the session drops.
-    /// Outputs are bit-identical for every thread count. Fails only if the
-    /// OS refuses to start a thread.
+    /// Outputs are bit-identical for every thread count. Fails if the OS
+    /// refuses to start a thread or to allocate the arenas and scratch
+    /// (reserved fallibly: a refusal is an error, not an abort).
     pub fn with_threads(model: &'m Model, threads: usize) -> Result<Self> {
         let g = &model.graph;
-        let workers = Workers::new(&model.prepared, threads)
-            .map_err(|e| Error::Argument(format!("cannot start {threads} threads: {e}")))?;
+        let workers = Workers::new(&model.prepared, threads)?;
         Ok(Session {
             model,
-            a8: vec![0; g.arena_i8],
-            a32: vec![0.0; g.arena_f32],
+            a8: try_vec(g.arena_i8, 0, "the int8 arena")?,
+            a32: try_vec(g.arena_f32, 0.0, "the f32 arena")?,
             workers,
         })
     }

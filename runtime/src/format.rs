@@ -24,7 +24,7 @@
 //! alignment and every checksum before parsing anything, then validates the
 //! graph against the constants.
 
-use crate::error::{Error, Result};
+use crate::error::{try_vec, try_vec_empty, Error, Result};
 use crate::graph::{Consts, Graph};
 use crate::meta::ModelMeta;
 use sha2::{Digest, Sha256};
@@ -133,7 +133,42 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Most bytes the compressed sections of one file may inflate to, all
+/// together: [`INFLATE_RATIO`] times the file's length plus
+/// [`INFLATE_SLACK`], and never more than [`MAX_FILE_BYTES`]. Checked on the
+/// declared raw lengths before anything is inflated, so a small file cannot
+/// make the loader allocate much more than the file itself (a zlib stream
+/// can expand ~1000x). Real models inflate far less: the bundled and bench
+/// models by 0.06x to 2.5x in total (int8 weights are stored raw; f32
+/// weights compress under 2x); only the graph JSON compresses well, up to
+/// ~16x, and it is a small part of any model but a tiny one.
+pub fn inflate_budget(file_len: u64) -> u64 {
+    file_len
+        .saturating_mul(INFLATE_RATIO)
+        .saturating_add(INFLATE_SLACK)
+        .min(MAX_FILE_BYTES)
+}
+/// See [`inflate_budget`].
+pub const INFLATE_RATIO: u64 = 16;
+/// See [`inflate_budget`]: room for the graph of a tiny model.
+pub const INFLATE_SLACK: u64 = 1 << 20;
+
+/// One entry of the section table, its bounds already checked.
+struct Entry<'a> {
+    tag: &'a [u8; 8],
+    /// Stored bytes (checksum verified).
+    body: &'a [u8],
+    /// Inflated length if compressed, else 0.
+    raw_len: u64,
+}
+
 /// Parses and checks a container; returns its parts (the graph not yet validated).
+///
+/// Memory: besides `bytes`, at most [`inflate_budget`]`(bytes.len())` bytes
+/// of inflated sections plus the decoded constants (each no larger than its
+/// section); unknown sections are skipped without being inflated. Every
+/// buffer sized from the file is reserved fallibly: an allocation the
+/// system refuses is an error, not an abort.
 pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     if bytes.len() < HEADER {
         return Err(Error::Format(format!(
@@ -171,7 +206,10 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     if Sha256::digest(table).as_slice() != &bytes[24..56] {
         return Err(Error::Corrupt("section table checksum mismatch".into()));
     }
-    let mut found: [Option<std::borrow::Cow<[u8]>>; 6] = Default::default();
+    // First pass: bounds, checksums, duplicates and the inflation budget,
+    // before any section is inflated.
+    let mut known: [Option<Entry>; 6] = Default::default();
+    let mut inflated = 0u64;
     for e in table.chunks(ENTRY) {
         let tag: &[u8; 8] = e[..8].try_into().expect("8 bytes");
         let off = u64_at(e, 8);
@@ -198,41 +236,32 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
                 tag_name(tag)
             )));
         }
-        let raw_len = u64_at(e, 24);
-        let body: std::borrow::Cow<[u8]> = if raw_len == 0 {
-            std::borrow::Cow::Borrowed(body)
-        } else {
-            if raw_len > MAX_FILE_BYTES {
-                return Err(Error::Corrupt(format!(
-                    "section {} claims {raw_len} bytes",
-                    tag_name(tag)
-                )));
-            }
-            let raw =
-                miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(body, raw_len as usize)
-                    .map_err(|e| {
-                        Error::Corrupt(format!(
-                            "section {} does not decompress: {e:?}",
-                            tag_name(tag)
-                        ))
-                    })?;
-            if raw.len() as u64 != raw_len {
-                return Err(Error::Corrupt(format!(
-                    "section {} decompresses to the wrong size",
-                    tag_name(tag)
-                )));
-            }
-            std::borrow::Cow::Owned(raw)
+        // Unknown sections are skipped (later minor versions may add some),
+        // and never inflated: their raw length costs nothing.
+        let Some(i) = TAGS.iter().position(|t| *t == tag) else {
+            continue;
         };
-        if let Some(i) = TAGS.iter().position(|t| *t == tag) {
-            if found[i].replace(body).is_some() {
-                return Err(Error::Corrupt(format!(
-                    "duplicate section {}",
-                    tag_name(tag)
-                )));
-            }
+        let raw_len = u64_at(e, 24);
+        inflated = inflated.saturating_add(raw_len);
+        if known[i].replace(Entry { tag, body, raw_len }).is_some() {
+            return Err(Error::Corrupt(format!(
+                "duplicate section {}",
+                tag_name(tag)
+            )));
         }
-        // Unknown sections are skipped: later minor versions may add some.
+    }
+    let budget = inflate_budget(declared);
+    if inflated > budget {
+        return Err(Error::Corrupt(format!(
+            "sections claim {inflated} bytes once inflated, over the {budget}-byte budget \
+             of a {declared}-byte file"
+        )));
+    }
+    let mut found: [Option<std::borrow::Cow<[u8]>>; 6] = Default::default();
+    for (slot, entry) in found.iter_mut().zip(known) {
+        if let Some(e) = entry {
+            *slot = Some(inflate(&e)?);
+        }
     }
     let get = |i: usize| {
         found[i]
@@ -243,48 +272,67 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         .map_err(|e| Error::Corrupt(format!("metadata section: {e}")))?;
     let graph: Graph = serde_json::from_slice(get(1)?)
         .map_err(|e| Error::Corrupt(format!("graph section: {e}")))?;
-    let words = |b: &[u8], what: &str| {
-        if !b.len().is_multiple_of(4) {
-            Err(Error::Corrupt(format!(
-                "{what} section length {} is not a multiple of 4",
-                b.len()
-            )))
-        } else {
-            Ok(b.chunks_exact(4)
-                .map(|c| <[u8; 4]>::try_from(c).expect("4 bytes"))
-                .collect::<Vec<_>>())
-        }
-    };
     let cf16 = found[CF16].as_deref().unwrap_or_default();
     if version == VERSION_F32 && !cf16.is_empty() {
         return Err(Error::Corrupt(
             "a version 1 file has a CF16 section (f16 constants need version 2)".into(),
         ));
     }
-    if !cf16.len().is_multiple_of(2) {
-        return Err(Error::Corrupt(format!(
-            "CF16 section length {} is not a multiple of 2 (f16 values are 2 bytes)",
-            cf16.len()
-        )));
-    }
     let consts = Consts {
-        i8: get(2)?.iter().map(|&v| v as i8).collect(),
-        i32: words(get(3)?, "CI32")?
-            .into_iter()
-            .map(i32::from_le_bytes)
-            .collect(),
-        f32: words(get(4)?, "CF32")?
-            .into_iter()
-            .map(f32::from_le_bytes)
-            .collect(),
+        i8: decode(get(2)?, "CI8", |[b]| b as i8)?,
+        i32: decode(get(3)?, "CI32", i32::from_le_bytes)?,
+        f32: decode(get(4)?, "CF32", f32::from_le_bytes)?,
         // Finiteness is checked by validation, which also covers graphs
         // built in memory by the compiler.
-        f16: cf16
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-            .collect(),
+        f16: decode(cf16, "CF16", half::f16::from_le_bytes)?,
     };
     Ok((meta, graph, consts))
+}
+
+/// The section's raw bytes: borrowed if stored raw, else inflated into a
+/// buffer of exactly the declared length (reserved fallibly).
+fn inflate<'a>(e: &Entry<'a>) -> Result<std::borrow::Cow<'a, [u8]>> {
+    use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+    use miniz_oxide::inflate::TINFLStatus;
+    if e.raw_len == 0 {
+        return Ok(std::borrow::Cow::Borrowed(e.body));
+    }
+    let name = tag_name(e.tag);
+    // The budget keeps raw_len <= MAX_FILE_BYTES, which fits usize.
+    let raw_len = usize::try_from(e.raw_len)
+        .map_err(|_| Error::Corrupt(format!("section {name} claims {} bytes", e.raw_len)))?;
+    let mut out = try_vec(raw_len, 0u8, &format!("section {name}"))?;
+    let mut d = Box::<DecompressorOxide>::default();
+    let flags = inflate_flags::TINFL_FLAG_PARSE_ZLIB_HEADER
+        | inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    // The whole stream in one call: it ends (Done), wants more room than
+    // declared (HasMoreOutput), or is truncated or malformed.
+    let (status, _, written) = decompress(&mut d, e.body, &mut out, 0, flags);
+    match status {
+        TINFLStatus::Done if written == raw_len => Ok(std::borrow::Cow::Owned(out)),
+        TINFLStatus::Done | TINFLStatus::HasMoreOutput => Err(Error::Corrupt(format!(
+            "section {name} decompresses to the wrong size (declared {raw_len} bytes)"
+        ))),
+        s => Err(Error::Corrupt(format!(
+            "section {name} does not decompress: {s:?}"
+        ))),
+    }
+}
+
+/// A constant pool from its little-endian bytes, `N` per value.
+fn decode<T, const N: usize>(b: &[u8], what: &str, f: impl Fn([u8; N]) -> T) -> Result<Vec<T>> {
+    if !b.len().is_multiple_of(N) {
+        return Err(Error::Corrupt(format!(
+            "{what} section length {} is not a multiple of {N}",
+            b.len()
+        )));
+    }
+    let mut v = try_vec_empty(b.len() / N, what)?;
+    v.extend(
+        b.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks of N"))),
+    );
+    Ok(v)
 }
 
 fn tag_name(t: &[u8; 8]) -> String {
@@ -470,6 +518,85 @@ pub(crate) mod tests {
             let e = load_err(&with_cf16(2, &b));
             assert!(e.contains("f16 constant 10") && e.contains("finite"), "{e}");
         }
+    }
+
+    /// The stored sections of `conv(.., false)` as the writer lays them out,
+    /// to be assembled with extra or altered ones.
+    fn conv_sections() -> Vec<([u8; 8], Vec<u8>, u64)> {
+        let (meta, g, c) = conv(&weights(), false);
+        let bytes = write(&meta, &g, &c);
+        let count = u32_at(&bytes, 12) as usize;
+        (0..count)
+            .map(|i| {
+                let e = &bytes[HEADER + i * ENTRY..][..ENTRY];
+                let (off, len) = (u64_at(e, 8) as usize, u64_at(e, 16) as usize);
+                (
+                    e[..8].try_into().unwrap(),
+                    bytes[off..off + len].to_vec(),
+                    u64_at(e, 24),
+                )
+            })
+            .collect()
+    }
+
+    fn assemble_owned(version: u32, s: &[([u8; 8], Vec<u8>, u64)]) -> Vec<u8> {
+        let refs: Vec<(&[u8; 8], &[u8], u64)> =
+            s.iter().map(|(t, b, r)| (t, b.as_slice(), *r)).collect();
+        assemble(version, &refs)
+    }
+
+    const JUNK: [u8; 8] = *b"JUNK\0\0\0\0";
+
+    /// Unknown sections are skipped without being inflated: a body that is
+    /// not even zlib, claiming 100 MiB or 1 TiB, costs nothing.
+    #[test]
+    fn unknown_sections_are_never_inflated() {
+        for raw_len in [100 << 20, 1 << 40] {
+            let mut s = conv_sections();
+            s.push((JUNK, b"not a zlib stream".to_vec(), raw_len));
+            crate::Model::from_bytes(&assemble_owned(1, &s)).unwrap();
+        }
+        // A real bomb: 100 MiB of zeros in ~100 KB.
+        let bomb = miniz_oxide::deflate::compress_to_vec_zlib(&vec![0u8; 100 << 20], 1);
+        assert!(bomb.len() < 1 << 20);
+        let mut s = conv_sections();
+        s.push((JUNK, bomb, 100 << 20));
+        crate::Model::from_bytes(&assemble_owned(1, &s)).unwrap();
+    }
+
+    /// Known sections may inflate to at most the budget relative to the
+    /// file, checked before inflating: here a valid graph JSON followed by
+    /// 64 MiB of whitespace (which serde_json would accept).
+    #[test]
+    fn inflation_beyond_the_budget_is_refused() {
+        let mut s = conv_sections();
+        let graph = s.iter_mut().find(|(t, ..)| t == TAGS[1]).unwrap();
+        let mut json = miniz_oxide::inflate::decompress_to_vec_zlib(&graph.1).unwrap();
+        json.resize(json.len() + (64 << 20), b' ');
+        graph.1 = miniz_oxide::deflate::compress_to_vec_zlib(&json, 1);
+        graph.2 = json.len() as u64;
+        let bytes = assemble_owned(1, &s);
+        assert!(bytes.len() < 1 << 20);
+        let e = load_err(&bytes);
+        let budget = inflate_budget(bytes.len() as u64);
+        assert!(
+            e.contains("sections claim") && e.contains(&format!("over the {budget}-byte budget")),
+            "{e}"
+        );
+        // A stream longer than it claims stops at the claim.
+        let graph = s.iter_mut().find(|(t, ..)| t == TAGS[1]).unwrap();
+        graph.2 = 1000;
+        let e = load_err(&assemble_owned(1, &s));
+        assert!(e.contains("GRAPH decompresses to the wrong size"), "{e}");
+    }
+
+    /// The budget leaves room for what the writer produces: the graph
+    /// JSON of a large model compresses ~10x but is a small part of it.
+    #[test]
+    fn the_budget_is_proportional_and_capped() {
+        assert_eq!(inflate_budget(0), INFLATE_SLACK);
+        assert_eq!(inflate_budget(1000), 16_000 + INFLATE_SLACK);
+        assert_eq!(inflate_budget(u64::MAX), MAX_FILE_BYTES);
     }
 
     #[test]

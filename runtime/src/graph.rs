@@ -316,9 +316,13 @@ impl Node {
 }
 
 impl Graph {
-    /// Arena bytes needed by one session.
+    /// Arena bytes needed by one session. Saturates at `usize::MAX` (an
+    /// unvalidated graph may declare anything; validation bounds a loaded
+    /// model's arenas by `validate::MAX_ARENA_BYTES`).
     pub fn arena_bytes(&self) -> usize {
-        self.arena_i8 + 4 * self.arena_f32
+        self.arena_f32
+            .saturating_mul(4)
+            .saturating_add(self.arena_i8)
     }
     /// Multiply-accumulates per inference as executed: a sparse conv counts
     /// only its stored blocks.

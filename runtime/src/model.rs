@@ -39,20 +39,64 @@ impl Model {
         Model::new(meta, graph, consts)
     }
 
+    /// Reads, parses and validates a `.strix` file.
+    ///
+    /// Only regular files are read: a directory, device (`/dev/zero`), FIFO
+    /// or socket is refused before it is opened (opening a FIFO would block
+    /// until a writer appears; a device would be read without end). At most
+    /// [`format::MAX_FILE_BYTES`] + 1 bytes are read, whatever the size the
+    /// file system reported, so a file growing under us cannot exceed the
+    /// limit either.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
         let path = path.as_ref();
         let io = |source| Error::Io {
             path: path.display().to_string(),
             source,
         };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > format::MAX_FILE_BYTES {
-            return Err(Error::Corrupt(format!(
-                "{} is {len} bytes, over the limit",
-                path.display()
-            )));
+        let not_regular = |kind: &str| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{kind}, not a regular file (a model must be a .strix file)"),
+            ))
+        };
+        let kind = |m: &std::fs::Metadata| {
+            let t = m.file_type();
+            if t.is_file() {
+                None
+            } else if t.is_dir() {
+                Some("a directory")
+            } else {
+                Some(special_kind(&t))
+            }
+        };
+        // `metadata` follows symlinks, as `open` does.
+        if let Some(k) = kind(&std::fs::metadata(path).map_err(io)?) {
+            return Err(not_regular(k));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        // Checked again on the open file: the path may have been replaced.
+        let meta = file.metadata().map_err(io)?;
+        if let Some(k) = kind(&meta) {
+            return Err(not_regular(k));
+        }
+        let too_big = |len: u64| {
+            Error::Corrupt(format!(
+                "{} is {len} bytes, over the {}-byte limit",
+                path.display(),
+                format::MAX_FILE_BYTES
+            ))
+        };
+        if meta.len() > format::MAX_FILE_BYTES {
+            return Err(too_big(meta.len()));
+        }
+        let mut bytes = crate::error::try_vec_empty(meta.len() as usize, "the model file")?;
+        file.take(format::MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > format::MAX_FILE_BYTES {
+            return Err(too_big(bytes.len() as u64));
+        }
         Model::from_bytes(&bytes)
     }
 
@@ -88,6 +132,28 @@ impl Model {
             source,
         })
     }
+}
+
+/// What a non-regular, non-directory file is, for [`Model::load`]'s error.
+#[cfg(unix)]
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "a special file"
 }
 
 #[cfg(test)]
@@ -150,6 +216,79 @@ mod tests {
         // produce something trivially close: outputs are O(1).
         assert!(worst > 0.0, "f16 weights gave bit-identical outputs");
         assert!(y32.iter().any(|v| v.abs() > 0.5));
+    }
+
+    /// `Model::load` on `path` in a thread: the error, or a panic if it
+    /// takes over 20 s (a blocked open or an endless read).
+    fn load_err_within_20s(path: &std::path::Path) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_path_buf();
+        // Detached: if it hangs, the test fails and the process ends it.
+        std::thread::spawn(move || {
+            let _ = tx.send(Model::load(&p).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("Model::load({}) hung", path.display()))
+            .expect_err("a non-regular file loaded")
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("strix-model-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn directories_are_refused() {
+        let d = temp_dir("dir");
+        let e = load_err_within_20s(&d);
+        assert!(e.contains("a directory, not a regular file"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// `/dev/zero` reports length 0 and never ends: read to EOF, it grew
+    /// until memory ran out.
+    #[cfg(unix)]
+    #[test]
+    fn devices_are_refused_before_reading() {
+        let e = load_err_within_20s(std::path::Path::new("/dev/zero"));
+        assert!(
+            e.contains("/dev/zero") && e.contains("a character device, not a regular file"),
+            "{e}"
+        );
+    }
+
+    /// Opening a FIFO for reading blocks until a writer appears: it must be
+    /// refused before it is opened.
+    #[cfg(unix)]
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let d = temp_dir("fifo");
+        let fifo = d.join("model.strix");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(st.success());
+        let e = load_err_within_20s(&fifo);
+        assert!(e.contains("a FIFO, not a regular file"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A regular file still loads, through a symlink too.
+    #[cfg(unix)]
+    #[test]
+    fn regular_files_and_symlinks_to_them_load() {
+        let d = temp_dir("regular");
+        let (meta, g, c) = conv(&noise(GEOM.weight_len(), 3), false);
+        let m = Model::new(meta, g, c).unwrap();
+        m.save(d.join("m.strix")).unwrap();
+        std::os::unix::fs::symlink(d.join("m.strix"), d.join("link.strix")).unwrap();
+        for p in ["m.strix", "link.strix"] {
+            assert_eq!(Model::load(d.join(p)).unwrap().to_bytes(), m.to_bytes());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

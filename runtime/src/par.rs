@@ -6,6 +6,7 @@
 //! Threads claim pieces from an atomic counter, which balances big.LITTLE
 //! cores without changing any result.
 
+use crate::error::{try_vec, Error};
 use crate::kernels::Prepared;
 use crate::pool::{Pool, SharedOut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,21 +36,36 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    pub(crate) fn new(p: &Prepared, threads: usize) -> std::io::Result<Workers> {
+    /// Buffers are reserved fallibly (an error, not an abort, when the
+    /// system refuses) before any thread starts.
+    pub(crate) fn new(p: &Prepared, threads: usize) -> crate::Result<Workers> {
         let threads = threads.max(1);
+        let tl = if threads > 1 { p.tile } else { 0 };
+        let per_thread = |len: usize, what: &str| {
+            len.checked_mul(threads).ok_or_else(|| {
+                Error::Argument(format!(
+                    "{threads} threads of {len}-element {what} overflow"
+                ))
+            })
+        };
+        let scratch = try_vec(per_thread(p.scratch, "scratch")?, 0, "im2row scratch")?;
+        let tiles = try_vec(per_thread(tl, "tiles")?, 0.0, "gemm output tiles")?;
+        let scratch_f32 = try_vec(p.scratch_f32, 0.0, "f32 im2col scratch")?;
         let pool = if threads > 1 {
-            Some(Pool::new(threads)?)
+            Some(
+                Pool::new(threads)
+                    .map_err(|e| Error::Argument(format!("cannot start {threads} threads: {e}")))?,
+            )
         } else {
             None
         };
-        let tl = if threads > 1 { p.tile } else { 0 };
         Ok(Workers {
             pool,
-            scratch: vec![0; p.scratch * threads],
+            scratch,
             sl: p.scratch,
-            tiles: vec![0.0; tl * threads],
+            tiles,
             tl,
-            scratch_f32: vec![0.0; p.scratch_f32],
+            scratch_f32,
         })
     }
 

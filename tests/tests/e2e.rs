@@ -2,6 +2,7 @@
 mod e2e {
     mod f16;
     mod hostile;
+    mod hostile_model;
     mod kws;
     mod models;
     mod prune;

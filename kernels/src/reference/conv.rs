@@ -58,6 +58,26 @@ impl ConvGeometry {
     pub fn macs(&self) -> usize {
         self.output_len() * self.k()
     }
+    /// [`Self::input_len`], or `None` if it overflows `usize` (for
+    /// validating untrusted geometries: the unchecked forms wrap in release).
+    pub fn checked_input_len(&self) -> Option<usize> {
+        self.in_c.checked_mul(self.in_h)?.checked_mul(self.in_w)
+    }
+    /// [`Self::output_len`], or `None` if it overflows `usize`.
+    pub fn checked_output_len(&self) -> Option<usize> {
+        self.out_c.checked_mul(self.out_h)?.checked_mul(self.out_w)
+    }
+    /// [`Self::k`], or `None` if it overflows `usize` or `groups` is 0.
+    pub fn checked_k(&self) -> Option<usize> {
+        self.in_c
+            .checked_div(self.groups)?
+            .checked_mul(self.kh)?
+            .checked_mul(self.kw)
+    }
+    /// [`Self::weight_len`], or `None` if it overflows `usize` or `groups` is 0.
+    pub fn checked_weight_len(&self) -> Option<usize> {
+        self.out_c.checked_mul(self.checked_k()?)
+    }
 }
 
 /// Quantization of an int8 convolution.

@@ -30,6 +30,17 @@ impl PoolGeometry {
     pub fn output_len(&self) -> usize {
         self.channels * self.out_h * self.out_w
     }
+    /// [`Self::input_len`], or `None` if it overflows `usize` (for
+    /// validating untrusted geometries: the unchecked forms wrap in release).
+    pub fn checked_input_len(&self) -> Option<usize> {
+        self.channels.checked_mul(self.in_h)?.checked_mul(self.in_w)
+    }
+    /// [`Self::output_len`], or `None` if it overflows `usize`.
+    pub fn checked_output_len(&self) -> Option<usize> {
+        self.channels
+            .checked_mul(self.out_h)?
+            .checked_mul(self.out_w)
+    }
     /// In-image window rows/cols `[y0, y1) x [x0, x1)` of output (oy, ox) and
     /// the divisor for average pooling.
     #[inline]

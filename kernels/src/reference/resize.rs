@@ -96,6 +96,15 @@ impl ResizeGeometry {
     pub fn output_len(&self) -> usize {
         self.planes * self.out_h * self.out_w
     }
+    /// [`Self::input_len`], or `None` if it overflows `usize` (for
+    /// validating untrusted geometries: the unchecked forms wrap in release).
+    pub fn checked_input_len(&self) -> Option<usize> {
+        self.planes.checked_mul(self.in_h)?.checked_mul(self.in_w)
+    }
+    /// [`Self::output_len`], or `None` if it overflows `usize`.
+    pub fn checked_output_len(&self) -> Option<usize> {
+        self.planes.checked_mul(self.out_h)?.checked_mul(self.out_w)
+    }
 }
 
 /// int8 resize with input and output sharing quantization. Bilinear uses
