@@ -10,7 +10,7 @@
 //! [`EnergyVad`] (energy + zero-crossing rate) is the fallback when no VAD
 //! model is configured.
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -496,10 +496,16 @@ pub fn start(
     ctx: Ctx,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let (tx, rx) = bounded::<Chunk>(64);
+    // The gauge holds the receiver weakly: when the analysis thread ends
+    // (or panics) the channel disconnects and capture stops, instead of a
+    // metrics closure keeping it alive and capture waiting on it forever.
+    let rx = Arc::new(rx);
     {
-        let r = rx.clone();
+        let r = Arc::downgrade(&rx);
         ctx.metrics
-            .gauge("strix_queue_depth{queue=\"audio\"}", move || r.len() as f64);
+            .gauge("strix_queue_depth{queue=\"audio\"}", move || {
+                r.upgrade().map_or(0.0, |r| r.len() as f64)
+            });
     }
     let c1 = (cfg.clone(), ctx.clone());
     let a = std::thread::Builder::new()
@@ -511,7 +517,7 @@ pub fn start(
         })?;
     let b = std::thread::Builder::new()
         .name("speech".into())
-        .spawn(move || analyse(cfg, &model, vad_model.as_deref(), keywords, rx, ctx))?;
+        .spawn(move || analyse(cfg, &model, vad_model.as_deref(), keywords, &rx, ctx))?;
     Ok(vec![a, b])
 }
 
@@ -548,19 +554,29 @@ fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) 
 
 /// Sends one chunk starting at sample `at` to the analysis thread and
 /// advances `at`. Never drops audio: when the queue is full it waits, and
-/// counts the wait. `false` when the analysis thread is gone.
+/// counts the wait. `false` when the analysis thread is gone or `stop` is
+/// set while waiting (the wait checks it every 100 ms, so a stop request is
+/// never stuck behind a full queue).
 fn hand_off(tx: &Sender<Chunk>, at: &mut u64, samples: Vec<f32>, ctx: &Ctx) -> bool {
     let n = samples.len() as u64;
     let chunk = Chunk { at: *at, samples };
     *at += n;
     ctx.metrics.audio_samples.fetch_add(n, Ordering::Relaxed);
-    match tx.try_send(chunk) {
-        Ok(()) => true,
-        Err(TrySendError::Full(c)) => {
-            ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
-            tx.send(c).is_ok()
+    let mut chunk = match tx.try_send(chunk) {
+        Ok(()) => return true,
+        Err(TrySendError::Full(c)) => c,
+        Err(TrySendError::Disconnected(_)) => return false,
+    };
+    ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
+    loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            return false;
         }
-        Err(TrySendError::Disconnected(_)) => false,
+        match tx.send_timeout(chunk, Duration::from_millis(100)) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Timeout(c)) => chunk = c,
+            Err(SendTimeoutError::Disconnected(_)) => return false,
+        }
     }
 }
 
@@ -620,7 +636,7 @@ fn analyse(
     model: &Model,
     vad_model: Option<&Model>,
     keywords: Vec<usize>,
-    rx: Receiver<Chunk>,
+    rx: &Receiver<Chunk>,
     ctx: Ctx,
 ) {
     let kind = cfg.vad.effective_kind();
