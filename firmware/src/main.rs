@@ -179,14 +179,20 @@ fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
     if cfg.webhook.is_some() {
         queues.push(Queue::Webhook);
     }
-    let outbox = Arc::new(
-        Outbox::open(&cfg.outbox.path, cfg.outbox.max_entries, &queues).unwrap_or_else(|e| {
-            fail(
-                exit::RESOURCE,
-                format!("{e} (config key `outbox.path`)"),
-            )
-        }),
-    );
+    // A damaged file can make redb panic inside `open`, which catches it and
+    // reports it in `opened()`: silence the default hook's "thread 'main'
+    // panicked" meanwhile, which would read like a crash (the pipeline and
+    // delivery threads have not started: none of their panics is hidden).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = Outbox::open(&cfg.outbox.path, cfg.outbox.max_entries, &queues);
+    std::panic::set_hook(hook);
+    let outbox = Arc::new(result.unwrap_or_else(|e| {
+        fail(
+            exit::RESOURCE,
+            format!("{e} (config key `outbox.path`)"),
+        )
+    }));
     let opened = outbox.opened();
     let path = cfg.outbox.path.display();
     if opened.repaired {
@@ -216,9 +222,15 @@ fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
         metrics.inject_panic(stage);
     }
     {
-        let (o1, o2) = (outbox.clone(), outbox.clone());
-        metrics.gauge("strix_outbox_depth", move || o1.len() as f64);
-        metrics.gauge("strix_outbox_evicted_total", move || o2.evicted() as f64);
+        // Weak: the metrics server may outlive `run`; the outbox must not,
+        // so that it is closed cleanly (no repair at the next start).
+        let (o1, o2) = (Arc::downgrade(&outbox), Arc::downgrade(&outbox));
+        metrics.gauge("strix_outbox_depth", move || {
+            o1.upgrade().map_or(0.0, |o| o.len() as f64)
+        });
+        metrics.gauge("strix_outbox_evicted_total", move || {
+            o2.upgrade().map_or(0.0, |o| o.evicted() as f64)
+        });
     }
     let stop = Arc::new(AtomicBool::new(false));
     let upstream_stop = Arc::new(AtomicBool::new(false));

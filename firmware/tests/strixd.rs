@@ -1760,3 +1760,50 @@ fn check_refuses_missing_or_wrong_tls_files() {
         );
     }
 }
+
+#[test]
+fn a_truncated_outbox_is_moved_aside_and_strixd_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // No broker: the alerts stay in the outbox.
+    let port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!("device = \"o1\"\n[shutdown]\ndrain_timeout_s = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[speech]\nsource = \"@SPEECH@\"\nmodel = \"@KWS@\"\n"),
+    );
+    let (mut child, _, log) = spawn_strixd_logged(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        log.lock().unwrap().iter().any(|l| l.contains("stay in the outbox")),
+        "{:#?}",
+        log.lock().unwrap()
+    );
+    // What a power cut can leave: the file cut short.
+    let outbox = dir.path().join("outbox.redb");
+    let bytes = std::fs::read(&outbox).unwrap();
+    std::fs::write(&outbox, &bytes[..bytes.len() / 2]).unwrap();
+    let (mut child, _, log) = spawn_strixd_logged(&cfg);
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = log.lock().unwrap().join("\n");
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("was damaged beyond repair") && log.contains("a new, empty outbox started"),
+        "{log}"
+    );
+    assert!(!log.contains("thread 'main' panicked"), "{log}");
+    let moved: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("outbox.redb.corrupt-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(std::fs::read(&moved[0]).unwrap(), &bytes[..bytes.len() / 2]);
+    assert!(log.contains(&moved[0].display().to_string()), "{log}");
+    // The new outbox holds this run's alerts, and opens cleanly next time.
+    let (mut child, _, log) = spawn_strixd_logged(&cfg);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = log.lock().unwrap().join("\n");
+    assert!(!log.contains("outbox.redb:") && !log.contains("damaged"), "{log}");
+}
