@@ -997,11 +997,7 @@ impl Config {
             }
             if let (Some(c), Some(k)) = (&m.client_cert, &m.client_key) {
                 crate::tls::check_client_identity(c, k).map_err(|e| {
-                    err(
-                        "mqtt.client_key",
-                        "the private key of mqtt.client_cert",
-                        e,
-                    )
+                    err("mqtt.client_key", "the private key of mqtt.client_cert", e)
                 })?;
             }
         }
@@ -1285,8 +1281,8 @@ oNy/J3m5tcw0mhs5OiasVeNXtM9MXKQweiM=\n\
         let e = mqtt("client_cert = \"ca.pem\"\nclient_key = \"ca.pem\"").unwrap_err();
         assert_eq!(e.key, "mqtt.client_key", "{e}");
         assert!(e.found.contains("no PEM private key"), "{e}");
-        let e = load_with("[webhook]\nurl = \"https://h/\"\nca_file = \"missing.pem\"")
-            .unwrap_err();
+        let e =
+            load_with("[webhook]\nurl = \"https://h/\"\nca_file = \"missing.pem\"").unwrap_err();
         assert_eq!(e.key, "webhook.ca_file", "{e}");
         load_with("[webhook]\nurl = \"https://h/\"\nca_file = \"ca.pem\"").unwrap();
     }

@@ -187,12 +187,9 @@ fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
     std::panic::set_hook(Box::new(|_| {}));
     let result = Outbox::open(&cfg.outbox.path, cfg.outbox.max_entries, &queues);
     std::panic::set_hook(hook);
-    let outbox = Arc::new(result.unwrap_or_else(|e| {
-        fail(
-            exit::RESOURCE,
-            format!("{e} (config key `outbox.path`)"),
-        )
-    }));
+    let outbox = Arc::new(
+        result.unwrap_or_else(|e| fail(exit::RESOURCE, format!("{e} (config key `outbox.path`)"))),
+    );
     let opened = outbox.opened();
     let path = cfg.outbox.path.display();
     if opened.repaired {

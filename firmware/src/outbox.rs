@@ -721,17 +721,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.redb");
         std::fs::write(&p, b"device = \"porch\"\n").unwrap();
-        let e = Outbox::open(&p, 10, &[Queue::Main]).err().unwrap().to_string();
-        assert!(
-            e.contains("o.redb") && e.contains("not a redb file"),
-            "{e}"
-        );
+        let e = Outbox::open(&p, 10, &[Queue::Main])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("o.redb") && e.contains("not a redb file"), "{e}");
         assert_eq!(std::fs::read(&p).unwrap(), b"device = \"porch\"\n");
         std::fs::remove_file(&p).unwrap();
         let first = Outbox::open(&p, 10, &[Queue::Main]).unwrap();
-        let e = Outbox::open(&p, 10, &[Queue::Main]).err().unwrap().to_string();
+        let e = Outbox::open(&p, 10, &[Queue::Main])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("already open"), "{e}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved"
+        );
         drop(first);
     }
 }

@@ -1669,7 +1669,8 @@ fn a_panicking_stage_ends_strixd_with_exit_6() {
         std::thread::sleep(Duration::from_millis(200));
         let log = log.lock().unwrap().join("\n");
         assert!(
-            log.contains(&format!("thread '{thread}' panicked")) && log.contains("exiting with code 6"),
+            log.contains(&format!("thread '{thread}' panicked"))
+                && log.contains("exiting with code 6"),
             "{stage}: {log}"
         );
     }
@@ -1708,7 +1709,10 @@ fn sigterm_stops_a_looping_source_within_seconds() {
     std::thread::sleep(Duration::from_millis(200));
     let log = log.lock().unwrap().join("\n");
     assert_eq!(code, 0, "{log}");
-    assert!(took < Duration::from_secs(3), "stopping took {took:?}: {log}");
+    assert!(
+        took < Duration::from_secs(3),
+        "stopping took {took:?}: {log}"
+    );
     assert!(!log.contains("had not stopped"), "{log}");
     assert!(log.contains("stay in the outbox"), "{log}");
 }
@@ -1734,11 +1738,16 @@ fn check_refuses_missing_or_wrong_tls_files() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (code, err) = check("ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"");
+    let (code, err) =
+        check("ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"");
     assert_eq!(code, 0, "{err}");
     for (mqtt, key, why) in [
         ("ca_file = \"missing.pem\"", "mqtt.ca_file", "missing.pem"),
-        ("ca_file = \"client.key\"", "mqtt.ca_file", "no PEM certificates"),
+        (
+            "ca_file = \"client.key\"",
+            "mqtt.ca_file",
+            "no PEM certificates",
+        ),
         ("ca_file = \"client.ext\"", "mqtt.ca_file", "client.ext"),
         (
             "ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"missing.key\"",
@@ -1774,7 +1783,10 @@ fn a_truncated_outbox_is_moved_aside_and_strixd_runs_on() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        log.lock().unwrap().iter().any(|l| l.contains("stay in the outbox")),
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("stay in the outbox")),
         "{:#?}",
         log.lock().unwrap()
     );
@@ -1805,5 +1817,8 @@ fn a_truncated_outbox_is_moved_aside_and_strixd_runs_on() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
     std::thread::sleep(Duration::from_millis(200));
     let log = log.lock().unwrap().join("\n");
-    assert!(!log.contains("outbox.redb:") && !log.contains("damaged"), "{log}");
+    assert!(
+        !log.contains("outbox.redb:") && !log.contains("damaged"),
+        "{log}"
+    );
 }
