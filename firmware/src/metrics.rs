@@ -334,4 +334,15 @@ mod tests {
         assert!(body.contains("strix_stage_latency_seconds_count{stage=\"detect\"} 1"));
         assert!(body.contains("strix_queue_depth{queue=\"frames\"} 2"));
     }
+
+    #[test]
+    fn injected_panic_hits_only_its_stage() {
+        let m = Metrics::default();
+        assert!(!m.inject_panic("nowhere"));
+        assert!(m.inject_panic("vad"));
+        assert!(!m.inject_panic("kws"), "set at most once");
+        m.observe("kws", Duration::from_millis(1));
+        let r = std::panic::catch_unwind(|| m.observe("vad", Duration::from_millis(1)));
+        assert!(r.is_err());
+    }
 }

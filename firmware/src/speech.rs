@@ -2,8 +2,10 @@
 //! on a sliding 1 s window -> voice start/end and keyword events.
 //!
 //! Threads: capture (WAV file, paced or not) -> analysis (VAD + KWS), joined by
-//! a bounded channel whose sender blocks when full: audio is never dropped
-//! (each wait is counted in `strix_audio_backpressure_total`).
+//! a bounded channel whose sender waits when full: audio is never dropped
+//! (each wait is counted in `strix_audio_backpressure_total`). The wait ends
+//! on a stop request or when the analysis thread is gone (ended or
+//! panicked), never blocking capture forever.
 //!
 //! Voice activity sits behind the [`Vad`] trait: [`SileroVad`] runs the
 //! Silero VAD `.strix` (conv front end + LSTM, state carried between frames);
@@ -922,5 +924,40 @@ mod tests {
         }
         assert!(d.push(1.5, p(0.99)).is_none(), "armed again");
         assert!(d.reset().is_some(), "reset fires an armed keyword");
+    }
+
+    #[test]
+    fn hand_off_waits_but_not_past_a_stop_or_a_gone_reader() {
+        let (alerts, _keep) = bounded(1);
+        let ctx = Ctx {
+            device: "d".into(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            alerts,
+        };
+        let (tx, rx) = bounded::<Chunk>(1);
+        let mut at = 0;
+        assert!(hand_off(&tx, &mut at, vec![0.0; 10], &ctx));
+        // The queue is full and nobody reads: a stop request ends the wait.
+        let stop = ctx.stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let t0 = Instant::now();
+        assert!(!hand_off(&tx, &mut at, vec![0.0; 10], &ctx));
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        t.join().unwrap();
+        // So does the reader going away (the analysis thread ended or
+        // panicked) while capture waits.
+        ctx.stop.store(false, Ordering::Relaxed);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(rx);
+        });
+        assert!(!hand_off(&tx, &mut at, vec![0.0; 10], &ctx));
+        t.join().unwrap();
+        assert_eq!(ctx.metrics.audio_blocked.load(Ordering::Relaxed), 2);
+        assert_eq!(at, 30);
     }
 }
