@@ -599,6 +599,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     // Absolute paths make event snapshot paths usable by other processes.
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
     cfg.resolve_paths(&base);
+    cfg.check_files()?;
     Ok(cfg)
 }
 
@@ -961,6 +962,51 @@ impl Config {
         }
     }
 
+    /// Reads the TLS files the upstreams will use (paths as resolved by
+    /// [`load`]) with the same PEM readers as the connections: each must be
+    /// a readable regular file holding what its key names, so a wrong file
+    /// is a config error at start, not a connection retried forever. Every
+    /// file that is set is checked, whether or not `mqtt.tls` is on.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let ca = |key: &str, p: &Path| {
+            crate::tls::ca_roots(p)
+                .map(|_| ())
+                .map_err(|e| err(key, "a readable PEM file of CA certificates", e))
+        };
+        if let Some(m) = &self.mqtt {
+            if let Some(p) = &m.ca_file {
+                ca("mqtt.ca_file", p)?;
+            }
+            if let Some(p) = &m.client_cert {
+                crate::tls::cert_chain(p).map_err(|e| {
+                    err(
+                        "mqtt.client_cert",
+                        "a readable PEM file of the client certificate chain",
+                        e,
+                    )
+                })?;
+            }
+            if let Some(p) = &m.client_key {
+                crate::tls::private_key(p).map_err(|e| {
+                    err(
+                        "mqtt.client_key",
+                        "a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                        e,
+                    )
+                })?;
+            }
+            if let (Some(c), Some(k)) = (&m.client_cert, &m.client_key) {
+                crate::tls::check_client_identity(c, k).map_err(|e| {
+                    err("mqtt.client_key", "the private key of mqtt.client_cert", e)
+                })?;
+            }
+        }
+        if let Some(p) = self.webhook.as_ref().and_then(|w| w.ca_file.as_ref()) {
+            ca("webhook.ca_file", p)?;
+        }
+        Ok(())
+    }
+
     /// Whether some upstream (MQTT or a webhook) delivers the alerts.
     pub fn has_upstream(&self) -> bool {
         self.mqtt.is_some() || self.webhook.is_some()
@@ -1177,5 +1223,67 @@ model = "det.strix"
         assert_eq!(e.key, "mqtt.client_key");
         let e = m("client_cert = \"c.pem\"\nclient_key = \"k.pem\"").unwrap_err();
         assert_eq!(e.key, "mqtt.tls");
+    }
+
+    /// A self-signed test CA certificate (EC P-256, valid to 2126).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBljCCAT2gAwIBAgIUUsjM9w3k3ai4g6EQeNZOSovDAOgwCgYIKoZIzj0EAwIw\n\
+IDEeMBwGA1UEAwwVc3RyaXhkIGNvbmZpZyB0ZXN0IENBMCAXDTI2MTIwNzAxMzcy\n\
+NloYDzIxMjYxMTEzMDEzNzI2WjAgMR4wHAYDVQQDDBVzdHJpeGQgY29uZmlnIHRl\n\
+c3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAATtTw1Awzz3+q7NYTDLikTt\n\
+FaI49CmMURJSsLxszoqDOZaTDfeyq8n9CE1UnpHVbi8onuhdnon4gvDqj1Cwyiey\n\
+o1MwUTAdBgNVHQ4EFgQUtTla7517IXtqHkj3Erswpr47i8YwHwYDVR0jBBgwFoAU\n\
+tTla7517IXtqHkj3Erswpr47i8YwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQD\n\
+AgNHADBEAiBnCGlgy2FaPM0G6TWB19treCG8mSb6WSUOEtcMY7gDyQIgVIUaiC/3\n\
+oNy/J3m5tcw0mhs5OiasVeNXtM9MXKQweiM=\n\
+-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn tls_files_are_read_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("ca.pem"), TEST_CA).unwrap();
+        std::fs::write(d.join("notes.txt"), "not a certificate\n").unwrap();
+        // A PEM block that decodes, but not to a certificate.
+        std::fs::write(
+            d.join("junk.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::create_dir(d.join("certs")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let load_with = |section: &str| {
+            let p = d.join("strixd.toml");
+            std::fs::write(&p, format!("{MIN}\n{section}\n")).unwrap();
+            load(&p)
+        };
+        let mqtt = |extra: &str| load_with(&format!("[mqtt]\nhost = \"h\"\ntls = true\n{extra}"));
+        mqtt("ca_file = \"ca.pem\"").unwrap();
+        for (file, why) in [
+            ("missing.pem", "No such file"),
+            ("notes.txt", "no PEM certificates"),
+            ("junk.pem", "junk.pem"),
+            ("certs", "not a regular file"),
+            ("fifo", "not a regular file"),
+        ] {
+            let e = mqtt(&format!("ca_file = \"{file}\"")).unwrap_err();
+            assert_eq!(e.key, "mqtt.ca_file", "{e}");
+            assert!(e.found.contains(&d.join(file).display().to_string()), "{e}");
+            assert!(e.found.contains(why), "{file}: {e}");
+        }
+        // Checked even while TLS is off: the key is set, so it must be right.
+        let e = load_with("[mqtt]\nhost = \"h\"\nca_file = \"notes.txt\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.ca_file");
+        let e = mqtt("client_cert = \"notes.txt\"\nclient_key = \"ca.pem\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.client_cert", "{e}");
+        let e = mqtt("client_cert = \"ca.pem\"\nclient_key = \"ca.pem\"").unwrap_err();
+        assert_eq!(e.key, "mqtt.client_key", "{e}");
+        assert!(e.found.contains("no PEM private key"), "{e}");
+        let e =
+            load_with("[webhook]\nurl = \"https://h/\"\nca_file = \"missing.pem\"").unwrap_err();
+        assert_eq!(e.key, "webhook.ca_file", "{e}");
+        load_with("[webhook]\nurl = \"https://h/\"\nca_file = \"ca.pem\"").unwrap();
     }
 }

@@ -29,4 +29,7 @@ pub mod exit {
     /// A system resource is unavailable: the outbox file, the metrics port,
     /// a GPIO line.
     pub const RESOURCE: i32 = 5;
+    /// A pipeline, delivery or metrics thread panicked (a bug): strixd
+    /// stops, so that the service manager restarts it.
+    pub const PANIC: i32 = 6;
 }

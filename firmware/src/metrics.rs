@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Sum and count of a stage's latency (a Prometheus summary without quantiles).
@@ -47,6 +48,8 @@ pub struct Metrics {
     pub errors: AtomicU64,
     latencies: BTreeMap<&'static str, Latency>,
     gauges: Mutex<Vec<(String, Gauge)>>,
+    /// The stage [`Metrics::inject_panic`] named.
+    panic_in: OnceLock<String>,
 }
 
 /// Stage names with a latency summary.
@@ -75,16 +78,33 @@ impl Default for Metrics {
             errors: AtomicU64::new(0),
             latencies: STAGES.iter().map(|s| (*s, Latency::default())).collect(),
             gauges: Mutex::new(Vec::new()),
+            panic_in: OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
     /// The latency summary of `stage` (one of [`STAGES`]; others are ignored).
+    ///
+    /// # Panics
+    /// When `stage` is the one named to [`Metrics::inject_panic`].
     pub fn observe(&self, stage: &str, d: Duration) {
+        if self.panic_in.get().is_some_and(|s| s == stage) {
+            panic!("stage {stage:?}: panic injected by --panic-in");
+        }
         if let Some(l) = self.latencies.get(stage) {
             l.observe(d);
         }
+    }
+
+    /// Makes every [`observe`](Metrics::observe) of `stage` (one of
+    /// [`STAGES`]) panic, on that stage's thread, as a bug in the stage
+    /// would. strixd's hidden `--panic-in STAGE` flag sets it, so that tests
+    /// and operators can check that a failed stage ends strixd with its
+    /// documented exit code (and that the service manager restarts it).
+    /// Set at most once; `false` when `stage` is not a stage or one is set.
+    pub fn inject_panic(&self, stage: &str) -> bool {
+        STAGES.contains(&stage) && self.panic_in.set(stage.to_string()).is_ok()
     }
 
     /// Registers a gauge read at scrape time, e.g. a queue depth:
@@ -225,16 +245,16 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `listen` from a background thread until `stop`.
-/// Returns the bound address (`listen` may use port 0).
+/// Returns the bound address (`listen` may use port 0) and the thread.
 pub fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<std::net::SocketAddr> {
+) -> std::io::Result<(std::net::SocketAddr, JoinHandle<()>)> {
     let l = TcpListener::bind(listen)?;
     let addr = l.local_addr()?;
     l.set_nonblocking(true)?;
-    std::thread::Builder::new()
+    let h = std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -251,7 +271,7 @@ pub fn serve(
                 }
             }
         })?;
-    Ok(addr)
+    Ok((addr, h))
 }
 
 fn answer(stream: std::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
@@ -302,7 +322,7 @@ mod tests {
         m.observe("detect", Duration::from_millis(20));
         m.gauge("strix_queue_depth{queue=\"frames\"}", || 2.0);
         let stop = Arc::new(AtomicBool::new(false));
-        let addr = serve("127.0.0.1:0", m, stop.clone()).unwrap();
+        let (addr, _) = serve("127.0.0.1:0", m, stop.clone()).unwrap();
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
@@ -313,5 +333,16 @@ mod tests {
         assert!(body.contains("strix_frames_dropped_total 3"));
         assert!(body.contains("strix_stage_latency_seconds_count{stage=\"detect\"} 1"));
         assert!(body.contains("strix_queue_depth{queue=\"frames\"} 2"));
+    }
+
+    #[test]
+    fn injected_panic_hits_only_its_stage() {
+        let m = Metrics::default();
+        assert!(!m.inject_panic("nowhere"));
+        assert!(m.inject_panic("vad"));
+        assert!(!m.inject_panic("kws"), "set at most once");
+        m.observe("kws", Duration::from_millis(1));
+        let r = std::panic::catch_unwind(|| m.observe("vad", Duration::from_millis(1)));
+        assert!(r.is_err());
     }
 }

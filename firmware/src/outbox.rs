@@ -13,10 +13,22 @@
 //! queue the outbox was opened with, in one transaction and under one key, so
 //! every sink sends the same `msg_id`, and each sink removes only what it
 //! delivered. The bound applies to each queue.
+//!
+//! Damage: an unclean stop (power cut, kill) loses nothing committed; redb
+//! repairs the file at the next open. Damaged pages (an SD card's decayed or
+//! torn writes) and a file cut short are found at open by an integrity check
+//! of every page in use. redb repairs what it can (rebuilding its allocation
+//! state, or rolling back to an older intact commit, which loses the writes
+//! after it). A file that stays damaged is moved aside (kept as found, renamed
+//! `<path>.corrupt-<unix seconds>`) and a new outbox started: **the alerts
+//! still undelivered in it are not sent**, rather than the device failing at
+//! every start. All of it is reported in [`Opened`] for the caller to log;
+//! none of it is a panic.
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::alert::{Alert, AlertType};
 
@@ -65,58 +77,274 @@ pub struct Outbox {
     /// Entries per queue, indexed by `Queue::index`.
     lens: [AtomicU64; 2],
     evicted: AtomicU64,
+    opened: Opened,
+}
+
+/// What [`Outbox::open`] found in the file, for the caller to log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// The file was not closed cleanly (power cut, kill, crash) and redb
+    /// repaired it (normal after an unclean stop; nothing committed is lost).
+    pub repaired: bool,
+    /// The integrity check found damage redb could repair: its allocation
+    /// state rebuilt (nothing lost), or the file rolled back to an older
+    /// intact commit, losing the writes after it (an alert stored last, or a
+    /// delivery's removal: that alert is sent again). redb does not say which.
+    pub integrity_repaired: bool,
+    /// The file was damaged beyond redb's repair (or made redb panic): it was
+    /// moved to this path, kept for inspection, and a new empty outbox
+    /// started. The undelivered alerts it held are not sent.
+    pub quarantined: Option<(PathBuf, String)>,
+}
+
+/// redb's magic number, the first bytes of every redb file. A file that
+/// does not start with it is not an outbox: strixd refuses it rather than
+/// moving someone's file aside.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Why loading the file failed.
+enum LoadError {
+    /// The file is damaged: redb reported corruption or panicked.
+    Damaged(String),
+    /// Anything else (I/O, lock held by another process, format version):
+    /// the file may be fine, so it is left alone.
+    Other(String),
+}
+
+impl From<redb::Error> for LoadError {
+    fn from(e: redb::Error) -> Self {
+        match &e {
+            redb::Error::Corrupted(_) | redb::Error::LockPoisoned(_) => {
+                LoadError::Damaged(e.to_string())
+            }
+            // A file shorter than its header says (truncated by a power cut),
+            // or without the magic number redb writes last when it creates one.
+            redb::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                LoadError::Damaged(e.to_string())
+            }
+            _ => LoadError::Other(e.to_string()),
+        }
+    }
+}
+
+/// An open, checked database with its counters.
+struct Loaded {
+    db: Database,
+    lens: [u64; 2],
+    evicted: u64,
+    repaired: bool,
+    integrity_repaired: bool,
+}
+
+/// Opens (or creates) the redb file, checks its integrity (every page's
+/// checksum: redb verifies them only when repairing, and a damaged page read
+/// later would fail or panic in a delivery thread), creates the queues'
+/// tables and reads the counters.
+fn load(path: &Path, queues: &[Queue]) -> Result<Loaded, LoadError> {
+    let repairing = Arc::new(AtomicBool::new(false));
+    let flag = repairing.clone();
+    let mut db = redb::Builder::new()
+        .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
+        .create(path)
+        .map_err(redb::Error::from)?;
+    let intact = db.check_integrity().map_err(redb::Error::from)?;
+    let tx = db.begin_write().map_err(redb::Error::from)?;
+    let mut lens = [0u64; 2];
+    let evicted = {
+        for q in queues {
+            let t = tx.open_table(q.table()).map_err(redb::Error::from)?;
+            lens[q.index()] = t.len().map_err(redb::Error::from)?;
+        }
+        let m = tx.open_table(META).map_err(redb::Error::from)?;
+        let ev = m
+            .get("evicted")
+            .map_err(redb::Error::from)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        ev
+    };
+    tx.commit().map_err(redb::Error::from)?;
+    Ok(Loaded {
+        db,
+        lens,
+        evicted,
+        repaired: repairing.load(Ordering::Relaxed),
+        integrity_repaired: !intact,
+    })
+}
+
+/// [`load`], with a panic inside redb (which a truncated or damaged file can
+/// cause) turned into [`LoadError::Damaged`]. redb's own `Drop` does nothing
+/// while unwinding, so the caught panic leaves the file closed.
+fn load_guarded(path: &Path, queues: &[Queue]) -> Result<Loaded, LoadError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(path, queues))) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(LoadError::Damaged(format!("redb panicked: {msg}")))
+        }
+    }
+}
+
+/// The first page and the length of an existing outbox file, read before
+/// redb opens it.
+struct Found {
+    head: Vec<u8>,
+    len: u64,
+}
+
+/// Bytes of a file's start kept by [`inspect`]: the redb header (320 bytes)
+/// is all that redb rewrites in place before it finds a file beyond repair.
+const HEAD: u64 = 4096;
+
+fn inspect(path: &Path) -> std::io::Result<Option<Found>> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let mut head = Vec::with_capacity(HEAD as usize);
+    f.by_ref().take(HEAD).read_to_end(&mut head)?;
+    Ok(Some(Found { head, len }))
+}
+
+/// Whether a file starting with `head` can be a redb file: empty, starting
+/// with (a prefix of) redb's magic number, or with zeros where it goes
+/// (redb writes the magic number last when it creates a file, so a power
+/// cut during creation leaves zeros there).
+fn could_be_redb(head: &[u8]) -> bool {
+    let n = head.len().min(REDB_MAGIC.len());
+    head[..n] == REDB_MAGIC[..n] || head[..n].iter().all(|&b| b == 0)
+}
+
+/// Puts back the start and the length of a damaged file as [`inspect`]
+/// found them, undoing what a failed repair rewrote in place (the header)
+/// or grew, so the file moved aside is the damaged file as it was.
+fn restore(path: &Path, found: &Found) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&found.head)?;
+    f.set_len(found.len)?;
+    f.sync_all()
+}
+
+/// Moves a damaged outbox to `<path>.corrupt-<unix seconds>[-n]` (a rename
+/// in the same directory: the bytes are kept, nothing is deleted).
+fn quarantine(path: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{secs}"));
+    let mut to = PathBuf::from(&name);
+    let mut n = 1;
+    while to.exists() {
+        let mut alt = name.clone();
+        alt.push(format!("-{n}"));
+        to = PathBuf::from(alt);
+        n += 1;
+    }
+    std::fs::rename(path, &to)?;
+    Ok(to)
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox file with the given sink queues (at
     /// least one). Alerts stored in other queues by an earlier configuration
     /// stay in the file untouched.
+    ///
+    /// A damaged file never makes this panic. In order:
+    /// * a file not closed cleanly is repaired by redb (nothing committed is
+    ///   lost: [`Opened::repaired`]);
+    /// * every page in use is checked against its checksum; redb repairs
+    ///   what it can ([`Opened::integrity_repaired`]);
+    /// * a file still damaged (or that makes redb panic) is put back as it
+    ///   was found (redb rewrites its header while trying), renamed
+    ///   `<path>.corrupt-<unix seconds>`, and a new empty outbox is created
+    ///   ([`Opened::quarantined`]): the device keeps working instead of
+    ///   failing at every start. The undelivered alerts of the old file are
+    ///   not sent.
+    ///
+    /// Errors (the file is left alone): a directory or file that cannot be
+    /// read or written, a file that is not a redb file (a wrong
+    /// `outbox.path`), a file another process holds open, a redb file format
+    /// this build cannot read, or tables of the wrong types.
     pub fn open(path: &Path, max_entries: u64, queues: &[Queue]) -> Result<Outbox, OutboxError> {
         let p = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| OutboxError::Db {
-                path: p.clone(),
-                msg: e.to_string(),
-            })?;
-        }
-        let db = Database::create(path).map_err(|e| OutboxError::Db {
+        let fail = |msg: String| OutboxError::Db {
             path: p.clone(),
-            msg: e.to_string(),
-        })?;
+            msg,
+        };
         let mut queues = queues.to_vec();
         queues.dedup();
         if queues.is_empty() {
-            return Err(OutboxError::Db {
-                path: p,
-                msg: "no delivery queue".into(),
-            });
+            return Err(fail("no delivery queue".into()));
         }
-        let ob = Outbox {
-            db,
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        }
+        let found = inspect(path).map_err(|e| fail(e.to_string()))?;
+        if found.as_ref().is_some_and(|f| !could_be_redb(&f.head)) {
+            return Err(fail(
+                "not a redb file (it does not start with redb's magic number): check \
+                 outbox.path; if it is a damaged outbox, move it aside and strixd starts \
+                 a new one"
+                    .into(),
+            ));
+        }
+        let mut opened = Opened::default();
+        let loaded = match load_guarded(path, &queues) {
+            Ok(l) => l,
+            Err(LoadError::Other(msg)) => return Err(fail(msg)),
+            Err(LoadError::Damaged(why)) => {
+                if let Some(f) = &found {
+                    // Best effort: the move below matters more.
+                    let _ = restore(path, f);
+                }
+                let to = quarantine(path).map_err(|e| {
+                    fail(format!(
+                        "damaged ({why}) and it cannot be moved aside ({e}): move or delete it \
+                         and strixd starts a new outbox"
+                    ))
+                })?;
+                opened.quarantined = Some((to, why.clone()));
+                load_guarded(path, &queues).map_err(|e| {
+                    let (LoadError::Other(msg) | LoadError::Damaged(msg)) = e;
+                    fail(format!(
+                        "damaged ({why}); moved aside, but a new outbox cannot be created: {msg}"
+                    ))
+                })?
+            }
+        };
+        opened.repaired = loaded.repaired;
+        opened.integrity_repaired = loaded.integrity_repaired;
+        Ok(Outbox {
+            db: loaded.db,
             path: p,
             max_entries,
             queues,
-            lens: Default::default(),
-            evicted: AtomicU64::new(0),
-        };
-        // Create the tables and read the counters.
-        let tx = ob.db.begin_write().map_err(|e| ob.e(e))?;
-        let evicted = {
-            for q in &ob.queues {
-                let t = tx.open_table(q.table()).map_err(|e| ob.e(e))?;
-                ob.lens[q.index()].store(t.len().map_err(|e| ob.e(e))?, Ordering::Relaxed);
-            }
-            let m = tx.open_table(META).map_err(|e| ob.e(e))?;
-            let ev = m
-                .get("evicted")
-                .map_err(|e| ob.e(e))?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            ev
-        };
-        tx.commit().map_err(|e| ob.e(e))?;
-        ob.evicted.store(evicted, Ordering::Relaxed);
-        Ok(ob)
+            lens: loaded.lens.map(AtomicU64::new),
+            evicted: AtomicU64::new(loaded.evicted),
+            opened,
+        })
+    }
+
+    /// What opening found in the file (repairs, a quarantined file).
+    pub fn opened(&self) -> &Opened {
+        &self.opened
     }
 
     fn e(&self, e: impl std::fmt::Display) -> OutboxError {
@@ -363,5 +591,154 @@ mod tests {
         let back: Alert =
             serde_json::from_slice(&ob.pending(Queue::Webhook, 0, 10).unwrap()[0].1).unwrap();
         assert_ne!(back.msg_id, a.msg_id);
+    }
+
+    /// An outbox file with `n` alerts (each a few hundred bytes, so they
+    /// span many pages), closed cleanly; returns its bytes and the alerts'
+    /// stored JSON.
+    fn sample_file(p: &Path, n: usize) -> (Vec<u8>, Vec<(u64, Vec<u8>)>) {
+        let ob = Outbox::open(p, 10_000, &[Queue::Main, Queue::Webhook]).unwrap();
+        for i in 0..n {
+            let mut a = alert(AlertType::New);
+            a.label = format!("label-{i}-{}", "x".repeat(200));
+            ob.push(&mut a).unwrap();
+        }
+        let stored = ob.pending(Queue::Main, 0, n + 1).unwrap();
+        assert_eq!(stored.len(), n);
+        drop(ob);
+        (std::fs::read(p).unwrap(), stored)
+    }
+
+    /// Opens a damaged copy and checks the contract: no panic, no error, and
+    /// either (a) the file was moved aside byte for byte and a new, empty,
+    /// working outbox started, or (b) the file was kept and what it yields
+    /// is exactly what was stored (all of it, unless redb reported a
+    /// rollback: then a subset), and it keeps working across a reopen.
+    /// Returns whether the damage was detected (moved aside, or rolled back).
+    fn check_damaged(p: &Path, bytes: &[u8], stored: &[(u64, Vec<u8>)], what: &str) -> bool {
+        std::fs::write(p, bytes).unwrap();
+        let ob = Outbox::open(p, 10_000, &[Queue::Main, Queue::Webhook])
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let quarantined = ob.opened().quarantined.clone();
+        let detected = quarantined.is_some() || ob.opened().integrity_repaired;
+        if let Some((to, why)) = &quarantined {
+            assert!(!why.is_empty(), "{what}");
+            let kept = std::fs::read(to).unwrap();
+            let diff = kept.iter().zip(bytes).position(|(a, b)| a != b);
+            assert!(
+                kept.len() == bytes.len() && diff.is_none(),
+                "{what}: moved aside intact ({why}): {} bytes, was {}, first difference at {diff:?}",
+                kept.len(),
+                bytes.len()
+            );
+            assert_eq!(ob.len(), 0, "{what}: a new outbox");
+            std::fs::remove_file(to).unwrap();
+        } else {
+            let got = ob.pending(Queue::Main, 0, stored.len() + 1).unwrap();
+            if ob.opened().integrity_repaired {
+                assert!(got.iter().all(|g| stored.contains(g)), "{what}: {got:?}");
+            } else {
+                assert_eq!(got, stored, "{what}: no silent change");
+            }
+        }
+        let mut a = alert(AlertType::End);
+        let k = ob.push(&mut a).unwrap();
+        ob.remove(Queue::Webhook, &[k]).unwrap();
+        drop(ob);
+        let ob = Outbox::open(p, 10_000, &[Queue::Main, Queue::Webhook])
+            .unwrap_or_else(|e| panic!("{what}, reopened: {e}"));
+        assert!(ob.opened().quarantined.is_none(), "{what}: reopened clean");
+        let last = ob.pending(Queue::Main, k, 1).unwrap();
+        assert_eq!(last.len(), 1, "{what}: the new alert survived");
+        detected
+    }
+
+    #[test]
+    fn truncated_files_never_panic_and_are_moved_aside_or_kept_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.redb");
+        let (bytes, stored) = sample_file(&p, 150);
+        let len = bytes.len();
+        assert!(len > 64 * 1024, "{len}");
+        let mut detected = 0;
+        for cut in [
+            1,
+            5,
+            9,
+            100,
+            511,
+            512,
+            4095,
+            4096,
+            4097,
+            3 * 4096 + 17,
+            len / 4,
+            len / 2,
+            len - 4096,
+            len - 1,
+        ] {
+            let what = format!("truncated to {cut} of {len} bytes");
+            detected += check_damaged(&p, &bytes[..cut], &stored, &what) as usize;
+        }
+        assert_eq!(detected, 14, "every truncation is detected");
+    }
+
+    #[test]
+    fn damaged_pages_never_panic_and_are_moved_aside_or_kept_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.redb");
+        let (bytes, stored) = sample_file(&p, 150);
+        // One byte in every page in use (not all zeros) and in the first
+        // unused one, at offsets that vary from page to page (page headers,
+        // entries, checksums, the end).
+        let pages: Vec<usize> = {
+            let zero = |p: &usize| bytes[p * 4096..(p + 1) * 4096].iter().all(|&b| b == 0);
+            let all = 0..bytes.len() / 4096;
+            let mut used: Vec<usize> = all.clone().filter(|p| !zero(p)).collect();
+            used.extend(all.clone().find(zero));
+            used
+        };
+        assert!(pages.len() > 50, "{}", pages.len());
+        let mut detected = 0;
+        for (n, &page) in pages.iter().enumerate() {
+            let at = [9, 40, 200, 1000, 2048, 4095][n % 6];
+            let mut b = bytes.clone();
+            let i = page * 4096 + at;
+            b[i] ^= 0x5a;
+            let what = format!("byte {i} (page {page}) flipped");
+            detected += check_damaged(&p, &b, &stored, &what) as usize;
+        }
+        assert!(detected > 0, "some flips must be detected");
+        // A power cut while redb created the file: zeros where the magic
+        // number goes (written last).
+        let mut b = bytes.clone();
+        b[..9].fill(0);
+        assert!(check_damaged(&p, &b, &stored, "no magic number"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_redb_or_is_in_use_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.redb");
+        std::fs::write(&p, b"device = \"porch\"\n").unwrap();
+        let e = Outbox::open(&p, 10, &[Queue::Main])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("o.redb") && e.contains("not a redb file"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"device = \"porch\"\n");
+        std::fs::remove_file(&p).unwrap();
+        let first = Outbox::open(&p, 10, &[Queue::Main]).unwrap();
+        let e = Outbox::open(&p, 10, &[Queue::Main])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("already open"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved"
+        );
+        drop(first);
     }
 }

@@ -2,15 +2,17 @@
 //! on a sliding 1 s window -> voice start/end and keyword events.
 //!
 //! Threads: capture (WAV file, paced or not) -> analysis (VAD + KWS), joined by
-//! a bounded channel whose sender blocks when full: audio is never dropped
-//! (each wait is counted in `strix_audio_backpressure_total`).
+//! a bounded channel whose sender waits when full: audio is never dropped
+//! (each wait is counted in `strix_audio_backpressure_total`). The wait ends
+//! on a stop request or when the analysis thread is gone (ended or
+//! panicked), never blocking capture forever.
 //!
 //! Voice activity sits behind the [`Vad`] trait: [`SileroVad`] runs the
 //! Silero VAD `.strix` (conv front end + LSTM, state carried between frames);
 //! [`EnergyVad`] (energy + zero-crossing rate) is the fallback when no VAD
 //! model is configured.
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -496,10 +498,16 @@ pub fn start(
     ctx: Ctx,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let (tx, rx) = bounded::<Chunk>(64);
+    // The gauge holds the receiver weakly: when the analysis thread ends
+    // (or panics) the channel disconnects and capture stops, instead of a
+    // metrics closure keeping it alive and capture waiting on it forever.
+    let rx = Arc::new(rx);
     {
-        let r = rx.clone();
+        let r = Arc::downgrade(&rx);
         ctx.metrics
-            .gauge("strix_queue_depth{queue=\"audio\"}", move || r.len() as f64);
+            .gauge("strix_queue_depth{queue=\"audio\"}", move || {
+                r.upgrade().map_or(0.0, |r| r.len() as f64)
+            });
     }
     let c1 = (cfg.clone(), ctx.clone());
     let a = std::thread::Builder::new()
@@ -511,7 +519,7 @@ pub fn start(
         })?;
     let b = std::thread::Builder::new()
         .name("speech".into())
-        .spawn(move || analyse(cfg, &model, vad_model.as_deref(), keywords, rx, ctx))?;
+        .spawn(move || analyse(cfg, &model, vad_model.as_deref(), keywords, &rx, ctx))?;
     Ok(vec![a, b])
 }
 
@@ -548,19 +556,29 @@ fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) 
 
 /// Sends one chunk starting at sample `at` to the analysis thread and
 /// advances `at`. Never drops audio: when the queue is full it waits, and
-/// counts the wait. `false` when the analysis thread is gone.
+/// counts the wait. `false` when the analysis thread is gone or `stop` is
+/// set while waiting (the wait checks it every 100 ms, so a stop request is
+/// never stuck behind a full queue).
 fn hand_off(tx: &Sender<Chunk>, at: &mut u64, samples: Vec<f32>, ctx: &Ctx) -> bool {
     let n = samples.len() as u64;
     let chunk = Chunk { at: *at, samples };
     *at += n;
     ctx.metrics.audio_samples.fetch_add(n, Ordering::Relaxed);
-    match tx.try_send(chunk) {
-        Ok(()) => true,
-        Err(TrySendError::Full(c)) => {
-            ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
-            tx.send(c).is_ok()
+    let mut chunk = match tx.try_send(chunk) {
+        Ok(()) => return true,
+        Err(TrySendError::Full(c)) => c,
+        Err(TrySendError::Disconnected(_)) => return false,
+    };
+    ctx.metrics.audio_blocked.fetch_add(1, Ordering::Relaxed);
+    loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            return false;
         }
-        Err(TrySendError::Disconnected(_)) => false,
+        match tx.send_timeout(chunk, Duration::from_millis(100)) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Timeout(c)) => chunk = c,
+            Err(SendTimeoutError::Disconnected(_)) => return false,
+        }
     }
 }
 
@@ -620,7 +638,7 @@ fn analyse(
     model: &Model,
     vad_model: Option<&Model>,
     keywords: Vec<usize>,
-    rx: Receiver<Chunk>,
+    rx: &Receiver<Chunk>,
     ctx: Ctx,
 ) {
     let kind = cfg.vad.effective_kind();
@@ -906,5 +924,40 @@ mod tests {
         }
         assert!(d.push(1.5, p(0.99)).is_none(), "armed again");
         assert!(d.reset().is_some(), "reset fires an armed keyword");
+    }
+
+    #[test]
+    fn hand_off_waits_but_not_past_a_stop_or_a_gone_reader() {
+        let (alerts, _keep) = bounded(1);
+        let ctx = Ctx {
+            device: "d".into(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            alerts,
+        };
+        let (tx, rx) = bounded::<Chunk>(1);
+        let mut at = 0;
+        assert!(hand_off(&tx, &mut at, vec![0.0; 10], &ctx));
+        // The queue is full and nobody reads: a stop request ends the wait.
+        let stop = ctx.stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let t0 = Instant::now();
+        assert!(!hand_off(&tx, &mut at, vec![0.0; 10], &ctx));
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        t.join().unwrap();
+        // So does the reader going away (the analysis thread ended or
+        // panicked) while capture waits.
+        ctx.stop.store(false, Ordering::Relaxed);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(rx);
+        });
+        assert!(!hand_off(&tx, &mut at, vec![0.0; 10], &ctx));
+        t.join().unwrap();
+        assert_eq!(ctx.metrics.audio_blocked.load(Ordering::Relaxed), 2);
+        assert_eq!(at, 30);
     }
 }
