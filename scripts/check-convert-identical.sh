@@ -95,6 +95,9 @@ check vww-nocle STRIX_NO_CLE=1 -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@
 check vww-keepdead STRIX_KEEP_DEAD=1 -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@]}"
 check kws-prune -- "$M/kws/kws_dscnn_f32.onnx" --calib "${WAVS[@]}" \
     --prune --prune-budget top1=0.25 --prune-ratios 0.25,0.5 --prune-block 0.6
+# Concats, channel shuffles, splits and residual adds on the way of the pruning.
+check fastestdet-prune -- "$M/fastestdet/FastestDet.onnx" --calib "${IMAGES[@]}" \
+    --prune --prune-budget map50=0.5 --prune-ratios 0.25
 
 if [ -d "$BENCH" ]; then
     for spec in "mobilenet_v2 1 3 224 224" "yolov8n 1 3 320 320"; do

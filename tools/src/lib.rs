@@ -104,7 +104,7 @@ pub fn convert_with(
         let pb = bar(2 * samples.len() as u64, "calibrating");
         let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
         pb.finish_and_clear();
-        let lowered = lower::lower_int8_with(&cg, &stats, method, opts)?;
+        let lowered = lower::lower_int8(&cg, &stats, method, &opts)?;
         if report {
             println!(
                 "{:<40} {:<10} {:>10} {:>10}",

@@ -4,11 +4,14 @@
 //! Conv/Gemm producer as its output clamp; `Mul(x, Sigmoid(x))` becomes one
 //! SiLU ([`fuse_silu`]). Int8: one 256-entry lookup table.
 
-use super::OnnxOp;
-use crate::ir::{Act, CGraph, COp, HostTensor};
+use super::{fields, is_i8, IrOp, OnnxOp};
+use crate::ir::{Act, CGraph, CNode, COp, HostTensor};
+use crate::lower::{fin, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
+use crate::prune::graph::{Chan, Flow, Kept, Prune};
 use anyhow::Result;
-use strix_kernels::reference::{BinaryOp, UnaryOp};
+use strix_kernels::reference::{self as k, BinaryOp, UnaryOp};
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[
@@ -179,4 +182,51 @@ pub(crate) fn fuse_silu(g: &mut CGraph) {
         }
     }
     g.remove_dead();
+}
+
+/// `COp::Unary`.
+pub(crate) struct Unary;
+
+impl IrOp for Unary {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let kind = *fields!(n, COp::Unary(kind) => kind);
+        Op::Unary {
+            kind: match kind {
+                UnaryOp::Clip { min, max } => UnaryOp::Clip {
+                    min: fin(min),
+                    max: fin(max),
+                },
+                k => k,
+            },
+        }
+    }
+    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        is_i8(prec, n.inputs[0])
+    }
+    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+        true
+    }
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+    /// One 256-entry table from the input's codes to the output's.
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        let u = *fields!(n, COp::Unary(u) => u);
+        let (x, xq) = cx.i8_input(n.inputs[0])?;
+        let oq = cx.quant_of(n.output)?;
+        let table = k::build_lut(u, xq.scale, xq.zero_point, oq.scale, oq.zero_point);
+        let name = &cx.cg.values[n.output].name;
+        let tt = cx.b.const_i8(&format!("{name}#lut"), &[256], &table);
+        Ok(Int8Node {
+            op: Op::Lut,
+            inputs: vec![x, tt],
+            quant: Some(oq),
+        })
+    }
+    fn flow(&self, _: &mut Flow, _: usize, _: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        ins.first().cloned().flatten()
+    }
+    fn prune(&self, _: &mut Prune, _: usize, _: &CNode, k0: Kept) -> Kept {
+        k0
+    }
 }

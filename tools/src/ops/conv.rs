@@ -5,11 +5,18 @@
 //! f32 output (`QConvF32`) when only f32 ops read the result. Pruning: an
 //! ungrouped conv produces prunable channels; a depthwise conv passes them on.
 
-use super::OnnxOp;
-use crate::ir::{Act, COp, HostTensor};
+use super::{fields, IrOp, OnnxOp};
+use crate::ir::{Act, CGraph, CNode, COp, HostTensor};
+use crate::lower::{
+    act_bounds, fin, quantized_weights, requant_table, weight_consts, Int8Cx, Int8Node,
+    SPARSE_MIN_ZERO_BLOCKS,
+};
 use crate::onnx::{Attrs, Importer};
+use crate::prune::graph::{is_depthwise, slice_axis, Chan, Flow, Kept, Prune};
 use anyhow::{anyhow, bail, Context, Result};
-use strix_kernels::reference::ConvGeometry;
+use strix_kernels::reference::{self as k, ConvGeometry, QConvParams};
+use strix_runtime::graph::{DType, Op};
+use strix_runtime::validate::MAX_QS8_REDUCTION;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("Conv", Some(import), None).inputs(|_| 2)];
@@ -229,4 +236,205 @@ pub(crate) fn pads_attr(a: &Attrs, spatial: usize) -> Result<Vec<usize>> {
     v.iter()
         .map(|&x| usize::try_from(x).map_err(|_| anyhow!("attribute pads={v:?} is too large")))
         .collect()
+}
+
+/// `COp::Conv`.
+pub(crate) struct Conv;
+
+impl IrOp for Conv {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (geom, act) = fields!(n, COp::Conv { geom, act } => (geom, act));
+        Op::Conv {
+            geom: *geom,
+            act_min: fin(act.min),
+            act_max: fin(act.max),
+        }
+    }
+
+    fn wants_int8(&self, _: &CGraph, n: &CNode, _: &[Option<DType>]) -> bool {
+        let geom = fields!(n, COp::Conv { geom, .. } => geom);
+        geom.k() <= MAX_QS8_REDUCTION
+    }
+
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+
+    fn has_f32_output(&self) -> bool {
+        true
+    }
+
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        let (geom, act) = fields!(n, COp::Conv { geom, act } => (geom, act));
+        let cg = cx.cg;
+        let ov = &cg.values[n.output];
+        let (x, xq) = cx.i8_input(n.inputs[0])?;
+        if cx.f32_output {
+            let (wt, bt, ws) = weight_consts(&mut cx.b, cg, n, geom.out_c, None, xq.scale);
+            let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
+            let st =
+                cx.b.const_f32(&format!("{}#scale", ov.name), &[geom.out_c], &sc);
+            let op = Op::QConvF32 {
+                geom: *geom,
+                in_zp: xq.zero_point,
+                act_min: fin(act.min),
+                act_max: fin(act.max),
+            };
+            return Ok(Int8Node {
+                op,
+                inputs: vec![x, wt, bt, st],
+                quant: None,
+            });
+        }
+        let oq = cx.quant_of(n.output)?;
+        let (wq, bq, ws) = quantized_weights(cg, n, geom.out_c, None, xq.scale);
+        let (act_min, act_max) = act_bounds(*act, oq);
+        let q = QConvParams {
+            in_zp: xq.zero_point,
+            out_zp: oq.zero_point,
+            act_min,
+            act_max,
+        };
+        let sparse = if cx.opts.sparse {
+            sparse_weights(geom, &q, &wq, &bq)
+        } else {
+            None
+        };
+        let b = &mut cx.b;
+        let (wts, op) = match sparse {
+            Some(sp) => {
+                let vt = b.const_i8(&format!("{}#w", ov.name), &[sp.values.len()], &sp.values);
+                let kt = b.const_i32(
+                    &format!("{}#blocks", ov.name),
+                    &[sp.blocks.len()],
+                    &sp.blocks,
+                );
+                let rp = b.const_i32(
+                    &format!("{}#row_ptr", ov.name),
+                    &[sp.row_ptr.len()],
+                    &sp.row_ptr,
+                );
+                (vec![vt, kt, rp], Op::QConvSparse { geom: *geom, q })
+            }
+            None => {
+                let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
+                (vec![wt], Op::QConv { geom: *geom, q })
+            }
+        };
+        let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bq);
+        let rt = b.const_i32(
+            &format!("{}#rq", ov.name),
+            &[geom.out_c, 2],
+            &requant_table(xq.scale, &ws, oq.scale),
+        );
+        let mut inputs = vec![x];
+        inputs.extend(wts);
+        inputs.extend([bt, rt]);
+        Ok(Int8Node {
+            op,
+            inputs,
+            quant: Some(oq),
+        })
+    }
+
+    fn f16_weight_slots(&self) -> &'static [usize] {
+        &[1]
+    }
+
+    /// An ungrouped conv with constant weights produces prunable channels
+    /// (axis 1); a depthwise one passes its input's on; any other conv
+    /// stops them.
+    fn flow(&self, cx: &mut Flow, ni: usize, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        let geom = fields!(n, COp::Conv { geom, .. } => geom);
+        let in0 = ins.first().cloned().flatten();
+        let konst_ok = |v: usize| cx.g.values[v].konst.is_some();
+        let consts = n.inputs.len() == 3 && konst_ok(n.inputs[1]) && konst_ok(n.inputs[2]);
+        if is_depthwise(geom) && consts {
+            match in0 {
+                Some(c) if c.axis == 1 => Some(c),
+                c => {
+                    cx.poison(&c);
+                    None
+                }
+            }
+        } else if geom.groups == 1 && consts {
+            if in0.as_ref().is_some_and(|c| c.axis != 1) {
+                cx.poison(&in0);
+            }
+            cx.produces(ni);
+            Some(Chan {
+                axis: 1,
+                segs: vec![(ni, geom.out_c)],
+            })
+        } else {
+            cx.poison(&in0);
+            None
+        }
+    }
+
+    /// Input channels removed: the weights lose those columns (refitted
+    /// when `cx` has statistics); output channels removed: the weights
+    /// and bias lose those rows. A depthwise conv loses both.
+    fn prune(&self, cx: &mut Prune, ni: usize, n: &CNode, k0: Kept) -> Kept {
+        let (mut geom, act) = fields!(n, COp::Conv { geom, act } => (*geom, *act));
+        let mut out: Kept = None;
+        if is_depthwise(&geom) {
+            if let Some((axis, ks, orig)) = k0 {
+                let w = slice_axis(cx.konst(n.inputs[1]), 0, &ks);
+                let b = slice_axis(cx.konst(n.inputs[2]), 0, &ks);
+                cx.set_const(ni, 1, w);
+                cx.set_const(ni, 2, b);
+                geom.in_c = ks.len();
+                geom.out_c = ks.len();
+                geom.groups = ks.len();
+                out = Some((axis, ks, orig));
+            }
+        } else {
+            if let Some((_, ks, _)) = &k0 {
+                cx.consumer(ni, ks.clone());
+                let w = cx.konst(cx.g.nodes[ni].inputs[1]).clone();
+                let b = cx.konst(cx.g.nodes[ni].inputs[2]).as_f32();
+                match cx.refit(ni, ks, &w, &b) {
+                    Some((nw, nb)) => {
+                        let bl = nb.len();
+                        cx.set_const(ni, 1, nw);
+                        cx.set_const(ni, 2, HostTensor::f32(vec![bl], nb));
+                    }
+                    None => cx.set_const(ni, 1, slice_axis(&w, 1, ks)),
+                }
+                geom.in_c = ks.len();
+            }
+            if let Some(ks) = cx.output_keep(ni) {
+                let w = slice_axis(cx.konst(cx.g.nodes[ni].inputs[1]), 0, ks);
+                let b = slice_axis(cx.konst(cx.g.nodes[ni].inputs[2]), 0, ks);
+                cx.set_const(ni, 1, w);
+                cx.set_const(ni, 2, b);
+                out = Some((1, ks.to_vec(), geom.out_c));
+                geom.out_c = ks.len();
+            }
+        }
+        cx.g.nodes[ni].op = COp::Conv { geom, act };
+        out
+    }
+}
+
+/// The block-sparse form of a conv's quantized weights when the sparse
+/// kernels run it faster (ungrouped, at least [`SPARSE_MIN_ZERO_BLOCKS`] zero
+/// blocks) and can run it (the folded bias is in range; the dense op would
+/// otherwise fall back to the reference conv).
+fn sparse_weights(
+    geom: &ConvGeometry,
+    q: &QConvParams,
+    wq: &[i8],
+    bq: &[i32],
+) -> Option<k::SparseOwned> {
+    let kk = geom.k();
+    if !strix_kernels::driver::uses_gemm(geom)
+        || k::zero_block_fraction(geom.out_c, kk, wq) < SPARSE_MIN_ZERO_BLOCKS
+    {
+        return None;
+    }
+    let sp = k::pack_sparse(geom.out_c, kk, wq)?;
+    strix_kernels::driver::fold_bias_sparse(&sp.view(), bq, q.in_zp)?;
+    Some(sp)
 }

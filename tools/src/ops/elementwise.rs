@@ -4,11 +4,15 @@
 //! constant, `QAdd`/`QMul` for two int8 activations. Pruning: channels flow
 //! through; two channel-carrying operands tie their producers into a group.
 
-use super::{cannot_fold, OnnxOp};
-use crate::ir::{COp, HostData, HostTensor};
+use super::{cannot_fold, fields, is_i8, scalar_const, IrOp, OnnxOp};
+use crate::ir::{CGraph, CNode, COp, HostData, HostTensor};
+use crate::lower::{q_code, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
+use crate::prune::graph::{slice_axis, Chan, Flow, Kept, Prune, FIXED};
 use anyhow::{anyhow, bail, Result};
-use strix_kernels::reference::BinaryOp;
+use strix_kernels::quantize_multiplier;
+use strix_kernels::reference::{self as k, BinaryOp, QAddParams, QMulParams};
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
 
 const TWO: fn(i64) -> usize = |_| 2;
@@ -215,4 +219,182 @@ fn fold(imp: &Importer, n: &pb::NodeProto, _: &Attrs) -> Result<Vec<HostTensor>>
     }
     let (a, b) = (imp.konst(&n.input[0])?, imp.konst(&n.input[1])?);
     Ok(vec![broadcast_apply(a, b, &n.op_type)?])
+}
+
+/// `COp::Binary`.
+pub(crate) struct Binary;
+
+impl IrOp for Binary {
+    fn f32_op(&self, n: &CNode) -> Op {
+        Op::Binary {
+            kind: *fields!(n, COp::Binary(kind) => kind),
+        }
+    }
+
+    /// Int8 with a scalar constant operand (a table; PRelu only with the
+    /// constant second), or Add/Mul of two int8 activations.
+    fn wants_int8(&self, cg: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        let op = fields!(n, COp::Binary(op) => op);
+        let (a, b) = (n.inputs[0], n.inputs[1]);
+        (is_i8(prec, a) && scalar_const(cg, b))
+            || (is_i8(prec, b) && scalar_const(cg, a) && *op != BinaryOp::Prelu)
+            || (matches!(op, BinaryOp::Add | BinaryOp::Mul) && is_i8(prec, a) && is_i8(prec, b))
+    }
+
+    fn transparent(&self, cg: &CGraph, n: &CNode) -> bool {
+        n.inputs.iter().any(|&v| scalar_const(cg, v))
+    }
+
+    fn f32_only(&self, cg: &CGraph, n: &CNode) -> bool {
+        let op = fields!(n, COp::Binary(op) => op);
+        !n.inputs.iter().any(|&v| scalar_const(cg, v))
+            && (!matches!(op, BinaryOp::Add | BinaryOp::Mul)
+                || n.inputs.iter().any(|&v| cg.is_const(v)))
+    }
+
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        let op = *fields!(n, COp::Binary(op) => op);
+        let cg = cx.cg;
+        let ov = &cg.values[n.output];
+        let (a, c) = (n.inputs[0], n.inputs[1]);
+        let oq = cx.quant_of(n.output)?;
+        let scalar = |v: usize| cg.values[v].konst.as_ref().and_then(HostTensor::scalar);
+        if let Some(cv) = scalar(c).or(scalar(a)) {
+            let const_first = scalar(a).is_some() && scalar(c).is_none();
+            let act_v = if const_first { c } else { a };
+            let (x, xq) = cx.i8_input(act_v)?;
+            let mut table = [0i8; 256];
+            for (i, e) in table.iter_mut().enumerate() {
+                let xr = (i as i32 - 128 - xq.zero_point) as f32 * xq.scale;
+                let y = if const_first {
+                    op.apply(cv, xr)
+                } else {
+                    op.apply(xr, cv)
+                };
+                *e = q_code(y, oq);
+            }
+            let tt = cx.b.const_i8(&format!("{}#lut", ov.name), &[256], &table);
+            return Ok(Int8Node {
+                op: Op::Lut,
+                inputs: vec![x, tt],
+                quant: Some(oq),
+            });
+        }
+        let (x, xq) = cx.i8_input(a)?;
+        let (y, yq) = cx.i8_input(c)?;
+        let op = if op == BinaryOp::Add {
+            let twice = 2.0 * xq.scale.max(yq.scale) as f64;
+            let p = QAddParams {
+                a_zp: xq.zero_point,
+                b_zp: yq.zero_point,
+                out_zp: oq.zero_point,
+                a_rq: quantize_multiplier(xq.scale as f64 / twice),
+                b_rq: quantize_multiplier(yq.scale as f64 / twice),
+                out_rq: quantize_multiplier(
+                    twice / ((1u64 << k::QADD_LEFT_SHIFT) as f64 * oq.scale as f64),
+                ),
+                act_min: -128,
+                act_max: 127,
+            };
+            Op::QAdd { p }
+        } else {
+            let p = QMulParams {
+                a_zp: xq.zero_point,
+                b_zp: yq.zero_point,
+                out_zp: oq.zero_point,
+                rq: quantize_multiplier(xq.scale as f64 * yq.scale as f64 / oq.scale as f64),
+                act_min: -128,
+                act_max: 127,
+            };
+            Op::QMul { p }
+        };
+        Ok(Int8Node {
+            op,
+            inputs: vec![x, y],
+            quant: Some(oq),
+        })
+    }
+
+    /// Channels flow through. Two channel-carrying operands must carry the
+    /// same layout: their producers are tied into one group. With one, the
+    /// other must be a constant that broadcasts along the channel axis (1
+    /// there, or one value per channel, which is sliced).
+    fn flow(&self, cx: &mut Flow, _: usize, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        let g = cx.g;
+        let (a, b) = (n.inputs[0], n.inputs[1]);
+        match (&ins[0], &ins[1]) {
+            (Some(ca), Some(cb)) => {
+                let sa = &g.values[a].shape;
+                let sb = &g.values[b].shape;
+                let same = ca.axis == cb.axis
+                    && sa.len() == sb.len()
+                    && ca.segs.len() == cb.segs.len()
+                    && ca.segs.iter().zip(&cb.segs).all(|(x, y)| x.1 == y.1);
+                if same {
+                    let mut ok = true;
+                    for (x, y) in ca.segs.iter().zip(&cb.segs) {
+                        match (x.0 == FIXED, y.0 == FIXED) {
+                            (false, false) => cx.tie(x.0, y.0),
+                            (true, true) => {}
+                            _ => ok = false,
+                        }
+                    }
+                    if ok {
+                        Some(ca.clone())
+                    } else {
+                        cx.poison(&ins[0]);
+                        cx.poison(&ins[1]);
+                        None
+                    }
+                } else {
+                    cx.poison(&ins[0]);
+                    cx.poison(&ins[1]);
+                    None
+                }
+            }
+            (Some(c), None) | (None, Some(c)) => {
+                let other = if ins[0].is_some() { b } else { a };
+                let total: usize = c.segs.iter().map(|s| s.1).sum();
+                let orank = g.values[n.output].shape.len();
+                let ok = g.values[other].konst.as_ref().is_some_and(|k| {
+                    // Right-aligned broadcast: the const's dim on the
+                    // channel axis is 1 (nothing to do) or C (sliced).
+                    let r = k.shape.len();
+                    r <= orank
+                        && (c.axis + r < orank || {
+                            let d = k.shape[c.axis + r - orank];
+                            d == 1 || d == total
+                        })
+                });
+                if ok {
+                    Some(c.clone())
+                } else {
+                    cx.poison(&Some(c.clone()));
+                    None
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// A constant operand with one value per channel loses the removed ones.
+    fn prune(&self, cx: &mut Prune, ni: usize, n: &CNode, k0: Kept) -> Kept {
+        let o = n.output;
+        let k1 = cx.kept(n.inputs[1]);
+        let (kk, other_slot) = match (k0, k1) {
+            (Some(a), _) => (Some(a), 1),
+            (None, Some(b)) => (Some(b), 0),
+            _ => (None, 0),
+        };
+        let (axis, ks, orig) = kk?;
+        let ov = cx.g.nodes[ni].inputs[other_slot];
+        if let Some(t) = cx.g.values[ov].konst.clone() {
+            let orank = cx.g.values[o].shape.len();
+            let r = t.shape.len();
+            if axis + r >= orank && t.shape[axis + r - orank] == orig && orig > 1 {
+                cx.set_const(ni, other_slot, slice_axis(&t, axis + r - orank, &ks));
+            }
+        }
+        Some((axis, ks, orig))
+    }
 }

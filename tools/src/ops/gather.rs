@@ -3,10 +3,12 @@
 //! reflect/edge Pad lowers to (see [`super::pad`]). Int8: the same op on
 //! int8 data.
 
-use super::{map_data, norm_axis, norm_axis_upto, OnnxOp};
-use crate::ir::{CNode, COp, HostTensor};
+use super::{fields, is_i8, map_data, norm_axis, norm_axis_upto, IrOp, OnnxOp};
+use crate::ir::{CGraph, CNode, COp, HostTensor};
+use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{node_name, Attrs, Importer};
 use anyhow::{anyhow, Context, Result};
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("Gather", Some(import), Some(fold)).inputs(|_| 2)];
@@ -86,4 +88,29 @@ fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>>
         shape,
         total,
     )])
+}
+
+/// `COp::Gather`. Channels stop here (pruning leaves its producers alone).
+pub(crate) struct Gather;
+
+impl IrOp for Gather {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (axis, indices) = fields!(n, COp::Gather { axis, indices } => (axis, indices));
+        Op::Gather {
+            axis: *axis,
+            indices: indices.clone(),
+        }
+    }
+    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        is_i8(prec, n.inputs[0])
+    }
+    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+        true
+    }
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        int8_same_quant(cx, n, self.f32_op(n))
+    }
 }

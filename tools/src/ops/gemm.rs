@@ -4,10 +4,15 @@
 //! only f32 ops read the result. Pruning: a gemm with constant weights
 //! produces prunable channels (its last axis).
 
-use super::OnnxOp;
-use crate::ir::{Act, COp, HostTensor};
+use super::{fields, IrOp, OnnxOp};
+use crate::ir::{Act, CGraph, CNode, COp, HostTensor};
+use crate::lower::{act_bounds, fin, requant_table, weight_consts, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
+use crate::prune::graph::{slice_axis, Chan, Flow, Kept, Prune};
 use anyhow::{bail, Context, Result};
+use strix_kernels::reference::QGemmParams;
+use strix_runtime::graph::{DType, Op};
+use strix_runtime::validate::MAX_QS8_REDUCTION;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[
@@ -143,4 +148,160 @@ fn matmul(imp: &mut Importer, n: &pb::NodeProto) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `COp::Gemm`.
+pub(crate) struct Gemm;
+
+/// Whether the gemm's weights are a constant (with a bias): its int8 form.
+fn const_weights(cg: &CGraph, n: &CNode) -> bool {
+    n.inputs.len() == 3 && cg.is_const(n.inputs[1])
+}
+
+impl IrOp for Gemm {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (m, nn, k, batch, act) =
+            fields!(n, COp::Gemm { m, n, k, batch, act } => (m, n, k, batch, act));
+        Op::Gemm {
+            m: *m,
+            n: *nn,
+            k: *k,
+            batch: *batch,
+            act_min: fin(act.min),
+            act_max: fin(act.max),
+        }
+    }
+
+    fn wants_int8(&self, cg: &CGraph, n: &CNode, _: &[Option<DType>]) -> bool {
+        let (k, batch) = fields!(n, COp::Gemm { k, batch, .. } => (k, batch));
+        const_weights(cg, n) && *k <= MAX_QS8_REDUCTION && *batch == 1
+    }
+
+    fn f32_only(&self, cg: &CGraph, n: &CNode) -> bool {
+        !const_weights(cg, n)
+    }
+
+    fn has_f32_output(&self) -> bool {
+        true
+    }
+
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        let (m, nn, kk, act) = fields!(n, COp::Gemm { m, n, k, act, .. } => (*m, *n, *k, act));
+        let cg = cx.cg;
+        let ov = &cg.values[n.output];
+        let (x, xq) = cx.i8_input(n.inputs[0])?;
+        if cx.f32_output {
+            let (wt, bt, ws) = weight_consts(&mut cx.b, cg, n, nn, Some((kk, nn)), xq.scale);
+            let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
+            let st = cx.b.const_f32(&format!("{}#scale", ov.name), &[nn], &sc);
+            let op = Op::QGemmF32 {
+                m,
+                n: nn,
+                k: kk,
+                in_zp: xq.zero_point,
+                act_min: fin(act.min),
+                act_max: fin(act.max),
+            };
+            return Ok(Int8Node {
+                op,
+                inputs: vec![x, wt, bt, st],
+                quant: None,
+            });
+        }
+        let oq = cx.quant_of(n.output)?;
+        let (wt, bt, ws) = weight_consts(&mut cx.b, cg, n, nn, Some((kk, nn)), xq.scale);
+        let rt = cx.b.const_i32(
+            &format!("{}#rq", ov.name),
+            &[nn, 2],
+            &requant_table(xq.scale, &ws, oq.scale),
+        );
+        let (act_min, act_max) = act_bounds(*act, oq);
+        let q = QGemmParams {
+            in_zp: xq.zero_point,
+            out_zp: oq.zero_point,
+            act_min,
+            act_max,
+        };
+        Ok(Int8Node {
+            op: Op::QGemm { m, n: nn, k: kk, q },
+            inputs: vec![x, wt, bt, rt],
+            quant: Some(oq),
+        })
+    }
+
+    fn f16_weight_slots(&self) -> &'static [usize] {
+        &[1]
+    }
+
+    /// A gemm with constant weights (and bias) produces prunable channels on
+    /// its last axis, reading its input's channels on their last axis.
+    fn flow(&self, cx: &mut Flow, ni: usize, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        let nout = fields!(n, COp::Gemm { n, .. } => *n);
+        let in0 = ins.first().cloned().flatten();
+        let g = cx.g;
+        let konst_ok = |v: usize| g.values[v].konst.is_some();
+        let wconst = n.inputs.len() >= 2 && konst_ok(n.inputs[1]);
+        let bias_ok = n.inputs.len() < 3 || konst_ok(n.inputs[2]);
+        let x_rank = g.values[n.inputs[0]].shape.len();
+        if wconst && bias_ok {
+            if in0.as_ref().is_some_and(|c| c.axis + 1 != x_rank) {
+                cx.poison(&in0);
+            }
+            cx.produces(ni);
+            Some(Chan {
+                axis: g.values[n.output].shape.len() - 1,
+                segs: vec![(ni, nout)],
+            })
+        } else {
+            cx.poison_all(ins);
+            None
+        }
+    }
+
+    /// Input channels removed: the weights (`[k][n]`) lose those rows
+    /// (refitted when `cx` has statistics); output channels removed: the
+    /// weights lose those columns and the bias those values.
+    fn prune(&self, cx: &mut Prune, ni: usize, n: &CNode, k0: Kept) -> Kept {
+        let (m, mut nn, mut k, batch, act) =
+            fields!(n, COp::Gemm { m, n, k, batch, act } => (*m, *n, *k, *batch, *act));
+        let o = n.output;
+        let mut out: Kept = None;
+        if let Some((_, ks, _)) = &k0 {
+            cx.consumer(ni, ks.clone());
+            let w = cx.konst(cx.g.nodes[ni].inputs[1]).clone();
+            let refit = if cx.g.nodes[ni].inputs.len() >= 3 {
+                let b = cx.konst(cx.g.nodes[ni].inputs[2]).as_f32();
+                cx.refit(ni, ks, &w, &b)
+            } else {
+                None
+            };
+            match refit {
+                Some((nw, nb)) => {
+                    let bl = nb.len();
+                    cx.set_const(ni, 1, nw);
+                    cx.set_const(ni, 2, HostTensor::f32(vec![bl], nb));
+                }
+                None => cx.set_const(ni, 1, slice_axis(&w, 0, ks)),
+            }
+            k = ks.len();
+        }
+        if let Some(ks) = cx.output_keep(ni) {
+            let w = slice_axis(cx.konst(cx.g.nodes[ni].inputs[1]), 1, ks);
+            cx.set_const(ni, 1, w);
+            if cx.g.nodes[ni].inputs.len() >= 3 {
+                let b = slice_axis(cx.konst(cx.g.nodes[ni].inputs[2]), 0, ks);
+                cx.set_const(ni, 2, b);
+            }
+            out = Some((cx.g.values[o].shape.len() - 1, ks.to_vec(), nn));
+            nn = ks.len();
+        }
+        cx.g.nodes[ni].op = COp::Gemm {
+            m,
+            n: nn,
+            k,
+            batch,
+            act,
+        };
+        out
+    }
 }

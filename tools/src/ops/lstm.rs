@@ -2,11 +2,12 @@
 //! f32): one op whose packed output `[seq + 2, batch, hidden]` is sliced
 //! into `Y`, `Y_h` and `Y_c`.
 
-use super::OnnxOp;
+use super::{fields, IrOp, OnnxOp};
 use crate::ir::{CNode, COp, HostTensor};
 use crate::onnx::{elements, node_name, Attrs, Importer, MAX_TENSOR_ELEMENTS};
 use anyhow::{bail, Context, Result};
 use strix_kernels::reference::LstmGeometry;
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("LSTM", Some(import), None).inputs(|_| 3)];
@@ -180,4 +181,19 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
         imp.by_name.insert(name.clone(), v);
     }
     Ok(())
+}
+
+/// `COp::Lstm`.
+pub(crate) struct Lstm;
+
+impl IrOp for Lstm {
+    fn f32_op(&self, n: &CNode) -> Op {
+        Op::Lstm {
+            geom: *fields!(n, COp::Lstm { geom } => geom),
+        }
+    }
+    /// W and R (the bias stays f32).
+    fn f16_weight_slots(&self) -> &'static [usize] {
+        &[1, 2]
+    }
 }

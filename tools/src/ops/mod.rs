@@ -36,10 +36,25 @@ pub(crate) mod softmax;
 pub(crate) mod split;
 pub(crate) mod transpose;
 
-use crate::ir::{HostData, HostTensor};
+use crate::ir::{CGraph, CNode, COp, HostData, HostTensor};
+use crate::lower::{Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
+use crate::prune::graph::{Chan, Flow, Kept, Prune};
 use anyhow::{bail, Result};
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
+
+/// The fields of `$n.op`, which [`ir`] guarantees match `$pat` in the
+/// module it dispatches to.
+macro_rules! fields {
+    ($n:expr, $pat:pat => $out:expr) => {
+        match &$n.op {
+            $pat => $out,
+            other => unreachable!("ops::ir dispatched {} here", other.name()),
+        }
+    };
+}
+pub(crate) use fields;
 
 /// Translates an ONNX node with at least one non-constant input into IR
 /// nodes (or an alias of its input) and binds its outputs in the importer.
@@ -116,6 +131,94 @@ pub(crate) fn onnx_op(op_type: &str) -> Option<&'static OnnxOp> {
         .iter()
         .flat_map(|m| m.iter())
         .find(|d| d.name == op_type)
+}
+
+/// The compiler side of one IR op ([`COp`] variant) after import: its
+/// lowering to runtime ops and its channel-flow rule for pruning. The
+/// defaults describe an op that only runs in f32 and stops channel flow
+/// (pruning leaves the producers feeding it alone).
+pub(crate) trait IrOp: Sync {
+    /// The runtime op computing `n` in f32.
+    fn f32_op(&self, n: &CNode) -> Op;
+
+    /// Whether `n` runs in int8, given the dtypes chosen for the values so
+    /// far (`prec`, indexed by value; `None`: constants).
+    fn wants_int8(&self, _cg: &CGraph, _n: &CNode, _prec: &[Option<DType>]) -> bool {
+        false
+    }
+    /// Whether `n` only moves or maps values elementwise: a chain of such ops
+    /// from an int8 conv to f32 consumers is better run in f32 after an
+    /// f32-output conv.
+    fn transparent(&self, _cg: &CGraph, _n: &CNode) -> bool {
+        false
+    }
+    /// Whether `n` runs in f32 whatever its inputs are.
+    fn f32_only(&self, _cg: &CGraph, _n: &CNode) -> bool {
+        true
+    }
+    /// Whether the op has an int8 form with an f32 output (int8 arithmetic
+    /// without output rounding), chosen when only f32 ops read the result.
+    fn has_f32_output(&self) -> bool {
+        false
+    }
+    /// The int8 form of `n` (called when [`IrOp::wants_int8`] held, or
+    /// with `cx.f32_output` for [`IrOp::has_f32_output`] ops).
+    fn int8(&self, _cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        bail!("internal: {} chosen for int8", n.op.name())
+    }
+    /// The input slots of `n` holding constant weights that can be stored as
+    /// f16 when the node stays f32 (biases never are).
+    fn f16_weight_slots(&self) -> &'static [usize] {
+        &[]
+    }
+
+    /// Channel flow for pruning: the channels `n`'s output carries given
+    /// those of its inputs (`ins`, by input slot), tying or poisoning
+    /// producers in `cx` (see [`crate::prune::graph`]).
+    fn flow(&self, cx: &mut Flow, _ni: usize, _n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        cx.poison_all(ins);
+        None
+    }
+    /// Pruning: rewrites node `ni` (a clone of it is `n`) whose first input
+    /// keeps the channels `k0` and whose own output channels may be cut
+    /// (`cx.output_keep(ni)`); returns the channels its output keeps.
+    fn prune(&self, _cx: &mut Prune, _ni: usize, _n: &CNode, _k0: Kept) -> Kept {
+        None
+    }
+}
+
+/// The module of each IR op, one line per op: the one table lowering and
+/// pruning dispatch through (a new [`COp`] variant does not compile until it
+/// is listed here).
+pub(crate) fn ir(op: &COp) -> &'static dyn IrOp {
+    match op {
+        COp::Conv { .. } => &conv::Conv,
+        COp::Gemm { .. } => &gemm::Gemm,
+        COp::MaxPool { .. } => &pool::MaxPool,
+        COp::AvgPool { .. } => &pool::AvgPool,
+        COp::Binary(_) => &elementwise::Binary,
+        COp::Unary(_) => &activation::Unary,
+        COp::Softmax { .. } => &softmax::Softmax,
+        COp::ReduceMean { .. } => &reduce::ReduceMean,
+        COp::Concat { .. } => &concat::Concat,
+        COp::Transpose { .. } => &transpose::Transpose,
+        COp::Reshape => &reshape::Reshape,
+        COp::Slice { .. } => &slice::Slice,
+        COp::Gather { .. } => &gather::Gather,
+        COp::Pad { .. } => &pad::Pad,
+        COp::Resize { .. } => &resize::Resize,
+        COp::Lstm { .. } => &lstm::Lstm,
+    }
+}
+
+/// Whether value `v` was chosen int8 (for [`IrOp::wants_int8`]).
+pub(crate) fn is_i8(prec: &[Option<DType>], v: usize) -> bool {
+    prec[v] == Some(DType::I8)
+}
+
+/// Whether value `v` is a one-element constant.
+pub(crate) fn scalar_const(cg: &CGraph, v: usize) -> bool {
+    cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1)
 }
 
 /// The error of a constant node no fold handles (the same words for an

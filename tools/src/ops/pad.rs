@@ -2,10 +2,13 @@
 //! reflect and edge padding become one Gather per padded axis. Pruning:
 //! channels flow through when the channel axis is not padded.
 
-use super::OnnxOp;
-use crate::ir::{CNode, COp};
+use super::{fields, is_i8, IrOp, OnnxOp};
+use crate::ir::{CGraph, CNode, COp};
+use crate::lower::{q_code, Int8Cx, Int8Node};
 use crate::onnx::{elements, node_name, Attrs, Importer};
+use crate::prune::graph::{Chan, Flow, Kept, Prune};
 use anyhow::{anyhow, bail, Context, Result};
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("Pad", Some(import), None)];
@@ -113,4 +116,59 @@ fn pad_by_gather(
         }
     }
     Ok(())
+}
+
+/// `COp::Pad`.
+pub(crate) struct Pad;
+
+impl IrOp for Pad {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (before, value) = fields!(n, COp::Pad { before, value } => (before, value));
+        Op::Pad {
+            before: before.clone(),
+            value: *value,
+        }
+    }
+    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        is_i8(prec, n.inputs[0])
+    }
+    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+        true
+    }
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+    /// The pad value becomes the input's code for it.
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        let (before, value) = fields!(n, COp::Pad { before, value } => (before, value));
+        let (x, xq) = cx.i8_input(n.inputs[0])?;
+        Ok(Int8Node {
+            op: Op::Pad {
+                before: before.clone(),
+                value: q_code(*value, xq) as f32,
+            },
+            inputs: vec![x],
+            quant: Some(xq),
+        })
+    }
+    /// Channels flow through when the channel axis is not padded.
+    fn flow(&self, cx: &mut Flow, _: usize, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        let before = fields!(n, COp::Pad { before, .. } => before);
+        let g = cx.g;
+        match ins.first().cloned().flatten() {
+            Some(c)
+                if before.get(c.axis) == Some(&0)
+                    && g.values[n.output].shape[c.axis] == g.values[n.inputs[0]].shape[c.axis] =>
+            {
+                Some(c)
+            }
+            c => {
+                cx.poison(&c);
+                None
+            }
+        }
+    }
+    fn prune(&self, _: &mut Prune, _: usize, _: &CNode, k0: Kept) -> Kept {
+        k0
+    }
 }

@@ -3,11 +3,14 @@
 //! Pruning: channels flow through.
 
 use super::conv::{conv_out, pads_attr, window_attr};
-use super::OnnxOp;
-use crate::ir::COp;
+use super::{fields, is_i8, IrOp, OnnxOp};
+use crate::ir::{CGraph, CNode, COp};
+use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
+use crate::prune::graph::{flow_nchw, Chan, Flow, Kept, Prune};
 use anyhow::{bail, Result};
 use strix_kernels::reference::PoolGeometry;
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[
@@ -111,4 +114,70 @@ fn pool(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs, max: bool, global: boo
         out,
     )?;
     Ok(())
+}
+
+/// `COp::MaxPool`.
+pub(crate) struct MaxPool;
+/// `COp::AvgPool`.
+pub(crate) struct AvgPool;
+
+impl IrOp for MaxPool {
+    fn f32_op(&self, n: &CNode) -> Op {
+        Op::MaxPool {
+            geom: *fields!(n, COp::MaxPool { geom } => geom),
+        }
+    }
+    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        is_i8(prec, n.inputs[0])
+    }
+    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+        true
+    }
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        int8_same_quant(cx, n, self.f32_op(n))
+    }
+    fn flow(&self, cx: &mut Flow, _: usize, _: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        flow_nchw(cx, ins)
+    }
+    fn prune(&self, cx: &mut Prune, ni: usize, n: &CNode, k0: Kept) -> Kept {
+        let mut geom = *fields!(n, COp::MaxPool { geom } => geom);
+        if let Some((_, ks, _)) = &k0 {
+            geom.channels = ks.len();
+        }
+        cx.g.nodes[ni].op = COp::MaxPool { geom };
+        k0
+    }
+}
+
+impl IrOp for AvgPool {
+    fn f32_op(&self, n: &CNode) -> Op {
+        Op::AvgPool {
+            geom: *fields!(n, COp::AvgPool { geom } => geom),
+        }
+    }
+    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        is_i8(prec, n.inputs[0])
+    }
+    // Not `transparent`: precision planning does not look through an
+    // average pool (unlike a max pool).
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        int8_same_quant(cx, n, self.f32_op(n))
+    }
+    fn flow(&self, cx: &mut Flow, _: usize, _: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+        flow_nchw(cx, ins)
+    }
+    fn prune(&self, cx: &mut Prune, ni: usize, n: &CNode, k0: Kept) -> Kept {
+        let mut geom = *fields!(n, COp::AvgPool { geom } => geom);
+        if let Some((_, ks, _)) = &k0 {
+            geom.channels = ks.len();
+        }
+        cx.g.nodes[ni].op = COp::AvgPool { geom };
+        k0
+    }
 }

@@ -1,9 +1,10 @@
 //! ReduceMean over adjacent axes (`COp::ReduceMean`, always f32).
 
-use super::{norm_axis, OnnxOp};
-use crate::ir::COp;
+use super::{fields, norm_axis, IrOp, OnnxOp};
+use crate::ir::{CNode, COp};
 use crate::onnx::{Attrs, Importer};
 use anyhow::{bail, Result};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("ReduceMean", Some(import), None)];
@@ -55,4 +56,15 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
         out,
     )?;
     Ok(())
+}
+
+/// `COp::ReduceMean`.
+pub(crate) struct ReduceMean;
+
+impl IrOp for ReduceMean {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (outer, axis, inner) =
+            fields!(n, COp::ReduceMean { outer, axis, inner } => (*outer, *axis, *inner));
+        Op::ReduceMean { outer, axis, inner }
+    }
 }

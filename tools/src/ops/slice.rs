@@ -1,10 +1,12 @@
 //! Slice (`COp::Slice`: a start and a step per axis; also what Split and the
 //! LSTM outputs lower to). Int8: the same op on int8 data.
 
-use super::{map_data, norm_axis_upto, OnnxOp};
-use crate::ir::{COp, HostTensor};
+use super::{fields, is_i8, map_data, norm_axis_upto, IrOp, OnnxOp};
+use crate::ir::{CGraph, CNode, COp, HostTensor};
+use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
 use anyhow::{bail, Result};
+use strix_runtime::graph::{DType, Op};
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] =
@@ -111,4 +113,29 @@ pub(crate) fn slice_params(
         out[ax] = len as usize;
     }
     Ok((st, sp, out))
+}
+
+/// `COp::Slice`. Channels stop here (pruning leaves its producers alone).
+pub(crate) struct Slice;
+
+impl IrOp for Slice {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (starts, steps) = fields!(n, COp::Slice { starts, steps } => (starts, steps));
+        Op::Slice {
+            starts: starts.clone(),
+            steps: steps.clone(),
+        }
+    }
+    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        is_i8(prec, n.inputs[0])
+    }
+    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+        true
+    }
+    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+        false
+    }
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        int8_same_quant(cx, n, self.f32_op(n))
+    }
 }

@@ -1,10 +1,11 @@
 //! Softmax (`COp::Softmax`, always f32; opset < 13 flattens the axes from
 //! `axis` on).
 
-use super::{norm_axis, OnnxOp};
-use crate::ir::COp;
+use super::{fields, norm_axis, IrOp, OnnxOp};
+use crate::ir::{CNode, COp};
 use crate::onnx::{Attrs, Importer};
 use anyhow::Result;
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("Softmax", Some(import), None)];
@@ -34,4 +35,15 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
         s,
     )?;
     Ok(())
+}
+
+/// `COp::Softmax`.
+pub(crate) struct Softmax;
+
+impl IrOp for Softmax {
+    fn f32_op(&self, n: &CNode) -> Op {
+        let (outer, axis, inner) =
+            fields!(n, COp::Softmax { outer, axis, inner } => (*outer, *axis, *inner));
+        Op::Softmax { outer, axis, inner }
+    }
 }

@@ -342,7 +342,12 @@ pub fn build_int8(
     } else {
         HashSet::new()
     };
-    let lowered = crate::lower::lower_int8_mixed_f16(&cg, &stats, method, keep_f32, &half)?;
+    let opts = crate::lower::Int8Options {
+        keep_f32: keep_f32.clone(),
+        f16: half,
+        ..Default::default()
+    };
+    let lowered = crate::lower::lower_int8(&cg, &stats, method, &opts)?;
     let mut b = lowered.builder;
     strix_runtime::plan::plan(&mut b.g, true);
     Model::new(meta.clone(), b.g, b.c).context("the pruned graph failed validation (compiler bug)")
@@ -845,7 +850,7 @@ fn choose_f32_layers(
         crate::equalize::equalize(&mut eq);
     }
     let stats = crate::calib::calibrate(&eq, stats_samples, method, || {})?;
-    let lowered = crate::lower::lower_int8(&eq, &stats, method)?;
+    let lowered = crate::lower::lower_int8(&eq, &stats, method, &Default::default())?;
     let rows = crate::report::layer_errors(
         &eq,
         &lowered.builder,
