@@ -72,11 +72,7 @@ pub fn convert_with(
     let meta = config::load(config, onnx_path)?;
     let mut cg =
         onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
-    let pass_opts = passes::PassOptions {
-        remove_dead_channels: std::env::var_os("STRIX_KEEP_DEAD").is_none(),
-        equalize: !fp32 && std::env::var_os("STRIX_NO_CLE").is_none(),
-    };
-    passes::run_graph_passes(&mut cg, &pass_opts)?;
+    passes::run_graph_passes(&mut cg, &passes::PassOptions::from_env(!fp32))?;
     if cg.inputs.len() != 1 && !fp32 {
         bail!(
             "the model has {} inputs: int8 calibration takes one-input models; \
@@ -155,10 +151,10 @@ pub fn convert_pruned(
             cg.inputs.len()
         );
     }
-    // Only the first graph pass: the search equalizes each candidate itself.
+    // Not `equalize` yet: the search equalizes each int8 candidate itself.
     let pass_opts = passes::PassOptions {
-        remove_dead_channels: std::env::var_os("STRIX_KEEP_DEAD").is_none(),
         equalize: false,
+        ..passes::PassOptions::from_env(true)
     };
     passes::run_graph_passes(&mut cg, &pass_opts)?;
     let in_shape = cg.values[cg.inputs[0]].shape.clone();

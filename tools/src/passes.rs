@@ -7,7 +7,8 @@
 //! 2. [`IMPORT_PASSES`] on the imported graph (run by the import itself, so
 //!    every caller of [`crate::onnx::import`] gets the same graph);
 //! 3. [`GRAPH_PASSES`] (run by `convert`; `convert --prune` runs
-//!    `remove-dead-channels`, then `equalize` on every candidate it builds);
+//!    `remove-dead-channels` once, then `equalize` on every int8 candidate
+//!    it builds);
 //! 4. calibration ([`crate::calib::calibrate`], int8 builds);
 //! 5. lowering ([`crate::lower::lower_f32`] or [`crate::lower::lower_int8`]):
 //!    each node's precision is chosen and it becomes runtime ops through its op
@@ -42,6 +43,18 @@ impl Default for PassOptions {
         PassOptions {
             remove_dead_channels: true,
             equalize: true,
+        }
+    }
+}
+
+impl PassOptions {
+    /// The options of an int8 (`int8`) or f32 build, as the environment
+    /// sets them (`STRIX_KEEP_DEAD`, `STRIX_NO_CLE`): the one place the
+    /// passes' environment switches are read.
+    pub fn from_env(int8: bool) -> Self {
+        PassOptions {
+            remove_dead_channels: std::env::var_os("STRIX_KEEP_DEAD").is_none(),
+            equalize: int8 && std::env::var_os("STRIX_NO_CLE").is_none(),
         }
     }
 }

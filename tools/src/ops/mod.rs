@@ -80,7 +80,7 @@ pub(crate) struct OnnxOp {
 }
 
 impl OnnxOp {
-    /// An operator with `min_inputs` required inputs at every opset.
+    /// An operator with one required input (see [`OnnxOp::inputs`]).
     pub(crate) const fn new(
         name: &'static str,
         import: Option<ImportFn>,
@@ -93,7 +93,7 @@ impl OnnxOp {
             fold,
         }
     }
-    /// `self` needing `min_inputs` inputs (at every opset).
+    /// `self` with `min_inputs(opset)` required inputs.
     pub(crate) const fn inputs(self, min_inputs: fn(i64) -> usize) -> Self {
         OnnxOp { min_inputs, ..self }
     }

@@ -329,9 +329,7 @@ pub fn build_int8(
     meta: &ModelMeta,
 ) -> Result<Model> {
     let mut cg = cg.clone();
-    if std::env::var_os("STRIX_NO_CLE").is_none() {
-        crate::equalize::equalize(&mut cg);
-    }
+    crate::passes::run_graph_passes(&mut cg, &int8_passes())?;
     let stats = crate::calib::calibrate(&cg, stats_samples, method, || {})?;
     let half: HashSet<usize> = if f16 {
         keep_f32
@@ -351,6 +349,15 @@ pub fn build_int8(
     let mut b = lowered.builder;
     strix_runtime::plan::plan(&mut b.g, true);
     Model::new(meta.clone(), b.g, b.c).context("the pruned graph failed validation (compiler bug)")
+}
+
+/// The graph passes left for an int8 candidate: dead channels were removed
+/// before the search, so only `equalize` (like `convert`).
+fn int8_passes() -> crate::passes::PassOptions {
+    crate::passes::PassOptions {
+        remove_dead_channels: false,
+        ..crate::passes::PassOptions::from_env(true)
+    }
 }
 
 /// The all-f32 model of `cg`.
@@ -846,9 +853,7 @@ fn choose_f32_layers(
 ) -> Result<(HashSet<usize>, bool, Metrics, Vec<Outs>)> {
     // Per-layer error on the first calibration sample ranks the layers.
     let mut eq = cg.clone();
-    if std::env::var_os("STRIX_NO_CLE").is_none() {
-        crate::equalize::equalize(&mut eq);
-    }
+    crate::passes::run_graph_passes(&mut eq, &int8_passes())?;
     let stats = crate::calib::calibrate(&eq, stats_samples, method, || {})?;
     let lowered = crate::lower::lower_int8(&eq, &stats, method, &Default::default())?;
     let rows = crate::report::layer_errors(
