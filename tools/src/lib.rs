@@ -5,11 +5,12 @@ pub mod calib;
 pub mod config;
 pub mod equalize;
 pub mod eval;
-mod fold;
 pub mod ir;
 pub mod lower;
 pub mod media;
 pub mod onnx;
+mod ops;
+pub mod passes;
 pub mod prune;
 pub mod report;
 
@@ -71,10 +72,7 @@ pub fn convert_with(
     let meta = config::load(config, onnx_path)?;
     let mut cg =
         onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
-    remove_dead_channels(&mut cg)?;
-    if !fp32 && std::env::var_os("STRIX_NO_CLE").is_none() {
-        equalize::equalize(&mut cg);
-    }
+    passes::run_graph_passes(&mut cg, &passes::PassOptions::from_env(!fp32))?;
     if cg.inputs.len() != 1 && !fp32 {
         bail!(
             "the model has {} inputs: int8 calibration takes one-input models; \
@@ -102,7 +100,7 @@ pub fn convert_with(
         let pb = bar(2 * samples.len() as u64, "calibrating");
         let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
         pb.finish_and_clear();
-        let lowered = lower::lower_int8_with(&cg, &stats, method, opts)?;
+        let lowered = lower::lower_int8(&cg, &stats, method, &opts)?;
         if report {
             println!(
                 "{:<40} {:<10} {:>10} {:>10}",
@@ -130,23 +128,6 @@ pub fn convert_with(
     Ok(model)
 }
 
-/// Removes channels pruned in training (weights within
-/// [`prune::dead::DEAD_REL`] of zero, see [`prune::dead`]) and says so; a
-/// no-op on ordinary models and with env `STRIX_KEEP_DEAD`.
-fn remove_dead_channels(cg: &mut ir::CGraph) -> Result<()> {
-    if std::env::var_os("STRIX_KEEP_DEAD").is_some() {
-        return Ok(());
-    }
-    let r = prune::dead::remove_dead_channels(cg).context("removing dead channels")?;
-    if r.channels > 0 {
-        eprintln!(
-            "removed {} dead channels (weights below 1e-6 of their layer's largest) from {} layers: MACs {} -> {}",
-            r.channels, r.layers, r.macs_before, r.macs_after
-        );
-    }
-    Ok(())
-}
-
 /// `strix convert --prune`: compiles `onnx` pruned within `opts.budget` (see
 /// [`prune`]); writes the `.strix` file and the JSON/HTML reports if asked.
 /// The `calib` samples are split into calibration and held-back parts.
@@ -170,7 +151,12 @@ pub fn convert_pruned(
             cg.inputs.len()
         );
     }
-    remove_dead_channels(&mut cg)?;
+    // Not `equalize` yet: the search equalizes each int8 candidate itself.
+    let pass_opts = passes::PassOptions {
+        equalize: false,
+        ..passes::PassOptions::from_env(true)
+    };
+    passes::run_graph_passes(&mut cg, &pass_opts)?;
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
     let samples: Vec<Vec<f32>> = calib
         .iter()

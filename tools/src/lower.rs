@@ -1,16 +1,19 @@
 //! Lowering the compiler graph to the runtime graph: all-f32 (the reference
 //! used for calibration) or int8 with f32 islands where int8 would hurt.
+//!
+//! This file is the driver: it walks the graph, chooses each node's
+//! precision and inserts the conversions between int8 and f32; what a node
+//! becomes is up to its op module ([`crate::ops::IrOp`]). The quantization
+//! helpers the op modules share are here too.
 
-use crate::calib::Stats;
-use crate::ir::{Act, CGraph, COp, HostTensor};
+use crate::calib::{Method, Stats};
+use crate::ir::{Act, CGraph, CNode};
+use crate::ops;
 use anyhow::{bail, Result};
 use std::collections::{HashMap, HashSet};
-use strix_kernels::reference::{
-    self as k, BinaryOp, QAddParams, QConvParams, QGemmParams, QMulParams, UnaryOp,
-};
-use strix_kernels::{quantize_multiplier, Requant};
+use strix_kernels::quantize_multiplier;
+use strix_kernels::reference as k;
 use strix_runtime::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
-use strix_runtime::validate::MAX_QS8_REDUCTION;
 
 #[derive(Default)]
 pub struct Builder {
@@ -19,7 +22,13 @@ pub struct Builder {
 }
 
 impl Builder {
-    fn act(&mut self, name: &str, shape: &[usize], dtype: DType, quant: Option<Quant>) -> usize {
+    pub(crate) fn act(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        quant: Option<Quant>,
+    ) -> usize {
         self.g.tensors.push(Tensor {
             name: name.to_string(),
             shape: shape.to_vec(),
@@ -29,17 +38,17 @@ impl Builder {
         });
         self.g.tensors.len() - 1
     }
-    fn const_f32(&mut self, name: &str, shape: &[usize], v: &[f32]) -> usize {
+    pub(crate) fn const_f32(&mut self, name: &str, shape: &[usize], v: &[f32]) -> usize {
         let offset = self.c.f32.len();
         self.c.f32.extend_from_slice(v);
         self.push_const(name, shape, DType::F32, offset)
     }
-    fn const_i8(&mut self, name: &str, shape: &[usize], v: &[i8]) -> usize {
+    pub(crate) fn const_i8(&mut self, name: &str, shape: &[usize], v: &[i8]) -> usize {
         let offset = self.c.i8.len();
         self.c.i8.extend_from_slice(v);
         self.push_const(name, shape, DType::I8, offset)
     }
-    fn const_i32(&mut self, name: &str, shape: &[usize], v: &[i32]) -> usize {
+    pub(crate) fn const_i32(&mut self, name: &str, shape: &[usize], v: &[i32]) -> usize {
         let offset = self.c.i32.len();
         self.c.i32.extend_from_slice(v);
         self.push_const(name, shape, DType::I32, offset)
@@ -54,7 +63,7 @@ impl Builder {
         });
         self.g.tensors.len() - 1
     }
-    fn node(&mut self, name: &str, op: Op, inputs: Vec<usize>, output: usize) {
+    pub(crate) fn node(&mut self, name: &str, op: Op, inputs: Vec<usize>, output: usize) {
         self.g.nodes.push(Node {
             name: name.to_string(),
             op,
@@ -90,81 +99,15 @@ pub fn lower_f32(cg: &CGraph) -> Result<(Builder, Vec<Option<usize>>)> {
         let ov = &cg.values[n.output];
         let out = b.act(&ov.name, &ov.shape, DType::F32, None);
         map[n.output] = Some(out);
-        b.node(&n.name, f32_op(&n.op, n.inputs.len()), ins, out);
+        b.node(&n.name, ops::ir(&n.op).f32_op(n), ins, out);
     }
     b.g.outputs = cg.outputs.iter().map(|&o| map[o].unwrap()).collect();
     Ok((b, map))
 }
 
-fn f32_op(op: &COp, n_inputs: usize) -> Op {
-    match op {
-        COp::Conv { geom, act } => Op::Conv {
-            geom: *geom,
-            act_min: fin(act.min),
-            act_max: fin(act.max),
-        },
-        COp::Gemm {
-            m,
-            n,
-            k,
-            batch,
-            act,
-        } => Op::Gemm {
-            m: *m,
-            n: *n,
-            k: *k,
-            batch: *batch,
-            act_min: fin(act.min),
-            act_max: fin(act.max),
-        },
-        COp::MaxPool { geom } => Op::MaxPool { geom: *geom },
-        COp::AvgPool { geom } => Op::AvgPool { geom: *geom },
-        COp::Binary(kind) => Op::Binary { kind: *kind },
-        COp::Unary(kind) => Op::Unary {
-            kind: match *kind {
-                UnaryOp::Clip { min, max } => UnaryOp::Clip {
-                    min: fin(min),
-                    max: fin(max),
-                },
-                k => k,
-            },
-        },
-        COp::Softmax { outer, axis, inner } => Op::Softmax {
-            outer: *outer,
-            axis: *axis,
-            inner: *inner,
-        },
-        COp::ReduceMean { outer, axis, inner } => Op::ReduceMean {
-            outer: *outer,
-            axis: *axis,
-            inner: *inner,
-        },
-        COp::Concat { axis } => Op::Concat {
-            axis: *axis,
-            requant: vec![None; n_inputs],
-        },
-        COp::Transpose { perm } => Op::Transpose { perm: perm.clone() },
-        COp::Reshape => Op::Reshape,
-        COp::Slice { starts, steps } => Op::Slice {
-            starts: starts.clone(),
-            steps: steps.clone(),
-        },
-        COp::Gather { axis, indices } => Op::Gather {
-            axis: *axis,
-            indices: indices.clone(),
-        },
-        COp::Pad { before, value } => Op::Pad {
-            before: before.clone(),
-            value: *value,
-        },
-        COp::Resize { geom } => Op::Resize { geom: *geom },
-        COp::Lstm { geom } => Op::Lstm { geom: *geom },
-    }
-}
-
 /// Infinite bounds become the largest finite ones: same effect, and the graph
 /// section (JSON) has no representation for infinity.
-fn fin(x: f32) -> f32 {
+pub(crate) fn fin(x: f32) -> f32 {
     x.clamp(f32::MIN, f32::MAX)
 }
 
@@ -180,11 +123,11 @@ pub fn choose_quant(lo: f32, hi: f32) -> Quant {
     }
 }
 
-fn q_code(x: f32, q: Quant) -> i8 {
+pub(crate) fn q_code(x: f32, q: Quant) -> i8 {
     k::quantize_one(x, 1.0 / q.scale, q.zero_point)
 }
 
-fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
+pub(crate) fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
     let lo = if act.min.is_finite() {
         q_code(act.min, q)
     } else {
@@ -216,7 +159,7 @@ fn quantize_weights(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-fn requant_table(in_scale: f32, w_scales: &[f32], out_scale: f32) -> Vec<i32> {
+pub(crate) fn requant_table(in_scale: f32, w_scales: &[f32], out_scale: f32) -> Vec<i32> {
     w_scales
         .iter()
         .flat_map(|&ws| {
@@ -240,10 +183,10 @@ fn bias_i32(b: &[f32], in_scale: f32, w_scales: &[f32]) -> Vec<i32> {
 /// Quantizes a conv/gemm node's weights (per output channel) and bias and
 /// adds them as constants; returns (weights tensor, bias tensor, weight scales).
 /// Gemm weights arrive as `[k][n]` (`kn = Some((k, n))`) and are stored `[n][k]`.
-fn weight_consts(
+pub(crate) fn weight_consts(
     b: &mut Builder,
     cg: &CGraph,
-    n: &crate::ir::CNode,
+    n: &CNode,
     rows: usize,
     kn: Option<(usize, usize)>,
     in_scale: f32,
@@ -257,9 +200,9 @@ fn weight_consts(
 
 /// The int8 weights (`[rows][k]`), int32 bias and per-row weight scales of a
 /// conv or gemm node (gemm weights `[k][n]` are transposed when `kn` is given).
-fn quantized_weights(
+pub(crate) fn quantized_weights(
     cg: &CGraph,
-    n: &crate::ir::CNode,
+    n: &CNode,
     rows: usize,
     kn: Option<(usize, usize)>,
     in_scale: f32,
@@ -297,8 +240,8 @@ fn quantized_weights(
 /// margin and a sparse layer is never slower than dense.
 pub const SPARSE_MIN_ZERO_BLOCKS: f64 = 0.35;
 
-/// Options of [`lower_int8_with`].
-#[derive(Clone, Copy, Debug)]
+/// Options of [`lower_int8`].
+#[derive(Clone, Debug)]
 pub struct Int8Options {
     /// Emit [`Op::QConvSparse`] for ungrouped convs whose quantized weights
     /// have at least [`SPARSE_MIN_ZERO_BLOCKS`] all-zero blocks (models
@@ -310,6 +253,14 @@ pub struct Int8Options {
     /// f16 rounding. `strix convert --f16-weights`; `convert` applies it to
     /// `--fp32` builds too.
     pub f16_weights: bool,
+    /// Nodes (indices into `cg.nodes`) additionally kept in f32: the mixed
+    /// precision chosen by the pruner.
+    pub keep_f32: HashSet<usize>,
+    /// Nodes of `keep_f32` that also store their constant weights as f16
+    /// (see [`store_weights_f16`]): they still compute in f32, from weights
+    /// rounded to half precision, so the file carries 2 bytes per weight
+    /// instead of 4.
+    pub f16: HashSet<usize>,
 }
 
 impl Default for Int8Options {
@@ -317,94 +268,9 @@ impl Default for Int8Options {
         Int8Options {
             sparse: true,
             f16_weights: false,
+            keep_f32: HashSet::new(),
+            f16: HashSet::new(),
         }
-    }
-}
-
-/// The block-sparse form of a conv's quantized weights when the sparse
-/// kernels run it faster (ungrouped, at least [`SPARSE_MIN_ZERO_BLOCKS`] zero
-/// blocks) and can run it (the folded bias is in range; the dense op would
-/// otherwise fall back to the reference conv).
-fn sparse_weights(
-    geom: &k::ConvGeometry,
-    q: &QConvParams,
-    wq: &[i8],
-    bq: &[i32],
-) -> Option<k::SparseOwned> {
-    let kk = geom.k();
-    if !strix_kernels::driver::uses_gemm(geom)
-        || k::zero_block_fraction(geom.out_c, kk, wq) < SPARSE_MIN_ZERO_BLOCKS
-    {
-        return None;
-    }
-    let sp = k::pack_sparse(geom.out_c, kk, wq)?;
-    strix_kernels::driver::fold_bias_sparse(&sp.view(), bq, q.in_zp)?;
-    Some(sp)
-}
-
-/// Why a node runs in f32 (shown by `inspect` through the op names).
-fn wants_int8(cg: &CGraph, n: &crate::ir::CNode, prec: &[Option<DType>]) -> bool {
-    let is_i8 = |v: usize| prec[v] == Some(DType::I8);
-    let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
-    match &n.op {
-        COp::Conv { geom, .. } => geom.k() <= MAX_QS8_REDUCTION,
-        COp::Gemm { k, batch, .. } => {
-            n.inputs.len() == 3
-                && cg.is_const(n.inputs[1])
-                && *k <= MAX_QS8_REDUCTION
-                && *batch == 1
-        }
-        COp::MaxPool { .. }
-        | COp::AvgPool { .. }
-        | COp::Transpose { .. }
-        | COp::Reshape
-        | COp::Slice { .. }
-        | COp::Gather { .. }
-        | COp::Pad { .. }
-        | COp::Resize { .. }
-        | COp::Unary(_) => is_i8(n.inputs[0]),
-        COp::Binary(op) => {
-            let (a, b) = (n.inputs[0], n.inputs[1]);
-            (is_i8(a) && scalar_const(b))
-                || (is_i8(b) && scalar_const(a) && *op != BinaryOp::Prelu)
-                || (matches!(op, BinaryOp::Add | BinaryOp::Mul) && is_i8(a) && is_i8(b))
-        }
-        COp::Concat { .. } => n.inputs.iter().all(|&v| is_i8(v)),
-        COp::Softmax { .. } | COp::ReduceMean { .. } | COp::Lstm { .. } => false,
-    }
-}
-
-/// Ops that only move or map values elementwise: a chain of them from an int8
-/// conv to f32 consumers is better run in f32 after an f32-output conv.
-fn transparent(cg: &CGraph, n: &crate::ir::CNode) -> bool {
-    let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
-    match &n.op {
-        COp::Reshape
-        | COp::Transpose { .. }
-        | COp::Slice { .. }
-        | COp::Gather { .. }
-        | COp::Concat { .. }
-        | COp::Pad { .. }
-        | COp::Resize { .. }
-        | COp::MaxPool { .. }
-        | COp::Unary(_) => true,
-        COp::Binary(_) => n.inputs.iter().any(|&v| scalar_const(v)),
-        _ => false,
-    }
-}
-
-/// Ops that run in f32 whatever their inputs are.
-fn f32_only(cg: &CGraph, n: &crate::ir::CNode) -> bool {
-    let scalar_const = |v: usize| cg.values[v].konst.as_ref().is_some_and(|t| t.len() == 1);
-    match &n.op {
-        COp::Softmax { .. } | COp::ReduceMean { .. } | COp::Lstm { .. } => true,
-        COp::Gemm { .. } => !(n.inputs.len() == 3 && cg.is_const(n.inputs[1])),
-        COp::Binary(op) => {
-            !n.inputs.iter().any(|&v| scalar_const(v))
-                && (!matches!(op, BinaryOp::Add | BinaryOp::Mul)
-                    || n.inputs.iter().any(|&v| cg.is_const(v)))
-        }
-        _ => false,
     }
 }
 
@@ -432,7 +298,9 @@ fn plan_precision(
             prec[i] = Some(DType::F32);
         }
         for (i, n) in cg.nodes.iter().enumerate() {
-            let int8 = !f32out.contains(&i) && !keep_f32.contains(&i) && wants_int8(cg, n, &prec);
+            let int8 = !f32out.contains(&i)
+                && !keep_f32.contains(&i)
+                && ops::ir(&n.op).wants_int8(cg, n, &prec);
             prec[n.output] = Some(if int8 { DType::I8 } else { DType::F32 });
         }
         fn only_f32_sinks(
@@ -448,14 +316,15 @@ fn plan_precision(
             let _ = is_output[v];
             consumers[v].iter().all(|&c| {
                 let n = &cg.nodes[c];
-                f32_only(cg, n)
-                    || (transparent(cg, n)
+                let def = ops::ir(&n.op);
+                def.f32_only(cg, n)
+                    || (def.transparent(cg, n)
                         && only_f32_sinks(cg, n.output, consumers, is_output, depth + 1))
             })
         }
         let mut changed = false;
         for (i, n) in cg.nodes.iter().enumerate() {
-            if matches!(n.op, COp::Conv { .. } | COp::Gemm { .. })
+            if ops::ir(&n.op).has_f32_output()
                 && prec[n.output] == Some(DType::I8)
                 && !f32out.contains(&i)
                 && only_f32_sinks(cg, n.output, &consumers, &is_output, 0)
@@ -478,66 +347,129 @@ pub struct Lowered {
     pub value_tensor: Vec<Option<usize>>,
 }
 
-/// Int8 lowering with f32 islands (default [`Int8Options`]).
+/// What an op's int8 form ([`crate::ops::IrOp::int8`]) emits for one node:
+/// the runtime op and its inputs; the driver adds the output tensor.
+pub(crate) struct Int8Node {
+    pub op: Op,
+    pub inputs: Vec<usize>,
+    /// The output's quantization; `None`: the output is f32 (int8
+    /// arithmetic ending in f32, see [`Int8Cx::f32_output`]).
+    pub quant: Option<Quant>,
+}
+
+/// The state of an int8 lowering, handed to each op's int8 form.
+pub(crate) struct Int8Cx<'a> {
+    pub b: Builder,
+    pub cg: &'a CGraph,
+    pub opts: &'a Int8Options,
+    /// Only f32 ops read the node being lowered: a conv or gemm keeps int8
+    /// arithmetic but produces f32 (no output rounding).
+    pub f32_output: bool,
+    stats: &'a HashMap<usize, Stats>,
+    method: Method,
+    f32_t: Vec<Option<usize>>,
+    i8_t: Vec<Option<usize>>,
+    quant: Vec<Option<Quant>>,
+}
+
+impl Int8Cx<'_> {
+    /// The int8 quantization of value `v`, from its calibration statistics.
+    pub fn quant_of(&self, v: usize) -> Result<Quant> {
+        let s = self.stats.get(&v).ok_or_else(|| {
+            anyhow::anyhow!("no calibration statistics for '{}'", self.cg.values[v].name)
+        })?;
+        let (lo, hi) = s.range(self.method);
+        Ok(choose_quant(lo, hi))
+    }
+
+    /// Value `v` as an f32 tensor: a constant, or dequantized on first use.
+    pub fn f32_input(&mut self, v: usize) -> usize {
+        if let Some(t) = self.f32_t[v] {
+            return t;
+        }
+        let val = &self.cg.values[v];
+        let t = if let Some(k) = &val.konst {
+            self.b.const_f32(&val.name, &k.shape, &k.as_f32())
+        } else {
+            let src = self.i8_t[v].expect("produced");
+            let t = self
+                .b
+                .act(&format!("{}#f32", val.name), &val.shape, DType::F32, None);
+            self.b.node(
+                &format!("{}#dequantize", val.name),
+                Op::Dequantize,
+                vec![src],
+                t,
+            );
+            t
+        };
+        self.f32_t[v] = Some(t);
+        t
+    }
+
+    /// Activation `v` as an int8 tensor and its quantization (quantizing
+    /// an f32 one on first use).
+    pub fn i8_input(&mut self, v: usize) -> Result<(usize, Quant)> {
+        if let Some(t) = self.i8_t[v] {
+            return Ok((t, self.quant[v].unwrap()));
+        }
+        let q = self.quant_of(v)?;
+        let src = self.f32_input(v);
+        let t = self.b.act(
+            &format!("{}#q", self.cg.values[v].name),
+            &self.cg.values[v].shape,
+            DType::I8,
+            Some(q),
+        );
+        self.b.node(
+            &format!("{}#quantize", self.cg.values[v].name),
+            Op::Quantize,
+            vec![src],
+            t,
+        );
+        self.i8_t[v] = Some(t);
+        self.quant[v] = Some(q);
+        Ok((t, q))
+    }
+}
+
+/// The int8 form of an op that moves int8 values as they are (pools,
+/// transposes, reshapes, slices, gathers, resizes): `op` on the int8 input,
+/// whose quantization the output keeps.
+pub(crate) fn int8_same_quant(cx: &mut Int8Cx, n: &CNode, op: Op) -> Result<Int8Node> {
+    let (x, xq) = cx.i8_input(n.inputs[0])?;
+    Ok(Int8Node {
+        op,
+        inputs: vec![x],
+        quant: Some(xq),
+    })
+}
+
+/// Int8 lowering with f32 islands: each node runs int8 where its op has an
+/// int8 form and its inputs allow it, except the nodes of
+/// `opts.keep_f32`; see [`Int8Options`].
+///
+/// Errors: a node of `opts.f16` not in `opts.keep_f32`, not a conv, gemm or
+/// LSTM, or without constant weights; weights beyond the f16 range
+/// (|w| > 65504); a value without calibration statistics.
 pub fn lower_int8(
     cg: &CGraph,
     stats: &HashMap<usize, Stats>,
-    method: crate::calib::Method,
+    method: Method,
+    opts: &Int8Options,
 ) -> Result<Lowered> {
-    lower_int8_with(cg, stats, method, Int8Options::default())
-}
-
-/// Int8 lowering with f32 islands.
-pub fn lower_int8_with(
-    cg: &CGraph,
-    stats: &HashMap<usize, Stats>,
-    method: crate::calib::Method,
-    opts: Int8Options,
-) -> Result<Lowered> {
-    lower_int8_impl(cg, stats, method, opts, &HashSet::new(), &HashSet::new())
-}
-
-/// Int8 lowering where the nodes in `keep_f32` (indices into `cg.nodes`) are
-/// additionally kept in f32 (mixed precision chosen by the pruner).
-pub fn lower_int8_mixed(
-    cg: &CGraph,
-    stats: &HashMap<usize, Stats>,
-    method: crate::calib::Method,
-    keep_f32: &HashSet<usize>,
-) -> Result<Lowered> {
-    lower_int8_mixed_f16(cg, stats, method, keep_f32, &HashSet::new())
-}
-
-/// [`lower_int8_mixed`] where the nodes in `f16` (indices into `cg.nodes`,
-/// a subset of `keep_f32`) also store their constant weights as f16 (see
-/// [`store_weights_f16`]): they still compute in f32, from weights rounded to
-/// half precision, so the file carries 2 bytes per weight instead of 4.
-///
-/// Errors: a node of `f16` not in `keep_f32`, not a conv, gemm or LSTM, or
-/// without constant weights; weights beyond the f16 range (|w| > 65504).
-pub fn lower_int8_mixed_f16(
-    cg: &CGraph,
-    stats: &HashMap<usize, Stats>,
-    method: crate::calib::Method,
-    keep_f32: &HashSet<usize>,
-    f16: &HashSet<usize>,
-) -> Result<Lowered> {
-    for &ni in f16 {
+    for &ni in &opts.f16 {
         let Some(n) = cg.nodes.get(ni) else {
             bail!("f16 node {ni} does not exist ({} nodes)", cg.nodes.len());
         };
-        if !keep_f32.contains(&ni) {
+        if !opts.keep_f32.contains(&ni) {
             bail!(
                 "node {ni} '{}' asks for f16 weights but is not kept f32 (f16 must be a subset of keep_f32)",
                 n.name
             );
         }
-        let weights = match n.op {
-            COp::Conv { .. } | COp::Gemm { .. } => &n.inputs[1..2],
-            COp::Lstm { .. } => &n.inputs[1..3],
-            _ => &[],
-        };
-        if weights.is_empty() || !weights.iter().all(|&v| cg.is_const(v)) {
+        let weights = ops::ir(&n.op).f16_weight_slots();
+        if weights.is_empty() || !weights.iter().all(|&s| cg.is_const(n.inputs[s])) {
             bail!(
                 "node {ni} '{}' ({}) has no constant weights to store as f16 \
                  (only convs, gemms and LSTMs with constant weights)",
@@ -546,7 +478,95 @@ pub fn lower_int8_mixed_f16(
             );
         }
     }
-    lower_int8_impl(cg, stats, method, Int8Options::default(), keep_f32, f16)
+    let nv = cg.values.len();
+    let mut cx = Int8Cx {
+        b: Builder::default(),
+        cg,
+        opts,
+        f32_output: false,
+        stats,
+        method,
+        f32_t: vec![None; nv],
+        i8_t: vec![None; nv],
+        quant: vec![None; nv],
+    };
+    for &i in &cg.inputs {
+        let v = &cg.values[i];
+        cx.f32_t[i] = Some(cx.b.act(&v.name, &v.shape, DType::F32, None));
+    }
+    cx.b.g.inputs = cg.inputs.iter().map(|&i| cx.f32_t[i].unwrap()).collect();
+    let (planned, f32out) = plan_precision(cg, &opts.keep_f32);
+    // Runtime nodes whose weights are stored as f16 (from `opts.f16`).
+    let mut f16_nodes = vec![];
+    for (ni, n) in cg.nodes.iter().enumerate() {
+        let int8 = planned[n.output] == Some(DType::I8) || f32out.contains(&ni);
+        let ov = &cg.values[n.output];
+        let def = ops::ir(&n.op);
+        if !int8 {
+            let ins: Vec<usize> = n.inputs.iter().map(|&v| cx.f32_input(v)).collect();
+            let out = cx.b.act(&ov.name, &ov.shape, DType::F32, None);
+            if opts.f16.contains(&ni) {
+                f16_nodes.push(cx.b.g.nodes.len());
+            }
+            cx.b.node(&n.name, def.f32_op(n), ins, out);
+            cx.f32_t[n.output] = Some(out);
+            continue;
+        }
+        cx.f32_output = f32out.contains(&ni);
+        let Int8Node { op, inputs, quant } = def.int8(&mut cx, n)?;
+        match quant {
+            Some(oq) => {
+                let out = cx.b.act(&ov.name, &ov.shape, DType::I8, Some(oq));
+                cx.b.node(&n.name, op, inputs, out);
+                cx.i8_t[n.output] = Some(out);
+                cx.quant[n.output] = Some(oq);
+            }
+            None => {
+                let out = cx.b.act(&ov.name, &ov.shape, DType::F32, None);
+                cx.b.node(&n.name, op, inputs, out);
+                cx.f32_t[n.output] = Some(out);
+            }
+        }
+    }
+    let Int8Cx {
+        mut b, f32_t, i8_t, ..
+    } = cx;
+    // Graph outputs are real values.
+    let mut outs = vec![];
+    for &o in &cg.outputs {
+        let t = if let Some(t) = f32_t[o] {
+            t
+        } else {
+            let src = i8_t[o].unwrap();
+            let name = cg.values[o].name.clone();
+            b.g.tensors[src].name = format!("{name}#q");
+            let t = b.act(&name, &cg.values[o].shape, DType::F32, None);
+            b.node(&format!("{name}#dequantize"), Op::Dequantize, vec![src], t);
+            t
+        };
+        outs.push(t);
+    }
+    b.g.outputs = outs;
+    if f16_nodes.len() != opts.f16.len() {
+        bail!("internal: a node asking for f16 weights was not lowered to f32");
+    }
+    if opts.f16_weights {
+        f16_nodes = f16_candidates(&b.g);
+    }
+    store_weights_f16(&mut b, &f16_nodes)?;
+    let value_tensor = (0..nv)
+        .map(|v| {
+            if cg.is_const(v) {
+                None
+            } else {
+                i8_t[v].or(f32_t[v])
+            }
+        })
+        .collect();
+    Ok(Lowered {
+        builder: b,
+        value_tensor,
+    })
 }
 
 /// The constant weight inputs of a runtime node that can be stored as f16:
@@ -639,392 +659,10 @@ pub fn store_weights_f16(b: &mut Builder, nodes: &[usize]) -> Result<()> {
     Ok(())
 }
 
-fn lower_int8_impl(
-    cg: &CGraph,
-    stats: &HashMap<usize, Stats>,
-    method: crate::calib::Method,
-    opts: Int8Options,
-    keep_f32: &HashSet<usize>,
-    f16: &HashSet<usize>,
-) -> Result<Lowered> {
-    let mut b = Builder::default();
-    let nv = cg.values.len();
-    let mut prec: Vec<Option<DType>> = vec![None; nv];
-    let mut quant: Vec<Option<Quant>> = vec![None; nv];
-    let mut f32_t: Vec<Option<usize>> = vec![None; nv];
-    let mut i8_t: Vec<Option<usize>> = vec![None; nv];
-    let q_of = |v: usize| -> Result<Quant> {
-        let s = stats.get(&v).ok_or_else(|| {
-            anyhow::anyhow!("no calibration statistics for '{}'", cg.values[v].name)
-        })?;
-        let (lo, hi) = s.range(method);
-        Ok(choose_quant(lo, hi))
-    };
-    for &i in &cg.inputs {
-        let v = &cg.values[i];
-        f32_t[i] = Some(b.act(&v.name, &v.shape, DType::F32, None));
-        prec[i] = Some(DType::F32);
-    }
-    b.g.inputs = cg.inputs.iter().map(|&i| f32_t[i].unwrap()).collect();
-
-    // Materialise value `v` as f32 or int8, inserting conversions as needed.
-    fn get_f32(
-        b: &mut Builder,
-        cg: &CGraph,
-        v: usize,
-        f32_t: &mut [Option<usize>],
-        i8_t: &[Option<usize>],
-        quant: &[Option<Quant>],
-    ) -> usize {
-        if let Some(t) = f32_t[v] {
-            return t;
-        }
-        let val = &cg.values[v];
-        let t = if let Some(k) = &val.konst {
-            b.const_f32(&val.name, &k.shape, &k.as_f32())
-        } else {
-            let src = i8_t[v].expect("produced");
-            let t = b.act(&format!("{}#f32", val.name), &val.shape, DType::F32, None);
-            b.node(
-                &format!("{}#dequantize", val.name),
-                Op::Dequantize,
-                vec![src],
-                t,
-            );
-            let _ = quant;
-            t
-        };
-        f32_t[v] = Some(t);
-        t
-    }
-    let (planned, f32out) = plan_precision(cg, keep_f32);
-    // Runtime nodes whose weights are stored as f16 (from `f16`).
-    let mut f16_nodes = vec![];
-    for (ni, n) in cg.nodes.iter().enumerate() {
-        let int8 = planned[n.output] == Some(DType::I8) || f32out.contains(&ni);
-        let to_f32 = f32out.contains(&ni);
-        let ov = &cg.values[n.output];
-        if !int8 {
-            let ins: Vec<usize> = n
-                .inputs
-                .iter()
-                .map(|&v| get_f32(&mut b, cg, v, &mut f32_t, &i8_t, &quant))
-                .collect();
-            let out = b.act(&ov.name, &ov.shape, DType::F32, None);
-            if f16.contains(&ni) {
-                f16_nodes.push(b.g.nodes.len());
-            }
-            b.node(&n.name, f32_op(&n.op, n.inputs.len()), ins, out);
-            f32_t[n.output] = Some(out);
-            prec[n.output] = Some(DType::F32);
-            continue;
-        }
-        // Int8 input of activation v (quantizing an f32 one on first use).
-        let mut get_i8 =
-            |b: &mut Builder, v: usize, f32_t: &mut Vec<Option<usize>>| -> Result<(usize, Quant)> {
-                if let Some(t) = i8_t[v] {
-                    return Ok((t, quant[v].unwrap()));
-                }
-                let q = q_of(v)?;
-                let src = get_f32(b, cg, v, f32_t, &i8_t, &quant);
-                let t = b.act(
-                    &format!("{}#q", cg.values[v].name),
-                    &cg.values[v].shape,
-                    DType::I8,
-                    Some(q),
-                );
-                b.node(
-                    &format!("{}#quantize", cg.values[v].name),
-                    Op::Quantize,
-                    vec![src],
-                    t,
-                );
-                i8_t[v] = Some(t);
-                quant[v] = Some(q);
-                Ok((t, q))
-            };
-        let x0 = n.inputs[0];
-        let (op, ins, oq): (Op, Vec<usize>, Quant) = match &n.op {
-            COp::Conv { geom, act } if to_f32 => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let (wt, bt, ws) = weight_consts(&mut b, cg, n, geom.out_c, None, xq.scale);
-                let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
-                let st = b.const_f32(&format!("{}#scale", ov.name), &[geom.out_c], &sc);
-                let op = Op::QConvF32 {
-                    geom: *geom,
-                    in_zp: xq.zero_point,
-                    act_min: fin(act.min),
-                    act_max: fin(act.max),
-                };
-                let out = b.act(&ov.name, &ov.shape, DType::F32, None);
-                b.node(&n.name, op, vec![x, wt, bt, st], out);
-                f32_t[n.output] = Some(out);
-                prec[n.output] = Some(DType::F32);
-                continue;
-            }
-            COp::Gemm {
-                m,
-                n: nn,
-                k: kk,
-                act,
-                ..
-            } if to_f32 => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let (wt, bt, ws) = weight_consts(&mut b, cg, n, *nn, Some((*kk, *nn)), xq.scale);
-                let sc: Vec<f32> = ws.iter().map(|&s| s * xq.scale).collect();
-                let st = b.const_f32(&format!("{}#scale", ov.name), &[*nn], &sc);
-                let op = Op::QGemmF32 {
-                    m: *m,
-                    n: *nn,
-                    k: *kk,
-                    in_zp: xq.zero_point,
-                    act_min: fin(act.min),
-                    act_max: fin(act.max),
-                };
-                let out = b.act(&ov.name, &ov.shape, DType::F32, None);
-                b.node(&n.name, op, vec![x, wt, bt, st], out);
-                f32_t[n.output] = Some(out);
-                prec[n.output] = Some(DType::F32);
-                continue;
-            }
-            COp::Conv { geom, act } => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let oq = q_of(n.output)?;
-                let (wq, bq, ws) = quantized_weights(cg, n, geom.out_c, None, xq.scale);
-                let (act_min, act_max) = act_bounds(*act, oq);
-                let q = QConvParams {
-                    in_zp: xq.zero_point,
-                    out_zp: oq.zero_point,
-                    act_min,
-                    act_max,
-                };
-                let sparse = if opts.sparse {
-                    sparse_weights(geom, &q, &wq, &bq)
-                } else {
-                    None
-                };
-                let (wts, op) = match sparse {
-                    Some(sp) => {
-                        let vt =
-                            b.const_i8(&format!("{}#w", ov.name), &[sp.values.len()], &sp.values);
-                        let kt = b.const_i32(
-                            &format!("{}#blocks", ov.name),
-                            &[sp.blocks.len()],
-                            &sp.blocks,
-                        );
-                        let rp = b.const_i32(
-                            &format!("{}#row_ptr", ov.name),
-                            &[sp.row_ptr.len()],
-                            &sp.row_ptr,
-                        );
-                        (vec![vt, kt, rp], Op::QConvSparse { geom: *geom, q })
-                    }
-                    None => {
-                        let wt = b.const_i8(&format!("{}#w", ov.name), &[wq.len()], &wq);
-                        (vec![wt], Op::QConv { geom: *geom, q })
-                    }
-                };
-                let bt = b.const_i32(&format!("{}#b", ov.name), &[geom.out_c], &bq);
-                let rt = b.const_i32(
-                    &format!("{}#rq", ov.name),
-                    &[geom.out_c, 2],
-                    &requant_table(xq.scale, &ws, oq.scale),
-                );
-                let mut ins = vec![x];
-                ins.extend(wts);
-                ins.extend([bt, rt]);
-                (op, ins, oq)
-            }
-            COp::Gemm {
-                m,
-                n: nn,
-                k: kk,
-                act,
-                ..
-            } => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let oq = q_of(n.output)?;
-                let (wt, bt, ws) = weight_consts(&mut b, cg, n, *nn, Some((*kk, *nn)), xq.scale);
-                let rt = b.const_i32(
-                    &format!("{}#rq", ov.name),
-                    &[*nn, 2],
-                    &requant_table(xq.scale, &ws, oq.scale),
-                );
-                let (act_min, act_max) = act_bounds(*act, oq);
-                let q = QGemmParams {
-                    in_zp: xq.zero_point,
-                    out_zp: oq.zero_point,
-                    act_min,
-                    act_max,
-                };
-                (
-                    Op::QGemm {
-                        m: *m,
-                        n: *nn,
-                        k: *kk,
-                        q,
-                    },
-                    vec![x, wt, bt, rt],
-                    oq,
-                )
-            }
-            COp::MaxPool { .. }
-            | COp::AvgPool { .. }
-            | COp::Transpose { .. }
-            | COp::Reshape
-            | COp::Slice { .. }
-            | COp::Gather { .. }
-            | COp::Resize { .. } => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                (f32_op(&n.op, n.inputs.len()), vec![x], xq)
-            }
-            COp::Pad { before, value } => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                (
-                    Op::Pad {
-                        before: before.clone(),
-                        value: q_code(*value, xq) as f32,
-                    },
-                    vec![x],
-                    xq,
-                )
-            }
-            COp::Unary(u) => {
-                let (x, xq) = get_i8(&mut b, x0, &mut f32_t)?;
-                let oq = q_of(n.output)?;
-                let table = k::build_lut(*u, xq.scale, xq.zero_point, oq.scale, oq.zero_point);
-                let tt = b.const_i8(&format!("{}#lut", ov.name), &[256], &table);
-                (Op::Lut, vec![x, tt], oq)
-            }
-            COp::Binary(op) => {
-                let (a, c) = (n.inputs[0], n.inputs[1]);
-                let oq = q_of(n.output)?;
-                let scalar = |v: usize| cg.values[v].konst.as_ref().and_then(HostTensor::scalar);
-                if let Some(cv) = scalar(c).or(scalar(a)) {
-                    let const_first = scalar(a).is_some() && scalar(c).is_none();
-                    let act_v = if const_first { c } else { a };
-                    let (x, xq) = get_i8(&mut b, act_v, &mut f32_t)?;
-                    let op = *op;
-                    let mut table = [0i8; 256];
-                    for (i, e) in table.iter_mut().enumerate() {
-                        let xr = (i as i32 - 128 - xq.zero_point) as f32 * xq.scale;
-                        let y = if const_first {
-                            op.apply(cv, xr)
-                        } else {
-                            op.apply(xr, cv)
-                        };
-                        *e = q_code(y, oq);
-                    }
-                    let tt = b.const_i8(&format!("{}#lut", ov.name), &[256], &table);
-                    (Op::Lut, vec![x, tt], oq)
-                } else {
-                    let (x, xq) = get_i8(&mut b, a, &mut f32_t)?;
-                    let (y, yq) = get_i8(&mut b, c, &mut f32_t)?;
-                    if *op == BinaryOp::Add {
-                        let twice = 2.0 * xq.scale.max(yq.scale) as f64;
-                        let p = QAddParams {
-                            a_zp: xq.zero_point,
-                            b_zp: yq.zero_point,
-                            out_zp: oq.zero_point,
-                            a_rq: quantize_multiplier(xq.scale as f64 / twice),
-                            b_rq: quantize_multiplier(yq.scale as f64 / twice),
-                            out_rq: quantize_multiplier(
-                                twice / ((1u64 << k::QADD_LEFT_SHIFT) as f64 * oq.scale as f64),
-                            ),
-                            act_min: -128,
-                            act_max: 127,
-                        };
-                        (Op::QAdd { p }, vec![x, y], oq)
-                    } else {
-                        let p = QMulParams {
-                            a_zp: xq.zero_point,
-                            b_zp: yq.zero_point,
-                            out_zp: oq.zero_point,
-                            rq: quantize_multiplier(
-                                xq.scale as f64 * yq.scale as f64 / oq.scale as f64,
-                            ),
-                            act_min: -128,
-                            act_max: 127,
-                        };
-                        (Op::QMul { p }, vec![x, y], oq)
-                    }
-                }
-            }
-            COp::Concat { axis } => {
-                let oq = q_of(n.output)?;
-                let mut ins = vec![];
-                let mut rqs: Vec<Option<Requant>> = vec![];
-                for &v in &n.inputs {
-                    let (x, xq) = get_i8(&mut b, v, &mut f32_t)?;
-                    ins.push(x);
-                    rqs.push(if xq == oq {
-                        None
-                    } else {
-                        Some(quantize_multiplier(xq.scale as f64 / oq.scale as f64))
-                    });
-                }
-                (
-                    Op::Concat {
-                        axis: *axis,
-                        requant: rqs,
-                    },
-                    ins,
-                    oq,
-                )
-            }
-            COp::Softmax { .. } | COp::ReduceMean { .. } | COp::Lstm { .. } => {
-                bail!("internal: {} chosen for int8", n.op.name())
-            }
-        };
-        let out = b.act(&ov.name, &ov.shape, DType::I8, Some(oq));
-        b.node(&n.name, op, ins, out);
-        i8_t[n.output] = Some(out);
-        quant[n.output] = Some(oq);
-        prec[n.output] = Some(DType::I8);
-    }
-    // Graph outputs are real values.
-    let mut outs = vec![];
-    for &o in &cg.outputs {
-        let t = if let Some(t) = f32_t[o] {
-            t
-        } else {
-            let src = i8_t[o].unwrap();
-            let name = cg.values[o].name.clone();
-            b.g.tensors[src].name = format!("{name}#q");
-            let t = b.act(&name, &cg.values[o].shape, DType::F32, None);
-            b.node(&format!("{name}#dequantize"), Op::Dequantize, vec![src], t);
-            t
-        };
-        outs.push(t);
-    }
-    b.g.outputs = outs;
-    if f16_nodes.len() != f16.len() {
-        bail!("internal: a node asking for f16 weights was not lowered to f32");
-    }
-    if opts.f16_weights {
-        f16_nodes = f16_candidates(&b.g);
-    }
-    store_weights_f16(&mut b, &f16_nodes)?;
-    let value_tensor = (0..nv)
-        .map(|v| {
-            if cg.is_const(v) {
-                None
-            } else {
-                i8_t[v].or(f32_t[v])
-            }
-        })
-        .collect();
-    Ok(Lowered {
-        builder: b,
-        value_tensor,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calib::Method;
-    use crate::ir::CNode;
+    use crate::ir::{CNode, COp, HostTensor};
     use strix_kernels::reference::ConvGeometry;
     use strix_runtime::Model;
 
@@ -1112,8 +750,15 @@ mod tests {
         let cg = two_convs();
         let stats = crate::calib::calibrate(&cg, &samples(), Method::Minmax, || {}).unwrap();
         let keep: HashSet<usize> = [0].into();
-        let m32 = model(lower_int8_mixed(&cg, &stats, Method::Minmax, &keep).unwrap());
-        let m16 = model(lower_int8_mixed_f16(&cg, &stats, Method::Minmax, &keep, &keep).unwrap());
+        let lower = |f16: &HashSet<usize>| {
+            let opts = Int8Options {
+                keep_f32: keep.clone(),
+                f16: f16.clone(),
+                ..Default::default()
+            };
+            model(lower_int8(&cg, &stats, Method::Minmax, &opts).unwrap())
+        };
+        let (m32, m16) = (lower(&HashSet::new()), lower(&keep));
 
         // conv0 runs f32 from f16 weights; conv1 stays int8 (with f32
         // output, as it feeds the graph output); the 288 weights
@@ -1169,7 +814,12 @@ mod tests {
                 keep.iter().copied().collect(),
                 f16.iter().copied().collect(),
             );
-            match lower_int8_mixed_f16(&cg, &stats, Method::Minmax, &keep, &f16) {
+            let opts = Int8Options {
+                keep_f32: keep.clone(),
+                f16: f16.clone(),
+                ..Default::default()
+            };
+            match lower_int8(&cg, &stats, Method::Minmax, &opts) {
                 Ok(_) => panic!("accepted keep {keep:?} f16 {f16:?}"),
                 Err(e) => e.to_string(),
             }

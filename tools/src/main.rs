@@ -252,6 +252,7 @@ fn main() {
             strix_tools::lower::Int8Options {
                 sparse: !no_sparse && std::env::var_os("STRIX_NO_SPARSE").is_none(),
                 f16_weights,
+                ..Default::default()
             },
         )
         .map(|_| ()),

@@ -133,18 +133,20 @@ fn int8_kws_with_two_f32_layers_in_f16() {
     let keep: HashSet<usize> = layers[..2].iter().map(|&(_, i)| i).collect();
     let weights: usize = layers[..2].iter().map(|&(w, _)| w).sum();
     let model = |f16: &HashSet<usize>| {
-        let l = lower::lower_int8_mixed_f16(&cg, &stats, Method::Mse, &keep, f16).unwrap();
+        let opts = Int8Options {
+            keep_f32: keep.clone(),
+            f16: f16.clone(),
+            ..Default::default()
+        };
+        let l = lower::lower_int8(&cg, &stats, Method::Mse, &opts).unwrap();
         let mut b = l.builder;
         strix_runtime::plan::plan(&mut b.g, true);
         Model::new(meta.clone(), b.g, b.c).unwrap()
     };
     let m32 = model(&HashSet::new());
     let m16 = model(&keep);
-    let same = strix_tools::lower::lower_int8_mixed(&cg, &stats, Method::Mse, &keep).unwrap();
-    assert_eq!(
-        same.builder.c, m32.consts,
-        "lower_int8_mixed is the f16-free case"
-    );
+    // Without f16 weights, the kept layers store their weights as f32.
+    assert_eq!(m32.consts.f16.len(), 0);
     for &i in &keep {
         let n = m16
             .graph

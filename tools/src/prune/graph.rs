@@ -17,8 +17,13 @@
 //! reduction, a grouped (non-depthwise) conv, a concat along another axis,
 //! a matmul with an activation operand, or an elementwise op whose other
 //! operand cannot be rewritten.
+//!
+//! Each op's rule lives in its module ([`crate::ops`]): how channels flow
+//! through it ([`crate::ops::IrOp::flow`], with the state in [`Flow`]) and
+//! how it is rewritten when they shrink ([`crate::ops::IrOp::prune`], with
+//! [`Prune`]); this file holds the machinery and the weight surgery.
 
-use crate::ir::{CGraph, COp, HostTensor};
+use crate::ir::{CGraph, CNode, COp, HostTensor};
 use std::collections::HashMap;
 
 /// Block shape zeroed by block sparsity: `(output rows, reduction elements)`.
@@ -40,12 +45,13 @@ pub struct Group {
 /// order along `axis`. `FIXED` marks channels that cannot be pruned (e.g.
 /// the graph input concatenated with a conv output).
 #[derive(Clone, Debug, PartialEq)]
-struct Chan {
-    axis: usize,
-    segs: Vec<(usize, usize)>,
+pub(crate) struct Chan {
+    pub(crate) axis: usize,
+    pub(crate) segs: Vec<(usize, usize)>,
 }
 
-const FIXED: usize = usize::MAX;
+/// The producer of channels that cannot be pruned (see [`Chan`]).
+pub(crate) const FIXED: usize = usize::MAX;
 
 struct Uf(Vec<usize>);
 impl Uf {
@@ -64,12 +70,12 @@ impl Uf {
     }
 }
 
-fn is_depthwise(g: &strix_kernels::reference::ConvGeometry) -> bool {
+pub(crate) fn is_depthwise(g: &strix_kernels::reference::ConvGeometry) -> bool {
     g.groups > 1 && g.groups == g.in_c && g.groups == g.out_c
 }
 
 /// Axis of a vector-shaped tensor (all other dims 1), if unique.
-fn vector_axis(shape: &[usize], c: usize) -> Option<usize> {
+pub(crate) fn vector_axis(shape: &[usize], c: usize) -> Option<usize> {
     let non1: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] != 1).collect();
     match non1.as_slice() {
         [a] if shape[*a] == c => Some(*a),
@@ -77,198 +83,101 @@ fn vector_axis(shape: &[usize], c: usize) -> Option<usize> {
     }
 }
 
-/// Finds the prunable groups of `g` (see the module docs for the rules).
-pub fn find_groups(g: &CGraph) -> Vec<Group> {
-    let nn = g.nodes.len();
-    let mut uf = Uf((0..nn).collect());
-    let mut poisoned = vec![false; nn];
-    let mut is_producer = vec![false; nn];
-    let mut chan: Vec<Option<Chan>> = vec![None; g.values.len()];
-    let poison = |c: &Option<Chan>, p: &mut Vec<bool>| {
+/// The channel-flow state of [`find_groups`], handed to each op's rule
+/// ([`crate::ops::IrOp::flow`]).
+pub(crate) struct Flow<'a> {
+    pub(crate) g: &'a CGraph,
+    uf: Uf,
+    poisoned: Vec<bool>,
+    is_producer: Vec<bool>,
+}
+
+impl Flow<'_> {
+    /// The producers of the channels `c` carries cannot be pruned.
+    pub(crate) fn poison(&mut self, c: &Option<Chan>) {
         if let Some(c) = c {
             for &(s, _) in &c.segs {
                 if s != FIXED {
-                    p[s] = true;
+                    self.poisoned[s] = true;
                 }
             }
         }
+    }
+    /// [`Flow::poison`] for every input.
+    pub(crate) fn poison_all(&mut self, cs: &[Option<Chan>]) {
+        for c in cs {
+            self.poison(c);
+        }
+    }
+    /// Producers `a` and `b` are pruned with the same keep list.
+    pub(crate) fn tie(&mut self, a: usize, b: usize) {
+        self.uf.union(a, b);
+    }
+    /// Node `ni` produces prunable output channels.
+    pub(crate) fn produces(&mut self, ni: usize) {
+        self.is_producer[ni] = true;
+    }
+}
+
+/// The flow rule of ops that keep NCHW channels on axis 1 (pools, resize):
+/// channels on axis 1 pass, others stop.
+pub(crate) fn flow_nchw(cx: &mut Flow, ins: &[Option<Chan>]) -> Option<Chan> {
+    match ins.first().cloned().flatten() {
+        Some(c) if c.axis == 1 => Some(c),
+        c => {
+            cx.poison(&c);
+            None
+        }
+    }
+}
+
+/// The flow rule of transposes and reshapes: channels pass only when input
+/// and output are pure channel vectors (`[1, C, 1, 1] -> [1, C]`).
+pub(crate) fn flow_vector(cx: &mut Flow, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
+    let g = cx.g;
+    match ins.first().cloned().flatten() {
+        Some(c) => {
+            let total: usize = c.segs.iter().map(|s| s.1).sum();
+            let ok_in = vector_axis(&g.values[n.inputs[0]].shape, total) == Some(c.axis);
+            match vector_axis(&g.values[n.output].shape, total) {
+                Some(a) if ok_in && total > 1 => Some(Chan {
+                    axis: a,
+                    segs: c.segs,
+                }),
+                _ => {
+                    cx.poison(&Some(c));
+                    None
+                }
+            }
+        }
+        None => None,
+    }
+}
+
+/// Finds the prunable groups of `g` (see the module docs for the rules;
+/// each op's is its [`crate::ops::IrOp::flow`]).
+pub fn find_groups(g: &CGraph) -> Vec<Group> {
+    let nn = g.nodes.len();
+    let mut cx = Flow {
+        g,
+        uf: Uf((0..nn).collect()),
+        poisoned: vec![false; nn],
+        is_producer: vec![false; nn],
     };
-    let konst_ok = |v: usize| g.values[v].konst.is_some();
+    let mut chan: Vec<Option<Chan>> = vec![None; g.values.len()];
     for (ni, n) in g.nodes.iter().enumerate() {
-        let o = n.output;
         let ins: Vec<Option<Chan>> = n.inputs.iter().map(|&v| chan[v].clone()).collect();
-        let in0 = ins.first().cloned().flatten();
-        let out: Option<Chan> = match &n.op {
-            COp::Conv { geom, .. } => {
-                let consts = n.inputs.len() == 3 && konst_ok(n.inputs[1]) && konst_ok(n.inputs[2]);
-                if is_depthwise(geom) && consts {
-                    match in0 {
-                        Some(c) if c.axis == 1 => Some(c),
-                        c => {
-                            poison(&c, &mut poisoned);
-                            None
-                        }
-                    }
-                } else if geom.groups == 1 && consts {
-                    if in0.as_ref().is_some_and(|c| c.axis != 1) {
-                        poison(&in0, &mut poisoned);
-                    }
-                    is_producer[ni] = true;
-                    Some(Chan {
-                        axis: 1,
-                        segs: vec![(ni, geom.out_c)],
-                    })
-                } else {
-                    poison(&in0, &mut poisoned);
-                    None
-                }
-            }
-            COp::Gemm { n: nout, .. } => {
-                let wconst = n.inputs.len() >= 2 && konst_ok(n.inputs[1]);
-                let bias_ok = n.inputs.len() < 3 || konst_ok(n.inputs[2]);
-                let x_rank = g.values[n.inputs[0]].shape.len();
-                if wconst && bias_ok {
-                    if in0.as_ref().is_some_and(|c| c.axis + 1 != x_rank) {
-                        poison(&in0, &mut poisoned);
-                    }
-                    is_producer[ni] = true;
-                    Some(Chan {
-                        axis: g.values[o].shape.len() - 1,
-                        segs: vec![(ni, *nout)],
-                    })
-                } else {
-                    for c in &ins {
-                        poison(c, &mut poisoned);
-                    }
-                    None
-                }
-            }
-            COp::Unary(_) => in0,
-            COp::MaxPool { .. } | COp::AvgPool { .. } | COp::Resize { .. } => match in0 {
-                Some(c) if c.axis == 1 => Some(c),
-                c => {
-                    poison(&c, &mut poisoned);
-                    None
-                }
-            },
-            COp::Pad { before, .. } => match in0 {
-                Some(c)
-                    if before.get(c.axis) == Some(&0)
-                        && g.values[o].shape[c.axis] == g.values[n.inputs[0]].shape[c.axis] =>
-                {
-                    Some(c)
-                }
-                c => {
-                    poison(&c, &mut poisoned);
-                    None
-                }
-            },
-            COp::Transpose { .. } | COp::Reshape => match in0 {
-                Some(c) => {
-                    let total: usize = c.segs.iter().map(|s| s.1).sum();
-                    let ok_in = vector_axis(&g.values[n.inputs[0]].shape, total) == Some(c.axis);
-                    match vector_axis(&g.values[o].shape, total) {
-                        Some(a) if ok_in && total > 1 => Some(Chan {
-                            axis: a,
-                            segs: c.segs,
-                        }),
-                        _ => {
-                            poison(&Some(c), &mut poisoned);
-                            None
-                        }
-                    }
-                }
-                None => None,
-            },
-            COp::Binary(_) => {
-                let (a, b) = (n.inputs[0], n.inputs[1]);
-                match (&ins[0], &ins[1]) {
-                    (Some(ca), Some(cb)) => {
-                        let sa = &g.values[a].shape;
-                        let sb = &g.values[b].shape;
-                        let same = ca.axis == cb.axis
-                            && sa.len() == sb.len()
-                            && ca.segs.len() == cb.segs.len()
-                            && ca.segs.iter().zip(&cb.segs).all(|(x, y)| x.1 == y.1);
-                        if same {
-                            let mut ok = true;
-                            for (x, y) in ca.segs.iter().zip(&cb.segs) {
-                                match (x.0 == FIXED, y.0 == FIXED) {
-                                    (false, false) => uf.union(x.0, y.0),
-                                    (true, true) => {}
-                                    _ => ok = false,
-                                }
-                            }
-                            if ok {
-                                Some(ca.clone())
-                            } else {
-                                poison(&ins[0], &mut poisoned);
-                                poison(&ins[1], &mut poisoned);
-                                None
-                            }
-                        } else {
-                            poison(&ins[0], &mut poisoned);
-                            poison(&ins[1], &mut poisoned);
-                            None
-                        }
-                    }
-                    (Some(c), None) | (None, Some(c)) => {
-                        let other = if ins[0].is_some() { b } else { a };
-                        let total: usize = c.segs.iter().map(|s| s.1).sum();
-                        let orank = g.values[o].shape.len();
-                        let ok = g.values[other].konst.as_ref().is_some_and(|k| {
-                            // Right-aligned broadcast: the const's dim on the
-                            // channel axis is 1 (nothing to do) or C (sliced).
-                            let r = k.shape.len();
-                            r <= orank
-                                && (c.axis + r < orank || {
-                                    let d = k.shape[c.axis + r - orank];
-                                    d == 1 || d == total
-                                })
-                        });
-                        if ok {
-                            Some(c.clone())
-                        } else {
-                            poison(&Some(c.clone()), &mut poisoned);
-                            None
-                        }
-                    }
-                    (None, None) => None,
-                }
-            }
-            COp::Concat { axis } => {
-                let any = ins.iter().any(|c| c.is_some());
-                let aligned = ins
-                    .iter()
-                    .all(|c| c.as_ref().is_none_or(|c| c.axis == *axis));
-                if any && aligned {
-                    let mut segs = vec![];
-                    for (k, c) in ins.iter().enumerate() {
-                        match c {
-                            Some(c) => segs.extend(c.segs.iter().copied()),
-                            None => segs.push((FIXED, g.values[n.inputs[k]].shape[*axis])),
-                        }
-                    }
-                    Some(Chan { axis: *axis, segs })
-                } else {
-                    for c in &ins {
-                        poison(c, &mut poisoned);
-                    }
-                    None
-                }
-            }
-            _ => {
-                for c in &ins {
-                    poison(c, &mut poisoned);
-                }
-                None
-            }
-        };
-        chan[o] = out;
+        chan[n.output] = crate::ops::ir(&n.op).flow(&mut cx, ni, n, &ins);
     }
     for &o in &g.outputs {
-        poison(&chan[o], &mut poisoned);
+        cx.poison(&chan[o]);
     }
+    let Flow {
+        mut uf,
+        poisoned,
+        is_producer,
+        ..
+    } = cx;
     // A class is prunable only if none of its members is poisoned.
     let mut bad: HashMap<usize, bool> = HashMap::new();
     for ni in 0..nn {
@@ -327,7 +236,7 @@ pub fn slice_axis(t: &HostTensor, axis: usize, keep: &[usize]) -> HostTensor {
 }
 
 /// Kept channels of a value: `(axis, kept indices, original length)`.
-type Kept = Option<(usize, Vec<usize>, usize)>;
+pub(crate) type Kept = Option<(usize, Vec<usize>, usize)>;
 
 /// Replaces constant input `slot` of node `ni` with `t` (a new value, so a
 /// constant shared with another node is never changed behind its back).
@@ -345,10 +254,66 @@ fn konst(g: &CGraph, v: usize) -> &HostTensor {
         .expect("checked constant by find_groups")
 }
 
+/// The state of [`apply`], handed to each op's rewrite
+/// ([`crate::ops::IrOp::prune`]).
+pub(crate) struct Prune<'a> {
+    pub(crate) g: &'a mut CGraph,
+    kept: Vec<Kept>,
+    prod_keep: HashMap<usize, &'a Vec<usize>>,
+    comp: Option<&'a Compensation>,
+    consumers: HashMap<usize, Vec<usize>>,
+}
+
+impl<'a> Prune<'a> {
+    /// The channels value `v` keeps (`None`: all, or it carries none).
+    pub(crate) fn kept(&self, v: usize) -> Kept {
+        self.kept[v].clone()
+    }
+    /// The output channels producer `ni` keeps, when its group shrinks.
+    pub(crate) fn output_keep(&self, ni: usize) -> Option<&'a Vec<usize>> {
+        self.prod_keep.get(&ni).copied()
+    }
+    /// Records that consumer `ni` (an ungrouped conv or a gemm) keeps the
+    /// input channels `ks` (returned by [`apply`]).
+    pub(crate) fn consumer(&mut self, ni: usize, ks: Vec<usize>) {
+        self.consumers.insert(ni, ks);
+    }
+    /// New weights and bias of consumer `ni` whose input keeps `keep`,
+    /// refitted on calibration statistics, if there are any (see
+    /// [`Compensation`]).
+    pub(crate) fn refit(
+        &self,
+        ni: usize,
+        keep: &[usize],
+        w: &HostTensor,
+        bias: &[f32],
+    ) -> Option<(HostTensor, Vec<f32>)> {
+        self.comp.and_then(|c| c.refit(self.g, ni, keep, w, bias))
+    }
+    /// Replaces constant input `slot` of node `ni` with `t` (a new value).
+    pub(crate) fn set_const(&mut self, ni: usize, slot: usize, t: HostTensor) {
+        set_const(self.g, ni, slot, t);
+    }
+    /// The constant value `v`.
+    pub(crate) fn konst(&self, v: usize) -> &HostTensor {
+        konst(self.g, v)
+    }
+}
+
+/// The rewrite of transposes and reshapes whose input is a pure channel
+/// vector (see [`flow_vector`]): the output's channel axis keeps the same
+/// channels.
+pub(crate) fn prune_vector(cx: &mut Prune, n: &CNode, k0: Kept) -> Kept {
+    let (_, ks, orig) = k0?;
+    let a = vector_axis(&cx.g.values[n.output].shape, orig).expect("checked by find_groups");
+    Some((a, ks, orig))
+}
+
 /// Removes channels: `keep[i]` lists the kept output channels (sorted,
 /// non-empty) of every producer in `groups[i]`. Shapes, geometries, weights,
 /// biases, concat layouts and broadcast constants are rewritten so the graph
-/// is genuinely smaller and computes the same function on the kept channels.
+/// is genuinely smaller and computes the same function on the kept channels
+/// (each op's rewrite is its [`crate::ops::IrOp::prune`]).
 ///
 /// With `comp`, consumers whose input channels shrink are refitted (see
 /// [`Compensation`]); without it they are only sliced.
@@ -362,7 +327,6 @@ pub fn apply(
     keep: &[Vec<usize>],
     comp: Option<&Compensation>,
 ) -> HashMap<usize, Vec<usize>> {
-    let mut consumers = HashMap::new();
     let mut prod_keep: HashMap<usize, &Vec<usize>> = HashMap::new();
     for (gr, k) in groups.iter().zip(keep) {
         assert!(
@@ -375,167 +339,25 @@ pub fn apply(
             }
         }
     }
-    let mut kept: Vec<Kept> = vec![None; g.values.len()];
-    for ni in 0..g.nodes.len() {
-        let n = g.nodes[ni].clone();
+    let kept = vec![None; g.values.len()];
+    let mut cx = Prune {
+        g,
+        kept,
+        prod_keep,
+        comp,
+        consumers: HashMap::new(),
+    };
+    for ni in 0..cx.g.nodes.len() {
+        let n = cx.g.nodes[ni].clone();
         let o = n.output;
-        let k0 = kept[n.inputs[0]].clone();
-        let mut out: Kept = None;
-        match n.op.clone() {
-            COp::Conv { mut geom, act } => {
-                if is_depthwise(&geom) {
-                    if let Some((axis, ks, orig)) = k0 {
-                        let w = slice_axis(konst(g, n.inputs[1]), 0, &ks);
-                        let b = slice_axis(konst(g, n.inputs[2]), 0, &ks);
-                        set_const(g, ni, 1, w);
-                        set_const(g, ni, 2, b);
-                        geom.in_c = ks.len();
-                        geom.out_c = ks.len();
-                        geom.groups = ks.len();
-                        out = Some((axis, ks, orig));
-                    }
-                } else {
-                    if let Some((_, ks, _)) = &k0 {
-                        consumers.insert(ni, ks.clone());
-                        let w = konst(g, g.nodes[ni].inputs[1]).clone();
-                        let b = konst(g, g.nodes[ni].inputs[2]).as_f32();
-                        match comp.and_then(|c| c.refit(g, ni, ks, &w, &b)) {
-                            Some((nw, nb)) => {
-                                let bl = nb.len();
-                                set_const(g, ni, 1, nw);
-                                set_const(g, ni, 2, HostTensor::f32(vec![bl], nb));
-                            }
-                            None => set_const(g, ni, 1, slice_axis(&w, 1, ks)),
-                        }
-                        geom.in_c = ks.len();
-                    }
-                    if let Some(ks) = prod_keep.get(&ni) {
-                        let w = slice_axis(konst(g, g.nodes[ni].inputs[1]), 0, ks);
-                        let b = slice_axis(konst(g, g.nodes[ni].inputs[2]), 0, ks);
-                        set_const(g, ni, 1, w);
-                        set_const(g, ni, 2, b);
-                        out = Some((1, ks.to_vec(), geom.out_c));
-                        geom.out_c = ks.len();
-                    }
-                }
-                g.nodes[ni].op = COp::Conv { geom, act };
-            }
-            COp::Gemm {
-                m,
-                mut n,
-                mut k,
-                batch,
-                act,
-            } => {
-                if let Some((_, ks, _)) = &k0 {
-                    consumers.insert(ni, ks.clone());
-                    let w = konst(g, g.nodes[ni].inputs[1]).clone();
-                    let refit = if g.nodes[ni].inputs.len() >= 3 {
-                        let b = konst(g, g.nodes[ni].inputs[2]).as_f32();
-                        comp.and_then(|c| c.refit(g, ni, ks, &w, &b))
-                    } else {
-                        None
-                    };
-                    match refit {
-                        Some((nw, nb)) => {
-                            let bl = nb.len();
-                            set_const(g, ni, 1, nw);
-                            set_const(g, ni, 2, HostTensor::f32(vec![bl], nb));
-                        }
-                        None => set_const(g, ni, 1, slice_axis(&w, 0, ks)),
-                    }
-                    k = ks.len();
-                }
-                if let Some(ks) = prod_keep.get(&ni) {
-                    let w = slice_axis(konst(g, g.nodes[ni].inputs[1]), 1, ks);
-                    set_const(g, ni, 1, w);
-                    if g.nodes[ni].inputs.len() >= 3 {
-                        let b = slice_axis(konst(g, g.nodes[ni].inputs[2]), 0, ks);
-                        set_const(g, ni, 2, b);
-                    }
-                    out = Some((g.values[o].shape.len() - 1, ks.to_vec(), n));
-                    n = ks.len();
-                }
-                g.nodes[ni].op = COp::Gemm {
-                    m,
-                    n,
-                    k,
-                    batch,
-                    act,
-                };
-            }
-            COp::MaxPool { mut geom } => {
-                if let Some((_, ks, _)) = &k0 {
-                    geom.channels = ks.len();
-                }
-                g.nodes[ni].op = COp::MaxPool { geom };
-                out = k0;
-            }
-            COp::AvgPool { mut geom } => {
-                if let Some((_, ks, _)) = &k0 {
-                    geom.channels = ks.len();
-                }
-                g.nodes[ni].op = COp::AvgPool { geom };
-                out = k0;
-            }
-            COp::Resize { mut geom } => {
-                if let Some((_, ks, orig)) = &k0 {
-                    geom.planes = geom.planes / orig * ks.len();
-                }
-                g.nodes[ni].op = COp::Resize { geom };
-                out = k0;
-            }
-            COp::Unary(_) | COp::Pad { .. } => out = k0,
-            COp::Transpose { .. } | COp::Reshape => {
-                if let Some((_, ks, orig)) = k0 {
-                    let a = vector_axis(&g.values[o].shape, orig).expect("checked by find_groups");
-                    out = Some((a, ks, orig));
-                }
-            }
-            COp::Binary(_) => {
-                let k1 = kept[n.inputs[1]].clone();
-                let (kk, other_slot) = match (k0, k1) {
-                    (Some(a), _) => (Some(a), 1),
-                    (None, Some(b)) => (Some(b), 0),
-                    _ => (None, 0),
-                };
-                if let Some((axis, ks, orig)) = kk {
-                    let ov = g.nodes[ni].inputs[other_slot];
-                    if let Some(t) = g.values[ov].konst.clone() {
-                        let orank = g.values[o].shape.len();
-                        let r = t.shape.len();
-                        if axis + r >= orank && t.shape[axis + r - orank] == orig && orig > 1 {
-                            set_const(g, ni, other_slot, slice_axis(&t, axis + r - orank, &ks));
-                        }
-                    }
-                    out = Some((axis, ks, orig));
-                }
-            }
-            COp::Concat { axis } if n.inputs.iter().any(|&v| kept[v].is_some()) => {
-                let (mut ks, mut off) = (vec![], 0);
-                for &v in &n.inputs {
-                    match &kept[v] {
-                        Some((_, kv, orig)) => {
-                            ks.extend(kv.iter().map(|&c| c + off));
-                            off += orig;
-                        }
-                        None => {
-                            let len = g.values[v].shape[axis];
-                            ks.extend(off..off + len);
-                            off += len;
-                        }
-                    }
-                }
-                out = Some((axis, ks, off));
-            }
-            _ => {}
-        }
+        let k0 = cx.kept[n.inputs[0]].clone();
+        let out = crate::ops::ir(&n.op).prune(&mut cx, ni, &n, k0);
         if let Some((axis, ks, _)) = &out {
-            g.values[o].shape[*axis] = ks.len();
+            cx.g.values[o].shape[*axis] = ks.len();
         }
-        kept[o] = out;
+        cx.kept[o] = out;
     }
-    consumers
+    cx.consumers
 }
 
 /// Per-channel importance of a group by weight norm (`p` = 1 or 2): each

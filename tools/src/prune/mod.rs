@@ -329,9 +329,7 @@ pub fn build_int8(
     meta: &ModelMeta,
 ) -> Result<Model> {
     let mut cg = cg.clone();
-    if std::env::var_os("STRIX_NO_CLE").is_none() {
-        crate::equalize::equalize(&mut cg);
-    }
+    crate::passes::run_graph_passes(&mut cg, &int8_passes())?;
     let stats = crate::calib::calibrate(&cg, stats_samples, method, || {})?;
     let half: HashSet<usize> = if f16 {
         keep_f32
@@ -342,10 +340,24 @@ pub fn build_int8(
     } else {
         HashSet::new()
     };
-    let lowered = crate::lower::lower_int8_mixed_f16(&cg, &stats, method, keep_f32, &half)?;
+    let opts = crate::lower::Int8Options {
+        keep_f32: keep_f32.clone(),
+        f16: half,
+        ..Default::default()
+    };
+    let lowered = crate::lower::lower_int8(&cg, &stats, method, &opts)?;
     let mut b = lowered.builder;
     strix_runtime::plan::plan(&mut b.g, true);
     Model::new(meta.clone(), b.g, b.c).context("the pruned graph failed validation (compiler bug)")
+}
+
+/// The graph passes left for an int8 candidate: dead channels were removed
+/// before the search, so only `equalize` (like `convert`).
+fn int8_passes() -> crate::passes::PassOptions {
+    crate::passes::PassOptions {
+        remove_dead_channels: false,
+        ..crate::passes::PassOptions::from_env(true)
+    }
 }
 
 /// The all-f32 model of `cg`.
@@ -841,11 +853,9 @@ fn choose_f32_layers(
 ) -> Result<(HashSet<usize>, bool, Metrics, Vec<Outs>)> {
     // Per-layer error on the first calibration sample ranks the layers.
     let mut eq = cg.clone();
-    if std::env::var_os("STRIX_NO_CLE").is_none() {
-        crate::equalize::equalize(&mut eq);
-    }
+    crate::passes::run_graph_passes(&mut eq, &int8_passes())?;
     let stats = crate::calib::calibrate(&eq, stats_samples, method, || {})?;
-    let lowered = crate::lower::lower_int8(&eq, &stats, method)?;
+    let lowered = crate::lower::lower_int8(&eq, &stats, method, &Default::default())?;
     let rows = crate::report::layer_errors(
         &eq,
         &lowered.builder,

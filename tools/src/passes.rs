@@ -1,0 +1,134 @@
+//! The compiler's passes, in the order they run. `strix convert`:
+//!
+//! 1. **import** ([`crate::onnx::import`]): each ONNX node through its op
+//!    module ([`crate::ops`]); the rewrites that need the ONNX graph happen
+//!    there (constant folding, BatchNorm into Conv, Relu/Clip into their
+//!    producer, Identity/Dropout/Cast dropped);
+//! 2. [`IMPORT_PASSES`] on the imported graph (run by the import itself, so
+//!    every caller of [`crate::onnx::import`] gets the same graph);
+//! 3. [`GRAPH_PASSES`] (run by `convert`; `convert --prune` runs
+//!    `remove-dead-channels` once, then `equalize` on every int8 candidate
+//!    it builds);
+//! 4. calibration ([`crate::calib::calibrate`], int8 builds);
+//! 5. lowering ([`crate::lower::lower_f32`] or [`crate::lower::lower_int8`]):
+//!    each node's precision is chosen and it becomes runtime ops through its op
+//!    module, weights may be stored as f16;
+//! 6. the memory plan (`strix_runtime::plan::plan`).
+
+use crate::ir::CGraph;
+use anyhow::{Context, Result};
+
+/// One pass over the compiler graph.
+pub struct Pass {
+    /// Its name (for reports and `--help` texts).
+    pub name: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+    /// Runs it; a pass disabled by `opts` returns at once.
+    pub run: fn(&mut CGraph, &PassOptions) -> Result<()>,
+}
+
+/// Which optional passes run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassOptions {
+    /// `remove-dead-channels` runs (off: `--keep-dead-channels`, env
+    /// `STRIX_KEEP_DEAD`).
+    pub remove_dead_channels: bool,
+    /// `equalize` runs (int8 builds; off: env `STRIX_NO_CLE`).
+    pub equalize: bool,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions {
+            remove_dead_channels: true,
+            equalize: true,
+        }
+    }
+}
+
+impl PassOptions {
+    /// The options of an int8 (`int8`) or f32 build, as the environment
+    /// sets them (`STRIX_KEEP_DEAD`, `STRIX_NO_CLE`): the one place the
+    /// passes' environment switches are read.
+    pub fn from_env(int8: bool) -> Self {
+        PassOptions {
+            remove_dead_channels: std::env::var_os("STRIX_KEEP_DEAD").is_none(),
+            equalize: int8 && std::env::var_os("STRIX_NO_CLE").is_none(),
+        }
+    }
+}
+
+/// Run on every imported graph, in order.
+pub const IMPORT_PASSES: &[Pass] = &[
+    Pass {
+        name: "remove-unused",
+        doc: "drops nodes whose outputs nothing reads",
+        run: |g, _| {
+            g.remove_dead();
+            Ok(())
+        },
+    },
+    Pass {
+        name: "fuse-silu",
+        doc: "Mul(x, Sigmoid(x)) -> one SiLU (one table in int8; ops::activation)",
+        run: |g, _| {
+            crate::ops::activation::fuse_silu(g);
+            Ok(())
+        },
+    },
+];
+
+/// Run by `convert` after the import, in order.
+pub const GRAPH_PASSES: &[Pass] = &[
+    Pass {
+        name: "remove-dead-channels",
+        doc: "removes output channels whose weights are all ~0 when the outputs \
+              stay the same (prune::dead)",
+        run: remove_dead_channels,
+    },
+    Pass {
+        name: "equalize",
+        doc: "cross-layer equalization of conv pairs for int8 (equalize)",
+        run: |g, opts| {
+            if opts.equalize {
+                crate::equalize::equalize(g);
+            }
+            Ok(())
+        },
+    },
+];
+
+/// Runs [`IMPORT_PASSES`] in order; an error names the pass.
+pub(crate) fn run_import_passes(g: &mut CGraph) -> Result<()> {
+    run(IMPORT_PASSES, g, &PassOptions::default())
+}
+
+/// Runs [`GRAPH_PASSES`] in order; an error names the pass.
+pub fn run_graph_passes(g: &mut CGraph, opts: &PassOptions) -> Result<()> {
+    run(GRAPH_PASSES, g, opts)
+}
+
+fn run(passes: &[Pass], g: &mut CGraph, opts: &PassOptions) -> Result<()> {
+    for p in passes {
+        (p.run)(g, opts).with_context(|| format!("pass {}", p.name))?;
+    }
+    Ok(())
+}
+
+/// Removes channels pruned in training (weights within
+/// [`crate::prune::dead::DEAD_REL`] of zero, see [`crate::prune::dead`]) and
+/// says so; a no-op on ordinary models.
+fn remove_dead_channels(g: &mut CGraph, opts: &PassOptions) -> Result<()> {
+    if !opts.remove_dead_channels {
+        return Ok(());
+    }
+    let r = crate::prune::dead::remove_dead_channels(g).context("removing dead channels")?;
+    if r.channels > 0 {
+        eprintln!(
+            "removed {} dead channels (weights below 1e-6 of their layer's largest) from {} layers: MACs {} -> {}",
+            r.channels, r.layers, r.macs_before, r.macs_after
+        );
+    }
+    Ok(())
+}
