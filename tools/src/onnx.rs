@@ -594,6 +594,29 @@ mod tests {
 
     /// Missing inputs, huge declared shapes and inconsistent attributes of
     /// other operators are errors too, not panics or huge allocations.
+    /// Constant folds follow the importer's axis rules: a Gather or a
+    /// Transpose of a scalar constant is an error (both used to index an
+    /// empty shape and panic).
+    #[test]
+    fn folds_of_scalar_constants_are_errors_not_panics() {
+        let scalar = |name: &str| pb::TensorProto {
+            name: name.into(),
+            dims: vec![],
+            data_type: DataType::Int64 as i32,
+            int64_data: vec![0],
+            ..Default::default()
+        };
+        let gather = node("Gather", &["S", "I"], vec![]);
+        let err = import_err(&model(gather, vec![scalar("S"), scalar("I")]));
+        assert!(err.contains("out of range for rank 0"), "{err}");
+        let transpose = node("Transpose", &["S"], vec![ints("perm", &[0])]);
+        let err = import_err(&model(transpose, vec![scalar("S")]));
+        assert!(err.contains("out of range for rank 0"), "{err}");
+        let swap = node("Transpose", &["W"], vec![ints("perm", &[0, 0])]);
+        let err = import_err(&model(swap, vec![weights(&[2, 3])]));
+        assert!(err.contains("not a permutation"), "{err}");
+    }
+
     #[test]
     fn malformed_nodes_are_errors_not_panics() {
         let err = import_err(&model(node("Conv", &["X"], vec![]), vec![]));

@@ -3,7 +3,7 @@
 //! reflect/edge Pad lowers to (see [`super::pad`]). Int8: the same op on
 //! int8 data.
 
-use super::{fields, is_i8, map_data, norm_axis, norm_axis_upto, IrOp, OnnxOp};
+use super::{fields, is_i8, map_data, norm_axis, IrOp, OnnxOp};
 use crate::ir::{CGraph, CNode, COp, HostTensor};
 use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{node_name, Attrs, Importer};
@@ -59,7 +59,8 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
 fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>> {
     let (t, idx) = (imp.konst(&n.input[0])?, imp.konst(&n.input[1])?);
     let r = t.shape.len();
-    let axis = norm_axis_upto(a.int("axis", 0), r.saturating_sub(1))?;
+    // As `import`: a scalar has no axis to gather along.
+    let axis = norm_axis(a.int("axis", 0), r)?;
     let dim = t.shape[axis];
     let ids: Vec<usize> = idx
         .as_i64()
@@ -77,7 +78,11 @@ fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>>
     let mut shape: Vec<usize> = t.shape[..axis].to_vec();
     shape.extend(&idx.shape);
     shape.extend(&t.shape[axis + 1..]);
-    let total = outer * ids.len() * inner;
+    let total = outer
+        .checked_mul(ids.len())
+        .and_then(|n| n.checked_mul(inner))
+        .filter(|&n| n <= crate::onnx::MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| anyhow!("Gather of {} indices folds to too many elements", ids.len()))?;
     Ok(vec![map_data(
         t,
         |_, o| {

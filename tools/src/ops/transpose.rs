@@ -1,7 +1,7 @@
 //! Transpose (`COp::Transpose`). Int8: the same op on int8 data. Pruning:
 //! channels flow through a transpose of a pure channel vector only.
 
-use super::{fields, is_i8, map_data, norm_axis, norm_axis_upto, IrOp, OnnxOp};
+use super::{fields, is_i8, map_data, norm_axis, IrOp, OnnxOp};
 use crate::ir::{CGraph, CNode, COp, HostTensor};
 use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
@@ -38,13 +38,17 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
 fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>> {
     let t = imp.konst(&n.input[0])?;
     let r = t.shape.len();
+    // The same axis rules as `import`: a perm must permute exactly the
+    // constant's axes (a scalar has none), or the index map below is wrong.
     let perm: Vec<usize> = match a.ints("perm") {
-        Some(p) => p
-            .iter()
-            .map(|&x| norm_axis_upto(x, r - 1))
-            .collect::<Result<_>>()?,
+        Some(p) => p.iter().map(|&x| norm_axis(x, r)).collect::<Result<_>>()?,
         None => (0..r).rev().collect(),
     };
+    let mut sorted = perm.clone();
+    sorted.sort_unstable();
+    if sorted != (0..r).collect::<Vec<_>>() {
+        bail!("Transpose perm {perm:?} is not a permutation of {r} axes");
+    }
     let out: Vec<usize> = perm.iter().map(|&p| t.shape[p]).collect();
     let total = t.len();
     let mut strides = vec![1usize; r];
