@@ -1,0 +1,43 @@
+//! `Binary`: f32 elementwise add, sub, mul, div, pow, max, min or prelu
+//! with numpy broadcasting, inputs `[a, b]`. Also the broadcast check the
+//! int8 elementwise ops share (`qadd`, `qmul`).
+
+use super::ctx::{want, Ctx, Res, Run};
+use crate::graph::DType;
+use strix_kernels::reference::{self as k, BinaryOp};
+use strix_kernels::shape::{broadcast_shape, Dims, MAX_RANK};
+
+pub(super) fn validate(cx: &Ctx) -> Res {
+    broadcast_ok(cx, DType::F32)
+}
+
+pub(super) fn run(r: &Run, kind: BinaryOp, o: &mut [f32]) -> Res {
+    let (ad, bd, od) = dims(r);
+    k::f32_binary(kind, r.f32(0)?, &ad, r.f32(1)?, &bd, o, &od);
+    Ok(())
+}
+
+/// Two inputs and the output of dtype `d`; the output's shape is the
+/// inputs' broadcast shape.
+pub(super) fn broadcast_ok(cx: &Ctx, d: DType) -> Res {
+    cx.arity(2, 2)?;
+    cx.dtype(0, d)?;
+    cx.dtype(1, d)?;
+    cx.out_dtype(d)?;
+    let (a, b) = (&cx.input(0).shape, &cx.input(1).shape);
+    let mut shape = [0; MAX_RANK];
+    let r = broadcast_shape(a, b, &mut shape)
+        .ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))?;
+    want(shape[..r] == cx.output().shape[..], || {
+        "output shape is not the broadcast shape".into()
+    })
+}
+
+/// The shapes of both inputs and the output, for the broadcasting kernels.
+pub(super) fn dims(r: &Run) -> (Dims, Dims, Dims) {
+    (
+        Dims::new(r.shape(0)),
+        Dims::new(r.shape(1)),
+        Dims::new(&r.out.shape),
+    )
+}

@@ -1,0 +1,213 @@
+//! A small graph builder for the ops' unit tests: a few tensors and one or
+//! two nodes, planned and loaded through [`Model::new`] (validate +
+//! prepare), then run ([`run`]) on every kernel path this CPU has, on one
+//! and on three threads, which must all agree.
+//!
+//! int8 inputs come through a `Quantize` node from an f32 graph input (the
+//! only kind a graph may have): with a power-of-two scale, [`codes`] gives
+//! the f32 values that quantize to exactly the wanted codes.
+
+use crate::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
+use crate::{Model, Result, Session, TensorData};
+use strix_kernels::Isa;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TestGraph {
+    pub g: Graph,
+    pub c: Consts,
+    /// Whether the planner may reuse and alias buffers (see `plan::plan`).
+    pub reuse: bool,
+}
+
+impl TestGraph {
+    pub fn new() -> Self {
+        TestGraph {
+            reuse: true,
+            ..Default::default()
+        }
+    }
+
+    fn tensor(
+        &mut self,
+        shape: &[usize],
+        dtype: DType,
+        quant: Option<Quant>,
+        storage: Storage,
+    ) -> usize {
+        self.g.tensors.push(Tensor {
+            name: format!("t{}", self.g.tensors.len()),
+            shape: shape.to_vec(),
+            dtype,
+            quant,
+            storage,
+        });
+        self.g.tensors.len() - 1
+    }
+
+    /// A fresh activation (the planner gives it its offset).
+    pub fn act(&mut self, shape: &[usize], dtype: DType, quant: Option<Quant>) -> usize {
+        self.tensor(shape, dtype, quant, Storage::Arena { offset: 0 })
+    }
+
+    pub fn act_f32(&mut self, shape: &[usize]) -> usize {
+        self.act(shape, DType::F32, None)
+    }
+
+    pub fn act_i8(&mut self, shape: &[usize], q: Quant) -> usize {
+        self.act(shape, DType::I8, Some(q))
+    }
+
+    /// An f32 graph input (inputs are fed in the order they are made).
+    pub fn input(&mut self, shape: &[usize]) -> usize {
+        let id = self.act_f32(shape);
+        self.g.inputs.push(id);
+        id
+    }
+
+    /// An int8 activation of quantization `q`, quantized from a new f32
+    /// graph input (feed it [`codes`]).
+    pub fn input_i8(&mut self, shape: &[usize], q: Quant) -> usize {
+        let x = self.input(shape);
+        let y = self.act_i8(shape, q);
+        self.node(Op::Quantize, &[x], y);
+        y
+    }
+
+    pub fn const_f32(&mut self, shape: &[usize], data: &[f32]) -> usize {
+        let offset = self.c.f32.len();
+        self.c.f32.extend_from_slice(data);
+        self.tensor(shape, DType::F32, None, Storage::Const { offset })
+    }
+
+    pub fn const_i8(&mut self, shape: &[usize], data: &[i8]) -> usize {
+        let offset = self.c.i8.len();
+        self.c.i8.extend_from_slice(data);
+        self.tensor(shape, DType::I8, None, Storage::Const { offset })
+    }
+
+    pub fn const_i32(&mut self, shape: &[usize], data: &[i32]) -> usize {
+        let offset = self.c.i32.len();
+        self.c.i32.extend_from_slice(data);
+        self.tensor(shape, DType::I32, None, Storage::Const { offset })
+    }
+
+    /// A requantization table (`[mult, shift]` pairs).
+    pub fn const_requant(&mut self, rq: &[strix_kernels::Requant]) -> usize {
+        let pairs: Vec<i32> = rq.iter().flat_map(|r| [r.mult, r.shift]).collect();
+        self.const_i32(&[rq.len(), 2], &pairs)
+    }
+
+    pub fn node(&mut self, op: Op, inputs: &[usize], output: usize) {
+        self.g.nodes.push(Node {
+            name: format!("n{}", self.g.nodes.len()),
+            op,
+            inputs: inputs.to_vec(),
+            output,
+        });
+    }
+
+    /// The last node of the graph (to mutate it in tests of validation).
+    pub fn last(&mut self) -> &mut Node {
+        self.g.nodes.last_mut().expect("a node")
+    }
+
+    /// Plans the graph (the last node's output is the graph output) and
+    /// loads it: validate, then prepare.
+    pub fn load(&self) -> Result<Model> {
+        let mut g = self.g.clone();
+        g.outputs = vec![g.nodes.last().expect("a node").output];
+        crate::plan::plan(&mut g, self.reuse);
+        Model::new(Default::default(), g, self.c.clone())
+    }
+
+    /// The error loading reports, as text (panics if the graph loads).
+    pub fn load_err(&self) -> String {
+        match self.load() {
+            Ok(_) => panic!("the graph was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+/// f32 values that quantize to exactly `codes` under `q` (a power-of-two
+/// scale keeps every step exact).
+pub(crate) fn codes(codes: &[i8], q: Quant) -> Vec<f32> {
+    assert_eq!(q.scale.log2().fract(), 0.0, "scale must be a power of two");
+    codes
+        .iter()
+        .map(|&c| (c as i32 - q.zero_point) as f32 * q.scale)
+        .collect()
+}
+
+/// The data of a graph output.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Data {
+    F32(Vec<f32>),
+    I8(Vec<i8>),
+}
+
+impl Data {
+    pub fn f32(self) -> Vec<f32> {
+        match self {
+            Data::F32(v) => v,
+            d => panic!("not f32: {d:?}"),
+        }
+    }
+    pub fn i8(self) -> Vec<i8> {
+        match self {
+            Data::I8(v) => v,
+            d => panic!("not int8: {d:?}"),
+        }
+    }
+}
+
+/// Runs `model` with `inputs` (one per graph input) on every kernel path
+/// this CPU has, on one and three threads, twice each (stale arena data
+/// must not matter), and returns graph output 0: every run must give the
+/// same bits.
+pub(crate) fn run(model: &Model, inputs: &[&[f32]]) -> Data {
+    let mut first: Option<Data> = None;
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        let m = model.clone().with_isa(isa).unwrap();
+        for threads in [1, 3] {
+            let mut s = Session::with_threads(&m, threads).unwrap();
+            for _ in 0..2 {
+                for (i, x) in inputs.iter().enumerate() {
+                    s.input_mut(i).unwrap().copy_from_slice(x);
+                }
+                s.run().unwrap();
+                let id = m.graph.outputs[0];
+                let got = match s.tensor(id).unwrap() {
+                    TensorData::F32(v) => Data::F32(v.to_vec()),
+                    TensorData::I8(v) => Data::I8(v.to_vec()),
+                    TensorData::I32(_) => unreachable!("no int32 activations"),
+                };
+                match &first {
+                    None => first = Some(got),
+                    Some(want) => assert!(
+                        bits(want) == bits(&got),
+                        "{} on {threads} threads: {got:?} differs from {want:?}",
+                        isa.name()
+                    ),
+                }
+            }
+        }
+    }
+    first.expect("scalar is always available")
+}
+
+/// Bit patterns, so NaNs and signed zeros compare exactly.
+fn bits(d: &Data) -> Vec<u32> {
+    match d {
+        Data::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+        Data::I8(v) => v.iter().map(|&x| x as u8 as u32).collect(),
+    }
+}
+
+/// The usual int8 quantization of the tests: scale 1/16, zero point `zp`.
+pub(crate) fn q(zp: i32) -> Quant {
+    Quant {
+        scale: 1.0 / 16.0,
+        zero_point: zp,
+    }
+}
