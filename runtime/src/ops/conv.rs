@@ -143,3 +143,91 @@ pub(super) fn sizes(geom: &ConvGeometry) -> Res<(usize, usize)> {
 pub(super) fn tile_len(g: &ConvGeometry) -> usize {
     g.out_c * CONV_TILE.min(g.out_h * g.out_w)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Op;
+    use crate::ops::test_graph::{assert_varied, conv_geom, run, small_f32, TestGraph};
+    use strix_kernels::reference::ConvGeometry;
+
+    /// The convolution by its definition, one output at a time.
+    fn by_hand(g: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], act: (f32, f32)) -> Vec<f32> {
+        let (cin_g, cout_g) = (g.in_c / g.groups, g.out_c / g.groups);
+        let mut out = vec![0.0; g.output_len()];
+        for oc in 0..g.out_c {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let mut acc = b[oc];
+                    for icg in 0..cin_g {
+                        let ic = oc / cout_g * cin_g + icg;
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy =
+                                    (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                                let ix =
+                                    (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.in_h as isize
+                                    || ix >= g.in_w as isize
+                                {
+                                    continue;
+                                }
+                                let xv = x[(ic * g.in_h + iy as usize) * g.in_w + ix as usize];
+                                acc += xv * w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
+                            }
+                        }
+                    }
+                    out[(oc * g.out_h + oy) * g.out_w + ox] = acc.max(act.0).min(act.1);
+                }
+            }
+        }
+        out
+    }
+
+    /// An ungrouped conv (the im2col path, its scratch sized by prepare) and
+    /// a depthwise one (the direct loop), batch 2, clamped, against the
+    /// definition; integer-valued data keeps every sum exact.
+    #[test]
+    fn f32_conv_validates_prepares_and_runs() {
+        for (geom, im2col) in [
+            (conv_geom(3, 6, 4, 3, 1, 1), true),
+            (conv_geom(4, 7, 4, 3, 2, 4), false),
+        ] {
+            let (batch, act) = (2, (-20.0, 30.0));
+            let mut t = TestGraph::new();
+            let x = t.input(&[batch, geom.in_c, geom.in_h, geom.in_w]);
+            let w = small_f32(geom.weight_len(), 1);
+            let b = small_f32(geom.out_c, 2);
+            let wi = t.const_f32(&[geom.out_c, geom.in_c / geom.groups, 3, 3], &w);
+            let bi = t.const_f32(&[geom.out_c], &b);
+            let y = t.act_f32(&[batch, geom.out_c, geom.out_h, geom.out_w]);
+            t.node(
+                Op::Conv {
+                    geom,
+                    act_min: act.0,
+                    act_max: act.1,
+                },
+                &[x, wi, bi],
+                y,
+            );
+            let model = t.load().unwrap();
+            let col = geom.out_h * geom.out_w * geom.k();
+            assert_eq!(model.prepared.scratch_f32, if im2col { col } else { 0 });
+            let xs = small_f32(batch * geom.input_len(), 3);
+            let got = run(&model, &[&xs]).f32();
+            let il = geom.input_len();
+            let want: Vec<f32> = (0..batch)
+                .flat_map(|bi| by_hand(&geom, &xs[bi * il..(bi + 1) * il], &w, &b, act))
+                .collect();
+            assert_eq!(got, want, "{geom:?}");
+            assert_varied(&got, 20);
+            assert!(got.contains(&act.0) || got.contains(&act.1), "clamp unused");
+
+            // Validation: the weights must be what the geometry says.
+            let mut bad = t.clone();
+            bad.g.tensors[wi].shape[0] -= 1;
+            assert!(bad.load_err().contains("weights/bias size"));
+        }
+    }
+}

@@ -88,3 +88,66 @@ pub(super) fn sizes_ok(
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Op;
+    use crate::ops::test_graph::{assert_varied, run, small_f32, TestGraph};
+
+    /// `x[b, m, k] @ w[k, n] + bias`, with one weight matrix for the batch
+    /// and with one per batch element (a matmul of two activations), against
+    /// the definition.
+    #[test]
+    fn gemm_validates_prepares_and_runs() {
+        let (batch, m, n, k) = (2, 3, 4, 5);
+        for per_batch in [false, true] {
+            let mut t = TestGraph::new();
+            let x = t.input(&[batch, m, k]);
+            let wn = if per_batch { batch * k * n } else { k * n };
+            let w = small_f32(wn, 1);
+            let bias = small_f32(n, 2);
+            let wi = if per_batch {
+                t.input(&[batch, k, n])
+            } else {
+                t.const_f32(&[k, n], &w)
+            };
+            let bi = t.const_f32(&[n], &bias);
+            let y = t.act_f32(&[batch, m, n]);
+            let op = Op::Gemm {
+                m,
+                n,
+                k,
+                batch,
+                act_min: -10.0,
+                act_max: f32::MAX,
+            };
+            t.node(op, &[x, wi, bi], y);
+            let model = t.load().unwrap();
+            let xs = small_f32(batch * m * k, 3);
+            let got = if per_batch {
+                run(&model, &[&xs, &w])
+            } else {
+                run(&model, &[&xs])
+            }
+            .f32();
+            let mut want = vec![0.0; batch * m * n];
+            for b in 0..batch {
+                let wb = if per_batch { &w[b * k * n..] } else { &w[..] };
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k)
+                            .map(|l| xs[(b * m + i) * k + l] * wb[l * n + j])
+                            .sum();
+                        want[(b * m + i) * n + j] = (dot + bias[j]).max(-10.0);
+                    }
+                }
+            }
+            assert_eq!(got, want, "per batch: {per_batch}");
+            assert_varied(&got, 10);
+
+            let mut bad = t.clone();
+            bad.g.tensors[bi].shape = vec![n - 1];
+            assert!(bad.load_err().contains("bias size"));
+        }
+    }
+}

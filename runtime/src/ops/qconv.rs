@@ -248,3 +248,138 @@ fn dwconv(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{DType, Op};
+    use crate::ops::test_graph::{assert_varied, codes, conv_geom, noise_i8, q, run, TestGraph};
+    use strix_kernels::driver::conv_scratch_len;
+    use strix_kernels::reference::{self as k, ConvGeometry, QConvParams};
+    use strix_kernels::{quantize_multiplier, Requant};
+
+    /// `x -> Quantize -> QConv or QConvF32` with random weights; the
+    /// input codes to feed and the node's constants.
+    struct Case {
+        t: TestGraph,
+        x: Vec<i8>,
+        w: Vec<i8>,
+        b: Vec<i32>,
+        rq: Vec<Requant>,
+        scale: Vec<f32>,
+    }
+
+    fn case(geom: ConvGeometry, in_zp: i32, f32_out: bool) -> Case {
+        let mut t = TestGraph::new();
+        let xi = t.input_i8(&[1, geom.in_c, geom.in_h, geom.in_w], q(in_zp));
+        let w = noise_i8(geom.weight_len(), 7, -127, 127);
+        let b: Vec<i32> = noise_i8(geom.out_c, 8, -128, 127)
+            .iter()
+            .map(|&v| v as i32 * 40)
+            .collect();
+        let wi = t.const_i8(&[geom.out_c, geom.in_c / geom.groups, geom.kh, geom.kw], &w);
+        let bi = t.const_i32(&[geom.out_c], &b);
+        let oshape = [1, geom.out_c, geom.out_h, geom.out_w];
+        let scale: Vec<f32> = (0..geom.out_c).map(|o| 1e-5 * (o % 3 + 1) as f32).collect();
+        let rq: Vec<_> = (0..geom.out_c)
+            .map(|o| quantize_multiplier(0.0004 * (o % 4 + 1) as f64))
+            .collect();
+        if f32_out {
+            let si = t.const_f32(&[geom.out_c], &scale);
+            let y = t.act_f32(&oshape);
+            let op = Op::QConvF32 {
+                geom,
+                in_zp,
+                act_min: -3.0,
+                act_max: 5.0,
+            };
+            t.node(op, &[xi, wi, bi, si], y);
+        } else {
+            let ri = t.const_requant(&rq);
+            let y = t.act_i8(&oshape, q(-5));
+            t.node(
+                Op::QConv {
+                    geom,
+                    q: params(in_zp),
+                },
+                &[xi, wi, bi, ri],
+                y,
+            );
+        }
+        let x = noise_i8(geom.input_len(), 9, -128, 127);
+        Case {
+            t,
+            x,
+            w,
+            b,
+            rq,
+            scale,
+        }
+    }
+
+    fn params(in_zp: i32) -> QConvParams {
+        QConvParams {
+            in_zp,
+            out_zp: -5,
+            act_min: -120,
+            act_max: 127,
+        }
+    }
+
+    /// Ungrouped (the gemm driver, with a folded bias, its scratch, and a
+    /// split over threads), depthwise (the depthwise kernel, split by
+    /// channel) and grouped (the reference) convs give the reference's bytes.
+    #[test]
+    fn qconv_validates_prepares_and_runs() {
+        for (geom, gemm) in [
+            (conv_geom(16, 12, 32, 3, 1, 1), true),
+            (conv_geom(8, 9, 12, 1, 2, 1), true),
+            (conv_geom(16, 32, 16, 3, 1, 16), false),
+            (conv_geom(8, 6, 4, 3, 1, 2), false),
+        ] {
+            let c = case(geom, 3, false);
+            let model = c.t.load().unwrap();
+            assert_eq!(model.prepared.folded[1].is_some(), gemm, "{geom:?}");
+            let scratch = if gemm { conv_scratch_len(&geom) } else { 0 };
+            assert_eq!(model.prepared.scratch, scratch);
+            let got = run(&model, &[&codes(&c.x, q(3))]).i8();
+            let mut want = vec![0; geom.output_len()];
+            k::qs8_conv2d(&geom, &params(3), &c.x, &c.w, &c.b, &c.rq, &mut want);
+            assert_eq!(got, want, "{geom:?}");
+            assert_varied(&got, 20);
+        }
+    }
+
+    #[test]
+    fn qconv_f32out_validates_prepares_and_runs() {
+        for geom in [conv_geom(16, 12, 32, 3, 1, 1), conv_geom(6, 5, 6, 3, 1, 3)] {
+            let c = case(geom, -4, true);
+            let model = c.t.load().unwrap();
+            assert_eq!(model.prepared.folded[1].is_some(), geom.groups == 1);
+            let got = run(&model, &[&codes(&c.x, q(-4))]).f32();
+            let mut want = vec![0.0; geom.output_len()];
+            let (x, w, b, sc) = (&c.x, &c.w, &c.b, &c.scale);
+            k::qs8_conv2d_f32out(&geom, -4, -3.0, 5.0, x, w, b, sc, &mut want);
+            assert_eq!(got, want, "{geom:?}");
+            assert_varied(&got, 20);
+        }
+    }
+
+    /// What validation refuses: a bias beyond the accumulation bound, a
+    /// reduction beyond the int8 bound, a float output for QConv.
+    #[test]
+    fn qconv_validation_refuses_what_run_could_not_do() {
+        let c = case(conv_geom(4, 5, 4, 3, 1, 1), 0, false);
+        let mut t = c.t.clone();
+        t.c.i32[0] = 1 << 30 | 1;
+        assert!(t.load_err().contains("bias exceeds 2^30"));
+        let mut t = c.t.clone();
+        let y = t.last().output;
+        t.g.tensors[y].dtype = DType::F32;
+        t.g.tensors[y].quant = None;
+        assert!(t.load_err().contains("output must be I8"));
+        // 1x1 conv over 33,024 channels: one more than the bound allows.
+        let geom = conv_geom(33_024, 1, 1, 1, 1, 1);
+        let e = case(geom, 0, false).t.load_err();
+        assert!(e.contains("reduction 33024 exceeds the int8 bound"), "{e}");
+    }
+}

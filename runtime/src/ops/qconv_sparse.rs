@@ -142,7 +142,10 @@ fn conv_sparse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Op;
+    use crate::graph::Storage;
     use crate::kernels::Prepared;
+    use crate::ops::test_graph::{assert_varied, codes, conv_geom, noise_i8, q, run, TestGraph};
     use crate::par::PAR_MIN_MACS;
     use strix_kernels::driver::CONV_TILE;
     use strix_kernels::reference::{pack_sparse, qs8_conv2d, SPARSE_BLOCK};
@@ -238,5 +241,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `x -> Quantize -> QConvSparse` on weights with 60% zero blocks: the
+    /// bytes of the dense reference conv, with the dense folded bias, on
+    /// every path and thread count; validation refuses a broken block CSR.
+    #[test]
+    fn qconv_sparse_validates_prepares_and_runs() {
+        let geom = conv_geom(32, 12, 32, 3, 1, 1);
+        let qp = QConvParams {
+            in_zp: 6,
+            out_zp: 1,
+            act_min: -128,
+            act_max: 127,
+        };
+        let k = geom.k();
+        let mut w = noise_i8(geom.weight_len(), 3, -127, 127);
+        let keep = noise_i8(w.len() / SPARSE_BLOCK, 4, 0, 9);
+        for (blk, &kb) in w.chunks_mut(SPARSE_BLOCK).zip(&keep) {
+            if kb < 6 {
+                blk.fill(0);
+            }
+        }
+        let b: Vec<i32> = noise_i8(geom.out_c, 5, -128, 127)
+            .iter()
+            .map(|&v| v as i32 * 50)
+            .collect();
+        let rq: Vec<_> = (0..geom.out_c)
+            .map(|o| quantize_multiplier(0.0002 * (o % 3 + 1) as f64))
+            .collect();
+        let sp = pack_sparse(geom.out_c, k, &w).unwrap();
+        let mut t = TestGraph::new();
+        let xi = t.input_i8(&[1, 32, 12, 12], q(6));
+        let vi = t.const_i8(&[sp.values.len()], &sp.values);
+        let bli = t.const_i32(&[sp.blocks.len()], &sp.blocks);
+        let rpi = t.const_i32(&[sp.row_ptr.len()], &sp.row_ptr);
+        let bi = t.const_i32(&[geom.out_c], &b);
+        let ri = t.const_requant(&rq);
+        let y = t.act_i8(&[1, 32, 12, 12], q(1));
+        let op = Op::QConvSparse { geom, q: qp };
+        t.node(op, &[xi, vi, bli, rpi, bi, ri], y);
+        let model = t.load().unwrap();
+        let dense_fold = strix_kernels::driver::fold_bias(&w, &b, k, qp.in_zp);
+        assert_eq!(model.prepared.folded[1], dense_fold);
+        assert_eq!(model.prepared.scratch, sparse_conv_scratch_len(&geom));
+        let x = noise_i8(geom.input_len(), 6, -128, 127);
+        let got = run(&model, &[&codes(&x, q(6))]).i8();
+        let mut want = vec![0; geom.output_len()];
+        qs8_conv2d(&geom, &qp, &x, &w, &b, &rq, &mut want);
+        assert_eq!(got, want);
+        assert_varied(&got, 50);
+
+        // The last row pointer must be the number of blocks.
+        let mut bad = t.clone();
+        let Storage::Const { offset } = bad.g.tensors[rpi].storage else {
+            unreachable!()
+        };
+        bad.c.i32[offset + geom.out_c] -= 1;
+        let e = bad.load_err();
+        assert!(e.contains("sparse weights"), "{e}");
     }
 }

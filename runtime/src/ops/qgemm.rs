@@ -154,3 +154,94 @@ fn gemm_i8(
         );
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{Node, Op};
+    use crate::ops::test_graph::{assert_varied, codes, noise_i8, q, run, TestGraph};
+    use strix_kernels::quantize_multiplier;
+    use strix_kernels::reference::{self as k, QGemmParams};
+
+    /// `x -> Quantize -> QGemm or QGemmF32`: one input row split by output
+    /// channel over the threads (n * k above the threshold), several rows
+    /// on the calling thread; the bytes of the reference, and the folded
+    /// bias prepare made.
+    #[test]
+    fn qgemm_validates_prepares_and_runs() {
+        for (m, n, kk) in [(1, 256, 512), (3, 10, 40)] {
+            for f32_out in [false, true] {
+                let qp = QGemmParams {
+                    in_zp: -9,
+                    out_zp: 4,
+                    act_min: -128,
+                    act_max: 100,
+                };
+                let w = noise_i8(n * kk, 1, -127, 127);
+                let b: Vec<i32> = noise_i8(n, 2, -128, 127)
+                    .iter()
+                    .map(|&v| v as i32 * 30)
+                    .collect();
+                let rq: Vec<_> = (0..n)
+                    .map(|o| quantize_multiplier(0.0003 * (o % 5 + 1) as f64))
+                    .collect();
+                let sc: Vec<f32> = (0..n).map(|o| 1e-5 * (o % 3 + 1) as f32).collect();
+                let mut t = TestGraph::new();
+                let xi = t.input_i8(&[m, kk], q(qp.in_zp));
+                let wi = t.const_i8(&[n, kk], &w);
+                let bi = t.const_i32(&[n], &b);
+                if f32_out {
+                    let si = t.const_f32(&[n], &sc);
+                    let y = t.act_f32(&[m, n]);
+                    let op = Op::QGemmF32 {
+                        m,
+                        n,
+                        k: kk,
+                        in_zp: qp.in_zp,
+                        act_min: -2.0,
+                        act_max: 2.0,
+                    };
+                    t.node(op, &[xi, wi, bi, si], y);
+                } else {
+                    let ri = t.const_requant(&rq);
+                    let y = t.act_i8(&[m, n], q(qp.out_zp));
+                    t.node(Op::QGemm { m, n, k: kk, q: qp }, &[xi, wi, bi, ri], y);
+                }
+                let model = t.load().unwrap();
+                let fold = strix_kernels::driver::fold_bias(&w, &b, kk, qp.in_zp);
+                assert!(fold.is_some());
+                assert_eq!(model.prepared.folded[1], fold);
+                let x = noise_i8(m * kk, 3, -128, 127);
+                let got = run(&model, &[&codes(&x, q(qp.in_zp))]);
+                if f32_out {
+                    let mut want = vec![0.0; m * n];
+                    k::qs8_gemm_f32out(m, n, kk, qp.in_zp, -2.0, 2.0, &x, &w, &b, &sc, &mut want);
+                    assert_varied(&want, 10);
+                    assert_eq!(got.f32(), want, "{m}x{n}x{kk}");
+                } else {
+                    let mut want = vec![0; m * n];
+                    k::qs8_gemm(m, n, kk, &qp, &x, &w, &b, &rq, &mut want);
+                    assert_varied(&want, 10);
+                    assert_eq!(got.i8(), want, "{m}x{n}x{kk}");
+                }
+
+                // Weights must be constants (prepare folds them), not
+                // computed.
+                let mut bad = t.clone();
+                let wf = bad.input(&[n, kk]);
+                let wa = bad.act_i8(&[n, kk], q(0));
+                bad.g.nodes.insert(
+                    0,
+                    Node {
+                        name: "w".into(),
+                        op: Op::Quantize,
+                        inputs: vec![wf],
+                        output: wa,
+                    },
+                );
+                bad.last().inputs[1] = wa;
+                let e = bad.load_err();
+                assert!(e.contains("weights must be constant"), "{e}");
+            }
+        }
+    }
+}

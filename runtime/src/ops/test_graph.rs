@@ -211,3 +211,66 @@ pub(crate) fn q(zp: i32) -> Quant {
         zero_point: zp,
     }
 }
+
+/// Deterministic int8 values in `lo..=hi` (xorshift; no dependency).
+pub(crate) fn noise_i8(n: usize, seed: u32, lo: i8, hi: i8) -> Vec<i8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9) | 1;
+    let span = (hi as i32 - lo as i32 + 1) as u32;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (lo as i32 + (s % span) as i32) as i8
+        })
+        .collect()
+}
+
+/// Small integers as f32 (sums of their products are exact in f32, so
+/// the order of additions cannot change a result).
+pub(crate) fn small_f32(n: usize, seed: u32) -> Vec<f32> {
+    noise_i8(n, seed, -4, 4)
+        .into_iter()
+        .map(f32::from)
+        .collect()
+}
+
+/// A square conv geometry: `in_c x hw x hw` to `out_c` channels, a `k x k`
+/// window, `stride`, padding `k / 2` (SAME for odd `k` and stride 1).
+pub(crate) fn conv_geom(
+    in_c: usize,
+    hw: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+) -> strix_kernels::reference::ConvGeometry {
+    let pad = k / 2;
+    let out = (hw + 2 * pad - k) / stride + 1;
+    strix_kernels::reference::ConvGeometry {
+        in_c,
+        in_h: hw,
+        in_w: hw,
+        out_c,
+        out_h: out,
+        out_w: out,
+        kh: k,
+        kw: k,
+        stride_h: stride,
+        stride_w: stride,
+        dil_h: 1,
+        dil_w: 1,
+        pad_top: pad,
+        pad_left: pad,
+        groups,
+    }
+}
+
+/// Guards a test against comparing degenerate outputs (all clamped, all
+/// equal): at least `min` distinct values.
+pub(crate) fn assert_varied<T: PartialOrd + Copy + std::fmt::Debug>(v: &[T], min: usize) {
+    let mut d: Vec<T> = v.to_vec();
+    d.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    d.dedup();
+    assert!(d.len() >= min, "only {} distinct values: {d:?}", d.len());
+}
