@@ -41,3 +41,33 @@ pub(super) fn dims(r: &Run) -> (Dims, Dims, Dims) {
         Dims::new(&r.out.shape),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Op;
+    use crate::ops::test_graph::{run, TestGraph};
+    use strix_kernels::reference::BinaryOp;
+
+    /// `a [2, 3] op b [3]` (b broadcast over the rows), by hand.
+    #[test]
+    fn binary_validates_prepares_and_runs() {
+        let a = [1.0, -2.0, 3.0, -4.0, 5.0, -6.0];
+        let b = [0.5, 2.0, -1.0];
+        for (kind, want) in [
+            (BinaryOp::Sub, [0.5, -4.0, 4.0, -4.5, 3.0, -5.0]),
+            (BinaryOp::Mul, [0.5, -4.0, -3.0, -2.0, 10.0, 6.0]),
+            (BinaryOp::Prelu, [1.0, -4.0, 3.0, -2.0, 5.0, 6.0]),
+        ] {
+            let mut t = TestGraph::new();
+            let (ai, bi) = (t.input(&[2, 3]), t.const_f32(&[3], &b));
+            let y = t.act_f32(&[2, 3]);
+            t.node(Op::Binary { kind }, &[ai, bi], y);
+            assert_eq!(run(&t.load().unwrap(), &[&a]).f32(), want, "{kind:?}");
+
+            let mut bad = t.clone();
+            bad.g.tensors[bi].shape = vec![2];
+            let e = bad.load_err();
+            assert!(e.contains("do not broadcast"), "{e}");
+        }
+    }
+}
