@@ -81,3 +81,71 @@ pub(super) fn run(r: &Run, axis: usize, requant: &[Option<Requant>], out: Out) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{Op, Quant};
+    use crate::ops::test_graph::{codes, noise_i8, q, run, TestGraph};
+    use strix_kernels::quantize_multiplier;
+
+    /// f32 `[2, 2, 1] ++ [2, 1, 1]` along axis 1, by hand.
+    #[test]
+    fn f32_concat_validates_prepares_and_runs() {
+        let mut t = TestGraph::new();
+        let (a, b) = (t.input(&[2, 2, 1]), t.input(&[2, 1, 1]));
+        let y = t.act_f32(&[2, 3, 1]);
+        let op = Op::Concat {
+            axis: 1,
+            requant: vec![None, None],
+        };
+        t.node(op, &[a, b], y);
+        let got = run(&t.load().unwrap(), &[&[1.0, 2.0, 3.0, 4.0], &[-1.0, -2.0]]).f32();
+        assert_eq!(got, [1.0, 2.0, -1.0, 3.0, 4.0, -2.0]);
+
+        let mut bad = t.clone();
+        bad.g.tensors[y].shape = vec![2, 4, 1];
+        assert!(bad.load_err().contains("concat sizes do not add up"));
+    }
+
+    /// int8 `[2, 2, 3] ++ [2, 1, 3]` along axis 1: the first input shares
+    /// the output's quantization (copied), the second has half its scale
+    /// (requantized: each code within one step of its real value).
+    #[test]
+    fn int8_concat_validates_prepares_and_runs() {
+        let (qa, qb) = (
+            q(3),
+            Quant {
+                scale: 1.0 / 32.0,
+                zero_point: -4,
+            },
+        );
+        let rq = quantize_multiplier((qb.scale / qa.scale) as f64);
+        let mut t = TestGraph::new();
+        let (ai, bi) = (t.input_i8(&[2, 2, 3], qa), t.input_i8(&[2, 1, 3], qb));
+        let y = t.act_i8(&[2, 3, 3], qa);
+        let op = Op::Concat {
+            axis: 1,
+            requant: vec![None, Some(rq)],
+        };
+        t.node(op, &[ai, bi], y);
+        let (a, b) = (noise_i8(12, 1, -128, 127), noise_i8(6, 2, -128, 127));
+        let got = run(&t.load().unwrap(), &[&codes(&a, qa), &codes(&b, qb)]).i8();
+        for outer in 0..2 {
+            let row = &got[outer * 9..(outer + 1) * 9];
+            assert_eq!(row[..6], a[outer * 6..(outer + 1) * 6]);
+            for (&o, &x) in row[6..].iter().zip(&b[outer * 3..(outer + 1) * 3]) {
+                let want = (x as i32 - qb.zero_point) as f32 * qb.scale;
+                let have = (o as i32 - qa.zero_point) as f32 * qa.scale;
+                assert!((want - have).abs() <= qa.scale / 2.0 + 1e-6, "{x} -> {o}");
+            }
+        }
+
+        // Requantization only exists for int8.
+        let mut bad = t.clone();
+        let Op::Concat { requant, .. } = &mut bad.last().op else {
+            unreachable!()
+        };
+        requant[1] = Some(strix_kernels::Requant { mult: -1, shift: 0 });
+        assert!(bad.load_err().contains("bad requantization"));
+    }
+}

@@ -36,3 +36,40 @@ pub(super) fn run(r: &Run, starts: &[usize], steps: &[isize], out: Out) -> Res {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Op;
+    use crate::ops::test_graph::{codes, q, run, TestGraph};
+
+    /// Rows 1..3 and columns 3, 1 (a negative step) of a `[3, 4]` tensor,
+    /// f32 and int8, by hand.
+    #[test]
+    fn slice_validates_prepares_and_runs() {
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let op = Op::Slice {
+            starts: vec![1, 3],
+            steps: vec![1, -2],
+        };
+        let mut t = TestGraph::new();
+        let xi = t.input(&[3, 4]);
+        let y = t.act_f32(&[2, 2]);
+        t.node(op.clone(), &[xi], y);
+        assert_eq!(run(&t.load().unwrap(), &[&x]).f32(), [7.0, 5.0, 11.0, 9.0]);
+
+        let mut t = TestGraph::new();
+        let xi = t.input_i8(&[3, 4], q(0));
+        let y = t.act_i8(&[2, 2], q(0));
+        t.node(op, &[xi], y);
+        let c: Vec<i8> = (0..12).map(|v| v * 10 - 60).collect();
+        assert_eq!(
+            run(&t.load().unwrap(), &[&codes(&c, q(0))]).i8(),
+            [10, -10, 50, 30]
+        );
+
+        // Three columns back from column 3 with step -2 would read column -1.
+        let mut bad = t.clone();
+        bad.g.tensors[y].shape = vec![2, 3];
+        assert!(bad.load_err().contains("axis 1 out of range"));
+    }
+}
