@@ -6,10 +6,58 @@
 //! int8 inputs come through a `Quantize` node from an f32 graph input (the
 //! only kind a graph may have): with a power-of-two scale, [`codes`] gives
 //! the f32 values that quantize to exactly the wanted codes.
+//!
+//! [`run`] also checks that `Session::run` allocates nothing: the runtime's
+//! unit tests count the allocations of each thread (a counting global
+//! allocator), and every op's test runs through it.
 
 use crate::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
 use crate::{Model, Result, Session, TensorData};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use strix_kernels::Isa;
+
+/// The system allocator, counting each thread's allocations.
+struct Counting;
+
+thread_local! {
+    // `const`, without destructor: reading it never allocates.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: a thread being torn down may still allocate.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every call is forwarded to `System` unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Allocations the calling thread makes in `f`.
+pub(crate) fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let r = f();
+    (r, ALLOCATIONS.with(Cell::get) - before)
+}
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TestGraph {
@@ -164,7 +212,7 @@ impl Data {
 /// Runs `model` with `inputs` (one per graph input) on every kernel path
 /// this CPU has, on one and three threads, twice each (stale arena data
 /// must not matter), and returns graph output 0: every run must give the
-/// same bits.
+/// same bits, and no run may allocate on the calling thread.
 pub(crate) fn run(model: &Model, inputs: &[&[f32]]) -> Data {
     let mut first: Option<Data> = None;
     for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
@@ -175,7 +223,9 @@ pub(crate) fn run(model: &Model, inputs: &[&[f32]]) -> Data {
                 for (i, x) in inputs.iter().enumerate() {
                     s.input_mut(i).unwrap().copy_from_slice(x);
                 }
-                s.run().unwrap();
+                let (r, n) = allocations(|| s.run());
+                r.unwrap();
+                assert_eq!(n, 0, "Session::run allocated on {}", isa.name());
                 let id = m.graph.outputs[0];
                 let got = match s.tensor(id).unwrap() {
                     TensorData::F32(v) => Data::F32(v.to_vec()),
@@ -273,4 +323,12 @@ pub(crate) fn assert_varied<T: PartialOrd + Copy + std::fmt::Debug>(v: &[T], min
     d.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     d.dedup();
     assert!(d.len() >= min, "only {} distinct values: {d:?}", d.len());
+}
+
+/// The allocation check of [`run`] could not fail if the counter did not
+/// count.
+#[test]
+fn the_allocation_counter_counts() {
+    let (v, n) = allocations(|| std::hint::black_box(vec![1u8; 10]));
+    assert_eq!((v.len(), n), (10, 1));
 }
