@@ -12,6 +12,7 @@ mod kernels;
 pub mod limits;
 pub mod meta;
 pub mod model;
+mod ops;
 mod par;
 pub mod plan;
 pub mod pool;

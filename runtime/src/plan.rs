@@ -1,19 +1,21 @@
 //! Memory planning: tensor lifetimes -> offsets in one arena per dtype
 //! (greedy by size, as tflite-micro's GreedyMemoryPlanner).
 
-use crate::graph::{DType, Graph, Op, Storage};
+use crate::graph::{DType, Graph, Storage};
+use crate::ops::reshape::may_alias_input;
 
 /// Assigns arena offsets to every activation of `g` and sets the arena sizes.
 ///
 /// With `reuse == false` every activation gets its own region (calibration
-/// reads every tensor after the run). Reshape outputs alias their input.
+/// reads every tensor after the run). Otherwise the outputs of ops that may
+/// alias their input ([`may_alias_input`]: Reshape) share its buffer.
 /// Offsets are aligned to 16 elements so SIMD kernels may use aligned loads.
 pub fn plan(g: &mut Graph, reuse: bool) {
     let nt = g.tensors.len();
     // Buffer of each tensor: reshapes share their input's buffer.
     let mut buf: Vec<usize> = (0..nt).collect();
     for n in &g.nodes {
-        if matches!(n.op, Op::Reshape) && reuse {
+        if may_alias_input(&n.op) && reuse {
             let src = buf[n.inputs[0]];
             if matches!(g.tensors[n.inputs[0]].storage, Storage::Arena { .. }) {
                 buf[n.output] = src;
