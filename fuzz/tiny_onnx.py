@@ -133,7 +133,34 @@ def elementwise_net():
     return model(nodes, inits, [("x", [1, 3, 6, 6])], [("y", [1, 6, 4, 4])])
 
 
+def sequence_net():
+    """LSTM, Reshape, MatMul, Split, Pad, ReduceMean, Tanh, Sub, Div."""
+    h, n_in, seq = 2, 3, 4
+    nodes = [
+        node("LSTM", ["x", "W", "R", "B"], ["ys", "yh", "yc"], [attr_int("hidden_size", h)]),
+        node("Reshape", ["ys", "shape"], ["flat"]),
+        node("MatMul", ["flat", "mw"], ["mm"]),
+        node("Split", ["mm"], ["s0", "s1"], [attr_int("axis", 1)]),
+        node("Sub", ["s0", "s1"], ["d"]),
+        node("Tanh", ["d"], ["t"]),
+        node("Div", ["t", "two"], ["q"]),
+        node("Pad", ["q", "pads"], ["pd"]),
+        node("ReduceMean", ["pd"], ["y"], [attr_ints("axes", [1]), attr_int("keepdims", 1)]),
+    ]
+    inits = [
+        tensor("W", [1, 4 * h, n_in], ramp(4 * h * n_in)),
+        tensor("R", [1, 4 * h, h], ramp(4 * h * h, 0.07)),
+        tensor("B", [1, 8 * h], ramp(8 * h, 0.02)),
+        tensor("shape", [2], [seq, h], INT64),
+        tensor("mw", [h, 4], ramp(h * 4, 0.3)),
+        tensor("two", [1], [2.0]),
+        tensor("pads", [4], [1, 0, 0, 1], INT64),
+    ]
+    return model(nodes, inits, [("x", [seq, 1, n_in])], [("y", [seq + 1, 1])])
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     open(out + "/seed-tiny-conv.onnx", "wb").write(conv_net())
     open(out + "/seed-tiny-elementwise.onnx", "wb").write(elementwise_net())
+    open(out + "/seed-tiny-sequence.onnx", "wb").write(sequence_net())
