@@ -52,8 +52,10 @@ for t in $targets; do
   echo "== fuzz $t for ${secs}s"
   # One process; the committed seeds (corpus/$t/seed-*) start the corpus,
   # what libFuzzer adds stays there (ignored by git) for the next run.
+  dict=()
+  case "$t" in strix_load_run* | capi) dict=(-dict=strix.dict) ;; esac
   if cargo +nightly fuzz run -O --debug-assertions "$t" "corpus/$t" -- \
-    -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
+    -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 "${dict[@]}" \
     -print_final_stats=1 >"$log" 2>&1; then
     status=ok
   else

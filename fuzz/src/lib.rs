@@ -241,10 +241,11 @@ pub fn mutate_json_number(text: &mut Vec<u8>, pick: usize, how: usize) -> bool {
     let orig = std::str::from_utf8(&text[s..e]).unwrap_or("0");
     let derived = orig.parse::<i128>().ok().map(|v| {
         let w = v as u64;
+        // Wrapping: repeated mutations can grow a number to any size.
         [
-            (v + 1).to_string(),
-            (v - 1).to_string(),
-            (v * 2).to_string(),
+            v.wrapping_add(1).to_string(),
+            v.wrapping_sub(1).to_string(),
+            v.wrapping_mul(2).to_string(),
             w.wrapping_add(1 << 32).to_string(),
             w.wrapping_add(1 << 62).to_string(),
             w.wrapping_add(1 << 63).to_string(),
