@@ -275,6 +275,219 @@ pub fn copy_json_number(text: &mut Vec<u8>, from: usize, to: usize) -> bool {
     true
 }
 
+/// One protobuf field value, as far as the wire format tells: a
+/// length-delimited field that parses as a message is taken as one (names
+/// and raw tensor data occasionally do too; re-encoding is lossless either
+/// way for canonical input).
+#[derive(Clone, Debug)]
+pub enum Pb {
+    Varint(u64),
+    I64([u8; 8]),
+    I32([u8; 4]),
+    Bytes(Vec<u8>),
+    Msg(Vec<(u32, Pb)>),
+}
+
+fn read_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Parses a protobuf message (fields of any number, nested messages
+/// guessed up to 12 levels deep). `None` if `b` is not one.
+pub fn pb_parse(b: &[u8]) -> Option<Vec<(u32, Pb)>> {
+    pb_parse_depth(b, 0)
+}
+
+fn pb_parse_depth(b: &[u8], depth: usize) -> Option<Vec<(u32, Pb)>> {
+    let mut at = 0;
+    let mut fields = Vec::new();
+    while at < b.len() {
+        let key = read_varint(b, &mut at)?;
+        let field = u32::try_from(key >> 3).ok().filter(|&f| f > 0)?;
+        let value = match key & 7 {
+            0 => Pb::Varint(read_varint(b, &mut at)?),
+            1 => {
+                let v = b.get(at..at + 8)?.try_into().ok()?;
+                at += 8;
+                Pb::I64(v)
+            }
+            5 => {
+                let v = b.get(at..at + 4)?.try_into().ok()?;
+                at += 4;
+                Pb::I32(v)
+            }
+            2 => {
+                let n = usize::try_from(read_varint(b, &mut at)?).ok()?;
+                let body = b.get(at..at.checked_add(n)?)?;
+                at += n;
+                match (depth < 12 && !body.is_empty())
+                    .then(|| pb_parse_depth(body, depth + 1))
+                    .flatten()
+                {
+                    Some(m) => Pb::Msg(m),
+                    None => Pb::Bytes(body.to_vec()),
+                }
+            }
+            _ => return None,
+        };
+        fields.push((field, value));
+    }
+    Some(fields)
+}
+
+/// Encodes a message parsed by [`pb_parse`] (length prefixes recomputed).
+pub fn pb_encode(fields: &[(u32, Pb)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (field, value) in fields {
+        let key = u64::from(*field) << 3;
+        match value {
+            Pb::Varint(v) => {
+                write_varint(&mut out, key);
+                write_varint(&mut out, *v);
+            }
+            Pb::I64(b) => {
+                write_varint(&mut out, key | 1);
+                out.extend_from_slice(b);
+            }
+            Pb::I32(b) => {
+                write_varint(&mut out, key | 5);
+                out.extend_from_slice(b);
+            }
+            Pb::Bytes(b) => {
+                write_varint(&mut out, key | 2);
+                write_varint(&mut out, b.len() as u64);
+                out.extend_from_slice(b);
+            }
+            Pb::Msg(m) => {
+                let body = pb_encode(m);
+                write_varint(&mut out, key | 2);
+                write_varint(&mut out, body.len() as u64);
+                out.extend_from_slice(&body);
+            }
+        }
+    }
+    out
+}
+
+/// Calls `op` on the message holding entry `k` (pre-order over all
+/// entries of all nested messages) and that entry's index; false if there
+/// are fewer entries.
+pub fn pb_with_entry(
+    msg: &mut Vec<(u32, Pb)>,
+    k: &mut usize,
+    op: &mut dyn FnMut(&mut Vec<(u32, Pb)>, usize),
+) -> bool {
+    for i in 0..msg.len() {
+        if *k == 0 {
+            op(msg, i);
+            return true;
+        }
+        *k -= 1;
+        if let Pb::Msg(sub) = &mut msg[i].1 {
+            if pb_with_entry(sub, k, op) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Number of entries of a parsed message, nested ones included.
+pub fn pb_count(msg: &[(u32, Pb)]) -> usize {
+    msg.iter()
+        .map(|(_, v)| 1 + if let Pb::Msg(m) = v { pb_count(m) } else { 0 })
+        .sum()
+}
+
+/// Every varint of a parsed message, pre-order.
+pub fn pb_varints(msg: &mut [(u32, Pb)]) -> Vec<&mut u64> {
+    let mut out = Vec::new();
+    for (_, v) in msg {
+        match v {
+            Pb::Varint(x) => out.push(x),
+            Pb::Msg(sub) => out.extend(pb_varints(sub)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A boundary value for a protobuf integer (int64 negatives are 10-byte
+/// two's complement varints), or one derived from `orig`.
+pub fn pb_boundary(orig: u64, how: usize) -> u64 {
+    const V: [u64; 17] = [
+        0,
+        1,
+        2,
+        3,
+        7,
+        8,
+        255,
+        256,
+        65535,
+        (1 << 31) - 1,
+        1 << 31,
+        1 << 32,
+        1 << 62,
+        1 << 63,
+        u64::MAX,      // -1
+        u64::MAX - 1,  // -2
+        (1 << 63) - 1, // i64::MAX
+    ];
+    match how % (V.len() + 4) {
+        i if i < V.len() => V[i],
+        17 => orig.wrapping_add(1),
+        18 => orig.wrapping_sub(1),
+        19 => orig.wrapping_mul(2),
+        _ => orig.wrapping_add(1 << 62),
+    }
+}
+
+/// CRC-32 (IEEE, as PNG chunks use).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// Recomputes the CRC of every complete chunk of a PNG file in place, so
+/// that mutated headers and data reach the decoder instead of failing the
+/// checksum. Stops at the first chunk running past the end.
+pub fn fix_png_crcs(b: &mut [u8]) {
+    let mut at = 8;
+    while at + 12 <= b.len() {
+        let n = u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let Some(end) = (at + 8).checked_add(n).filter(|&e| e + 4 <= b.len()) else {
+            return;
+        };
+        let crc = crc32(&b[at + 4..end]);
+        b[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+        at = end + 4;
+    }
+}
+
 /// xorshift64*: enough randomness for a custom mutator, seeded by libFuzzer.
 pub struct Rng(u64);
 
@@ -351,6 +564,15 @@ mod tests {
         let t = br#"{"a-1":[1,-2.5e3],"s":"x\"9","b":7}"#;
         let got: Vec<&[u8]> = json_numbers(t).iter().map(|&(s, e)| &t[s..e]).collect();
         assert_eq!(got, [&b"1"[..], b"-2.5e3", b"7"]);
+    }
+
+    #[test]
+    fn protobuf_round_trip_and_png_crc() {
+        // ModelProto { ir_version: 7, graph: { name: "g" } }
+        let m = [0x08, 0x07, 0x3a, 0x03, 0x12, 0x01, b'g'];
+        let parsed = pb_parse(&m).unwrap();
+        assert_eq!(pb_encode(&parsed), m);
+        assert_eq!(crc32(b"IEND"), 0xAE42_6082);
     }
 
     #[test]
