@@ -507,9 +507,14 @@ impl Rng {
     }
 }
 
+/// Files up to this size also run on the scalar (reference) kernels; larger
+/// ones (FastestDet, UltraFace) only on the detected path, where the scalar
+/// run would cost most of the fuzzing time.
+const SCALAR_RUN_MAX_BYTES: usize = 100_000;
+
 /// Loads `bytes` as a model and, if it loads, runs it once on zero inputs
-/// on the detected kernel path and on the scalar one, then decodes the
-/// outputs with the model's decoder (what `strix run` does).
+/// on the detected kernel path and (small files) on the scalar one, then
+/// decodes the outputs with the model's decoder (what `strix run` does).
 ///
 /// Panics (a finding) when a model that passed validation fails to run:
 /// the C ABI reports that as `STRIX_E_INTERNAL`, "a bug inside the library".
@@ -518,7 +523,7 @@ pub fn load_and_run(bytes: &[u8]) {
         return;
     };
     run_once(&model);
-    if model.isa() != Isa::Scalar {
+    if model.isa() != Isa::Scalar && bytes.len() <= SCALAR_RUN_MAX_BYTES {
         let scalar = model
             .with_isa(Isa::Scalar)
             .expect("the scalar path runs everywhere");
