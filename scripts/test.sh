@@ -2,6 +2,8 @@
 # The test command: installs what the tests need, then runs every check.
 # Usage: scripts/test.sh            (everything)
 #        STRIX_SKIP_CROSS=1 scripts/test.sh   (skip the ARM emulation runs)
+#        STRIX_SKIP_EXTRA=1 scripts/test.sh   (skip the C ABI tests and the fuzz runs)
+#        STRIX_FUZZ_SECONDS=N scripts/test.sh (fuzz each target N s, default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,10 +40,14 @@ if [ -z "${STRIX_SKIP_CROSS:-}" ] && [ -x scripts/cross-test.sh ]; then
   scripts/cross-test.sh
 fi
 # (strixd's end-to-end tests already ran in the workspace tests above.)
-for extra in scripts/test-c.sh; do
+for extra in scripts/test-c.sh scripts/fuzz.sh; do
   if [ -z "${STRIX_SKIP_EXTRA:-}" ] && [ -x "$extra" ]; then
     step "$extra"
-    "$extra"
+    # fuzz.sh: every target for ${STRIX_FUZZ_SECONDS:-30} s (a visible SKIP without nightly).
+    case $extra in
+    */fuzz.sh) "$extra" "${STRIX_FUZZ_SECONDS:-30}" ;;
+    *) "$extra" ;;
+    esac
   fi
 done
 step "all tests passed"
