@@ -304,6 +304,10 @@ mod tests {
             geom(g).pad_left = 0;
         });
         assert!(e.contains("width"), "{e}");
+        // input + padding itself wraps (found by fuzzing): an error, not an
+        // overflow panic with debug assertions.
+        let e = err(|g| geom(g).in_h = usize::MAX);
+        assert!(e.contains("node conv (Conv)"), "{e}");
     }
 
     /// The output length must follow from input, padding, kernel, stride

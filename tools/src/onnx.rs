@@ -594,6 +594,23 @@ mod tests {
 
     /// Missing inputs, huge declared shapes and inconsistent attributes of
     /// other operators are errors too, not panics or huge allocations.
+    /// A pad as wide as the window (legal ONNX) would make windows of padding
+    /// only, which the runtime refuses: the importer says so, naming the node
+    /// (found by fuzzing: it used to emit a graph that failed validation).
+    #[test]
+    fn pads_as_wide_as_the_window_are_refused() {
+        let conv = node(
+            "Conv",
+            &["X", "W"],
+            vec![ints("pads", &[1, 1, 3, 1]), ints("strides", &[2, 2])],
+        );
+        let err = import_err(&model(conv, vec![weights(&[4, 2, 3, 3])]));
+        assert!(
+            err.contains("the_Conv") && err.contains("not all smaller"),
+            "{err}"
+        );
+    }
+
     /// Constant folds follow the importer's axis rules: a Gather or a
     /// Transpose of a scalar constant is an error (both used to index an
     /// empty shape and panic).

@@ -158,12 +158,12 @@ pub(crate) fn axis_ok(
     want(pad < ext, || {
         format!("{axis}: padding {pad} is not smaller than the window ({ext})")
     })?;
-    // pad < ext <= MAX_AXIS and input < MAX_ELEMENTS: no overflow.
-    let padded = input + pad;
-    want(
-        padded.checked_add(ext).is_some_and(|e| e <= MAX_AXIS),
-        || format!("{axis}: input {input} with padding {pad} and window {ext} is too large"),
-    )?;
+    let padded = input
+        .checked_add(pad)
+        .filter(|p| p.checked_add(ext).is_some_and(|e| e <= MAX_AXIS))
+        .ok_or_else(|| {
+            format!("{axis}: input {input} with padding {pad} and window {ext} is too large")
+        })?;
     let lo = if padded >= ext {
         (padded - ext) / stride + 1
     } else {

@@ -172,6 +172,15 @@ pub(crate) fn conv_out(
             if h < ekh || w < ekw {
                 bail!("window {kh}x{kw} larger than the padded input {h}x{w}");
             }
+            // The runtime requires every window to overlap the input (its
+            // validation refuses a pad as wide as the window): such windows
+            // would read only padding, and average pooling would divide by 0.
+            if pads[0] >= ekh || pads[2] >= ekh || pads[1] >= ekw || pads[3] >= ekw {
+                bail!(
+                    "pads {pads:?} are not all smaller than the {ekh}x{ekw} window \
+                     (windows made only of padding are not supported)"
+                );
+            }
             Ok((pads[0], pads[1], (h - ekh) / s[0] + 1, (w - ekw) / s[1] + 1))
         }
         "VALID" => {
