@@ -299,15 +299,16 @@ mod tests {
         let m = Model::new_with(meta.clone(), g.clone(), c.clone(), &scalar).unwrap();
         assert_eq!(m.isa(), Isa::Scalar);
         assert_eq!(m.kernels().isa, Isa::Scalar);
-        assert_eq!(Model::from_bytes_with(&bytes, &scalar).unwrap().isa(), Isa::Scalar);
+        assert_eq!(
+            Model::from_bytes_with(&bytes, &scalar).unwrap().isa(),
+            Isa::Scalar
+        );
         assert_eq!(Model::load_with(&path, &scalar).unwrap().isa(), Isa::Scalar);
         assert_eq!(Model::new(meta, g, c).unwrap().isa(), best);
         assert_eq!(Model::from_bytes(&bytes).unwrap().isa(), best);
         assert_eq!(Model::load(&path).unwrap().isa(), best);
         if let Some(lacking) = Isa::ALL.into_iter().find(|i| !i.available()) {
-            let opts = LoadOptions {
-                isa: Some(lacking),
-            };
+            let opts = LoadOptions { isa: Some(lacking) };
             // Refused before the (here: garbage) bytes are looked at.
             let e = Model::from_bytes_with(b"not a model", &opts).unwrap_err();
             assert!(
@@ -315,7 +316,10 @@ mod tests {
                 "{e}"
             );
             assert!(Model::load_with(&path, &opts).is_err());
-            assert!(Model::from_bytes(&bytes).unwrap().with_isa(lacking).is_err());
+            assert!(Model::from_bytes(&bytes)
+                .unwrap()
+                .with_isa(lacking)
+                .is_err());
         }
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -372,7 +372,10 @@ fn convert_options_turn_dead_channel_removal_off() {
         remove_dead_channels: false,
         ..Passes::default()
     });
-    assert!(removed * 10 <= kept * 6, "MACs {removed} (removed) vs {kept} (kept)");
+    assert!(
+        removed * 10 <= kept * 6,
+        "MACs {removed} (removed) vs {kept} (kept)"
+    );
 }
 
 #[test]
