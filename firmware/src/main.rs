@@ -100,8 +100,16 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Loads a model on the kernel path the `STRIX_ISA` environment variable
+/// forces (read here: the runtime reads no environment), else the best one.
 fn load_model(path: &std::path::Path, what: &str) -> Model {
-    Model::load(path)
+    let isa = strix_runtime::Isa::forced(
+        std::env::var_os("STRIX_ISA")
+            .map(|v| v.to_string_lossy().into_owned())
+            .as_deref(),
+    )
+    .unwrap_or_else(|e| fail(exit::CONFIG, format!("STRIX_ISA: {e}")));
+    Model::load_with(path, &strix_runtime::LoadOptions { isa })
         .unwrap_or_else(|e| fail(exit::MODEL, format!("{what} model {}: {e}", path.display())))
 }
 

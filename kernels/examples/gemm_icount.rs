@@ -2,7 +2,7 @@
 //!
 //! Runs `qs8_gemm_nt` on a fixed problem (m = 64, n = 256, k = 576: a 3x3 conv
 //! with 64 input and 64 output channels over a 16x16 tile) `ITERS` times with
-//! the path chosen by `STRIX_ISA` (see [`Isa::from_env`]), then prints the path
+//! the path chosen by `STRIX_ISA` (see [`Isa::forced`]; unset: [`Isa::detect`]), then prints the path
 //! and a checksum of the output (identical for every path). Meant to run under
 //! qemu with `/work/shared/tools/qemu-icount`; `scripts/icount.sh gemm` does
 //! that for every path and subtracts the `ITERS = 0` run (setup and exit).
@@ -42,10 +42,12 @@ fn main() {
         Some(s) => s.parse().expect("ITERS must be a number"),
         None => 10,
     };
-    let isa = Isa::from_env().unwrap_or_else(|e| {
-        eprintln!("gemm_icount: {e}");
-        std::process::exit(2)
-    });
+    let isa = Isa::forced(std::env::var("STRIX_ISA").ok().as_deref())
+        .unwrap_or_else(|e| {
+            eprintln!("gemm_icount: STRIX_ISA: {e}");
+            std::process::exit(2)
+        })
+        .unwrap_or_else(Isa::detect);
     let gemm = path(isa);
 
     let (m, n, k) = (64usize, 256usize, 576usize);

@@ -1,7 +1,7 @@
 //! Instruction-count workload for the non-gemm int8 kernels (single-threaded).
 //!
 //! Runs one op of the kernel-table row chosen by `STRIX_ISA` (see
-//! [`Isa::from_env`]) `ITERS` times on a fixed mobilenet-like shape, then
+//! [`Isa::forced`]; unset: [`Isa::detect`]) `ITERS` times on a fixed mobilenet-like shape, then
 //! prints the kernel name and a checksum of the output (identical for every
 //! path). Meant to run under qemu with `/work/shared/tools/qemu-icount`;
 //! `scripts/icount.sh ops` does that for every path and subtracts the
@@ -28,10 +28,12 @@ fn main() {
         Some(s) => s.parse().expect("ITERS must be a number"),
         None => 10,
     };
-    let isa = Isa::from_env().unwrap_or_else(|e| {
-        eprintln!("ops_icount: {e}");
-        std::process::exit(2)
-    });
+    let isa = Isa::forced(std::env::var("STRIX_ISA").ok().as_deref())
+        .unwrap_or_else(|e| {
+            eprintln!("ops_icount: STRIX_ISA: {e}");
+            std::process::exit(2)
+        })
+        .unwrap_or_else(Isa::detect);
     let row = kernels_for(isa);
 
     let mut state = 0x2545_F491_4F6C_DD1Du64;

@@ -60,10 +60,12 @@ fn main() {
     };
     let zero: u32 = args[2].parse().unwrap_or_else(|_| usage());
     let iters: usize = args[3].parse().unwrap_or_else(|_| usage());
-    let isa = Isa::from_env().unwrap_or_else(|e| {
-        eprintln!("sparse_icount: {e}");
-        std::process::exit(2)
-    });
+    let isa = Isa::forced(std::env::var("STRIX_ISA").ok().as_deref())
+        .unwrap_or_else(|e| {
+            eprintln!("sparse_icount: STRIX_ISA: {e}");
+            std::process::exit(2)
+        })
+        .unwrap_or_else(Isa::detect);
     let ks = kernels_for(isa);
 
     let (k, p) = (in_c * kh * kh, hw * hw);

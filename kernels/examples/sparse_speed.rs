@@ -58,7 +58,9 @@ fn geom(in_c: usize, out_c: usize, hw: usize, kh: usize) -> ConvGeometry {
 }
 
 fn main() {
-    let isa = Isa::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let isa = Isa::forced(std::env::var("STRIX_ISA").ok().as_deref())
+        .unwrap_or_else(|e| panic!("STRIX_ISA: {e}"))
+        .unwrap_or_else(Isa::detect);
     let ks = kernels_for(isa);
     println!("path: {} / {}", ks.gemm_nt.name, ks.gemm_nt_sparse.name);
     let shapes = [

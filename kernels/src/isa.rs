@@ -1,8 +1,11 @@
 //! Instruction-set paths and their selection.
 //!
-//! The runtime picks one [`Isa`] per process at prepare time: the best the CPU
-//! supports, or the one forced by the `STRIX_ISA` environment variable
-//! (`scalar|avx2|neon|dotprod|i8mm|armv7neon`), which tests use to pin a path.
+//! The runtime picks one [`Isa`] per model at prepare time: the best the CPU
+//! supports ([`Isa::detect`]), or the one its caller asks for. The library
+//! reads no environment: the binaries (`strix`, `strixd`, the icount and
+//! peer tools, the examples) turn their `STRIX_ISA` variable
+//! (`scalar|avx2|neon|dotprod|i8mm|armv7neon`) into a request through
+//! [`Isa::forced`].
 
 /// A kernel path. `Scalar` is the reference and always available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,20 +81,45 @@ impl Isa {
         .unwrap_or(Isa::Scalar)
     }
 
-    /// `STRIX_ISA` if set (an error if unknown or unavailable), else [`Isa::detect`].
+    /// The path a user asked for by name (a `--isa` value, the `STRIX_ISA`
+    /// variable a binary read): `None` or `""` asks for nothing (`Ok(None)`:
+    /// detect); a path this CPU runs is `Ok(Some(path))`; an unknown name or
+    /// a path this CPU cannot run is an error that says which.
     #[cfg(feature = "std")]
-    pub fn from_env() -> Result<Isa, String> {
-        match std::env::var("STRIX_ISA") {
-            Ok(s) if !s.is_empty() => {
-                let isa = Isa::from_name(&s).ok_or_else(|| {
-                    format!("STRIX_ISA={s} is not a kernel path (scalar, avx2, neon, dotprod, i8mm, armv7neon)")
-                })?;
-                if !isa.available() {
-                    return Err(format!("STRIX_ISA={s}: this CPU cannot run the {s} path"));
-                }
-                Ok(isa)
+    pub fn forced(value: Option<&str>) -> Result<Option<Isa>, String> {
+        let Some(s) = value.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let isa = Isa::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
+            format!("{s:?} is not a kernel path ({})", names.join(", "))
+        })?;
+        if !isa.available() {
+            return Err(format!("this CPU cannot run the {s} kernel path"));
+        }
+        Ok(Some(isa))
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::Isa;
+
+    #[test]
+    fn forced_checks_the_name_and_the_cpu() {
+        assert_eq!(Isa::forced(None), Ok(None));
+        assert_eq!(Isa::forced(Some("")), Ok(None));
+        assert_eq!(Isa::forced(Some("scalar")), Ok(Some(Isa::Scalar)));
+        let e = Isa::forced(Some("sse9")).unwrap_err();
+        assert!(
+            e.contains("\"sse9\" is not a kernel path") && e.contains("dotprod"),
+            "{e}"
+        );
+        for isa in Isa::ALL {
+            match Isa::forced(Some(isa.name())) {
+                Ok(got) => assert!(isa.available() && got == Some(isa)),
+                Err(e) => assert!(!isa.available() && e.contains("cannot run"), "{e}"),
             }
-            _ => Ok(Isa::detect()),
         }
     }
 }

@@ -15,6 +15,8 @@
 pub mod aarch64;
 #[cfg(target_arch = "arm")]
 pub mod arm;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+mod arm_shared;
 pub mod driver;
 pub mod isa;
 pub mod reference;

@@ -9,7 +9,11 @@
 //! Adding a path means adding a row to [`TABLE`]: start from `..SCALAR` so that
 //! every op the path does not implement falls back to the reference (its
 //! [`Kernel::name`] then stays the reference's, which the tests report), and
-//! `#[cfg]` the row to the target that compiles it.
+//! `#[cfg]` the row to the target that compiles it. Every entry is written
+//! `kernel!(module::function)`, which takes [`Kernel::name`] from the
+//! function's identifier: a row that reuses another path's function (the
+//! dot-product row's NEON pooling, say) reports that function's name, never a
+//! name of its own.
 //!
 //! **Safety contract of a row.** Rows are reachable through [`entry`] even on a
 //! CPU that lacks the path's feature, so every function pointer must be sound
@@ -61,12 +65,24 @@ pub type AvgPoolFn = fn(&PoolGeometry, i32, &[i8], &mut [i8]);
 /// [`reference::qs8_requantize_copy`]: `(input, in_zp, rq, out_zp, output)`.
 pub type RequantCopyFn = fn(&[i8], i32, Requant, i32, &mut [i8]);
 
-/// One op of one path: its name (`<datatype>_<op>[__<isa>]`, see the crate
-/// docs; no suffix for the reference) and the function.
+/// One op of one path: the function and its name (`<datatype>_<op>[__<isa>]`,
+/// see the crate docs; no suffix for the reference). The table builds every
+/// entry with `kernel!`, so `name` is the identifier of the function in `run`.
 #[derive(Clone, Copy)]
 pub struct Kernel<F> {
     pub name: &'static str,
     pub run: F,
+}
+
+/// `kernel!(module::function)`: a [`Kernel`] running `function`, named by its
+/// identifier, so that no row can run one function under another's name.
+macro_rules! kernel {
+    ($module:ident :: $function:ident) => {
+        Kernel {
+            name: stringify!($function),
+            run: $module::$function,
+        }
+    };
 }
 
 /// Every op of one path. Ops a path lacks hold the reference (and its name).
@@ -104,43 +120,15 @@ impl KernelSet {
 /// The reference row; also the fallback of every other row (`..SCALAR`).
 pub const SCALAR: KernelSet = KernelSet {
     isa: Isa::Scalar,
-    gemm_nt: Kernel {
-        name: "qs8_gemm_nt",
-        run: reference::qs8_gemm_nt,
-    },
-    gemm_nt_f32out: Kernel {
-        name: "qs8_gemm_nt_f32out",
-        run: reference::qs8_gemm_nt_f32out,
-    },
-    gemm_nt_sparse: Kernel {
-        name: "qs8_gemm_nt_sparse",
-        run: reference::qs8_gemm_nt_sparse,
-    },
-    // The general convolution restricted to depthwise geometries.
-    dwconv2d: Kernel {
-        name: "qs8_dwconv2d",
-        run: reference::qs8_conv2d,
-    },
-    vadd: Kernel {
-        name: "qs8_vadd",
-        run: reference::qs8_vadd,
-    },
-    vmul: Kernel {
-        name: "qs8_vmul",
-        run: reference::qs8_vmul,
-    },
-    maxpool2d: Kernel {
-        name: "qs8_maxpool2d",
-        run: reference::qs8_maxpool2d,
-    },
-    avgpool2d: Kernel {
-        name: "qs8_avgpool2d",
-        run: reference::qs8_avgpool2d,
-    },
-    requantize_copy: Kernel {
-        name: "qs8_requantize_copy",
-        run: reference::qs8_requantize_copy,
-    },
+    gemm_nt: kernel!(reference::qs8_gemm_nt),
+    gemm_nt_f32out: kernel!(reference::qs8_gemm_nt_f32out),
+    gemm_nt_sparse: kernel!(reference::qs8_gemm_nt_sparse),
+    dwconv2d: kernel!(reference::qs8_dwconv2d),
+    vadd: kernel!(reference::qs8_vadd),
+    vmul: kernel!(reference::qs8_vmul),
+    maxpool2d: kernel!(reference::qs8_maxpool2d),
+    avgpool2d: kernel!(reference::qs8_avgpool2d),
+    requantize_copy: kernel!(reference::qs8_requantize_copy),
 };
 
 /// x86_64 AVX2 (wrappers re-check the feature and fall back to the reference).
@@ -149,42 +137,15 @@ pub const AVX2: KernelSet = {
     use crate::x86_64 as x;
     KernelSet {
         isa: Isa::Avx2,
-        gemm_nt: Kernel {
-            name: "qs8_gemm_nt__avx2",
-            run: x::qs8_gemm_nt__avx2,
-        },
-        gemm_nt_f32out: Kernel {
-            name: "qs8_gemm_nt_f32out__avx2",
-            run: x::qs8_gemm_nt_f32out__avx2,
-        },
-        gemm_nt_sparse: Kernel {
-            name: "qs8_gemm_nt_sparse__avx2",
-            run: x::qs8_gemm_nt_sparse__avx2,
-        },
-        dwconv2d: Kernel {
-            name: "qs8_dwconv2d__avx2",
-            run: x::qs8_dwconv2d__avx2,
-        },
-        vadd: Kernel {
-            name: "qs8_vadd__avx2",
-            run: x::qs8_vadd__avx2,
-        },
-        vmul: Kernel {
-            name: "qs8_vmul__avx2",
-            run: x::qs8_vmul__avx2,
-        },
-        maxpool2d: Kernel {
-            name: "qs8_maxpool2d__avx2",
-            run: x::qs8_maxpool2d__avx2,
-        },
-        avgpool2d: Kernel {
-            name: "qs8_avgpool2d__avx2",
-            run: x::qs8_avgpool2d__avx2,
-        },
-        requantize_copy: Kernel {
-            name: "qs8_requantize_copy__avx2",
-            run: x::qs8_requantize_copy__avx2,
-        },
+        gemm_nt: kernel!(x::qs8_gemm_nt__avx2),
+        gemm_nt_f32out: kernel!(x::qs8_gemm_nt_f32out__avx2),
+        gemm_nt_sparse: kernel!(x::qs8_gemm_nt_sparse__avx2),
+        dwconv2d: kernel!(x::qs8_dwconv2d__avx2),
+        vadd: kernel!(x::qs8_vadd__avx2),
+        vmul: kernel!(x::qs8_vmul__avx2),
+        maxpool2d: kernel!(x::qs8_maxpool2d__avx2),
+        avgpool2d: kernel!(x::qs8_avgpool2d__avx2),
+        requantize_copy: kernel!(x::qs8_requantize_copy__avx2),
     }
 };
 
@@ -195,43 +156,16 @@ pub const NEON: KernelSet = {
     use crate::aarch64 as a;
     KernelSet {
         isa: Isa::Neon,
-        gemm_nt: Kernel {
-            name: "qs8_gemm_nt__neon",
-            run: a::qs8_gemm_nt__neon,
-        },
-        gemm_nt_f32out: Kernel {
-            name: "qs8_gemm_nt_f32out__neon",
-            run: a::qs8_gemm_nt_f32out__neon,
-        },
+        gemm_nt: kernel!(a::qs8_gemm_nt__neon),
+        gemm_nt_f32out: kernel!(a::qs8_gemm_nt_f32out__neon),
         // `smlal` by lane: the baseline form of the sparse kernel.
-        gemm_nt_sparse: Kernel {
-            name: "qs8_gemm_nt_sparse__neon",
-            run: a::qs8_gemm_nt_sparse__neon,
-        },
-        dwconv2d: Kernel {
-            name: "qs8_dwconv2d__neon",
-            run: a::qs8_dwconv2d__neon,
-        },
-        vadd: Kernel {
-            name: "qs8_vadd__neon",
-            run: a::qs8_vadd__neon,
-        },
-        vmul: Kernel {
-            name: "qs8_vmul__neon",
-            run: a::qs8_vmul__neon,
-        },
-        maxpool2d: Kernel {
-            name: "qs8_maxpool2d__neon",
-            run: a::qs8_maxpool2d__neon,
-        },
-        avgpool2d: Kernel {
-            name: "qs8_avgpool2d__neon",
-            run: a::qs8_avgpool2d__neon,
-        },
-        requantize_copy: Kernel {
-            name: "qs8_requantize_copy__neon",
-            run: a::qs8_requantize_copy__neon,
-        },
+        gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__neon),
+        dwconv2d: kernel!(a::qs8_dwconv2d__neon),
+        vadd: kernel!(a::qs8_vadd__neon),
+        vmul: kernel!(a::qs8_vmul__neon),
+        maxpool2d: kernel!(a::qs8_maxpool2d__neon),
+        avgpool2d: kernel!(a::qs8_avgpool2d__neon),
+        requantize_copy: kernel!(a::qs8_requantize_copy__neon),
     }
 };
 
@@ -243,43 +177,16 @@ pub const DOTPROD: KernelSet = {
     use crate::aarch64 as a;
     KernelSet {
         isa: Isa::Dotprod,
-        gemm_nt: Kernel {
-            name: "qs8_gemm_nt__dotprod",
-            run: a::qs8_gemm_nt__dotprod,
-        },
-        gemm_nt_f32out: Kernel {
-            name: "qs8_gemm_nt_f32out__dotprod",
-            run: a::qs8_gemm_nt_f32out__dotprod,
-        },
+        gemm_nt: kernel!(a::qs8_gemm_nt__dotprod),
+        gemm_nt_f32out: kernel!(a::qs8_gemm_nt_f32out__dotprod),
         // One `sdot` per 1x4 block and four columns.
-        gemm_nt_sparse: Kernel {
-            name: "qs8_gemm_nt_sparse__dotprod",
-            run: a::qs8_gemm_nt_sparse__dotprod,
-        },
-        dwconv2d: Kernel {
-            name: "qs8_dwconv2d__dotprod",
-            run: a::qs8_dwconv2d__neon,
-        },
-        vadd: Kernel {
-            name: "qs8_vadd__dotprod",
-            run: a::qs8_vadd__neon,
-        },
-        vmul: Kernel {
-            name: "qs8_vmul__dotprod",
-            run: a::qs8_vmul__neon,
-        },
-        maxpool2d: Kernel {
-            name: "qs8_maxpool2d__dotprod",
-            run: a::qs8_maxpool2d__neon,
-        },
-        avgpool2d: Kernel {
-            name: "qs8_avgpool2d__dotprod",
-            run: a::qs8_avgpool2d__neon,
-        },
-        requantize_copy: Kernel {
-            name: "qs8_requantize_copy__dotprod",
-            run: a::qs8_requantize_copy__neon,
-        },
+        gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__dotprod),
+        dwconv2d: kernel!(a::qs8_dwconv2d__neon),
+        vadd: kernel!(a::qs8_vadd__neon),
+        vmul: kernel!(a::qs8_vmul__neon),
+        maxpool2d: kernel!(a::qs8_maxpool2d__neon),
+        avgpool2d: kernel!(a::qs8_avgpool2d__neon),
+        requantize_copy: kernel!(a::qs8_requantize_copy__neon),
     }
 };
 
@@ -290,45 +197,18 @@ pub const I8MM: KernelSet = {
     use crate::aarch64 as a;
     KernelSet {
         isa: Isa::I8mm,
-        gemm_nt: Kernel {
-            name: "qs8_gemm_nt__i8mm",
-            run: a::qs8_gemm_nt__i8mm,
-        },
-        gemm_nt_f32out: Kernel {
-            name: "qs8_gemm_nt_f32out__i8mm",
-            run: a::qs8_gemm_nt_f32out__i8mm,
-        },
+        gemm_nt: kernel!(a::qs8_gemm_nt__i8mm),
+        gemm_nt_f32out: kernel!(a::qs8_gemm_nt_f32out__i8mm),
         // The `sdot` sparse kernel (a 1x4 block is a dot product, not a
         // 2x8 by 8x2 block; the wrapper re-checks FEAT_DotProd, which every
         // FEAT_I8MM core has in practice, and falls back to `smlal`).
-        gemm_nt_sparse: Kernel {
-            name: "qs8_gemm_nt_sparse__i8mm",
-            run: a::qs8_gemm_nt_sparse__dotprod,
-        },
-        dwconv2d: Kernel {
-            name: "qs8_dwconv2d__i8mm",
-            run: a::qs8_dwconv2d__neon,
-        },
-        vadd: Kernel {
-            name: "qs8_vadd__i8mm",
-            run: a::qs8_vadd__neon,
-        },
-        vmul: Kernel {
-            name: "qs8_vmul__i8mm",
-            run: a::qs8_vmul__neon,
-        },
-        maxpool2d: Kernel {
-            name: "qs8_maxpool2d__i8mm",
-            run: a::qs8_maxpool2d__neon,
-        },
-        avgpool2d: Kernel {
-            name: "qs8_avgpool2d__i8mm",
-            run: a::qs8_avgpool2d__neon,
-        },
-        requantize_copy: Kernel {
-            name: "qs8_requantize_copy__i8mm",
-            run: a::qs8_requantize_copy__neon,
-        },
+        gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__dotprod),
+        dwconv2d: kernel!(a::qs8_dwconv2d__neon),
+        vadd: kernel!(a::qs8_vadd__neon),
+        vmul: kernel!(a::qs8_vmul__neon),
+        maxpool2d: kernel!(a::qs8_maxpool2d__neon),
+        avgpool2d: kernel!(a::qs8_avgpool2d__neon),
+        requantize_copy: kernel!(a::qs8_requantize_copy__neon),
     }
 };
 
@@ -339,38 +219,14 @@ pub const ARMV7NEON: KernelSet = {
     use crate::arm as a;
     KernelSet {
         isa: Isa::Armv7Neon,
-        gemm_nt: Kernel {
-            name: "qs8_gemm_nt__armv7neon",
-            run: a::qs8_gemm_nt__armv7neon,
-        },
-        gemm_nt_f32out: Kernel {
-            name: "qs8_gemm_nt_f32out__armv7neon",
-            run: a::qs8_gemm_nt_f32out__armv7neon,
-        },
-        dwconv2d: Kernel {
-            name: "qs8_dwconv2d__armv7neon",
-            run: a::qs8_dwconv2d__armv7neon,
-        },
-        vadd: Kernel {
-            name: "qs8_vadd__armv7neon",
-            run: a::qs8_vadd__armv7neon,
-        },
-        vmul: Kernel {
-            name: "qs8_vmul__armv7neon",
-            run: a::qs8_vmul__armv7neon,
-        },
-        maxpool2d: Kernel {
-            name: "qs8_maxpool2d__armv7neon",
-            run: a::qs8_maxpool2d__armv7neon,
-        },
-        avgpool2d: Kernel {
-            name: "qs8_avgpool2d__armv7neon",
-            run: a::qs8_avgpool2d__armv7neon,
-        },
-        requantize_copy: Kernel {
-            name: "qs8_requantize_copy__armv7neon",
-            run: a::qs8_requantize_copy__armv7neon,
-        },
+        gemm_nt: kernel!(a::qs8_gemm_nt__armv7neon),
+        gemm_nt_f32out: kernel!(a::qs8_gemm_nt_f32out__armv7neon),
+        dwconv2d: kernel!(a::qs8_dwconv2d__armv7neon),
+        vadd: kernel!(a::qs8_vadd__armv7neon),
+        vmul: kernel!(a::qs8_vmul__armv7neon),
+        maxpool2d: kernel!(a::qs8_maxpool2d__armv7neon),
+        avgpool2d: kernel!(a::qs8_avgpool2d__armv7neon),
+        requantize_copy: kernel!(a::qs8_requantize_copy__armv7neon),
         ..SCALAR
     }
 };

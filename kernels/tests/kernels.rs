@@ -714,16 +714,66 @@ fn kernels_for_falls_back_to_the_reference() {
         }
     }
     assert_eq!(table::TABLE[0].isa, Isa::Scalar);
-    // Row names follow the grammar: the reference's name plus `__<isa>`, or the
-    // reference's own name for an op the path lacks.
+    // Row names follow the grammar: the reference's name, or the reference's
+    // name plus `__<path>` where `<path>` is compiled for this target (a row
+    // may install another path's function, e.g. the dot-product row's NEON
+    // pooling, and then reports that function's name).
     for row in table::TABLE {
         for (name, reference) in row.names().iter().zip(SCALAR.names()) {
-            let suffixed = format!("{reference}__{}", row.isa.name());
-            assert!(
-                *name == reference || *name == suffixed,
-                "bad kernel name {name} in the {:?} row",
-                row.isa
-            );
+            let ok = *name == reference
+                || Isa::ALL.into_iter().any(|p| {
+                    table::entry(p).is_some() && *name == format!("{reference}__{}", p.name())
+                });
+            assert!(ok, "bad kernel name {name} in the {:?} row", row.isa);
+        }
+    }
+}
+
+/// The addresses of a row's functions, in [`table::KernelSet::names`] order.
+fn runs(r: &table::KernelSet) -> [usize; 9] {
+    [
+        r.gemm_nt.run as usize,
+        r.gemm_nt_f32out.run as usize,
+        r.gemm_nt_sparse.run as usize,
+        r.dwconv2d.run as usize,
+        r.vadd.run as usize,
+        r.vmul.run as usize,
+        r.maxpool2d.run as usize,
+        r.avgpool2d.run as usize,
+        r.requantize_copy.run as usize,
+    ]
+}
+
+/// A name belongs to its function: wherever two rows install the same
+/// function, they report the same name (so a row reusing the NEON pooling
+/// cannot call it `qs8_maxpool2d__dotprod`), and a `__<path>` name is the one
+/// that path's own row reports for that op.
+#[test]
+fn kernel_names_come_from_the_function() {
+    for a in table::TABLE {
+        for b in table::TABLE {
+            for (i, (fa, fb)) in runs(a).iter().zip(runs(b)).enumerate() {
+                if *fa == fb {
+                    assert_eq!(
+                        a.names()[i],
+                        b.names()[i],
+                        "the {:?} and {:?} rows run one function under two names",
+                        a.isa,
+                        b.isa
+                    );
+                }
+            }
+        }
+        for (i, name) in a.names().iter().enumerate() {
+            if let Some((_, path)) = name.split_once("__") {
+                let owner = Isa::from_name(path).and_then(table::entry);
+                assert_eq!(
+                    owner.map(|o| o.names()[i]),
+                    Some(*name),
+                    "{name} in the {:?} row is not the {path} row's own kernel",
+                    a.isa
+                );
+            }
         }
     }
 }

@@ -26,7 +26,8 @@
  *   contexts exist; the model's memory goes with its last handle.
  * - Strings returned by the library (names, labels, metadata JSON) belong to
  *   the model and stay valid until the model's last handle is freed;
- *   strix_version() and strix_status_name() return static strings;
+ *   strix_version(), strix_status_name() and strix_model_isa() give static
+ *   strings;
  *   strix_last_error() is valid until the next failing call on that thread.
  * - Buffers passed in (model bytes, inputs, frames) are only read during the
  *   call; buffers passed out are only written during the call.
@@ -37,6 +38,11 @@
  * or writable (outputs), not overlapping each other, not changed by another
  * thread during the call; strings are NUL-terminated; handles are checked
  * (see Handles).
+ *
+ * Kernel paths: a model runs on the best kernel path (instruction set) this
+ * CPU supports, or the one named at load time (strix_model_load_path_isa,
+ * strix_model_load_buffer_isa); strix_model_isa reports it. Outputs are
+ * bit-identical on every path. The library reads no environment variables.
  *
  * Thread safety:
  * - A model is immutable after loading: share one model between any number of
@@ -286,16 +292,33 @@ enum strix_status strix_selftest_panic(void);
 // Loads and validates a `.strix` model file. `path` is a NUL-terminated file
 // name (bytes passed to the OS as they are). On success `*model` receives a
 // new handle to free with `strix_model_free`; on failure it is set to NULL
-// (when `model` is not NULL).
+// (when `model` is not NULL). The model runs on the best kernel path this CPU
+// supports (see `strix_model_load_path_isa`).
 //
 // Errors: `STRIX_E_NULL`, `STRIX_E_IO`, `STRIX_E_FORMAT`, `STRIX_E_VERSION`,
 // `STRIX_E_CORRUPT` (files over 2 GiB included).
 enum strix_status strix_model_load_path(const char *path, struct strix_model **model);
 
+// `strix_model_load_path` on the kernel path named `isa` ("scalar", "avx2",
+// "neon", "dotprod", "i8mm" or "armv7neon"; see `strix_isa_available`).
+// `isa` NULL or "" picks the best path this CPU supports, as
+// `strix_model_load_path` does. Outputs are bit-identical on every path; a
+// forced path serves benchmarks and comparisons. The library reads no
+// environment variable: this is the only way to choose.
+//
+// Errors: those of `strix_model_load_path`; `STRIX_E_ARGUMENT` for an
+// unknown path name, `STRIX_E_UNSUPPORTED` for a path this CPU cannot run
+// (both before the file is read).
+enum strix_status strix_model_load_path_isa(const char *path,
+                                            const char *isa,
+                                            struct strix_model **model);
+
 // Loads and validates a `.strix` model from memory. The `size` bytes at
 // `data` are only read during the call (the model keeps its own parsed copy):
 // the caller may free or reuse the buffer as soon as this returns. On success
-// `*model` receives a new handle; on failure it is set to NULL.
+// `*model` receives a new handle; on failure it is set to NULL. The model
+// runs on the best kernel path this CPU supports (see
+// `strix_model_load_buffer_isa`).
 //
 // Errors: `STRIX_E_NULL`, `STRIX_E_FORMAT` (e.g. `size` shorter than the
 // 64-byte header), `STRIX_E_VERSION`, `STRIX_E_CORRUPT` (truncated, flipped
@@ -304,12 +327,37 @@ enum strix_status strix_model_load_buffer(const uint8_t *data,
                                           size_t size,
                                           struct strix_model **model);
 
+// `strix_model_load_buffer` on the kernel path named `isa`, chosen as in
+// `strix_model_load_path_isa` (NULL or "": the best this CPU supports).
+//
+// Errors: those of `strix_model_load_buffer`; `STRIX_E_ARGUMENT` for an
+// unknown path name, `STRIX_E_UNSUPPORTED` for a path this CPU cannot run.
+enum strix_status strix_model_load_buffer_isa(const uint8_t *data,
+                                              size_t size,
+                                              const char *isa,
+                                              struct strix_model **model);
+
 // Frees a model handle. Contexts created from it stay valid (they keep the
 // model alive); the model's memory, names and strings go with the last of
 // its handles. `NULL` is accepted and ignored (`STRIX_OK`).
 //
 // Errors: `STRIX_E_HANDLE` for an already freed handle (double free).
 enum strix_status strix_model_free(struct strix_model *model);
+
+// The name of the kernel path `model` runs on ("scalar", "avx2", "neon",
+// "dotprod", "i8mm" or "armv7neon"), a static NUL-terminated string, written
+// to `*isa`.
+//
+// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
+enum strix_status strix_model_isa(const struct strix_model *model, const char **isa);
+
+// Whether this CPU can run the kernel path named `isa` (see
+// `strix_model_load_path_isa` for the names), written to `*available`.
+// "scalar" is always available; a path not built for this architecture
+// never is.
+//
+// Errors: `STRIX_E_NULL`, `STRIX_E_ARGUMENT` (unknown name).
+enum strix_status strix_isa_available(const char *isa, bool *available);
 
 // Number of model inputs, written to `*count`.
 enum strix_status strix_model_input_count(const struct strix_model *model, size_t *count);

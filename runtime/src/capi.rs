@@ -30,9 +30,10 @@ use crate::error::Error;
 use crate::exec::{Session, TensorData};
 use crate::graph::{DType, Graph, Op, Quant};
 use crate::meta::{ColorOrder, Decoder, InputSpec, ResizeMode};
-use crate::model::Model;
+use crate::model::{LoadOptions, Model};
 use crate::postprocess::{decode, Decoded};
 use crate::preprocess::{image_to_tensor, Frame, PixelFormat, PreprocessError};
+use strix_kernels::Isa;
 
 /// Version of the C ABI described by this header. It changes whenever a
 /// function signature, a struct layout or the meaning of a value changes;
@@ -618,7 +619,8 @@ pub extern "C" fn strix_selftest_panic() -> strix_status {
 /// Loads and validates a `.strix` model file. `path` is a NUL-terminated file
 /// name (bytes passed to the OS as they are). On success `*model` receives a
 /// new handle to free with `strix_model_free`; on failure it is set to NULL
-/// (when `model` is not NULL).
+/// (when `model` is not NULL). The model runs on the best kernel path this CPU
+/// supports (see `strix_model_load_path_isa`).
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_IO`, `STRIX_E_FORMAT`, `STRIX_E_VERSION`,
 /// `STRIX_E_CORRUPT` (files over 2 GiB included).
@@ -628,29 +630,61 @@ pub unsafe extern "C" fn strix_model_load_path(
     model: *mut *mut strix_model,
 ) -> strix_status {
     guard("strix_model_load_path", || {
+        load_path(path, &LoadOptions::default(), model)
+    })
+}
+
+/// `strix_model_load_path` on the kernel path named `isa` ("scalar", "avx2",
+/// "neon", "dotprod", "i8mm" or "armv7neon"; see `strix_isa_available`).
+/// `isa` NULL or "" picks the best path this CPU supports, as
+/// `strix_model_load_path` does. Outputs are bit-identical on every path; a
+/// forced path serves benchmarks and comparisons. The library reads no
+/// environment variable: this is the only way to choose.
+///
+/// Errors: those of `strix_model_load_path`; `STRIX_E_ARGUMENT` for an
+/// unknown path name, `STRIX_E_UNSUPPORTED` for a path this CPU cannot run
+/// (both before the file is read).
+#[no_mangle]
+pub unsafe extern "C" fn strix_model_load_path_isa(
+    path: *const c_char,
+    isa: *const c_char,
+    model: *mut *mut strix_model,
+) -> strix_status {
+    guard("strix_model_load_path_isa", || {
         not_null(model, "model (out)")?;
         put(model, std::ptr::null_mut());
-        not_null(path, "path")?;
-        // SAFETY: non-null, and the caller promises a NUL-terminated string.
-        let path = unsafe { CStr::from_ptr(path) };
-        #[cfg(unix)]
-        let path = std::path::Path::new(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path.to_bytes()),
-        );
-        #[cfg(not(unix))]
-        let path = std::path::Path::new(
-            path.to_str()
-                .map_err(|_| fail(STRIX_E_ARGUMENT, "path is not valid UTF-8"))?,
-        );
-        let m = Model::load(path).map_err(load_error)?;
-        new_model_handle(m, model)
+        let opts = LoadOptions {
+            isa: requested_isa(isa)?,
+        };
+        load_path(path, &opts, model)
     })
+}
+
+fn load_path(path: *const c_char, opts: &LoadOptions, model: *mut *mut strix_model) -> R<()> {
+    not_null(model, "model (out)")?;
+    put(model, std::ptr::null_mut());
+    not_null(path, "path")?;
+    // SAFETY: non-null, and the caller promises a NUL-terminated string.
+    let path = unsafe { CStr::from_ptr(path) };
+    #[cfg(unix)]
+    let path = std::path::Path::new(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path.to_bytes()),
+    );
+    #[cfg(not(unix))]
+    let path = std::path::Path::new(
+        path.to_str()
+            .map_err(|_| fail(STRIX_E_ARGUMENT, "path is not valid UTF-8"))?,
+    );
+    let m = Model::load_with(path, opts).map_err(load_error)?;
+    new_model_handle(m, model)
 }
 
 /// Loads and validates a `.strix` model from memory. The `size` bytes at
 /// `data` are only read during the call (the model keeps its own parsed copy):
 /// the caller may free or reuse the buffer as soon as this returns. On success
-/// `*model` receives a new handle; on failure it is set to NULL.
+/// `*model` receives a new handle; on failure it is set to NULL. The model
+/// runs on the best kernel path this CPU supports (see
+/// `strix_model_load_buffer_isa`).
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_FORMAT` (e.g. `size` shorter than the
 /// 64-byte header), `STRIX_E_VERSION`, `STRIX_E_CORRUPT` (truncated, flipped
@@ -662,12 +696,43 @@ pub unsafe extern "C" fn strix_model_load_buffer(
     model: *mut *mut strix_model,
 ) -> strix_status {
     guard("strix_model_load_buffer", || {
+        load_buffer(data, size, &LoadOptions::default(), model)
+    })
+}
+
+/// `strix_model_load_buffer` on the kernel path named `isa`, chosen as in
+/// `strix_model_load_path_isa` (NULL or "": the best this CPU supports).
+///
+/// Errors: those of `strix_model_load_buffer`; `STRIX_E_ARGUMENT` for an
+/// unknown path name, `STRIX_E_UNSUPPORTED` for a path this CPU cannot run.
+#[no_mangle]
+pub unsafe extern "C" fn strix_model_load_buffer_isa(
+    data: *const u8,
+    size: usize,
+    isa: *const c_char,
+    model: *mut *mut strix_model,
+) -> strix_status {
+    guard("strix_model_load_buffer_isa", || {
         not_null(model, "model (out)")?;
         put(model, std::ptr::null_mut());
-        let bytes = slice(data, size, "data")?;
-        let m = Model::from_bytes(bytes).map_err(load_error)?;
-        new_model_handle(m, model)
+        let opts = LoadOptions {
+            isa: requested_isa(isa)?,
+        };
+        load_buffer(data, size, &opts, model)
     })
+}
+
+fn load_buffer(
+    data: *const u8,
+    size: usize,
+    opts: &LoadOptions,
+    model: *mut *mut strix_model,
+) -> R<()> {
+    not_null(model, "model (out)")?;
+    put(model, std::ptr::null_mut());
+    let bytes = slice(data, size, "data")?;
+    let m = Model::from_bytes_with(bytes, opts).map_err(load_error)?;
+    new_model_handle(m, model)
 }
 
 /// Frees a model handle. Contexts created from it stay valid (they keep the
@@ -686,6 +751,93 @@ pub unsafe extern "C" fn strix_model_free(model: *mut strix_model) -> strix_stat
         drop(entry);
         Ok(())
     })
+}
+
+/// The name of the kernel path `model` runs on ("scalar", "avx2", "neon",
+/// "dotprod", "i8mm" or "armv7neon"), a static NUL-terminated string, written
+/// to `*isa`.
+///
+/// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
+#[no_mangle]
+pub unsafe extern "C" fn strix_model_isa(
+    model: *const strix_model,
+    isa: *mut *const c_char,
+) -> strix_status {
+    guard("strix_model_isa", || {
+        let m = model_ref(model)?;
+        not_null(isa, "isa (out)")?;
+        put(isa, isa_c_name(m.model.isa()).as_ptr());
+        Ok(())
+    })
+}
+
+/// Whether this CPU can run the kernel path named `isa` (see
+/// `strix_model_load_path_isa` for the names), written to `*available`.
+/// "scalar" is always available; a path not built for this architecture
+/// never is.
+///
+/// Errors: `STRIX_E_NULL`, `STRIX_E_ARGUMENT` (unknown name).
+#[no_mangle]
+pub unsafe extern "C" fn strix_isa_available(
+    isa: *const c_char,
+    available: *mut bool,
+) -> strix_status {
+    guard("strix_isa_available", || {
+        not_null(available, "available (out)")?;
+        put(available, false);
+        not_null(isa, "isa")?;
+        put(available, isa_named(isa)?.available());
+        Ok(())
+    })
+}
+
+/// The [`Isa`] a C caller names. The caller checked `p` is not NULL.
+fn isa_named(p: *const c_char) -> R<Isa> {
+    // SAFETY: non-null (caller), and the C caller promises a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(p) };
+    let known = || {
+        let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
+        names.join(", ")
+    };
+    name.to_str().ok().and_then(Isa::from_name).ok_or_else(|| {
+        fail(
+            STRIX_E_ARGUMENT,
+            format!(
+                "{:?} is not a kernel path ({})",
+                name.to_string_lossy(),
+                known()
+            ),
+        )
+    })
+}
+
+/// A load call's `isa` argument: NULL or "" = detect; else a path this CPU
+/// runs.
+fn requested_isa(p: *const c_char) -> R<Option<Isa>> {
+    // SAFETY: non-null checked first; the C caller promises a NUL-terminated string.
+    if p.is_null() || unsafe { *p } == 0 {
+        return Ok(None);
+    }
+    let isa = isa_named(p)?;
+    if !isa.available() {
+        return Err(fail(
+            STRIX_E_UNSUPPORTED,
+            format!("this CPU cannot run the {} kernel path", isa.name()),
+        ));
+    }
+    Ok(Some(isa))
+}
+
+/// [`Isa::name`] as a static C string.
+fn isa_c_name(isa: Isa) -> &'static CStr {
+    match isa {
+        Isa::Scalar => c"scalar",
+        Isa::Avx2 => c"avx2",
+        Isa::Neon => c"neon",
+        Isa::Dotprod => c"dotprod",
+        Isa::I8mm => c"i8mm",
+        Isa::Armv7Neon => c"armv7neon",
+    }
 }
 
 /// Number of model inputs, written to `*count`.
@@ -1460,16 +1612,132 @@ mod tests {
         }
     }
 
-    /// A small valid model (one f32 conv) loaded through the C API.
-    fn load_test_model() -> *mut strix_model {
+    /// A small valid model (one f32 conv) as a `.strix` image.
+    fn test_model_bytes() -> Vec<u8> {
         use crate::format::tests::{conv, noise, GEOM};
         let (meta, g, c) = conv(&noise(GEOM.weight_len(), 1), false);
-        let bytes = crate::format::write(&meta, &g, &c);
+        crate::format::write(&meta, &g, &c)
+    }
+
+    /// [`test_model_bytes`] loaded through the C API.
+    fn load_test_model() -> *mut strix_model {
+        let bytes = test_model_bytes();
         let mut m = std::ptr::null_mut();
         // SAFETY: `bytes` is readable for its length; `m` is a valid out-pointer.
         let s = unsafe { strix_model_load_buffer(bytes.as_ptr(), bytes.len(), &mut m) };
         assert_eq!(s, STRIX_OK);
         m
+    }
+
+    /// The kernel path of `m` as `strix_model_isa` reports it.
+    fn model_isa(m: *const strix_model) -> String {
+        let mut name = std::ptr::null();
+        // SAFETY: `m` is a handle (checked by the callee), `name` a valid out-pointer.
+        assert_eq!(unsafe { strix_model_isa(m, &mut name) }, STRIX_OK);
+        // SAFETY: on success a static NUL-terminated string.
+        unsafe { CStr::from_ptr(name) }
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn last_error() -> String {
+        // SAFETY: strix_last_error returns a valid NUL-terminated string.
+        unsafe { CStr::from_ptr(strix_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Issue 13: the kernel path came from the `STRIX_ISA` environment
+    /// variable, read inside the library. A C caller now picks it per model
+    /// (`strix_model_load_*_isa`), reads it back (`strix_model_isa`) and can
+    /// ask what this CPU runs (`strix_isa_available`).
+    #[test]
+    fn kernel_path_is_chosen_and_reported_per_model() {
+        let bytes = test_model_bytes();
+        let load = |isa: *const c_char| {
+            let mut m = std::ptr::null_mut();
+            // SAFETY: `bytes` is readable for its length; `isa` is NULL or a
+            // NUL-terminated string; `m` is a valid out-pointer.
+            let s =
+                unsafe { strix_model_load_buffer_isa(bytes.as_ptr(), bytes.len(), isa, &mut m) };
+            (s, m)
+        };
+        let best = Isa::detect().name();
+        for (isa, want) in [
+            (c"scalar".as_ptr(), "scalar"),
+            (std::ptr::null(), best),
+            (c"".as_ptr(), best),
+        ] {
+            let (s, m) = load(isa);
+            assert_eq!(s, STRIX_OK, "{}", last_error());
+            assert_eq!(model_isa(m), want);
+            // SAFETY: a live handle.
+            assert_eq!(unsafe { strix_model_free(m) }, STRIX_OK);
+        }
+        let m = load_test_model();
+        assert_eq!(model_isa(m), best, "strix_model_load_buffer detects");
+        // SAFETY: a live handle.
+        assert_eq!(unsafe { strix_model_free(m) }, STRIX_OK);
+
+        // From a file too.
+        let path =
+            std::env::temp_dir().join(format!("strix-capi-isa-{}.strix", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let cpath = CString::new(path.to_str().unwrap()).unwrap();
+        let mut m = std::ptr::null_mut();
+        // SAFETY: NUL-terminated strings and a valid out-pointer.
+        let s = unsafe { strix_model_load_path_isa(cpath.as_ptr(), c"scalar".as_ptr(), &mut m) };
+        assert_eq!(s, STRIX_OK, "{}", last_error());
+        assert_eq!(model_isa(m), "scalar");
+        // SAFETY: a live handle.
+        assert_eq!(unsafe { strix_model_free(m) }, STRIX_OK);
+
+        // An unknown name, and a path this CPU lacks, are refused up front.
+        let (s, m) = load(c"sse9".as_ptr());
+        assert_eq!((s, m), (STRIX_E_ARGUMENT, std::ptr::null_mut()));
+        assert!(
+            last_error().contains("\"sse9\" is not a kernel path"),
+            "{}",
+            last_error()
+        );
+        let mut m = std::ptr::dangling_mut::<strix_model>();
+        // SAFETY: as above.
+        let s = unsafe { strix_model_load_path_isa(cpath.as_ptr(), c"sse9".as_ptr(), &mut m) };
+        assert_eq!((s, m), (STRIX_E_ARGUMENT, std::ptr::null_mut()));
+        if let Some(lacking) = Isa::ALL.into_iter().find(|i| !i.available()) {
+            let name = CString::new(lacking.name()).unwrap();
+            let (s, m) = load(name.as_ptr());
+            assert_eq!((s, m), (STRIX_E_UNSUPPORTED, std::ptr::null_mut()));
+            assert!(last_error().contains("cannot run"), "{}", last_error());
+        }
+        std::fs::remove_file(&path).unwrap();
+
+        // What this CPU runs, by name.
+        for isa in Isa::ALL {
+            assert_eq!(isa_c_name(isa).to_str().unwrap(), isa.name());
+            let mut avail = !isa.available();
+            // SAFETY: a static NUL-terminated string and a valid out-pointer.
+            let s = unsafe { strix_isa_available(isa_c_name(isa).as_ptr(), &mut avail) };
+            assert_eq!((s, avail), (STRIX_OK, isa.available()));
+        }
+        let mut avail = true;
+        // SAFETY: as above, and NULL.
+        unsafe {
+            assert_eq!(
+                strix_isa_available(c"sse9".as_ptr(), &mut avail),
+                STRIX_E_ARGUMENT
+            );
+            assert!(!avail);
+            assert_eq!(
+                strix_isa_available(std::ptr::null(), &mut avail),
+                STRIX_E_NULL
+            );
+            assert_eq!(
+                strix_isa_available(c"scalar".as_ptr(), std::ptr::null_mut()),
+                STRIX_E_NULL
+            );
+        }
     }
 
     fn new_context(m: *const strix_model) -> *mut strix_context {

@@ -22,4 +22,6 @@ pub mod validate;
 
 pub use error::{Error, Result};
 pub use exec::{Session, TensorData};
-pub use model::Model;
+pub use model::{LoadOptions, Model};
+/// The kernel paths, for [`LoadOptions::isa`].
+pub use strix_kernels::Isa;

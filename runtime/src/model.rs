@@ -8,6 +8,18 @@ use std::path::Path;
 use strix_kernels::table::KernelSet;
 use strix_kernels::Isa;
 
+/// How a model is prepared when it is built or loaded ([`Model::new_with`],
+/// [`Model::from_bytes_with`], [`Model::load_with`]). The default is what
+/// [`Model::new`], [`Model::from_bytes`] and [`Model::load`] use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The kernel path; `None` runs the best this CPU supports
+    /// ([`Isa::detect`]). Outputs are bit-identical on every path. A path
+    /// this CPU cannot run is refused ([`Error::Argument`]). Binaries map a
+    /// user's request (`--isa`, `STRIX_ISA`) here with [`Isa::forced`].
+    pub isa: Option<Isa>,
+}
+
 /// An immutable model: share it read-only between threads; run it through
 /// one [`crate::Session`] per thread.
 #[derive(Clone, Debug)]
@@ -20,10 +32,21 @@ pub struct Model {
 }
 
 impl Model {
-    /// Validates the parts and builds a model (what the compiler calls).
+    /// Validates the parts and builds a model on the best kernel path (what
+    /// the compiler calls).
     pub fn new(meta: ModelMeta, graph: Graph, consts: Consts) -> Result<Self> {
+        Model::new_with(meta, graph, consts, &LoadOptions::default())
+    }
+
+    /// [`Model::new`] prepared as `opts` says.
+    pub fn new_with(
+        meta: ModelMeta,
+        graph: Graph,
+        consts: Consts,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let isa = runnable(opts.isa)?;
         crate::validate::validate(&graph, &consts)?;
-        let isa = Isa::from_env().map_err(Error::Argument)?;
         let prepared = crate::kernels::Prepared::new(&graph, &consts, isa);
         Ok(Model {
             meta,
@@ -35,8 +58,14 @@ impl Model {
 
     /// Parses and validates a `.strix` image.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Model::from_bytes_with(bytes, &LoadOptions::default())
+    }
+
+    /// [`Model::from_bytes`] prepared as `opts` says.
+    pub fn from_bytes_with(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
+        runnable(opts.isa)?;
         let (meta, graph, consts) = format::read(bytes)?;
-        Model::new(meta, graph, consts)
+        Model::new_with(meta, graph, consts, opts)
     }
 
     /// Reads, parses and validates a `.strix` file.
@@ -48,7 +77,13 @@ impl Model {
     /// file system reported, so a file growing under us cannot exceed the
     /// limit either.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Model::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] prepared as `opts` says.
+    pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         use std::io::Read;
+        runnable(opts.isa)?;
         let path = path.as_ref();
         let io = |source| Error::Io {
             path: path.display().to_string(),
@@ -97,17 +132,12 @@ impl Model {
         if bytes.len() as u64 > format::MAX_FILE_BYTES {
             return Err(too_big(bytes.len() as u64));
         }
-        Model::from_bytes(&bytes)
+        Model::from_bytes_with(&bytes, opts)
     }
 
     /// The same model running on another kernel path (tests compare paths).
     pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
-        if !isa.available() {
-            return Err(Error::Argument(format!(
-                "this CPU cannot run the {} path",
-                isa.name()
-            )));
-        }
+        let isa = runnable(Some(isa))?;
         self.prepared = crate::kernels::Prepared::new(&self.graph, &self.consts, isa);
         Ok(self)
     }
@@ -131,6 +161,19 @@ impl Model {
             path: path.display().to_string(),
             source,
         })
+    }
+}
+
+/// The kernel path to prepare for: `isa` if this CPU runs it, the detected
+/// best for `None`. Checked before a file is read, so a bad request fails fast.
+fn runnable(isa: Option<Isa>) -> Result<Isa> {
+    match isa {
+        None => Ok(Isa::detect()),
+        Some(i) if i.available() => Ok(i),
+        Some(i) => Err(Error::Argument(format!(
+            "this CPU cannot run the {} kernel path",
+            i.name()
+        ))),
     }
 }
 
@@ -237,6 +280,48 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Issue 13: `Model::new` read the `STRIX_ISA` environment variable.
+    /// The kernel path is now the caller's [`LoadOptions::isa`], the same
+    /// through every constructor, checked before any parsing.
+    #[test]
+    fn the_kernel_path_comes_from_the_load_options() {
+        let (meta, g, c) = conv(&noise(GEOM.weight_len(), 3), false);
+        let bytes = format::write(&meta, &g, &c);
+        let d = temp_dir("isa");
+        let path = d.join("m.strix");
+        std::fs::write(&path, &bytes).unwrap();
+        let scalar = LoadOptions {
+            isa: Some(Isa::Scalar),
+        };
+        let best = Isa::detect();
+        let m = Model::new_with(meta.clone(), g.clone(), c.clone(), &scalar).unwrap();
+        assert_eq!(m.isa(), Isa::Scalar);
+        assert_eq!(m.kernels().isa, Isa::Scalar);
+        assert_eq!(
+            Model::from_bytes_with(&bytes, &scalar).unwrap().isa(),
+            Isa::Scalar
+        );
+        assert_eq!(Model::load_with(&path, &scalar).unwrap().isa(), Isa::Scalar);
+        assert_eq!(Model::new(meta, g, c).unwrap().isa(), best);
+        assert_eq!(Model::from_bytes(&bytes).unwrap().isa(), best);
+        assert_eq!(Model::load(&path).unwrap().isa(), best);
+        if let Some(lacking) = Isa::ALL.into_iter().find(|i| !i.available()) {
+            let opts = LoadOptions { isa: Some(lacking) };
+            // Refused before the (here: garbage) bytes are looked at.
+            let e = Model::from_bytes_with(b"not a model", &opts).unwrap_err();
+            assert!(
+                matches!(&e, Error::Argument(m) if m.contains(lacking.name())),
+                "{e}"
+            );
+            assert!(Model::load_with(&path, &opts).is_err());
+            assert!(Model::from_bytes(&bytes)
+                .unwrap()
+                .with_isa(lacking)
+                .is_err());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -419,18 +419,35 @@ impl Sampler for Nv12<'_> {
     #[inline(always)]
     fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
         let l = &self.layout;
-        let luma = f32::from(self.data[y * l.stride + x]);
         let o = l.uv_offset + (y / 2) * l.uv_stride + (x / 2) * 2;
-        let u = f32::from(self.data[o]) - 128.0;
-        let v = f32::from(self.data[o + 1]) - 128.0;
-        // BT.601, Y in 16..235 and U, V in 16..240 expanded to full range.
-        let c = 1.164_383 * (luma - 16.0);
-        [
-            (c + 1.596_027 * v).clamp(0.0, 255.0),
-            (c - 0.391_762 * u - 0.812_968 * v).clamp(0.0, 255.0),
-            (c + 2.017_232 * u).clamp(0.0, 255.0),
-        ]
+        yuv_to_rgb(self.data[y * l.stride + x], self.data[o], self.data[o + 1])
     }
+}
+
+/// One YUV sample to RGB, unrounded, each channel in `0.0..=255.0`: BT.601
+/// limited range (Y in 16..235, U and V in 16..240 around 128, expanded to
+/// full range), what cameras, V4L2 YUYV and ffmpeg's `yuv420p` deliver.
+///
+/// The one YUV conversion of Strix: the NV12 frames of [`image_to_tensor`]
+/// and the daemon's YUV sources (through [`yuv_to_rgb8`]) all use it.
+#[inline(always)]
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [f32; 3] {
+    let u = f32::from(u) - 128.0;
+    let v = f32::from(v) - 128.0;
+    let c = 1.164_383 * (f32::from(y) - 16.0);
+    [
+        (c + 1.596_027 * v).clamp(0.0, 255.0),
+        (c - 0.391_762 * u - 0.812_968 * v).clamp(0.0, 255.0),
+        (c + 2.017_232 * u).clamp(0.0, 255.0),
+    ]
+}
+
+/// [`yuv_to_rgb`] rounded to the nearest 8-bit value (halves away from
+/// zero), for code that keeps RGB8 frames.
+#[inline]
+pub fn yuv_to_rgb8(y: u8, u: u8, v: u8) -> [u8; 3] {
+    // In 0..=255 already, so the cast neither wraps nor saturates.
+    yuv_to_rgb(y, u, v).map(|c| c.round() as u8)
 }
 
 /// Which model channel gets which colour.

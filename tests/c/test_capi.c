@@ -424,6 +424,70 @@ static void test_run(void) {
     EXPECT(strix_model_free(m), STRIX_OK);
 }
 
+/* Kernel paths: chosen per model at load, reported back, bit-identical. */
+static void test_kernel_paths(void) {
+    static const char *names[] = {"scalar", "avx2", "neon", "dotprod", "i8mm", "armv7neon"};
+    bool avail = false;
+    EXPECT(strix_isa_available("scalar", &avail), STRIX_OK);
+    CHECK(avail);
+    EXPECT(strix_isa_available("sse9", &avail), STRIX_E_ARGUMENT);
+    EXPECT(strix_isa_available(NULL, &avail), STRIX_E_NULL);
+    EXPECT(strix_isa_available("scalar", NULL), STRIX_E_NULL);
+
+    strix_model *best = NULL, *m = (strix_model *)&m;
+    const char *isa = NULL;
+    EXPECT(strix_model_load_path_isa(det_path, "sse9", &m), STRIX_E_ARGUMENT);
+    CHECK(m == NULL && strstr(strix_last_error(), "not a kernel path") != NULL);
+    EXPECT(strix_model_load_path_isa(det_path, NULL, &best), STRIX_OK);
+    EXPECT(strix_model_isa(best, &isa), STRIX_OK);
+    EXPECT(strix_model_isa(best, NULL), STRIX_E_NULL);
+    EXPECT(strix_model_isa(NULL, &isa), STRIX_E_NULL);
+    /* The default load picks the same (best) path. */
+    const char *default_isa = NULL;
+    EXPECT(strix_model_load_path(det_path, &m), STRIX_OK);
+    EXPECT(strix_model_isa(m, &default_isa), STRIX_OK);
+    CHECK(isa && default_isa && !strcmp(isa, default_isa));
+    EXPECT(strix_model_free(m), STRIX_OK);
+
+    size_t size;
+    unsigned char *bytes = read_file(det_path, &size);
+    strix_tensor_info in, out;
+    EXPECT(strix_model_input_info(best, 0, &in), STRIX_OK);
+    EXPECT(strix_model_output_info(best, 0, &out), STRIX_OK);
+    int8_t *q = calloc(in.size, 1);
+    for (size_t i = 0; i < in.size; i++) q[i] = (int8_t)(int)((i * 29) % 256 - 128);
+    float *ref = calloc(out.size, sizeof *ref);
+    strix_context *c = NULL;
+    EXPECT(strix_context_new(best, &c), STRIX_OK);
+    EXPECT(strix_set_input_i8(c, 0, q, in.size), STRIX_OK);
+    EXPECT(strix_run(c), STRIX_OK);
+    EXPECT(strix_get_output_f32(c, 0, ref, out.size), STRIX_OK);
+    EXPECT(strix_context_free(c), STRIX_OK);
+
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        EXPECT(strix_isa_available(names[k], &avail), STRIX_OK);
+        m = (strix_model *)&m;
+        if (!avail) {
+            EXPECT(strix_model_load_buffer_isa(bytes, size, names[k], &m), STRIX_E_UNSUPPORTED);
+            CHECK(m == NULL);
+            continue;
+        }
+        EXPECT(strix_model_load_buffer_isa(bytes, size, names[k], &m), STRIX_OK);
+        EXPECT(strix_model_isa(m, &isa), STRIX_OK);
+        CHECK(isa && !strcmp(isa, names[k]));
+        EXPECT(strix_context_new(m, &c), STRIX_OK);
+        EXPECT(strix_set_input_i8(c, 0, q, in.size), STRIX_OK);
+        EXPECT(strix_run(c), STRIX_OK);
+        CHECK(same_outputs(c, ref, out.size, 0.0f));
+        EXPECT(strix_context_free(c), STRIX_OK);
+        EXPECT(strix_model_free(m), STRIX_OK);
+    }
+    free(q);
+    free(ref);
+    free(bytes);
+    EXPECT(strix_model_free(best), STRIX_OK);
+}
+
 static void test_detect(void) {
     strix_model *m = NULL, *other = NULL;
     strix_context *c = NULL, *oc = NULL;
@@ -570,6 +634,7 @@ int main(int argc, char **argv) {
     test_handles();
     test_free_during_run();
     test_run();
+    test_kernel_paths();
     test_detect();
     test_threads();
 

@@ -165,8 +165,15 @@ pub fn evaluate(onnx: &Path, m: &Model, samples: &[PathBuf]) -> Result<EvalRepor
     })
 }
 
-pub fn eval_cmd(onnx: &Path, model: &Path, samples: &[PathBuf], json: bool) -> Result<()> {
-    let m = Model::load(model)?;
+/// `strix eval`: [`evaluate`] of the model at `model`, prepared as `load` says.
+pub fn eval_cmd(
+    onnx: &Path,
+    model: &Path,
+    samples: &[PathBuf],
+    json: bool,
+    load: &strix_runtime::LoadOptions,
+) -> Result<()> {
+    let m = Model::load_with(model, load)?;
     let r = evaluate(onnx, &m, samples)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

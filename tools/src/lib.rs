@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use strix_runtime::graph::{DType, Graph, Node, Op, Storage};
 use strix_runtime::postprocess::{decode, Decoded};
-use strix_runtime::{Model, Session};
+use strix_runtime::{LoadOptions, Model, Session};
 
 pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -36,8 +36,30 @@ pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
     pb
 }
 
-/// Compiles `onnx` and writes the `.strix` file; returns the model. Sparse
-/// convs are detected unless `STRIX_NO_SPARSE` is set (see [`convert_with`]).
+/// The optional graph passes of `strix convert` (both on by default; see
+/// [`passes`]): turning one off changes how the model is compiled, not what
+/// it computes in f32.
+pub use passes::PassOptions as Passes;
+
+/// Options of [`convert_with`]: the int8 lowering's and the optional passes.
+/// An [`lower::Int8Options`] converts into one with the default passes.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertOptions {
+    pub int8: lower::Int8Options,
+    pub passes: Passes,
+}
+
+impl From<lower::Int8Options> for ConvertOptions {
+    fn from(int8: lower::Int8Options) -> Self {
+        ConvertOptions {
+            int8,
+            passes: Passes::default(),
+        }
+    }
+}
+
+/// Compiles `onnx` and writes the `.strix` file; returns the model. Default
+/// options (sparse convs detected, every pass on; see [`convert_with`]).
 pub fn convert(
     onnx_path: &Path,
     calib: &[PathBuf],
@@ -47,17 +69,23 @@ pub fn convert(
     fp32: bool,
     report: bool,
 ) -> Result<Model> {
-    let opts = lower::Int8Options {
-        sparse: std::env::var_os("STRIX_NO_SPARSE").is_none(),
-        ..Default::default()
-    };
-    convert_with(onnx_path, calib, out, config, method, fp32, report, opts)
+    convert_with(
+        onnx_path,
+        calib,
+        out,
+        config,
+        method,
+        fp32,
+        report,
+        ConvertOptions::default(),
+    )
 }
 
-/// [`convert`] with explicit int8 lowering options (`opts.sparse = false`:
-/// never emit block-sparse convs, the `--no-sparse` of `strix convert`;
-/// `opts.f16_weights`: store the weights of the layers that stay f32 as f16,
-/// the `--f16-weights`, which also applies to `fp32` builds).
+/// [`convert`] with explicit options: `opts.int8.sparse = false` never emits
+/// block-sparse convs (the `--no-sparse` of `strix convert`);
+/// `opts.int8.f16_weights` stores the weights of the layers that stay f32 as
+/// f16 (the `--f16-weights`, which also applies to `fp32` builds);
+/// `opts.passes` turns optional passes off.
 #[allow(clippy::too_many_arguments)]
 pub fn convert_with(
     onnx_path: &Path,
@@ -67,12 +95,19 @@ pub fn convert_with(
     method: calib::Method,
     fp32: bool,
     report: bool,
-    opts: lower::Int8Options,
+    opts: impl Into<ConvertOptions>,
 ) -> Result<Model> {
+    let ConvertOptions { int8: opts, passes } = opts.into();
     let meta = config::load(config, onnx_path)?;
     let mut cg =
         onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
-    passes::run_graph_passes(&mut cg, &passes::PassOptions::from_env(!fp32))?;
+    crate::passes::run_graph_passes(
+        &mut cg,
+        &crate::passes::PassOptions {
+            equalize: passes.equalize && !fp32,
+            ..passes
+        },
+    )?;
     if cg.inputs.len() != 1 && !fp32 {
         bail!(
             "the model has {} inputs: int8 calibration takes one-input models; \
@@ -152,11 +187,11 @@ pub fn convert_pruned(
         );
     }
     // Not `equalize` yet: the search equalizes each int8 candidate itself.
-    let pass_opts = passes::PassOptions {
+    let pass_opts = crate::passes::PassOptions {
         equalize: false,
-        ..passes::PassOptions::from_env(true)
+        ..opts.passes
     };
-    passes::run_graph_passes(&mut cg, &pass_opts)?;
+    crate::passes::run_graph_passes(&mut cg, &pass_opts)?;
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
     let samples: Vec<Vec<f32>> = calib
         .iter()
@@ -309,8 +344,10 @@ pub fn inspect_text(m: &Model) -> String {
     s
 }
 
-pub fn inspect(path: &Path, json: bool) -> Result<()> {
-    let m = Model::load(path)?;
+/// `strix inspect`: the model at `path`, prepared as `load` says (the kernel
+/// path it reports).
+pub fn inspect(path: &Path, json: bool, load: &LoadOptions) -> Result<()> {
+    let m = Model::load_with(path, load)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&inspect_json(&m))?);
     } else {
@@ -372,8 +409,10 @@ pub fn decoded_json(m: &Model, outs: &[(Vec<f32>, Vec<usize>)]) -> Result<serde_
     )
 }
 
-pub fn run(model: &Path, input: &Path, dump: Option<&Path>) -> Result<()> {
-    let m = Model::load(model)?;
+/// `strix run`: one inference of the model at `model` (prepared as `load`
+/// says) on `input`.
+pub fn run(model: &Path, input: &Path, dump: Option<&Path>, load: &LoadOptions) -> Result<()> {
+    let m = Model::load_with(model, load)?;
     let outs = infer(&m, input)?;
     if let Some(dir) = dump {
         std::fs::create_dir_all(dir)?;
@@ -507,16 +546,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// `strix bench`: latency percentiles of `Session::run` on a fixed input.
 /// Times `iters` runs of the model at `path` on `threads` threads (default:
-/// every core) and prints median/p90 latency, peak RSS, arena bytes and the
-/// kernel path.
+/// every core) on the kernel path `load` asks for, and prints median/p90
+/// latency, peak RSS, arena bytes and the kernel path.
 pub fn bench(
     path: &Path,
     iters: usize,
     warmup: usize,
     threads: Option<usize>,
     json: bool,
+    load: &LoadOptions,
 ) -> Result<()> {
-    let m = Model::load(path)?;
+    let m = Model::load_with(path, load)?;
     let threads = threads.unwrap_or_else(strix_runtime::pool::default_threads);
     if threads == 0 {
         anyhow::bail!("--threads must be at least 1");

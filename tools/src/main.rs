@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use strix_tools::{calib, convert_with, demo, eval, inspect, run};
+use strix_runtime::{Isa, LoadOptions};
+use strix_tools::{calib, convert_with, demo, eval, inspect, run, ConvertOptions, Passes};
 
 #[derive(Parser)]
 #[command(
@@ -46,16 +47,19 @@ enum Cmd {
         /// Print each layer's int8-vs-f32 error on the first calibration sample.
         #[arg(long)]
         report: bool,
-        /// Never emit block-sparse convs (also: env STRIX_NO_SPARSE); the
-        /// outputs are bit-identical either way.
+        /// Never emit block-sparse convs; the outputs are bit-identical either way.
         #[arg(long)]
         no_sparse: bool,
-        /// Keep dead channels (also: env STRIX_KEEP_DEAD). By default, output
-        /// channels whose weights are all below 1e-6 of their layer's largest (left
-        /// by pruning or weight decay in training) are removed and their constant
-        /// folded into the next layers, when the f32 outputs stay the same.
+        /// Keep dead channels. By default, output channels whose weights are all
+        /// below 1e-6 of their layer's largest (left by pruning or weight decay in
+        /// training) are removed and their constant folded into the next layers,
+        /// when the f32 outputs stay the same.
         #[arg(long)]
         keep_dead_channels: bool,
+        /// Skip cross-layer equalization (which rescales consecutive layers'
+        /// channels, keeping the f32 outputs, so int8 ranges fit better).
+        #[arg(long)]
+        no_cle: bool,
         /// Store the weights of the layers that stay f32 (all of them with
         /// --fp32) as f16: 2 bytes per weight in the file instead of 4; they
         /// are expanded to f32 at load and outputs change by f16 rounding only.
@@ -130,7 +134,8 @@ enum Cmd {
     },
     /// Measure latency (median, p90), peak RSS, arena bytes and the kernel path.
     ///
-    /// `STRIX_ISA=scalar|avx2|neon|dotprod|i8mm|armv7neon` forces a kernel path.
+    /// `STRIX_ISA=scalar|avx2|neon|dotprod|i8mm|armv7neon` forces a kernel path
+    /// (for run, inspect, eval and bench).
     Bench {
         model: PathBuf,
         #[arg(long, default_value_t = 50)]
@@ -162,14 +167,19 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    if let Cmd::Convert {
-        keep_dead_channels: true,
-        ..
-    } = cli.cmd
-    {
-        // Read by every convert path; set before any thread starts.
-        std::env::set_var("STRIX_KEEP_DEAD", "1");
-    }
+    // The kernel path of the models the commands load: STRIX_ISA, read here
+    // (the libraries read no environment).
+    let load = match Isa::forced(
+        std::env::var_os("STRIX_ISA")
+            .map(|v| v.to_string_lossy().into_owned())
+            .as_deref(),
+    ) {
+        Ok(isa) => LoadOptions { isa },
+        Err(e) => {
+            eprintln!("error: STRIX_ISA: {e}");
+            std::process::exit(1);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Convert {
             model,
@@ -190,6 +200,8 @@ fn main() {
             no_prune_refit,
             prune_report,
             prune_json,
+            keep_dead_channels,
+            no_cle,
             ..
         } if prune => (|| {
             if fp32 {
@@ -215,6 +227,10 @@ fn main() {
             opts.mixed_precision = !no_mixed_precision;
             opts.f16 = !no_prune_f16;
             opts.refit = !no_prune_refit;
+            opts.passes = Passes {
+                remove_dead_channels: !keep_dead_channels,
+                equalize: !no_cle,
+            };
             if !prune_ratios.is_empty() {
                 opts.ratios = prune_ratios;
             }
@@ -240,6 +256,8 @@ fn main() {
             report,
             no_sparse,
             f16_weights,
+            keep_dead_channels,
+            no_cle,
             ..
         } => convert_with(
             &model,
@@ -249,21 +267,27 @@ fn main() {
             method,
             fp32,
             report,
-            strix_tools::lower::Int8Options {
-                sparse: !no_sparse && std::env::var_os("STRIX_NO_SPARSE").is_none(),
-                f16_weights,
-                ..Default::default()
+            ConvertOptions {
+                int8: strix_tools::lower::Int8Options {
+                    sparse: !no_sparse,
+                    f16_weights,
+                    ..Default::default()
+                },
+                passes: Passes {
+                    remove_dead_channels: !keep_dead_channels,
+                    equalize: !no_cle,
+                },
             },
         )
         .map(|_| ()),
-        Cmd::Inspect { model, json } => inspect(&model, json),
-        Cmd::Run { model, input, dump } => run(&model, &input, dump.as_deref()),
+        Cmd::Inspect { model, json } => inspect(&model, json, &load),
+        Cmd::Run { model, input, dump } => run(&model, &input, dump.as_deref(), &load),
         Cmd::Eval {
             onnx,
             model,
             samples,
             json,
-        } => eval::eval_cmd(&onnx, &model, &samples, json),
+        } => eval::eval_cmd(&onnx, &model, &samples, json, &load),
         Cmd::Demo { out } => demo(&out),
         Cmd::Bench {
             model,
@@ -271,7 +295,7 @@ fn main() {
             warmup,
             threads,
             json,
-        } => strix_tools::bench(&model, iterations, warmup, threads, json),
+        } => strix_tools::bench(&model, iterations, warmup, threads, json, &load),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -29,12 +29,11 @@ pub struct Pass {
 }
 
 /// Which optional passes run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PassOptions {
-    /// `remove-dead-channels` runs (off: `--keep-dead-channels`, env
-    /// `STRIX_KEEP_DEAD`).
+    /// `remove-dead-channels` runs (off: `--keep-dead-channels`).
     pub remove_dead_channels: bool,
-    /// `equalize` runs (int8 builds; off: env `STRIX_NO_CLE`).
+    /// `equalize` runs (int8 builds only; off: `--no-cle`).
     pub equalize: bool,
 }
 
@@ -43,18 +42,6 @@ impl Default for PassOptions {
         PassOptions {
             remove_dead_channels: true,
             equalize: true,
-        }
-    }
-}
-
-impl PassOptions {
-    /// The options of an int8 (`int8`) or f32 build, as the environment
-    /// sets them (`STRIX_KEEP_DEAD`, `STRIX_NO_CLE`): the one place the
-    /// passes' environment switches are read.
-    pub fn from_env(int8: bool) -> Self {
-        PassOptions {
-            remove_dead_channels: std::env::var_os("STRIX_KEEP_DEAD").is_none(),
-            equalize: int8 && std::env::var_os("STRIX_NO_CLE").is_none(),
         }
     }
 }

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use strix_runtime::preprocess::yuv_to_rgb8;
+
 /// A packed RGB8 image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
@@ -279,7 +281,8 @@ impl Source for Y4mSource {
                 for row in 0..h {
                     for col in 0..w {
                         let ci = (row / sub) * cw + col / sub;
-                        let p = yuv_to_rgb(y[row * w + col], u[ci], v[ci]);
+                        // BT.601 limited range, what ffmpeg writes for `yuv420p`.
+                        let p = yuv_to_rgb8(y[row * w + col], u[ci], v[ci]);
                         rgb[(row * w + col) * 3..][..3].copy_from_slice(&p);
                     }
                 }
@@ -291,19 +294,6 @@ impl Source for Y4mSource {
             rgb,
         }))
     }
-}
-
-/// BT.601 limited range (what ffmpeg writes for `yuv420p` by default).
-fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = (y as f32 - 16.0) * 1.164;
-    let d = u as f32 - 128.0;
-    let e = v as f32 - 128.0;
-    let cl = |x: f32| x.round().clamp(0.0, 255.0) as u8;
-    [
-        cl(c + 1.596 * e),
-        cl(c - 0.392 * d - 0.813 * e),
-        cl(c + 2.017 * d),
-    ]
 }
 
 /// Concatenated JPEG images (`ffmpeg -f mjpeg`, many IP cameras' dumps).
@@ -529,11 +519,82 @@ impl Drop for FfmpegSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn write(path: &Path, bytes: &[u8]) {
         std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Random bytes (xorshift64), reproducible.
+    pub(crate) fn noise_bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// What the runtime's model-input path makes of `frame`: the RGB of each
+    /// pixel through `image_to_tensor` at the frame's own size (no resize,
+    /// no normalisation), as packed `[r, g, b]` floats.
+    pub(crate) fn runtime_rgb(frame: &strix_runtime::preprocess::Frame) -> Vec<[f32; 3]> {
+        use strix_runtime::meta::{ColorOrder, InputSpec, ResizeMode};
+        let (w, h) = (frame.width, frame.height);
+        let spec = InputSpec::Image {
+            color: ColorOrder::Rgb,
+            mean: [0.0; 3],
+            scale: [1.0; 3],
+            resize: ResizeMode::Stretch,
+        };
+        let mut t = vec![0f32; 3 * w * h];
+        strix_runtime::preprocess::image_to_tensor(frame, &spec, 3, h, w, &mut t).unwrap();
+        (0..w * h)
+            .map(|p| [t[p], t[w * h + p], t[2 * w * h + p]])
+            .collect()
+    }
+
+    /// Issue 13: the daemon converted YUV with coefficients of its own (in
+    /// two copies), the runtime's NV12 sampler with others, so one frame gave
+    /// different pixels by path. Y4M 4:2:0 now goes through the runtime's
+    /// conversion: each RGB8 pixel is exactly the rounding of what
+    /// `image_to_tensor` computes from the same samples given as NV12.
+    #[test]
+    fn y4m_420_matches_the_runtime_nv12_sampler() {
+        // Odd sizes: the last column and row have chroma blocks of their own.
+        let (w, h) = (37usize, 23usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let y = noise_bytes(w * h, 1);
+        let u = noise_bytes(cw * ch, 2);
+        let v = noise_bytes(cw * ch, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("noise.y4m");
+        let mut b = format!("YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\nFRAME\n").into_bytes();
+        b.extend(y.iter().chain(&u).chain(&v));
+        write(&p, &b);
+        let img = open(&p, 10.0).unwrap().next_frame().unwrap().unwrap();
+
+        let mut nv12 = y.clone();
+        for (&u, &v) in u.iter().zip(&v) {
+            nv12.extend([u, v]);
+        }
+        let frame = strix_runtime::preprocess::Frame::new(
+            &nv12,
+            w,
+            h,
+            strix_runtime::preprocess::PixelFormat::Nv12,
+        );
+        for (i, (want, got)) in runtime_rgb(&frame)
+            .iter()
+            .zip(img.rgb.chunks_exact(3))
+            .enumerate()
+        {
+            assert_eq!(got, want.map(|c| c.round() as u8), "pixel {i}: {want:?}");
+        }
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

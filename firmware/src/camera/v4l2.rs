@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use strix_runtime::preprocess::yuv_to_rgb8;
+
 use super::source::{decode_image, Image, MediaError};
 
 /// Pixel formats strixd takes from a V4L2 device.
@@ -90,9 +92,10 @@ pub fn convert(
             for (row, out) in rgb.chunks_exact_mut(width * 3).enumerate() {
                 let line = &data[row * stride..row * stride + 2 * width];
                 for (q, px) in line.chunks_exact(4).zip(out.chunks_exact_mut(6)) {
+                    // BT.601 limited range, what UVC cameras send for YUYV.
                     let (y0, u, y1, v) = (q[0], q[1], q[2], q[3]);
-                    px[..3].copy_from_slice(&yuv_to_rgb(y0, u, v));
-                    px[3..].copy_from_slice(&yuv_to_rgb(y1, u, v));
+                    px[..3].copy_from_slice(&yuv_to_rgb8(y0, u, v));
+                    px[3..].copy_from_slice(&yuv_to_rgb8(y1, u, v));
                 }
             }
             Ok(Image { width, height, rgb })
@@ -157,19 +160,6 @@ fn with_default_huffman(jpeg: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-/// BT.601 limited range, what UVC cameras send for YUYV.
-fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = (y as f32 - 16.0) * 1.164;
-    let d = u as f32 - 128.0;
-    let e = v as f32 - 128.0;
-    let cl = |x: f32| x.round().clamp(0.0, 255.0) as u8;
-    [
-        cl(c + 1.596 * e),
-        cl(c - 0.392 * d - 0.813 * e),
-        cl(c + 2.017 * d),
-    ]
 }
 
 #[cfg(feature = "v4l2")]
@@ -336,6 +326,41 @@ mod tests {
         assert!(e.to_string().contains("short YUYV frame"), "{e}");
         let e = convert(PixelFormat::Yuyv, 3, 2, 0, &data, Path::new("t")).unwrap_err();
         assert!(e.to_string().contains("even"), "{e}");
+    }
+
+    /// Issue 13: YUYV had its own copy of the YUV conversion. A YUYV frame
+    /// whose 2x2 blocks share chroma is an NV12 frame too; its RGB8 pixels
+    /// are exactly the rounding of what the runtime's NV12 sampler computes.
+    #[test]
+    fn yuyv_matches_the_runtime_nv12_sampler() {
+        use crate::camera::source::tests::{noise_bytes, runtime_rgb};
+        let (w, h, stride) = (20usize, 14usize, 44usize);
+        let y = noise_bytes(w * h, 4);
+        let uv = noise_bytes(w * h / 2, 5); // one U, V pair per 2x2 block
+        let mut yuyv = vec![0xEEu8; stride * h];
+        for row in 0..h {
+            for pair in 0..w / 2 {
+                let c = &uv[((row / 2) * (w / 2) + pair) * 2..][..2];
+                let q = &mut yuyv[row * stride + pair * 4..][..4];
+                q.copy_from_slice(&[y[row * w + 2 * pair], c[0], y[row * w + 2 * pair + 1], c[1]]);
+            }
+        }
+        let img = convert(PixelFormat::Yuyv, w, h, stride, &yuyv, Path::new("t")).unwrap();
+        let mut nv12 = y.clone();
+        nv12.extend(&uv);
+        let frame = strix_runtime::preprocess::Frame::new(
+            &nv12,
+            w,
+            h,
+            strix_runtime::preprocess::PixelFormat::Nv12,
+        );
+        for (i, (want, got)) in runtime_rgb(&frame)
+            .iter()
+            .zip(img.rgb.chunks_exact(3))
+            .enumerate()
+        {
+            assert_eq!(got, want.map(|c| c.round() as u8), "pixel {i}: {want:?}");
+        }
     }
 
     #[test]

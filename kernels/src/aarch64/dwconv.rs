@@ -1,7 +1,7 @@
 //! Depthwise `qs8_conv2d` on baseline aarch64 Advanced SIMD, vectorised along
 //! the output width (16 outputs per step, then 8).
 //!
-//! Input rows come zero-point-padded from [`super::dwrows`], so every output
+//! Input rows come zero-point-padded from [`crate::arm_shared::dwrows`], so every output
 //! takes the vector path. Per tap: one load (`ld1`, or `ld2` for stride 2,
 //! whose first register holds exactly the even bytes, i.e. the stride-2
 //! subsample), `ssubl` of the input zero point (exact in i16: |x - zp| <= 255)
@@ -12,8 +12,8 @@
 
 use core::arch::aarch64::*;
 
-use super::dwrows::{for_each_row, Flat, Plan, RowJob, FLAT_BYTES, MAX_SPAN};
 use super::requant::{pack16, pack8, OutQ, RqV};
+use crate::arm_shared::dwrows::{for_each_row, Flat, Plan, RowJob, FLAT_BYTES, MAX_SPAN};
 use crate::reference::{self, ConvGeometry, QConvParams};
 use crate::requant::Requant;
 

@@ -2,8 +2,8 @@
 //! three instruction sets, and baseline Advanced SIMD versions of the other
 //! table ops (`dwconv`, `elementwise`, `pool`: depthwise convolution, add /
 //! mul / requantize-copy, max / average pooling, sharing the bit-exact
-//! output stage of `requant` and the zero-point-padded row ring of `dwrows`;
-//! installed in all three aarch64 rows).
+//! output stage of `requant` and the zero-point-padded row ring of
+//! [`crate::arm_shared::dwrows`]; installed in all three aarch64 rows).
 //!
 //! Gemm: three instruction sets, each a safe `pub fn` with exactly the reference's
 //! signature, so that the kernel table can install them:
@@ -32,7 +32,6 @@
 
 mod dotprod;
 mod dwconv;
-mod dwrows;
 mod elementwise;
 mod i8mm;
 mod neon;
@@ -40,12 +39,10 @@ mod pool;
 mod requant;
 mod sparse;
 
-mod sink;
-
+pub(crate) use crate::arm_shared::sink::Sink;
+use crate::arm_shared::sink::{check_inputs, F32Sink, I8Sink};
 use crate::reference::QOut;
 use crate::requant::Requant;
-pub(crate) use sink::Sink;
-use sink::{check_inputs, F32Sink, I8Sink};
 
 pub use dwconv::qs8_dwconv2d__neon;
 pub use elementwise::{qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon};

@@ -1,6 +1,6 @@
 //! `qs8_maxpool2d` and `qs8_avgpool2d` on baseline aarch64 Advanced SIMD,
 //! vectorised along the output width (16 outputs per step) for strides 1 and
-//! 2, on the padded rows of [`super::dwrows`].
+//! 2, on the padded rows of [`crate::arm_shared::dwrows`].
 //!
 //! Max pooling pads with -128: the reference's running maximum starts at
 //! -128, so a padding tap never changes it (a window with no in-image tap
@@ -14,7 +14,7 @@
 
 use core::arch::aarch64::*;
 
-use super::dwrows::{check_pool, conv_geometry, count, for_each_row, Plan};
+use crate::arm_shared::dwrows::{check_pool, conv_geometry, count, for_each_row, Plan};
 use crate::reference::{self, PoolGeometry};
 
 /// Sixteen input lanes of one tap (plain bytes for stride 1, the even bytes

@@ -19,13 +19,13 @@
 //!
 //! **Output stage.** Each accumulator pair holds eight consecutive outputs of
 //! one row, so the requantization constants are per row, hoisted out of the
-//! column loop. The vector requantization is [`super::I8Sink`]'s (`sqshl`,
+//! column loop. The vector requantization is [`crate::arm_shared::sink::I8Sink`]'s (`sqshl`,
 //! skipped for rows without a left shift, where it is the identity;
 //! `sqrdmulh`; gemmlowp's `sqadd` fixup + `srshl`), then the eight i32 are
 //! narrowed with saturation (`sqxtn`) and the activation clamp runs on the
 //! bytes: `[act_min, act_max]` lies inside the int8 range, so clamping the
 //! saturated value equals clamping the i32. At high sparsity this stage is a
-//! large part of the work, which is why it is not [`super::I8Sink`]'s
+//! large part of the work, which is why it is not [`crate::arm_shared::sink::I8Sink`]'s
 //! four-at-a-time scalar store.
 
 use core::arch::aarch64::*;

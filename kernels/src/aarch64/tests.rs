@@ -3,9 +3,7 @@
 use super::*;
 use crate::Isa;
 
-#[path = "gemm_check.rs"]
-pub(crate) mod gemm_check;
-
+use crate::arm_shared::gemm_check;
 use gemm_check::{available_or_skip, check_gemm, check_required_isa};
 
 #[test]
@@ -50,7 +48,7 @@ fn gemm_nt_i8mm_matches_reference() {
 /// reference's expression) over the whole parameter space of `requantize`.
 #[test]
 fn vector_requant_matches_scalar() {
-    use super::sink::{I8Sink, Sink};
+    use crate::arm_shared::sink::{I8Sink, Sink};
     use crate::reference::QOut;
     let mut rng = gemm_check::Rng::new(99);
     let special = [

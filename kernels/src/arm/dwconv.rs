@@ -1,6 +1,6 @@
 //! Depthwise `qs8_conv2d` on 32-bit ARMv7 NEON: the algorithm of the aarch64
 //! `qs8_dwconv2d__neon` (zero-point-padded rows from the shared
-//! [`super::dwrows`] ring, sixteen outputs per block along the width), with
+//! [`crate::arm_shared::dwrows`] ring, sixteen outputs per block along the width), with
 //! each block one `asm!` block (32-bit NEON intrinsics are unstable).
 //!
 //! Per tap: one load (`vld1.8` of 16 bytes, or `vld2.8` of 32 for stride 2,
@@ -13,8 +13,8 @@
 //! then the activation clamp: lane for lane the aarch64 `requant::pack16`,
 //! which is bit-exact with the reference.
 
-use super::dwrows::{for_each_row, Flat, Plan, RowJob, FLAT_BYTES, MAX_SPAN};
 use super::has_neon;
+use crate::arm_shared::dwrows::{for_each_row, Flat, Plan, RowJob, FLAT_BYTES, MAX_SPAN};
 use crate::reference::{self, ConvGeometry, QConvParams};
 use crate::requant::Requant;
 

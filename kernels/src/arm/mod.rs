@@ -1,6 +1,6 @@
 //! 32-bit ARM (ARMv7-A) NEON paths, and NEON detection: the int8 NT gemm
-//! (here), depthwise convolution (`dwconv`, on the aarch64 code's shared
-//! padded row ring), add / mul / requantize-copy (`elementwise`) and max /
+//! (here), depthwise convolution (`dwconv`, on the padded row ring of
+//! [`crate::arm_shared::dwrows`], shared with aarch64), add / mul / requantize-copy (`elementwise`) and max /
 //! average pooling (`pool`).
 //!
 //! 32-bit NEON intrinsics and `#[target_feature(enable = "neon")]` are unstable
@@ -14,12 +14,6 @@
 //! sound when called anyway (the kernel table's row contract), each re-checks
 //! [`has_neon`] (one cached atomic load) and otherwise runs the reference.
 
-#[path = "../aarch64/sink.rs"]
-mod sink;
-
-#[path = "../aarch64/dwrows.rs"]
-mod dwrows;
-
 mod dwconv;
 mod elementwise;
 mod pool;
@@ -27,9 +21,9 @@ pub use dwconv::qs8_dwconv2d__armv7neon;
 pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
 pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
+use crate::arm_shared::sink::{check_inputs, F32Sink, I8Sink, Sink};
 use crate::reference::QOut;
 use crate::requant::Requant;
-use sink::{check_inputs, F32Sink, I8Sink, Sink};
 
 /// Whether the CPU has NEON (Advanced SIMD), from the kernel's `AT_HWCAP`
 /// (read once, then cached).

@@ -1,5 +1,5 @@
 //! `qs8_maxpool2d` and `qs8_avgpool2d` on 32-bit ARMv7 NEON: the aarch64
-//! algorithms (padded rows from the shared [`super::dwrows`] ring, sixteen
+//! algorithms (padded rows from the shared [`crate::arm_shared::dwrows`] ring, sixteen
 //! outputs per block, strides 1 and 2), the window reduction of a block one
 //! `asm!` block.
 //!
@@ -10,8 +10,10 @@
 //! division of the sixteen sums runs in scalar VFP f32, exact for the same
 //! reason as the aarch64 vector one.
 
-use super::dwrows::{check_pool, conv_geometry, count, for_each_row, Plan, RowJob, MAX_SPAN};
 use super::has_neon;
+use crate::arm_shared::dwrows::{
+    check_pool, conv_geometry, count, for_each_row, Plan, RowJob, MAX_SPAN,
+};
 use crate::reference::{self, PoolGeometry};
 
 /// The block reduction: max (`vmax.s8`) or wrapping i16 sum (`vaddw.s8`).

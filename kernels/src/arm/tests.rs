@@ -3,10 +3,7 @@
 use super::*;
 use crate::Isa;
 
-#[path = "../aarch64/gemm_check.rs"]
-mod gemm_check;
-
-use gemm_check::{available_or_skip, check_gemm, check_required_isa};
+use crate::arm_shared::gemm_check::{available_or_skip, check_gemm, check_required_isa};
 
 #[test]
 fn detection_matches_strix_require_isa() {

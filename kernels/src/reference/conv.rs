@@ -121,6 +121,22 @@ pub fn qs8_conv2d(
     }
 }
 
+/// Depthwise int8 convolution: [`qs8_conv2d`] (the specification) under the
+/// depthwise kernels' name. Fast paths may assume `g.groups == g.in_c ==
+/// g.out_c`; this one computes any geometry [`qs8_conv2d`] accepts.
+#[inline]
+pub fn qs8_dwconv2d(
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    output: &mut [i8],
+) {
+    qs8_conv2d(g, q, input, weights, bias, rq, output)
+}
+
 /// int8 convolution with real-valued output (for layers feeding f32 ops):
 /// `out[o] = clamp(acc * scale[o], act_min, act_max)` where `acc` is the same
 /// int32 accumulator as [`qs8_conv2d`] and `scale[o] = s_in * s_w[o]`.

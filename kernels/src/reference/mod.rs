@@ -15,8 +15,8 @@ mod softmax;
 mod sparse;
 
 pub use conv::{
-    f32_conv2d, f32_conv2d_im2col, f32_im2col_len, qs8_conv2d, qs8_conv2d_f32out, ConvGeometry,
-    QConvParams,
+    f32_conv2d, f32_conv2d_im2col, f32_im2col_len, qs8_conv2d, qs8_conv2d_f32out, qs8_dwconv2d,
+    ConvGeometry, QConvParams,
 };
 pub use elementwise::{
     f32_binary, qs8_vadd, qs8_vmul, BinaryOp, QAddParams, QMulParams, QADD_LEFT_SHIFT,

@@ -348,6 +348,36 @@ fn vww_arrives_pruned_and_its_dead_channels_are_removed() {
     assert!(d <= 1e-4, "{d}");
 }
 
+/// Issue 13: `--keep-dead-channels` set `STRIX_KEEP_DEAD` for the library to
+/// read. The passes are now `ConvertOptions::passes`, and turning dead
+/// channel removal off through them keeps VWW's dead channels.
+#[test]
+fn convert_options_turn_dead_channel_removal_off() {
+    use strix_tools::{ConvertOptions, Passes};
+    let c = case("vww");
+    let dir = scratch("keep-dead");
+    let build = |passes: Passes| {
+        let opts = ConvertOptions {
+            passes,
+            ..Default::default()
+        };
+        let out = dir.join("vww.strix");
+        strix_tools::convert_with(&c.onnx, &[], &out, None, Method::Mse, true, false, opts)
+            .unwrap()
+            .graph
+            .macs()
+    };
+    let removed = build(Passes::default());
+    let kept = build(Passes {
+        remove_dead_channels: false,
+        ..Passes::default()
+    });
+    assert!(
+        removed * 10 <= kept * 6,
+        "MACs {removed} (removed) vs {kept} (kept)"
+    );
+}
+
 #[test]
 fn injected_dead_channels_are_removed_exactly() {
     // KWS (no dead channel of its own) as if pruned in training: some output

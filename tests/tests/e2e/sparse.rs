@@ -120,8 +120,8 @@ fn pruned_kws_runs_sparse_and_matches_dense_bit_for_bit() {
         }
     }
     // `strix inspect` reports it (both forms run without error).
-    strix_tools::inspect(&dir.join("sparse.strix"), false).unwrap();
-    strix_tools::inspect(&dir.join("sparse.strix"), true).unwrap();
+    strix_tools::inspect(&dir.join("sparse.strix"), false, &Default::default()).unwrap();
+    strix_tools::inspect(&dir.join("sparse.strix"), true, &Default::default()).unwrap();
     // The sparse file is smaller: 80% of the conv weights are gone.
     assert!(
         sparse.consts.bytes() < dense.consts.bytes(),

@@ -98,7 +98,15 @@ fn checksum(acc: &mut u64, values: impl Iterator<Item = f32>) {
 }
 
 fn run_strix(a: &Args) -> Result<String> {
-    let model = strix_runtime::Model::load(&a.model)
+    // STRIX_ISA forces the kernel path (read here: the runtime reads no
+    // environment); unset, run-time detection picks it.
+    let isa = strix_runtime::Isa::forced(
+        std::env::var_os("STRIX_ISA")
+            .map(|v| v.to_string_lossy().into_owned())
+            .as_deref(),
+    )
+    .map_err(|e| anyhow!("STRIX_ISA: {e}"))?;
+    let model = strix_runtime::Model::load_with(&a.model, &strix_runtime::LoadOptions { isa })
         .map_err(|e| anyhow!("strix: loading {}: {e}", a.model))?;
     let mut session = strix_runtime::Session::new(&model);
     let g = &model.graph;

@@ -426,6 +426,14 @@ fn main() -> Result<()> {
         bail!("--threads needs counts >= 1");
     }
     std::fs::create_dir_all(&args.out)?;
+    // STRIX_ISA forces Strix's kernel path (read here: the libraries read no
+    // environment); unset, the best this CPU runs.
+    let isa = strix_runtime::Isa::forced(
+        std::env::var_os("STRIX_ISA")
+            .map(|v| v.to_string_lossy().into_owned())
+            .as_deref(),
+    )
+    .map_err(|e| anyhow!("STRIX_ISA: {e}"))?;
     let ort = ort_env();
     let mut notes: Vec<String> = vec![
         "Strix at N threads: one session of N threads (Session::with_threads)".to_string(),
@@ -455,6 +463,10 @@ fn main() -> Result<()> {
         let model: Model =
             strix_tools::convert(&s.onnx, &s.calib, &dst, None, Method::Mse, false, false)
                 .with_context(|| format!("converting {}", s.name))?;
+        let model = match isa {
+            Some(isa) => model.with_isa(isa)?,
+            None => model,
+        };
         let convert_s = t0.elapsed().as_secs_f64();
         let g = &model.graph;
         let shape = g.tensors[g.inputs[0]].shape.clone();

@@ -165,6 +165,9 @@ pub struct Options {
     /// many MAC-equivalents per removed conv/gemm output element (see
     /// [`graph::effective_cost`]); 0 = MACs only.
     pub cost_per_element: u64,
+    /// The optional passes, as in [`crate::convert_with`] (dead channels are
+    /// removed before the search, equalization runs in every int8 build).
+    pub passes: crate::Passes,
 }
 
 /// Default [`Options::cost_per_element`], an estimate rather than a fit:
@@ -209,6 +212,7 @@ impl Options {
             max_calib_stats: 32,
             refit: true,
             cost_per_element: COST_PER_ELEMENT,
+            passes: crate::Passes::default(),
         }
     }
 }
@@ -317,19 +321,21 @@ pub fn run_all(m: &Model, samples: &[Vec<f32>]) -> Result<Vec<Outs>> {
     samples.iter().map(|x| crate::run_values(m, x)).collect()
 }
 
-/// The int8 model of `cg` (equalized like `convert` does, calibrated on
-/// `stats_samples`), with the nodes in `keep_f32` left in f32 (their
-/// weights stored as f16 when `f16`).
+/// The int8 model of `cg` (equalized like `convert` does when `cle`,
+/// calibrated on `stats_samples`), with the nodes in `keep_f32` left in f32
+/// (their weights stored as f16 when `f16`).
+#[allow(clippy::too_many_arguments)]
 pub fn build_int8(
     cg: &CGraph,
     stats_samples: &[Vec<Vec<f32>>],
     method: Method,
     keep_f32: &HashSet<usize>,
     f16: bool,
+    cle: bool,
     meta: &ModelMeta,
 ) -> Result<Model> {
     let mut cg = cg.clone();
-    crate::passes::run_graph_passes(&mut cg, &int8_passes())?;
+    crate::passes::run_graph_passes(&mut cg, &int8_passes(cle))?;
     let stats = crate::calib::calibrate(&cg, stats_samples, method, || {})?;
     let half: HashSet<usize> = if f16 {
         keep_f32
@@ -353,10 +359,11 @@ pub fn build_int8(
 
 /// The graph passes left for an int8 candidate: dead channels were removed
 /// before the search, so only `equalize` (like `convert`).
-fn int8_passes() -> crate::passes::PassOptions {
+/// The passes of an int8 candidate: dead channels are gone already.
+fn int8_passes(equalize: bool) -> crate::passes::PassOptions {
     crate::passes::PassOptions {
         remove_dead_channels: false,
-        ..crate::passes::PassOptions::from_env(true)
+        equalize,
     }
 }
 
@@ -509,7 +516,15 @@ pub fn search(
     let fp32 = run_all(&build_f32(cg, meta)?, samples)?;
     let mut keep_f32: HashSet<usize> = HashSet::new();
     let mut f16 = false;
-    let int8_0 = build_int8(cg, &stats_samples, method, &keep_f32, f16, meta)?;
+    let int8_0 = build_int8(
+        cg,
+        &stats_samples,
+        method,
+        &keep_f32,
+        f16,
+        opts.passes.equalize,
+        meta,
+    )?;
     let mut reference = run_all(&int8_0, samples)?;
     let mut int8_vs_fp32 = metrics(&meta.decoder, &reference, &fp32, &cal)?;
     vs_fp32(
@@ -635,7 +650,15 @@ pub fn search(
     };
     let measure = |state: &[Option<usize>], idx: &[usize]| -> Result<(Metrics, CGraph)> {
         let g = make(state);
-        let m = build_int8(&g, &stats_samples, method, &keep_f32, f16, meta)?;
+        let m = build_int8(
+            &g,
+            &stats_samples,
+            method,
+            &keep_f32,
+            f16,
+            opts.passes.equalize,
+            meta,
+        )?;
         let outs = run_all_idx(&m, samples, idx)?;
         let mut met = metrics(&meta.decoder, &outs, &reference, idx)?;
         vs_fp32(&mut met, &meta.decoder, &outs, &reference, &fp32, idx)?;
@@ -734,7 +757,15 @@ pub fn search(
         });
     }
     let (cal_m, _) = measure(&state, &cal)?;
-    let final_model = build_int8(&final_g, &stats_samples, method, &keep_f32, f16, meta)?;
+    let final_model = build_int8(
+        &final_g,
+        &stats_samples,
+        method,
+        &keep_f32,
+        f16,
+        opts.passes.equalize,
+        meta,
+    )?;
     let final_outs = run_all(&final_model, samples)?;
     let mut vs_fp32_held = metrics(&meta.decoder, &final_outs, &fp32, &held)?;
     vs_fp32(
@@ -853,7 +884,7 @@ fn choose_f32_layers(
 ) -> Result<(HashSet<usize>, bool, Metrics, Vec<Outs>)> {
     // Per-layer error on the first calibration sample ranks the layers.
     let mut eq = cg.clone();
-    crate::passes::run_graph_passes(&mut eq, &int8_passes())?;
+    crate::passes::run_graph_passes(&mut eq, &int8_passes(opts.passes.equalize))?;
     let stats = crate::calib::calibrate(&eq, stats_samples, method, || {})?;
     let lowered = crate::lower::lower_int8(&eq, &stats, method, &Default::default())?;
     let rows = crate::report::layer_errors(
@@ -882,7 +913,15 @@ fn choose_f32_layers(
     let mut best = (HashSet::new(), false, base.0, base.1);
     let pb = bar(cap as u64 + 1, "precision");
     let measure = |keep: &HashSet<usize>, f16: bool| -> Result<(Metrics, Vec<Outs>)> {
-        let m = build_int8(cg, stats_samples, method, keep, f16, meta)?;
+        let m = build_int8(
+            cg,
+            stats_samples,
+            method,
+            keep,
+            f16,
+            opts.passes.equalize,
+            meta,
+        )?;
         let outs = run_all(&m, samples)?;
         let mut met = metrics(&meta.decoder, &outs, fp32, cal)?;
         vs_fp32(&mut met, &meta.decoder, &outs, fp32, fp32, cal)?;

@@ -1,6 +1,5 @@
 //! Zero-point-padded input rows for the ARM depthwise and pooling kernels
-//! (aarch64 and, through `#[path]`, 32-bit arm): the architecture-independent
-//! half.
+//! (aarch64 and 32-bit arm): the architecture-independent half.
 //!
 //! For every channel the output width is cut into strips (one strip for any
 //! realistic layer) and, for each output row, the input rows its taps need

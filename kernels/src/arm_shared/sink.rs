@@ -1,5 +1,5 @@
-//! Output stages and input checks shared by the ARM gemm paths (aarch64 and,
-//! through `#[path]`, 32-bit arm).
+//! Output stages and input checks shared by the ARM gemm paths (aarch64 and
+//! 32-bit arm).
 
 use crate::reference::QOut;
 use crate::requant::{clamp_i8, requantize, Requant};

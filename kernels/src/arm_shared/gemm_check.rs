@@ -1,9 +1,6 @@
 //! Test harness shared by the ARM paths (aarch64 and 32-bit arm): bit-exact
 //! comparison of an NT gemm implementation with the reference on an edge-case
 //! grid, visible skips, and the `STRIX_REQUIRE_ISA` detection check.
-//!
-//! Self-contained (only `crate::reference`, `crate::requant`, `crate::Isa`) so
-//! that `arm/` includes it by `#[path]`.
 
 extern crate std;
 
