@@ -9,8 +9,8 @@
 # ../shared/models/bench beside the repository; skipped when absent); they
 # are calibrated on fixed pseudo-random .npy tensors, as strix-peers does.
 # Each model is converted int8 (default), and also --fp32; a few also with
-# --no-sparse, --f16-weights, --method minmax, env STRIX_NO_CLE /
-# STRIX_KEEP_DEAD and --prune, so every path of the compiler is covered.
+# --no-sparse, --f16-weights, --method minmax, --no-cle,
+# --keep-dead-channels and --prune, so every path of the compiler is covered.
 # Exits 1 on the first difference (both files are kept in the work dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,8 +91,8 @@ check vad-fp32-f16 -- "$M/vad/silero_vad_16k_static.onnx" --fp32 --f16-weights
 check fastestdet-minmax -- "$M/fastestdet/FastestDet.onnx" --calib "${IMAGES[@]}" --method minmax
 check fastestdet-nosparse -- "$M/fastestdet/FastestDet.onnx" --calib "${IMAGES[@]}" --no-sparse
 check vww-f16 -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@]}" --f16-weights
-check vww-nocle STRIX_NO_CLE=1 -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@]}"
-check vww-keepdead STRIX_KEEP_DEAD=1 -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@]}"
+check vww-nocle -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@]}" --no-cle
+check vww-keepdead -- "$M/vww/vww_96_float.onnx" --calib "${IMAGES[@]}" --keep-dead-channels
 check kws-prune -- "$M/kws/kws_dscnn_f32.onnx" --calib "${WAVS[@]}" \
     --prune --prune-budget top1=0.25 --prune-ratios 0.25,0.5 --prune-block 0.6
 # Concats, channel shuffles, splits and residual adds on the way of the pruning.
