@@ -25,6 +25,11 @@ pub const MAX_QS8_REDUCTION: usize = 33_000;
 /// non-zero dimensions (so a zero-sized tensor cannot carry a 2^62 loop bound).
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
+/// Bound on every index a conv or pool computes along one axis (input plus
+/// padding plus window extent), and on strides and dilations: fits `i32`,
+/// hence `isize` on every target. The compiler refuses larger attributes.
+pub const MAX_AXIS: usize = i32::MAX as usize;
+
 /// Most bytes the two arenas of one session may take together: 2 GiB, and
 /// never more than `isize::MAX` (the most a Rust allocation may hold, which
 /// on 32-bit targets is 2 GiB - 1).

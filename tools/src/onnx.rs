@@ -609,6 +609,13 @@ mod tests {
             err.contains("the_Conv") && err.contains("not all smaller"),
             "{err}"
         );
+        // Strides beyond what the runtime indexes (also found by fuzzing).
+        let conv = node("Conv", &["X", "W"], vec![ints("strides", &[1, i64::MAX])]);
+        let err = import_err(&model(conv, vec![weights(&[4, 2, 3, 3])]));
+        assert!(
+            err.contains("the_Conv") && err.contains("too large"),
+            "{err}"
+        );
     }
 
     /// Constant folds follow the importer's axis rules: a Gather or a

@@ -11,9 +11,7 @@ use strix_kernels::Requant;
 /// caller wraps with the node's name and op (`Error::InvalidNode`).
 pub(crate) type Res<T = ()> = std::result::Result<T, String>;
 
-/// Bound on every index a conv or pool computes along one axis (input plus
-/// padding plus window extent): fits `i32`, hence `isize` on every target.
-const MAX_AXIS: usize = i32::MAX as usize;
+pub(crate) use crate::validate::MAX_AXIS;
 
 /// A node at load time. Before the op's validator has accepted it, only the
 /// graph-level facts `validate::validate` checked hold: every tensor index

@@ -225,8 +225,15 @@ pub(crate) fn window_attr(a: &Attrs, name: &str, spatial: usize) -> Result<Vec<u
     if v.len() != spatial || v.iter().any(|&x| x < 1) {
         bail!("attribute {name}={v:?} must hold {spatial} value(s), each >= 1");
     }
+    // The runtime's bound (validation refuses more), found by fuzzing.
+    let max = strix_runtime::validate::MAX_AXIS;
     v.iter()
-        .map(|&x| usize::try_from(x).map_err(|_| anyhow!("attribute {name}={v:?} is too large")))
+        .map(|&x| {
+            usize::try_from(x)
+                .ok()
+                .filter(|&x| x <= max)
+                .ok_or_else(|| anyhow!("attribute {name}={v:?} is too large (at most {max})"))
+        })
         .collect()
 }
 
