@@ -7,6 +7,10 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 45)
 #        STRIX_FUZZ_TARGETS="capi wav" scripts/fuzz.sh 600
+#        STRIX_FUZZ_RUNS=3000 STRIX_FUZZ_SEED=1 scripts/fuzz.sh 60
+#          (the test command's form: a fixed seed and at most N inputs per
+#          target, the seconds only a cap, so a run on the committed seeds is
+#          repeatable: what passes here passes in CI)
 # Long runs and reproducing a crash: fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +60,7 @@ for t in $targets; do
   case "$t" in strix_load_run* | capi) dict=(-dict=strix.dict) ;; esac
   if cargo +nightly fuzz run -O --debug-assertions "$t" "corpus/$t" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 "${dict[@]}" \
+    ${STRIX_FUZZ_RUNS:+-runs=$STRIX_FUZZ_RUNS} ${STRIX_FUZZ_SEED:+-seed=$STRIX_FUZZ_SEED} \
     -print_final_stats=1 >"$log" 2>&1; then
     status=ok
   else
@@ -78,4 +83,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "      reproduce: cd fuzz && cargo +nightly fuzz run -O --debug-assertions <target> <reproducer>)"
   exit 1
 fi
-echo "== fuzz: every target ran ${secs}s with no crash, timeout or OOM"
+echo "== fuzz: every target ran (${STRIX_FUZZ_RUNS:+at most $STRIX_FUZZ_RUNS inputs, }at most ${secs}s) with no crash, timeout or OOM"
