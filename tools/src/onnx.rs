@@ -539,7 +539,7 @@ mod tests {
             (vec![ints("pads", &[i64::MAX; 4])], "overflows"),
             (
                 vec![ints("dilations", &[i64::MAX, 1])],
-                "larger than the padded input",
+                "is too large (at most 2147483647)",
             ),
             (vec![ints("kernel_shape", &[0, 3])], "kernel_shape=[0, 3]"),
             (vec![int("group", 0)], "group=0"),
