@@ -2,7 +2,9 @@
 //! kernel path (im2row into caller scratch, then `gemm_nt`), so every path's
 //! fast gemm serves 1x1, kxk, strided, dilated and padded convolutions alike.
 
-use crate::reference::{sparse_scratch_len, ConvGeometry, QConvParams, QOut, SparseWeights};
+use crate::reference::{
+    panel_len, sparse_scratch_len, ConvGeometry, QConvParams, QOut, SparseWeights, PACK_NR,
+};
 use crate::table::KernelSet;
 use crate::Requant;
 
@@ -268,6 +270,122 @@ unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
     }
     for (i, r) in a.iter().enumerate() {
         vst1q_s8(dst.add(i * ds), *r);
+    }
+}
+
+/// Scratch bytes [`qs8_conv2d_packed_tile`] needs for `g`: one activation
+/// panel ([`panel_len`]).
+pub fn packed_conv_scratch_len(g: &ConvGeometry) -> usize {
+    panel_len(g.k())
+}
+
+/// Packs the receptive fields of output pixels `p0..p0 + n` (`n <= 16`)
+/// into `panel` in the layout of [`crate::reference::qs8_gemm_4x16c4`]:
+/// K groups of four (weight order `ic, ky, kx`), 64 bytes per group, pixel
+/// `j`'s four values at `4 * j`. Padding taps get `pad`; K past `g.k()` and
+/// pixels past `n` get zeros.
+fn pack_panel(g: &ConvGeometry, input: &[i8], pad: i8, p0: usize, n: usize, panel: &mut [i8]) {
+    let (k, plane) = (g.k(), g.in_h * g.in_w);
+    let panel = &mut panel[..panel_len(k)];
+    let mut rows = [[0i8; PACK_NR]; 4];
+    let mut idx = 0;
+    for kb in 0..k.div_ceil(4) {
+        for row in rows.iter_mut() {
+            if idx >= k {
+                *row = [0; PACK_NR];
+            } else if is_pointwise(g) {
+                // Channel `idx`'s plane holds the pixels in order (a whole
+                // panel is one fixed-size copy, not a `memcpy` call).
+                let src = &input[idx * plane + p0..idx * plane + p0 + n];
+                match <&[i8; PACK_NR]>::try_from(src) {
+                    Ok(whole) => *row = *whole,
+                    Err(_) => row[..n].copy_from_slice(src),
+                }
+            } else {
+                let (ic, tap) = (idx / (g.kh * g.kw), idx % (g.kh * g.kw));
+                let chan = &input[ic * plane..(ic + 1) * plane];
+                im2col_row(g, chan, pad, p0, tap / g.kw, tap % g.kw, &mut row[..n]);
+            }
+            idx += 1;
+        }
+        interleave4(&rows, &mut panel[kb * 64..kb * 64 + 64]);
+    }
+}
+
+/// `dst[4 * j + r] = rows[r][j]` (the `st4` store of NEON).
+#[inline(always)]
+fn interleave4(rows: &[[i8; PACK_NR]; 4], dst: &mut [i8]) {
+    let dst = &mut dst[..4 * PACK_NR];
+    #[cfg(target_arch = "aarch64")]
+    {
+        use core::arch::aarch64::*;
+        // SAFETY: NEON is baseline on aarch64; four 16-byte rows are read and
+        // 64 bytes written, all inside the arrays above.
+        unsafe {
+            let v = int8x16x4_t(
+                vld1q_s8(rows[0].as_ptr()),
+                vld1q_s8(rows[1].as_ptr()),
+                vld1q_s8(rows[2].as_ptr()),
+                vld1q_s8(rows[3].as_ptr()),
+            );
+            vst4q_s8(dst.as_mut_ptr(), v);
+        }
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    for (j, d) in dst.chunks_exact_mut(4).enumerate() {
+        for (r, x) in d.iter_mut().enumerate() {
+            *x = rows[r][j];
+        }
+    }
+}
+
+/// Output pixels `p0..p0 + t` of an ungrouped int8 conv for the output
+/// channels of `packed` (from [`crate::reference::pack_a_4c4`] of the
+/// weights, starting at a channel that is a multiple of 4), through
+/// `ks.gemm_4x16c4`: 16-pixel panels packed into `scratch`, each multiplied
+/// by every channel group with the output stage fused, written to
+/// `tile[c * tile_rs + j]`. Any split of pixels and channels (at multiples of
+/// 4) yields the bytes of [`crate::reference::qs8_conv2d`]. `folded_bias` and
+/// `rq` hold one value per channel of the piece;
+/// `scratch.len() >= packed_conv_scratch_len(g)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_packed_tile(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    packed: &[i8],
+    folded_bias: &[i32],
+    rq: &[Requant],
+    p0: usize,
+    t: usize,
+    scratch: &mut [i8],
+    tile: &mut [i8],
+    tile_rs: usize,
+) {
+    let (m, kb) = (folded_bias.len(), g.k().div_ceil(4));
+    let out = QOut {
+        out_zp: q.out_zp,
+        act_min: q.act_min,
+        act_max: q.act_max,
+    };
+    let mut j = 0;
+    while j < t {
+        let n = PACK_NR.min(t - j);
+        pack_panel(g, input, q.in_zp as i8, p0 + j, n, scratch);
+        (ks.gemm_4x16c4.run)(
+            m,
+            n,
+            kb,
+            packed,
+            scratch,
+            folded_bias,
+            rq,
+            &out,
+            &mut tile[j..],
+            tile_rs,
+        );
+        j += n;
     }
 }
 
@@ -663,6 +781,59 @@ mod tests {
                     let mut scratch = vec![0i8; conv_scratch_len(&g)];
                     qs8_conv2d_gemm(ks, &g, &q, &x, &w, &fb, &rq, &mut scratch, &mut got);
                     assert_eq!(got, want, "{isa:?} {g:?} zp {in_zp}");
+                    // The packed path, whole and in pieces (channel cuts at
+                    // multiples of 4, odd pixel tiles), into a strided tile.
+                    let (k, p) = (g.k(), g.out_h * g.out_w);
+                    let mut pw = vec![0x33i8; crate::reference::packed_a_len(oc, k)];
+                    crate::reference::pack_a_4c4(oc, k, &w, &mut pw);
+                    let mut scratch = vec![0x11i8; packed_conv_scratch_len(&g)];
+                    let mut got = vec![0i8; g.output_len()];
+                    qs8_conv2d_packed_tile(
+                        ks,
+                        &g,
+                        &q,
+                        &x,
+                        &pw,
+                        &fb,
+                        &rq,
+                        0,
+                        p,
+                        &mut scratch,
+                        &mut got,
+                        p,
+                    );
+                    assert_eq!(got, want, "packed {isa:?} {g:?} zp {in_zp}");
+                    let kb = k.div_ceil(4);
+                    let mut pieces = vec![0i8; g.output_len()];
+                    let c4 = oc.div_ceil(4) * 4;
+                    for (c0, c1) in [(0, 4.min(oc)), (4.min(oc), c4.min(oc))] {
+                        let mut p0 = 0;
+                        while p0 < p && c0 < c1 {
+                            let t = (p - p0).min(3 + oc % 5 * 7);
+                            let rs = t + 2;
+                            let mut tile = vec![0i8; (c1 - c0) * rs];
+                            qs8_conv2d_packed_tile(
+                                ks,
+                                &g,
+                                &q,
+                                &x,
+                                &pw[c0 / 4 * kb * 16..],
+                                &fb[c0..c1],
+                                &rq[c0..c1],
+                                p0,
+                                t,
+                                &mut scratch,
+                                &mut tile,
+                                rs,
+                            );
+                            for cc in c0..c1 {
+                                pieces[cc * p + p0..cc * p + p0 + t]
+                                    .copy_from_slice(&tile[(cc - c0) * rs..(cc - c0) * rs + t]);
+                            }
+                            p0 += t;
+                        }
+                    }
+                    assert_eq!(pieces, want, "packed pieces {isa:?} {g:?} zp {in_zp}");
                 }
                 // The same weights with blocks zeroed, through the sparse driver.
                 let mut ws = w.clone();

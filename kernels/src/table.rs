@@ -39,6 +39,10 @@ pub type GemmNtFn =
 pub type GemmNtF32Fn =
     fn(usize, usize, usize, &[i8], &[i8], &[i32], &[f32], f32, f32, &mut [f32], usize, usize);
 
+/// [`reference::qs8_gemm_4x16c4`]: `(m, n, kb, a_packed, b_panel, bias, rq, q, out, rs)`.
+pub type Gemm4x16c4Fn =
+    fn(usize, usize, usize, &[i8], &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize);
+
 /// [`reference::qs8_gemm_nt_sparse`]: `(n, a, b, bias, rq, q, out, rs, cs, scratch)`.
 pub type GemmNtSparseFn =
     fn(usize, &SparseWeights, &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize, usize, &mut [i8]);
@@ -92,6 +96,12 @@ pub struct KernelSet {
     pub gemm_nt: Kernel<GemmNtFn>,
     pub gemm_nt_f32out: Kernel<GemmNtF32Fn>,
     pub gemm_nt_sparse: Kernel<GemmNtSparseFn>,
+    pub gemm_4x16c4: Kernel<Gemm4x16c4Fn>,
+    /// Whether ungrouped int8 convs run packed tiles through `gemm_4x16c4`
+    /// (weights packed at prepare, activation panels per tile) rather than
+    /// im2row tiles through `gemm_nt`: true where that is the row's faster
+    /// conv path.
+    pub conv_packed: bool,
     pub dwconv2d: Kernel<DwConvFn>,
     pub vadd: Kernel<VaddFn>,
     pub vmul: Kernel<VmulFn>,
@@ -102,11 +112,12 @@ pub struct KernelSet {
 
 impl KernelSet {
     /// The names of all ops of the row, in field order (for reports and tests).
-    pub fn names(&self) -> [&'static str; 9] {
+    pub fn names(&self) -> [&'static str; 10] {
         [
             self.gemm_nt.name,
             self.gemm_nt_f32out.name,
             self.gemm_nt_sparse.name,
+            self.gemm_4x16c4.name,
             self.dwconv2d.name,
             self.vadd.name,
             self.vmul.name,
@@ -123,6 +134,10 @@ pub const SCALAR: KernelSet = KernelSet {
     gemm_nt: kernel!(reference::qs8_gemm_nt),
     gemm_nt_f32out: kernel!(reference::qs8_gemm_nt_f32out),
     gemm_nt_sparse: kernel!(reference::qs8_gemm_nt_sparse),
+    gemm_4x16c4: kernel!(reference::qs8_gemm_4x16c4),
+    // The reference runs convs packed too, so that the packed driver and the
+    // runtime's use of it are checked on every host against the other rows.
+    conv_packed: true,
     dwconv2d: kernel!(reference::qs8_dwconv2d),
     vadd: kernel!(reference::qs8_vadd),
     vmul: kernel!(reference::qs8_vmul),
@@ -140,6 +155,9 @@ pub const AVX2: KernelSet = {
         gemm_nt: kernel!(x::qs8_gemm_nt__avx2),
         gemm_nt_f32out: kernel!(x::qs8_gemm_nt_f32out__avx2),
         gemm_nt_sparse: kernel!(x::qs8_gemm_nt_sparse__avx2),
+        // No AVX2 packed kernel yet: convs keep im2row + `gemm_nt`.
+        gemm_4x16c4: kernel!(reference::qs8_gemm_4x16c4),
+        conv_packed: false,
         dwconv2d: kernel!(x::qs8_dwconv2d__avx2),
         vadd: kernel!(x::qs8_vadd__avx2),
         vmul: kernel!(x::qs8_vmul__avx2),
@@ -160,6 +178,8 @@ pub const NEON: KernelSet = {
         gemm_nt_f32out: kernel!(a::qs8_gemm_nt_f32out__neon),
         // `smlal` by lane: the baseline form of the sparse kernel.
         gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__neon),
+        gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__neon),
+        conv_packed: true,
         dwconv2d: kernel!(a::qs8_dwconv2d__neon),
         vadd: kernel!(a::qs8_vadd__neon),
         vmul: kernel!(a::qs8_vmul__neon),
@@ -181,6 +201,8 @@ pub const DOTPROD: KernelSet = {
         gemm_nt_f32out: kernel!(a::qs8_gemm_nt_f32out__dotprod),
         // One `sdot` per 1x4 block and four columns.
         gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__dotprod),
+        gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__dotprod),
+        conv_packed: true,
         dwconv2d: kernel!(a::qs8_dwconv2d__neon),
         vadd: kernel!(a::qs8_vadd__neon),
         vmul: kernel!(a::qs8_vmul__neon),
@@ -203,6 +225,10 @@ pub const I8MM: KernelSet = {
         // 2x8 by 8x2 block; the wrapper re-checks FEAT_DotProd, which every
         // FEAT_I8MM core has in practice, and falls back to `smlal`).
         gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__dotprod),
+        // `sdot` by element (every FEAT_I8MM core has FEAT_DotProd; the
+        // wrapper re-checks it): the packed tile is a dot-product shape.
+        gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__dotprod),
+        conv_packed: true,
         dwconv2d: kernel!(a::qs8_dwconv2d__neon),
         vadd: kernel!(a::qs8_vadd__neon),
         vmul: kernel!(a::qs8_vmul__neon),
@@ -227,6 +253,8 @@ pub const ARMV7NEON: KernelSet = {
         maxpool2d: kernel!(a::qs8_maxpool2d__armv7neon),
         avgpool2d: kernel!(a::qs8_avgpool2d__armv7neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__armv7neon),
+        // No ARMv7 packed kernel yet: convs keep im2row + `gemm_nt`.
+        conv_packed: false,
         ..SCALAR
     }
 };

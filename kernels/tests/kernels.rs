@@ -15,8 +15,8 @@
 //! that `requantize(..) + out_zp` cannot overflow i32.
 
 use strix_kernels::reference::{
-    pack_sparse, sparse_scratch_len, ConvGeometry, PoolGeometry, QAddParams, QConvParams,
-    QMulParams, QOut, SPARSE_BLOCK,
+    pack_a_4c4, pack_sparse, packed_a_len, panel_len, sparse_scratch_len, ConvGeometry,
+    PoolGeometry, QAddParams, QConvParams, QMulParams, QOut, SPARSE_BLOCK,
 };
 use strix_kernels::shape::Dims;
 use strix_kernels::table::{self, KernelSet, SCALAR};
@@ -201,6 +201,47 @@ fn check_gemm_nt(row: &KernelSet, rng: &mut Rng) -> usize {
                 assert_same(row.gemm_nt_f32out.name, &case, &bits(&got), &bits(&want));
                 cases += 2;
             }
+        }
+    }
+    cases
+}
+
+/// Panel widths around the 4-pixel quads, the 8-pixel halves and the whole
+/// 16-pixel panel.
+const PANEL_NS: [usize; 7] = [1, 3, 4, 8, 9, 15, 16];
+
+/// `row.gemm_4x16c4` on packed operands: weights over the whole int8 range
+/// (-128 included), every K padding and channel-group edge, a padded output
+/// row stride whose guard bytes must stay untouched.
+fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &k in &KS {
+        for &m in &MNS {
+            let n = rng.pick(&PANEL_NS);
+            let a = rng.i8s(m * k);
+            let mut pa = vec![0i8; packed_a_len(m, k)];
+            pack_a_4c4(m, k, &a, &mut pa);
+            // Bytes past k and past n are arbitrary: the packed weights'
+            // zeros cancel the first, the second are never stored.
+            let b = rng.i8s(panel_len(k));
+            let bias = rng.biases(m);
+            let typical = 128.0 * 64.0 * (k as f64).sqrt();
+            let rq: Vec<Requant> = (0..m).map(|_| rng.requant(typical)).collect();
+            let (act_min, act_max) = rng.act_bounds();
+            let q = QOut {
+                out_zp: rng.zp(),
+                act_min,
+                act_max,
+            };
+            let rs = n + rng.usize(0, 3);
+            let mut want = vec![0x55i8; m * rs];
+            let mut got = want.clone();
+            let kb = k.div_ceil(4);
+            (SCALAR.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut want, rs);
+            (row.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs);
+            let case = format!("m={m} n={n} k={k} rs={rs} q={q:?} rq={rq:?} bias={bias:?}");
+            assert_same(row.gemm_4x16c4.name, &case, &got, &want);
+            cases += 1;
         }
     }
     cases
@@ -628,6 +669,7 @@ fn check_row(row: &KernelSet) -> usize {
             let mut rng = Rng::new(0x5752_4958 + seed);
             check_gemm_nt(row, &mut rng)
                 + check_gemm_nt_sparse(row, &mut rng)
+                + check_gemm_4x16c4(row, &mut rng)
                 + check_dwconv(row, &mut rng)
                 + check_dwconv_shapes(row, &mut rng)
                 + check_binary(row, &mut rng)
@@ -730,11 +772,12 @@ fn kernels_for_falls_back_to_the_reference() {
 }
 
 /// The addresses of a row's functions, in [`table::KernelSet::names`] order.
-fn runs(r: &table::KernelSet) -> [usize; 9] {
+fn runs(r: &table::KernelSet) -> [usize; 10] {
     [
         r.gemm_nt.run as usize,
         r.gemm_nt_f32out.run as usize,
         r.gemm_nt_sparse.run as usize,
+        r.gemm_4x16c4.run as usize,
         r.dwconv2d.run as usize,
         r.vadd.run as usize,
         r.vmul.run as usize,

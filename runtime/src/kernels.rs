@@ -13,6 +13,8 @@ pub struct Prepared {
     pub ks: &'static KernelSet,
     /// Per node: the zero-point-folded bias of gemm-driven convs and gemms.
     pub folded: Vec<Option<Vec<i32>>>,
+    /// Per node: weights packed for the path's packed gemm, if it runs one.
+    pub packed: Vec<Option<Vec<i8>>>,
     /// Scratch bytes a session needs per thread (im2row tiles).
     pub scratch: usize,
     /// Gemm output-tile elements a worker thread needs (`out_c * tile`).
@@ -35,21 +37,22 @@ impl Prepared {
             kernels_for(isa)
         };
         let (mut scratch, mut tile, mut scratch_f32) = (0, 0, 0);
-        let folded = g
+        let (folded, packed) = g
             .nodes
             .iter()
             .map(|n| {
-                let p = ops::prepare(&ops::Ctx { g, c, n });
+                let p = ops::prepare(&ops::Ctx { g, c, n }, ks);
                 scratch = scratch.max(p.scratch);
                 tile = tile.max(p.tile);
                 scratch_f32 = scratch_f32.max(p.scratch_f32);
-                p.folded
+                (p.folded, p.packed)
             })
-            .collect();
+            .unzip();
         Prepared {
             isa,
             ks,
             folded,
+            packed,
             scratch,
             tile,
             scratch_f32,

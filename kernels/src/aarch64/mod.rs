@@ -33,6 +33,7 @@
 mod dotprod;
 mod dwconv;
 mod elementwise;
+mod gemm_4x16c4;
 mod i8mm;
 mod neon;
 mod pool;
@@ -46,12 +47,13 @@ use crate::requant::Requant;
 
 pub use dwconv::qs8_dwconv2d__neon;
 pub use elementwise::{qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon};
+pub use gemm_4x16c4::{qs8_gemm_4x16c4__dotprod, qs8_gemm_4x16c4__neon};
 pub use pool::{qs8_avgpool2d__neon, qs8_maxpool2d__neon};
 pub use sparse::{qs8_gemm_nt_sparse__dotprod, qs8_gemm_nt_sparse__neon};
 
 /// Whether the CPU implements FEAT_DotProd.
 #[inline(always)]
-fn has_dotprod() -> bool {
+pub(crate) fn has_dotprod() -> bool {
     #[cfg(feature = "std")]
     {
         std::arch::is_aarch64_feature_detected!("dotprod")

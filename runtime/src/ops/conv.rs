@@ -28,6 +28,7 @@ pub(super) fn validate(cx: &Ctx, geom: &ConvGeometry, act_min: f32, act_max: f32
 /// The im2col scratch, for the convs that take that path.
 pub(super) fn prepare(geom: &ConvGeometry) -> Prep {
     Prep {
+        packed: None,
         scratch_f32: k::f32_im2col_len(geom).unwrap_or(0),
         ..Prep::default()
     }

@@ -227,6 +227,8 @@ pub(crate) struct Run<'a> {
     pub ks: &'static KernelSet,
     /// The zero-point-folded bias prepare made for this node, if any.
     pub folded: Option<&'a [i32]>,
+    /// The packed weights prepare made for this node, if any.
+    pub packed: Option<&'a [i8]>,
     src: Src<'a>,
 }
 
@@ -391,6 +393,7 @@ pub(crate) fn run_node(
             out: ot,
             ks: p.ks,
             folded: p.folded[node].as_deref(),
+            packed: p.packed[node].as_deref(),
             src,
         };
         super::run(&r, out, wk)

@@ -53,6 +53,7 @@ use ctx::{Out, Run};
 
 use crate::graph::Op;
 use crate::par::Workers;
+use strix_kernels::table::KernelSet;
 
 /// Checks node `cx.n` against its tensors and constants (the graph-level
 /// checks of `validate::validate` come first).
@@ -116,6 +117,9 @@ pub(crate) struct Prep {
     /// The zero-point-folded bias the gemm drivers take; `None` when the
     /// node runs a kernel that takes the plain bias.
     pub folded: Option<Vec<i32>>,
+    /// The weights packed for `ks.gemm_4x16c4` (`reference::pack_a_4c4`),
+    /// when the kernel path runs this conv packed.
+    pub packed: Option<Vec<i8>>,
     /// im2row scratch bytes each thread needs.
     pub scratch: usize,
     /// Gemm output-tile elements each worker thread needs.
@@ -125,12 +129,12 @@ pub(crate) struct Prep {
 }
 
 /// Prepares validated node `cx.n`.
-pub(crate) fn prepare(cx: &Ctx) -> Prep {
+pub(crate) fn prepare(cx: &Ctx, ks: &KernelSet) -> Prep {
     match &cx.n.op {
         Op::Conv { geom, .. } => conv::prepare(geom),
-        Op::QConv { geom, q } => qconv::prepare(cx, geom, q.in_zp),
+        Op::QConv { geom, q } => qconv::prepare(cx, ks, geom, q.in_zp),
         Op::QConvSparse { geom, q } => qconv_sparse::prepare(cx, geom, q),
-        Op::QConvF32 { geom, in_zp, .. } => qconv::prepare(cx, geom, *in_zp),
+        Op::QConvF32 { geom, in_zp, .. } => qconv::prepare_f32out(cx, geom, *in_zp),
         Op::QGemm { k, q, .. } => qgemm::prepare(cx, *k, q.in_zp),
         Op::QGemmF32 { k, in_zp, .. } => qgemm::prepare(cx, *k, *in_zp),
         // These run from the graph alone.

@@ -16,8 +16,10 @@ use crate::graph::DType;
 use crate::par::{split_channels, split_conv, Workers, PAR_MIN_MACS};
 use crate::pool::SharedOut;
 use crate::validate::MAX_QS8_REDUCTION;
-use strix_kernels::driver::{self as drv, conv_scratch_len, fold_bias, uses_gemm};
-use strix_kernels::reference::{self as k, ConvGeometry, QConvParams};
+use strix_kernels::driver::{
+    self as drv, conv_scratch_len, fold_bias, packed_conv_scratch_len, uses_gemm,
+};
+use strix_kernels::reference::{self as k, pack_a_4c4, packed_a_len, ConvGeometry, QConvParams};
 use strix_kernels::table::KernelSet;
 use strix_kernels::Requant;
 
@@ -75,10 +77,27 @@ pub(super) fn validate_f32out(
     bias_ok(cx.c, cx.input(2))
 }
 
-/// For both variants: ungrouped convs get the im2row scratch, the worker
-/// tile and the folded bias (`None` if a folded value leaves the kernels'
-/// bound: `run` then takes the reference kernel).
-pub(super) fn prepare(cx: &Ctx, geom: &ConvGeometry, in_zp: i32) -> Prep {
+/// Ungrouped convs get the folded bias (`None` if a folded value leaves the
+/// kernels' bound: `run` then takes the reference kernel), and on paths
+/// whose `conv_packed` is set the weights packed for `gemm_4x16c4` and one
+/// activation panel of scratch; elsewhere the im2row scratch. The worker
+/// tile is for the threads' pixel pieces either way.
+pub(super) fn prepare(cx: &Ctx, ks: &KernelSet, geom: &ConvGeometry, in_zp: i32) -> Prep {
+    let mut p = prepare_f32out(cx, geom, in_zp);
+    if ks.conv_packed && p.folded.is_some() {
+        if let Some(w) = cx.const_i8(1) {
+            let mut packed = vec![0i8; packed_a_len(geom.out_c, geom.k())];
+            pack_a_4c4(geom.out_c, geom.k(), w, &mut packed);
+            p.packed = Some(packed);
+            p.scratch = packed_conv_scratch_len(geom);
+        }
+    }
+    p
+}
+
+/// `QConvF32` (and the common part of `QConv`): the folded bias, im2row
+/// scratch and worker tile of ungrouped convs.
+pub(super) fn prepare_f32out(cx: &Ctx, geom: &ConvGeometry, in_zp: i32) -> Prep {
     if !uses_gemm(geom) {
         return Prep::default();
     }
@@ -88,6 +107,7 @@ pub(super) fn prepare(cx: &Ctx, geom: &ConvGeometry, in_zp: i32) -> Prep {
         .and_then(|(w, b)| fold_bias(w, b, geom.k(), in_zp));
     Prep {
         folded,
+        packed: None,
         scratch: conv_scratch_len(geom),
         tile: tile_len(geom),
         scratch_f32: 0,
@@ -105,10 +125,11 @@ pub(super) fn run(
     let (il, ol) = (geom.input_len(), geom.output_len());
     for bi in 0..r.shape(0)[0] {
         let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
-        match r.folded {
-            Some(fb) => conv_i8(wk, r.ks, geom, q, xi, w, fb, rq, oi)?,
-            None if drv::is_depthwise(geom) => dwconv(wk, r.ks, geom, q, xi, w, b, rq, oi)?,
-            None => k::qs8_conv2d(geom, q, xi, w, b, rq, oi),
+        match (r.folded, r.packed) {
+            (Some(fb), Some(pw)) => conv_packed(wk, r.ks, geom, q, xi, pw, fb, rq, oi)?,
+            (Some(fb), None) => conv_i8(wk, r.ks, geom, q, xi, w, fb, rq, oi)?,
+            (None, _) if drv::is_depthwise(geom) => dwconv(wk, r.ks, geom, q, xi, w, b, rq, oi)?,
+            (None, _) => k::qs8_conv2d(geom, q, xi, w, b, rq, oi),
         }
     }
     Ok(())
@@ -167,6 +188,41 @@ fn conv_i8(
                 rs,
             );
         }
+    })
+}
+
+/// [`drv::qs8_conv2d_packed_tile`] on the session's threads (channel pieces
+/// start at multiples of 4, as `split_conv` cuts them, so each begins at a
+/// packed weight group).
+#[allow(clippy::too_many_arguments)]
+fn conv_packed(
+    wk: &mut Workers,
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    q: &QConvParams,
+    x: &[i8],
+    pw: &[i8],
+    fb: &[i32],
+    rq: &[Requant],
+    out: &mut [i8],
+) -> Res {
+    let group = g.k().div_ceil(4) * 16;
+    split_conv(wk, g, g.macs(), out, &|c0, c1, p0, t, s, o, rs| {
+        debug_assert!(c0 % 4 == 0, "channel piece at {c0}");
+        drv::qs8_conv2d_packed_tile(
+            ks,
+            g,
+            q,
+            x,
+            &pw[c0 / 4 * group..],
+            &fb[c0..c1],
+            &rq[c0..c1],
+            p0,
+            t,
+            s,
+            o,
+            rs,
+        );
     })
 }
 
@@ -253,7 +309,7 @@ fn dwconv(
 mod tests {
     use crate::graph::{DType, Op};
     use crate::ops::test_graph::{assert_varied, codes, conv_geom, noise_i8, q, run, TestGraph};
-    use strix_kernels::driver::conv_scratch_len;
+    use strix_kernels::driver::{conv_scratch_len, packed_conv_scratch_len};
     use strix_kernels::reference::{self as k, ConvGeometry, QConvParams};
     use strix_kernels::{quantize_multiplier, Requant};
 
@@ -338,9 +394,15 @@ mod tests {
         ] {
             let c = case(geom, 3, false);
             let model = c.t.load().unwrap();
-            assert_eq!(model.prepared.folded[1].is_some(), gemm, "{geom:?}");
-            let scratch = if gemm { conv_scratch_len(&geom) } else { 0 };
-            assert_eq!(model.prepared.scratch, scratch);
+            let p = &model.prepared;
+            assert_eq!(p.folded[1].is_some(), gemm, "{geom:?}");
+            assert_eq!(p.packed[1].is_some(), gemm && p.ks.conv_packed);
+            let scratch = match (gemm, p.ks.conv_packed) {
+                (false, _) => 0,
+                (true, true) => packed_conv_scratch_len(&geom),
+                (true, false) => conv_scratch_len(&geom),
+            };
+            assert_eq!(p.scratch, scratch);
             let got = run(&model, &[&codes(&c.x, q(3))]).i8();
             let mut want = vec![0; geom.output_len()];
             k::qs8_conv2d(&geom, &params(3), &c.x, &c.w, &c.b, &c.rq, &mut want);
@@ -361,6 +423,68 @@ mod tests {
             k::qs8_conv2d_f32out(&geom, -4, -3.0, 5.0, x, w, b, sc, &mut want);
             assert_eq!(got, want, "{geom:?}");
             assert_varied(&got, 20);
+        }
+    }
+
+    /// The packed driver on 1-4 threads (pixel tiles and channel slices, as
+    /// `split_conv` cuts them) gives the reference's bytes, on the reference
+    /// row and on this CPU's row, whichever conv path that row takes.
+    #[test]
+    fn packed_conv_is_identical_on_every_thread_count() {
+        use crate::kernels::Prepared;
+        use crate::par::Workers;
+        use strix_kernels::driver::fold_bias;
+        use strix_kernels::reference::{pack_a_4c4, packed_a_len};
+        use strix_kernels::table::{kernels_for, SCALAR};
+        use strix_kernels::Isa;
+        for (in_c, out_c, hw, kh) in [
+            (96, 24, 28, 1),
+            (64, 40, 14, 3),
+            (256, 52, 5, 1),
+            (64, 19, 4, 3),
+        ] {
+            let g = conv_geom(in_c, hw, out_c, kh, 1, 1);
+            let c = case(g, -7, false);
+            let mut want = vec![0i8; g.output_len()];
+            k::qs8_conv2d(&g, &params(-7), &c.x, &c.w, &c.b, &c.rq, &mut want);
+            let fb = fold_bias(&c.w, &c.b, g.k(), -7).unwrap();
+            let mut pw = vec![0i8; packed_a_len(out_c, g.k())];
+            pack_a_4c4(out_c, g.k(), &c.w, &mut pw);
+            for ks in [&SCALAR, kernels_for(Isa::detect())] {
+                let prepared = Prepared {
+                    isa: ks.isa,
+                    ks,
+                    folded: vec![],
+                    packed: vec![],
+                    scratch: packed_conv_scratch_len(&g),
+                    tile: super::tile_len(&g),
+                    scratch_f32: 0,
+                    f16_as_f32: vec![],
+                };
+                for threads in 1..=4 {
+                    let mut wk = Workers::new(&prepared, threads).unwrap();
+                    for _ in 0..2 {
+                        let mut got = vec![0x5a; g.output_len()];
+                        super::conv_packed(
+                            &mut wk,
+                            ks,
+                            &g,
+                            &params(-7),
+                            &c.x,
+                            &pw,
+                            &fb,
+                            &c.rq,
+                            &mut got,
+                        )
+                        .unwrap();
+                        assert!(
+                            got == want,
+                            "{} {g:?}: {threads} threads",
+                            ks.gemm_4x16c4.name
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -71,6 +71,7 @@ pub(super) fn prepare(cx: &Ctx, geom: &ConvGeometry, q: &QConvParams) -> Prep {
         .zip(cx.const_i32(4))
         .and_then(|(sw, b)| fold_bias_sparse(&sw, b, q.in_zp));
     Prep {
+        packed: None,
         folded,
         scratch: sparse_conv_scratch_len(geom),
         // Threads split sparse convs into the dense convs' tiles.
@@ -221,6 +222,7 @@ mod tests {
                     isa: ks.isa,
                     ks,
                     folded: vec![],
+                    packed: vec![],
                     scratch: sparse_conv_scratch_len(&g),
                     tile: g.out_c * CONV_TILE.min(g.out_h * g.out_w),
                     scratch_f32: 0,

@@ -69,6 +69,7 @@ pub(super) fn validate_f32out(
 /// kernels' bound: `run` then takes the reference kernel).
 pub(super) fn prepare(cx: &Ctx, k: usize, in_zp: i32) -> Prep {
     Prep {
+        packed: None,
         folded: cx
             .const_i8(1)
             .zip(cx.const_i32(2))

@@ -1,0 +1,309 @@
+//! [`crate::reference::qs8_gemm_4x16c4`] on aarch64: a 4-channel x 16-pixel
+//! register tile over all of K from the packed layouts, with the output
+//! stage fused (requantize, zero point, clamp, one 16-byte store per channel).
+//!
+//! * `__dotprod`: per K group of four, one 16-byte weight load, four 16-byte
+//!   panel loads and 16 `sdot` by element (`sdot acc.4s, panel.16b,
+//!   w.4b[r]`: lane `i` of `acc` is pixel `4q + i` of channel `r`), the shape
+//!   of XNNPACK's `qs8-gemm/4x16c4-minmax-*-neondot`.
+//! * `__neon` (baseline ARMv8-A): two passes of eight pixels; per channel and
+//!   pixel pair `smull`/`smull2` of the panel against the channel's four
+//!   weights repeated, then `sadalp` (each i16 holds one product, so
+//!   `-128 * -128` cannot overflow), and a final pairwise add.
+//!
+//! The accumulators are the reference's exactly (integer sums), and the
+//! output stage is [`super::Sink`]'s bit-exact vector requantization, so the
+//! output is bit-identical to the reference.
+
+use core::arch::aarch64::*;
+
+use super::has_dotprod;
+use crate::reference::{panel_len, QOut, PACK_MR, PACK_NR};
+use crate::requant::Requant;
+
+/// Requantizes four accumulators of one channel (16 pixels) and narrows them
+/// to int8, clamped: bit-identical to `clamp_i8(requantize(x, r) + zp)`
+/// (`sqshl`, `sqrdmulh`, sign fix-up and `srshl` as in `arm_shared::sink`;
+/// the saturating narrows cannot change a value the clamp keeps, since the
+/// clamp bounds lie inside the int8 range).
+#[inline(always)]
+unsafe fn requant16(x: [int32x4_t; 4], r: Requant, q: &QOut) -> int8x16_t {
+    let left = vdupq_n_s32(r.shift.max(0));
+    let mult = vdupq_n_s32(r.mult);
+    let right = vdupq_n_s32(-(-r.shift).max(0));
+    let zp = vdupq_n_s32(q.out_zp);
+    let f = |v: int32x4_t| {
+        let v = vqrdmulhq_s32(vqshlq_s32(v, left), mult);
+        let fixup = vshrq_n_s32::<31>(vandq_s32(v, right));
+        vaddq_s32(vrshlq_s32(vqaddq_s32(v, fixup), right), zp)
+    };
+    let lo = vcombine_s16(vqmovn_s32(f(x[0])), vqmovn_s32(f(x[1])));
+    let hi = vcombine_s16(vqmovn_s32(f(x[2])), vqmovn_s32(f(x[3])));
+    let v = vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi));
+    vminq_s8(vmaxq_s8(v, vdupq_n_s8(q.act_min)), vdupq_n_s8(q.act_max))
+}
+
+/// Stores the first `n` bytes of `v` at `dst`.
+#[inline(always)]
+unsafe fn store(v: int8x16_t, dst: *mut i8, n: usize) {
+    if n == PACK_NR {
+        vst1q_s8(dst, v);
+    } else {
+        let mut buf = [0i8; PACK_NR];
+        vst1q_s8(buf.as_mut_ptr(), v);
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n);
+    }
+}
+
+/// The checks that keep the raw-pointer tile loops in bounds.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: &[i8],
+    rs: usize,
+) {
+    assert!(
+        n <= PACK_NR
+            && a.len() >= m.div_ceil(PACK_MR) * kb * 16
+            && b.len() >= panel_len(kb * 4)
+            && bias.len() >= m
+            && rq.len() >= m
+            && (m == 0 || n == 0 || out.len() >= (m - 1) * rs + n),
+        "qs8_gemm_4x16c4: buffers do not match m {m} n {n} kb {kb}"
+    );
+    assert!(q.act_min <= q.act_max, "clamp: act_min > act_max");
+}
+
+/// The K loop of one dotprod tile: `acc[r][q] += panel quad q . weights of
+/// channel r`, over `kb >= 1` groups. One asm loop, so that each group is two
+/// loads (`ld1` of the 64-byte panel group into four consecutive registers,
+/// and of the 16 weight bytes, both post-incremented), 16 `sdot` by element
+/// and the loop branch: the accumulators live in v0-v15, the operands in
+/// v16-v20 (fixed registers: `ld1` of four needs consecutive ones).
+///
+/// # Safety
+/// `a` and `b` address `kb` readable groups (16 and 64 bytes each); the CPU
+/// implements FEAT_DotProd.
+#[inline]
+#[target_feature(enable = "dotprod")]
+unsafe fn kloop_dot(acc: &mut [[int32x4_t; 4]; 4], kb: usize, a: *const i8, b: *const i8) {
+    let [[c00, c01, c02, c03], [c10, c11, c12, c13], [c20, c21, c22, c23], [c30, c31, c32, c33]] =
+        acc;
+    core::arch::asm!(
+        "2:",
+        "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{b}], #64",
+        "ld1 {{v20.16b}}, [{a}], #16",
+        "sdot v0.4s, v16.16b, v20.4b[0]",
+        "sdot v1.4s, v17.16b, v20.4b[0]",
+        "sdot v2.4s, v18.16b, v20.4b[0]",
+        "sdot v3.4s, v19.16b, v20.4b[0]",
+        "sdot v4.4s, v16.16b, v20.4b[1]",
+        "sdot v5.4s, v17.16b, v20.4b[1]",
+        "sdot v6.4s, v18.16b, v20.4b[1]",
+        "sdot v7.4s, v19.16b, v20.4b[1]",
+        "sdot v8.4s, v16.16b, v20.4b[2]",
+        "sdot v9.4s, v17.16b, v20.4b[2]",
+        "sdot v10.4s, v18.16b, v20.4b[2]",
+        "sdot v11.4s, v19.16b, v20.4b[2]",
+        "sdot v12.4s, v16.16b, v20.4b[3]",
+        "sdot v13.4s, v17.16b, v20.4b[3]",
+        "sdot v14.4s, v18.16b, v20.4b[3]",
+        "sdot v15.4s, v19.16b, v20.4b[3]",
+        "subs {n}, {n}, #1",
+        "b.ne 2b",
+        a = inout(reg) a => _,
+        b = inout(reg) b => _,
+        n = inout(reg) kb => _,
+        inout("v0") *c00, inout("v1") *c01, inout("v2") *c02, inout("v3") *c03,
+        inout("v4") *c10, inout("v5") *c11, inout("v6") *c12, inout("v7") *c13,
+        inout("v8") *c20, inout("v9") *c21, inout("v10") *c22, inout("v11") *c23,
+        inout("v12") *c30, inout("v13") *c31, inout("v14") *c32, inout("v15") *c33,
+        out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
+        options(nostack, readonly),
+    );
+}
+
+#[target_feature(enable = "dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_dot(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: *mut i8,
+    rs: usize,
+) {
+    let mut i0 = 0;
+    while i0 < m {
+        let mr = (m - i0).min(PACK_MR);
+        let mut acc: [[int32x4_t; 4]; 4] =
+            core::array::from_fn(|r| [vdupq_n_s32(if r < mr { bias[i0 + r] } else { 0 }); 4]);
+        if kb > 0 {
+            kloop_dot(&mut acc, kb, a.add(i0 / PACK_MR * kb * 16), b);
+        }
+        for r in 0..mr {
+            let v = requant16(acc[r], rq[i0 + r], q);
+            store(v, out.add((i0 + r) * rs), n);
+        }
+        i0 += PACK_MR;
+    }
+}
+
+/// One 8-pixel half (`h` = 0 or 1) of a 4-channel tile without dot products.
+#[inline(always)]
+unsafe fn half_neon(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4] {
+    // acc[r][2q + s]: channel r, pixel pair (4q + 2s, 4q + 2s + 1), lanes
+    // [k01, k23] of each pixel.
+    let mut acc = [[vdupq_n_s32(0); 4]; 4];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kb {
+        let w = vreinterpretq_s32_s8(vld1q_s8(ap));
+        let bv = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
+        let wr = [
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<0>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<1>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<2>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<3>(w)),
+        ];
+        for r in 0..4 {
+            for q in 0..2 {
+                let lo = vmull_s8(vget_low_s8(bv[q]), vget_low_s8(wr[r]));
+                let hi = vmull_high_s8(bv[q], wr[r]);
+                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
+                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
+            }
+        }
+        ap = ap.add(16);
+        bp = bp.add(64);
+    }
+    core::array::from_fn(|r| {
+        [
+            vpaddq_s32(acc[r][0], acc[r][1]),
+            vpaddq_s32(acc[r][2], acc[r][3]),
+        ]
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_neon(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: *mut i8,
+    rs: usize,
+) {
+    let mut i0 = 0;
+    while i0 < m {
+        let mr = (m - i0).min(PACK_MR);
+        let ap = a.add(i0 / PACK_MR * kb * 16);
+        let lo = half_neon(kb, ap, b);
+        let hi = if n > 8 {
+            half_neon(kb, ap, b.add(32))
+        } else {
+            [[vdupq_n_s32(0); 2]; 4]
+        };
+        for r in 0..mr {
+            let bi = vdupq_n_s32(bias[i0 + r]);
+            let x = [
+                vaddq_s32(lo[r][0], bi),
+                vaddq_s32(lo[r][1], bi),
+                vaddq_s32(hi[r][0], bi),
+                vaddq_s32(hi[r][1], bi),
+            ];
+            store(requant16(x, rq[i0 + r], q), out.add((i0 + r) * rs), n);
+        }
+        i0 += PACK_MR;
+    }
+}
+
+/// [`crate::reference::qs8_gemm_4x16c4`] on baseline aarch64 Advanced SIMD.
+#[allow(non_snake_case, clippy::too_many_arguments)]
+pub fn qs8_gemm_4x16c4__neon(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: &mut [i8],
+    rs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check(m, n, kb, a, b, bias, rq, q, out, rs);
+    // SAFETY: `check` bounds every load (weight groups of rows 0..m, the
+    // panel's kb groups; the second half is read only when n > 8, within
+    // the 64-byte groups) and store (rows 0..m, n bytes each).
+    unsafe {
+        gemm_neon(
+            m,
+            n,
+            kb,
+            a.as_ptr(),
+            b.as_ptr(),
+            bias,
+            rq,
+            q,
+            out.as_mut_ptr(),
+            rs,
+        )
+    }
+}
+
+/// [`crate::reference::qs8_gemm_4x16c4`] with `sdot` (FEAT_DotProd); runs
+/// `__neon` on CPUs without it.
+#[allow(non_snake_case, clippy::too_many_arguments)]
+pub fn qs8_gemm_4x16c4__dotprod(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: &mut [i8],
+    rs: usize,
+) {
+    if !has_dotprod() {
+        return qs8_gemm_4x16c4__neon(m, n, kb, a, b, bias, rq, q, out, rs);
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    check(m, n, kb, a, b, bias, rq, q, out, rs);
+    // SAFETY: as in `__neon`; FEAT_DotProd checked above.
+    unsafe {
+        gemm_dot(
+            m,
+            n,
+            kb,
+            a.as_ptr(),
+            b.as_ptr(),
+            bias,
+            rq,
+            q,
+            out.as_mut_ptr(),
+            rs,
+        )
+    }
+}
