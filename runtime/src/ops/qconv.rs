@@ -79,12 +79,13 @@ pub(super) fn validate_f32out(
 
 /// Ungrouped convs get the folded bias (`None` if a folded value leaves the
 /// kernels' bound: `run` then takes the reference kernel), and on paths
-/// whose `conv_packed` is set the weights packed for `gemm_4x16c4` and one
-/// activation panel of scratch; elsewhere the im2row scratch. The worker
+/// whose `conv_packed` is set, for the geometries `drv::packs_well` names,
+/// the weights packed for `gemm_4x16c4` and one activation panel of
+/// scratch; elsewhere the im2row scratch. The worker
 /// tile is for the threads' pixel pieces either way.
 pub(super) fn prepare(cx: &Ctx, ks: &KernelSet, geom: &ConvGeometry, in_zp: i32) -> Prep {
     let mut p = prepare_f32out(cx, geom, in_zp);
-    if ks.conv_packed && p.folded.is_some() {
+    if ks.conv_packed && drv::packs_well(geom) && p.folded.is_some() {
         if let Some(w) = cx.const_i8(1) {
             let mut packed = vec![0i8; packed_a_len(geom.out_c, geom.k())];
             pack_a_4c4(geom.out_c, geom.k(), w, &mut packed);
@@ -389,6 +390,7 @@ mod tests {
         for (geom, gemm) in [
             (conv_geom(16, 12, 32, 3, 1, 1), true),
             (conv_geom(8, 9, 12, 1, 2, 1), true),
+            (conv_geom(24, 10, 36, 1, 1, 1), true),
             (conv_geom(16, 32, 16, 3, 1, 16), false),
             (conv_geom(8, 6, 4, 3, 1, 2), false),
         ] {
@@ -396,8 +398,9 @@ mod tests {
             let model = c.t.load().unwrap();
             let p = &model.prepared;
             assert_eq!(p.folded[1].is_some(), gemm, "{geom:?}");
-            assert_eq!(p.packed[1].is_some(), gemm && p.ks.conv_packed);
-            let scratch = match (gemm, p.ks.conv_packed) {
+            let packed = gemm && p.ks.conv_packed && strix_kernels::driver::packs_well(&geom);
+            assert_eq!(p.packed[1].is_some(), packed);
+            let scratch = match (gemm, packed) {
                 (false, _) => 0,
                 (true, true) => packed_conv_scratch_len(&geom),
                 (true, false) => conv_scratch_len(&geom),
