@@ -11,6 +11,13 @@
 #   scripts/icount.sh sparse [ZERO%] [ITERS] [SHAPES...]
 #                                           dense vs block-sparse conv layers on aarch64
 #                                           (kernels/examples/sparse_icount.rs; default 80, 2)
+#   scripts/icount.sh profile MODEL.strix [ISA] [SYMBOL]
+#                                           where one model's instructions go on aarch64:
+#                                           per function, per inference (ISA default dotprod:
+#                                           neon runs on cortex-a53, dotprod on neoverse-n1,
+#                                           i8mm on max); with SYMBOL (a substring of a
+#                                           mangled name) also per instruction, annotated
+#                                           from objdump (scripts/lib/qemu-profile.c)
 #
 # Every count is per call: (count with N runs - count with 0 runs) / N, so start-up,
 # data generation and exit cancel out; checksums printed beside must agree across the
@@ -376,13 +383,49 @@ mode_sparse() {
     done
 }
 
+mode_profile() {
+    local model=${1:-} isa=${2:-dotprod} sym=${3:-} cpu out runs=2
+    [[ -f $model ]] || { echo "icount profile: give a .strix file (scripts/icount.sh models converts them into out/icount/)" >&2; exit 2; }
+    case $isa in
+    neon | scalar) cpu=cortex-a53 ;;
+    dotprod) cpu=neoverse-n1 ;;
+    i8mm) cpu=max ;;
+    *) echo "icount profile: unknown ISA $isa (neon, dotprod, i8mm, scalar)" >&2; exit 2 ;;
+    esac
+    out=${STRIX_ICOUNT_OUT:-out/icount}
+    mkdir -p "$out"
+    CARGO_TARGET_DIR=${STRIX_CROSS_TARGET_DIR:-target/cross} cargo build --release -q -p strix-icount --target aarch64-unknown-linux-gnu
+    local bin=${STRIX_CROSS_TARGET_DIR:-target/cross}/aarch64-unknown-linux-gnu/release/strix-icount
+    local qver api=1
+    qver=$(qemu-aarch64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p')
+    ((qver >= 9)) && api=2
+    gcc -O2 -shared -fPIC -DAPI_VERSION=$api -o "$out/libprofile.so" scripts/lib/qemu-profile.c
+    local plugin=$out/libprofile.so
+    [[ -n $sym ]] && plugin+=",pc=$sym"
+    # runs + 1 inferences (one warm-up); loading is included, once.
+    STRIX_ISA=$isa PROFILE_OUT="$out/profile.txt" timeout -k 10 "$QEMU_TIMEOUT" qemu-aarch64 -cpu "$cpu" \
+        -L /usr/aarch64-linux-gnu -plugin "$plugin" "$bin" strix "$model" "$runs" >&2
+    echo "instructions per inference by function ($isa on $cpu; loading counts once, divided as well):"
+    grep -v ' 0x' "$out/profile.txt" | head -25 | awk -v r=$((runs + 1)) '{ printf "%10.2fM  %s\n", $1 / r / 1e6, $2 }'
+    if [[ -n $sym ]]; then
+        grep ' 0x' "$out/profile.txt" | sort -k2 >"$out/pcs.txt"
+        local lo hi
+        lo=$(head -1 "$out/pcs.txt" | awk '{print $2}')
+        hi=$(tail -1 "$out/pcs.txt" | awk '{print $2}')
+        echo "per instruction of *$sym* (thousands per inference):"
+        aarch64-linux-gnu-objdump -d --no-show-raw-insn --start-address="$lo" --stop-address=$((hi + 4)) "$bin" |
+            awk -v r=$((runs + 1)) 'NR == FNR { n[$2] = $1; next }
+                /^ +[0-9a-f]+:/ { a = "0x" substr($1, 1, length($1) - 1); printf "%9.1fk %s\n", n[a] / r / 1e3, $0 }' "$out/pcs.txt" -
+    fi
+}
+
 mode=${1:-}
 shift || true
 case $mode in
-models | gemm | ops | sparse) "mode_$mode" "$@" ;;
+models | gemm | ops | sparse | profile) "mode_$mode" "$@" ;;
 *)
-    sed -n '2,16p' "$0" >&2
-    echo "icount: give a mode: models, gemm, ops or sparse" >&2
+    sed -n '2,23p' "$0" >&2
+    echo "icount: give a mode: models, gemm, ops, sparse or profile" >&2
     exit 2
     ;;
 esac
