@@ -4,6 +4,7 @@
 
 use crate::graph::{Consts, Graph};
 use crate::ops;
+use strix_kernels::driver::PackedConv;
 use strix_kernels::table::{kernels_for, KernelSet, SCALAR};
 use strix_kernels::Isa;
 
@@ -13,8 +14,11 @@ pub struct Prepared {
     pub ks: &'static KernelSet,
     /// Per node: the zero-point-folded bias of gemm-driven convs and gemms.
     pub folded: Vec<Option<Vec<i32>>>,
-    /// Per node: weights packed for the path's packed gemm, if it runs one.
-    pub packed: Vec<Option<Vec<i8>>>,
+    /// Per node: weights packed for the path's packed gemm and the plan of
+    /// its input panels, if it runs one.
+    pub packed: Vec<Option<PackedConv>>,
+    /// Staging bytes a session needs for packed convs (shared by threads).
+    pub staged: usize,
     /// Scratch bytes a session needs per thread (im2row tiles).
     pub scratch: usize,
     /// Gemm output-tile elements a worker thread needs (`out_c * tile`).
@@ -36,7 +40,7 @@ impl Prepared {
         } else {
             kernels_for(isa)
         };
-        let (mut scratch, mut tile, mut scratch_f32) = (0, 0, 0);
+        let (mut scratch, mut tile, mut scratch_f32, mut staged) = (0, 0, 0, 0);
         let (folded, packed) = g
             .nodes
             .iter()
@@ -45,6 +49,7 @@ impl Prepared {
                 scratch = scratch.max(p.scratch);
                 tile = tile.max(p.tile);
                 scratch_f32 = scratch_f32.max(p.scratch_f32);
+                staged = staged.max(p.packed.as_ref().map_or(0, |pc| pc.plan.staged_len));
                 (p.folded, p.packed)
             })
             .unzip();
@@ -53,6 +58,7 @@ impl Prepared {
             ks,
             folded,
             packed,
+            staged,
             scratch,
             tile,
             scratch_f32,

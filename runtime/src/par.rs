@@ -35,6 +35,9 @@ pub(crate) struct Workers {
     tl: usize,
     /// f32 im2col columns of small f32 convs (used on the calling thread).
     scratch_f32: Vec<f32>,
+    /// The packed convs' staged input, shared by the threads (read-only
+    /// while they run).
+    staged: Vec<i8>,
 }
 
 impl Workers {
@@ -53,6 +56,7 @@ impl Workers {
         let scratch = try_vec(per_thread(p.scratch, "scratch")?, 0, "im2row scratch")?;
         let tiles = try_vec(per_thread(tl, "tiles")?, 0.0, "gemm output tiles")?;
         let scratch_f32 = try_vec(p.scratch_f32, 0.0, "f32 im2col scratch")?;
+        let staged = try_vec(p.staged, 0, "packed conv staging")?;
         let pool = if threads > 1 {
             Some(
                 Pool::new(threads)
@@ -68,6 +72,7 @@ impl Workers {
             tiles,
             tl,
             scratch_f32,
+            staged,
         })
     }
 
@@ -79,6 +84,16 @@ impl Workers {
     /// the node has enough work to wake them.
     pub(crate) fn pool_if(&mut self, worth: impl FnOnce() -> bool) -> Option<&mut Pool> {
         self.pool.as_mut().filter(|_| worth())
+    }
+
+    /// Lends the staging buffer out (a move, no allocation) while the
+    /// workers are borrowed; give it back with [`Workers::put_staged`].
+    pub(crate) fn take_staged(&mut self) -> Vec<i8> {
+        std::mem::take(&mut self.staged)
+    }
+
+    pub(crate) fn put_staged(&mut self, staged: Vec<i8>) {
+        self.staged = staged;
     }
 
     /// The f32 scratch (serial f32 convs).

@@ -4,6 +4,7 @@
 
 use crate::graph::{Consts, DType, Graph, Node, Storage, Tensor};
 use crate::par::Workers;
+use strix_kernels::driver::PackedConv;
 use strix_kernels::table::KernelSet;
 use strix_kernels::Requant;
 
@@ -227,8 +228,8 @@ pub(crate) struct Run<'a> {
     pub ks: &'static KernelSet,
     /// The zero-point-folded bias prepare made for this node, if any.
     pub folded: Option<&'a [i32]>,
-    /// The packed weights prepare made for this node, if any.
-    pub packed: Option<&'a [i8]>,
+    /// The packed weights and panel plan prepare made for this node, if any.
+    pub packed: Option<&'a PackedConv>,
     src: Src<'a>,
 }
 
@@ -393,7 +394,7 @@ pub(crate) fn run_node(
             out: ot,
             ks: p.ks,
             folded: p.folded[node].as_deref(),
-            packed: p.packed[node].as_deref(),
+            packed: p.packed[node].as_ref(),
             src,
         };
         super::run(&r, out, wk)

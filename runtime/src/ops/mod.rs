@@ -53,6 +53,7 @@ use ctx::{Out, Run};
 
 use crate::graph::Op;
 use crate::par::Workers;
+use strix_kernels::driver::PackedConv;
 use strix_kernels::table::KernelSet;
 
 /// Checks node `cx.n` against its tensors and constants (the graph-level
@@ -117,9 +118,9 @@ pub(crate) struct Prep {
     /// The zero-point-folded bias the gemm drivers take; `None` when the
     /// node runs a kernel that takes the plain bias.
     pub folded: Option<Vec<i32>>,
-    /// The weights packed for `ks.gemm_4x16c4` (`reference::pack_a_4c4`),
-    /// when the kernel path runs this conv packed.
-    pub packed: Option<Vec<i8>>,
+    /// The weights packed for `ks.gemm_4x16c4` and the plan of the input
+    /// panels, when the kernel path runs this conv packed.
+    pub packed: Option<PackedConv>,
     /// im2row scratch bytes each thread needs.
     pub scratch: usize,
     /// Gemm output-tile elements each worker thread needs.

@@ -17,9 +17,9 @@ use crate::par::{split_channels, split_conv, Workers, PAR_MIN_MACS};
 use crate::pool::SharedOut;
 use crate::validate::MAX_QS8_REDUCTION;
 use strix_kernels::driver::{
-    self as drv, conv_scratch_len, fold_bias, packed_conv_scratch_len, uses_gemm,
+    self as drv, conv_scratch_len, fold_bias, packed_conv_scratch_len, uses_gemm, PackedConv,
 };
-use strix_kernels::reference::{self as k, pack_a_4c4, packed_a_len, ConvGeometry, QConvParams};
+use strix_kernels::reference::{self as k, ConvGeometry, QConvParams};
 use strix_kernels::table::KernelSet;
 use strix_kernels::Requant;
 
@@ -86,11 +86,9 @@ pub(super) fn validate_f32out(
 pub(super) fn prepare(cx: &Ctx, ks: &KernelSet, geom: &ConvGeometry, in_zp: i32) -> Prep {
     let mut p = prepare_f32out(cx, geom, in_zp);
     if ks.conv_packed && drv::packs_well(geom) && p.folded.is_some() {
-        if let Some(w) = cx.const_i8(1) {
-            let mut packed = vec![0i8; packed_a_len(geom.out_c, geom.k())];
-            pack_a_4c4(geom.out_c, geom.k(), w, &mut packed);
-            p.packed = Some(packed);
+        if let Some(pc) = cx.const_i8(1).and_then(|w| PackedConv::new(geom, w)) {
             p.scratch = packed_conv_scratch_len(geom);
+            p.packed = Some(pc);
         }
     }
     p
@@ -192,39 +190,52 @@ fn conv_i8(
     })
 }
 
-/// [`drv::qs8_conv2d_packed_tile`] on the session's threads (channel pieces
-/// start at multiples of 4, as `split_conv` cuts them, so each begins at a
-/// packed weight group).
+/// [`drv::qs8_conv2d_packed_tile`] on the session's threads: the input is
+/// staged once into the session's shared buffer (when the plan needs it),
+/// then the pieces read it (channel pieces start at multiples of 4, as
+/// `split_conv` cuts them, so each begins at a packed weight group).
 #[allow(clippy::too_many_arguments)]
-fn conv_packed(
+pub(super) fn conv_packed(
     wk: &mut Workers,
     ks: &KernelSet,
     g: &ConvGeometry,
     q: &QConvParams,
     x: &[i8],
-    pw: &[i8],
+    pc: &PackedConv,
     fb: &[i32],
     rq: &[Requant],
     out: &mut [i8],
 ) -> Res {
     let group = g.k().div_ceil(4) * 16;
-    split_conv(wk, g, g.macs(), out, &|c0, c1, p0, t, s, o, rs| {
-        debug_assert!(c0 % 4 == 0, "channel piece at {c0}");
-        drv::qs8_conv2d_packed_tile(
-            ks,
-            g,
-            q,
-            x,
-            &pw[c0 / 4 * group..],
-            &fb[c0..c1],
-            &rq[c0..c1],
-            p0,
-            t,
-            s,
-            o,
-            rs,
-        );
-    })
+    let plan = &pc.plan;
+    let mut staged = wk.take_staged();
+    let res = (|| {
+        let staged = staged
+            .get_mut(..plan.staged_len)
+            .ok_or("staging buffer too small")?;
+        drv::stage_input(g, plan, q.in_zp as i8, x, staged);
+        let src: &[i8] = if plan.staged_len == 0 { x } else { staged };
+        split_conv(wk, g, g.macs(), out, &|c0, c1, p0, t, s, o, rs| {
+            debug_assert!(c0 % 4 == 0, "channel piece at {c0}");
+            drv::qs8_conv2d_packed_tile(
+                ks,
+                g,
+                plan,
+                q,
+                src,
+                &pc.weights[c0 / 4 * group..],
+                &fb[c0..c1],
+                &rq[c0..c1],
+                p0,
+                t,
+                s,
+                o,
+                rs,
+            );
+        })
+    })();
+    wk.put_staged(staged);
+    res
 }
 
 /// [`drv::qs8_conv2d_gemm_f32out`] on the session's threads.
@@ -437,7 +448,7 @@ mod tests {
         use crate::kernels::Prepared;
         use crate::par::Workers;
         use strix_kernels::driver::fold_bias;
-        use strix_kernels::reference::{pack_a_4c4, packed_a_len};
+
         use strix_kernels::table::{kernels_for, SCALAR};
         use strix_kernels::Isa;
         for (in_c, out_c, hw, kh) in [
@@ -451,14 +462,14 @@ mod tests {
             let mut want = vec![0i8; g.output_len()];
             k::qs8_conv2d(&g, &params(-7), &c.x, &c.w, &c.b, &c.rq, &mut want);
             let fb = fold_bias(&c.w, &c.b, g.k(), -7).unwrap();
-            let mut pw = vec![0i8; packed_a_len(out_c, g.k())];
-            pack_a_4c4(out_c, g.k(), &c.w, &mut pw);
+            let pc = strix_kernels::driver::PackedConv::new(&g, &c.w).unwrap();
             for ks in [&SCALAR, kernels_for(Isa::detect())] {
                 let prepared = Prepared {
                     isa: ks.isa,
                     ks,
                     folded: vec![],
                     packed: vec![],
+                    staged: pc.plan.staged_len,
                     scratch: packed_conv_scratch_len(&g),
                     tile: super::tile_len(&g),
                     scratch_f32: 0,
@@ -474,7 +485,7 @@ mod tests {
                             &g,
                             &params(-7),
                             &c.x,
-                            &pw,
+                            &pc,
                             &fb,
                             &c.rq,
                             &mut got,

@@ -223,6 +223,7 @@ mod tests {
                     ks,
                     folded: vec![],
                     packed: vec![],
+                    staged: 0,
                     scratch: sparse_conv_scratch_len(&g),
                     tile: g.out_c * CONV_TILE.min(g.out_h * g.out_w),
                     scratch_f32: 0,

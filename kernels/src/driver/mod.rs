@@ -2,11 +2,14 @@
 //! kernel path (im2row into caller scratch, then `gemm_nt`), so every path's
 //! fast gemm serves 1x1, kxk, strided, dilated and padded convolutions alike.
 
-use crate::reference::{
-    panel_len, sparse_scratch_len, ConvGeometry, QConvParams, QOut, SparseWeights, PACK_NR,
-};
+use crate::reference::{sparse_scratch_len, ConvGeometry, QConvParams, QOut, SparseWeights};
 use crate::table::KernelSet;
+
+mod packed;
 use crate::Requant;
+pub use packed::{
+    packed_conv_scratch_len, packs_well, qs8_conv2d_packed_tile, stage_input, PackPlan, PackedConv,
+};
 
 /// Output pixels per im2row tile: bounds the scratch to `k * CONV_TILE` bytes.
 pub const CONV_TILE: usize = 64;
@@ -270,244 +273,6 @@ unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
     }
     for (i, r) in a.iter().enumerate() {
         vst1q_s8(dst.add(i * ds), *r);
-    }
-}
-
-/// Whether the packed path is the faster one for `g` on a row whose
-/// `conv_packed` is set: pointwise convs, whose panels are plain copies of
-/// channel rows, and convs with short reductions (`k() <= 64`: stems on 1-3
-/// channels), where `gemm_nt`'s per-tile reduction tails cost more than
-/// packing. Deeper kxk convs keep im2row + `gemm_nt` for now: their panel
-/// packing (one tap row at a time, byte by byte at the plane's edges and at
-/// stride 2) cost more than the packed kernel saved. Measured under qemu
-/// (dotprod, instructions per inference): all convs packed, yolov8n 464M
-/// against 411M unpacked; pointwise only, 391M, but mobilenet_v2 109M
-/// against 98M with its stem packed.
-pub fn packs_well(g: &ConvGeometry) -> bool {
-    uses_gemm(g) && (is_pointwise(g) || g.k() <= 64)
-}
-
-/// Scratch bytes [`qs8_conv2d_packed_tile`] needs for `g`: one activation
-/// panel ([`panel_len`]).
-pub fn packed_conv_scratch_len(g: &ConvGeometry) -> usize {
-    panel_len(g.k())
-}
-
-/// Packs the receptive fields of output pixels `p0..p0 + n` (`n <= 16`)
-/// into `panel` in the layout of [`crate::reference::qs8_gemm_4x16c4`]:
-/// K groups of four (weight order `ic, ky, kx`), 64 bytes per group, pixel
-/// `j`'s four values at `4 * j`. Padding taps get `pad`; K past `g.k()` gets
-/// zeros; pixels past `n` are arbitrary (never stored).
-fn pack_panel(g: &ConvGeometry, input: &[i8], pad: i8, p0: usize, n: usize, panel: &mut [i8]) {
-    let (k, plane) = (g.k(), g.in_h * g.in_w);
-    let panel = &mut panel[..panel_len(k)];
-    let mut rows = [[0i8; PACK_NR]; 4];
-    let mut idx = 0;
-    // Each finished row goes to `rows[idx % 4]`; every fourth completes a
-    // K group.
-    let mut push = |row: [i8; PACK_NR], rows: &mut [[i8; PACK_NR]; 4]| {
-        rows[idx % 4] = row;
-        idx += 1;
-        if idx % 4 == 0 {
-            let kb = idx / 4 - 1;
-            interleave4(rows, &mut panel[kb * 64..kb * 64 + 64]);
-        }
-    };
-    if is_pointwise(g) {
-        for ic in 0..g.in_c {
-            // Channel `ic`'s plane holds the pixels in order (a whole panel
-            // is one fixed-size copy, not a `memcpy` call).
-            let src = &input[ic * plane + p0..ic * plane + p0 + n];
-            let mut row = [0i8; PACK_NR];
-            match <&[i8; PACK_NR]>::try_from(src) {
-                Ok(whole) => row = *whole,
-                Err(_) => row[..n].copy_from_slice(src),
-            }
-            push(row, &mut rows);
-        }
-    } else {
-        let mut segs = [Seg::default(); PACK_NR];
-        let nseg = segments(g, p0, n, &mut segs);
-        let segs = &segs[..nseg];
-        for ic in 0..g.in_c {
-            let chan = &input[ic * plane..(ic + 1) * plane];
-            for ky in 0..g.kh {
-                // Per segment: the start of its input row, if inside the plane.
-                let mut base = [None; PACK_NR];
-                for (b, s) in base.iter_mut().zip(segs) {
-                    let iy = (s.oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
-                    if iy >= 0 && iy < g.in_h as isize {
-                        *b = Some(iy as usize * g.in_w);
-                    }
-                }
-                for kx in 0..g.kw {
-                    push(tap_row(g, chan, pad, segs, &base[..nseg], kx), &mut rows);
-                }
-            }
-        }
-    }
-    // K padding: zero rows up to the last whole group.
-    for _ in k..k.div_ceil(4) * 4 {
-        push([0; PACK_NR], &mut rows);
-    }
-}
-
-/// Panel pixels `j0..j0 + len` lie in output row `oy` from column `ox0`;
-/// `mask` has bytes `j0..j0 + len` set (little-endian lane order of
-/// `u128::from_ne_bytes`, the same both ways on every target).
-#[derive(Clone, Copy, Default)]
-struct Seg {
-    j0: usize,
-    len: usize,
-    oy: usize,
-    ox0: usize,
-    mask: u128,
-}
-
-/// Splits panel pixels `p0..p0 + n` at output-row ends; returns the count.
-fn segments(g: &ConvGeometry, p0: usize, n: usize, segs: &mut [Seg; PACK_NR]) -> usize {
-    let (mut j, mut count) = (0, 0);
-    while j < n {
-        let p = p0 + j;
-        let (oy, ox0) = (p / g.out_w, p % g.out_w);
-        let len = (g.out_w - ox0).min(n - j);
-        let mut m = [0u8; PACK_NR];
-        m[j..j + len].fill(0xff);
-        segs[count] = Seg {
-            j0: j,
-            len,
-            oy,
-            ox0,
-            mask: u128::from_ne_bytes(m),
-        };
-        count += 1;
-        j += len;
-    }
-    count
-}
-
-/// Tap column `kx` of channel plane `chan` for the panel's pixels, given
-/// each segment's input row start for the tap's row (`None`: padding): lane
-/// `j` is pixel `j`'s input value, or `pad` outside the plane. A stride-1
-/// segment away from the plane's edges is one 16-byte window of its input
-/// row (the whole panel when it lies in one output row, else blended in by
-/// the segment's mask); other segments go pixel by pixel.
-#[inline(always)]
-fn tap_row(
-    g: &ConvGeometry,
-    chan: &[i8],
-    pad: i8,
-    segs: &[Seg],
-    base: &[Option<usize>],
-    kx: usize,
-) -> [i8; PACK_NR] {
-    let mut v = u128::from_ne_bytes([pad as u8; PACK_NR]);
-    for (s, b) in segs.iter().zip(base) {
-        let Some(base) = *b else { continue };
-        let ix0 = (s.ox0 * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
-        if g.stride_w == 1 && ix0 >= 0 && ix0 as usize + s.len <= g.in_w {
-            // Window lane j holds the input of panel pixel j (for the
-            // segment's lanes): it starts j0 bytes before the run.
-            let start = (base + ix0 as usize) as isize - s.j0 as isize;
-            if start >= 0 && start as usize + PACK_NR <= chan.len() {
-                let w: &[i8; PACK_NR] = chan[start as usize..start as usize + PACK_NR]
-                    .try_into()
-                    .expect("16-byte window");
-                if s.len == PACK_NR {
-                    return *w;
-                }
-                let w = u128::from_ne_bytes(w.map(|b| b as u8));
-                v = (v & !s.mask) | (w & s.mask);
-                continue;
-            }
-        }
-        let mut bytes = v.to_ne_bytes();
-        let row = &chan[base..base + g.in_w];
-        for (j, b) in bytes[s.j0..s.j0 + s.len].iter_mut().enumerate() {
-            let ix = ix0 + (j * g.stride_w) as isize;
-            if ix >= 0 && (ix as usize) < g.in_w {
-                *b = row[ix as usize] as u8;
-            }
-        }
-        v = u128::from_ne_bytes(bytes);
-    }
-    v.to_ne_bytes().map(|b| b as i8)
-}
-
-/// `dst[4 * j + r] = rows[r][j]` (the `st4` store of NEON).
-#[inline(always)]
-fn interleave4(rows: &[[i8; PACK_NR]; 4], dst: &mut [i8]) {
-    let dst = &mut dst[..4 * PACK_NR];
-    #[cfg(target_arch = "aarch64")]
-    {
-        use core::arch::aarch64::*;
-        // SAFETY: NEON is baseline on aarch64; four 16-byte rows are read and
-        // 64 bytes written, all inside the arrays above.
-        unsafe {
-            let v = int8x16x4_t(
-                vld1q_s8(rows[0].as_ptr()),
-                vld1q_s8(rows[1].as_ptr()),
-                vld1q_s8(rows[2].as_ptr()),
-                vld1q_s8(rows[3].as_ptr()),
-            );
-            vst4q_s8(dst.as_mut_ptr(), v);
-        }
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    for (j, d) in dst.chunks_exact_mut(4).enumerate() {
-        for (r, x) in d.iter_mut().enumerate() {
-            *x = rows[r][j];
-        }
-    }
-}
-
-/// Output pixels `p0..p0 + t` of an ungrouped int8 conv for the output
-/// channels of `packed` (from [`crate::reference::pack_a_4c4`] of the
-/// weights, starting at a channel that is a multiple of 4), through
-/// `ks.gemm_4x16c4`: 16-pixel panels packed into `scratch`, each multiplied
-/// by every channel group with the output stage fused, written to
-/// `tile[c * tile_rs + j]`. Any split of pixels and channels (at multiples of
-/// 4) yields the bytes of [`crate::reference::qs8_conv2d`]. `folded_bias` and
-/// `rq` hold one value per channel of the piece;
-/// `scratch.len() >= packed_conv_scratch_len(g)`.
-#[allow(clippy::too_many_arguments)]
-pub fn qs8_conv2d_packed_tile(
-    ks: &KernelSet,
-    g: &ConvGeometry,
-    q: &QConvParams,
-    input: &[i8],
-    packed: &[i8],
-    folded_bias: &[i32],
-    rq: &[Requant],
-    p0: usize,
-    t: usize,
-    scratch: &mut [i8],
-    tile: &mut [i8],
-    tile_rs: usize,
-) {
-    let (m, kb) = (folded_bias.len(), g.k().div_ceil(4));
-    let out = QOut {
-        out_zp: q.out_zp,
-        act_min: q.act_min,
-        act_max: q.act_max,
-    };
-    let mut j = 0;
-    while j < t {
-        let n = PACK_NR.min(t - j);
-        pack_panel(g, input, q.in_zp as i8, p0 + j, n, scratch);
-        (ks.gemm_4x16c4.run)(
-            m,
-            n,
-            kb,
-            packed,
-            scratch,
-            folded_bias,
-            rq,
-            &out,
-            &mut tile[j..],
-            tile_rs,
-        );
-        j += n;
     }
 }
 
@@ -838,38 +603,6 @@ mod tests {
                 }
                 p0 += t;
             }
-            // The packed panels of the same geometry, by the same definition.
-            let mut panel = vec![0x55i8; packed_conv_scratch_len(&g)];
-            let mut p0 = 0;
-            while p0 < p {
-                let n = PACK_NR.min(p - p0);
-                pack_panel(&g, &x, -7, p0, n, &mut panel);
-                for j in 0..n {
-                    let (oy, ox) = ((p0 + j) / g.out_w, (p0 + j) % g.out_w);
-                    for kk in 0..k.div_ceil(4) * 4 {
-                        let want = if kk >= k {
-                            0
-                        } else {
-                            let (ic, ky, kx) = (kk / (kh * kw), kk / kw % kh, kk % kw);
-                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                            let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                            if (0..in_h as isize).contains(&iy) && (0..in_w as isize).contains(&ix)
-                            {
-                                x[ic * in_h * in_w + iy as usize * in_w + ix as usize]
-                            } else {
-                                -7
-                            }
-                        };
-                        assert_eq!(
-                            panel[kk / 4 * 64 + j * 4 + kk % 4],
-                            want,
-                            "case {case} {g:?} p {} k {kk}",
-                            p0 + j
-                        );
-                    }
-                }
-                p0 += n;
-            }
         }
     }
 
@@ -938,16 +671,20 @@ mod tests {
                     // The packed path, whole and in pieces (channel cuts at
                     // multiples of 4, odd pixel tiles), into a strided tile.
                     let (k, p) = (g.k(), g.out_h * g.out_w);
-                    let mut pw = vec![0x33i8; crate::reference::packed_a_len(oc, k)];
-                    crate::reference::pack_a_4c4(oc, k, &w, &mut pw);
+                    let pc = PackedConv::new(&g, &w).unwrap();
+                    let mut staged = vec![0x22i8; pc.plan.staged_len];
+                    stage_input(&g, &pc.plan, in_zp as i8, &x, &mut staged);
+                    let src: &[i8] = if pc.plan.staged_len == 0 { &x } else { &staged };
+                    let pw = &pc.weights;
                     let mut scratch = vec![0x11i8; packed_conv_scratch_len(&g)];
                     let mut got = vec![0i8; g.output_len()];
                     qs8_conv2d_packed_tile(
                         ks,
                         &g,
+                        &pc.plan,
                         &q,
-                        &x,
-                        &pw,
+                        src,
+                        pw,
                         &fb,
                         &rq,
                         0,
@@ -969,8 +706,9 @@ mod tests {
                             qs8_conv2d_packed_tile(
                                 ks,
                                 &g,
+                                &pc.plan,
                                 &q,
-                                &x,
+                                src,
                                 &pw[c0 / 4 * kb * 16..],
                                 &fb[c0..c1],
                                 &rq[c0..c1],
