@@ -69,6 +69,9 @@ pub type AvgPoolFn = fn(&PoolGeometry, i32, &[i8], &mut [i8]);
 /// [`reference::qs8_requantize_copy`]: `(input, in_zp, rq, out_zp, output)`.
 pub type RequantCopyFn = fn(&[i8], i32, Requant, i32, &mut [i8]);
 
+/// [`reference::qs8_lut`]: `(table, input, output)`.
+pub type LutFn = fn(&[i8; 256], &[i8], &mut [i8]);
+
 /// One op of one path: the function and its name (`<datatype>_<op>[__<isa>]`,
 /// see the crate docs; no suffix for the reference). The table builds every
 /// entry with `kernel!`, so `name` is the identifier of the function in `run`.
@@ -108,11 +111,12 @@ pub struct KernelSet {
     pub maxpool2d: Kernel<MaxPoolFn>,
     pub avgpool2d: Kernel<AvgPoolFn>,
     pub requantize_copy: Kernel<RequantCopyFn>,
+    pub lut: Kernel<LutFn>,
 }
 
 impl KernelSet {
     /// The names of all ops of the row, in field order (for reports and tests).
-    pub fn names(&self) -> [&'static str; 10] {
+    pub fn names(&self) -> [&'static str; 11] {
         [
             self.gemm_nt.name,
             self.gemm_nt_f32out.name,
@@ -124,6 +128,7 @@ impl KernelSet {
             self.maxpool2d.name,
             self.avgpool2d.name,
             self.requantize_copy.name,
+            self.lut.name,
         ]
     }
 }
@@ -144,6 +149,7 @@ pub const SCALAR: KernelSet = KernelSet {
     maxpool2d: kernel!(reference::qs8_maxpool2d),
     avgpool2d: kernel!(reference::qs8_avgpool2d),
     requantize_copy: kernel!(reference::qs8_requantize_copy),
+    lut: kernel!(reference::qs8_lut),
 };
 
 /// x86_64 AVX2 (wrappers re-check the feature and fall back to the reference).
@@ -164,6 +170,7 @@ pub const AVX2: KernelSet = {
         maxpool2d: kernel!(x::qs8_maxpool2d__avx2),
         avgpool2d: kernel!(x::qs8_avgpool2d__avx2),
         requantize_copy: kernel!(x::qs8_requantize_copy__avx2),
+        lut: kernel!(reference::qs8_lut),
     }
 };
 
@@ -186,6 +193,7 @@ pub const NEON: KernelSet = {
         maxpool2d: kernel!(a::qs8_maxpool2d__neon),
         avgpool2d: kernel!(a::qs8_avgpool2d__neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__neon),
+        lut: kernel!(a::qs8_lut__neon),
     }
 };
 
@@ -209,6 +217,7 @@ pub const DOTPROD: KernelSet = {
         maxpool2d: kernel!(a::qs8_maxpool2d__neon),
         avgpool2d: kernel!(a::qs8_avgpool2d__neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__neon),
+        lut: kernel!(a::qs8_lut__neon),
     }
 };
 
@@ -235,6 +244,7 @@ pub const I8MM: KernelSet = {
         maxpool2d: kernel!(a::qs8_maxpool2d__neon),
         avgpool2d: kernel!(a::qs8_avgpool2d__neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__neon),
+        lut: kernel!(a::qs8_lut__neon),
     }
 };
 

@@ -661,6 +661,27 @@ fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
     2 * shapes.len()
 }
 
+/// `row.lut` on random tables over every length around the 16-byte
+/// blocks, with inputs covering all 256 codes (every table quarter).
+fn check_lut(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &len in LENS.iter().chain(&[256, 300]) {
+        let table: [i8; 256] = std::array::from_fn(|_| rng.range(-128, 127) as i8);
+        let input: Vec<i8> = if len == 256 {
+            (0..256).map(|i| (i as i32 - 128) as i8).collect()
+        } else {
+            rng.i8s(len)
+        };
+        let mut want = vec![0x55i8; len + 3];
+        let mut got = want.clone();
+        (SCALAR.lut.run)(&table, &input, &mut want[..len]);
+        (row.lut.run)(&table, &input, &mut got[..len]);
+        assert_same(row.lut.name, &format!("len={len}"), &got, &want);
+        cases += 1;
+    }
+    cases
+}
+
 /// Runs the whole grid on one row: the same seeds, so the same cases, for
 /// every row.
 fn check_row(row: &KernelSet) -> usize {
@@ -675,6 +696,7 @@ fn check_row(row: &KernelSet) -> usize {
                 + check_binary(row, &mut rng)
                 + check_pools(row, &mut rng)
                 + check_pool_shapes(row, &mut rng)
+                + check_lut(row, &mut rng)
         })
         .sum()
 }
@@ -772,7 +794,7 @@ fn kernels_for_falls_back_to_the_reference() {
 }
 
 /// The addresses of a row's functions, in [`table::KernelSet::names`] order.
-fn runs(r: &table::KernelSet) -> [usize; 10] {
+fn runs(r: &table::KernelSet) -> [usize; 11] {
     [
         r.gemm_nt.run as usize,
         r.gemm_nt_f32out.run as usize,
@@ -784,6 +806,7 @@ fn runs(r: &table::KernelSet) -> [usize; 10] {
         r.maxpool2d.run as usize,
         r.avgpool2d.run as usize,
         r.requantize_copy.run as usize,
+        r.lut.run as usize,
     ]
 }
 

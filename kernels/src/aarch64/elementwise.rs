@@ -212,3 +212,54 @@ pub fn qs8_requantize_copy__neon(
         });
     }
 }
+
+/// [`crate::reference::qs8_lut`] with `tbl`/`tbx`: the table as four 64-byte
+/// quarters; per 16 bytes one `tbl` of the first quarter on `x ^ 0x80` (the
+/// table index) and three `tbx` of the others on the index minus 64, 128 and
+/// 192 (lanes out of a quarter's range keep what an earlier quarter wrote:
+/// XNNPACK's `x8-lut` NEON form). Tails go through a 16-byte buffer.
+#[allow(non_snake_case)]
+pub fn qs8_lut__neon(table: &[i8; 256], input: &[i8], output: &mut [i8]) {
+    let n = input.len().min(output.len());
+    // SAFETY: NEON is baseline on aarch64; loads read `table` (256 bytes) and
+    // 16-byte blocks of `input` below `n` (or the local buffer); stores write
+    // 16-byte blocks of `output` below `n` (or the local buffer).
+    unsafe {
+        let t = table.as_ptr();
+        let q = |i: usize| {
+            int8x16x4_t(
+                vld1q_s8(t.add(64 * i)),
+                vld1q_s8(t.add(64 * i + 16)),
+                vld1q_s8(t.add(64 * i + 32)),
+                vld1q_s8(t.add(64 * i + 48)),
+            )
+        };
+        let (t0, t1, t2, t3) = (q(0), q(1), q(2), q(3));
+        let (bias, step) = (vdupq_n_u8(0x80), vdupq_n_u8(64));
+        let f = |x: int8x16_t| {
+            let i0 = veorq_u8(vreinterpretq_u8_s8(x), bias);
+            let i1 = vsubq_u8(i0, step);
+            let i2 = vsubq_u8(i1, step);
+            let i3 = vsubq_u8(i2, step);
+            let r = vqtbl4q_s8(t0, i0);
+            let r = vqtbx4q_s8(r, t1, i1);
+            let r = vqtbx4q_s8(r, t2, i2);
+            vqtbx4q_s8(r, t3, i3)
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            vst1q_s8(
+                output.as_mut_ptr().add(i),
+                f(vld1q_s8(input.as_ptr().add(i))),
+            );
+            i += 16;
+        }
+        if i < n {
+            let mut buf = [0i8; 16];
+            buf[..n - i].copy_from_slice(&input[i..n]);
+            let v = f(vld1q_s8(buf.as_ptr()));
+            vst1q_s8(buf.as_mut_ptr(), v);
+            output[i..n].copy_from_slice(&buf[..n - i]);
+        }
+    }
+}

@@ -4,7 +4,6 @@
 
 use super::ctx::{want, Ctx, Res, Run};
 use crate::graph::DType;
-use strix_kernels::reference as k;
 
 pub(super) fn validate(cx: &Ctx) -> Res {
     cx.arity(2, 2)?;
@@ -24,7 +23,7 @@ pub(super) fn run(r: &Run, o: &mut [i8]) -> Res {
         .i8(1)?
         .try_into()
         .map_err(|_| "table must have 256 entries".to_string())?;
-    k::qs8_lut(table, r.i8(0)?, o);
+    (r.ks.lut.run)(table, r.i8(0)?, o);
     Ok(())
 }
 
