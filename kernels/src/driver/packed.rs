@@ -176,6 +176,16 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
                     let start = (lo as isize * sw as isize + off) as usize;
                     if sw == 1 {
                         row[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else if sw == 2 {
+                        // Pairs, so the compiler can deinterleave by vector
+                        // (`ld2` on aarch64) instead of byte by byte; the
+                        // last byte alone (its pair may end past the row).
+                        let m = hi - lo - 1;
+                        let pairs = src[start..start + 2 * m].chunks_exact(2);
+                        for (d, pair) in row[lo..hi - 1].iter_mut().zip(pairs) {
+                            *d = pair[0];
+                        }
+                        row[hi - 1] = src[start + 2 * m];
                     } else {
                         for (d, &v) in row[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
                             *d = v;
