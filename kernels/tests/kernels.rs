@@ -447,6 +447,16 @@ fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
         (1, 3, 5000, 1, 3, 2, 3, 0, 2, 0, 2),
         (2, 40, 9, 33, 3, 1, 1, 16, 1, 16, 1),
         (3, 9, 33, 3, 1, 1, 1, 1, 0, 1, 0),
+        // Whole 16-channel blocks and a remainder on narrow planes (the
+        // aarch64 HWC path): KWS-like 25x5, 7x7 at stride 1 and 2, 5x5
+        // windows, dilation, one-channel and many-channel remainders.
+        (64, 25, 5, 3, 3, 1, 1, 1, 1, 1, 1),
+        (35, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1),
+        (17, 14, 14, 3, 3, 2, 1, 0, 0, 1, 1),
+        (32, 9, 11, 5, 5, 1, 1, 2, 2, 2, 2),
+        (48, 12, 10, 3, 3, 2, 2, 2, 1, 2, 2),
+        (16, 3, 3, 3, 3, 1, 1, 0, 0, 0, 0),
+        (19, 30, 31, 3, 3, 1, 1, 1, 1, 1, 1),
     ];
     for (c, in_h, in_w, kh, kw, s, dil, pt, pl, pb, pr) in shapes {
         let (span_h, span_w) = (dil * (kh - 1) + 1, dil * (kw - 1) + 1);
@@ -668,7 +678,7 @@ fn check_lut(row: &KernelSet, rng: &mut Rng) -> usize {
     for &len in LENS.iter().chain(&[256, 300]) {
         let table: [i8; 256] = std::array::from_fn(|_| rng.range(-128, 127) as i8);
         let input: Vec<i8> = if len == 256 {
-            (0..256).map(|i| (i as i32 - 128) as i8).collect()
+            (-128i32..128).map(|v| v as i8).collect()
         } else {
             rng.i8s(len)
         };

@@ -64,6 +64,42 @@ pub fn qs8_dwconv2d__neon(
         r: RqV::splat(rq[0]),
         bias: 0,
     };
+    let mut c_start = 0;
+    if zps && super::dwconv_hwc::applies(g) {
+        let mut buf = [0i8; super::dwconv_hwc::HWC_BYTES];
+        while c_start + 16 <= g.out_c {
+            // SAFETY: buffer lengths checked above; the block is in range.
+            unsafe {
+                super::dwconv_hwc::block(g, q, input, weights, bias, rq, output, c_start, &mut buf)
+            };
+            c_start += 16;
+        }
+        if c_start == g.out_c {
+            return;
+        }
+    }
+    if c_start > 0 {
+        // The channels past the last whole block, as a depthwise conv of
+        // their own (one channel is an ungrouped conv: the reference).
+        let rest = g.out_c - c_start;
+        let sub = ConvGeometry {
+            in_c: rest,
+            out_c: rest,
+            groups: rest,
+            ..*g
+        };
+        let (pi, po, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
+        let (x, w) = (&input[c_start * pi..], &weights[c_start * taps..]);
+        let (b, r, out) = (
+            &bias[c_start..],
+            &rq[c_start..],
+            &mut output[c_start * po..],
+        );
+        if rest > 1 {
+            return qs8_dwconv2d__neon(&sub, q, x, w, b, r, out);
+        }
+        return reference::qs8_conv2d(&sub, q, x, w, b, r, out);
+    }
     if let Some(flat) = Flat::new(g) {
         let mut buf = [0i8; FLAT_BYTES];
         for c in 0..g.out_c {

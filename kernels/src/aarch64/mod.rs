@@ -32,6 +32,7 @@
 
 mod dotprod;
 mod dwconv;
+mod dwconv_hwc;
 mod elementwise;
 mod gemm_4x16c4;
 mod i8mm;

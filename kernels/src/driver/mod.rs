@@ -257,7 +257,7 @@ unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
 /// Safety: 16 readable rows of 16 bytes at `src`, 16 writable at `dst`.
 #[cfg(target_arch = "aarch64")]
 #[inline]
-unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
+pub(crate) unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
     use core::arch::aarch64::*;
     let mut a = [vdupq_n_s8(0); 16];
     for (i, r) in a.iter_mut().enumerate() {
