@@ -277,13 +277,17 @@ impl OutStage {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn finish(&self, acc: [__m256i; 2], r: Requant) -> [__m256i; 2] {
-        match RqRow::new(r) {
-            Some(row) => acc.map(|v| _mm256_add_epi32(requantize_row(v, &row), self.zp)),
+        // No closures here: they would not inherit `target_feature` and
+        // end up as calls.
+        let [a0, a1] = acc;
+        let (y0, y1) = match RqRow::new(r) {
+            Some(row) => (requantize_row(a0, &row), requantize_row(a1, &row)),
             None => {
                 let rv = RqV::splat(r);
-                acc.map(|v| _mm256_add_epi32(requantize_v(v, &rv), self.zp))
+                (requantize_v(a0, &rv), requantize_v(a1, &rv))
             }
-        }
+        };
+        [_mm256_add_epi32(y0, self.zp), _mm256_add_epi32(y1, self.zp)]
     }
 
     /// Two channels' 16 pixels as clamped int8, in pixel order: channel `c0`
