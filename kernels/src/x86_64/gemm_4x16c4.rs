@@ -12,8 +12,10 @@
 //!   pixels and pair `h`, the dwords `(b[p][2h], b[p][2h + 1])` of pixels
 //!   `8o + [0 1 4 5 | 2 3 6 7]` (the order is undone once per store). When
 //!   the call has more than one channel group, this is done once per call
-//!   into a stack copy that every group reads; otherwise (or past
-//!   [`KB_STAGED`] groups) inside the K loop.
+//!   into a stack copy that every group reads (for K past [`KB_STAGED`]
+//!   groups, once per chunk of K and block of [`CB`] channel groups, whose
+//!   accumulators wait on the stack between chunks); with one channel
+//!   group, inside the K loop.
 //! * **weights**: a channel group's 16 bytes per K group are widened to one
 //!   vector of i16 (per chunk of [`KB_CHUNK`] groups, on the stack), so that
 //!   `(w[r][2h], w[r][2h + 1])` is one `vpbroadcastd` load.
@@ -96,6 +98,9 @@ pub fn qs8_gemm_4x16c4__avx2(
     }
 }
 
+/// Accumulators of one channel group: `[channel][octet]`, eight pixels each.
+type Acc = [[__m256i; 2]; 4];
+
 /// All channel groups against one panel, `OCT` octets of pixels (2 for
 /// `n > 8`, else 1).
 ///
@@ -116,72 +121,181 @@ unsafe fn gemm<const OCT: usize>(
     out: *mut i8,
     rs: usize,
 ) {
-    // Staging pays off once a second channel group reads the copy.
-    let staged = m > PACK_MR && kb <= KB_STAGED;
+    let groups = m.div_ceil(PACK_MR);
     let mut panel = MaybeUninit::<[Group; KB_STAGED]>::uninit();
     let pp = panel.as_mut_ptr() as *mut Group;
-    if staged {
-        for s in 0..kb {
-            let mut g = [[_mm256_setzero_si256(); 2]; 2];
-            for (o, v) in g.iter_mut().enumerate().take(OCT) {
-                // SAFETY: group s < kb of `b`, octet o < 2 of its 64 bytes.
-                *v = unsafe { widen_octet(b.add(s * 64 + o * 32)) };
-            }
-            // SAFETY: s < kb <= KB_STAGED.
-            unsafe { pp.add(s).write(g) };
-        }
-    }
     let mut wbuf = MaybeUninit::<[__m256i; KB_CHUNK]>::uninit();
     let wp = wbuf.as_mut_ptr() as *mut __m256i;
     let st = OutStage::new(q);
-    let mut i0 = 0;
-    while i0 < m {
-        let mr = (m - i0).min(PACK_MR);
-        let mut acc: [[__m256i; 2]; 4] =
-            core::array::from_fn(|r| [_mm256_set1_epi32(if r < mr { bias[i0 + r] } else { 0 }); 2]);
-        // SAFETY: channel group i0 / 4 < m.div_ceil(4) starts here.
-        let ag = unsafe { a.add(i0 / PACK_MR * kb * 16) };
+    // Channel group gi's accumulators start at its biases (0 past m).
+    let init = |gi: usize| -> Acc {
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+        for (i, a) in (gi * PACK_MR..m).zip(acc.iter_mut()) {
+            *a = [_mm256_set1_epi32(bias[i]); 2];
+        }
+        acc
+    };
+    if kb <= KB_STAGED || groups == 1 {
+        // One pass over K per channel group, accumulators in registers.
+        // Staging pays off once a second channel group reads the copy.
+        let staged = groups > 1;
+        if staged {
+            // SAFETY: kb <= KB_STAGED groups of `b` into the buffer.
+            unsafe { stage::<OCT>(b, kb, pp) };
+        }
+        for gi in 0..groups {
+            let mut acc = init(gi);
+            let src = if staged { Src::Staged(pp) } else { Src::Raw(b) };
+            // SAFETY: channel group gi < groups of `a`; `src` holds kb groups.
+            unsafe { accumulate::<OCT>(&mut acc, a.add(gi * kb * 16), kb, src, wp) };
+            // SAFETY: as the caller's contract for the group's rows.
+            unsafe { emit(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
+        }
+        return;
+    }
+    // Long K and several channel groups: chunks of KB_STAGED groups, each
+    // staged once per block of up to CB channel groups, whose accumulators
+    // wait in `saved` between chunks.
+    let mut saved = MaybeUninit::<[Acc; CB]>::uninit();
+    let sp = saved.as_mut_ptr() as *mut Acc;
+    let mut g0 = 0;
+    while g0 < groups {
+        let nb = (groups - g0).min(CB);
         let mut s0 = 0;
         while s0 < kb {
-            let len = (kb - s0).min(KB_CHUNK);
-            for s in 0..len {
-                // SAFETY: group s0 + s < kb of the channel group; s < KB_CHUNK.
+            let len = (kb - s0).min(KB_STAGED);
+            // SAFETY: groups s0..s0 + len <= kb of `b`; len <= KB_STAGED.
+            unsafe { stage::<OCT>(b.add(s0 * 64), len, pp) };
+            for j in 0..nb {
+                let gi = g0 + j;
+                // SAFETY: slot j < nb <= CB was written by the previous
+                // chunk (s0 > 0).
+                let mut acc = if s0 == 0 { init(gi) } else { unsafe { sp.add(j).read() } };
+                // SAFETY: groups s0..s0 + len of channel group gi < groups;
+                // the staged chunk holds len groups.
                 unsafe {
-                    let w = _mm_loadu_si128(ag.add((s0 + s) * 16) as *const __m128i);
-                    wp.add(s).write(_mm256_cvtepi8_epi16(w));
-                }
-            }
-            // SAFETY: `wp` holds `len` widened groups (written above); the
-            // staged panel holds groups s0..s0 + len <= kb, and so does `b`.
-            unsafe {
-                if staged {
-                    kloop::<OCT, true>(&mut acc, len, wp as *const i32, pp.add(s0) as *const i8)
+                    accumulate::<OCT>(&mut acc, a.add((gi * kb + s0) * 16), len, Src::Staged(pp), wp)
+                };
+                if s0 + len == kb {
+                    // SAFETY: as the caller's contract for the group's rows.
+                    unsafe { emit(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
                 } else {
-                    kloop::<OCT, false>(&mut acc, len, wp as *const i32, b.add(s0 * 64))
+                    // SAFETY: j < CB.
+                    unsafe { sp.add(j).write(acc) };
                 }
             }
             s0 += len;
         }
-        let mut r = 0;
-        while r < mr {
-            let lo = st.finish(acc[r], rq[i0 + r]);
-            // An odd last channel pairs with a dummy (never stored).
-            let hi = if r + 1 < mr {
-                st.finish(acc[r + 1], rq[i0 + r + 1])
-            } else {
-                lo
-            };
-            let v = st.pack(lo, hi);
-            // SAFETY: rows i0 + r (and i0 + r + 1 when < m) hold n bytes.
-            unsafe {
-                store(_mm256_castsi256_si128(v), out.add((i0 + r) * rs), n);
-                if r + 1 < mr {
-                    store(_mm256_extracti128_si256::<1>(v), out.add((i0 + r + 1) * rs), n);
-                }
-            }
-            r += 2;
+        g0 += nb;
+    }
+}
+
+/// Channel groups whose accumulators wait between K chunks (4 KiB).
+const CB: usize = 16;
+
+/// Where the K loop reads the panel.
+#[derive(Clone, Copy)]
+enum Src {
+    /// Widened and transposed by [`stage`] (one [`Group`] per K group).
+    Staged(*const Group),
+    /// The packed bytes (64 per K group), widened in the loop.
+    Raw(*const i8),
+}
+
+/// Widens and transposes `len` K groups of the panel at `b` into `dst`
+/// (only the first octet when `OCT == 1`).
+///
+/// Safety: AVX2 available; `len` groups of 64 readable bytes at `b`, room
+/// for `len` [`Group`]s at `dst`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn stage<const OCT: usize>(b: *const i8, len: usize, dst: *mut Group) {
+    for s in 0..len {
+        let mut g = [[_mm256_setzero_si256(); 2]; 2];
+        for (o, v) in g.iter_mut().enumerate().take(OCT) {
+            // SAFETY: group s < len, octet o < 2 of its 64 bytes.
+            *v = unsafe { widen_octet(b.add(s * 64 + o * 32)) };
         }
-        i0 += PACK_MR;
+        // SAFETY: s < len.
+        unsafe { dst.add(s).write(g) };
+    }
+}
+
+/// `len` K groups of one channel group (weights at `ag`, 16 bytes per K
+/// group) into `acc`: the weights widened into `wbuf` per [`KB_CHUNK`]
+/// groups, then the K loop.
+///
+/// Safety: AVX2 available; `len` weight groups at `ag`, `len` panel groups
+/// in `src`; `wbuf` has room for `KB_CHUNK` vectors.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate<const OCT: usize>(
+    acc: &mut Acc,
+    ag: *const i8,
+    len: usize,
+    src: Src,
+    wbuf: *mut __m256i,
+) {
+    let mut c0 = 0;
+    while c0 < len {
+        let clen = (len - c0).min(KB_CHUNK);
+        for s in 0..clen {
+            // SAFETY: group c0 + s < len; s < KB_CHUNK.
+            unsafe {
+                let w = _mm_loadu_si128(ag.add((c0 + s) * 16) as *const __m128i);
+                wbuf.add(s).write(_mm256_cvtepi8_epi16(w));
+            }
+        }
+        let w = wbuf as *const i32;
+        // SAFETY: `wbuf` holds clen widened groups (above); `src` holds
+        // groups c0..c0 + clen <= len.
+        unsafe {
+            match src {
+                Src::Staged(p) => kloop::<OCT, true>(acc, clen, w, p.add(c0) as *const i8),
+                Src::Raw(p) => kloop::<OCT, false>(acc, clen, w, p.add(c0 * 64)),
+            }
+        }
+        c0 += clen;
+    }
+}
+
+/// The output stage of channel group `i0 / 4` and its stores (rows `i0..m`,
+/// at most four; `n` bytes each).
+///
+/// Safety: AVX2 available; rows `i0..min(i0 + 4, m)` of stride `rs` at
+/// `out` hold `n <= 16` writable bytes; `rq` holds `m` values.
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn emit(
+    st: &OutStage,
+    acc: &Acc,
+    i0: usize,
+    m: usize,
+    n: usize,
+    rq: &[Requant],
+    out: *mut i8,
+    rs: usize,
+) {
+    let mr = (m - i0).min(PACK_MR);
+    let mut r = 0;
+    while r < mr {
+        let lo = st.finish(acc[r], rq[i0 + r]);
+        // An odd last channel pairs with a dummy (never stored).
+        let hi = if r + 1 < mr {
+            st.finish(acc[r + 1], rq[i0 + r + 1])
+        } else {
+            lo
+        };
+        let v = st.pack(lo, hi);
+        // SAFETY: rows i0 + r (and i0 + r + 1 when < m) hold n bytes.
+        unsafe {
+            store(_mm256_castsi256_si128(v), out.add((i0 + r) * rs), n);
+            if r + 1 < mr {
+                store(_mm256_extracti128_si256::<1>(v), out.add((i0 + r + 1) * rs), n);
+            }
+        }
+        r += 2;
     }
 }
 
@@ -222,14 +336,19 @@ unsafe fn kloop<const OCT: usize, const STAGED: bool>(
     bsrc: *const i8,
 ) {
     for s in 0..len {
-        let g: [[__m256i; 2]; OCT] = if STAGED {
-            // SAFETY: group s < len of the staged panel (aligned `Group`s).
-            let gp = unsafe { &*(bsrc as *const Group).add(s) };
-            core::array::from_fn(|o| gp[o])
-        } else {
-            // SAFETY: group s < len of the raw panel, octet o < 2.
-            core::array::from_fn(|o| unsafe { widen_octet(bsrc.add(s * 64 + o * 32)) })
-        };
+        // Plain loops, no `array::from_fn`: a closure calling AVX2 code
+        // would not inline into the generic (featureless) `from_fn`.
+        let mut g = [[_mm256_setzero_si256(); 2]; OCT];
+        for (o, v) in g.iter_mut().enumerate() {
+            *v = if STAGED {
+                // SAFETY: group s < len of the staged panel (aligned
+                // `Group`s), octet o < 2.
+                unsafe { (*(bsrc as *const Group).add(s))[o] }
+            } else {
+                // SAFETY: group s < len of the raw panel, octet o < 2.
+                unsafe { widen_octet(bsrc.add(s * 64 + o * 32)) }
+            };
+        }
         for (r, accr) in acc.iter_mut().enumerate() {
             for h in 0..2 {
                 // SAFETY: dword 2r + h < 8 of group s < len.
