@@ -451,7 +451,8 @@ mod tests {
     use crate::requant::quantize_multiplier;
 
     /// Reductions the shared grid does not reach: the weight chunks
-    /// (`KB_CHUNK`) and the unstaged panel past `KB_STAGED`, with extreme
+    /// (`KB_CHUNK`), the K chunks past `KB_STAGED` (one and several blocks
+    /// of `CB` channel groups) and the unstaged panel, with extreme
     /// operands (all -128, so every pair is +32768).
     #[test]
     fn long_reductions_match_the_reference() {
@@ -473,6 +474,9 @@ mod tests {
             (3, 16, 4 * KB_STAGED),
             (8, 16, 4 * KB_STAGED + 4),
             (2, 9, 1400),
+            // More than one block of CB channel groups, three K chunks.
+            (4 * CB + 6, 11, 8 * KB_STAGED + 5),
+            (4 * CB + 4, 16, 4 * KB_STAGED + 4),
         ] {
             for extreme in [false, true] {
                 let kb = k.div_ceil(4);
