@@ -76,10 +76,14 @@ fn main() {
         let k = g.k();
         let x: Vec<i8> = (0..g.input_len()).map(|_| rnd() as i8).collect();
         let w: Vec<i8> = (0..out_c * k).map(|_| rnd() as i8).collect();
-        let bias: Vec<i32> = (0..out_c).map(|_| (rnd() % 20_000) as i32 - 10_000).collect();
+        let bias: Vec<i32> = (0..out_c)
+            .map(|_| (rnd() % 20_000) as i32 - 10_000)
+            .collect();
         // Outputs spread over the int8 range: sums of about 5500 sqrt(k).
         let rq: Vec<Requant> = (0..out_c)
-            .map(|i| quantize_multiplier(40.0 / (5500.0 * (k as f64).sqrt() * (1.0 + 0.01 * i as f64))))
+            .map(|i| {
+                quantize_multiplier(40.0 / (5500.0 * (k as f64).sqrt() * (1.0 + 0.01 * i as f64)))
+            })
             .collect();
         let q = QConvParams {
             in_zp: -3,
@@ -124,8 +128,14 @@ fn main() {
         };
         old(&mut out_old);
         new(&mut out_new);
-        assert!(out_old == want, "{name}: im2row path differs from the reference");
-        assert!(out_new == want, "{name}: packed path differs from the reference");
+        assert!(
+            out_old == want,
+            "{name}: im2row path differs from the reference"
+        );
+        assert!(
+            out_new == want,
+            "{name}: packed path differs from the reference"
+        );
 
         let (mut t_old, mut t_new) = (Vec::new(), Vec::new());
         for r in 0..runs {

@@ -91,9 +91,31 @@ pub fn qs8_gemm_4x16c4__avx2(
     // bytes of each output row 0..m.
     unsafe {
         if n > PACK_NR / 2 {
-            gemm::<2>(m, n, kb, a.as_ptr(), b.as_ptr(), bias, rq, q, out.as_mut_ptr(), rs)
+            gemm::<2>(
+                m,
+                n,
+                kb,
+                a.as_ptr(),
+                b.as_ptr(),
+                bias,
+                rq,
+                q,
+                out.as_mut_ptr(),
+                rs,
+            )
         } else {
-            gemm::<1>(m, n, kb, a.as_ptr(), b.as_ptr(), bias, rq, q, out.as_mut_ptr(), rs)
+            gemm::<1>(
+                m,
+                n,
+                kb,
+                a.as_ptr(),
+                b.as_ptr(),
+                bias,
+                rq,
+                q,
+                out.as_mut_ptr(),
+                rs,
+            )
         }
     }
 }
@@ -170,11 +192,21 @@ unsafe fn gemm<const OCT: usize>(
                 let gi = g0 + j;
                 // SAFETY: slot j < nb <= CB was written by the previous
                 // chunk (s0 > 0).
-                let mut acc = if s0 == 0 { init(gi) } else { unsafe { sp.add(j).read() } };
+                let mut acc = if s0 == 0 {
+                    init(gi)
+                } else {
+                    unsafe { sp.add(j).read() }
+                };
                 // SAFETY: groups s0..s0 + len of channel group gi < groups;
                 // the staged chunk holds len groups.
                 unsafe {
-                    accumulate::<OCT>(&mut acc, a.add((gi * kb + s0) * 16), len, Src::Staged(pp), wp)
+                    accumulate::<OCT>(
+                        &mut acc,
+                        a.add((gi * kb + s0) * 16),
+                        len,
+                        Src::Staged(pp),
+                        wp,
+                    )
                 };
                 if s0 + len == kb {
                     // SAFETY: as the caller's contract for the group's rows.
@@ -292,7 +324,11 @@ unsafe fn emit(
         unsafe {
             store(_mm256_castsi256_si128(v), out.add((i0 + r) * rs), n);
             if r + 1 < mr {
-                store(_mm256_extracti128_si256::<1>(v), out.add((i0 + r + 1) * rs), n);
+                store(
+                    _mm256_extracti128_si256::<1>(v),
+                    out.add((i0 + r + 1) * rs),
+                    n,
+                );
             }
         }
         r += 2;
@@ -321,8 +357,8 @@ unsafe fn widen_octet(p: *const i8) -> [__m256i; 2] {
     ]
 }
 
-/// `len` K groups: `acc[r][o] += sum over pairs h of broadcast(w pair (r, h))
-/// * panel[o][h]`. `w` holds 8 dwords (i16 pairs) per group; `bsrc` is the
+/// `len` K groups: `acc[r][o] += sum over pairs h of
+/// broadcast(w pair (r, h)) x panel[o][h]`. `w` holds 8 dwords (i16 pairs) per group; `bsrc` is the
 /// staged panel ([`Group`]s) when `STAGED`, else the raw panel (64 bytes
 /// per group).
 ///
