@@ -162,8 +162,8 @@ pub const AVX2: KernelSet = {
         gemm_nt_f32out: kernel!(x::qs8_gemm_nt_f32out__avx2),
         gemm_nt_sparse: kernel!(x::qs8_gemm_nt_sparse__avx2),
         gemm_4x16c4: kernel!(x::qs8_gemm_4x16c4__avx2),
-        // Faster than im2row + `gemm_nt` on every measured layer but even on
-        // 1x1 96->24 (`examples/packed_speed.rs`: 1.31x over six layers).
+        // Faster than im2row + `gemm_nt`: 1.3x over six conv layers, 0.96x
+        // on the one it loses (1x1 96->24; `examples/packed_speed.rs`).
         conv_packed: true,
         dwconv2d: kernel!(x::qs8_dwconv2d__avx2),
         vadd: kernel!(x::qs8_vadd__avx2),
