@@ -41,11 +41,11 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::requant::{requantize_row, requantize_v, RqRow, RqV};
-use crate::reference::{self, panel_len, QOut, PACK_MR, PACK_NR};
+use crate::reference::{self, QOut, PACK_MR, PACK_NR};
 use crate::requant::Requant;
 
-/// Most K groups whose widened panel is staged on the stack (128 bytes
-/// each: 32 KiB); longer reductions widen the panel inside the K loop.
+/// Most K groups of widened panel staged on the stack at a time (128 bytes
+/// each: 32 KiB); longer reductions are staged in chunks of this many.
 const KB_STAGED: usize = 256;
 /// K groups of weights widened at a time (32 bytes each: 4 KiB).
 const KB_CHUNK: usize = 128;
@@ -75,12 +75,21 @@ pub fn qs8_gemm_4x16c4__avx2(
     if m == 0 || n == 0 {
         return;
     }
+    // Checked products: a wrapped length must not pass the bounds check.
+    let fits = |len: usize, need: Option<usize>| need.is_some_and(|x| x <= len);
     assert!(
-        a.len() >= m.div_ceil(PACK_MR) * kb * 16
-            && b.len() >= panel_len(kb * 4)
+        fits(
+            a.len(),
+            m.div_ceil(PACK_MR)
+                .checked_mul(kb)
+                .and_then(|x| x.checked_mul(16))
+        ) && fits(b.len(), kb.checked_mul(4 * PACK_NR))
             && bias.len() >= m
             && rq.len() >= m
-            && out.len() >= (m - 1) * rs + n,
+            && fits(
+                out.len(),
+                (m - 1).checked_mul(rs).and_then(|x| x.checked_add(n))
+            ),
         "qs8_gemm_4x16c4: buffers do not match m {m} n {n} kb {kb}"
     );
     // The reference's `clamp` panics on these; keep that behaviour.
