@@ -18,6 +18,7 @@
 mod dwconv;
 mod elementwise;
 mod gemm;
+mod gemm_4x16c4;
 mod pool;
 mod requant;
 mod sparse;
@@ -25,6 +26,7 @@ mod sparse;
 pub use dwconv::qs8_dwconv2d__avx2;
 pub use elementwise::{qs8_requantize_copy__avx2, qs8_vadd__avx2, qs8_vmul__avx2};
 pub use gemm::{qs8_gemm_nt__avx2, qs8_gemm_nt_f32out__avx2};
+pub use gemm_4x16c4::qs8_gemm_4x16c4__avx2;
 pub use pool::{qs8_avgpool2d__avx2, qs8_maxpool2d__avx2};
 pub use sparse::qs8_gemm_nt_sparse__avx2;
 
