@@ -1,7 +1,7 @@
 //! [`crate::reference::qs8_gemm_4x16c4`] on 32-bit ARMv7 NEON: the 4-channel
 //! x 16-pixel tile in four passes of 4 channels x 4 pixels (a quarter of the
-//! panel), each pass one `asm!` block that runs the whole K loop and the
-//! fused output stage.
+//! panel). One `asm!` block runs the passes of a channel group: per pass the
+//! whole K loop, then the fused output stage.
 //!
 //! **K loop** (per K group of four): one `vld1.8` of the quarter's 16 panel
 //! bytes (pixels p..p+3, four K values each), one `vld4.32` to all lanes that
@@ -11,14 +11,24 @@
 //! `vpadal.s16` into i32 accumulators: the aarch64 `__neon` kernel's
 //! `smull`/`sadalp` on the same c4 layout. Accumulator `acc[r][h]` holds
 //! `[p k01, p k23, p+1 k01, p+1 k23]` of channel `r` and pixel pair `h`.
-//! The first group initialises them with `vpaddl` (no zeroing).
+//! The first group initialises them with `vpaddl` (no zeroing); the rest run
+//! two groups per loop iteration. Overflow: each i32 lane sums at most
+//! `2 * kb` products of magnitude <= 2^14, plus the bias, all as the
+//! reference adds them (wrapping adds give the same bits wherever the
+//! reference's sum fits in i32, which its contract requires).
 //!
-//! **Why this tile**: the accumulators take eight of the 16 q registers
-//! (two per channel and pixel pair); a wider pass (4 x 8) would need all 16.
-//! Per K group and quarter the loop is 20 instructions (2 loads, 8 `vmull`,
-//! 8 `vpadal`, the branch pair): 80 per K group of the whole tile, the same
-//! multiply-accumulate count per instruction as the 2x4 `gemm_nt` tile, but
-//! with the requantization vectorised and no im2row copy.
+//! **Why this tile** (guest instructions under qemu, cortex-a7): the
+//! accumulators take eight of the 16 q registers (two per channel and pixel
+//! pair); a 4 x 8 pass would need all 16. A quarter's K group is 18
+//! instructions plus half a loop branch pair: 76 per K group of the whole
+//! tile (one group per iteration and one `asm!` call per pass measured
+//! 3.05M instead of 2.90M on the k = 576 product below). The alternative
+//! without pairwise adds (`vld4.8` to split the K values, `vmovl` to i16,
+//! `vmlal.s16` by weight lane: 4 x 8 passes with eight accumulators) counts
+//! 84 per K group by its instruction sequence, so it was not built. Against
+//! im2row + `gemm_nt__armv7neon` on the same product (m = 64, 256 pixels,
+//! panels prepacked): k = 64, 0.41M instructions against 2.24M; k = 576,
+//! 2.90M against 4.86M (the `gemm_nt` output stage is scalar per element).
 //!
 //! **Output stage**: `vpadd` folds the K halves into four vectors, one per
 //! pixel, each holding the four channels (so the per-channel bias and
@@ -26,16 +36,17 @@
 //! bias, `vqshl`, `vqrdmulh`, sign fix-up and `vrshl` (the requantization of
 //! `elementwise.rs` and `dwconv.rs`, lane for lane `crate::requant::requantize`),
 //! the zero point in i32, `vqmovn` to i16, a 4x4 transpose (`vtrn`) back to
-//! channel rows, `vqmovn` to i8, the clamp, and one 4-byte store per channel.
-//! The saturating narrows cannot change a value the clamp keeps, since the
-//! clamp bounds lie inside the int8 range. The accumulators are the
-//! reference's integer sums, so the output is bit-identical.
+//! channel rows, `vqmovn` to i8, the clamp, and one 4-byte store per channel:
+//! 60 instructions per pass. The saturating narrows cannot change a value the
+//! clamp keeps, since the clamp bounds lie inside the int8 range. The
+//! accumulators are the reference's integer sums, so the output is
+//! bit-identical.
 
 use super::has_neon;
 use crate::reference::{self, panel_len, QOut, PACK_MR, PACK_NR};
 use crate::requant::Requant;
 
-/// Per channel group, at the offsets the `asm!` loads them from.
+/// Per call and channel group, at the offsets the `asm!` loads them from.
 #[repr(C)]
 struct Params {
     /// 0: the four channels' (zero-point-folded) biases.
@@ -44,75 +55,110 @@ struct Params {
     mult: [i32; 4],
     /// 32: `max(shift, 0)`.
     left: [i32; 4],
-    /// 48: `-max(-shift, 0)`.
+    /// 48: `min(shift, 0)` (a right shift, as `vrshl` takes it).
     right: [i32; 4],
     /// 64: output zero point (added in i32, like the reference).
     zp: [i32; 4],
     /// 80, 96: activation bounds, sixteen lanes each.
     lo: [i8; 16],
     hi: [i8; 16],
+    /// 112: K groups (>= 1).
+    kb: usize,
+    /// 116, 120, 124: what a pass advances the weight, panel and output
+    /// pointers by, minus the step to the next quarter (`16 kb`,
+    /// `64 kb - 16`, `4 rs - 4`).
+    a_back: usize,
+    b_back: usize,
+    o_back: usize,
 }
 
-/// One quarter pass: pixels `4 * qt..4 * qt + 4` of a 4-channel group over
-/// `kb >= 1` K groups, requantized and stored as four 4-byte rows at `out`,
-/// `out + rs`, `out + 2 * rs`, `out + 3 * rs`.
+impl Params {
+    /// The bias and requantization of one channel group.
+    #[inline(always)]
+    fn set(&mut self, bias: &[i32; PACK_MR], rq: &[Requant; PACK_MR]) {
+        for r in 0..PACK_MR {
+            self.bias[r] = bias[r];
+            self.mult[r] = rq[r].mult;
+            self.left[r] = rq[r].shift.max(0);
+            self.right[r] = rq[r].shift.min(0);
+        }
+    }
+}
+
+/// `nq` quarter passes over consecutive panel quarters: pixels `4 j..4 j + 4`
+/// (relative to `b` and `out`) of a 4-channel group over `prm.kb` K groups,
+/// requantized and stored as four 4-byte rows at `out + 4 j`, `out + 4 j +
+/// rs`, `out + 4 j + 2 rs`, `out + 4 j + 3 rs`. The K loop runs two groups
+/// per iteration (one loop branch per 8 `vmull`s of each), after the first
+/// group (which initialises the accumulators) and, for an even `kb`, one
+/// single group.
 ///
 /// # Safety
-/// NEON; `a` addresses `kb` readable 16-byte weight groups; `b` (the panel
-/// plus `16 * qt`) has 16 readable bytes at every multiple of 64 below
-/// `64 * kb`; the four output rows have 4 writable bytes each.
+/// NEON; `nq >= 1`; `prm.kb >= 1`, `prm.a_back == 16 * kb`, `prm.b_back ==
+/// 64 * kb - 16`, `prm.o_back == 4 * rs - 4` (as `usize`, wrapping); `a`
+/// addresses `kb` readable 16-byte weight groups; `b + 16 j` has 16 readable
+/// bytes at every multiple of 64 below `64 * kb` for `j < nq`; the rows
+/// above have 4 writable bytes each.
 #[inline(always)]
-unsafe fn quarter(kb: usize, a: *const i8, b: *const i8, prm: &Params, out: *mut i8, rs: usize) {
+unsafe fn passes(nq: usize, a: *const i8, b: *const i8, prm: &Params, out: *mut i8, rs: usize) {
+    // One K group into the accumulators q8-q15 (`$acc`: vpaddl to start
+    // them, vpadal after), panel quarter in q0, the four channels' weights
+    // splat to d4-d7, products in q4-q7.
+    macro_rules! group {
+        ($acc:literal) => {
+            concat!(
+                "vld1.8 {{d0, d1}}, [{b}], {s64}\n",
+                "vld4.32 {{d4[], d5[], d6[], d7[]}}, [{a}]!\n",
+                "vmull.s8 q4, d0, d4\n",
+                "vmull.s8 q5, d1, d4\n",
+                "vmull.s8 q6, d0, d5\n",
+                "vmull.s8 q7, d1, d5\n",
+                $acc,
+                " q8, q4\n",
+                $acc,
+                " q9, q5\n",
+                $acc,
+                " q10, q6\n",
+                $acc,
+                " q11, q7\n",
+                "vmull.s8 q4, d0, d6\n",
+                "vmull.s8 q5, d1, d6\n",
+                "vmull.s8 q6, d0, d7\n",
+                "vmull.s8 q7, d1, d7\n",
+                $acc,
+                " q12, q4\n",
+                $acc,
+                " q13, q5\n",
+                $acc,
+                " q14, q6\n",
+                $acc,
+                " q15, q7\n",
+            )
+        };
+    }
     // SAFETY: reads the weight and panel groups the caller guarantees and
-    // the 112 bytes of `prm`; writes the four 4-byte rows at `out`. Every
-    // NEON register used is declared clobbered (the compiler saves d8-d15).
-    // Unaligned `vld`/`vst` without an alignment qualifier are architectural
-    // on ARMv7 user space.
+    // the 128 bytes of `prm`; writes the rows at `out`. Every NEON register
+    // used is declared clobbered (the compiler saves d8-d15). Unaligned
+    // `vld`/`vst` without an alignment qualifier are architectural on ARMv7
+    // user space.
     core::arch::asm!(
         ".fpu neon",
-        // First K group: vpaddl initialises the accumulators q8-q15.
-        "vld1.8 {{d0, d1}}, [{b}], {s64}",
-        "vld4.32 {{d4[], d5[], d6[], d7[]}}, [{a}]!",
-        "vmull.s8 q4, d0, d4",
-        "vmull.s8 q5, d1, d4",
-        "vmull.s8 q6, d0, d5",
-        "vmull.s8 q7, d1, d5",
-        "vpaddl.s16 q8, q4",
-        "vpaddl.s16 q9, q5",
-        "vpaddl.s16 q10, q6",
-        "vpaddl.s16 q11, q7",
-        "vmull.s8 q4, d0, d6",
-        "vmull.s8 q5, d1, d6",
-        "vmull.s8 q6, d0, d7",
-        "vmull.s8 q7, d1, d7",
-        "vpaddl.s16 q12, q4",
-        "vpaddl.s16 q13, q5",
-        "vpaddl.s16 q14, q6",
-        "vpaddl.s16 q15, q7",
+        "0:",
+        "ldr {n}, [{prm}, #112]",
+        group!("vpaddl.s16"),
         "subs {n}, {n}, #1",
-        "beq 2f",
+        "beq 3f",
+        "tst {n}, #1",
+        "beq 1f",
+        group!("vpadal.s16"),
+        "subs {n}, {n}, #1",
+        "beq 3f",
         "1:",
-        "vld1.8 {{d0, d1}}, [{b}], {s64}",
-        "vld4.32 {{d4[], d5[], d6[], d7[]}}, [{a}]!",
-        "vmull.s8 q4, d0, d4",
-        "vmull.s8 q5, d1, d4",
-        "vmull.s8 q6, d0, d5",
-        "vmull.s8 q7, d1, d5",
-        "vpadal.s16 q8, q4",
-        "vpadal.s16 q9, q5",
-        "vpadal.s16 q10, q6",
-        "vpadal.s16 q11, q7",
-        "vmull.s8 q4, d0, d6",
-        "vmull.s8 q5, d1, d6",
-        "vmull.s8 q6, d0, d7",
-        "vmull.s8 q7, d1, d7",
-        "vpadal.s16 q12, q4",
-        "vpadal.s16 q13, q5",
-        "vpadal.s16 q14, q6",
-        "vpadal.s16 q15, q7",
-        "subs {n}, {n}, #1",
+        group!("vpadal.s16"),
+        group!("vpadal.s16"),
+        "subs {n}, {n}, #2",
         "bne 1b",
-        "2:",
+        "3:",
         // q0..q3: pixel p of channels 0..3 (d16 + 2p: channel 0, d20 + 2p:
         // channel 1, ... each [k01, k23]).
         "vpadd.i32 d0, d16, d20",
@@ -177,14 +223,26 @@ unsafe fn quarter(kb: usize, a: *const i8, b: *const i8, prm: &Params, out: *mut
         "vst1.32 {{d0[0]}}, [{o}], {rs}",
         "vst1.32 {{d0[1]}}, [{o}], {rs}",
         "vst1.32 {{d1[0]}}, [{o}], {rs}",
-        "vst1.32 {{d1[1]}}, [{o}]",
+        "vst1.32 {{d1[1]}}, [{o}], {rs}",
+        // Next quarter: parameters from the start, the same weights, the
+        // next 16 panel bytes and 4 output bytes.
+        "sub {prm}, {prm}, #80",
+        "ldr {n}, [{prm}, #116]",
+        "sub {a}, {a}, {n}",
+        "ldr {n}, [{prm}, #120]",
+        "sub {b}, {b}, {n}",
+        "ldr {n}, [{prm}, #124]",
+        "sub {o}, {o}, {n}",
+        "subs {nq}, {nq}, #1",
+        "bne 0b",
         a = inout(reg) a => _,
         b = inout(reg) b => _,
-        n = inout(reg) kb => _,
+        nq = inout(reg) nq => _,
         prm = inout(reg) prm as *const Params => _,
         o = inout(reg) out => _,
         rs = in(reg) rs,
         s64 = in(reg) 4 * PACK_NR,
+        n = out(reg) _,
         out("q0") _, out("q1") _, out("q2") _, out("q3") _,
         out("q4") _, out("q5") _, out("q6") _, out("q7") _,
         out("q8") _, out("q9") _, out("q10") _, out("q11") _,
@@ -197,11 +255,12 @@ unsafe fn quarter(kb: usize, a: *const i8, b: *const i8, prm: &Params, out: *mut
 static ZEROS: [i8; 4 * PACK_NR] = [0; 4 * PACK_NR];
 
 /// The whole call: channel groups of four, each in quarters of the panel.
-/// Quarters that reach past `n` or groups past `m` go through a 16-byte
-/// buffer, of which only the real rows and pixels are copied out.
+/// Whole quarters of whole groups are stored in place; the rest (pixels
+/// past `n`, rows past `m`) go through a buffer of which only the real
+/// rows and pixels are copied out, in row order.
 ///
 /// # Safety
-/// NEON; the buffers satisfy [`check`].
+/// NEON; the buffers satisfy [`check`] and `rs >= n` when `m > 1`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm(
     m: usize,
@@ -215,6 +274,12 @@ unsafe fn gemm(
     out: *mut i8,
     rs: usize,
 ) {
+    // With no K, one group of zeros adds nothing to the bias.
+    let (kb_run, b) = if kb == 0 {
+        (1, ZEROS.as_ptr())
+    } else {
+        (kb, b)
+    };
     let mut prm = Params {
         bias: [0; 4],
         mult: [0; 4],
@@ -223,49 +288,44 @@ unsafe fn gemm(
         zp: [q.out_zp; 4],
         lo: [q.act_min; PACK_NR],
         hi: [q.act_max; PACK_NR],
-    };
-    // With no K, one group of zeros adds nothing to the bias.
-    let (kb_run, b) = if kb == 0 {
-        (1, ZEROS.as_ptr())
-    } else {
-        (kb, b)
+        kb: kb_run,
+        a_back: 16 * kb_run,
+        b_back: 64 * kb_run - 16,
+        o_back: 0,
     };
     let quarters = n.div_ceil(4);
     let mut i0 = 0;
     while i0 < m {
         let mr = (m - i0).min(PACK_MR);
-        // Rows past `m` get zero parameters: computed, never stored.
-        for r in 0..PACK_MR {
-            let (bi, x) = if r < mr {
-                (bias[i0 + r], rq[i0 + r])
-            } else {
-                (0, Requant::default())
-            };
-            prm.bias[r] = bi;
-            prm.mult[r] = x.mult;
-            prm.left[r] = x.shift.max(0);
-            prm.right[r] = -(-x.shift).max(0);
+        if mr == PACK_MR {
+            let (b4, r4) = (&bias[i0..i0 + PACK_MR], &rq[i0..i0 + PACK_MR]);
+            prm.set(b4.try_into().unwrap(), r4.try_into().unwrap());
+        } else {
+            // Rows past `m` get zero parameters: computed, never stored.
+            let (mut b4, mut r4) = ([0; PACK_MR], [Requant::default(); PACK_MR]);
+            b4[..mr].copy_from_slice(&bias[i0..m]);
+            r4[..mr].copy_from_slice(&rq[i0..m]);
+            prm.set(&b4, &r4);
         }
         let ap = if kb == 0 {
             ZEROS.as_ptr()
         } else {
             a.add(i0 / PACK_MR * kb * 16)
         };
-        for qt in 0..quarters {
-            let nq = (n - 4 * qt).min(4);
-            let bp = b.add(16 * qt);
-            if mr == PACK_MR && nq == 4 {
-                quarter(kb_run, ap, bp, &prm, out.add(i0 * rs + 4 * qt), rs);
-            } else {
-                let mut tmp = [0i8; 16];
-                quarter(kb_run, ap, bp, &prm, tmp.as_mut_ptr(), 4);
-                for r in 0..mr {
-                    core::ptr::copy_nonoverlapping(
-                        tmp.as_ptr().add(4 * r),
-                        out.add((i0 + r) * rs + 4 * qt),
-                        nq,
-                    );
-                }
+        let full = if mr == PACK_MR { n / 4 } else { 0 };
+        if full > 0 {
+            prm.o_back = (4 * rs).wrapping_sub(4);
+            passes(full, ap, b, &prm, out.add(i0 * rs), rs);
+        }
+        if full < quarters {
+            let mut tmp = [[0i8; PACK_NR]; PACK_MR];
+            prm.o_back = 4 * PACK_NR - 4;
+            let (bp, tp) = (b.add(16 * full), tmp.as_mut_ptr().cast::<i8>());
+            passes(quarters - full, ap, bp, &prm, tp, PACK_NR);
+            let len = n - 4 * full;
+            for (r, row) in tmp.iter().enumerate().take(mr) {
+                let dst = out.add((i0 + r) * rs + 4 * full);
+                core::ptr::copy_nonoverlapping(row.as_ptr(), dst, len);
             }
         }
         i0 += PACK_MR;
@@ -319,6 +379,11 @@ pub fn qs8_gemm_4x16c4__armv7neon(
     }
     if m == 0 || n == 0 {
         return;
+    }
+    if m > 1 && rs < n {
+        // Overlapping rows: the reference's row-major store order decides
+        // which row's bytes survive; the tile stores quarter by quarter.
+        return reference::qs8_gemm_4x16c4(m, n, kb, a, b, bias, rq, q, out, rs);
     }
     check(m, n, kb, a, b, bias, rq, q, out, rs);
     // SAFETY: NEON checked above. `check` bounds every load: the weight
