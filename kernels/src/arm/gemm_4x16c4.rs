@@ -43,7 +43,7 @@
 //! bit-identical.
 
 use super::has_neon;
-use crate::reference::{self, panel_len, QOut, PACK_MR, PACK_NR};
+use crate::reference::{self, QOut, PACK_MR, PACK_NR};
 use crate::requant::Requant;
 
 /// Per call and channel group, at the offsets the `asm!` loads them from.
@@ -89,7 +89,7 @@ impl Params {
 /// (relative to `b` and `out`) of a 4-channel group over `prm.kb` K groups,
 /// requantized and stored as four 4-byte rows at `out + 4 j`, `out + 4 j +
 /// rs`, `out + 4 j + 2 rs`, `out + 4 j + 3 rs`. The K loop runs two groups
-/// per iteration (one loop branch per 8 `vmull`s of each), after the first
+/// per iteration (one `subs`/`bne` pair per two groups), after the first
 /// group (which initialises the accumulators) and, for an even `kb`, one
 /// single group.
 ///
@@ -332,7 +332,9 @@ unsafe fn gemm(
     }
 }
 
-/// The checks that keep the raw-pointer tile loops in bounds.
+/// The checks that keep the raw-pointer tile loops in bounds (`m, n >= 1`).
+/// The sizes are computed without wrapping: a wrapped product could pass
+/// for a huge `kb` (32-bit `usize`) and let the loops read past the slices.
 #[allow(clippy::too_many_arguments)]
 fn check(
     m: usize,
@@ -346,13 +348,19 @@ fn check(
     out: &[i8],
     rs: usize,
 ) {
+    let a_len = m
+        .div_ceil(PACK_MR)
+        .checked_mul(kb)
+        .and_then(|x| x.checked_mul(16));
+    let b_len = kb.checked_mul(4 * PACK_NR);
+    let out_len = (m - 1).checked_mul(rs).and_then(|x| x.checked_add(n));
     assert!(
         n <= PACK_NR
-            && a.len() >= m.div_ceil(PACK_MR) * kb * 16
-            && b.len() >= panel_len(kb * 4)
+            && a_len.is_some_and(|l| a.len() >= l)
+            && b_len.is_some_and(|l| b.len() >= l)
             && bias.len() >= m
             && rq.len() >= m
-            && out.len() >= (m - 1) * rs + n,
+            && out_len.is_some_and(|l| out.len() >= l),
         "qs8_gemm_4x16c4: buffers do not match m {m} n {n} kb {kb}"
     );
     assert!(q.act_min <= q.act_max, "clamp: act_min > act_max");
@@ -416,7 +424,7 @@ mod tests {
 
     use super::*;
     use crate::arm_shared::gemm_check::{available_or_skip, fill_i8, Rng};
-    use crate::reference::{pack_a_4c4, packed_a_len};
+    use crate::reference::{pack_a_4c4, packed_a_len, panel_len};
     use crate::Isa;
 
     /// Every panel width and channel count up to two groups plus one, K from
@@ -479,5 +487,34 @@ mod tests {
             }
         }
         assert_eq!(cases, 7 * 9 * 16);
+    }
+
+    /// A `kb` whose byte counts wrap `usize` (16 * 2^28 = 2^32 on 32-bit
+    /// ARM) is refused, not read past the slices.
+    #[test]
+    #[should_panic]
+    fn wrapping_sizes_are_refused() {
+        let q = QOut {
+            out_zp: 0,
+            act_min: -128,
+            act_max: 127,
+        };
+        let rq = [Requant {
+            mult: 1 << 30,
+            shift: 0,
+        }];
+        let mut out = [0i8; 1];
+        qs8_gemm_4x16c4__armv7neon(
+            1,
+            1,
+            1 << 28,
+            &[0; 16],
+            &[0; 64],
+            &[0],
+            &rq,
+            &q,
+            &mut out,
+            1,
+        );
     }
 }
