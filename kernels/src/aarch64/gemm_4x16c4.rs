@@ -18,7 +18,7 @@
 use core::arch::aarch64::*;
 
 use super::has_dotprod;
-use crate::reference::{panel_len, QOut, PACK_MR, PACK_NR};
+use crate::reference::{QOut, PACK_MR, PACK_NR};
 use crate::requant::Requant;
 
 /// Requantizes four accumulators of one channel (16 pixels) and narrows them
@@ -69,13 +69,23 @@ fn check(
     out: &[i8],
     rs: usize,
 ) {
+    // Checked products: a `kb` or `rs` whose byte counts wrap must fail
+    // here, not pass with a small wrapped size.
+    let need_a = m
+        .div_ceil(PACK_MR)
+        .checked_mul(kb)
+        .and_then(|x| x.checked_mul(16));
+    let need_b = kb.checked_mul(64);
+    let need_out = (m.max(1) - 1)
+        .checked_mul(rs)
+        .and_then(|x| x.checked_add(n));
     assert!(
         n <= PACK_NR
-            && a.len() >= m.div_ceil(PACK_MR) * kb * 16
-            && b.len() >= panel_len(kb * 4)
+            && need_a.is_some_and(|x| a.len() >= x)
+            && need_b.is_some_and(|x| b.len() >= x)
             && bias.len() >= m
             && rq.len() >= m
-            && (m == 0 || n == 0 || out.len() >= (m - 1) * rs + n),
+            && (m == 0 || n == 0 || need_out.is_some_and(|x| out.len() >= x)),
         "qs8_gemm_4x16c4: buffers do not match m {m} n {n} kb {kb}"
     );
     assert!(q.act_min <= q.act_max, "clamp: act_min > act_max");
