@@ -374,7 +374,14 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
 fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
     let c = g.out_c;
     let input = rng.i8s(g.input_len());
-    let w = rng.weights(g.weight_len());
+    let mut w = rng.weights(g.weight_len());
+    if rng.usize(0, 2) == 0 {
+        // A channel of -128 weights: kernels that sum two products in i16
+        // must notice (-128 * -128 twice overflows i16).
+        let taps = g.kh * g.kw;
+        let ch = rng.usize(0, c - 1);
+        w[ch * taps..(ch + 1) * taps].fill(i8::MIN);
+    }
     let bias = rng.biases(c);
     let rq: Vec<Requant> = (0..c)
         .map(|_| rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64))

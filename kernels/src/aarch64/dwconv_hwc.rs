@@ -99,16 +99,29 @@ pub(super) unsafe fn block(
         p += n;
     }
 
-    // Per-channel constants of the block.
-    let mut w = [[vdupq_n_s16(0); 2]; MAX_TAPS];
+    // Per-channel constants of the block. The input zero point is folded
+    // into the bias (`bias - zp * sum(w)`), so a tap is `x * w`: int8
+    // products, exact in i16 (|p| <= 2^14, reached only by -128 * -128).
+    // Taps are summed in i16 in pairs (taps 2i and 2i + 1) before widening:
+    // exact unless both weights of a pair are -128 in one channel
+    // (otherwise |p1 + p2| <= 2^14 + 128 * 127 < 2^15); such blocks sum
+    // every tap alone. Every partial sum stays within |bias| + 25 * 2^14 +
+    // 128 * 25 * 128 < 2^31, and integer addition is exact, so the
+    // accumulator is the reference's.
+    let mut w = [vdupq_n_s8(0); MAX_TAPS];
+    let mut sums = [0i32; CB];
+    let mut lanes = [[0i8; CB]; MAX_TAPS];
     for (t, wt) in w.iter_mut().enumerate().take(taps) {
-        let mut lanes = [0i16; CB];
-        for (c, l) in lanes.iter_mut().enumerate() {
-            *l = weights[(c0 + c) * taps + t] as i16;
+        for (c, l) in lanes[t].iter_mut().enumerate() {
+            *l = weights[(c0 + c) * taps + t];
+            sums[c] += *l as i32;
         }
-        *wt = [vld1q_s16(lanes.as_ptr()), vld1q_s16(lanes.as_ptr().add(8))];
+        *wt = vld1q_s8(lanes[t].as_ptr());
     }
-    let b: [int32x4_t; 4] = core::array::from_fn(|i| vld1q_s32(bias.as_ptr().add(c0 + 4 * i)));
+    let pairable = (0..taps / 2)
+        .all(|i| (0..CB).all(|c| lanes[2 * i][c] != i8::MIN || lanes[2 * i + 1][c] != i8::MIN));
+    let folded: [i32; CB] = core::array::from_fn(|c| bias[c0 + c] - q.in_zp * sums[c]);
+    let b: [int32x4_t; 4] = core::array::from_fn(|i| vld1q_s32(folded.as_ptr().add(4 * i)));
     let lane = |f: &dyn Fn(Requant) -> i32, i: usize| {
         let v: [i32; 4] = core::array::from_fn(|l| f(rq[c0 + 4 * i + l]));
         vld1q_s32(v.as_ptr())
@@ -116,7 +129,6 @@ pub(super) unsafe fn block(
     let mult: [int32x4_t; 4] = core::array::from_fn(|i| lane(&|r| r.mult, i));
     let left: [int32x4_t; 4] = core::array::from_fn(|i| lane(&|r| r.shift.max(0), i));
     let right: [int32x4_t; 4] = core::array::from_fn(|i| lane(&|r| -(-r.shift).max(0), i));
-    let zp = vdup_n_s8(q.in_zp as i8);
     let ozp = vdupq_n_s16(q.out_zp as i16);
     let (lo, hi) = (vdupq_n_s8(q.act_min), vdupq_n_s8(q.act_max));
     let mut off = [0usize; MAX_TAPS];
@@ -126,32 +138,21 @@ pub(super) unsafe fn block(
         }
     }
 
-    // Compute: one output pixel (16 channels) at a time.
-    for oy in 0..g.out_h {
-        for ox in 0..g.out_w {
-            let at = base.add((oy * g.stride_h * wp + ox * g.stride_w) * CB);
-            let mut acc = b;
-            for t in 0..taps {
-                let x = vld1q_s8(at.add(off[t]));
-                let xl = vsubl_s8(vget_low_s8(x), zp);
-                let xh = vsubl_s8(vget_high_s8(x), zp);
-                acc[0] = vmlal_s16(acc[0], vget_low_s16(xl), vget_low_s16(w[t][0]));
-                acc[1] = vmlal_high_s16(acc[1], xl, w[t][0]);
-                acc[2] = vmlal_s16(acc[2], vget_low_s16(xh), vget_low_s16(w[t][1]));
-                acc[3] = vmlal_high_s16(acc[3], xh, w[t][1]);
-            }
-            // `requantize` lane by lane (see `super::requant`), then the
-            // zero point and clamp as `pack16` does.
-            let r: [int32x4_t; 4] = core::array::from_fn(|i| {
-                let v = vqrdmulhq_s32(vqshlq_s32(acc[i], left[i]), mult[i]);
-                let fixup = vshrq_n_s32::<31>(vandq_s32(v, right[i]));
-                vrshlq_s32(vqaddq_s32(v, fixup), right[i])
-            });
-            let l16 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[0]), r[1]), ozp);
-            let h16 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[2]), r[3]), ozp);
-            let v = vminq_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(l16), h16), lo), hi);
-            vst1q_s8(obuf.add((oy * g.out_w + ox) * CB), v);
-        }
+    // Compute: one output pixel (16 channels) at a time; 3x3 windows with
+    // the taps unrolled (weights and offsets stay in registers).
+    let k = Consts {
+        b,
+        mult,
+        left,
+        right,
+        ozp,
+        lo,
+        hi,
+    };
+    match (taps, pairable) {
+        (9, true) => pixels3x3(g, wp, base, obuf, &w, &off, &k),
+        (_, true) => pixels::<true>(g, wp, base, obuf, &w[..taps], &off[..taps], &k),
+        _ => pixels::<false>(g, wp, base, obuf, &w[..taps], &off[..taps], &k),
     }
 
     // Out: chunks of 16 output pixels transposed back into the planes (the
@@ -169,5 +170,187 @@ pub(super) unsafe fn block(
             }
         }
         p += n;
+    }
+}
+
+/// A block's per-channel constants.
+struct Consts {
+    b: [int32x4_t; 4],
+    mult: [int32x4_t; 4],
+    left: [int32x4_t; 4],
+    right: [int32x4_t; 4],
+    ozp: int16x8_t,
+    lo: int8x16_t,
+    hi: int8x16_t,
+}
+
+/// Every output pixel of the block, `w.len()` taps; `PAIR`: taps summed in
+/// i16 in pairs before widening (see the block's constants).
+///
+/// # Safety
+/// `base` holds the padded HWC input the offsets address for every output
+/// pixel, `obuf` `out_h * out_w * 16` writable bytes.
+#[inline(always)]
+unsafe fn pixels<const PAIR: bool>(
+    g: &ConvGeometry,
+    wp: usize,
+    base: *const i8,
+    obuf: *mut i8,
+    w: &[int8x16_t],
+    off: &[usize],
+    k: &Consts,
+) {
+    let taps = w.len();
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let at = base.add((oy * g.stride_h * wp + ox * g.stride_w) * CB);
+            let mut acc = k.b;
+            let widen = |acc: &mut [int32x4_t; 4], lo: int16x8_t, hi: int16x8_t| {
+                acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
+                acc[1] = vaddw_high_s16(acc[1], lo);
+                acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
+                acc[3] = vaddw_high_s16(acc[3], hi);
+            };
+            let mut t = 0;
+            if PAIR {
+                while t + 2 <= taps {
+                    let (x0, x1) = (vld1q_s8(at.add(off[t])), vld1q_s8(at.add(off[t + 1])));
+                    let lo = vmlal_s8(
+                        vmull_s8(vget_low_s8(x0), vget_low_s8(w[t])),
+                        vget_low_s8(x1),
+                        vget_low_s8(w[t + 1]),
+                    );
+                    let hi = vmlal_high_s8(vmull_high_s8(x0, w[t]), x1, w[t + 1]);
+                    widen(&mut acc, lo, hi);
+                    t += 2;
+                }
+            }
+            while t < taps {
+                let x = vld1q_s8(at.add(off[t]));
+                let lo = vmull_s8(vget_low_s8(x), vget_low_s8(w[t]));
+                let hi = vmull_high_s8(x, w[t]);
+                widen(&mut acc, lo, hi);
+                t += 1;
+            }
+            // `requantize` lane by lane (see `super::requant`), then the
+            // zero point and clamp as `pack16` does.
+            let r: [int32x4_t; 4] = core::array::from_fn(|i| {
+                let v = vqrdmulhq_s32(vqshlq_s32(acc[i], k.left[i]), k.mult[i]);
+                let fixup = vshrq_n_s32::<31>(vandq_s32(v, k.right[i]));
+                vrshlq_s32(vqaddq_s32(v, fixup), k.right[i])
+            });
+            let l16 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[0]), r[1]), k.ozp);
+            let h16 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[2]), r[3]), k.ozp);
+            let v = vminq_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(l16), h16), k.lo), k.hi);
+            vst1q_s8(obuf.add((oy * g.out_w + ox) * CB), v);
+        }
+    }
+}
+
+/// [`pixels`] for pairable 3x3 windows, in two passes per output row so that
+/// neither keeps more than 32 vectors live: the taps in one asm block per
+/// pixel (four i16 pairs and one single tap: `smull`/`smlal` and their `2`
+/// forms, `saddw`/`saddw2`: 47 instructions for 144 products, the weights in
+/// nine registers across the row), accumulators to a row buffer; then the
+/// output stage over the row. (The same code in intrinsics lost the `2`
+/// forms and spilled the weights: 38% more instructions under qemu.)
+///
+/// # Safety
+/// As [`pixels`]; `off[0] == 0`; `g.out_w <= 32`.
+#[inline(always)]
+unsafe fn pixels3x3(
+    g: &ConvGeometry,
+    wp: usize,
+    base: *const i8,
+    obuf: *mut i8,
+    w: &[int8x16_t; MAX_TAPS],
+    off: &[usize; MAX_TAPS],
+    k: &Consts,
+) {
+    // out_w < 32 (`applies`): one row of accumulators.
+    let mut row = [[vdupq_n_s32(0); 4]; 32];
+    let [w0, w1, w2, w3, w4, w5, w6, w7, w8] =
+        [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]];
+    let [o1, o2, o3, o4, o5, o6, o7, o8] = [
+        off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8],
+    ];
+    for oy in 0..g.out_h {
+        for (ox, accs) in row.iter_mut().enumerate().take(g.out_w) {
+            let at = base.add((oy * g.stride_h * wp + ox * g.stride_w) * CB);
+            let [mut a0, mut a1, mut a2, mut a3] = k.b;
+            // SAFETY: the nine loads are the taps of this output pixel,
+            // inside the padded buffer (caller contract); registers only
+            // otherwise.
+            core::arch::asm!(
+                "ldr {x0:q}, [{at}]",
+                "ldr {x1:q}, [{at}, {o1}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w0:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w0:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w1:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w1:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o2}]",
+                "ldr {x1:q}, [{at}, {o3}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w2:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w2:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w3:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w3:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o4}]",
+                "ldr {x1:q}, [{at}, {o5}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w4:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w4:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w5:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w5:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o6}]",
+                "ldr {x1:q}, [{at}, {o7}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w6:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w6:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w7:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w7:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o8}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w8:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w8:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                at = in(reg) at,
+                o1 = in(reg) o1, o2 = in(reg) o2, o3 = in(reg) o3, o4 = in(reg) o4,
+                o5 = in(reg) o5, o6 = in(reg) o6, o7 = in(reg) o7, o8 = in(reg) o8,
+                w0 = in(vreg) w0, w1 = in(vreg) w1, w2 = in(vreg) w2, w3 = in(vreg) w3,
+                w4 = in(vreg) w4, w5 = in(vreg) w5, w6 = in(vreg) w6, w7 = in(vreg) w7,
+                w8 = in(vreg) w8,
+                a0 = inout(vreg) a0, a1 = inout(vreg) a1, a2 = inout(vreg) a2, a3 = inout(vreg) a3,
+                x0 = out(vreg) _, x1 = out(vreg) _, l = out(vreg) _, h = out(vreg) _,
+                options(nostack, readonly, preserves_flags),
+            );
+            *accs = [a0, a1, a2, a3];
+        }
+        for (ox, acc) in row.iter().enumerate().take(g.out_w) {
+            let r: [int32x4_t; 4] = core::array::from_fn(|i| {
+                let v = vqrdmulhq_s32(vqshlq_s32(acc[i], k.left[i]), k.mult[i]);
+                let fixup = vshrq_n_s32::<31>(vandq_s32(v, k.right[i]));
+                vrshlq_s32(vqaddq_s32(v, fixup), k.right[i])
+            });
+            let l16 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[0]), r[1]), k.ozp);
+            let h16 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(r[2]), r[3]), k.ozp);
+            let v = vminq_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(l16), h16), k.lo), k.hi);
+            vst1q_s8(obuf.add((oy * g.out_w + ox) * CB), v);
+        }
     }
 }
