@@ -464,6 +464,10 @@ fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
         (48, 12, 10, 3, 3, 2, 2, 2, 1, 2, 2),
         (16, 3, 3, 3, 3, 1, 1, 0, 0, 0, 0),
         (19, 30, 31, 3, 3, 1, 1, 1, 1, 1, 1),
+        // Wide planes in bands of output rows.
+        (32, 40, 112, 3, 3, 1, 1, 1, 1, 1, 1),
+        (17, 37, 113, 3, 3, 2, 1, 1, 1, 1, 1),
+        (16, 30, 100, 5, 5, 1, 1, 2, 2, 2, 2),
     ];
     for (c, in_h, in_w, kh, kw, s, dil, pt, pl, pb, pr) in shapes {
         let (span_h, span_w) = (dil * (kh - 1) + 1, dil * (kw - 1) + 1);

@@ -1,11 +1,12 @@
-//! Depthwise convolution of small planes across channels: sixteen channels
-//! per vector on an HWC copy of a 16-channel block.
+//! Depthwise convolution across channels: sixteen channels per vector on an
+//! HWC copy of a 16-channel block, in bands of output rows.
 //!
 //! The planar kernel (`dwconv.rs`) vectorises along output rows, so planes a
 //! few pixels wide (KWS's 25x5, the 7x7 ends of image backbones) pay its
-//! per-row and per-channel costs for every handful of outputs. Here one
-//! block of 16 channels is transposed (16x16 byte blocks) into a
-//! zero-point-padded HWC buffer, every output pixel is 16 channels at once
+//! per-row and per-channel costs for every handful of outputs, and wide ones
+//! its padded row ring. Here one block of 16 channels is transposed (16x16
+//! byte blocks), one band of rows at a time, into a zero-point-padded HWC
+//! buffer on the stack, every output pixel is 16 channels at once
 //! (per tap: one 16-byte load at a fixed offset, `ssubl` of the zero point,
 //! four `smlal` by per-channel i16 weights), requantized with per-lane
 //! multipliers, and the HWC result is transposed back into the channel
@@ -24,25 +25,41 @@ pub(super) const HWC_BYTES: usize = 65536;
 const MAX_TAPS: usize = 25;
 const CB: usize = 16;
 
-/// The padded extent the taps reach: `(hp, wp)`.
-fn padded(g: &ConvGeometry) -> (usize, usize) {
-    (
-        (g.out_h - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1,
-        (g.out_w - 1) * g.stride_w + (g.kw - 1) * g.dil_w + 1,
-    )
+/// Widest output rows of the HWC path (the 3x3 kernel's row buffer).
+const MAX_OUT_W: usize = 128;
+
+/// Padded input rows the taps of `rows` output rows reach.
+fn band_rows(g: &ConvGeometry, rows: usize) -> usize {
+    (rows - 1) * g.stride_h + (g.kh - 1) * g.dil_h + 1
+}
+
+/// Padded input columns the taps reach.
+fn padded_w(g: &ConvGeometry) -> usize {
+    (g.out_w - 1) * g.stride_w + (g.kw - 1) * g.dil_w + 1
+}
+
+/// Output rows per band: the most whose padded input, outputs and 256 bytes
+/// of slack (the last transpose's reads) fit [`HWC_BYTES`]; 0 if none.
+fn band(g: &ConvGeometry) -> usize {
+    let wp = padded_w(g);
+    let fits = |r: usize| (band_rows(g, r) * wp + r * g.out_w) * CB + 256 <= HWC_BYTES;
+    let mut r = 0;
+    while r < g.out_h && fits(r + 1) {
+        r += 1;
+    }
+    r
 }
 
 /// Whether depthwise `g` (already checked valid) takes the HWC path: at
-/// least one whole block of 16 channels, narrow planes (`out_w < 32`, where
-/// the planar path's row costs dominate), at most 25 taps, and a block's
-/// padded input plus outputs (plus 256 bytes of slack for the last
-/// transpose) within [`HWC_BYTES`].
+/// least one whole block of 16 channels, output rows of at most 128, at most
+/// 25 taps, and at least one output row per band.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
-    if g.out_c < CB || g.out_w == 0 || g.out_h == 0 || g.out_w >= 32 || g.kh * g.kw > MAX_TAPS {
-        return false;
-    }
-    let (hp, wp) = padded(g);
-    (hp * wp + g.out_h * g.out_w) * CB + 256 <= HWC_BYTES
+    g.out_c >= CB
+        && g.out_w > 0
+        && g.out_h > 0
+        && g.out_w <= MAX_OUT_W
+        && g.kh * g.kw <= MAX_TAPS
+        && band(g) > 0
 }
 
 /// Channels `c0..c0 + 16` of depthwise `g` (`applies(g)`, buffers checked
@@ -64,40 +81,8 @@ pub(super) unsafe fn block(
     c0: usize,
     buf: &mut [i8; HWC_BYTES],
 ) {
-    let (hp, wp) = padded(g);
-    let (pi, po, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
-    buf[..hp * wp * CB].fill(q.in_zp as i8);
-    let base = buf.as_mut_ptr();
-    let obuf = base.add(hp * wp * CB);
-
-    // In: chunks of 16 pixels of the plane (they may span input rows), each
-    // transposed to 16 pixel vectors, stored at their padded positions.
-    let mut tmp = [0i8; 256];
-    let src0 = input.as_ptr().add(c0 * pi);
-    let mut p = 0;
-    while p < pi {
-        let n = (pi - p).min(16);
-        if n == 16 {
-            transpose16(src0.add(p), pi, tmp.as_mut_ptr(), 16);
-        } else {
-            for c in 0..CB {
-                for j in 0..n {
-                    tmp[j * 16 + c] = *src0.add(c * pi + p + j);
-                }
-            }
-        }
-        for j in 0..n {
-            let (iy, ix) = ((p + j) / g.in_w, (p + j) % g.in_w);
-            let (yy, xx) = (iy + g.pad_top, ix + g.pad_left);
-            if yy < hp && xx < wp {
-                vst1q_s8(
-                    base.add((yy * wp + xx) * CB),
-                    vld1q_s8(tmp.as_ptr().add(j * 16)),
-                );
-            }
-        }
-        p += n;
-    }
+    let wp = padded_w(g);
+    let (po, taps) = (g.out_h * g.out_w, g.kh * g.kw);
 
     // Per-channel constants of the block. The input zero point is folded
     // into the bias (`bias - zp * sum(w)`), so a tap is `x * w`: int8
@@ -149,24 +134,93 @@ pub(super) unsafe fn block(
         lo,
         hi,
     };
-    match (taps, pairable) {
-        (9, true) => pixels3x3(g, wp, base, obuf, &w, &off, &k),
-        (_, true) => pixels::<true>(g, wp, base, obuf, &w[..taps], &off[..taps], &k),
-        _ => pixels::<false>(g, wp, base, obuf, &w[..taps], &off[..taps], &k),
+    // Bands of output rows, each staged, computed and written back.
+    let rows = band(g);
+    let mut oy0 = 0;
+    while oy0 < g.out_h {
+        let r = rows.min(g.out_h - oy0);
+        let gb = ConvGeometry { out_h: r, ..*g };
+        let hb = band_rows(g, r);
+        let base = buf.as_mut_ptr();
+        stage(g, q.in_zp as i8, input, c0, oy0 * g.stride_h, hb, wp, buf);
+        let obuf = base.add(hb * wp * CB);
+        match (taps, pairable) {
+            (9, true) => pixels3x3(&gb, wp, base, obuf, &w, &off, &k),
+            (_, true) => pixels::<true>(&gb, wp, base, obuf, &w[..taps], &off[..taps], &k),
+            _ => pixels::<false>(&gb, wp, base, obuf, &w[..taps], &off[..taps], &k),
+        }
+        // Out: chunks of 16 output pixels transposed back into the planes
+        // (the 256 bytes of slack after the outputs cover a last chunk's
+        // reads).
+        let dst0 = output.as_mut_ptr().add(c0 * po);
+        let (p0, p1) = (oy0 * g.out_w, (oy0 + r) * g.out_w);
+        let mut tmp = [0i8; 256];
+        let mut p = p0;
+        while p < p1 {
+            let n = (p1 - p).min(16);
+            if n == 16 {
+                transpose16(obuf.add((p - p0) * CB), CB, dst0.add(p), po);
+            } else {
+                transpose16(obuf.add((p - p0) * CB), CB, tmp.as_mut_ptr(), 16);
+                for c in 0..CB {
+                    core::ptr::copy_nonoverlapping(
+                        tmp.as_ptr().add(c * 16),
+                        dst0.add(c * po + p),
+                        n,
+                    );
+                }
+            }
+            p += n;
+        }
+        oy0 += r;
     }
+}
 
-    // Out: chunks of 16 output pixels transposed back into the planes (the
-    // 256 bytes of slack after the outputs cover the last chunk's reads).
-    let dst0 = output.as_mut_ptr().add(c0 * po);
-    let mut p = 0;
-    while p < po {
-        let n = (po - p).min(16);
+/// Stages padded input rows `yy0..yy0 + hb` (padded coordinates) of channels
+/// `c0..c0 + 16` into `buf` as HWC, `wp` pixels per row, padding as `zp`:
+/// chunks of 16 pixels of the input rows inside (they may span rows), each
+/// transposed to 16 pixel vectors and stored at its padded position.
+///
+/// # Safety
+/// `input` holds channels `c0..c0 + 16` of `g`; `hb * wp * 16 <= HWC_BYTES`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn stage(
+    g: &ConvGeometry,
+    zp: i8,
+    input: &[i8],
+    c0: usize,
+    yy0: usize,
+    hb: usize,
+    wp: usize,
+    buf: &mut [i8; HWC_BYTES],
+) {
+    buf[..hb * wp * CB].fill(zp);
+    let base = buf.as_mut_ptr();
+    let pi = g.in_h * g.in_w;
+    let iy_lo = yy0.saturating_sub(g.pad_top).min(g.in_h);
+    let iy_hi = (yy0 + hb).saturating_sub(g.pad_top).min(g.in_h);
+    let src0 = input.as_ptr().add(c0 * pi);
+    let mut tmp = [0i8; 256];
+    let (mut p, p_hi) = (iy_lo * g.in_w, iy_hi * g.in_w);
+    while p < p_hi {
+        let n = (p_hi - p).min(16);
         if n == 16 {
-            transpose16(obuf.add(p * CB), CB, dst0.add(p), po);
+            transpose16(src0.add(p), pi, tmp.as_mut_ptr(), 16);
         } else {
-            transpose16(obuf.add(p * CB), CB, tmp.as_mut_ptr(), 16);
             for c in 0..CB {
-                core::ptr::copy_nonoverlapping(tmp.as_ptr().add(c * 16), dst0.add(c * po + p), n);
+                for j in 0..n {
+                    tmp[j * 16 + c] = *src0.add(c * pi + p + j);
+                }
+            }
+        }
+        for j in 0..n {
+            let (iy, ix) = ((p + j) / g.in_w, (p + j) % g.in_w);
+            let (yy, xx) = (iy + g.pad_top - yy0, ix + g.pad_left);
+            if yy < hb && xx < wp {
+                vst1q_s8(
+                    base.add((yy * wp + xx) * CB),
+                    vld1q_s8(tmp.as_ptr().add(j * 16)),
+                );
             }
         }
         p += n;
@@ -256,7 +310,7 @@ unsafe fn pixels<const PAIR: bool>(
 /// forms and spilled the weights: 38% more instructions under qemu.)
 ///
 /// # Safety
-/// As [`pixels`]; `off[0] == 0`; `g.out_w <= 32`.
+/// As [`pixels`]; `off[0] == 0`; `g.out_w <= MAX_OUT_W`.
 #[inline(always)]
 unsafe fn pixels3x3(
     g: &ConvGeometry,
@@ -267,8 +321,8 @@ unsafe fn pixels3x3(
     off: &[usize; MAX_TAPS],
     k: &Consts,
 ) {
-    // out_w < 32 (`applies`): one row of accumulators.
-    let mut row = [[vdupq_n_s32(0); 4]; 32];
+    // out_w <= MAX_OUT_W (`applies`): one row of accumulators.
+    let mut row = [[vdupq_n_s32(0); 4]; MAX_OUT_W];
     let [w0, w1, w2, w3, w4, w5, w6, w7, w8] =
         [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]];
     let [o1, o2, o3, o4, o5, o6, o7, o8] = [
