@@ -5,7 +5,11 @@
 # out-of-memory. Prints a visible "SKIP fuzz: <reason>" and exits 0 when the
 # nightly toolchain or cargo-fuzz cannot be installed (e.g. offline).
 #
-# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 45)
+# Usage: scripts/fuzz.sh [--runtime-only] [SECONDS_PER_TARGET]   (default 45)
+#        --runtime-only: only the runtime's targets (strix_load_run,
+#          strix_load_run_sealed, capi, wav), built without the compiler and
+#          strixd (fuzz/Cargo.toml features): a fraction of the sanitizer
+#          build; the test command uses it
 #        STRIX_FUZZ_TARGETS="capi wav" scripts/fuzz.sh 600
 #        STRIX_FUZZ_RUNS=3000 STRIX_FUZZ_SEED=1 scripts/fuzz.sh 60
 #          (the test command's form: a fixed seed and at most N inputs per
@@ -15,6 +19,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+features=()
+runtime_only=
+if [ "${1:-}" = --runtime-only ]; then
+  runtime_only=1
+  features=(--no-default-features)
+  shift
+fi
 secs=${1:-45}
 case "$secs" in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;; esac
 
@@ -36,10 +47,12 @@ fi
 
 cd fuzz
 echo "== cargo +nightly fuzz build -O --debug-assertions (ASan)"
-cargo +nightly fuzz build -O --debug-assertions
+cargo +nightly fuzz build -O --debug-assertions "${features[@]}"
 
 if [ -n "${STRIX_FUZZ_TARGETS:-}" ]; then
   targets=$STRIX_FUZZ_TARGETS
+elif [ -n "$runtime_only" ]; then
+  targets="strix_load_run strix_load_run_sealed capi wav"
 else
   targets=$(cargo +nightly fuzz list)
 fi
@@ -58,7 +71,7 @@ for t in $targets; do
   # what libFuzzer adds stays there (ignored by git) for the next run.
   dict=()
   case "$t" in strix_load_run* | capi) dict=(-dict=strix.dict) ;; esac
-  if cargo +nightly fuzz run -O --debug-assertions "$t" "corpus/$t" -- \
+  if cargo +nightly fuzz run -O --debug-assertions "${features[@]}" "$t" "corpus/$t" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 "${dict[@]}" \
     ${STRIX_FUZZ_RUNS:+-runs=$STRIX_FUZZ_RUNS} ${STRIX_FUZZ_SEED:+-seed=$STRIX_FUZZ_SEED} \
     -print_final_stats=1 >"$log" 2>&1; then
