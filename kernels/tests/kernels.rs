@@ -659,6 +659,12 @@ fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
         (2, 14, 40, 12, 12, 1, 5, 5, 14, 40),
         (1, 3, 9000, 3, 3, 1, 1, 1, 3, 9000),
         (1, 5, 9001, 3, 3, 2, 1, 0, 3, 4501),
+        // Global average pools (KWS's 25x5, a 7x7 backbone end, a plane
+        // whose size is not a multiple of 16, a wide one).
+        (64, 25, 5, 25, 5, 1, 0, 0, 1, 1),
+        (19, 7, 7, 7, 7, 1, 0, 0, 1, 1),
+        (3, 1, 1, 1, 1, 1, 0, 0, 1, 1),
+        (2, 60, 80, 60, 80, 1, 0, 0, 1, 1),
     ];
     for (channels, in_h, in_w, kh, kw, s, pt, pl, out_h, out_w) in shapes {
         for count_include_pad in [false, true] {

@@ -97,6 +97,9 @@ pub fn qs8_maxpool2d__neon(g: &PoolGeometry, input: &[i8], output: &mut [i8]) {
 /// the int8 range run the reference. Runs on every aarch64 CPU.
 #[allow(non_snake_case)]
 pub fn qs8_avgpool2d__neon(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut [i8]) {
+    if g.is_valid() && is_global(g) && (-128..=127).contains(&zp) {
+        return global_avgpool(g, zp, input, output);
+    }
     let cg = conv_geometry(g);
     let ok = g.is_valid() && g.kh * g.kw <= 128 && (-128..=127).contains(&zp);
     let plan = if ok { Plan::new(&cg, 16) } else { None };
@@ -168,4 +171,49 @@ unsafe fn average16(sum: [int16x8_t; 2], n: [int32x4_t; 4], zp: int16x8_t) -> in
     let lo = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(q[0]), q[1]), zp);
     let hi = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(q[2]), q[3]), zp);
     vqmovn_high_s16(vqmovn_s16(lo), hi)
+}
+
+/// One window over each whole plane (a global average pool: no padding, a
+/// 1x1 output), whatever its size.
+fn is_global(g: &PoolGeometry) -> bool {
+    g.out_h == 1
+        && g.out_w == 1
+        && g.kh == g.in_h
+        && g.kw == g.in_w
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.in_h * g.in_w <= 1 << 23
+}
+
+/// [`reference::qs8_avgpool2d`] of a global pool: per channel the plane's
+/// sum (`saddlp`/`sadalp` into i32 lanes, 16 bytes per step; exact: at most
+/// 2^23 taps of |x| <= 128), minus `count * zp`, then the reference's
+/// rounding division.
+fn global_avgpool(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut [i8]) {
+    let plane = g.in_h * g.in_w;
+    assert!(
+        input.len() >= g.channels * plane && output.len() >= g.channels,
+        "qs8_avgpool2d: buffers do not match the geometry"
+    );
+    let n = plane as i32;
+    for (c, o) in output[..g.channels].iter_mut().enumerate() {
+        let x = &input[c * plane..(c + 1) * plane];
+        let mut chunks = x.chunks_exact(16);
+        // SAFETY: NEON is baseline on aarch64; each load reads one 16-byte chunk.
+        let mut sum = unsafe {
+            let mut acc = vdupq_n_s32(0);
+            for ch in &mut chunks {
+                acc = vpadalq_s16(acc, vpaddlq_s8(vld1q_s8(ch.as_ptr())));
+            }
+            vaddvq_s32(acc)
+        };
+        sum += chunks.remainder().iter().map(|&v| v as i32).sum::<i32>();
+        let sum = sum - n * zp;
+        let q = if sum >= 0 {
+            (sum + n / 2) / n
+        } else {
+            (sum - n / 2) / n
+        };
+        *o = (q + zp).clamp(-128, 127) as i8;
+    }
 }
