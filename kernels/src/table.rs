@@ -69,6 +69,9 @@ pub type AvgPoolFn = fn(&PoolGeometry, i32, &[i8], &mut [i8]);
 /// [`reference::qs8_requantize_copy`]: `(input, in_zp, rq, out_zp, output)`.
 pub type RequantCopyFn = fn(&[i8], i32, Requant, i32, &mut [i8]);
 
+/// [`reference::qs8_quantize`]: `(input, scale, zp, output)`.
+pub type QuantizeFn = fn(&[f32], f32, i32, &mut [i8]);
+
 /// [`reference::qs8_lut`]: `(table, input, output)`.
 pub type LutFn = fn(&[i8; 256], &[i8], &mut [i8]);
 
@@ -112,11 +115,12 @@ pub struct KernelSet {
     pub avgpool2d: Kernel<AvgPoolFn>,
     pub requantize_copy: Kernel<RequantCopyFn>,
     pub lut: Kernel<LutFn>,
+    pub quantize: Kernel<QuantizeFn>,
 }
 
 impl KernelSet {
     /// The names of all ops of the row, in field order (for reports and tests).
-    pub fn names(&self) -> [&'static str; 11] {
+    pub fn names(&self) -> [&'static str; 12] {
         [
             self.gemm_nt.name,
             self.gemm_nt_f32out.name,
@@ -129,6 +133,7 @@ impl KernelSet {
             self.avgpool2d.name,
             self.requantize_copy.name,
             self.lut.name,
+            self.quantize.name,
         ]
     }
 }
@@ -150,6 +155,7 @@ pub const SCALAR: KernelSet = KernelSet {
     avgpool2d: kernel!(reference::qs8_avgpool2d),
     requantize_copy: kernel!(reference::qs8_requantize_copy),
     lut: kernel!(reference::qs8_lut),
+    quantize: kernel!(reference::qs8_quantize),
 };
 
 /// x86_64 AVX2 (wrappers re-check the feature and fall back to the reference).
@@ -172,6 +178,7 @@ pub const AVX2: KernelSet = {
         avgpool2d: kernel!(x::qs8_avgpool2d__avx2),
         requantize_copy: kernel!(x::qs8_requantize_copy__avx2),
         lut: kernel!(reference::qs8_lut),
+        quantize: kernel!(reference::qs8_quantize),
     }
 };
 
@@ -195,6 +202,7 @@ pub const NEON: KernelSet = {
         avgpool2d: kernel!(a::qs8_avgpool2d__neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__neon),
         lut: kernel!(a::qs8_lut__neon),
+        quantize: kernel!(a::qs8_quantize__neon),
     }
 };
 
@@ -219,6 +227,7 @@ pub const DOTPROD: KernelSet = {
         avgpool2d: kernel!(a::qs8_avgpool2d__neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__neon),
         lut: kernel!(a::qs8_lut__neon),
+        quantize: kernel!(a::qs8_quantize__neon),
     }
 };
 
@@ -246,6 +255,7 @@ pub const I8MM: KernelSet = {
         avgpool2d: kernel!(a::qs8_avgpool2d__neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__neon),
         lut: kernel!(a::qs8_lut__neon),
+        quantize: kernel!(a::qs8_quantize__neon),
     }
 };
 

@@ -709,6 +709,46 @@ fn check_lut(row: &KernelSet, rng: &mut Rng) -> usize {
     cases
 }
 
+/// `row.quantize` on values around every rounding tie and beyond the int8
+/// range, the special floats, scales small and large, zero points at the
+/// int8 limits.
+fn check_quantize(row: &KernelSet, rng: &mut Rng) -> usize {
+    let mut cases = 0;
+    for &len in &LENS {
+        let scale = rng.pick(&[1.0f32, 0.5, 0.1, 1.0 / 255.0, 3.7e-3, 17.0, 1e-30]);
+        let zp = rng.zp();
+        let input: Vec<f32> = (0..len)
+            .map(|_| match rng.usize(0, 6) {
+                // Exact ties of x / scale, both signs.
+                0 => (rng.range(-300, 300) as f32 + 0.5) * scale,
+                1 => rng.pick(&[
+                    f32::NAN,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    0.0,
+                    -0.0,
+                    3e38,
+                    -3e38,
+                ]),
+                2 => (rng.unit() as f32 - 0.5) * 1e7 * scale,
+                _ => (rng.unit() as f32 - 0.5) * 600.0 * scale,
+            })
+            .collect();
+        let mut want = vec![0x55i8; len + 3];
+        let mut got = want.clone();
+        (SCALAR.quantize.run)(&input, scale, zp, &mut want[..len]);
+        (row.quantize.run)(&input, scale, zp, &mut got[..len]);
+        assert_same(
+            row.quantize.name,
+            &format!("len={len} scale={scale} zp={zp} input={input:?}"),
+            &got,
+            &want,
+        );
+        cases += 1;
+    }
+    cases
+}
+
 /// Runs the whole grid on one row: the same seeds, so the same cases, for
 /// every row.
 fn check_row(row: &KernelSet) -> usize {
@@ -724,6 +764,7 @@ fn check_row(row: &KernelSet) -> usize {
                 + check_pools(row, &mut rng)
                 + check_pool_shapes(row, &mut rng)
                 + check_lut(row, &mut rng)
+                + check_quantize(row, &mut rng)
         })
         .sum()
 }
@@ -821,7 +862,7 @@ fn kernels_for_falls_back_to_the_reference() {
 }
 
 /// The addresses of a row's functions, in [`table::KernelSet::names`] order.
-fn runs(r: &table::KernelSet) -> [usize; 11] {
+fn runs(r: &table::KernelSet) -> [usize; 12] {
     [
         r.gemm_nt.run as usize,
         r.gemm_nt_f32out.run as usize,
@@ -834,6 +875,7 @@ fn runs(r: &table::KernelSet) -> [usize; 11] {
         r.avgpool2d.run as usize,
         r.requantize_copy.run as usize,
         r.lut.run as usize,
+        r.quantize.run as usize,
     ]
 }
 

@@ -263,3 +263,47 @@ pub fn qs8_lut__neon(table: &[i8; 256], input: &[i8], output: &mut [i8]) {
         }
     }
 }
+
+/// [`crate::reference::qs8_quantize`] on Advanced SIMD, 16 values per step:
+/// `fmul` by the same `1 / scale`, `fcvtas` (round half away from zero; NaN
+/// to 0, out-of-range values saturate, which the final clamp maps where the
+/// reference's clamp to +-1e6 does), `sqadd` of the zero point and
+/// saturating narrows (the clamp to the int8 range). Zero points outside the
+/// int8 range run the reference; tails go through a 16-value buffer.
+#[allow(non_snake_case)]
+pub fn qs8_quantize__neon(input: &[f32], scale: f32, zp: i32, output: &mut [i8]) {
+    if !(-128..=127).contains(&zp) {
+        return reference::qs8_quantize(input, scale, zp, output);
+    }
+    let inv = 1.0 / scale;
+    let n = input.len().min(output.len());
+    // SAFETY: NEON is baseline on aarch64; loads read 16 floats of `input`
+    // below `n` (or the local buffer), stores write 16 bytes of `output`
+    // below `n` (or the local buffer).
+    unsafe {
+        let (vinv, vzp) = (vdupq_n_f32(inv), vdupq_n_s32(zp));
+        let f = |p: *const f32| {
+            let q = |i: usize| {
+                vqaddq_s32(
+                    vcvtaq_s32_f32(vmulq_f32(vld1q_f32(p.add(4 * i)), vinv)),
+                    vzp,
+                )
+            };
+            let lo = vqmovn_high_s32(vqmovn_s32(q(0)), q(1));
+            let hi = vqmovn_high_s32(vqmovn_s32(q(2)), q(3));
+            vqmovn_high_s16(vqmovn_s16(lo), hi)
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            vst1q_s8(output.as_mut_ptr().add(i), f(input.as_ptr().add(i)));
+            i += 16;
+        }
+        if i < n {
+            let mut buf = [0f32; 16];
+            buf[..n - i].copy_from_slice(&input[i..n]);
+            let mut out = [0i8; 16];
+            vst1q_s8(out.as_mut_ptr(), f(buf.as_ptr()));
+            output[i..n].copy_from_slice(&out[..n - i]);
+        }
+    }
+}

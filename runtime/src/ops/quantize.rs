@@ -2,7 +2,6 @@
 
 use super::ctx::{want, Ctx, Res, Run};
 use crate::graph::DType;
-use strix_kernels::reference as k;
 
 pub(super) fn validate(cx: &Ctx) -> Res {
     cx.arity(1, 1)?;
@@ -16,7 +15,7 @@ pub(super) fn validate(cx: &Ctx) -> Res {
 pub(super) fn run(r: &Run, o: &mut [i8]) -> Res {
     // Every int8 activation has a quantization (validated at load).
     let q = r.out.quant.ok_or("missing quantization")?;
-    k::qs8_quantize(r.f32(0)?, q.scale, q.zero_point, o);
+    (r.ks.quantize.run)(r.f32(0)?, q.scale, q.zero_point, o);
     Ok(())
 }
 
