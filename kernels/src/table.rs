@@ -43,6 +43,11 @@ pub type GemmNtF32Fn =
 pub type Gemm4x16c4Fn =
     fn(usize, usize, usize, &[i8], &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize);
 
+/// [`reference::qs8_gemm_4x16c4_f32out`]:
+/// `(m, n, kb, a_packed, b_panel, bias, scale, lo, hi, out, rs)`.
+pub type Gemm4x16c4F32Fn =
+    fn(usize, usize, usize, &[i8], &[i8], &[i32], &[f32], f32, f32, &mut [f32], usize);
+
 /// [`reference::qs8_gemm_nt_sparse`]: `(n, a, b, bias, rq, q, out, rs, cs, scratch)`.
 pub type GemmNtSparseFn =
     fn(usize, &SparseWeights, &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize, usize, &mut [i8]);
@@ -108,6 +113,10 @@ pub struct KernelSet {
     /// im2row tiles through `gemm_nt`: true where that is the row's faster
     /// conv path.
     pub conv_packed: bool,
+    pub gemm_4x16c4_f32out: Kernel<Gemm4x16c4F32Fn>,
+    /// Whether f32-output convs (`QConvF32`) run packed through
+    /// `gemm_4x16c4_f32out` (set where that kernel is this row's own).
+    pub conv_packed_f32out: bool,
     pub dwconv2d: Kernel<DwConvFn>,
     pub vadd: Kernel<VaddFn>,
     pub vmul: Kernel<VmulFn>,
@@ -120,7 +129,7 @@ pub struct KernelSet {
 
 impl KernelSet {
     /// The names of all ops of the row, in field order (for reports and tests).
-    pub fn names(&self) -> [&'static str; 12] {
+    pub fn names(&self) -> [&'static str; 13] {
         [
             self.gemm_nt.name,
             self.gemm_nt_f32out.name,
@@ -134,6 +143,7 @@ impl KernelSet {
             self.requantize_copy.name,
             self.lut.name,
             self.quantize.name,
+            self.gemm_4x16c4_f32out.name,
         ]
     }
 }
@@ -148,6 +158,8 @@ pub const SCALAR: KernelSet = KernelSet {
     // The reference runs convs packed too, so that the packed driver and the
     // runtime's use of it are checked on every host against the other rows.
     conv_packed: true,
+    gemm_4x16c4_f32out: kernel!(reference::qs8_gemm_4x16c4_f32out),
+    conv_packed_f32out: true,
     dwconv2d: kernel!(reference::qs8_dwconv2d),
     vadd: kernel!(reference::qs8_vadd),
     vmul: kernel!(reference::qs8_vmul),
@@ -171,6 +183,9 @@ pub const AVX2: KernelSet = {
         // Faster than im2row + `gemm_nt`: 1.3x over six conv layers, 0.96x
         // on the one it loses (1x1 96->24; `examples/packed_speed.rs`).
         conv_packed: true,
+        // f32-output convs keep im2row + `gemm_nt_f32out`.
+        gemm_4x16c4_f32out: kernel!(reference::qs8_gemm_4x16c4_f32out),
+        conv_packed_f32out: false,
         dwconv2d: kernel!(x::qs8_dwconv2d__avx2),
         vadd: kernel!(x::qs8_vadd__avx2),
         vmul: kernel!(x::qs8_vmul__avx2),
@@ -195,6 +210,8 @@ pub const NEON: KernelSet = {
         gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__neon),
         gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__neon),
         conv_packed: true,
+        gemm_4x16c4_f32out: kernel!(a::qs8_gemm_4x16c4_f32out__neon),
+        conv_packed_f32out: true,
         dwconv2d: kernel!(a::qs8_dwconv2d__neon),
         vadd: kernel!(a::qs8_vadd__neon),
         vmul: kernel!(a::qs8_vmul__neon),
@@ -220,6 +237,8 @@ pub const DOTPROD: KernelSet = {
         gemm_nt_sparse: kernel!(a::qs8_gemm_nt_sparse__dotprod),
         gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__dotprod),
         conv_packed: true,
+        gemm_4x16c4_f32out: kernel!(a::qs8_gemm_4x16c4_f32out__dotprod),
+        conv_packed_f32out: true,
         dwconv2d: kernel!(a::qs8_dwconv2d__neon),
         vadd: kernel!(a::qs8_vadd__neon),
         vmul: kernel!(a::qs8_vmul__neon),
@@ -248,6 +267,8 @@ pub const I8MM: KernelSet = {
         // wrapper re-checks it): the packed tile is a dot-product shape.
         gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__dotprod),
         conv_packed: true,
+        gemm_4x16c4_f32out: kernel!(a::qs8_gemm_4x16c4_f32out__dotprod),
+        conv_packed_f32out: true,
         dwconv2d: kernel!(a::qs8_dwconv2d__neon),
         vadd: kernel!(a::qs8_vadd__neon),
         vmul: kernel!(a::qs8_vmul__neon),
@@ -278,6 +299,8 @@ pub const ARMV7NEON: KernelSet = {
         // Packed convs: fewer instructions than im2row + `gemm_nt` on every
         // model measured (kernels/README.md, "Packed gemm").
         conv_packed: true,
+        // f32-output convs keep im2row + `gemm_nt_f32out`.
+        conv_packed_f32out: false,
         ..SCALAR
     }
 };

@@ -241,6 +241,34 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
             (row.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs);
             let case = format!("m={m} n={n} k={k} rs={rs} q={q:?} rq={rq:?} bias={bias:?}");
             assert_same(row.gemm_4x16c4.name, &case, &got, &want);
+            // The f32 output stage on the same operands (bits compared: the
+            // sign of a zero must match too).
+            let scale: Vec<f32> = (0..m)
+                .map(|_| match rng.usize(0, 3) {
+                    0 => 0.0,
+                    1 => -(rng.unit() as f32) * 1e-3,
+                    _ => (rng.unit() as f32) * 1e-4,
+                })
+                .collect();
+            let (lo, hi) = match rng.usize(0, 2) {
+                0 => (f32::NEG_INFINITY, f32::INFINITY),
+                1 => (0.0, 6.0),
+                _ => (-1.0, 1.0),
+            };
+            let mut want = vec![f32::NAN; m * rs];
+            let mut got = want.clone();
+            (SCALAR.gemm_4x16c4_f32out.run)(
+                m, n, kb, &pa, &b, &bias, &scale, lo, hi, &mut want, rs,
+            );
+            (row.gemm_4x16c4_f32out.run)(m, n, kb, &pa, &b, &bias, &scale, lo, hi, &mut got, rs);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let case = format!("f32out m={m} n={n} k={k} rs={rs} scale={scale:?} lo={lo} hi={hi}");
+            assert_same(
+                row.gemm_4x16c4_f32out.name,
+                &case,
+                &bits(&got),
+                &bits(&want),
+            );
             cases += 1;
         }
     }
@@ -862,7 +890,7 @@ fn kernels_for_falls_back_to_the_reference() {
 }
 
 /// The addresses of a row's functions, in [`table::KernelSet::names`] order.
-fn runs(r: &table::KernelSet) -> [usize; 12] {
+fn runs(r: &table::KernelSet) -> [usize; 13] {
     [
         r.gemm_nt.run as usize,
         r.gemm_nt_f32out.run as usize,
@@ -876,6 +904,7 @@ fn runs(r: &table::KernelSet) -> [usize; 12] {
         r.requantize_copy.run as usize,
         r.lut.run as usize,
         r.quantize.run as usize,
+        r.gemm_4x16c4_f32out.run as usize,
     ]
 }
 

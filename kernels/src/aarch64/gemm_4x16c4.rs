@@ -317,3 +317,180 @@ pub fn qs8_gemm_4x16c4__dotprod(
         )
     }
 }
+
+/// The f32 output stage of one channel's 16 pixels: `scvtf`, `fmul`, then
+/// the clamp as compare-and-select, so that `-0.0` stays `-0.0` as in
+/// `f32::clamp` (`fmax` would turn it into `+0.0`). Stores the first `n`.
+#[inline(always)]
+unsafe fn store_f32(x: [int32x4_t; 4], scale: f32, lo: f32, hi: f32, dst: *mut f32, n: usize) {
+    let (s, vlo, vhi) = (vdupq_n_f32(scale), vdupq_n_f32(lo), vdupq_n_f32(hi));
+    let mut buf = [0f32; PACK_NR];
+    let full = n == PACK_NR;
+    for (q, v) in x.into_iter().enumerate() {
+        let f = vmulq_f32(vcvtq_f32_s32(v), s);
+        let f = vbslq_f32(vcltq_f32(f, vlo), vlo, f);
+        let f = vbslq_f32(vcgtq_f32(f, vhi), vhi, f);
+        if full {
+            vst1q_f32(dst.add(4 * q), f);
+        } else {
+            vst1q_f32(buf.as_mut_ptr().add(4 * q), f);
+        }
+    }
+    if !full {
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n);
+    }
+}
+
+/// The checks of [`check`] for the f32 variant.
+#[allow(clippy::too_many_arguments)]
+fn check_f32(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: &[f32],
+    rs: usize,
+) {
+    let need_a = m
+        .div_ceil(PACK_MR)
+        .checked_mul(kb)
+        .and_then(|x| x.checked_mul(16));
+    let need_b = kb.checked_mul(64);
+    let need_out = (m.max(1) - 1)
+        .checked_mul(rs)
+        .and_then(|x| x.checked_add(n));
+    assert!(
+        n <= PACK_NR
+            && need_a.is_some_and(|x| a.len() >= x)
+            && need_b.is_some_and(|x| b.len() >= x)
+            && bias.len() >= m
+            && scale.len() >= m
+            && (m == 0 || n == 0 || need_out.is_some_and(|x| out.len() >= x)),
+        "qs8_gemm_4x16c4_f32out: buffers do not match m {m} n {n} kb {kb}"
+    );
+    assert!(lo <= hi, "clamp: lo > hi");
+}
+
+/// [`crate::reference::qs8_gemm_4x16c4_f32out`] on baseline aarch64 Advanced SIMD.
+#[allow(non_snake_case, clippy::too_many_arguments)]
+pub fn qs8_gemm_4x16c4_f32out__neon(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: &mut [f32],
+    rs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_f32(m, n, kb, a, b, bias, scale, lo, hi, out, rs);
+    // SAFETY: as in `qs8_gemm_4x16c4__neon` (the same loads; stores of n
+    // floats per channel row, bounded by `check_f32`).
+    unsafe {
+        let (a, b, o) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
+        let mut i0 = 0;
+        while i0 < m {
+            let mr = (m - i0).min(PACK_MR);
+            let ap = a.add(i0 / PACK_MR * kb * 16);
+            let lo4 = half_neon(kb, ap, b);
+            let hi4 = if n > 8 {
+                half_neon(kb, ap, b.add(32))
+            } else {
+                [[vdupq_n_s32(0); 2]; 4]
+            };
+            for r in 0..mr {
+                let bi = vdupq_n_s32(bias[i0 + r]);
+                let x = [
+                    vaddq_s32(lo4[r][0], bi),
+                    vaddq_s32(lo4[r][1], bi),
+                    vaddq_s32(hi4[r][0], bi),
+                    vaddq_s32(hi4[r][1], bi),
+                ];
+                store_f32(x, scale[i0 + r], lo, hi, o.add((i0 + r) * rs), n);
+            }
+            i0 += PACK_MR;
+        }
+    }
+}
+
+#[target_feature(enable = "dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_dot_f32(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: *mut f32,
+    rs: usize,
+) {
+    let mut i0 = 0;
+    while i0 < m {
+        let mr = (m - i0).min(PACK_MR);
+        let mut acc: [[int32x4_t; 4]; 4] =
+            core::array::from_fn(|r| [vdupq_n_s32(if r < mr { bias[i0 + r] } else { 0 }); 4]);
+        if kb > 0 {
+            kloop_dot(&mut acc, kb, a.add(i0 / PACK_MR * kb * 16), b);
+        }
+        for r in 0..mr {
+            store_f32(acc[r], scale[i0 + r], lo, hi, out.add((i0 + r) * rs), n);
+        }
+        i0 += PACK_MR;
+    }
+}
+
+/// [`crate::reference::qs8_gemm_4x16c4_f32out`] with `sdot`; `__neon` on
+/// CPUs without FEAT_DotProd.
+#[allow(non_snake_case, clippy::too_many_arguments)]
+pub fn qs8_gemm_4x16c4_f32out__dotprod(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: &mut [f32],
+    rs: usize,
+) {
+    if !has_dotprod() {
+        return qs8_gemm_4x16c4_f32out__neon(m, n, kb, a, b, bias, scale, lo, hi, out, rs);
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_f32(m, n, kb, a, b, bias, scale, lo, hi, out, rs);
+    // SAFETY: as in `__neon`; FEAT_DotProd checked above.
+    unsafe {
+        gemm_dot_f32(
+            m,
+            n,
+            kb,
+            a.as_ptr(),
+            b.as_ptr(),
+            bias,
+            scale,
+            lo,
+            hi,
+            out.as_mut_ptr(),
+            rs,
+        )
+    }
+}

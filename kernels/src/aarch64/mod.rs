@@ -50,7 +50,10 @@ pub use dwconv::qs8_dwconv2d__neon;
 pub use elementwise::{
     qs8_lut__neon, qs8_quantize__neon, qs8_requantize_copy__neon, qs8_vadd__neon, qs8_vmul__neon,
 };
-pub use gemm_4x16c4::{qs8_gemm_4x16c4__dotprod, qs8_gemm_4x16c4__neon};
+pub use gemm_4x16c4::{
+    qs8_gemm_4x16c4__dotprod, qs8_gemm_4x16c4__neon, qs8_gemm_4x16c4_f32out__dotprod,
+    qs8_gemm_4x16c4_f32out__neon,
+};
 pub use pool::{qs8_avgpool2d__neon, qs8_maxpool2d__neon};
 pub use sparse::{qs8_gemm_nt_sparse__dotprod, qs8_gemm_nt_sparse__neon};
 

@@ -8,7 +8,8 @@ use crate::table::KernelSet;
 mod packed;
 use crate::Requant;
 pub use packed::{
-    packed_conv_scratch_len, packs_well, qs8_conv2d_packed_tile, stage_input, PackPlan, PackedConv,
+    packed_conv_scratch_len, packed_conv_scratch_len_f32out, packs_well,
+    qs8_conv2d_packed_f32out_tile, qs8_conv2d_packed_tile, stage_input, PackPlan, PackedConv,
 };
 
 /// Output pixels per im2row tile: bounds the scratch to `k * CONV_TILE` bytes.
@@ -694,6 +695,43 @@ mod tests {
                         p,
                     );
                     assert_eq!(got, want, "packed {isa:?} {g:?} zp {in_zp}");
+                    // The f32-output packed conv against its reference.
+                    let sc: Vec<f32> = (0..oc).map(|i| 1e-4 * (i % 3) as f32 - 5e-5).collect();
+                    let mut want32 = vec![0f32; g.output_len()];
+                    crate::reference::qs8_conv2d_f32out(
+                        &g,
+                        in_zp,
+                        -2.0,
+                        3.0,
+                        &x,
+                        &w,
+                        &b,
+                        &sc,
+                        &mut want32,
+                    );
+                    let mut got32 = vec![0f32; g.output_len()];
+                    let mut scratch32 = vec![0i8; packed_conv_scratch_len_f32out(&g)];
+                    qs8_conv2d_packed_f32out_tile(
+                        ks,
+                        &g,
+                        &pc.plan,
+                        (-2.0, 3.0),
+                        src,
+                        pw,
+                        &fb,
+                        &sc,
+                        0,
+                        p,
+                        &mut scratch32[1..],
+                        &mut got32,
+                        p,
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got32),
+                        bits(&want32),
+                        "packed f32out {isa:?} {g:?} zp {in_zp}"
+                    );
                     let kb = k.div_ceil(4);
                     let mut pieces = vec![0i8; g.output_len()];
                     let c4 = oc.div_ceil(4) * 4;

@@ -301,14 +301,110 @@ pub fn qs8_conv2d_packed_tile(
     tile: &mut [i8],
     tile_rs: usize,
 ) {
-    let (m, k) = (folded_bias.len(), g.k());
-    let kb = k.div_ceil(4);
+    let (m, kb) = (folded_bias.len(), g.k().div_ceil(4));
     let out = QOut {
         out_zp: q.out_zp,
         act_min: q.act_min,
         act_max: q.act_max,
     };
-    let (panel, buf) = scratch.split_at_mut(panel_len(k));
+    let (panel, buf) = scratch.split_at_mut(panel_len(g.k()));
+    let run = |n: usize, panel: &[i8], o: &mut [i8], rs: usize| {
+        (ks.gemm_4x16c4.run)(m, n, kb, packed, panel, folded_bias, rq, &out, o, rs)
+    };
+    tiles(
+        g,
+        plan,
+        src,
+        m,
+        p0,
+        t,
+        panel,
+        &mut buf[..m * PACK_NR],
+        tile,
+        tile_rs,
+        run,
+    );
+}
+
+/// Per-thread scratch bytes of [`qs8_conv2d_packed_f32out_tile`]: one panel
+/// and one 16-pixel f32 tile of every channel (4-byte aligned inside).
+pub fn packed_conv_scratch_len_f32out(g: &ConvGeometry) -> usize {
+    panel_len(g.k()) + g.out_c * PACK_NR * 4 + 4
+}
+
+/// [`qs8_conv2d_packed_tile`] with f32 output (the output stage of
+/// [`crate::reference::qs8_conv2d_f32out`]: `clamp(acc * scale, act_min,
+/// act_max)`) through `ks.gemm_4x16c4_f32out`;
+/// `scratch.len() >= packed_conv_scratch_len_f32out(g)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_conv2d_packed_f32out_tile(
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    plan: &PackPlan,
+    (act_min, act_max): (f32, f32),
+    src: &[i8],
+    packed: &[i8],
+    folded_bias: &[i32],
+    scale: &[f32],
+    p0: usize,
+    t: usize,
+    scratch: &mut [i8],
+    tile: &mut [f32],
+    tile_rs: usize,
+) {
+    let (m, kb) = (folded_bias.len(), g.k().div_ceil(4));
+    let (panel, rest) = scratch.split_at_mut(panel_len(g.k()));
+    // SAFETY: any bytes are valid f32 bit patterns; `align_to_mut` only
+    // returns the aligned middle.
+    let (_, buf, _) = unsafe { rest.align_to_mut::<f32>() };
+    let run = |n: usize, panel: &[i8], o: &mut [f32], rs: usize| {
+        (ks.gemm_4x16c4_f32out.run)(
+            m,
+            n,
+            kb,
+            packed,
+            panel,
+            folded_bias,
+            scale,
+            act_min,
+            act_max,
+            o,
+            rs,
+        )
+    };
+    tiles(
+        g,
+        plan,
+        src,
+        m,
+        p0,
+        t,
+        panel,
+        &mut buf[..m * PACK_NR],
+        tile,
+        tile_rs,
+        run,
+    );
+}
+
+/// The panel walk shared by both output types: pack each panel of 16
+/// virtual pixels, run the kernel into `tile` directly when the panel's
+/// lanes are consecutive real pixels, else into `buf` (`m` rows of 16) and
+/// copy the real pixels' runs out.
+#[allow(clippy::too_many_arguments)]
+fn tiles<T: Copy>(
+    g: &ConvGeometry,
+    plan: &PackPlan,
+    src: &[i8],
+    m: usize,
+    p0: usize,
+    t: usize,
+    panel: &mut [i8],
+    buf: &mut [T],
+    tile: &mut [T],
+    tile_rs: usize,
+    run: impl Fn(usize, &[i8], &mut [T], usize),
+) {
     let (ow, wv) = (g.out_w, plan.wv);
     let mut p = p0;
     while p < p0 + t {
@@ -323,24 +419,11 @@ pub fn qs8_conv2d_packed_tile(
             } else {
                 first
             };
-            let dst = &mut tile[p - p0..];
-            (ks.gemm_4x16c4.run)(m, n, kb, packed, panel, folded_bias, rq, &out, dst, tile_rs);
+            run(n, panel, &mut tile[p - p0..], tile_rs);
             p += n;
             continue;
         }
-        let buf = &mut buf[..m * PACK_NR];
-        (ks.gemm_4x16c4.run)(
-            m,
-            PACK_NR,
-            kb,
-            packed,
-            panel,
-            folded_bias,
-            rq,
-            &out,
-            buf,
-            PACK_NR,
-        );
+        run(PACK_NR, panel, buf, PACK_NR);
         // Segments: (lane, len) runs of real pixels, in pixel order.
         let (mut lane, mut len, mut done) = (0, first, 0);
         while lane < PACK_NR && p + done < p0 + t {

@@ -84,6 +84,41 @@ pub fn qs8_gemm_4x16c4(
     }
 }
 
+/// [`qs8_gemm_4x16c4`] with real-valued output, the stage of
+/// [`super::qs8_gemm_nt_f32out`]: `out[i * rs + j] = clamp(acc as f32 *
+/// scale[i], lo, hi)`. Contract: as `qs8_gemm_4x16c4` with `scale` for `bias`'s
+/// `rq`, `lo <= hi`.
+#[allow(clippy::too_many_arguments)]
+pub fn qs8_gemm_4x16c4_f32out(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: &mut [f32],
+    rs: usize,
+) {
+    assert!(n <= PACK_NR, "qs8_gemm_4x16c4_f32out: n = {n} > {PACK_NR}");
+    for i in 0..m {
+        let (g, r) = (i / PACK_MR, i % PACK_MR);
+        for j in 0..n {
+            let mut acc = bias[i];
+            for s in 0..kb {
+                let av = &a[(g * kb + s) * 16 + r * 4..][..4];
+                let bv = &b[s * 64 + j * 4..][..4];
+                for t in 0..4 {
+                    acc += av[t] as i32 * bv[t] as i32;
+                }
+            }
+            out[i * rs + j] = (acc as f32 * scale[i]).clamp(lo, hi);
+        }
+    }
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;

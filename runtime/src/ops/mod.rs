@@ -135,7 +135,7 @@ pub(crate) fn prepare(cx: &Ctx, ks: &KernelSet) -> Prep {
         Op::Conv { geom, .. } => conv::prepare(geom),
         Op::QConv { geom, q } => qconv::prepare(cx, ks, geom, q.in_zp),
         Op::QConvSparse { geom, q } => qconv_sparse::prepare(cx, geom, q),
-        Op::QConvF32 { geom, in_zp, .. } => qconv::prepare_f32out(cx, geom, *in_zp),
+        Op::QConvF32 { geom, in_zp, .. } => qconv::prepare_f32out(cx, ks, geom, *in_zp),
         Op::QGemm { k, q, .. } => qgemm::prepare(cx, *k, q.in_zp),
         Op::QGemmF32 { k, in_zp, .. } => qgemm::prepare(cx, *k, *in_zp),
         // These run from the graph alone.

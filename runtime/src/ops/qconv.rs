@@ -84,7 +84,7 @@ pub(super) fn validate_f32out(
 /// scratch; elsewhere the im2row scratch. The worker
 /// tile is for the threads' pixel pieces either way.
 pub(super) fn prepare(cx: &Ctx, ks: &KernelSet, geom: &ConvGeometry, in_zp: i32) -> Prep {
-    let mut p = prepare_f32out(cx, geom, in_zp);
+    let mut p = prepare_common(cx, geom, in_zp);
     if ks.conv_packed && drv::packs_well(geom) && p.folded.is_some() {
         if let Some(pc) = cx.const_i8(1).and_then(|w| PackedConv::new(geom, w)) {
             p.scratch = packed_conv_scratch_len(geom);
@@ -94,9 +94,21 @@ pub(super) fn prepare(cx: &Ctx, ks: &KernelSet, geom: &ConvGeometry, in_zp: i32)
     p
 }
 
-/// `QConvF32` (and the common part of `QConv`): the folded bias, im2row
-/// scratch and worker tile of ungrouped convs.
-pub(super) fn prepare_f32out(cx: &Ctx, geom: &ConvGeometry, in_zp: i32) -> Prep {
+/// `QConvF32`: as `QConv`, on paths whose `conv_packed_f32out` is set.
+pub(super) fn prepare_f32out(cx: &Ctx, ks: &KernelSet, geom: &ConvGeometry, in_zp: i32) -> Prep {
+    let mut p = prepare_common(cx, geom, in_zp);
+    if ks.conv_packed_f32out && drv::packs_well(geom) && p.folded.is_some() {
+        if let Some(pc) = cx.const_i8(1).and_then(|w| PackedConv::new(geom, w)) {
+            p.scratch = drv::packed_conv_scratch_len_f32out(geom);
+            p.packed = Some(pc);
+        }
+    }
+    p
+}
+
+/// The common part: the folded bias, im2row scratch and worker tile of
+/// ungrouped convs.
+fn prepare_common(cx: &Ctx, geom: &ConvGeometry, in_zp: i32) -> Prep {
     if !uses_gemm(geom) {
         return Prep::default();
     }
@@ -146,9 +158,23 @@ pub(super) fn run_f32out(
     let (il, ol) = (geom.input_len(), geom.output_len());
     for bi in 0..r.shape(0)[0] {
         let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
-        match r.folded {
-            Some(fb) => conv_f32(wk, r.ks, geom, in_zp, (act_min, act_max), xi, w, fb, sc, oi)?,
-            None => k::qs8_conv2d_f32out(geom, in_zp, act_min, act_max, xi, w, b, sc, oi),
+        match (r.folded, r.packed) {
+            (Some(fb), Some(pc)) => conv_packed_f32(
+                wk,
+                r.ks,
+                geom,
+                in_zp,
+                (act_min, act_max),
+                xi,
+                pc,
+                fb,
+                sc,
+                oi,
+            )?,
+            (Some(fb), None) => {
+                conv_f32(wk, r.ks, geom, in_zp, (act_min, act_max), xi, w, fb, sc, oi)?
+            }
+            (None, _) => k::qs8_conv2d_f32out(geom, in_zp, act_min, act_max, xi, w, b, sc, oi),
         }
     }
     Ok(())
@@ -226,6 +252,53 @@ pub(super) fn conv_packed(
                 &pc.weights[c0 / 4 * group..],
                 &fb[c0..c1],
                 &rq[c0..c1],
+                p0,
+                t,
+                s,
+                o,
+                rs,
+            );
+        })
+    })();
+    wk.put_staged(staged);
+    res
+}
+
+/// [`drv::qs8_conv2d_packed_f32out_tile`] on the session's threads, staged
+/// as [`conv_packed`].
+#[allow(clippy::too_many_arguments)]
+fn conv_packed_f32(
+    wk: &mut Workers,
+    ks: &KernelSet,
+    g: &ConvGeometry,
+    in_zp: i32,
+    act: (f32, f32),
+    x: &[i8],
+    pc: &PackedConv,
+    fb: &[i32],
+    scale: &[f32],
+    out: &mut [f32],
+) -> Res {
+    let group = g.k().div_ceil(4) * 16;
+    let plan = &pc.plan;
+    let mut staged = wk.take_staged();
+    let res = (|| {
+        let staged = staged
+            .get_mut(..plan.staged_len)
+            .ok_or("staging buffer too small")?;
+        drv::stage_input(g, plan, in_zp as i8, x, staged);
+        let src: &[i8] = if plan.staged_len == 0 { x } else { staged };
+        split_conv(wk, g, g.macs(), out, &|c0, c1, p0, t, s, o, rs| {
+            debug_assert!(c0 % 4 == 0, "channel piece at {c0}");
+            drv::qs8_conv2d_packed_f32out_tile(
+                ks,
+                g,
+                plan,
+                act,
+                src,
+                &pc.weights[c0 / 4 * group..],
+                &fb[c0..c1],
+                &scale[c0..c1],
                 p0,
                 t,
                 s,
