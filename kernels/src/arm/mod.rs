@@ -1,5 +1,5 @@
 //! 32-bit ARM (ARMv7-A) NEON paths, and NEON detection: the int8 NT gemm
-//! (here), the packed gemm `qs8_gemm_4x16c4` (`gemm_4x16c4`), depthwise convolution (`dwconv`, on the padded row ring of
+//! (here), depthwise convolution (`dwconv`, on the padded row ring of
 //! [`crate::arm_shared::dwrows`], shared with aarch64), add / mul / requantize-copy (`elementwise`) and max /
 //! average pooling (`pool`).
 //!
@@ -16,11 +16,9 @@
 
 mod dwconv;
 mod elementwise;
-mod gemm_4x16c4;
 mod pool;
 pub use dwconv::qs8_dwconv2d__armv7neon;
 pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
-pub use gemm_4x16c4::qs8_gemm_4x16c4__armv7neon;
 pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
 use crate::arm_shared::sink::{check_inputs, F32Sink, I8Sink, Sink};
