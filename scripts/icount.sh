@@ -66,7 +66,9 @@ icount_plugin() {
     qver=$(qemu-aarch64 --version | sed -nE '1s/.*version ([0-9]+)\..*/\1/p')
     ((qver >= 9)) && api=2
     mkdir -p "$1"
-    gcc -O2 -shared -fPIC -DAPI_VERSION=$api -o "$1/libicount.so" "$src"
+    # (A failure exits the command substitution, and set -e the caller.)
+    gcc -O2 -shared -fPIC -DAPI_VERSION=$api -o "$1/libicount.so" "$src" ||
+        { echo "icount: cannot build the qemu plugin from $src (set QEMU_ICOUNT_SRC)" >&2; exit 1; }
     echo "$1/libicount.so"
 }
 

@@ -295,11 +295,10 @@ pub const ARMV7NEON: KernelSet = {
         maxpool2d: kernel!(a::qs8_maxpool2d__armv7neon),
         avgpool2d: kernel!(a::qs8_avgpool2d__armv7neon),
         requantize_copy: kernel!(a::qs8_requantize_copy__armv7neon),
-        // No ARMv7 packed kernel: the one written this session corrupted its
-        // caller's floating-point state (found by the grid's f32 check, see
-        // the branch `armv7-packed`); convs keep im2row + `gemm_nt`.
-        gemm_4x16c4: kernel!(reference::qs8_gemm_4x16c4),
-        conv_packed: false,
+        gemm_4x16c4: kernel!(a::qs8_gemm_4x16c4__armv7neon),
+        // Packed convs: fewer instructions than im2row + `gemm_nt` on every
+        // model measured (kernels/README.md, "Packed gemm").
+        conv_packed: true,
         // f32-output convs keep im2row + `gemm_nt_f32out`.
         conv_packed_f32out: false,
         ..SCALAR

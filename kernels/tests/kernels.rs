@@ -137,6 +137,95 @@ const LENS: [usize; 13] = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 257, 1000];
 /// Image widths / heights around 8- and 16-output blocks.
 const SIZES: [usize; 10] = [1, 2, 5, 9, 16, 17, 24, 33, 40, 71];
 
+/// Runs one kernel call of `row` and, on ARM, checks that it kept the
+/// registers the procedure-call standard makes callee-saved (`d8`-`d15` on
+/// both AAPCS and AAPCS64). An `asm!` block that clobbers them without the
+/// compiler knowing (on 32-bit ARM, `q4`-`q7` clobbers in a function built
+/// without the `neon` feature were not saved) corrupts whatever float the
+/// caller keeps there, far from the kernel; the grid's other checks only see
+/// that by luck.
+fn abi_call(name: &str, f: impl FnOnce()) {
+    #[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
+    abi::call(name, f);
+    #[cfg(not(any(target_arch = "arm", target_arch = "aarch64")))]
+    {
+        let _ = name;
+        f();
+    }
+}
+
+#[cfg(any(target_arch = "arm", target_arch = "aarch64"))]
+mod abi {
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+    type Outcome = Option<std::thread::Result<()>>;
+
+    /// The call itself, entered from `asm!` with the C ABI: the closure runs
+    /// under `catch_unwind` (no unwinding through the `asm!`), its outcome
+    /// is left in the context.
+    extern "C" fn thunk<F: FnOnce()>(ctx: *mut (Option<F>, Outcome)) {
+        // SAFETY: `call` passes a pointer to its own live context.
+        let ctx = unsafe { &mut *ctx };
+        let f = ctx.0.take().expect("called once");
+        ctx.1 = Some(catch_unwind(AssertUnwindSafe(f)));
+    }
+
+    pub fn call<F: FnOnce()>(name: &str, f: F) {
+        let before: [u64; 8] =
+            core::array::from_fn(|i| 0x7ff4_5a5a_0000_0001u64.wrapping_mul(i as u64 + 3));
+        let mut after = [0u64; 8];
+        let mut ctx: (Option<F>, Outcome) = (Some(f), None);
+        let t: extern "C" fn(*mut (Option<F>, Outcome)) = thunk::<F>;
+        // SAFETY: loads the pattern into d8-d15 (declared clobbered, so the
+        // compiler saves its own values around this block), calls the thunk
+        // with the C ABI (`clobber_abi("C")`), stores d8-d15. The pointers sit
+        // in callee-saved general registers, which the thunk keeps.
+        #[cfg(target_arch = "arm")]
+        unsafe {
+            core::arch::asm!(
+                "vldmia r4, {{d8-d15}}",
+                "blx {t}",
+                "vstmia r5, {{d8-d15}}",
+                t = in(reg) t,
+                in("r4") before.as_ptr(),
+                in("r5") after.as_mut_ptr(),
+                in("r0") &mut ctx as *mut (Option<F>, Outcome),
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+                out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                clobber_abi("C"),
+            );
+        }
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
+            core::arch::asm!(
+                "ldp d8, d9, [x20]",
+                "ldp d10, d11, [x20, #16]",
+                "ldp d12, d13, [x20, #32]",
+                "ldp d14, d15, [x20, #48]",
+                "blr {t}",
+                "stp d8, d9, [x21]",
+                "stp d10, d11, [x21, #16]",
+                "stp d12, d13, [x21, #32]",
+                "stp d14, d15, [x21, #48]",
+                t = in(reg) t,
+                in("x20") before.as_ptr(),
+                in("x21") after.as_mut_ptr(),
+                in("x0") &mut ctx as *mut (Option<F>, Outcome),
+                out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+                clobber_abi("C"),
+            );
+        }
+        if let Some(Err(panic)) = ctx.1 {
+            resume_unwind(panic);
+        }
+        assert_eq!(
+            after, before,
+            "{name}: callee-saved registers d8-d15 were not preserved across the call"
+        );
+    }
+}
+
 /// Mismatch report: the first differing index and the case.
 fn assert_same<T: PartialEq + std::fmt::Debug>(name: &str, case: &str, got: &[T], want: &[T]) {
     if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
@@ -172,7 +261,9 @@ fn check_gemm_nt(row: &KernelSet, rng: &mut Rng) -> usize {
                 let mut want = vec![0x55i8; len];
                 let mut got = want.clone();
                 (SCALAR.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut want, rs, cs);
-                (row.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut got, rs, cs);
+                abi_call(row.gemm_nt.name, || {
+                    (row.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut got, rs, cs)
+                });
                 let case =
                     format!("m={m} n={n} k={k} rs={rs} cs={cs} q={q:?} rq={rq:?} bias={bias:?}");
                 assert_same(row.gemm_nt.name, &case, &got, &want);
@@ -194,7 +285,11 @@ fn check_gemm_nt(row: &KernelSet, rng: &mut Rng) -> usize {
                 (SCALAR.gemm_nt_f32out.run)(
                     m, n, k, &a, &b, &bias, &scale, lo, hi, &mut want, rs, cs,
                 );
-                (row.gemm_nt_f32out.run)(m, n, k, &a, &b, &bias, &scale, lo, hi, &mut got, rs, cs);
+                abi_call(row.gemm_nt_f32out.name, || {
+                    (row.gemm_nt_f32out.run)(
+                        m, n, k, &a, &b, &bias, &scale, lo, hi, &mut got, rs, cs,
+                    )
+                });
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 let case =
                     format!("m={m} n={n} k={k} rs={rs} cs={cs} scale={scale:?} lo={lo} hi={hi}");
@@ -238,7 +333,9 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
             let mut got = want.clone();
             let kb = k.div_ceil(4);
             (SCALAR.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut want, rs);
-            (row.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs);
+            abi_call(row.gemm_4x16c4.name, || {
+                (row.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs)
+            });
             let case = format!("m={m} n={n} k={k} rs={rs} q={q:?} rq={rq:?} bias={bias:?}");
             assert_same(row.gemm_4x16c4.name, &case, &got, &want);
             // The f32 output stage on the same operands (bits compared: the
@@ -260,7 +357,9 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
             (SCALAR.gemm_4x16c4_f32out.run)(
                 m, n, kb, &pa, &b, &bias, &scale, lo, hi, &mut want, rs,
             );
-            (row.gemm_4x16c4_f32out.run)(m, n, kb, &pa, &b, &bias, &scale, lo, hi, &mut got, rs);
+            abi_call(row.gemm_4x16c4_f32out.name, || {
+                (row.gemm_4x16c4_f32out.run)(m, n, kb, &pa, &b, &bias, &scale, lo, hi, &mut got, rs)
+            });
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let case = format!("f32out m={m} n={n} k={k} rs={rs} scale={scale:?} lo={lo} hi={hi}");
             assert_same(
@@ -327,18 +426,20 @@ fn check_gemm_nt_sparse(row: &KernelSet, rng: &mut Rng) -> usize {
             (SCALAR.gemm_nt.run)(m, n, k, &a, &b, &bias, &rq, &q, &mut want, rs, cs);
             // An odd offset: kernels must align their panel themselves.
             let mut scratch = vec![0x7fi8; sparse_scratch_len(n, k) + 1];
-            (row.gemm_nt_sparse.run)(
-                n,
-                &sp.view(),
-                &b,
-                &bias,
-                &rq,
-                &q,
-                &mut got,
-                rs,
-                cs,
-                &mut scratch[1..],
-            );
+            abi_call(row.gemm_nt_sparse.name, || {
+                (row.gemm_nt_sparse.run)(
+                    n,
+                    &sp.view(),
+                    &b,
+                    &bias,
+                    &rq,
+                    &q,
+                    &mut got,
+                    rs,
+                    cs,
+                    &mut scratch[1..],
+                )
+            });
             let case = format!(
                 "m={m} n={n} k={k} sparsity={sparsity} blocks={} rs={rs} cs={cs} q={q:?} rq={rq:?} bias={bias:?}",
                 sp.blocks.len()
@@ -424,7 +525,9 @@ fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
     let mut want = vec![0x55i8; g.output_len()];
     let mut got = Guarded::new(g.output_len());
     (SCALAR.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, &mut want);
-    (row.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, got.inner());
+    abi_call(row.dwconv2d.name, || {
+        (row.dwconv2d.run)(g, &q, &input, &w, &bias, &rq, got.inner())
+    });
     let case = format!("{g:?} {q:?} rq={rq:?}");
     got.check_guards(row.dwconv2d.name, &case);
     assert_same(row.dwconv2d.name, &case, got.inner(), &want);
@@ -576,7 +679,9 @@ fn check_binary(row: &KernelSet, rng: &mut Rng) -> usize {
             let mut want = vec![0x55i8; od.count()];
             let mut got = Guarded::new(od.count());
             (SCALAR.vadd.run)(&p, &a, &ad, &b, &bd, &mut want, &od);
-            (row.vadd.run)(&p, &a, &ad, &b, &bd, got.inner(), &od);
+            abi_call(row.vadd.name, || {
+                (row.vadd.run)(&p, &a, &ad, &b, &bd, got.inner(), &od)
+            });
             let case = format!("{ad:?} {bd:?} {p:?}");
             got.check_guards(row.vadd.name, &case);
             assert_same(row.vadd.name, &case, got.inner(), &want);
@@ -590,14 +695,18 @@ fn check_binary(row: &KernelSet, rng: &mut Rng) -> usize {
                 act_max,
             };
             (SCALAR.vmul.run)(&p, &a, &ad, &b, &bd, &mut want, &od);
-            (row.vmul.run)(&p, &a, &ad, &b, &bd, got.inner(), &od);
+            abi_call(row.vmul.name, || {
+                (row.vmul.run)(&p, &a, &ad, &b, &bd, got.inner(), &od)
+            });
             let case = format!("{ad:?} {bd:?} {p:?}");
             got.check_guards(row.vmul.name, &case);
             assert_same(row.vmul.name, &case, got.inner(), &want);
 
             let (in_zp, out_zp, rq) = (rng.zp(), rng.zp(), rng.requant(128.0));
             (SCALAR.requantize_copy.run)(&a, in_zp, rq, out_zp, &mut want);
-            (row.requantize_copy.run)(&a, in_zp, rq, out_zp, got.inner());
+            abi_call(row.requantize_copy.name, || {
+                (row.requantize_copy.run)(&a, in_zp, rq, out_zp, got.inner())
+            });
             let case = format!("len={} in_zp={in_zp} out_zp={out_zp} {rq:?}", a.len());
             got.check_guards(row.requantize_copy.name, &case);
             assert_same(row.requantize_copy.name, &case, got.inner(), &want);
@@ -658,13 +767,17 @@ fn pool_case(row: &KernelSet, rng: &mut Rng, g: &PoolGeometry) {
     let mut want = vec![0x55i8; g.output_len()];
     let mut got = Guarded::new(g.output_len());
     (SCALAR.maxpool2d.run)(g, &input, &mut want);
-    (row.maxpool2d.run)(g, &input, got.inner());
+    abi_call(row.maxpool2d.name, || {
+        (row.maxpool2d.run)(g, &input, got.inner())
+    });
     let case = format!("{g:?}");
     got.check_guards(row.maxpool2d.name, &case);
     assert_same(row.maxpool2d.name, &case, got.inner(), &want);
     let zp = rng.zp();
     (SCALAR.avgpool2d.run)(g, zp, &input, &mut want);
-    (row.avgpool2d.run)(g, zp, &input, got.inner());
+    abi_call(row.avgpool2d.name, || {
+        (row.avgpool2d.run)(g, zp, &input, got.inner())
+    });
     let case = format!("{g:?} zp={zp}");
     got.check_guards(row.avgpool2d.name, &case);
     assert_same(row.avgpool2d.name, &case, got.inner(), &want);
@@ -730,7 +843,9 @@ fn check_lut(row: &KernelSet, rng: &mut Rng) -> usize {
         let mut want = vec![0x55i8; len + 3];
         let mut got = want.clone();
         (SCALAR.lut.run)(&table, &input, &mut want[..len]);
-        (row.lut.run)(&table, &input, &mut got[..len]);
+        abi_call(row.lut.name, || {
+            (row.lut.run)(&table, &input, &mut got[..len])
+        });
         assert_same(row.lut.name, &format!("len={len}"), &got, &want);
         cases += 1;
     }
@@ -765,7 +880,9 @@ fn check_quantize(row: &KernelSet, rng: &mut Rng) -> usize {
         let mut want = vec![0x55i8; len + 3];
         let mut got = want.clone();
         (SCALAR.quantize.run)(&input, scale, zp, &mut want[..len]);
-        (row.quantize.run)(&input, scale, zp, &mut got[..len]);
+        abi_call(row.quantize.name, || {
+            (row.quantize.run)(&input, scale, zp, &mut got[..len])
+        });
         assert_same(
             row.quantize.name,
             &format!("len={len} scale={scale} zp={zp} input={input:?}"),

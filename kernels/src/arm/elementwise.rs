@@ -259,7 +259,8 @@ unsafe fn run_blocks(
     let prm = prm as *const Params;
     // SAFETY (all three): reads 16*blocks bytes at a and b and the `Params`
     // struct, writes 16*blocks bytes at out; every NEON register used is
-    // declared clobbered (d8-d15 are saved by the compiler).
+    // declared clobbered as d registers, so the compiler saves d8-d15
+    // (see the module notes in `arm/mod.rs` on why not as q registers).
     match op {
         Op::Add => core::arch::asm!(
             ".fpu neon",
@@ -303,10 +304,10 @@ unsafe fn run_blocks(
             n = inout(reg) blocks => _,
             prm = in(reg) prm,
             t = out(reg) _,
-            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
-            out("q4") _, out("q5") _, out("q6") _, out("q7") _,
-            out("q8") _, out("q9") _, out("q10") _, out("q11") _,
-            out("q12") _, out("q13") _, out("q14") _, out("q15") _,
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            out("d16") _, out("d17") _, out("d18") _, out("d19") _, out("d20") _, out("d21") _, out("d22") _, out("d23") _,
+            out("d24") _, out("d25") _, out("d26") _, out("d27") _, out("d28") _, out("d29") _, out("d30") _, out("d31") _,
             options(nostack),
         ),
         Op::Mul => core::arch::asm!(
@@ -335,10 +336,10 @@ unsafe fn run_blocks(
             n = inout(reg) blocks => _,
             prm = in(reg) prm,
             t = out(reg) _,
-            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
-            out("q4") _, out("q5") _, out("q6") _, out("q7") _,
-            out("q8") _, out("q9") _, out("q10") _, out("q11") _,
-            out("q12") _, out("q13") _, out("q14") _, out("q15") _,
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            out("d16") _, out("d17") _, out("d18") _, out("d19") _, out("d20") _, out("d21") _, out("d22") _, out("d23") _,
+            out("d24") _, out("d25") _, out("d26") _, out("d27") _, out("d28") _, out("d29") _, out("d30") _, out("d31") _,
             options(nostack),
         ),
         Op::Requant => {
@@ -364,10 +365,10 @@ unsafe fn run_blocks(
                 n = inout(reg) blocks => _,
                 prm = in(reg) prm,
                 t = out(reg) _,
-                out("q0") _, out("q1") _, out("q2") _, out("q3") _,
-                out("q4") _, out("q5") _, out("q6") _, out("q7") _,
-                out("q8") _, out("q9") _, out("q10") _, out("q11") _,
-                out("q12") _, out("q13") _, out("q14") _, out("q15") _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                out("d16") _, out("d17") _, out("d18") _, out("d19") _, out("d20") _, out("d21") _, out("d22") _, out("d23") _,
+                out("d24") _, out("d25") _, out("d26") _, out("d27") _, out("d28") _, out("d29") _, out("d30") _, out("d31") _,
                 options(nostack),
             )
         }

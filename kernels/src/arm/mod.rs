@@ -1,5 +1,5 @@
 //! 32-bit ARM (ARMv7-A) NEON paths, and NEON detection: the int8 NT gemm
-//! (here), depthwise convolution (`dwconv`, on the padded row ring of
+//! (here), the packed gemm `qs8_gemm_4x16c4` (`gemm_4x16c4`), depthwise convolution (`dwconv`, on the padded row ring of
 //! [`crate::arm_shared::dwrows`], shared with aarch64), add / mul / requantize-copy (`elementwise`) and max /
 //! average pooling (`pool`).
 //!
@@ -7,7 +7,12 @@
 //! on arm in stable Rust, so the inner loop is one `asm!` block that switches
 //! the assembler to NEON with `.fpu neon` and names its registers explicitly
 //! (every one declared clobbered). The `armv7-unknown-linux-gnueabihf` target
-//! has VFPv3 with 32 d registers, so d0-d31 can be declared.
+//! has VFPv3 with 32 d registers, so d0-d31 can be declared. Clobbers are
+//! always declared as **d** registers: in a function built without the
+//! `neon` feature the compiler does not treat a `q4`-`q7` clobber as
+//! clobbering the callee-saved d8-d15 and does not save them (this broke the
+//! callers of `qs8_vadd__armv7neon` and the first packed kernel; the grid's
+//! `abi_call` check in `kernels/tests/kernels.rs` now catches it).
 //!
 //! **Features.** The `__armv7neon` wrappers are meant to be installed only
 //! where [`crate::Isa::Armv7Neon`]`.available()` (i.e. [`has_neon`]); to stay
@@ -16,9 +21,11 @@
 
 mod dwconv;
 mod elementwise;
+mod gemm_4x16c4;
 mod pool;
 pub use dwconv::qs8_dwconv2d__armv7neon;
 pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
+pub use gemm_4x16c4::qs8_gemm_4x16c4__armv7neon;
 pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
 use crate::arm_shared::sink::{check_inputs, F32Sink, I8Sink, Sink};
