@@ -797,7 +797,7 @@ mod tests {
     #[test]
     fn sensor_states_follow_events() {
         let mut act = HashMap::new();
-        let on = |v: Vec<StateUpdate>| {
+        let on = |v: Vec<(String, String)>| {
             v.iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
