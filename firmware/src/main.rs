@@ -620,8 +620,10 @@ fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
     if let Err(p) = w {
         return halt(&mut threads, p);
     }
-    if threads.running(Role::Upstream) && !SIGNALLED.load(Ordering::Relaxed) {
-        // Sources ended: deliver what is left, within the drain timeout.
+    let stay = cfg.shutdown.stay;
+    if (threads.running(Role::Upstream) || stay) && !SIGNALLED.load(Ordering::Relaxed) {
+        // Sources ended: deliver what is left, within the drain timeout (or
+        // with `shutdown.stay`, serve /metrics and /healthz until a signal).
         let drain = Instant::now() + Duration::from_secs(cfg.shutdown.drain_timeout_s);
         let w = threads.wait(None, |_| {
             !SIGNALLED.load(Ordering::Relaxed)
