@@ -195,11 +195,17 @@ mod tests {
         let rpi5 = Board::builtin("rpi5").unwrap().unwrap();
         assert_eq!(kernel_paths(&rpi5), [Isa::Dotprod, Isa::Neon]);
         let e = check_cpu(&rpi5, "x86_64", |_| true).unwrap_err();
-        assert!(e.contains("for aarch64") && e.contains("built for x86_64"), "{e}");
+        assert!(
+            e.contains("for aarch64") && e.contains("built for x86_64"),
+            "{e}"
+        );
         // A Cortex-A72 (neon, no dotprod) refuses a board promising dotprod.
         let a72 = |i: Isa| matches!(i, Isa::Scalar | Isa::Neon);
         let e = check_cpu(&rpi5, "aarch64", a72).unwrap_err();
-        assert!(e.contains("dotprod") && e.contains("runs scalar, neon"), "{e}");
+        assert!(
+            e.contains("dotprod") && e.contains("runs scalar, neon"),
+            "{e}"
+        );
         assert_eq!(check_cpu(&rpi5, "aarch64", |_| true), Ok(Isa::Dotprod));
         let rv = Board::builtin("rv1106").unwrap().unwrap();
         assert_eq!(check_cpu(&rv, "arm", |_| true), Ok(Isa::Armv7Neon));
@@ -222,7 +228,10 @@ mod tests {
         };
         assert!(check_budget(&b, &[m(300_000, 2, 400_000)]).is_ok());
         let e = check_budget(&b, &[m(300_000, 2, 400_000), m(100_000, 1, 0)]).unwrap_err();
-        assert!(e.contains("1100000 bytes") && e.contains("budget_mb = 1"), "{e}");
+        assert!(
+            e.contains("1100000 bytes") && e.contains("budget_mb = 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 
 use strix_firmware::alert::Alert;
 use strix_firmware::board::{self, Board, ModelCost};
-use strix_firmware::log::Level;
-use strix_firmware::snapshots::{self, Retention};
-use strix_firmware::{log_debug, log_error, log_info, log_warn};
 use strix_firmware::camera::{self, Ctx};
 use strix_firmware::config::{self, Config};
 use strix_firmware::exit;
 use strix_firmware::gpio::{LogPin, Outputs};
+use strix_firmware::log::Level;
 use strix_firmware::metrics::{self, Metrics};
 use strix_firmware::outbox::{Outbox, Queue};
+use strix_firmware::snapshots::{self, Retention};
 use strix_firmware::speech;
 use strix_firmware::upstream::{Mqtt, Sink};
 use strix_firmware::webhook::Webhook;
+use strix_firmware::{log_debug, log_error, log_info, log_warn};
 use strix_runtime::{Isa, Model};
 
 const LONG_ABOUT: &str = "\
@@ -108,10 +108,7 @@ fn main() {
     let cli_level = cli.log_level.as_deref().and_then(Level::from_name);
     strix_firmware::log::init(cli_level.unwrap_or(Level::Info), journal);
     let cfg = config::load(&cli.config).unwrap_or_else(|e| fail(exit::CONFIG, e));
-    strix_firmware::log::init(
-        cli_level.or(cfg.log_level).unwrap_or(Level::Info),
-        journal,
-    );
+    strix_firmware::log::init(cli_level.or(cfg.log_level).unwrap_or(Level::Info), journal);
     let code = run(cfg, cli.check, cli.panic_in.as_deref());
     std::process::exit(code);
 }
@@ -133,7 +130,11 @@ fn board_setup(cfg: &Config, report: &mut Vec<String>) -> Option<(Board, Isa)> {
         b.name,
         board::origin(spec, &dirs),
         b.cpu.target,
-        if b.description.is_empty() { "-" } else { &b.description },
+        if b.description.is_empty() {
+            "-"
+        } else {
+            &b.description
+        },
         paths.join(", "),
         b.memory.budget_mb
     ));
@@ -489,10 +490,7 @@ fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
     if let Err(e) = sink.flush_leftovers() {
         fail(exit::RESOURCE, format!("outbox: {e}"));
     }
-    let keywords = speech
-        .as_ref()
-        .map(|t| t.4.clone())
-        .unwrap_or_default();
+    let keywords = speech.as_ref().map(|t| t.4.clone()).unwrap_or_default();
     let mut upstreams = Vec::new();
     if let Some(m) = cfg.mqtt.clone() {
         let mq = Mqtt {

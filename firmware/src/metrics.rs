@@ -347,7 +347,11 @@ fn answer(stream: std::net::TcpStream, metrics: &Metrics) -> std::io::Result<()>
         ("GET", "/healthz") => {
             let (ok, body) = metrics.health();
             (
-                if ok { "200 OK" } else { "503 Service Unavailable" },
+                if ok {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                },
                 "application/json",
                 body.into_bytes(),
             )

@@ -679,7 +679,9 @@ fn analyse(
             }
         },
         (VadKind::Silero, None) => {
-            crate::log_error!("strixd: vad: speech.vad.kind = \"silero\" but no VAD model was loaded");
+            crate::log_error!(
+                "strixd: vad: speech.vad.kind = \"silero\" but no VAD model was loaded"
+            );
             ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }

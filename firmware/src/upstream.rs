@@ -52,7 +52,11 @@ pub enum StateUpdate {
     /// A binary sensor's state: sensor (`person`) and payload (`ON`).
     State(String, String),
     /// A keyword was spotted: the HA `event` entity's event.
-    Keyword { label: String, score: f32, id: String },
+    Keyword {
+        label: String,
+        score: f32,
+        id: String,
+    },
     /// A camera's new snapshot file: published (retained) to its image topic.
     Snapshot {
         camera: String,
@@ -378,7 +382,9 @@ impl Mqtt {
                 Err(e) => {
                     crate::log_warn!(
                         "strixd: mqtt {}:{}: {e}; retrying in {:?}",
-                        self.cfg.host, self.cfg.port, backoff
+                        self.cfg.host,
+                        self.cfg.port,
+                        backoff
                     );
                 }
             }

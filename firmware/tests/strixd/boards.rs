@@ -132,7 +132,10 @@ fn wrong_arch_and_over_budget_boards_are_refused() {
     let cfg = write_config(d, &format!("device = \"b\"\nboard = \"rpi9\"\n{MODELS}"));
     let (code, _, err) = run_strixd(&cfg, &["--check"], &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("rpi-armhf") && err.contains("\"rpi9\""), "{err}");
+    assert!(
+        err.contains("rpi-armhf") && err.contains("\"rpi9\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,7 +165,10 @@ fn state_dir_holds_outbox_and_log_levels_filter_with_journal_priorities() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("running"), "no info at warn: {err}");
     let (_, _, err) = run_strixd(&cfg, &["--log-level", "info"], &[]);
-    assert!(err.contains("strixd: st running"), "--log-level wins: {err}");
+    assert!(
+        err.contains("strixd: st running"),
+        "--log-level wins: {err}"
+    );
     assert!(
         !err.contains('\u{1b}'),
         "no ANSI escapes in the log: {err:?}"
@@ -195,7 +201,10 @@ fn retention_deletes_oldest_over_limits_but_not_undelivered_snapshots() {
     referenced.sort();
     referenced.dedup();
     assert!(!referenced.is_empty(), "{out}");
-    assert!(referenced.iter().all(|p| p.starts_with(&snaps)), "{referenced:?}");
+    assert!(
+        referenced.iter().all(|p| p.starts_with(&snaps)),
+        "{referenced:?}"
+    );
     let day = Duration::from_secs(86_400);
     let now = std::time::SystemTime::now();
     let age = |p: &Path, days: u32| {
@@ -218,14 +227,21 @@ fn retention_deletes_oldest_over_limits_but_not_undelivered_snapshots() {
         .sum();
     // 4 days; and bytes: the referenced ones plus one 100 kB file fit.
     let max_mb = (referenced_bytes + 150_000) as f64 / 1048576.0;
-    let cfg = write_config(d, &cfg_body(&format!("max_age_days = 4\nmax_mb = {max_mb}")));
+    let cfg = write_config(
+        d,
+        &cfg_body(&format!("max_age_days = 4\nmax_mb = {max_mb}")),
+    );
     let (code, _, err) = run_strixd(&cfg, &[], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(!old[0].exists() && !old[1].exists(), "over 4 days: deleted");
     assert!(!old[2].exists(), "the oldest file over max_mb: deleted");
     assert!(old[3].exists(), "the rest fits in max_mb: kept");
     for p in &referenced {
-        assert!(p.exists(), "{} is named by an undelivered alert", p.display());
+        assert!(
+            p.exists(),
+            "{} is named by an undelivered alert",
+            p.display()
+        );
     }
     assert!(
         err.contains(&format!(

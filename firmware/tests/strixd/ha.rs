@@ -41,7 +41,10 @@ pub fn watch(port: u16, id: &str, filters: &[&str]) -> Arc<Mutex<Vec<Seen>>> {
     });
     let t0 = Instant::now();
     while *ready.lock().unwrap() < n {
-        assert!(t0.elapsed() < Duration::from_secs(10), "watcher did not subscribe");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "watcher did not subscribe"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     got
@@ -206,9 +209,16 @@ fn ha_sees_no_phantom_keyword_and_gets_entities_snapshots_and_health() {
     assert_eq!(http_get(&http, "/snapshot/garage.jpg").0, 404);
     let (code, ctype, body) = http_get(&http, "/healthz");
     let health: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!((code, ctype.as_str()), (200, "application/json"), "{health}");
+    assert_eq!(
+        (code, ctype.as_str()),
+        (200, "application/json"),
+        "{health}"
+    );
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["pipelines"]["running"], health["pipelines"]["started"]);
+    assert_eq!(
+        health["pipelines"]["running"],
+        health["pipelines"]["started"]
+    );
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     assert_eq!(wait_exit(&mut child.0, Duration::from_secs(15)), 0);
 }
@@ -224,7 +234,11 @@ fn healthz_is_503_once_the_pipelines_have_ended() {
     let (child, lines) = spawn_strixd(&cfg);
     let mut child = Reap(child);
     wait_for("two keywords", Duration::from_secs(30), || {
-        alerts(&lines).iter().filter(|a| a["kind"] == "keyword").count() == 2
+        alerts(&lines)
+            .iter()
+            .filter(|a| a["kind"] == "keyword")
+            .count()
+            == 2
     });
     wait_for("503", Duration::from_secs(10), || {
         http_get(&http, "/healthz").0 == 503
