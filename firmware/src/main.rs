@@ -40,6 +40,11 @@ stdout.
 Minimal config (all keys: firmware/README.md):
 
   device = \"porch\"
+  board = \"rpi4\"                # optional: a board name (config folder's boards/,
+                                # /etc/strix/boards, /usr/share/strix/boards, built in)
+                                # or a path; its arch, kernel paths and memory budget
+                                # are checked at start
+  state_dir = \"/var/lib/strix\"  # optional: where a relative outbox / snapshots go
   [camera]
   source = \"clip.y4m\"          # image dir, .y4m, .mjpeg, any file or URL ffmpeg reads,
                                 # or \"v4l2:/dev/video0\"
@@ -55,7 +60,12 @@ Minimal config (all keys: firmware/README.md):
   [webhook]                     # optional: every alert POSTed as JSON
   url = \"http://hub.local:8080/strix\"
 
-Check a config without running:  strixd --config FILE --check
+Check a config without running, and list what was found (board, kernel
+path, models, camera, audio, broker):  strixd --config FILE --check
+
+Logs: stderr, --log-level error|warn|info|debug (or log_level in the config);
+under systemd (JOURNAL_STREAM set) lines carry <N> syslog priorities.
+HTTP ([metrics] listen): /metrics, /healthz, /snapshot/latest.jpg.
 
 Exit codes:
   0  finished (sources ended and the outbox drained, or stopped by a signal)

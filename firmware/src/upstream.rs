@@ -157,7 +157,9 @@ impl Sink {
                         id: a.id.clone(),
                     });
                 }
-                if let Some(s) = &a.snapshot {
+                // `new` and `update` may (re)write the snapshot; `end`
+                // names the same file again.
+                if let (Some(s), false) = (&a.snapshot, a.kind_of_message == AlertType::End) {
                     let _ = tx.send(StateUpdate::Snapshot {
                         camera: a.source.clone(),
                         path: s.into(),
