@@ -1273,6 +1273,44 @@ model = "det.strix"
         assert_eq!(e.key, "mqtt.tls");
     }
 
+    #[test]
+    fn state_dir_board_names_and_retention_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        let load_with = |extra: &str, snaps: &str| {
+            let p = d.join("strixd.toml");
+            std::fs::write(&p, format!("{extra}\n{MIN}[camera.snapshots]\n{snaps}\n")).unwrap();
+            load(&p)
+        };
+        let c = load_with("", "").unwrap();
+        assert_eq!(c.outbox.path, d.join("outbox.redb"));
+        assert_eq!(c.camera.unwrap().snapshots.dir, d.join("snapshots"));
+        assert_eq!(c.config_dir, d);
+        let c = load_with("state_dir = \"var\"\nboard = \"rpi4\"", "").unwrap();
+        assert_eq!(c.outbox.path, d.join("var/outbox.redb"));
+        let cam = c.camera.unwrap();
+        assert_eq!(cam.snapshots.dir, d.join("var/snapshots"));
+        assert_eq!(
+            cam.model,
+            d.join("det.strix"),
+            "models stay config-relative"
+        );
+        assert_eq!(c.board.as_deref(), Some("rpi4"), "a name stays a name");
+        let c = load_with("state_dir = \"/var/lib/strix\"\nboard = \"b/x.toml\"", "").unwrap();
+        assert_eq!(c.outbox.path, Path::new("/var/lib/strix/outbox.redb"));
+        assert_eq!(c.board, Some(d.join("b/x.toml").display().to_string()));
+        let c = load_with("log_level = \"debug\"", "max_age_days = 0.5\nmax_mb = 20").unwrap();
+        assert_eq!(c.log_level, Some(crate::log::Level::Debug));
+        let s = c.camera.unwrap().snapshots;
+        assert_eq!((s.max_age_days, s.max_mb), (Some(0.5), Some(20.0)));
+        let e = load_with("", "max_mb = 0").unwrap_err();
+        assert_eq!(e.key, "camera.snapshots.max_mb");
+        let e = load_with("", "max_age_days = -1").unwrap_err();
+        assert_eq!(e.key, "camera.snapshots.max_age_days");
+        let e = load_with("log_level = \"loud\"", "").unwrap_err();
+        assert!(e.to_string().contains("loud"), "{e}");
+    }
+
     /// A self-signed test CA certificate (EC P-256, valid to 2126).
     const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\n\
 MIIBljCCAT2gAwIBAgIUUsjM9w3k3ai4g6EQeNZOSovDAOgwCgYIKoZIzj0EAwIw\n\
