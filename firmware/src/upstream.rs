@@ -272,7 +272,9 @@ impl Mqtt {
         o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
         o.set_clean_start(true);
         o.set_outgoing_inflight_upper_limit(self.cfg.inflight.saturating_add(16));
-        o.set_max_packet_size(Some(MAX_PACKET as u32));
+        // MQTT 5: the largest packet the broker may send us; what we send is
+        // bounded by the broker's own maximum (CONNACK).
+        o.set_max_packet_size(Some(1 << 20));
         o.set_last_will(LastWill::new(
             self.topic("availability"),
             "offline",

@@ -557,6 +557,21 @@ impl Drop for FfmpegSource {
 pub(crate) mod tests {
     use super::*;
 
+    #[test]
+    fn describe_names_the_kind() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.jpg"), b"x").unwrap();
+        assert!(describe(d.path()).starts_with("image directory "));
+        assert!(describe(Path::new("c.y4m")).starts_with("Y4M file c.y4m"));
+        assert!(describe(Path::new("rtsp://cam/1")).starts_with("URL rtsp://cam/1"));
+        assert!(describe(Path::new("c.mkv")).contains("ffmpeg"));
+        // Not a capture device: the formats part says why (no camera in CI).
+        let v = describe(Path::new("v4l2:/dev/null"));
+        assert!(v.starts_with("V4L2 device /dev/null"), "{v}");
+        #[cfg(feature = "v4l2")]
+        assert!(v.contains("not a V4L2 capture device"), "{v}");
+    }
+
     fn write(path: &Path, bytes: &[u8]) {
         std::fs::write(path, bytes).unwrap();
     }

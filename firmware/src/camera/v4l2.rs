@@ -205,9 +205,18 @@ mod device {
     /// device without streaming.
     pub fn formats(path: &Path) -> Result<Vec<String>, String> {
         let dev = Device::with_path(path).map_err(|e| format!("cannot open: {e}"))?;
+        let caps = dev
+            .query_caps()
+            .map_err(|e| format!("not a V4L2 capture device: {e}"))?;
         let fmts = dev
             .enum_formats()
             .map_err(|e| format!("not a V4L2 capture device: {e}"))?;
+        if fmts.is_empty() {
+            return Err(format!(
+                "{} ({}) offers no capture format",
+                caps.card, caps.driver
+            ));
+        }
         Ok(fmts
             .iter()
             .map(|f| {
