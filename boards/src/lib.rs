@@ -38,6 +38,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("rv1106", include_str!("../rv1106.toml")),
     ("rpi4", include_str!("../rpi4.toml")),
     ("rpi5", include_str!("../rpi5.toml")),
+    ("rpi-armhf", include_str!("../rpi-armhf.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -254,10 +254,10 @@ mod alsa_input {
             let on_error = move |e: cpal::Error| {
                 if e.kind() == cpal::ErrorKind::Xrun {
                     m.audio_overruns.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("strixd: speech: ALSA {name}: overrun (audio lost, counted)");
+                    crate::log_warn!("strixd: speech: ALSA {name}: overrun (audio lost, counted)");
                 } else {
                     m.errors.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("strixd: speech: ALSA {name}: {e}");
+                    crate::log_error!("strixd: speech: ALSA {name}: {e}");
                 }
             };
             let gate = (queued.clone(), QUEUE_SECONDS * self.rate as usize);

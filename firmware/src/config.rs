@@ -49,9 +49,25 @@ fn err(
 pub struct Config {
     /// Device name: `[a-z0-9_-]`, 1..=64 characters; used in topics and ids.
     pub device: String,
-    /// Optional board file (`boards/<name>.toml`); GPIO line names come from it.
+    /// Optional board: a name (`rpi4`, looked up in the config's folder
+    /// `boards/`, `/etc/strix/boards`, `/usr/share/strix/boards`, then among
+    /// the built-in boards) or a path to a board file. strixd checks the
+    /// binary's architecture, the CPU's kernel paths and the models' memory
+    /// against it; GPIO line names come from it.
     #[serde(default)]
-    pub board: Option<PathBuf>,
+    pub board: Option<String>,
+    /// Folder of the state files: relative `outbox.path` and
+    /// `camera.snapshots.dir` resolve against it (default: the config's
+    /// folder; a relative value is itself taken from the config's folder).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Least severe log messages printed: error, warn, info (default), debug.
+    #[serde(default)]
+    pub log_level: Option<crate::log::Level>,
+    /// The config file's folder (absolute when it could be resolved); set by
+    /// [`load`], empty after [`parse`].
+    #[serde(skip)]
+    pub config_dir: PathBuf,
     #[serde(default)]
     pub camera: Option<CameraConfig>,
     #[serde(default)]
@@ -208,6 +224,12 @@ pub struct SnapshotConfig {
     /// JPEG quality 1..=100.
     #[serde(default = "default_quality")]
     pub quality: u8,
+    /// Delete snapshots older than this many days (fractions allowed).
+    #[serde(default)]
+    pub max_age_days: Option<f64>,
+    /// Keep the folder's `.jpg` files under this many MB (oldest deleted first).
+    #[serde(default)]
+    pub max_mb: Option<f64>,
 }
 
 impl Default for SnapshotConfig {
@@ -215,6 +237,8 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             dir: default_snapshot_dir(),
             quality: default_quality(),
+            max_age_days: None,
+            max_mb: None,
         }
     }
 }
@@ -598,6 +622,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .unwrap_or(Path::new("."));
     // Absolute paths make event snapshot paths usable by other processes.
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    cfg.config_dir = base.clone();
     cfg.resolve_paths(&base);
     cfg.check_files()?;
     Ok(cfg)
@@ -761,6 +786,16 @@ impl Config {
                             format!("an output listed in gpio.outputs ({:?})", gpio_outputs),
                             format!("{g:?}"),
                         ));
+                    }
+                }
+            }
+            for (key, v) in [
+                ("camera.snapshots.max_age_days", c.snapshots.max_age_days),
+                ("camera.snapshots.max_mb", c.snapshots.max_mb),
+            ] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+                        return Err(err(key, "a number above 0 (at most 1e6)", v));
                     }
                 }
             }
@@ -928,8 +963,21 @@ impl Config {
             }
         };
         if let Some(b) = &mut self.board {
-            fix(b);
+            // A name stays a name (resolved by `board::resolve`); a
+            // relative path is taken from the config's folder.
+            if !crate::board::is_name(b) && Path::new(b.as_str()).is_relative() {
+                *b = base.join(b.as_str()).display().to_string();
+            }
         }
+        if let Some(d) = &mut self.state_dir {
+            fix(d);
+        }
+        let state = self.state_dir.clone().unwrap_or_else(|| base.to_path_buf());
+        let fix_state = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = state.join(&*p);
+            }
+        };
         if let Some(c) = &mut self.camera {
             let live = crate::camera::source::v4l2_device(&c.source).is_some()
                 || crate::camera::source::is_url(&c.source);
@@ -937,7 +985,7 @@ impl Config {
                 fix(&mut c.source);
             }
             fix(&mut c.model);
-            fix(&mut c.snapshots.dir);
+            fix_state(&mut c.snapshots.dir);
         }
         if let Some(s) = &mut self.speech {
             if s.alsa_device().is_none() {
@@ -948,7 +996,7 @@ impl Config {
                 fix(v);
             }
         }
-        fix(&mut self.outbox.path);
+        fix_state(&mut self.outbox.path);
         if let Some(m) = &mut self.mqtt {
             for p in [&mut m.ca_file, &mut m.client_cert, &mut m.client_key]
                 .into_iter()
@@ -1223,6 +1271,44 @@ model = "det.strix"
         assert_eq!(e.key, "mqtt.client_key");
         let e = m("client_cert = \"c.pem\"\nclient_key = \"k.pem\"").unwrap_err();
         assert_eq!(e.key, "mqtt.tls");
+    }
+
+    #[test]
+    fn state_dir_board_names_and_retention_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        let load_with = |extra: &str, snaps: &str| {
+            let p = d.join("strixd.toml");
+            std::fs::write(&p, format!("{extra}\n{MIN}[camera.snapshots]\n{snaps}\n")).unwrap();
+            load(&p)
+        };
+        let c = load_with("", "").unwrap();
+        assert_eq!(c.outbox.path, d.join("outbox.redb"));
+        assert_eq!(c.camera.unwrap().snapshots.dir, d.join("snapshots"));
+        assert_eq!(c.config_dir, d);
+        let c = load_with("state_dir = \"var\"\nboard = \"rpi4\"", "").unwrap();
+        assert_eq!(c.outbox.path, d.join("var/outbox.redb"));
+        let cam = c.camera.unwrap();
+        assert_eq!(cam.snapshots.dir, d.join("var/snapshots"));
+        assert_eq!(
+            cam.model,
+            d.join("det.strix"),
+            "models stay config-relative"
+        );
+        assert_eq!(c.board.as_deref(), Some("rpi4"), "a name stays a name");
+        let c = load_with("state_dir = \"/var/lib/strix\"\nboard = \"b/x.toml\"", "").unwrap();
+        assert_eq!(c.outbox.path, Path::new("/var/lib/strix/outbox.redb"));
+        assert_eq!(c.board, Some(d.join("b/x.toml").display().to_string()));
+        let c = load_with("log_level = \"debug\"", "max_age_days = 0.5\nmax_mb = 20").unwrap();
+        assert_eq!(c.log_level, Some(crate::log::Level::Debug));
+        let s = c.camera.unwrap().snapshots;
+        assert_eq!((s.max_age_days, s.max_mb), (Some(0.5), Some(20.0)));
+        let e = load_with("", "max_mb = 0").unwrap_err();
+        assert_eq!(e.key, "camera.snapshots.max_mb");
+        let e = load_with("", "max_age_days = -1").unwrap_err();
+        assert_eq!(e.key, "camera.snapshots.max_age_days");
+        let e = load_with("log_level = \"loud\"", "").unwrap_err();
+        assert!(e.to_string().contains("loud"), "{e}");
     }
 
     /// A self-signed test CA certificate (EC P-256, valid to 2126).

@@ -103,11 +103,11 @@ impl ErrorType for LogPin {
 
 impl OutputPin for LogPin {
     fn set_low(&mut self) -> Result<(), Self::Error> {
-        eprintln!("strixd: gpio {} low", self.name);
+        crate::log_info!("strixd: gpio {} low", self.name);
         Ok(())
     }
     fn set_high(&mut self) -> Result<(), Self::Error> {
-        eprintln!("strixd: gpio {} high", self.name);
+        crate::log_info!("strixd: gpio {} high", self.name);
         Ok(())
     }
 }

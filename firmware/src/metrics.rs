@@ -1,5 +1,7 @@
 //! Counters and gauges, served as Prometheus text on `GET /metrics` by a tiny
-//! HTTP/1.1 responder on a std `TcpListener` (one request per connection).
+//! HTTP/1.1 responder on a std `TcpListener` (one request per connection),
+//! which also answers `GET /healthz` and serves the latest snapshots
+//! (`/snapshot/latest.jpg`, `/snapshot/<camera>.jpg`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -50,6 +52,14 @@ pub struct Metrics {
     gauges: Mutex<Vec<(String, Gauge)>>,
     /// The stage [`Metrics::inject_panic`] named.
     panic_in: OnceLock<String>,
+    /// Pipeline threads started and still running (main keeps them).
+    pub pipelines_started: AtomicU64,
+    pub pipelines_running: AtomicU64,
+    /// The last outbox write failed (the sink retries it); cleared by the
+    /// next successful one.
+    pub outbox_failing: AtomicBool,
+    /// The latest snapshot file of each camera.
+    snapshots: Mutex<BTreeMap<String, (Instant, std::path::PathBuf)>>,
 }
 
 /// Stage names with a latency summary.
@@ -79,6 +89,10 @@ impl Default for Metrics {
             latencies: STAGES.iter().map(|s| (*s, Latency::default())).collect(),
             gauges: Mutex::new(Vec::new()),
             panic_in: OnceLock::new(),
+            pipelines_started: AtomicU64::new(0),
+            pipelines_running: AtomicU64::new(0),
+            outbox_failing: AtomicBool::new(false),
+            snapshots: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -105,6 +119,38 @@ impl Metrics {
     /// Set at most once; `false` when `stage` is not a stage or one is set.
     pub fn inject_panic(&self, stage: &str) -> bool {
         STAGES.contains(&stage) && self.panic_in.set(stage.to_string()).is_ok()
+    }
+
+    /// Records `path` as `camera`'s latest snapshot.
+    pub fn set_snapshot(&self, camera: &str, path: std::path::PathBuf) {
+        if let Ok(mut m) = self.snapshots.lock() {
+            m.insert(camera.to_string(), (Instant::now(), path));
+        }
+    }
+
+    /// The latest snapshot of `camera`, or of any camera when `None`.
+    pub fn snapshot(&self, camera: Option<&str>) -> Option<std::path::PathBuf> {
+        let m = self.snapshots.lock().ok()?;
+        match camera {
+            Some(c) => m.get(c).map(|(_, p)| p.clone()),
+            None => m.values().max_by_key(|(t, _)| *t).map(|(_, p)| p.clone()),
+        }
+    }
+
+    /// `/healthz`: healthy while every pipeline thread started is running
+    /// and the outbox takes writes; `(healthy, JSON body)`.
+    pub fn health(&self) -> (bool, String) {
+        let started = self.pipelines_started.load(Ordering::Relaxed);
+        let running = self.pipelines_running.load(Ordering::Relaxed);
+        let outbox_ok = !self.outbox_failing.load(Ordering::Relaxed);
+        let ok = started > 0 && running == started && outbox_ok;
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "unhealthy" },
+            "pipelines": { "running": running, "started": started },
+            "outbox": if outbox_ok { "ok" } else { "write failing" },
+            "mqtt_connected": self.mqtt_connected.load(Ordering::Relaxed),
+        });
+        (ok, body.to_string())
     }
 
     /// Registers a gauge read at scrape time, e.g. a queue depth:
@@ -291,22 +337,48 @@ fn answer(stream: std::net::TcpStream, metrics: &Metrics) -> std::io::Result<()>
     }
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        ("GET", "/") => (
+    let text = |status: &'static str, body: &str| (status, "text/plain", body.as_bytes().to_vec());
+    let (status, ctype, body): (&str, &str, Vec<u8>) = match (method, path) {
+        ("GET", "/metrics") => (
             "200 OK",
-            "text/plain",
-            "strixd: metrics at /metrics\n".to_string(),
+            "text/plain; version=0.0.4",
+            metrics.render().into_bytes(),
         ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_string(),
+        ("GET", "/healthz") => {
+            let (ok, body) = metrics.health();
+            (
+                if ok {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                },
+                "application/json",
+                body.into_bytes(),
+            )
+        }
+        ("GET", p) if p.starts_with("/snapshot/") && p.ends_with(".jpg") => {
+            let name = &p["/snapshot/".len()..p.len() - 4];
+            let camera = (name != "latest").then_some(name);
+            match metrics.snapshot(camera).map(std::fs::read) {
+                Some(Ok(jpeg)) => ("200 OK", "image/jpeg", jpeg),
+                Some(Err(_)) => text("404 Not Found", "the snapshot file is gone\n"),
+                None => text("404 Not Found", "no snapshot yet\n"),
+            }
+        }
+        ("GET", "/") => text(
+            "200 OK",
+            "strixd: /metrics, /healthz, /snapshot/latest.jpg, /snapshot/<camera>.jpg\n",
         ),
+        ("GET", _) => text("404 Not Found", "not found\n"),
+        _ => text("405 Method Not Allowed", "only GET\n"),
     };
     let mut w = stream;
-    write!(w, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    w.write_all(&body)?;
     w.flush()
 }
 

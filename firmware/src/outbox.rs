@@ -438,6 +438,26 @@ impl Outbox {
         Ok(key)
     }
 
+    /// The `snapshot` paths of every undelivered alert (all queues): the
+    /// snapshot retention keeps these files. One read transaction over at
+    /// most `max_entries` small JSON values per queue.
+    pub fn snapshot_refs(&self) -> Result<std::collections::HashSet<String>, OutboxError> {
+        let mut out = std::collections::HashSet::new();
+        let tx = self.db.begin_read().map_err(|e| self.e(e))?;
+        for q in &self.queues {
+            let t = tx.open_table(q.table()).map_err(|e| self.e(e))?;
+            for item in t.iter().map_err(|e| self.e(e))? {
+                let (_, v) = item.map_err(|e| self.e(e))?;
+                if let Ok(a) = serde_json::from_slice::<serde_json::Value>(v.value()) {
+                    if let Some(s) = a.get("snapshot").and_then(|s| s.as_str()) {
+                        out.insert(s.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` alerts of queue `q` with key `>= from`, oldest first, as
     /// `(key, JSON bytes)`. `q` must be one the outbox was opened with.
     pub fn pending(

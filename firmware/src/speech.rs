@@ -149,7 +149,7 @@ impl Vad for SileroVad<'_> {
         // A validated model cannot fail to run; if it ever does, the frame is
         // reported as non-speech rather than stopping the pipeline.
         self.step(frame).unwrap_or_else(|e| {
-            eprintln!("strixd: vad: {e}");
+            crate::log_error!("strixd: vad: {e}");
             0.0
         })
     }
@@ -468,6 +468,25 @@ pub enum AudioInput {
     Alsa(crate::capture::AlsaInput),
 }
 
+impl AudioInput {
+    /// What the input is, for `--check`: the WAV file and its length, or
+    /// the ALSA device with its rate and channels.
+    pub fn describe(&self, source: &Path) -> String {
+        match self {
+            AudioInput::File(a) => format!(
+                "WAV file {} ({:.1} s at 16 kHz mono after conversion)",
+                source.display(),
+                a.len() as f64 / SAMPLE_RATE as f64
+            ),
+            #[cfg(feature = "alsa")]
+            AudioInput::Alsa(d) => format!(
+                "ALSA device {} ({} Hz, {} channel(s))",
+                d.name, d.rate, d.channels
+            ),
+        }
+    }
+}
+
 /// Opens the configured source: reads a WAV file, or checks an
 /// `alsa:<device>` capture device. Errors name the file or device.
 pub fn open_input(cfg: &SpeechConfig) -> Result<AudioInput, String> {
@@ -547,7 +566,7 @@ fn capture(cfg: SpeechConfig, mut audio: Vec<f32>, tx: Sender<Chunk>, ctx: Ctx) 
         match load_audio(&cfg.source) {
             Ok(a) => audio = a,
             Err(e) => {
-                eprintln!("strixd: speech: {e}");
+                crate::log_error!("strixd: speech: {e}");
                 return;
             }
         }
@@ -591,12 +610,12 @@ fn capture_alsa(dev: crate::capture::AlsaInput, tx: Sender<Chunk>, ctx: Ctx) {
     let running = match dev.start(ctx.metrics.clone()) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("strixd: speech: {e}");
+            crate::log_error!("strixd: speech: {e}");
             ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
-    eprintln!(
+    crate::log_info!(
         "strixd: speech: capturing from ALSA {} ({} Hz, {} channel(s){})",
         dev.name,
         dev.rate,
@@ -615,7 +634,7 @@ fn capture_alsa(dev: crate::capture::AlsaInput, tx: Sender<Chunk>, ctx: Ctx) {
             Ok(b) => b,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                eprintln!(
+                crate::log_error!(
                     "strixd: speech: ALSA {}: the capture stream ended",
                     dev.name
                 );
@@ -654,13 +673,15 @@ fn analyse(
             Ok(v) => Box::new(v),
             Err(e) => {
                 // main checked the model before starting; this is a bug.
-                eprintln!("strixd: vad: {e}");
+                crate::log_error!("strixd: vad: {e}");
                 ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         },
         (VadKind::Silero, None) => {
-            eprintln!("strixd: vad: speech.vad.kind = \"silero\" but no VAD model was loaded");
+            crate::log_error!(
+                "strixd: vad: speech.vad.kind = \"silero\" but no VAD model was loaded"
+            );
             ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -823,7 +844,7 @@ fn analyse(
                 let probs = match probs {
                     Ok(p) => p,
                     Err(e) => {
-                        eprintln!("strixd: kws: {e}");
+                        crate::log_error!("strixd: kws: {e}");
                         ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }

@@ -37,8 +37,32 @@ pub const SENSORS: [(&str, &str); 4] = [
     ("keyword", "sound"),
 ];
 
-/// A retained state message: topic suffix (`person`) and payload (`ON`).
-pub type StateUpdate = (String, String);
+/// Sensors whose `ON` is momentary (a voice, a keyword): published without
+/// the retain flag, so a Home Assistant (or any subscriber) that connects
+/// later never sees a stale `ON`; their `OFF` is retained and is published
+/// retained at every connect, which also clears an `ON` an older strixd left.
+pub const MOMENTARY: [&str; 2] = ["voice", "keyword"];
+
+/// Largest MQTT packet strixd sends (a snapshot above it is not published).
+const MAX_PACKET: usize = 8 << 20;
+
+/// What the sink hands the MQTT publisher besides the alerts themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateUpdate {
+    /// A binary sensor's state: sensor (`person`) and payload (`ON`).
+    State(String, String),
+    /// A keyword was spotted: the HA `event` entity's event.
+    Keyword {
+        label: String,
+        score: f32,
+        id: String,
+    },
+    /// A camera's new snapshot file: published (retained) to its image topic.
+    Snapshot {
+        camera: String,
+        path: std::path::PathBuf,
+    },
+}
 
 /// The sink: persists each alert (outbox first), prints it when `stdout`,
 /// derives the binary-sensor states, and wakes the publishers. Without an
@@ -91,12 +115,25 @@ impl Sink {
                     Ok(k) => break k,
                     Err(e) => {
                         // Never drop an alert: retry until the disk takes it.
-                        eprintln!("strixd: outbox: {e}; retrying");
+                        crate::log_error!("strixd: outbox: {e}; retrying");
                         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.outbox_failing.store(true, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(500));
                     }
                 }
             };
+            self.metrics.outbox_failing.store(false, Ordering::Relaxed);
+            crate::log_debug!(
+                "strixd: stored {} {:?} {:?} {} ({})",
+                a.msg_id,
+                a.kind,
+                a.kind_of_message,
+                a.label,
+                a.id
+            );
+            if let Some(s) = &a.snapshot {
+                self.metrics.set_snapshot(&a.source, s.into());
+            }
             self.metrics.alerts.fetch_add(1, Ordering::Relaxed);
             if self.stdout {
                 if let Ok(line) = serde_json::to_string(&a) {
@@ -104,14 +141,29 @@ impl Sink {
                     let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
                     if ok && self.remove_after_print {
                         if let Err(e) = self.outbox.remove(Queue::Main, &[key]) {
-                            eprintln!("strixd: outbox: {e}");
+                            crate::log_error!("strixd: outbox: {e}");
                         }
                     }
                 }
             }
             if let Some(tx) = &self.states {
-                for u in state_changes(&mut active, &a) {
-                    let _ = tx.send(u);
+                for (k, v) in state_changes(&mut active, &a) {
+                    let _ = tx.send(StateUpdate::State(k, v));
+                }
+                if a.kind == AlertKind::Keyword {
+                    let _ = tx.send(StateUpdate::Keyword {
+                        label: a.label.clone(),
+                        score: a.score,
+                        id: a.id.clone(),
+                    });
+                }
+                // `new` and `update` may (re)write the snapshot; `end`
+                // names the same file again.
+                if let (Some(s), false) = (&a.snapshot, a.kind_of_message == AlertType::End) {
+                    let _ = tx.send(StateUpdate::Snapshot {
+                        camera: a.source.clone(),
+                        path: s.into(),
+                    });
                 }
             }
             for n in &self.notify {
@@ -121,11 +173,11 @@ impl Sink {
     }
 }
 
-/// Binary-sensor state changes caused by one alert.
+/// Binary-sensor state changes caused by one alert: (sensor, `ON`/`OFF`).
 fn state_changes(
     active: &mut HashMap<&'static str, HashSet<String>>,
     a: &Alert,
-) -> Vec<StateUpdate> {
+) -> Vec<(String, String)> {
     let sensor = match a.kind {
         AlertKind::Keyword => return vec![("keyword".into(), "ON".into())],
         AlertKind::Voice => "voice",
@@ -156,6 +208,10 @@ pub struct Mqtt {
     pub cfg: MqttConfig,
     pub device: String,
     pub board: String,
+    /// The keywords (HA `event` entity's event types).
+    pub keywords: Vec<String>,
+    /// Camera names (an HA `image` entity each).
+    pub cameras: Vec<String>,
     pub outbox: Arc<Outbox>,
     pub metrics: Arc<Metrics>,
     pub notify: Arc<Notify>,
@@ -193,7 +249,7 @@ impl Mqtt {
         o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
         o.set_clean_session(true);
         o.set_inflight(self.cfg.inflight.saturating_add(16));
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_max_packet_size(1 << 20, MAX_PACKET);
         o.set_last_will(rumqttc::LastWill::new(
             self.topic("availability"),
             "offline",
@@ -216,6 +272,8 @@ impl Mqtt {
         o.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s));
         o.set_clean_start(true);
         o.set_outgoing_inflight_upper_limit(self.cfg.inflight.saturating_add(16));
+        // MQTT 5: the largest packet the broker may send us; what we send is
+        // bounded by the broker's own maximum (CONNACK).
         o.set_max_packet_size(Some(1 << 20));
         o.set_last_will(LastWill::new(
             self.topic("availability"),
@@ -233,36 +291,75 @@ impl Mqtt {
         Ok(o)
     }
 
-    fn discovery(&self) -> Vec<(String, String)> {
-        SENSORS
+    /// The device block every discovery message carries.
+    fn ha_device(&self) -> serde_json::Value {
+        serde_json::json!({
+            "identifiers": [format!("strix_{}", self.device)],
+            "name": format!("Strix {}", self.device),
+            "manufacturer": "Strix",
+            "model": self.board,
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// Home Assistant discovery messages (topic, JSON), all retained: the
+    /// binary sensors, the keyword `event` entity, an `image` entity per
+    /// camera.
+    pub fn discovery(&self) -> Vec<(String, String)> {
+        let dp = &self.cfg.discovery_prefix;
+        let dev = &self.device;
+        let mut out: Vec<(String, String)> = SENSORS
             .iter()
             .map(|(name, class)| {
                 let mut p = serde_json::json!({
                     "name": name,
-                    "unique_id": format!("strix_{}_{}", self.device, name),
-                    "object_id": format!("strix_{}_{}", self.device, name),
+                    "unique_id": format!("strix_{dev}_{name}"),
+                    "object_id": format!("strix_{dev}_{name}"),
                     "state_topic": self.topic(name),
                     "availability_topic": self.topic("availability"),
                     "payload_on": "ON",
                     "payload_off": "OFF",
                     "device_class": class,
-                    "device": {
-                        "identifiers": [format!("strix_{}", self.device)],
-                        "name": format!("Strix {}", self.device),
-                        "manufacturer": "Strix",
-                        "model": self.board,
-                    },
+                    "device": self.ha_device(),
                 });
                 if *name == "keyword" {
                     p["off_delay"] = serde_json::json!(3);
                 }
-                let topic = format!(
-                    "{}/binary_sensor/strix_{}/{}/config",
-                    self.cfg.discovery_prefix, self.device, name
-                );
+                let topic = format!("{dp}/binary_sensor/strix_{dev}/{name}/config");
                 (topic, p.to_string())
             })
-            .collect()
+            .collect();
+        if !self.keywords.is_empty() {
+            let p = serde_json::json!({
+                "name": "keyword event",
+                "unique_id": format!("strix_{dev}_keyword_event"),
+                "object_id": format!("strix_{dev}_keyword_event"),
+                "state_topic": self.topic("keyword/event"),
+                "event_types": self.keywords,
+                "availability_topic": self.topic("availability"),
+                "device": self.ha_device(),
+            });
+            out.push((
+                format!("{dp}/event/strix_{dev}/keyword/config"),
+                p.to_string(),
+            ));
+        }
+        for cam in &self.cameras {
+            let p = serde_json::json!({
+                "name": format!("{cam} snapshot"),
+                "unique_id": format!("strix_{dev}_{cam}_snapshot"),
+                "object_id": format!("strix_{dev}_{cam}_snapshot"),
+                "image_topic": self.topic(&format!("{cam}/snapshot")),
+                "content_type": "image/jpeg",
+                "availability_topic": self.topic("availability"),
+                "device": self.ha_device(),
+            });
+            out.push((
+                format!("{dp}/image/strix_{dev}/{cam}_snapshot/config"),
+                p.to_string(),
+            ));
+        }
+        out
     }
 
     /// Runs the publisher on a current-thread tokio runtime until `stop`.
@@ -273,7 +370,7 @@ impl Mqtt {
         {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("strixd: mqtt: cannot start tokio: {e}");
+                crate::log_error!("strixd: mqtt: cannot start tokio: {e}");
                 return;
             }
         };
@@ -282,14 +379,16 @@ impl Mqtt {
 
     async fn main_loop(&mut self) {
         let mut backoff = Duration::from_millis(250);
-        let mut states: BTreeMap<String, String> = BTreeMap::new();
+        let mut held = Held::default();
         while !self.stop.load(Ordering::Relaxed) {
-            match self.connection(&mut states).await {
+            match self.connection(&mut held).await {
                 Ok(()) => return,
                 Err(e) => {
-                    eprintln!(
+                    crate::log_warn!(
                         "strixd: mqtt {}:{}: {e}; retrying in {:?}",
-                        self.cfg.host, self.cfg.port, backoff
+                        self.cfg.host,
+                        self.cfg.port,
+                        backoff
                     );
                 }
             }
@@ -303,7 +402,7 @@ impl Mqtt {
     }
 
     /// One connection's life. `Ok` means stopped on request.
-    async fn connection(&mut self, states: &mut BTreeMap<String, String>) -> Result<(), String> {
+    async fn connection(&mut self, held: &mut Held) -> Result<(), String> {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         // The event loop runs in its own task; this task only reads its
         // events, reduced to `Ev`, from a channel (cancel-safe in select!).
@@ -335,7 +434,7 @@ impl Mqtt {
                 (MqttClient::V5(client), poller)
             }
         };
-        let r = self.serve(&client, &mut ev_rx, states).await;
+        let r = self.serve(&client, &mut ev_rx, held).await;
         poller.abort();
         r
     }
@@ -344,8 +443,9 @@ impl Mqtt {
         &mut self,
         client: &MqttClient,
         ev_rx: &mut mpsc::UnboundedReceiver<Result<Ev, String>>,
-        states: &mut BTreeMap<String, String>,
+        held: &mut Held,
     ) -> Result<(), String> {
+        let Held { states, snapshots } = held;
         let events_topic = self.topic("events");
         let window = self.cfg.inflight as usize;
         // QoS 1 publishes in request order: `Some(key)` for outbox alerts,
@@ -379,17 +479,43 @@ impl Mqtt {
                 return Ok(());
             }
             // New states (keep the latest of each, publish when connected).
-            while let Ok((k, v)) = self.states.try_recv() {
-                if connected {
-                    qos1(
-                        &mut unassigned,
-                        self.topic(&k),
-                        v.clone().into_bytes(),
-                        true,
-                        None,
-                    )?;
+            while let Ok(u) = self.states.try_recv() {
+                match u {
+                    StateUpdate::State(k, v) => {
+                        if connected {
+                            let retain = !MOMENTARY.contains(&k.as_str()) || v == "OFF";
+                            qos1(
+                                &mut unassigned,
+                                self.topic(&k),
+                                v.clone().into_bytes(),
+                                retain,
+                                None,
+                            )?;
+                        }
+                        states.insert(k, v);
+                    }
+                    // An event, not a state: lost while disconnected (the
+                    // alert itself waits in the outbox), never retained.
+                    StateUpdate::Keyword { label, score, id } if connected => {
+                        let p = serde_json::json!({
+                            "event_type": label, "score": score, "id": id,
+                        });
+                        qos1(
+                            &mut unassigned,
+                            self.topic("keyword/event"),
+                            p.to_string().into_bytes(),
+                            false,
+                            None,
+                        )?;
+                    }
+                    StateUpdate::Keyword { .. } => {}
+                    StateUpdate::Snapshot { camera, path } => {
+                        if connected {
+                            self.publish_snapshot(client, &mut unassigned, &camera, &path)?;
+                        }
+                        snapshots.insert(camera, path);
+                    }
                 }
-                states.insert(k, v);
             }
             if connected {
                 let in_flight = by_pkid.values().filter(|v| v.is_some()).count()
@@ -419,7 +545,7 @@ impl Mqtt {
                         connected = true;
                         self.metrics.mqtt_connected.store(true, Ordering::Relaxed);
                         self.metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
-                        eprintln!(
+                        crate::log_info!(
                             "strixd: mqtt: connected to {}:{} (MQTT {})",
                             self.cfg.host,
                             self.cfg.port,
@@ -439,7 +565,18 @@ impl Mqtt {
                         }
                         for (s, _) in SENSORS {
                             let v = states.get(s).cloned().unwrap_or_else(|| "OFF".into());
-                            qos1(&mut unassigned, self.topic(s), v.into_bytes(), true, None)?;
+                            if MOMENTARY.contains(&s) {
+                                // Clears a retained ON (an older strixd's).
+                                qos1(&mut unassigned, self.topic(s), b"OFF".to_vec(), true, None)?;
+                                if v == "OFF" {
+                                    continue;
+                                }
+                            }
+                            let retain = !MOMENTARY.contains(&s);
+                            qos1(&mut unassigned, self.topic(s), v.into_bytes(), retain, None)?;
+                        }
+                        for (cam, path) in snapshots.iter() {
+                            self.publish_snapshot(client, &mut unassigned, cam, path)?;
                         }
                     }
                     Ok(Ev::Sent(pkid)) if pkid != 0 => {
@@ -458,7 +595,7 @@ impl Mqtt {
                         // MQTT 5 only. The alert stays in the outbox and is
                         // sent again on the next connection.
                         if let Some(key) = by_pkid.remove(&pkid) {
-                            eprintln!(
+                            crate::log_warn!(
                                 "strixd: mqtt: broker refused a publish ({why}); {}",
                                 if key.is_some() {
                                     "the alert stays in the outbox"
@@ -481,6 +618,37 @@ impl Mqtt {
         }
     }
 
+    /// Publishes a snapshot file, retained, to `<prefix>/<device>/<camera>/snapshot`
+    /// (the HA image entity's `image_topic`). A file that is gone (pruned)
+    /// or too large is skipped with a log line.
+    fn publish_snapshot(
+        &self,
+        client: &MqttClient,
+        unassigned: &mut VecDeque<Option<u64>>,
+        camera: &str,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        match std::fs::read(path) {
+            Ok(jpeg) if jpeg.len() + 1024 <= MAX_PACKET => {
+                client.publish(
+                    self.topic(&format!("{camera}/snapshot")),
+                    QoS::AtLeastOnce,
+                    true,
+                    jpeg,
+                )?;
+                unassigned.push_back(None);
+                crate::log_debug!("strixd: mqtt: snapshot {} published", path.display());
+            }
+            Ok(jpeg) => crate::log_warn!(
+                "strixd: mqtt: snapshot {} is {} bytes, over the {MAX_PACKET}-byte packet limit: not published",
+                path.display(),
+                jpeg.len()
+            ),
+            Err(e) => crate::log_warn!("strixd: mqtt: snapshot {}: {e}", path.display()),
+        }
+        Ok(())
+    }
+
     fn remove(&self, acked: &[u64]) -> Result<(), String> {
         if acked.is_empty() {
             return Ok(());
@@ -493,6 +661,14 @@ impl Mqtt {
             .fetch_add(acked.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// What the publisher keeps across connections: the binary sensors' states
+/// and each camera's latest snapshot, published again at each connect.
+#[derive(Default)]
+struct Held {
+    states: BTreeMap<String, String>,
+    snapshots: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// A connected rumqttc client of either protocol.
@@ -631,7 +807,7 @@ mod tests {
     #[test]
     fn sensor_states_follow_events() {
         let mut act = HashMap::new();
-        let on = |v: Vec<StateUpdate>| {
+        let on = |v: Vec<(String, String)>| {
             v.iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()

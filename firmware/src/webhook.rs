@@ -187,7 +187,7 @@ impl Webhook {
         {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("strixd: webhook: cannot start tokio: {e}");
+                crate::log_error!("strixd: webhook: cannot start tokio: {e}");
                 return;
             }
         };
@@ -199,7 +199,7 @@ impl Webhook {
             Ok(c) => c,
             Err(e) => {
                 // The config was validated at start; this is a TLS file problem.
-                eprintln!("strixd: webhook: {e}; alerts stay in the outbox");
+                crate::log_error!("strixd: webhook: {e}; alerts stay in the outbox");
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -211,7 +211,7 @@ impl Webhook {
             let batch = match self.outbox.pending(Queue::Webhook, 0, BATCH) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("strixd: webhook: {e}");
+                    crate::log_error!("strixd: webhook: {e}");
                     self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                     self.pause(Duration::from_secs(1)).await;
                     continue;
@@ -232,14 +232,14 @@ impl Webhook {
                 match client.post(bytes).await {
                     Ok(()) => {
                         if let Err(e) = self.outbox.remove(Queue::Webhook, &[key]) {
-                            eprintln!("strixd: webhook: {e}");
+                            crate::log_error!("strixd: webhook: {e}");
                             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                         }
                         self.metrics
                             .webhook_delivered
                             .fetch_add(1, Ordering::Relaxed);
                         if failing {
-                            eprintln!("strixd: webhook {url}: delivering again");
+                            crate::log_info!("strixd: webhook {url}: delivering again");
                             failing = false;
                         }
                         backoff = Duration::from_millis(250);
@@ -248,7 +248,7 @@ impl Webhook {
                         self.metrics
                             .webhook_failures
                             .fetch_add(1, Ordering::Relaxed);
-                        eprintln!(
+                        crate::log_warn!(
                             "strixd: webhook {url}: {f}; {} alert(s) kept, retrying in {backoff:?}",
                             self.outbox.queue_len(Queue::Webhook)
                         );

@@ -9,8 +9,10 @@
 //! One binary (strixd and strix build once), a module per area: see `strixd/`.
 mod strixd {
     mod alsa;
+    mod boards;
     mod camera;
     mod delivery;
+    mod ha;
     pub mod harness;
     mod lifecycle;
     mod speech;

@@ -225,7 +225,7 @@ fn capture(
                     continue;
                 }
                 Err(e) => {
-                    eprintln!("strixd: camera: reopening source: {e}");
+                    crate::log_warn!("strixd: camera: reopening source: {e}");
                     break;
                 }
             },
@@ -233,7 +233,7 @@ fn capture(
             Err(e) => {
                 // A bad image in a directory is skipped; a broken stream
                 // yields its error again at once, so stop after logging.
-                eprintln!("strixd: camera: {e}");
+                crate::log_error!("strixd: camera: {e}");
                 ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 if cfg.source.is_dir() {
                     continue;
@@ -325,7 +325,7 @@ fn detect_loop(model: &Model, rx: Receiver<(u64, Frame)>, tx: Sender<Detected>, 
     let mut det = match Detector::new(model) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("strixd: detector: {e}");
+            crate::log_error!("strixd: detector: {e}");
             ctx.stop.store(true, Ordering::Relaxed);
             return;
         }
@@ -335,7 +335,7 @@ fn detect_loop(model: &Model, rx: Receiver<(u64, Frame)>, tx: Sender<Detected>, 
         let dets = match det.detect(&frame.image) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("strixd: detector: frame {}: {e}", frame.seq);
+                crate::log_error!("strixd: detector: frame {}: {e}", frame.seq);
                 ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 Vec::new()
             }
@@ -435,7 +435,7 @@ impl EventEngine {
                         let snapshot = self.snapshot(&id, frame, t, &tracks);
                         if let Some(g) = &rule.gpio {
                             if let Err(e) = self.outputs.hold(g) {
-                                eprintln!("strixd: gpio {g}: {e}");
+                                crate::log_error!("strixd: gpio {g}: {e}");
                             }
                         }
                         let ev = Event {
@@ -496,7 +496,7 @@ impl EventEngine {
         if let Some(ev) = self.events.remove(&t.id) {
             if let Some(g) = &self.cfg.rules[ev.rule].gpio {
                 if let Err(e) = self.outputs.release(g) {
-                    eprintln!("strixd: gpio {g}: {e}");
+                    crate::log_error!("strixd: gpio {g}: {e}");
                 }
             }
             let mut a = self.alert(&ev, t, frame, AlertType::End);
@@ -538,7 +538,7 @@ impl EventEngine {
         match write_jpeg(&path, &img, self.cfg.snapshots.quality) {
             Ok(()) => Some(path.display().to_string()),
             Err(e) => {
-                eprintln!("strixd: snapshot {}: {e}", path.display());
+                crate::log_error!("strixd: snapshot {}: {e}", path.display());
                 None
             }
         }

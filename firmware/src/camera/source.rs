@@ -70,6 +70,41 @@ pub fn is_url(source: &Path) -> bool {
     })
 }
 
+/// What a camera source is, for `--check`: its kind and, for a V4L2
+/// device, the formats and frame sizes it offers.
+pub fn describe(path: &Path) -> String {
+    if let Some(dev) = v4l2_device(path) {
+        #[cfg(feature = "v4l2")]
+        return match super::v4l2::formats(dev) {
+            Ok(f) => format!("V4L2 device {} (formats: {})", dev.display(), f.join("; ")),
+            Err(e) => format!("V4L2 device {} (formats: {e})", dev.display()),
+        };
+        #[cfg(not(feature = "v4l2"))]
+        return format!("V4L2 device {}", dev.display());
+    }
+    if is_url(path) {
+        return format!("URL {} (read by ffmpeg)", path.display());
+    }
+    if path.is_dir() {
+        let n = std::fs::read_dir(path)
+            .map(|d| d.filter(|e| e.is_ok()).count())
+            .unwrap_or(0);
+        return format!("image directory {} ({n} entries)", path.display());
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let kind = match ext.as_str() {
+        "y4m" => "Y4M file",
+        "mjpeg" | "mjpg" => "MJPEG file",
+        "jpg" | "jpeg" | "png" | "bmp" => "image file",
+        _ => "video file (read by ffmpeg)",
+    };
+    format!("{kind} {}", path.display())
+}
+
 /// Opens `path` by kind: `v4l2:<device>`, a URL (ffmpeg), a directory,
 /// `.y4m`, `.mjpeg`/`.mjpg`, else ffmpeg (frames resampled to `fps`).
 /// Headers are checked here, so an unreadable source fails at start-up.
@@ -521,6 +556,21 @@ impl Drop for FfmpegSource {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn describe_names_the_kind() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.jpg"), b"x").unwrap();
+        assert!(describe(d.path()).starts_with("image directory "));
+        assert!(describe(Path::new("c.y4m")).starts_with("Y4M file c.y4m"));
+        assert!(describe(Path::new("rtsp://cam/1")).starts_with("URL rtsp://cam/1"));
+        assert!(describe(Path::new("c.mkv")).contains("ffmpeg"));
+        // Not a capture device: the formats part says why (no camera in CI).
+        let v = describe(Path::new("v4l2:/dev/null"));
+        assert!(v.starts_with("V4L2 device /dev/null"), "{v}");
+        #[cfg(feature = "v4l2")]
+        assert!(v.contains("not a V4L2 capture device"), "{v}");
+    }
 
     fn write(path: &Path, bytes: &[u8]) {
         std::fs::write(path, bytes).unwrap();

@@ -163,7 +163,7 @@ fn with_default_huffman(jpeg: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(feature = "v4l2")]
-pub use device::V4l2Source;
+pub use device::{formats, V4l2Source};
 
 #[cfg(feature = "v4l2")]
 mod device {
@@ -199,6 +199,45 @@ mod device {
     // and used only through `&mut self`; the device handle is a file
     // descriptor. Nothing is shared with another thread.
     unsafe impl Send for V4l2Source {}
+
+    /// The formats a V4L2 capture device offers, each with its discrete
+    /// frame sizes (`MJPG 640x480 1280x720`), for `--check`. Opens the
+    /// device without streaming.
+    pub fn formats(path: &Path) -> Result<Vec<String>, String> {
+        let dev = Device::with_path(path).map_err(|e| format!("cannot open: {e}"))?;
+        let caps = dev
+            .query_caps()
+            .map_err(|e| format!("not a V4L2 capture device: {e}"))?;
+        let fmts = dev
+            .enum_formats()
+            .map_err(|e| format!("not a V4L2 capture device: {e}"))?;
+        if fmts.is_empty() {
+            return Err(format!(
+                "{} ({}) offers no capture format",
+                caps.card, caps.driver
+            ));
+        }
+        Ok(fmts
+            .iter()
+            .map(|f| {
+                let sizes: Vec<String> = dev
+                    .enum_framesizes(f.fourcc)
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|s| match &s.size {
+                        v4l::framesize::FrameSizeEnum::Discrete(d) => {
+                            vec![format!("{}x{}", d.width, d.height)]
+                        }
+                        v4l::framesize::FrameSizeEnum::Stepwise(w) => vec![format!(
+                            "{}x{}..{}x{}",
+                            w.min_width, w.min_height, w.max_width, w.max_height
+                        )],
+                    })
+                    .collect();
+                format!("{} {}", f.fourcc, sizes.join(" "))
+            })
+            .collect())
+    }
 
     impl V4l2Source {
         /// Opens `path`, asks for 640x480 at `fps` in MJPEG, else YUYV,
@@ -280,7 +319,7 @@ mod device {
                     Ok(img) => return Ok(Some(img)),
                     // A corrupt transfer spoils one frame; skip it.
                     Err(e) if bad_frames < MAX_BAD_FRAMES => {
-                        eprintln!("strixd: camera: skipping a frame: {e}");
+                        crate::log_warn!("strixd: camera: skipping a frame: {e}");
                         bad_frames += 1;
                     }
                     Err(e) => return Err(e),
