@@ -919,6 +919,46 @@ mod tests {
         assert!(err.contains("not a permutation"), "{err}");
     }
 
+    /// `--input-shape` pins symbolic dims and checks the rest; NHWC inputs
+    /// become NCHW with a transpose back in front of their readers.
+    #[test]
+    fn import_options_pin_shapes_and_take_nhwc() {
+        use tract_onnx::pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
+        let mut m = model(node("Relu", &["X"], vec![]), vec![]);
+        let g = m.graph.as_mut().unwrap();
+        if let Some(TypeValue::TensorType(tt)) =
+            g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            tt.shape.as_mut().unwrap().dim[1] = Dimension {
+                value: Some(Dim::DimParam("h".into())),
+                ..Default::default()
+            };
+        }
+        let err = import_err(&m);
+        assert!(err.contains("--input-shape X=1,H,8,8"), "{err}");
+        let opts = |shape: &[usize], layout| ImportOptions {
+            input_shapes: vec![("X".into(), shape.to_vec())],
+            input_layout: layout,
+        };
+        let mut pinned = m.clone();
+        apply_import_options(&mut pinned, &opts(&[1, 6, 8, 3], InputLayout::Nhwc)).unwrap();
+        let g = import_proto(&pinned, Path::new("t.onnx")).unwrap();
+        assert_eq!(g.values[g.inputs[0]].shape, [1, 3, 6, 8]);
+        assert_eq!(g.values[g.outputs[0]].shape, [1, 6, 8, 3]);
+        assert!(matches!(&g.nodes[0].op, COp::Transpose { perm } if perm == &[0, 2, 3, 1]));
+        for (shape, want) in [
+            (
+                &[1, 6, 9, 8][..],
+                "dimension 2 is fixed to 8 in the model [1, h, 8, 8], not 9",
+            ),
+            (&[1, 6, 8], "gives 3 dimensions"),
+        ] {
+            let mut bad = m.clone();
+            let e = apply_import_options(&mut bad, &opts(shape, InputLayout::Nchw)).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
     #[test]
     fn malformed_nodes_are_errors_not_panics() {
         let err = import_err(&model(node("Conv", &["X"], vec![]), vec![]));
