@@ -350,3 +350,50 @@ fn shortest_floats(v: &mut toml::Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The printed TOML reads back to the same description, flags included.
+    #[test]
+    fn printed_toml_reads_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("strix-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let onnx = dir.join("m.onnx");
+        let o = Overrides {
+            color: Some(ColorOrder::Bgr),
+            mean: Some([123.675, 116.28, 103.53]),
+            scale: Some([1.0 / 58.395, 1.0 / 57.12, 1.0 / 57.375]),
+            resize: Some(ResizeMode::Letterbox),
+            labels: Some(vec!["a b".into(), "c".into()]),
+            decoder: Some(DecoderKind::Ultraface),
+            nms_iou: Some(0.5),
+            input_layout: Some(InputLayout::Nhwc),
+            input_shapes: vec![("in:0".into(), vec![1, 240, 320, 3])],
+            ..Default::default()
+        };
+        let r = resolve(None, &onnx, &o).unwrap();
+        assert_eq!(r.meta.name, "m");
+        assert!(matches!(
+            r.meta.decoder,
+            Decoder::Ultraface { nms_iou, score_threshold } if nms_iou == 0.5 && score_threshold == 0.7
+        ));
+        let text = to_toml(&r).unwrap();
+        let saved = dir.join("saved.toml");
+        std::fs::write(&saved, &text).unwrap();
+        let back = resolve(Some(&saved), &onnx, &Overrides::default()).unwrap();
+        assert_eq!((back.meta, back.import), (r.meta, r.import), "{text}");
+        // A flag replaces the TOML's value and keeps the rest.
+        let o = Overrides {
+            score_threshold: Some(0.9),
+            ..Default::default()
+        };
+        let r2 = resolve(Some(&saved), &onnx, &o).unwrap();
+        assert!(matches!(
+            r2.meta.decoder,
+            Decoder::Ultraface { nms_iou, score_threshold } if nms_iou == 0.5 && score_threshold == 0.9
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

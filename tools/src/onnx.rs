@@ -929,13 +929,15 @@ mod tests {
         if let Some(TypeValue::TensorType(tt)) =
             g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
         {
-            tt.shape.as_mut().unwrap().dim[1] = Dimension {
-                value: Some(Dim::DimParam("h".into())),
-                ..Default::default()
-            };
+            for (i, p) in [(1, "h"), (3, "c")] {
+                tt.shape.as_mut().unwrap().dim[i] = Dimension {
+                    value: Some(Dim::DimParam(p.into())),
+                    ..Default::default()
+                };
+            }
         }
         let err = import_err(&m);
-        assert!(err.contains("--input-shape X=1,H,8,8"), "{err}");
+        assert!(err.contains("--input-shape X=1,H,8,C"), "{err}");
         let opts = |shape: &[usize], layout| ImportOptions {
             input_shapes: vec![("X".into(), shape.to_vec())],
             input_layout: layout,
@@ -949,7 +951,7 @@ mod tests {
         for (shape, want) in [
             (
                 &[1, 6, 9, 8][..],
-                "dimension 2 is fixed to 8 in the model [1, h, 8, 8], not 9",
+                "dimension 2 is fixed to 8 in the model [1, h, 8, c], not 9",
             ),
             (&[1, 6, 8], "gives 3 dimensions"),
         ] {
