@@ -124,7 +124,7 @@ enum Cmd {
         #[arg(long, requires = "prune")]
         prune_json: Option<PathBuf>,
         #[command(flatten)]
-        model_flags: strix_tools::flags::ModelFlags,
+        model_flags: Box<strix_tools::flags::ModelFlags>,
     },
     /// Show a model's ops, precision per op, sizes and memory plan.
     Inspect {
