@@ -364,7 +364,7 @@ pub fn apply_import_options(model: &mut pb::ModelProto, opts: &ImportOptions) ->
             .input
             .iter_mut()
             .find(|i| &i.name == name)
-            .expect("found above");
+            .ok_or_else(|| anyhow!("input '{name}' vanished"))?;
         set_dims(inp, shape)?;
     }
     if opts.input_layout == InputLayout::Nhwc {
@@ -381,7 +381,11 @@ fn nhwc_to_nchw(graph: &mut pb::GraphProto) -> Result<()> {
     let Some(first) = real_inputs(graph).first().map(|i| i.name.clone()) else {
         bail!("--input-layout nhwc: the model has no non-constant input");
     };
-    let inp = graph.input.iter_mut().find(|i| i.name == first).unwrap();
+    let inp = graph
+        .input
+        .iter_mut()
+        .find(|i| i.name == first)
+        .ok_or_else(|| anyhow!("input '{first}' vanished"))?;
     let dims = declared_dims(inp).unwrap_or_default();
     if dims.len() != 4 {
         bail!(
