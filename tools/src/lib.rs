@@ -5,6 +5,7 @@ pub mod calib;
 pub mod config;
 pub mod equalize;
 pub mod eval;
+pub mod flags;
 pub mod ir;
 pub mod lower;
 pub mod media;
@@ -41,19 +42,21 @@ pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
 /// it computes in f32.
 pub use passes::PassOptions as Passes;
 
-/// Options of [`convert_with`]: the int8 lowering's and the optional passes.
+/// Options of [`convert_with`]: the int8 lowering's, the optional passes and
+/// the command line's model description (applied over the model TOML).
 /// An [`lower::Int8Options`] converts into one with the default passes.
 #[derive(Clone, Debug, Default)]
 pub struct ConvertOptions {
     pub int8: lower::Int8Options,
     pub passes: Passes,
+    pub overrides: config::Overrides,
 }
 
 impl From<lower::Int8Options> for ConvertOptions {
     fn from(int8: lower::Int8Options) -> Self {
         ConvertOptions {
             int8,
-            passes: Passes::default(),
+            ..Default::default()
         }
     }
 }
@@ -97,10 +100,15 @@ pub fn convert_with(
     report: bool,
     opts: impl Into<ConvertOptions>,
 ) -> Result<Model> {
-    let ConvertOptions { int8: opts, passes } = opts.into();
-    let meta = config::load(config, onnx_path)?;
-    let mut cg =
-        onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    let ConvertOptions {
+        int8: opts,
+        passes,
+        overrides,
+    } = opts.into();
+    let resolved = config::resolve(config, onnx_path, &overrides)?;
+    let meta = resolved.meta;
+    let mut cg = onnx::import_with(onnx_path, &resolved.import)
+        .with_context(|| format!("importing {}", onnx_path.display()))?;
     crate::passes::run_graph_passes(
         &mut cg,
         &crate::passes::PassOptions {
@@ -120,6 +128,7 @@ pub fn convert_with(
     }
     // Samples feed the first input (an f32 build only checks that they load).
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
+    flags::check_samples(&meta, calib, &in_shape)?;
     let samples: Vec<Vec<Vec<f32>>> = calib
         .iter()
         .map(|p| media::load_input(p, &meta.input, &in_shape).map(|v| vec![v]))
@@ -177,9 +186,37 @@ pub fn convert_pruned(
     report_json: Option<&Path>,
     report_html: Option<&Path>,
 ) -> Result<(Model, prune::report::Report)> {
-    let meta = config::load(config, onnx_path)?;
-    let mut cg =
-        onnx::import(onnx_path).with_context(|| format!("importing {}", onnx_path.display()))?;
+    convert_pruned_with(
+        onnx_path,
+        calib,
+        out,
+        config,
+        &config::Overrides::default(),
+        method,
+        opts,
+        report_json,
+        report_html,
+    )
+}
+
+/// [`convert_pruned`] with the command line's model description applied
+/// over the model TOML.
+#[allow(clippy::too_many_arguments)]
+pub fn convert_pruned_with(
+    onnx_path: &Path,
+    calib: &[PathBuf],
+    out: &Path,
+    config: Option<&Path>,
+    overrides: &config::Overrides,
+    method: calib::Method,
+    opts: &prune::Options,
+    report_json: Option<&Path>,
+    report_html: Option<&Path>,
+) -> Result<(Model, prune::report::Report)> {
+    let resolved = config::resolve(config, onnx_path, overrides)?;
+    let meta = resolved.meta;
+    let mut cg = onnx::import_with(onnx_path, &resolved.import)
+        .with_context(|| format!("importing {}", onnx_path.display()))?;
     if cg.inputs.len() != 1 {
         bail!(
             "models with {} inputs are not supported by convert yet (one input)",
@@ -193,6 +230,7 @@ pub fn convert_pruned(
     };
     crate::passes::run_graph_passes(&mut cg, &pass_opts)?;
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
+    flags::check_samples(&meta, calib, &in_shape)?;
     let samples: Vec<Vec<f32>> = calib
         .iter()
         .map(|p| media::load_input(p, &meta.input, &in_shape))

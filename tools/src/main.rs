@@ -23,8 +23,23 @@ struct Cli {
 enum Cmd {
     /// Compile an ONNX model to an int8 .strix file, calibrated on real samples.
     ///
-    /// Preprocessing, labels and output decoding come from --config (or MODEL.toml
-    /// beside the ONNX file) and are stored in the .strix metadata.
+    /// Preprocessing, labels and output decoding come from --config (or <model>.toml
+    /// beside the ONNX file) and/or the model-description flags below, and are
+    /// stored in the .strix metadata. A flag overrides the TOML's value; the rest
+    /// of the TOML is kept. When flags are given, convert prints the equivalent
+    /// TOML (--save-config PATH writes it).
+    ///
+    /// Examples:
+    ///   # a detector with no TOML: BGR, pixel/255, its decoder and labels
+    ///   strix convert FastestDet.onnx --calib photos/*.jpg -o fd.strix \
+    ///     --color bgr --mean 0 --std 255 --resize stretch \
+    ///     --decoder fastestdet --labels coco.names --save-config FastestDet.toml
+    ///   # an ImageNet classifier: (pixel - mean) / std per channel, top-5
+    ///   strix convert mobilenet.onnx --calib photos/*.jpg -o m.strix --color rgb \
+    ///     --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375 --decoder classify
+    ///   # a model exported with dynamic height and width
+    ///   strix convert pnet.onnx --input-shape input=1,3,240,320 --calib ... -o p.strix
+    #[command(verbatim_doc_comment)]
     Convert {
         /// The fp32 ONNX model.
         model: PathBuf,
@@ -108,6 +123,8 @@ enum Cmd {
         /// Write the pruning report as JSON.
         #[arg(long, requires = "prune")]
         prune_json: Option<PathBuf>,
+        #[command(flatten)]
+        model_flags: Box<strix_tools::flags::ModelFlags>,
     },
     /// Show a model's ops, precision per op, sizes and memory plan.
     Inspect {
@@ -157,6 +174,36 @@ enum Cmd {
     },
 }
 
+/// Checks `strix convert`'s model-description flags, prints their warnings and
+/// the model TOML they amount to (writing it to --save-config), and returns
+/// them for the conversion.
+fn describe_model(
+    model: &std::path::Path,
+    config: Option<&std::path::Path>,
+    flags: &strix_tools::flags::ModelFlags,
+) -> anyhow::Result<strix_tools::config::Overrides> {
+    use anyhow::Context;
+    let overrides = flags.overrides()?;
+    for w in flags.warnings(&overrides) {
+        eprintln!("warning: {w}");
+    }
+    if overrides.is_empty() && flags.save_config.is_none() {
+        return Ok(overrides);
+    }
+    let resolved = strix_tools::config::resolve(config, model, &overrides)?;
+    let toml = strix_tools::config::to_toml(&resolved)?;
+    match &flags.save_config {
+        Some(p) => {
+            std::fs::write(p, &toml).with_context(|| format!("--save-config {}", p.display()))?;
+            eprintln!("wrote the model TOML to {}", p.display());
+        }
+        None => eprintln!(
+            "# the model TOML these flags amount to (keep it with --save-config PATH):\n{toml}"
+        ),
+    }
+    Ok(overrides)
+}
+
 fn main() {
     // Like other Unix tools, exit quietly when the reader of stdout goes
     // away (`strix inspect m.strix | head`) instead of panicking in println!.
@@ -202,8 +249,10 @@ fn main() {
             prune_json,
             keep_dead_channels,
             no_cle,
+            model_flags,
             ..
         } if prune => (|| {
+            let overrides = describe_model(&model, config.as_deref(), &model_flags)?;
             if fp32 {
                 anyhow::bail!("--prune compiles to int8; it cannot be combined with --fp32");
             }
@@ -234,11 +283,12 @@ fn main() {
             if !prune_ratios.is_empty() {
                 opts.ratios = prune_ratios;
             }
-            strix_tools::convert_pruned(
+            strix_tools::convert_pruned_with(
                 &model,
                 &calib,
                 &output,
                 config.as_deref(),
+                &overrides,
                 method,
                 &opts,
                 prune_json.as_deref(),
@@ -258,28 +308,32 @@ fn main() {
             f16_weights,
             keep_dead_channels,
             no_cle,
+            model_flags,
             ..
-        } => convert_with(
-            &model,
-            &calib,
-            &output,
-            config.as_deref(),
-            method,
-            fp32,
-            report,
-            ConvertOptions {
-                int8: strix_tools::lower::Int8Options {
-                    sparse: !no_sparse,
-                    f16_weights,
-                    ..Default::default()
+        } => describe_model(&model, config.as_deref(), &model_flags).and_then(|overrides| {
+            convert_with(
+                &model,
+                &calib,
+                &output,
+                config.as_deref(),
+                method,
+                fp32,
+                report,
+                ConvertOptions {
+                    int8: strix_tools::lower::Int8Options {
+                        sparse: !no_sparse,
+                        f16_weights,
+                        ..Default::default()
+                    },
+                    passes: Passes {
+                        remove_dead_channels: !keep_dead_channels,
+                        equalize: !no_cle,
+                    },
+                    overrides,
                 },
-                passes: Passes {
-                    remove_dead_channels: !keep_dead_channels,
-                    equalize: !no_cle,
-                },
-            },
-        )
-        .map(|_| ()),
+            )
+            .map(|_| ())
+        }),
         Cmd::Inspect { model, json } => inspect(&model, json, &load),
         Cmd::Run { model, input, dump } => run(&model, &input, dump.as_deref(), &load),
         Cmd::Eval {

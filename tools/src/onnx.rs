@@ -197,9 +197,266 @@ pub(crate) struct Importer {
     readers: HashMap<String, usize>,
 }
 
-/// Imports an ONNX file. `input_shapes` overrides dynamic input dims.
+/// Imports an ONNX file as it is (see [`import_with`] to pin dynamic
+/// dimensions or take an NHWC image input).
 pub fn import(path: &Path) -> Result<CGraph> {
     import_proto(&load_proto(path)?, path)
+}
+
+/// The memory layout of a model's 4-D image input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputLayout {
+    /// `[N, C, H, W]`: the layout of the `.strix` input; nothing to do.
+    #[default]
+    Nchw,
+    /// `[N, H, W, C]` (TensorFlow / TFLite exports): the compiled model takes
+    /// `[N, C, H, W]` and transposes it back at its start.
+    Nhwc,
+}
+
+/// What [`import_with`] changes in the ONNX file before importing it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImportOptions {
+    /// `(input name, full shape)`: pins the input's dimensions, like onnxsim's
+    /// `--overwrite-input-shape`. Every name must be a graph input, the rank
+    /// must match, every dimension must be at least 1, and a dimension the
+    /// file fixes must be given unchanged.
+    pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// The layout of the first graph input (applied after `input_shapes`,
+    /// which are given in the file's own layout).
+    pub input_layout: InputLayout,
+}
+
+/// Imports an ONNX file with `opts` applied to its inputs (see
+/// [`ImportOptions`]); errors name the input and the dimension.
+pub fn import_with(path: &Path, opts: &ImportOptions) -> Result<CGraph> {
+    let mut model = load_proto(path)?;
+    apply_import_options(&mut model, opts).with_context(|| path.display().to_string())?;
+    import_proto(&model, path)
+}
+
+/// The non-constant graph inputs (old exporters also list weights as inputs).
+fn real_inputs(graph: &pb::GraphProto) -> Vec<&pb::ValueInfoProto> {
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .collect()
+}
+
+/// The dims an input declares: `Some(n)` fixed, `None` symbolic or unknown;
+/// `None` overall when the file gives no shape.
+fn declared_dims(inp: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value as TV;
+    let Some(TV::TensorType(tt)) = inp.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return None;
+    };
+    let s = tt.shape.as_ref()?;
+    Some(
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(D::DimValue(v)) if *v > 0 => Some(*v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `[1, 3, h, w]` for messages: symbolic dims by their name, else `?`.
+fn describe_dims(inp: &pb::ValueInfoProto) -> String {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value as TV;
+    let Some(TV::TensorType(tt)) = inp.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return "(not a tensor)".into();
+    };
+    let Some(s) = tt.shape.as_ref() else {
+        return "(no shape)".into();
+    };
+    let dims: Vec<String> = s
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(D::DimValue(v)) if *v > 0 => v.to_string(),
+            Some(D::DimParam(p)) if !p.is_empty() => p.clone(),
+            _ => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Sets the dims of input `inp` to `shape` (every dim fixed).
+fn set_dims(inp: &mut pb::ValueInfoProto, shape: &[usize]) -> Result<()> {
+    use tract_onnx::pb::tensor_shape_proto::{dimension::Value as D, Dimension};
+    use tract_onnx::pb::type_proto::Value as TV;
+    let Some(TV::TensorType(tt)) = inp.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+        bail!("input '{}' is not a tensor", inp.name)
+    };
+    let dims = shape
+        .iter()
+        .map(|&d| {
+            Ok(Dimension {
+                value: Some(D::DimValue(i64::try_from(d).map_err(|_| {
+                    anyhow!("input '{}': dimension {d} is too large", inp.name)
+                })?)),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tt.shape = Some(pb::TensorShapeProto { dim: dims });
+    Ok(())
+}
+
+/// Applies [`ImportOptions`] to the parsed model (see there).
+pub fn apply_import_options(model: &mut pb::ModelProto, opts: &ImportOptions) -> Result<()> {
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow!("the ONNX file has no graph"))?;
+    let listing = |graph: &pb::GraphProto| {
+        real_inputs(graph)
+            .iter()
+            .map(|i| format!("'{}' {}", i.name, describe_dims(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, shape) in &opts.input_shapes {
+        if !seen.insert(name.as_str()) {
+            bail!("--input-shape gives input '{name}' twice");
+        }
+        let Some(inp) = real_inputs(graph).into_iter().find(|i| &i.name == name) else {
+            bail!(
+                "--input-shape {name}=...: the model has no input '{name}'; its inputs: {}",
+                listing(graph)
+            );
+        };
+        if let Some(d) = shape.iter().position(|&d| d == 0) {
+            bail!("--input-shape {name}: dimension {d} is 0 (every dimension must be at least 1)");
+        }
+        let declared = declared_dims(inp);
+        if let Some(declared) = &declared {
+            if declared.len() != shape.len() {
+                bail!(
+                    "--input-shape {name}: gives {} dimensions {shape:?}, the input has {} {}",
+                    shape.len(),
+                    declared.len(),
+                    describe_dims(inp)
+                );
+            }
+            for (i, (&want, have)) in shape.iter().zip(declared).enumerate() {
+                if let Some(have) = have {
+                    if *have as usize != want {
+                        bail!(
+                            "--input-shape {name}: dimension {i} is fixed to {have} in the model \
+                             {}, not {want}",
+                            describe_dims(inp)
+                        );
+                    }
+                }
+            }
+        }
+        let inp = graph
+            .input
+            .iter_mut()
+            .find(|i| &i.name == name)
+            .ok_or_else(|| anyhow!("input '{name}' vanished"))?;
+        set_dims(inp, shape)?;
+    }
+    if opts.input_layout == InputLayout::Nhwc {
+        nhwc_to_nchw(graph)?;
+    }
+    Ok(())
+}
+
+/// Makes the first graph input `[N, C, H, W]` (keeping its name): its
+/// readers read a Transpose of it back to NHWC, or, when every reader is
+/// itself Transpose(perm 0,3,1,2) as tf2onnx emits right after an NHWC
+/// input, those become Identity (the two transposes cancel).
+fn nhwc_to_nchw(graph: &mut pb::GraphProto) -> Result<()> {
+    let Some(first) = real_inputs(graph).first().map(|i| i.name.clone()) else {
+        bail!("--input-layout nhwc: the model has no non-constant input");
+    };
+    let inp = graph
+        .input
+        .iter_mut()
+        .find(|i| i.name == first)
+        .ok_or_else(|| anyhow!("input '{first}' vanished"))?;
+    let dims = declared_dims(inp).unwrap_or_default();
+    if dims.len() != 4 {
+        bail!(
+            "--input-layout nhwc: input '{first}' {} is not 4-D [N, H, W, C]",
+            describe_dims(inp)
+        );
+    }
+    let fixed: Option<Vec<usize>> = dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.map(|d| d as usize).or((i == 0).then_some(1)))
+        .collect();
+    let Some(nhwc) = fixed else {
+        bail!(
+            "--input-layout nhwc: input '{first}' {} has dynamic dimensions: pin them with \
+             --input-shape {first}=N,H,W,C",
+            describe_dims(inp)
+        );
+    };
+    if !matches!(nhwc[3], 1 | 3) {
+        bail!(
+            "--input-layout nhwc: input '{first}' {} has {} channels in its last axis (an image \
+             input has 1 or 3): is it NCHW already?",
+            describe_dims(inp),
+            nhwc[3]
+        );
+    }
+    if graph.output.iter().any(|o| o.name == first) {
+        bail!("--input-layout nhwc: input '{first}' is also a graph output");
+    }
+    set_dims(inp, &[nhwc[0], nhwc[3], nhwc[1], nhwc[2]])?;
+    let is_to_nchw = |n: &pb::NodeProto| {
+        n.op_type == "Transpose"
+            && n.input.len() == 1
+            && n.input[0] == first
+            && Attrs(n).ints("perm").as_deref() == Some(&[0, 3, 1, 2][..])
+    };
+    let readers: Vec<usize> = (0..graph.node.len())
+        .filter(|&k| graph.node[k].input.iter().any(|i| i == &first))
+        .collect();
+    if readers.iter().all(|&k| is_to_nchw(&graph.node[k])) {
+        // The input now is what these transposes computed.
+        for k in readers {
+            graph.node[k].op_type = "Identity".into();
+            graph.node[k].attribute.clear();
+        }
+    } else {
+        let nhwc_name = format!("{first}__nhwc");
+        for k in readers {
+            for i in graph.node[k].input.iter_mut().filter(|i| **i == first) {
+                *i = nhwc_name.clone();
+            }
+        }
+        graph.node.insert(
+            0,
+            pb::NodeProto {
+                name: format!("{first}__to_nhwc"),
+                op_type: "Transpose".into(),
+                input: vec![first.clone()],
+                output: vec![nhwc_name],
+                attribute: vec![pb::AttributeProto {
+                    name: "perm".into(),
+                    r#type: AttributeType::Ints as i32,
+                    ints: vec![0, 2, 3, 1],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Imports a parsed ONNX model; `path` names it in errors.
@@ -289,8 +546,12 @@ fn input_shape(inp: &pb::ValueInfoProto) -> Result<Vec<usize>> {
             // A symbolic batch dimension runs with batch 1.
             _ if i == 0 => Ok(1),
             _ => Err(anyhow!(
-                "input '{}' has a dynamic dimension {i}: export the model with static shapes",
-                inp.name
+                "input '{}' {} has a dynamic dimension {i}: pin it with --input-shape {}={} \
+                 (or export the model with static shapes)",
+                inp.name,
+                describe_dims(inp),
+                inp.name,
+                example_shape(inp)
             )),
         })
         .collect::<Result<Vec<usize>>>()
@@ -298,6 +559,27 @@ fn input_shape(inp: &pb::ValueInfoProto) -> Result<Vec<usize>> {
             elements(&shape).with_context(|| format!("input '{}'", inp.name))?;
             Ok(shape)
         })
+}
+
+/// `1,3,H,W`-style example for the error on a dynamic input: fixed dims as
+/// they are, the batch as 1, symbolic ones by their name in capitals.
+fn example_shape(inp: &pb::ValueInfoProto) -> String {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value as TV;
+    let Some(TV::TensorType(tt)) = inp.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return String::new();
+    };
+    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
+    dims.iter()
+        .enumerate()
+        .map(|(i, d)| match &d.value {
+            Some(D::DimValue(v)) if *v > 0 => v.to_string(),
+            _ if i == 0 => "1".into(),
+            Some(D::DimParam(p)) if !p.is_empty() => p.to_uppercase(),
+            _ => format!("D{i}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Importer {
@@ -639,6 +921,98 @@ mod tests {
         let swap = node("Transpose", &["W"], vec![ints("perm", &[0, 0])]);
         let err = import_err(&model(swap, vec![weights(&[2, 3])]));
         assert!(err.contains("not a permutation"), "{err}");
+    }
+
+    /// `--input-shape` pins symbolic dims and checks the rest; NHWC inputs
+    /// become NCHW with a transpose back in front of their readers.
+    #[test]
+    fn import_options_pin_shapes_and_take_nhwc() {
+        use tract_onnx::pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
+        let mut m = model(node("Relu", &["X"], vec![]), vec![]);
+        let g = m.graph.as_mut().unwrap();
+        if let Some(TypeValue::TensorType(tt)) =
+            g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            for (i, p) in [(1, "h"), (3, "c")] {
+                tt.shape.as_mut().unwrap().dim[i] = Dimension {
+                    value: Some(Dim::DimParam(p.into())),
+                    ..Default::default()
+                };
+            }
+        }
+        let err = import_err(&m);
+        assert!(err.contains("--input-shape X=1,H,8,C"), "{err}");
+        let opts = |shape: &[usize], layout| ImportOptions {
+            input_shapes: vec![("X".into(), shape.to_vec())],
+            input_layout: layout,
+        };
+        let mut pinned = m.clone();
+        apply_import_options(&mut pinned, &opts(&[1, 6, 8, 3], InputLayout::Nhwc)).unwrap();
+        let g = import_proto(&pinned, Path::new("t.onnx")).unwrap();
+        assert_eq!(g.values[g.inputs[0]].shape, [1, 3, 6, 8]);
+        assert_eq!(g.values[g.outputs[0]].shape, [1, 6, 8, 3]);
+        assert!(matches!(&g.nodes[0].op, COp::Transpose { perm } if perm == &[0, 2, 3, 1]));
+        for (shape, want) in [
+            (
+                &[1, 6, 9, 8][..],
+                "dimension 2 is fixed to 8 in the model [1, h, 8, c], not 9",
+            ),
+            (&[1, 6, 8], "gives 3 dimensions"),
+        ] {
+            let mut bad = m.clone();
+            let e = apply_import_options(&mut bad, &opts(shape, InputLayout::Nchw)).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
+    /// A negative axis counts from the rank, in the constant fold of Concat
+    /// (it joined yolov8n's anchor grids `[40, 40, 1]` along axis 1: its
+    /// boxes' centres were off by up to 312 pixels, output cosine 0.92 vs
+    /// tract in f32 as in int8) and in Slice (which sliced axis -2).
+    #[test]
+    fn negative_axes_are_the_last_ones() {
+        let half = |name: &str, v: f32| pb::TensorProto {
+            name: name.into(),
+            dims: vec![1, 2, 8, 4],
+            data_type: DataType::Float as i32,
+            float_data: vec![v; 64],
+            ..Default::default()
+        };
+        let mut m = model(
+            node("Add", &["X", "C"], vec![]),
+            vec![half("A", 0.0), half("B", 1.0)],
+        );
+        let g = m.graph.as_mut().unwrap();
+        g.node.insert(
+            0,
+            pb::NodeProto {
+                name: "join".into(),
+                op_type: "Concat".into(),
+                input: vec!["A".into(), "B".into()],
+                output: vec!["C".into()],
+                attribute: vec![int("axis", -1)],
+                ..Default::default()
+            },
+        );
+        let g = import_proto(&m, Path::new("t.onnx")).unwrap();
+        let c = g.values.iter().find(|v| v.name == "C").unwrap();
+        assert_eq!(c.shape, [1, 2, 8, 8]);
+        let c = c.konst.as_ref().unwrap().as_f32();
+        assert_eq!(&c[..8], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
+
+        let k = |name: &str, v: i64| pb::TensorProto {
+            name: name.into(),
+            dims: vec![1],
+            data_type: DataType::Int64 as i32,
+            int64_data: vec![v],
+            ..Default::default()
+        };
+        let m = model(
+            node("Slice", &["X", "S", "E", "A"], vec![]),
+            vec![k("S", 0), k("E", 3), k("A", -1)],
+        );
+        let g = import_proto(&m, Path::new("t.onnx")).unwrap();
+        assert_eq!(g.values[g.outputs[0]].shape, [1, 2, 8, 3]);
     }
 
     #[test]

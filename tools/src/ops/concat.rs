@@ -2,7 +2,7 @@
 //! differs from the output's are requantized on the way. Pruning: channels
 //! flow through a concat along the channel axis (offsets rewritten).
 
-use super::{fields, is_i8, norm_axis, norm_axis_upto, IrOp, OnnxOp};
+use super::{fields, is_i8, norm_axis, IrOp, OnnxOp};
 use crate::ir::{CGraph, CNode, COp, HostTensor};
 use crate::lower::{Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
@@ -44,9 +44,9 @@ fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>>
         .map(|i| imp.konst(&n.input[i]))
         .collect::<Result<_>>()?;
     let r = ts[0].shape.len().max(1);
-    let axis = norm_axis_upto(a.int("axis", 0), r - 1)
-        .or_else(|_| norm_axis_upto(a.int("axis", 0), r))?
-        .min(r - 1);
+    // A negative axis counts from the rank (-1 is the last axis): normalizing
+    // it against r - 1 first joined yolov8n's anchor grids on the wrong axis.
+    let axis = norm_axis(a.int("axis", 0), r)?;
     let any_f = ts.iter().any(|t| !t.is_i64());
     let mut shape = ts[0].shape.clone();
     if shape.is_empty() {

@@ -1,7 +1,7 @@
 //! Slice (`COp::Slice`: a start and a step per axis; also what Split and the
 //! LSTM outputs lower to). Int8: the same op on int8 data.
 
-use super::{fields, is_i8, map_data, norm_axis_upto, IrOp, OnnxOp};
+use super::{fields, is_i8, map_data, norm_axis, IrOp, OnnxOp};
 use crate::ir::{CGraph, CNode, COp, HostTensor};
 use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
@@ -73,7 +73,9 @@ pub(crate) fn slice_params(
     let axes: Vec<usize> = match axes {
         Some(v) => v
             .iter()
-            .map(|&x| norm_axis_upto(x, r.saturating_sub(1)).or_else(|_| norm_axis_upto(x, r)))
+            // -1 is the last axis (normalizing against r - 1 first, as
+            // this did, sliced the axis before it).
+            .map(|&x| norm_axis(x, r))
             .collect::<Result<_>>()?,
         None => (0..starts.len()).collect(),
     };
