@@ -220,9 +220,12 @@ impl SecretKey {
     /// Writes the private key to `path` (mode 0600, refusing to overwrite)
     /// and the public key to `path.pub`.
     pub fn save(&self, path: &Path) -> Result<PathBuf, Error> {
-        let pem = self
-            .0
-            .to_pkcs8_pem(LineEnding::LF)
+        // PKCS#8 v1 (no embedded public key): the form openssl 3 reads.
+        let pem = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| io(path, format!("encoding the key: {e}")))?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);

@@ -5,6 +5,7 @@ pub mod calib;
 pub mod config;
 pub mod equalize;
 pub mod eval;
+pub mod flash;
 pub mod ir;
 pub mod lower;
 pub mod media;
@@ -13,6 +14,7 @@ mod ops;
 pub mod passes;
 pub mod prune;
 pub mod report;
+pub mod sign;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};

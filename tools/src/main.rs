@@ -155,6 +155,60 @@ enum Cmd {
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
     },
+    /// Make an ed25519 signing key: KEY (private, mode 0600) and KEY.pub.
+    Keygen {
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Sign files: writes FILE.sig (covers the file's SHA-256, name and kind).
+    Sign {
+        /// Private key from `strix keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check FILE against FILE.sig, or a bundle directory against its MANIFEST.
+    Verify {
+        /// Public key (KEY.pub).
+        #[arg(long = "pub")]
+        pubkey: PathBuf,
+        file: PathBuf,
+    },
+    /// Check models against a board, bundle and sign strixd + models + config,
+    /// install atomically to a root directory or over SSH, health-check, roll back.
+    ///
+    /// The layout installed and what is checked: tools/README.md, "strix flash".
+    Flash {
+        /// Board name (rpi4, rpi5, rk3588, ...) or a board file.
+        #[arg(long)]
+        board: String,
+        /// A directory (a board's root file system, e.g. a mounted SD card)
+        /// or ssh://user@host[:port].
+        #[arg(long)]
+        to: String,
+        /// Models to bundle (besides those the config names; a config's
+        /// model not found beside it is taken from here by file name).
+        #[arg(long, num_args = 1..)]
+        model: Vec<PathBuf>,
+        /// strixd config to install; its model, board, outbox, snapshot and
+        /// key paths are rewritten for the installed layout.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The strixd binary for the board (default:
+        /// target/<board triple>/dist/strixd from scripts/build-board.sh).
+        #[arg(long)]
+        strixd: Option<PathBuf>,
+        /// Show every step (and, for SSH, every command); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Private key that signs the bundle (default: $STRIX_KEY).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Time limit of the health check (`strixd --check`), in seconds.
+        #[arg(long, default_value_t = 180)]
+        health_timeout: u64,
+    },
 }
 
 fn main() {
@@ -289,6 +343,35 @@ fn main() {
             json,
         } => eval::eval_cmd(&onnx, &model, &samples, json, &load),
         Cmd::Demo { out } => demo(&out),
+        Cmd::Keygen { output } => strix_tools::sign::keygen(&output),
+        Cmd::Sign { key, files } => strix_tools::sign::sign(&key, &files),
+        Cmd::Verify { pubkey, file } => strix_tools::sign::verify(&pubkey, &file),
+        Cmd::Flash {
+            board,
+            to,
+            model,
+            config,
+            strixd,
+            dry_run,
+            key,
+            health_timeout,
+        } => (|| {
+            let key = key.or_else(|| std::env::var_os("STRIX_KEY").map(PathBuf::from)).ok_or_else(|| {
+                anyhow::anyhow!("strix flash signs the bundle: pass --key KEY (make one with `strix keygen -o KEY`) or set STRIX_KEY")
+            })?;
+            strix_tools::flash::flash(&strix_tools::flash::Options {
+                board,
+                to,
+                models: model,
+                config,
+                strixd,
+                dry_run,
+                key,
+                health_timeout: std::time::Duration::from_secs(health_timeout),
+                workspace: std::env::current_dir()?,
+            })
+            .map(|_| ())
+        })(),
         Cmd::Bench {
             model,
             iterations,
