@@ -19,7 +19,7 @@
 //! ```
 //!
 //! The installed config's paths are relative to the release directory
-//! (`models/x.strix`, `../../../../var/lib/strix/outbox.redb`), so the same
+//! (`models/x.strix`, `../../../../../var/lib/strix/outbox.redb`), so the same
 //! bundle works on the board and inside a mounted root; it sets
 //! `trusted_key` to `/etc/strix/strix.pub`, so strixd refuses models and
 //! bundles that do not verify.
@@ -96,7 +96,7 @@ impl Dest {
 pub const RELEASES: &str = "usr/share/strix/releases";
 const CURRENT: &str = "usr/share/strix/current";
 /// From a release directory back to the root (`usr/share/strix/releases/<id>`).
-const UP: &str = "../../../..";
+const UP: &str = "../../../../..";
 
 /// Links made once into the current release: (path, target).
 const LINKS: [(&str, &str); 4] = [
@@ -496,7 +496,7 @@ fn run_limited(cmd: &mut Command, limit: Duration) -> Result<(bool, String)> {
     match status {
         Some(s) => {
             if !s.success() {
-                text.push_str(&format!("\n(exit status: {s})"));
+                text.push_str(&format!("\n({s})"));
             }
             Ok((s.success(), text))
         }
@@ -713,6 +713,7 @@ fn flash_dir(
     if !root.is_dir() {
         bail!("--to {}: not a directory (the board's root file system)", root.display());
     }
+    let root = &std::fs::canonicalize(root).with_context(|| root.display().to_string())?;
     let public = key.public();
     // The board trusts one key; a bundle signed by another would be refused
     // by strixd after the switch. Replacing it is a deliberate act.
