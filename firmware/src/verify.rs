@@ -76,3 +76,90 @@ fn models(cfg: &Config) -> Vec<PathBuf> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strix_sign::{Manifest, SecretKey};
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("strixd-verify-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A config (relative paths resolved as `config::load` does) with a
+    /// camera model `m.strix` and the trusted key `key.pub`, in `d`.
+    fn config(d: &Path, trusted: bool) -> (Config, PathBuf) {
+        let text = format!(
+            "device = \"t\"\n{}[camera]\nsource = \"clip.y4m\"\nmodel = \"m.strix\"\n",
+            if trusted { "trusted_key = \"key.pub\"\n" } else { "" }
+        );
+        let p = d.join("strixd.toml");
+        std::fs::write(&p, &text).unwrap();
+        let mut cfg = crate::config::parse(&text).unwrap();
+        cfg.camera.as_mut().unwrap().model = d.join("m.strix");
+        if trusted {
+            cfg.trusted_key = Some(d.join("key.pub"));
+        }
+        (cfg, p)
+    }
+
+    #[test]
+    fn models_must_be_signed_by_the_trusted_key() {
+        let d = dir("models");
+        let k = SecretKey::generate().unwrap();
+        k.public().save(&d.join("key.pub")).unwrap();
+        std::fs::write(d.join("m.strix"), b"model bytes").unwrap();
+
+        // No trusted_key: nothing is checked.
+        let (cfg, p) = config(&d, false);
+        assert!(check(&cfg, &p).unwrap().is_empty());
+
+        let (cfg, p) = config(&d, true);
+        let e = check(&cfg, &p).unwrap_err();
+        assert_eq!(e.code, crate::exit::MODEL);
+        assert!(e.msg.contains("m.strix") && e.msg.contains("not signed"), "{e}");
+
+        k.sign_to_file(&d.join("m.strix")).unwrap();
+        let done = check(&cfg, &p).unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+
+        std::fs::write(d.join("m.strix"), b"model bytez").unwrap();
+        let e = check(&cfg, &p).unwrap_err();
+        assert!(e.msg.contains("does not verify"), "{e}");
+
+        // Signed by another key.
+        let other = SecretKey::generate().unwrap();
+        other.sign_to_file(&d.join("m.strix")).unwrap();
+        let e = check(&cfg, &p).unwrap_err();
+        assert!(e.msg.contains("trusted key"), "{e}");
+
+        // A key file that is not a key: a config error naming the key.
+        std::fs::write(d.join("key.pub"), "not a key").unwrap();
+        let e = check(&cfg, &p).unwrap_err();
+        assert_eq!(e.code, crate::exit::CONFIG);
+        assert!(e.msg.contains("trusted_key") && e.msg.contains("key.pub"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_beside_the_config_must_verify() {
+        let d = dir("bundle");
+        let k = SecretKey::generate().unwrap();
+        k.public().save(&d.join("key.pub")).unwrap();
+        std::fs::write(d.join("m.strix"), b"model bytes").unwrap();
+        k.sign_to_file(&d.join("m.strix")).unwrap();
+        let (cfg, p) = config(&d, true);
+        Manifest::write_signed(&d, &k).unwrap();
+        let done = check(&cfg, &p).unwrap();
+        assert!(done[0].starts_with("bundle"), "{done:?}");
+        // The config changed after signing (e.g. a model path edited).
+        std::fs::write(&p, "device = \"evil\"\n").unwrap();
+        let e = check(&cfg, &p).unwrap_err();
+        assert_eq!(e.code, crate::exit::MODEL);
+        assert!(e.msg.contains("strixd.toml") && e.msg.contains("changed"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
