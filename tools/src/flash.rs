@@ -43,15 +43,16 @@ pub struct Options {
     pub models: Vec<PathBuf>,
     /// strixd config to install (its model paths are rewritten).
     pub config: Option<PathBuf>,
-    /// The strixd binary; default `<workspace>/target/<triple>/dist/strixd`.
+    /// The strixd binary; default `<target_dir>/<triple>/dist/strixd`.
     pub strixd: Option<PathBuf>,
     pub dry_run: bool,
     /// Private key that signs the bundle (`strix keygen`).
     pub key: PathBuf,
     /// Limit of the health check (`strixd --check`, under qemu when needed).
     pub health_timeout: Duration,
-    /// Where the default strixd path is looked up.
-    pub workspace: PathBuf,
+    /// Cargo's target directory, where `scripts/build-board.sh` leaves
+    /// `<triple>/dist/strixd` (the default strixd).
+    pub target_dir: PathBuf,
 }
 
 /// Where the release goes.
@@ -277,8 +278,7 @@ fn default_strixd(o: &Options, board: &Board) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let p = o
-        .workspace
-        .join("target")
+        .target_dir
         .join(&board.cpu.target)
         .join("dist/strixd");
     if p.is_file() {

@@ -178,7 +178,16 @@ enum Cmd {
     /// Check models against a board, bundle and sign strixd + models + config,
     /// install atomically to a root directory or over SSH, health-check, roll back.
     ///
-    /// The layout installed and what is checked: tools/README.md, "strix flash".
+    /// Checks before anything is written: strixd's architecture vs the board's,
+    /// each model's kernel path (metadata `isa`) vs the board's [cpu] features,
+    /// and arena + weight bytes of all models vs its [memory] budget_mb.
+    /// Installs /usr/share/strix/releases/<id> (strixd, config, models and
+    /// their .sig, board file, public key, signed MANIFEST), switches
+    /// /usr/share/strix/current to it by rename, links /usr/bin/strixd,
+    /// /etc/strix/strixd.toml, /usr/share/strix/{models,boards} into it (once),
+    /// installs /etc/strix/strix.pub (once; another key is refused), keeps
+    /// state in /var/lib/strix, then runs `strixd --check` (under qemu-<arch>
+    /// for a root directory of another architecture) and rolls back when it fails.
     Flash {
         /// Board name (rpi4, rpi5, rk3588, ...) or a board file.
         #[arg(long)]
@@ -196,7 +205,8 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
         /// The strixd binary for the board (default:
-        /// target/<board triple>/dist/strixd from scripts/build-board.sh).
+        /// $CARGO_TARGET_DIR or target, then <board triple>/dist/strixd, as
+        /// scripts/build-board.sh BOARD leaves it).
         #[arg(long)]
         strixd: Option<PathBuf>,
         /// Show every step (and, for SSH, every command); change nothing.
@@ -368,7 +378,10 @@ fn main() {
                 dry_run,
                 key,
                 health_timeout: std::time::Duration::from_secs(health_timeout),
-                workspace: std::env::current_dir()?,
+                // Where scripts/build-board.sh leaves <triple>/dist/strixd.
+                target_dir: std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target")),
             })
             .map(|_| ())
         })(),

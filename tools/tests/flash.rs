@@ -110,7 +110,7 @@ fn opts(s: &Setup, strixd: &Path) -> Options {
         dry_run: false,
         key: s.key.clone(),
         health_timeout: Duration::from_secs(30),
-        workspace: s.dir.clone(),
+        target_dir: s.dir.join("target"),
     }
 }
 
