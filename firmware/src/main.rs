@@ -96,7 +96,8 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> ! {
 fn main() {
     let cli = Cli::parse();
     let cfg = config::load(&cli.config).unwrap_or_else(|e| fail(exit::CONFIG, e));
-    for line in strix_firmware::verify::check(&cfg, &cli.config).unwrap_or_else(|e| fail(e.code, e)) {
+    for line in strix_firmware::verify::check(&cfg, &cli.config).unwrap_or_else(|e| fail(e.code, e))
+    {
         eprintln!("strixd: {line}");
     }
     let code = run(cfg, cli.check, cli.panic_in.as_deref());

@@ -94,7 +94,11 @@ mod tests {
     fn config(d: &Path, trusted: bool) -> (Config, PathBuf) {
         let text = format!(
             "device = \"t\"\n{}[camera]\nsource = \"clip.y4m\"\nmodel = \"m.strix\"\n",
-            if trusted { "trusted_key = \"key.pub\"\n" } else { "" }
+            if trusted {
+                "trusted_key = \"key.pub\"\n"
+            } else {
+                ""
+            }
         );
         let p = d.join("strixd.toml");
         std::fs::write(&p, &text).unwrap();
@@ -120,7 +124,10 @@ mod tests {
         let (cfg, p) = config(&d, true);
         let e = check(&cfg, &p).unwrap_err();
         assert_eq!(e.code, crate::exit::MODEL);
-        assert!(e.msg.contains("m.strix") && e.msg.contains("not signed"), "{e}");
+        assert!(
+            e.msg.contains("m.strix") && e.msg.contains("not signed"),
+            "{e}"
+        );
 
         k.sign_to_file(&d.join("m.strix")).unwrap();
         let done = check(&cfg, &p).unwrap();
@@ -140,7 +147,10 @@ mod tests {
         std::fs::write(d.join("key.pub"), "not a key").unwrap();
         let e = check(&cfg, &p).unwrap_err();
         assert_eq!(e.code, crate::exit::CONFIG);
-        assert!(e.msg.contains("trusted_key") && e.msg.contains("key.pub"), "{e}");
+        assert!(
+            e.msg.contains("trusted_key") && e.msg.contains("key.pub"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -159,7 +169,10 @@ mod tests {
         std::fs::write(&p, "device = \"evil\"\n").unwrap();
         let e = check(&cfg, &p).unwrap_err();
         assert_eq!(e.code, crate::exit::MODEL);
-        assert!(e.msg.contains("strixd.toml") && e.msg.contains("changed"), "{e}");
+        assert!(
+            e.msg.contains("strixd.toml") && e.msg.contains("changed"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -210,11 +210,13 @@ impl SecretKey {
             reason,
         };
         let text = read_small(path, "key file").map_err(|e| bad(e.to_string()))?;
-        SigningKey::from_pkcs8_pem(&text).map(SecretKey).map_err(|e| {
-            bad(format!(
-                "not an ed25519 private key in PKCS#8 PEM (made by `strix keygen`): {e}"
-            ))
-        })
+        SigningKey::from_pkcs8_pem(&text)
+            .map(SecretKey)
+            .map_err(|e| {
+                bad(format!(
+                    "not an ed25519 private key in PKCS#8 PEM (made by `strix keygen`): {e}"
+                ))
+            })
     }
 
     /// Writes the private key to `path` (mode 0600, refusing to overwrite)
@@ -226,7 +228,7 @@ impl SecretKey {
             public_key: None,
         }
         .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| io(path, format!("encoding the key: {e}")))?;
+        .map_err(|e| io(path, format!("encoding the key: {e}")))?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -259,7 +261,12 @@ impl SecretKey {
     pub fn sign_file(&self, file: &Path) -> Result<String, Error> {
         let name = file_name(file)?;
         let digest = sha256_file(file)?;
-        let body = signed_text(Kind::of(file), &name, &digest, &key_id(&self.0.verifying_key()));
+        let body = signed_text(
+            Kind::of(file),
+            &name,
+            &digest,
+            &key_id(&self.0.verifying_key()),
+        );
         let sig = self.0.sign(body.as_bytes());
         Ok(format!("{body}ed25519 {}\n", hex(&sig.to_bytes())))
     }
@@ -288,7 +295,9 @@ impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, String> {
         VerifyingKey::from_public_key_pem(text)
             .map(PublicKey)
-            .map_err(|e| format!("not an ed25519 public key in PEM (KEY.pub from `strix keygen`): {e}"))
+            .map_err(|e| {
+                format!("not an ed25519 public key in PEM (KEY.pub from `strix keygen`): {e}")
+            })
     }
 
     pub fn to_pem(&self) -> Result<String, String> {
@@ -571,7 +580,10 @@ pub fn verify_bundle(root: &Path, key: &PublicKey) -> Result<Manifest, Error> {
     for e in &m.entries {
         let p = root.join(&e.path);
         let digest = sha256_file(&p).map_err(|_| {
-            tampered(p.clone(), format!("listed in {MANIFEST} but missing or unreadable"))
+            tampered(
+                p.clone(),
+                format!("listed in {MANIFEST} but missing or unreadable"),
+            )
         })?;
         if digest != e.sha256 {
             return Err(tampered(
@@ -584,7 +596,10 @@ pub fn verify_bundle(root: &Path, key: &PublicKey) -> Result<Manifest, Error> {
         m.entries.iter().map(|e| e.path.as_str()).collect();
     for rel in walk(root)? {
         if !listed.contains(rel.as_str()) {
-            return Err(tampered(root.join(&rel), format!("not listed in {MANIFEST}")));
+            return Err(tampered(
+                root.join(&rel),
+                format!("not listed in {MANIFEST}"),
+            ));
         }
     }
     Ok(m)

@@ -122,7 +122,8 @@ pub struct ModelFit {
 
 /// Loads a model (fully validated) and reads what it needs.
 pub fn model_fit(path: &Path) -> Result<ModelFit> {
-    let m = strix_runtime::Model::load(path).with_context(|| format!("model {}", path.display()))?;
+    let m =
+        strix_runtime::Model::load(path).with_context(|| format!("model {}", path.display()))?;
     let bytes = std::fs::read(path).with_context(|| format!("model {}", path.display()))?;
     let meta = meta_json(&bytes).with_context(|| format!("model {}", path.display()))?;
     let isa = match meta.get("isa") {
@@ -154,7 +155,9 @@ pub fn meta_json(bytes: &[u8]) -> Result<serde_json::Value> {
         .ok_or_else(|| anyhow!("shorter than the .strix header"))?;
     for i in 0..count.min(16) {
         let e = 64 + 64 * i;
-        let tag = bytes.get(e..e + 8).ok_or_else(|| anyhow!("truncated section table"))?;
+        let tag = bytes
+            .get(e..e + 8)
+            .ok_or_else(|| anyhow!("truncated section table"))?;
         if tag == b"META\0\0\0\0" {
             let (off, len, raw) = (
                 u64_at(e + 8).unwrap_or(u64::MAX) as usize,
@@ -252,7 +255,9 @@ fn mib(b: u64) -> String {
 pub fn binary_arch(path: &Path) -> Result<Option<&'static str>> {
     let mut head = [0u8; 20];
     let mut f = std::fs::File::open(path).with_context(|| format!("strixd {}", path.display()))?;
-    let n = f.read(&mut head).with_context(|| format!("strixd {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("strixd {}", path.display()))?;
     if n >= 2 && &head[..2] == b"#!" {
         return Ok(None);
     }
@@ -266,7 +271,10 @@ pub fn binary_arch(path: &Path) -> Result<Option<&'static str>> {
         62 => Ok(Some("x86_64")),
         183 => Ok(Some("aarch64")),
         40 => Ok(Some("arm")),
-        m => bail!("strixd {}: ELF machine {m} is not one Strix builds for", path.display()),
+        m => bail!(
+            "strixd {}: ELF machine {m} is not one Strix builds for",
+            path.display()
+        ),
     }
 }
 
@@ -277,10 +285,7 @@ fn default_strixd(o: &Options, board: &Board) -> Result<PathBuf> {
         }
         return Ok(p.clone());
     }
-    let p = o
-        .target_dir
-        .join(&board.cpu.target)
-        .join("dist/strixd");
+    let p = o.target_dir.join(&board.cpu.target).join("dist/strixd");
     if p.is_file() {
         return Ok(p);
     }
@@ -309,15 +314,12 @@ enum Source {
 
 /// Reads the user's config, collects the models it names, and rewrites its
 /// paths for the release layout. Returns the text and the models.
-fn bundle_config(
-    o: &Options,
-    board_file: &str,
-) -> Result<(String, Vec<PathBuf>)> {
+fn bundle_config(o: &Options, board_file: &str) -> Result<(String, Vec<PathBuf>)> {
     let mut models: Vec<PathBuf> = Vec::new();
     let (mut t, base, origin) = match &o.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("--config {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
             let t: toml::Table = toml::from_str(&text)
                 .map_err(|e| anyhow!("--config {}: {}", p.display(), e.message()))?;
             let base = std::fs::canonicalize(p)
@@ -328,8 +330,15 @@ fn bundle_config(
         }
         None => {
             let mut t = toml::Table::new();
-            t.insert("device".into(), toml::Value::String(strixd_device(&o.board)));
-            (t, PathBuf::from("."), "no --config: a minimal one".to_string())
+            t.insert(
+                "device".into(),
+                toml::Value::String(strixd_device(&o.board)),
+            );
+            (
+                t,
+                PathBuf::from("."),
+                "no --config: a minimal one".to_string(),
+            )
         }
     };
     // A model the config names: the file beside the config, else a
@@ -395,7 +404,10 @@ fn bundle_config(
             }
         }
     }
-    t.insert("board".into(), toml::Value::String(format!("boards/{board_file}")));
+    t.insert(
+        "board".into(),
+        toml::Value::String(format!("boards/{board_file}")),
+    );
     let ob = t
         .entry("outbox")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -424,10 +436,20 @@ fn strixd_device(board: &str) -> String {
         .unwrap_or("strix");
     let d: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
-    if d.is_empty() { "strix".into() } else { d }
+    if d.is_empty() {
+        "strix".into()
+    } else {
+        d
+    }
 }
 
 /// State files go to /var/lib/strix unless the config names an absolute path.
@@ -519,7 +541,10 @@ fn sh_quote(s: &str) -> String {
 }
 
 fn show(cmd: &[String]) -> String {
-    cmd.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")
+    cmd.iter()
+        .map(|s| sh_quote(s))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A release id: seconds since the epoch and the manifest hash, so ids sort
@@ -603,7 +628,10 @@ pub fn flash(o: &Options) -> Result<Flashed> {
             f.path.display(),
             mib(f.arena_bytes),
             mib(f.weight_bytes),
-            f.isa.as_ref().map(|i| format!(", kernel path {i}")).unwrap_or_default(),
+            f.isa
+                .as_ref()
+                .map(|i| format!(", kernel path {i}"))
+                .unwrap_or_default(),
             board.name,
             board.memory.budget_mb
         );
@@ -612,8 +640,9 @@ pub fn flash(o: &Options) -> Result<Flashed> {
     // The board file as resolved: the named file, or the built-in text.
     let board_text = match strix_boards::BUILTIN.iter().find(|(n, _)| *n == o.board) {
         Some((_, t)) => t.to_string(),
-        None => std::fs::read_to_string(&o.board)
-            .with_context(|| format!("--board {}", o.board))?,
+        None => {
+            std::fs::read_to_string(&o.board).with_context(|| format!("--board {}", o.board))?
+        }
     };
     let pem = public.to_pem().map_err(|e| anyhow!("public key: {e}"))?;
     let mut items = vec![
@@ -711,7 +740,10 @@ fn flash_dir(
     root: &Path,
 ) -> Result<Flashed> {
     if !root.is_dir() {
-        bail!("--to {}: not a directory (the board's root file system)", root.display());
+        bail!(
+            "--to {}: not a directory (the board's root file system)",
+            root.display()
+        );
     }
     let root = &std::fs::canonicalize(root).with_context(|| root.display().to_string())?;
     let public = key.public();
@@ -752,13 +784,23 @@ fn flash_dir(
         }
         println!("  sign    -> {}/MANIFEST, MANIFEST.sig", rel.display());
         if !trusted.exists() {
-            println!("  install {} (trusted key {})", trusted.display(), public.id());
+            println!(
+                "  install {} (trusted key {})",
+                trusted.display(),
+                public.id()
+            );
         }
         for (l, t) in LINKS {
             println!("  link    {} -> {t} (if absent)", root.join(l).display());
         }
-        println!("  mkdir   {}", root.join("var/lib/strix/snapshots").display());
-        println!("  switch  {} -> releases/{id} (rename)", root.join(CURRENT).display());
+        println!(
+            "  mkdir   {}",
+            root.join("var/lib/strix/snapshots").display()
+        );
+        println!(
+            "  switch  {} -> releases/{id} (rename)",
+            root.join(CURRENT).display()
+        );
         let mut hc = run.clone();
         hc.extend(health_args(&root.join(CURRENT)));
         println!(
@@ -786,7 +828,12 @@ fn flash_dir(
     let rel = releases.join(&id);
     std::fs::rename(&staging, &rel)
         .with_context(|| format!("renaming {} to {}", staging.display(), rel.display()))?;
-    println!("release {} written ({} files, signed by key {})", rel.display(), items.len(), public.id());
+    println!(
+        "release {} written ({} files, signed by key {})",
+        rel.display(),
+        items.len(),
+        public.id()
+    );
 
     // State, key and the links into `current` (made once).
     for d in ["var/lib/strix/snapshots", "etc/strix", "usr/bin"] {
@@ -796,7 +843,11 @@ fn flash_dir(
     if !trusted.exists() {
         std::fs::write(&trusted, public.to_pem().map_err(|e| anyhow!(e))?)
             .with_context(|| trusted.display().to_string())?;
-        println!("installed trusted key {} (id {})", trusted.display(), public.id());
+        println!(
+            "installed trusted key {} (id {})",
+            trusted.display(),
+            public.id()
+        );
     }
     for (l, t) in LINKS {
         let p = root.join(l);
@@ -827,10 +878,7 @@ fn flash_dir(
     let mut hc = run;
     hc.extend(health_args(&current));
     println!("health check: {}", show(&hc));
-    let (ok, out) = run_limited(
-        Command::new(&hc[0]).args(&hc[1..]),
-        o.health_timeout,
-    )?;
+    let (ok, out) = run_limited(Command::new(&hc[0]).args(&hc[1..]), o.health_timeout)?;
     if !ok {
         switch(&current, previous.as_deref())?;
         let _ = std::fs::remove_dir_all(&rel);
@@ -845,7 +893,10 @@ fn flash_dir(
             }
         );
     }
-    println!("health check passed: {}", out.trim_end().lines().last().unwrap_or(""));
+    println!(
+        "health check passed: {}",
+        out.trim_end().lines().last().unwrap_or("")
+    );
     prune_releases(&releases, &id, previous.as_deref());
     Ok(Flashed {
         id,
@@ -889,16 +940,18 @@ fn prune_releases(releases: &Path, id: &str, previous: Option<&Path>) {
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .map(str::to_string);
-    let Ok(rd) = std::fs::read_dir(releases) else { return };
+    let Ok(rd) = std::fs::read_dir(releases) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || name == id || Some(&name) == prev.as_ref() {
             continue;
         }
-        if e.path().join(strix_sign::MANIFEST).is_file() {
-            if std::fs::remove_dir_all(e.path()).is_ok() {
-                println!("removed old release {}", e.path().display());
-            }
+        if e.path().join(strix_sign::MANIFEST).is_file()
+            && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            println!("removed old release {}", e.path().display());
         }
     }
 }
@@ -931,7 +984,13 @@ fn flash_ssh(
         c.extend([target.to_string(), remote]);
         c
     };
-    let mut scp = vec!["scp".to_string(), "-o".into(), "BatchMode=yes".into(), "-r".into(), "-p".into()];
+    let mut scp = vec![
+        "scp".to_string(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-r".into(),
+        "-p".into(),
+    ];
     if let Some(p) = port {
         scp.extend(["-P".into(), p.to_string()]);
     }
@@ -979,7 +1038,11 @@ fn flash_ssh(
     let result = (|| -> Result<()> {
         for (i, c) in steps.iter().enumerate() {
             println!("+ {}", commands[i]);
-            let limit = if i == 3 { o.health_timeout + Duration::from_secs(30) } else { Duration::from_secs(600) };
+            let limit = if i == 3 {
+                o.health_timeout + Duration::from_secs(30)
+            } else {
+                Duration::from_secs(600)
+            };
             let (ok, out) = run_limited(Command::new(&c[0]).args(&c[1..]), limit)?;
             if !out.trim().is_empty() {
                 println!("{}", out.trim_end());
@@ -988,7 +1051,10 @@ fn flash_ssh(
                 if i == 3 {
                     let rb = ssh(rollback.clone());
                     println!("+ {}", show(&rb));
-                    let (rok, rout) = run_limited(Command::new(&rb[0]).args(&rb[1..]), Duration::from_secs(120))?;
+                    let (rok, rout) = run_limited(
+                        Command::new(&rb[0]).args(&rb[1..]),
+                        Duration::from_secs(120),
+                    )?;
                     bail!(
                         "health check failed on {target}; {}",
                         if rok {
@@ -1028,7 +1094,13 @@ mod tests {
                 port: None
             }
         );
-        for bad in ["ssh://pi@cam:x", "ssh://", "ssh://a b@c", "ssh://pi@cam/root", "ssh://pi@;rm"] {
+        for bad in [
+            "ssh://pi@cam:x",
+            "ssh://",
+            "ssh://a b@c",
+            "ssh://pi@cam/root",
+            "ssh://pi@;rm",
+        ] {
             assert!(Dest::parse(bad).is_err(), "{bad}");
         }
     }
@@ -1046,7 +1118,9 @@ mod tests {
         assert!(check_fit(&rpi5, &[fit("dotprod")]).is_ok());
         let e = check_fit(&rpi4, &[fit("dotprod")]).unwrap_err().to_string();
         assert!(e.contains("lacks dotprod") && e.contains("rpi4"), "{e}");
-        let e = check_fit(&rpi4, &[fit("armv7neon")]).unwrap_err().to_string();
+        let e = check_fit(&rpi4, &[fit("armv7neon")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("aarch64"), "{e}");
         assert!(check_fit(&rpi4, &[fit("neon"), fit("scalar")]).is_ok());
         assert!(check_fit(&rpi4, &[fit("sve2")]).is_err());
@@ -1057,8 +1131,13 @@ mod tests {
             isa: None,
         };
         assert!(check_fit(&rpi4, std::slice::from_ref(&big)).is_ok());
-        let e = check_fit(&rpi4, &[big.clone(), big]).unwrap_err().to_string();
-        assert!(e.contains("budget_mb = 512") && e.contains("600.00 MiB"), "{e}");
+        let e = check_fit(&rpi4, &[big.clone(), big])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("budget_mb = 512") && e.contains("600.00 MiB"),
+            "{e}"
+        );
     }
 
     #[test]

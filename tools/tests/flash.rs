@@ -128,11 +128,17 @@ fn flash_installs_a_signed_release_and_rolls_back_a_failed_health_check() {
     let ok = good_strixd(&s.dir);
     let first = flash(&opts(&s, &ok)).unwrap();
     let root = &s.root;
-    assert_eq!(current(root), PathBuf::from(format!("releases/{}", first.id)));
+    assert_eq!(
+        current(root),
+        PathBuf::from(format!("releases/{}", first.id))
+    );
     let rel = root.join("usr/share/strix/current");
     let key = public(&s);
     // The bundle and its model verify against the installed trusted key.
-    assert_eq!(PublicKey::load(&root.join("etc/strix/strix.pub")).unwrap(), key);
+    assert_eq!(
+        PublicKey::load(&root.join("etc/strix/strix.pub")).unwrap(),
+        key
+    );
     let m = strix_sign::verify_bundle(&rel, &key).unwrap();
     let files: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
@@ -146,17 +152,27 @@ fn flash_installs_a_signed_release_and_rolls_back_a_failed_health_check() {
             "strixd.toml"
         ]
     );
-    key.verify_file(&rel.join("models/fastestdet.strix")).unwrap();
+    key.verify_file(&rel.join("models/fastestdet.strix"))
+        .unwrap();
     // The layout: links into the release, state directory, config paths.
     for (link, to) in [
         ("usr/bin/strixd", "../share/strix/current/bin/strixd"),
-        ("etc/strix/strixd.toml", "../../usr/share/strix/current/strixd.toml"),
+        (
+            "etc/strix/strixd.toml",
+            "../../usr/share/strix/current/strixd.toml",
+        ),
         ("usr/share/strix/models", "current/models"),
         ("usr/share/strix/boards", "current/boards"),
     ] {
-        assert_eq!(std::fs::read_link(root.join(link)).unwrap(), PathBuf::from(to), "{link}");
+        assert_eq!(
+            std::fs::read_link(root.join(link)).unwrap(),
+            PathBuf::from(to),
+            "{link}"
+        );
     }
-    assert!(root.join("usr/share/strix/models/fastestdet.strix").is_file());
+    assert!(root
+        .join("usr/share/strix/models/fastestdet.strix")
+        .is_file());
     assert!(root.join("var/lib/strix/snapshots").is_dir());
     let cfg = std::fs::read_to_string(root.join("etc/strix/strixd.toml")).unwrap();
     for want in [
@@ -174,21 +190,38 @@ fn flash_installs_a_signed_release_and_rolls_back_a_failed_health_check() {
         .canonicalize()
         .unwrap()
         .join("../../../../../var/lib/strix/snapshots");
-    assert_eq!(via.canonicalize().unwrap(), root.join("var/lib/strix/snapshots").canonicalize().unwrap());
+    assert_eq!(
+        via.canonicalize().unwrap(),
+        root.join("var/lib/strix/snapshots").canonicalize().unwrap()
+    );
 
     // A strixd that fails its health check: the link goes back, the new
     // release is removed, the error says so and shows strixd's output.
     std::thread::sleep(Duration::from_millis(1100)); // a new release id
-    let bad = script(&s.dir, "strixd-bad", "echo 'strixd: error: camera source missing' >&2; exit 4");
+    let bad = script(
+        &s.dir,
+        "strixd-bad",
+        "echo 'strixd: error: camera source missing' >&2; exit 4",
+    );
     let e = format!("{:#}", flash(&opts(&s, &bad)).unwrap_err());
-    assert!(e.contains("health check failed") && e.contains("rolled back"), "{e}");
+    assert!(
+        e.contains("health check failed") && e.contains("rolled back"),
+        "{e}"
+    );
     assert!(e.contains("camera source missing"), "{e}");
-    assert_eq!(current(root), PathBuf::from(format!("releases/{}", first.id)));
+    assert_eq!(
+        current(root),
+        PathBuf::from(format!("releases/{}", first.id))
+    );
     let releases: Vec<_> = std::fs::read_dir(root.join("usr/share/strix/releases"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(releases, [first.id.clone()], "the failed release is removed");
+    assert_eq!(
+        releases,
+        [first.id.as_str()],
+        "the failed release is removed"
+    );
 
     // A strixd that hangs: stopped at the limit, rolled back.
     let hang = script(&s.dir, "strixd-hang", "exec sleep 60");
@@ -196,19 +229,32 @@ fn flash_installs_a_signed_release_and_rolls_back_a_failed_health_check() {
     o.health_timeout = Duration::from_secs(1);
     let e = format!("{:#}", flash(&o).unwrap_err());
     assert!(e.contains("timed out") && e.contains("rolled back"), "{e}");
-    assert_eq!(current(root), PathBuf::from(format!("releases/{}", first.id)));
+    assert_eq!(
+        current(root),
+        PathBuf::from(format!("releases/{}", first.id))
+    );
 
     // A second good release replaces the first; the first is kept as the previous one.
     let second = flash(&opts(&s, &ok)).unwrap();
     assert_ne!(second.id, first.id);
-    assert_eq!(current(root), PathBuf::from(format!("releases/{}", second.id)));
-    assert!(root.join("usr/share/strix/releases").join(&first.id).is_dir());
+    assert_eq!(
+        current(root),
+        PathBuf::from(format!("releases/{}", second.id))
+    );
+    assert!(root
+        .join("usr/share/strix/releases")
+        .join(&first.id)
+        .is_dir());
 
     // No previous release and a failing strixd: `current` is removed.
     let s2 = setup("first-fails");
     let e = format!("{:#}", flash(&opts(&s2, &bad)).unwrap_err());
     assert!(e.contains("no previous release"), "{e}");
-    assert!(s2.root.join("usr/share/strix/current").symlink_metadata().is_err());
+    assert!(s2
+        .root
+        .join("usr/share/strix/current")
+        .symlink_metadata()
+        .is_err());
 }
 
 #[test]
@@ -224,9 +270,17 @@ fn tampered_models_and_bundles_are_refused() {
     bytes[mid] ^= 1;
     std::fs::write(&model, &bytes).unwrap();
     let e = key.verify_file(&model).unwrap_err().to_string();
-    assert!(e.contains("fastestdet.strix") && e.contains("was changed"), "{e}");
-    let e = strix_sign::verify_bundle(&rel, &key).unwrap_err().to_string();
-    assert!(e.contains("fastestdet.strix") && e.contains("changed after it was signed"), "{e}");
+    assert!(
+        e.contains("fastestdet.strix") && e.contains("was changed"),
+        "{e}"
+    );
+    let e = strix_sign::verify_bundle(&rel, &key)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fastestdet.strix") && e.contains("changed after it was signed"),
+        "{e}"
+    );
     // The command line says the same and fails.
     let strix = env!("CARGO_BIN_EXE_strix");
     let pubk = format!("{}.pub", s.key.display());
@@ -244,17 +298,25 @@ fn tampered_models_and_bundles_are_refused() {
         .arg(&rel)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The bundle: a changed config, an added file.
     let cfg = rel.join("strixd.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("porch", "evil")).unwrap();
-    let e = strix_sign::verify_bundle(&rel, &key).unwrap_err().to_string();
+    let e = strix_sign::verify_bundle(&rel, &key)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("strixd.toml"), "{e}");
     std::fs::write(&cfg, &text).unwrap();
     std::fs::write(rel.join("models/extra.strix"), &orig).unwrap();
-    let e = strix_sign::verify_bundle(&rel, &key).unwrap_err().to_string();
+    let e = strix_sign::verify_bundle(&rel, &key)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("extra.strix") && e.contains("not listed"), "{e}");
     std::fs::remove_file(rel.join("models/extra.strix")).unwrap();
     strix_sign::verify_bundle(&rel, &key).unwrap();
@@ -316,10 +378,16 @@ fn models_the_board_cannot_run_are_refused_before_anything_is_written() {
     o.models = vec![dot.clone()];
     let e = format!("{:#}", flash(&o).unwrap_err());
     assert!(
-        e.contains("needs kernel path dotprod") && e.contains("lacks dotprod") && e.contains("rpi4"),
+        e.contains("needs kernel path dotprod")
+            && e.contains("lacks dotprod")
+            && e.contains("rpi4"),
         "{e}"
     );
-    assert_eq!(std::fs::read_dir(&s.root).unwrap().count(), 0, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(&s.root).unwrap().count(),
+        0,
+        "nothing written"
+    );
     // The same model fits a Pi 5 (dotprod).
     o.board = "rpi5".into();
     o.dry_run = true;
@@ -328,13 +396,29 @@ fn models_the_board_cannot_run_are_refused_before_anything_is_written() {
     // Over the memory budget: a board file with budget_mb = 1 (the model's
     // arena alone is ~2.4 MiB).
     let small = s.dir.join("tiny.toml");
-    let rpi4 = strix_boards::BUILTIN.iter().find(|(n, _)| *n == "rpi4").unwrap().1;
-    std::fs::write(&small, rpi4.replace("budget_mb = 512", "budget_mb = 1").replace("name = \"rpi4\"", "name = \"tiny\"")).unwrap();
+    let rpi4 = strix_boards::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "rpi4")
+        .unwrap()
+        .1;
+    std::fs::write(
+        &small,
+        rpi4.replace("budget_mb = 512", "budget_mb = 1")
+            .replace("name = \"rpi4\"", "name = \"tiny\""),
+    )
+    .unwrap();
     let mut o = opts(&s, &ok);
     o.board = small.display().to_string();
     let e = format!("{:#}", flash(&o).unwrap_err());
-    assert!(e.contains("budget_mb = 1") && e.contains("fastestdet.strix") && e.contains("refused"), "{e}");
-    assert_eq!(std::fs::read_dir(&s.root).unwrap().count(), 0, "nothing written");
+    assert!(
+        e.contains("budget_mb = 1") && e.contains("fastestdet.strix") && e.contains("refused"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&s.root).unwrap().count(),
+        0,
+        "nothing written"
+    );
 
     // A strixd for another architecture: this test binary's own strix (the
     // host's ELF) for an aarch64 board.
@@ -370,15 +454,33 @@ fn dry_runs_change_nothing_and_show_every_step() {
     };
     let out = run(s.root.to_str().unwrap());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    for want in ["plan (--dry-run", "models/fastestdet.strix", "MANIFEST", "switch", "check"] {
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "plan (--dry-run",
+        "models/fastestdet.strix",
+        "MANIFEST",
+        "switch",
+        "check",
+    ] {
         assert!(text.contains(want), "{want} in\n{text}");
     }
-    assert_eq!(std::fs::read_dir(&s.root).unwrap().count(), 0, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(&s.root).unwrap().count(),
+        0,
+        "nothing written"
+    );
 
     let out = run("ssh://pi@cam.local:2222");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in [
         "ssh -o BatchMode=yes -p 2222 pi@cam.local",
         "scp -o BatchMode=yes -r -p -P 2222",
@@ -391,7 +493,14 @@ fn dry_runs_change_nothing_and_show_every_step() {
 
     // Without a key: a clear error naming keygen.
     let out = Command::new(strix)
-        .args(["flash", "--board", "rpi4", "--to", "/nonexistent", "--dry-run"])
+        .args([
+            "flash",
+            "--board",
+            "rpi4",
+            "--to",
+            "/nonexistent",
+            "--dry-run",
+        ])
         .env_remove("STRIX_KEY")
         .output()
         .unwrap();
