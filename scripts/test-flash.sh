@@ -27,7 +27,7 @@ source scripts/lib/arm.sh
 start=$SECONDS
 step() { echo "== test-flash: $* ($((SECONDS - start)) s)"; }
 fail() {
-    echo "test-flash: FAILED: $*" >&2
+    echo "test-flash: FAILED: $* (KEEP=1 keeps the work directory)" >&2
     exit 1
 }
 

@@ -938,9 +938,6 @@ impl Config {
         if let Some(b) = &mut self.board {
             fix(b);
         }
-        if let Some(k) = &mut self.trusted_key {
-            fix(k);
-        }
         if let Some(c) = &mut self.camera {
             let live = crate::camera::source::v4l2_device(&c.source).is_some()
                 || crate::camera::source::is_url(&c.source);
@@ -970,6 +967,9 @@ impl Config {
         }
         if let Some(ca) = self.webhook.as_mut().and_then(|w| w.ca_file.as_mut()) {
             fix(ca);
+        }
+        if let Some(k) = &mut self.trusted_key {
+            fix(k);
         }
     }
 
