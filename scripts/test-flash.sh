@@ -14,7 +14,13 @@
 #      event's snapshot path inside the root),
 #   4. checks the real strixd refuses a tampered model and a tampered bundle
 #      (exit 3), that a strixd failing its health check is rolled back, and
-#      that an aarch64 strixd is refused for an armv7 board.
+#      that an aarch64 strixd is refused for an armv7 board,
+#   5. flashes over SSH (`ssh://user@127.0.0.1:PORT/<dir>`) to an sshd it
+#      starts on loopback with its own keys and config: install, health check,
+#      rollback and a refused key, with the real ssh and scp. The "board" is
+#      this host there, so its strixd is a stand-in script that verifies the
+#      installed bundle with `strix verify` (the aarch64 strixd would need
+#      binfmt_misc to run over ssh).
 # Fails (exit 1, naming the step) when any of that does not happen.
 # Needs: Debian/Ubuntu; installs qemu-user, the aarch64 cross gcc, mosquitto
 # and mosquitto-clients when missing (scripts/lib/arm.sh). Env:
@@ -31,7 +37,7 @@ fail() {
     exit 1
 }
 
-arm_tools mosquitto mosquitto-clients python3
+arm_tools mosquitto mosquitto-clients python3 openssh-server openssh-client
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 target=$(mkdir -p "$CARGO_TARGET_DIR" && cd "$CARGO_TARGET_DIR" && pwd)
 
@@ -196,5 +202,67 @@ rc=0
 "$strix" flash --board rv1106 --to "$root" --config "$work/strixd.toml" --strixd "$strixd" \
     --key "$work/strix.key" --dry-run >"$work/flash3.log" 2>&1 || rc=$?
 [[ $rc != 0 ]] && grep -q "is built for aarch64" "$work/flash3.log" || fail "rv1106 not refused: $(cat "$work/flash3.log")"
+
+step "flash over SSH to an sshd on loopback"
+ssh_dir=$work/ssh
+sshroot=$work/sshroot
+mkdir -p "$ssh_dir" "$work/bin" "$sshroot"
+ssh-keygen -q -t ed25519 -N '' -f "$ssh_dir/id"
+ssh-keygen -q -t ed25519 -N '' -f "$ssh_dir/host"
+cp "$ssh_dir/id.pub" "$ssh_dir/authorized_keys"
+sport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf '%s\n' "Port $sport" "ListenAddress 127.0.0.1" "HostKey $ssh_dir/host" \
+    "AuthorizedKeysFile $ssh_dir/authorized_keys" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" \
+    "PermitRootLogin prohibit-password" "PidFile $ssh_dir/sshd.pid" "Subsystem sftp internal-sftp" >"$ssh_dir/sshd_config"
+# sshd run as root wants its privilege separation directory.
+[[ $(id -u) != 0 ]] || mkdir -p /run/sshd
+timeout 600 /usr/sbin/sshd -D -e -f "$ssh_dir/sshd_config" 2>"$ssh_dir/sshd.log" &
+pids+=($!)
+printf '%s\n' "Host *" "  IdentityFile $ssh_dir/id" "  IdentitiesOnly yes" \
+    "  UserKnownHostsFile /dev/null" "  StrictHostKeyChecking no" "  LogLevel ERROR" >"$ssh_dir/config"
+# The real ssh and scp, given this test's keys (strix flash runs `ssh` and
+# `scp` from PATH): wrappers in the work directory only.
+for t in ssh scp; do
+    real=$(command -v "$t") || fail "$t is not installed"
+    printf '#!/bin/sh\nexec %s -F %s "$@"\n' "$real" "$ssh_dir/config" >"$work/bin/$t"
+    chmod +x "$work/bin/$t"
+done
+wpath=$work/bin:$PATH
+me=$(id -un)
+for _ in $(seq 50); do
+    PATH=$wpath timeout 10 ssh -o BatchMode=yes -p "$sport" "$me@127.0.0.1" true 2>/dev/null && break
+    sleep 0.2
+done
+PATH=$wpath timeout 10 ssh -o BatchMode=yes -p "$sport" "$me@127.0.0.1" true ||
+    fail "sshd on 127.0.0.1:$sport does not let us in: $(tail -3 "$ssh_dir/sshd.log")"
+# strixd stand-ins for this host as the "board": one verifies the installed
+# bundle against the installed key (as strixd would), one fails.
+printf '%s\n' '#!/bin/sh' '[ "$1" = --check ] && [ "$2" = --config ] || exit 9' \
+    "exec $strix verify --pub $sshroot/etc/strix/strix.pub \"\$(dirname \"\$3\")\"" >"$work/strixd-verify"
+printf '%s\n' '#!/bin/sh' 'echo "strixd: error: camera source missing" >&2' 'exit 4' >"$work/strixd-fail"
+chmod +x "$work/strixd-verify" "$work/strixd-fail"
+dest="ssh://$me@127.0.0.1:$sport$sshroot"
+ssh_flash() { # LOG STRIXD KEY
+    PATH=$wpath arm_timed "strix flash $dest" 300 "$strix" flash --board rpi4 --to "$dest" \
+        --config "$work/strixd.toml" --strixd "$2" --key "$3" >"$work/$1" 2>&1
+}
+ssh_flash ssh1.log "$work/strixd-verify" "$work/strix.key" || fail "flash over ssh: $(cat "$work/ssh1.log")"
+grep -q "bundle OK" "$work/ssh1.log" || fail "the remote health check did not verify the bundle: $(cat "$work/ssh1.log")"
+ssh_release=$(readlink "$sshroot/usr/share/strix/current")
+"$strix" verify --pub "$work/strix.key.pub" "$sshroot/usr/share/strix/current" >/dev/null ||
+    fail "the bundle installed over ssh does not verify"
+[[ -L $sshroot/usr/bin/strixd && -f $sshroot/etc/strix/strix.pub ]] || fail "layout installed over ssh"
+sleep 1 # a new release id
+rc=0
+ssh_flash ssh2.log "$work/strixd-fail" "$work/strix.key" || rc=$?
+[[ $rc != 0 ]] && grep -q "rolled back" "$work/ssh2.log" || fail "no rollback over ssh: $(cat "$work/ssh2.log")"
+[[ $(readlink "$sshroot/usr/share/strix/current") == "$ssh_release" ]] || fail "ssh rollback: current moved"
+[[ $(ls "$sshroot/usr/share/strix/releases") == "${ssh_release#releases/}" ]] ||
+    fail "the failed release was not removed: $(ls "$sshroot/usr/share/strix/releases")"
+rc=0
+ssh_flash ssh3.log "$work/strixd-verify" "$work/other.key" || rc=$?
+[[ $rc != 0 ]] && grep -q "trusts another key" "$work/ssh3.log" || fail "another key not refused over ssh: $(cat "$work/ssh3.log")"
+echo "ssh: installed $ssh_release, rolled back a failing strixd, refused another key"
 
 echo "test-flash: all checks passed in $((SECONDS - start)) s"

@@ -59,7 +59,14 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dest {
     Dir(PathBuf),
-    Ssh { target: String, port: Option<u16> },
+    /// `root` is where the board's file system starts on the host: `/`
+    /// unless the URL has a path (`ssh://pi@cam/mnt/b`: an A/B partition
+    /// mounted there, or a test directory).
+    Ssh {
+        target: String,
+        port: Option<u16>,
+        root: String,
+    },
 }
 
 impl Dest {
@@ -67,6 +74,17 @@ impl Dest {
         let Some(rest) = s.strip_prefix("ssh://") else {
             return Ok(Dest::Dir(PathBuf::from(s)));
         };
+        let (rest, root) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let path_ok = root
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-".contains(&c))
+            && !root.split('/').any(|c| c == "..");
+        if !path_ok {
+            bail!("--to {s}: the root path may hold letters, digits, / . _ - only (no ..)");
+        }
         let (target, port) = match rest.rsplit_once(':') {
             Some((t, p)) => (
                 t,
@@ -84,11 +102,12 @@ impl Dest {
         };
         let (user, host) = target.split_once('@').unwrap_or(("", target));
         if !ok(host) || (target.contains('@') && !ok(user)) || target.contains('/') {
-            bail!("--to {s}: expected ssh://user@host[:port] (letters, digits, . _ -)");
+            bail!("--to {s}: expected ssh://user@host[:port][/root] (letters, digits, . _ -)");
         }
         Ok(Dest::Ssh {
             target: target.to_string(),
             port,
+            root: root.to_string(),
         })
     }
 }
@@ -677,7 +696,7 @@ pub fn flash(o: &Options) -> Result<Flashed> {
 
     match dest {
         Dest::Dir(root) => flash_dir(o, &strixd, &key, &items, &root),
-        Dest::Ssh { target, port } => flash_ssh(o, &key, &items, &target, port),
+        Dest::Ssh { target, port, root } => flash_ssh(o, &key, &items, &target, port, &root),
     }
 }
 
@@ -962,7 +981,10 @@ fn flash_ssh(
     items: &[Item],
     target: &str,
     port: Option<u16>,
+    root: &str,
 ) -> Result<Flashed> {
+    // `root` is "" for the board's own `/`.
+    let r = root;
     let tmp = std::env::temp_dir().join(format!("strix-flash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let staged = tmp.join("release");
@@ -994,35 +1016,37 @@ fn flash_ssh(
     if let Some(p) = port {
         scp.extend(["-P".into(), p.to_string()]);
     }
-    let rel = format!("/{RELEASES}/{id}");
-    let staging = format!("/{RELEASES}/.staging-{id}");
+    let rel = format!("{r}/{RELEASES}/{id}");
+    let staging = format!("{r}/{RELEASES}/.staging-{id}");
     scp.extend([staged.display().to_string(), format!("{target}:{staging}")]);
     let pem_q = sh_quote(&pem);
+    // `$(cat ...)` drops the final newline: compare without it.
+    let pem_trim_q = sh_quote(pem.trim_end());
     let links: Vec<String> = LINKS
         .iter()
-        .map(|(l, t)| format!("[ -e /{l} ] || [ -L /{l} ] || ln -s {t} /{l}"))
+        .map(|(l, t)| format!("[ -e {r}/{l} ] || [ -L {r}/{l} ] || ln -s {t} {r}/{l}"))
         .collect();
     let prepare = format!(
-        "set -e; mkdir -p /{RELEASES} /etc/strix /var/lib/strix/snapshots /usr/bin; \
-         if [ -e /etc/strix/strix.pub ]; then [ \"$(cat /etc/strix/strix.pub)\" = {pem_q} ] || \
-         {{ echo 'strix flash: /etc/strix/strix.pub trusts another key than {}: refused' >&2; exit 3; }}; \
-         else printf '%s' {pem_q} > /etc/strix/strix.pub; fi",
+        "set -e; mkdir -p {r}/{RELEASES} {r}/etc/strix {r}/var/lib/strix/snapshots {r}/usr/bin; \
+         if [ -e {r}/etc/strix/strix.pub ]; then [ \"$(cat {r}/etc/strix/strix.pub)\" = {pem_trim_q} ] || \
+         {{ echo 'strix flash: {r}/etc/strix/strix.pub trusts another key than {}: refused' >&2; exit 3; }}; \
+         else printf '%s' {pem_q} > {r}/etc/strix/strix.pub; fi",
         public.id()
     );
     let install = format!(
         "set -e; mv {staging} {rel}; {}; \
-         readlink /{CURRENT} > /{RELEASES}/.previous || : > /{RELEASES}/.previous; \
-         ln -sfn releases/{id} /{CURRENT}.new && mv -T /{CURRENT}.new /{CURRENT}",
+         readlink {r}/{CURRENT} > {r}/{RELEASES}/.previous || : > {r}/{RELEASES}/.previous; \
+         ln -sfn releases/{id} {r}/{CURRENT}.new && mv -T {r}/{CURRENT}.new {r}/{CURRENT}",
         links.join("; ")
     );
     let health = format!(
-        "timeout {} /{CURRENT}/bin/strixd --check --config /{CURRENT}/strixd.toml",
+        "timeout {} {r}/{CURRENT}/bin/strixd --check --config {r}/{CURRENT}/strixd.toml",
         o.health_timeout.as_secs()
     );
     let rollback = format!(
-        "set -e; p=$(cat /{RELEASES}/.previous); \
-         if [ -n \"$p\" ]; then ln -sfn \"$p\" /{CURRENT}.new && mv -T /{CURRENT}.new /{CURRENT}; \
-         else rm -f /{CURRENT}; fi; rm -rf {rel}"
+        "set -e; p=$(cat {r}/{RELEASES}/.previous); \
+         if [ -n \"$p\" ]; then ln -sfn \"$p\" {r}/{CURRENT}.new && mv -T {r}/{CURRENT}.new {r}/{CURRENT}; \
+         else rm -f {r}/{CURRENT}; fi; rm -rf {rel}"
     );
     let steps = [ssh(prepare), scp, ssh(install), ssh(health.clone())];
     let commands: Vec<String> = steps.iter().map(|c| show(c)).collect();
@@ -1084,21 +1108,32 @@ mod tests {
             Dest::parse("ssh://pi@cam.local:2222").unwrap(),
             Dest::Ssh {
                 target: "pi@cam.local".into(),
-                port: Some(2222)
+                port: Some(2222),
+                root: "".into()
             }
         );
         assert_eq!(
             Dest::parse("ssh://cam").unwrap(),
             Dest::Ssh {
                 target: "cam".into(),
-                port: None
+                port: None,
+                root: "".into()
+            }
+        );
+        assert_eq!(
+            Dest::parse("ssh://pi@cam:22/mnt/b/").unwrap(),
+            Dest::Ssh {
+                target: "pi@cam".into(),
+                port: Some(22),
+                root: "/mnt/b".into()
             }
         );
         for bad in [
+            "ssh://pi@cam/../etc",
+            "ssh://pi@cam/a b",
             "ssh://pi@cam:x",
             "ssh://",
             "ssh://a b@c",
-            "ssh://pi@cam/root",
             "ssh://pi@;rm",
         ] {
             assert!(Dest::parse(bad).is_err(), "{bad}");
