@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# SC2015: `A && B || fail` is meant (fail unless both hold); SC2016: the
+# stand-in scripts are written with their own $1 $2 $3.
+# shellcheck disable=SC2015,SC2016
 # End-to-end test of `strix flash` (issue 15, "Done when"):
 #   1. builds the host `strix` and a statically linked aarch64 strixd
 #      (features: gpio-cdev; ALSA and V4L2 are not built here: the test
@@ -27,7 +30,6 @@
 # CARGO_TARGET_DIR (default target), KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$(pwd)
 # shellcheck source=lib/arm.sh
 source scripts/lib/arm.sh
 start=$SECONDS

@@ -843,7 +843,14 @@ fn flash_dir(
             return Err(e);
         }
     };
-    let id = release_id(&sha);
+    // The same bundle flashed twice within a second: a suffix keeps ids unique.
+    let base_id = release_id(&sha);
+    let mut id = base_id.clone();
+    let mut n = 1;
+    while releases.join(&id).symlink_metadata().is_ok() {
+        n += 1;
+        id = format!("{base_id}-{n}");
+    }
     let rel = releases.join(&id);
     std::fs::rename(&staging, &rel)
         .with_context(|| format!("renaming {} to {}", staging.display(), rel.display()))?;
@@ -1034,7 +1041,7 @@ fn flash_ssh(
         public.id()
     );
     let install = format!(
-        "set -e; mv {staging} {rel}; {}; \
+        "set -e; mv -T {staging} {rel}; {}; \
          readlink {r}/{CURRENT} > {r}/{RELEASES}/.previous || : > {r}/{RELEASES}/.previous; \
          ln -sfn releases/{id} {r}/{CURRENT}.new && mv -T {r}/{CURRENT}.new {r}/{CURRENT}",
         links.join("; ")
