@@ -88,6 +88,11 @@ pub struct Config {
     /// What to do when every file source has ended.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Public key (PEM, from `strix keygen`) that every model must be signed
+    /// with (`MODEL.strix.sig`); a signed bundle's `MANIFEST` beside the
+    /// config is checked too. Unset: nothing is checked. See `verify.rs`.
+    #[serde(default)]
+    pub trusted_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -606,7 +611,7 @@ fn default_drain() -> u64 {
 }
 
 /// Reads, parses and validates a config file. Relative paths inside it are
-/// resolved against the file's directory.
+/// resolved against the directory of the file (symlinks to it followed).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         err(
@@ -616,7 +621,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         )
     })?;
     let mut cfg = parse(&text)?;
-    let base = path
+    // Relative paths follow the file, not a symlink to it: an installed
+    // /etc/strix/strixd.toml links into the release that holds its models.
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = real
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
@@ -1007,6 +1015,9 @@ impl Config {
         }
         if let Some(ca) = self.webhook.as_mut().and_then(|w| w.ca_file.as_mut()) {
             fix(ca);
+        }
+        if let Some(k) = &mut self.trusted_key {
+            fix(k);
         }
     }
 

@@ -15,6 +15,7 @@ pub mod snapshots;
 pub mod speech;
 pub mod tls;
 pub mod upstream;
+pub mod verify;
 pub mod webhook;
 
 /// Process exit codes (documented in README.md and `--help`).

@@ -119,6 +119,10 @@ fn main() {
     strix_firmware::log::init(cli_level.unwrap_or(Level::Info), journal);
     let cfg = config::load(&cli.config).unwrap_or_else(|e| fail(exit::CONFIG, e));
     strix_firmware::log::init(cli_level.or(cfg.log_level).unwrap_or(Level::Info), journal);
+    for line in strix_firmware::verify::check(&cfg, &cli.config).unwrap_or_else(|e| fail(e.code, e))
+    {
+        log_info!("strixd: {line}");
+    }
     let code = run(cfg, cli.check, cli.panic_in.as_deref());
     std::process::exit(code);
 }

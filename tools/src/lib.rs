@@ -6,6 +6,7 @@ pub mod config;
 pub mod equalize;
 pub mod eval;
 pub mod flags;
+pub mod flash;
 pub mod ir;
 pub mod lower;
 pub mod media;
@@ -14,6 +15,7 @@ mod ops;
 pub mod passes;
 pub mod prune;
 pub mod report;
+pub mod sign;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};

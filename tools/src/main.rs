@@ -172,6 +172,70 @@ enum Cmd {
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
     },
+    /// Make an ed25519 signing key: KEY (private, mode 0600) and KEY.pub.
+    Keygen {
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Sign files: writes FILE.sig (covers the file's SHA-256, name and kind).
+    Sign {
+        /// Private key from `strix keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check FILE against FILE.sig, or a bundle directory against its MANIFEST.
+    Verify {
+        /// Public key (KEY.pub).
+        #[arg(long = "pub")]
+        pubkey: PathBuf,
+        file: PathBuf,
+    },
+    /// Check models against a board, bundle and sign strixd + models + config,
+    /// install atomically to a root directory or over SSH, health-check, roll back.
+    ///
+    /// Checks before anything is written: strixd's architecture vs the board's,
+    /// each model's kernel path (metadata `isa`) vs the board's [cpu] features,
+    /// and arena + weight bytes of all models vs its [memory] budget_mb.
+    /// Installs /usr/share/strix/releases/<id> (strixd, config, models and
+    /// their .sig, board file, public key, signed MANIFEST), switches
+    /// /usr/share/strix/current to it by rename, links /usr/bin/strixd,
+    /// /etc/strix/strixd.toml, /usr/share/strix/{models,boards} into it (once),
+    /// installs /etc/strix/strix.pub (once; another key is refused), keeps
+    /// state in /var/lib/strix, then runs `strixd --check` (under qemu-<arch>
+    /// for a root directory of another architecture) and rolls back when it fails.
+    Flash {
+        /// Board name (rpi4, rpi5, rk3588, ...) or a board file.
+        #[arg(long)]
+        board: String,
+        /// A directory (a board's root file system, e.g. a mounted SD card)
+        /// or ssh://user@host[:port].
+        #[arg(long)]
+        to: String,
+        /// Models to bundle (besides those the config names; a config's
+        /// model not found beside it is taken from here by file name).
+        #[arg(long, num_args = 1..)]
+        model: Vec<PathBuf>,
+        /// strixd config to install; its model, board, outbox, snapshot and
+        /// key paths are rewritten for the installed layout.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The strixd binary for the board (default:
+        /// $CARGO_TARGET_DIR or target, then <board triple>/dist/strixd, as
+        /// scripts/build-board.sh BOARD leaves it).
+        #[arg(long)]
+        strixd: Option<PathBuf>,
+        /// Show every step (and, for SSH, every command); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Private key that signs the bundle (default: $STRIX_KEY).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Time limit of the health check (`strixd --check`), in seconds.
+        #[arg(long, default_value_t = 180)]
+        health_timeout: u64,
+    },
 }
 
 /// Checks `strix convert`'s model-description flags, prints their warnings and
@@ -343,6 +407,38 @@ fn main() {
             json,
         } => eval::eval_cmd(&onnx, &model, &samples, json, &load),
         Cmd::Demo { out } => demo(&out),
+        Cmd::Keygen { output } => strix_tools::sign::keygen(&output),
+        Cmd::Sign { key, files } => strix_tools::sign::sign(&key, &files),
+        Cmd::Verify { pubkey, file } => strix_tools::sign::verify(&pubkey, &file),
+        Cmd::Flash {
+            board,
+            to,
+            model,
+            config,
+            strixd,
+            dry_run,
+            key,
+            health_timeout,
+        } => (|| {
+            let key = key.or_else(|| std::env::var_os("STRIX_KEY").map(PathBuf::from)).ok_or_else(|| {
+                anyhow::anyhow!("strix flash signs the bundle: pass --key KEY (make one with `strix keygen -o KEY`) or set STRIX_KEY")
+            })?;
+            strix_tools::flash::flash(&strix_tools::flash::Options {
+                board,
+                to,
+                models: model,
+                config,
+                strixd,
+                dry_run,
+                key,
+                health_timeout: std::time::Duration::from_secs(health_timeout),
+                // Where scripts/build-board.sh leaves <triple>/dist/strixd.
+                target_dir: std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target")),
+            })
+            .map(|_| ())
+        })(),
         Cmd::Bench {
             model,
             iterations,
