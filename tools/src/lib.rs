@@ -8,6 +8,7 @@ pub mod eval;
 pub mod ir;
 pub mod lower;
 pub mod media;
+pub mod npu;
 pub mod onnx;
 mod ops;
 pub mod passes;

@@ -1,0 +1,308 @@
+//! `strix convert --board`: the Rockchip NPU part of a model, compiled by
+//! Rockchip's own compiler (rknn-toolkit2, run as a Python subprocess) and
+//! stored as the `.strix` file's `RKNN` section (see `strix_runtime::npu`).
+//!
+//! Partition: the longest prefix of the compiled Strix graph whose ops the
+//! board's NPU generation supports (Rockchip's RKNN-Toolkit2 operator
+//! support list; see [`supported`]) becomes the NPU part; the rest (and the
+//! decoders, which run in the runtime's post-processing) stays on the CPU.
+//! The prefix's nodes also stay in the graph as the CPU fallback.
+//!
+//! What the toolkit gets: the original fp32 ONNX file cut at the prefix's
+//! output tensors (`load_onnx(outputs=...)`), Strix's own preprocessed
+//! calibration samples (the same float32 tensors Strix calibrates on, as
+//! `.npy`), mean 0 / std 1 (Strix preprocesses), and the board. The toolkit
+//! chooses its own int8 scales from those samples; at the boundary the
+//! runtime converts the NPU's float outputs into Strix's scales, so the CPU
+//! ops after the cut see tensors in the scales they were compiled for.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use strix_kernels::reference::UnaryOp;
+use strix_runtime::graph::{DType, Graph, Op};
+use strix_runtime::npu::{boundary, NpuPart, BOARDS};
+use strix_runtime::Model;
+
+const CONVERT_PY: &str = include_str!("rknn_convert.py");
+const TORCH_STUB: &str = include_str!("torch_stub.py");
+
+/// The toolkit version the scripts were written and measured against.
+pub const TOOLKIT: &str = "rknn-toolkit2 2.5.0";
+
+/// How to install the toolkit (for error messages).
+pub const INSTALL_HINT: &str = "install it with `scripts/lib/rknn-toolkit.sh` (a Python 3.11 venv in \
+~/.cache/strix/rknn-venv: `pip install --no-deps rknn-toolkit2==2.5.0` plus numpy==1.26.4 \
+protobuf==4.25.4 onnx==1.16.1 onnxruntime==1.20.1 opencv-python-headless==4.11.0.86 scipy tqdm; \
+torch is not needed), or point --rknn-python (or STRIX_RKNN_PYTHON) at a Python that has it";
+
+/// Whether the board's NPU runs `op` (RKNN-Toolkit2's ONNX operator support
+/// list, rknpu2 generation: RK3588/RK3566/RV1106). Strix's int8 forms of an
+/// ONNX op count as that op. Not on the list, so CPU: LSTM on RV1106 (the
+/// list gives LSTM batch 1 for RK3588/RK3566 only; not verified against the
+/// RV1106 document), f32 islands are allowed (the toolkit quantizes them).
+pub fn supported(op: &Op, board: &str) -> bool {
+    match op {
+        Op::Conv { .. }
+        | Op::QConv { .. }
+        | Op::QConvSparse { .. }
+        | Op::QConvF32 { .. }
+        | Op::Gemm { .. }
+        | Op::QGemm { .. }
+        | Op::QGemmF32 { .. }
+        | Op::MaxPool { .. }
+        | Op::AvgPool { .. }
+        | Op::Binary { .. }
+        | Op::QAdd { .. }
+        | Op::QMul { .. }
+        | Op::Softmax { .. }
+        | Op::ReduceMean { .. }
+        | Op::Concat { .. }
+        | Op::Transpose { .. }
+        | Op::Reshape
+        | Op::Slice { .. }
+        | Op::Gather { .. }
+        | Op::Pad { .. }
+        | Op::Resize { .. }
+        | Op::Quantize
+        | Op::Dequantize
+        | Op::Lut => true,
+        Op::Unary { kind } => !matches!(kind, UnaryOp::Abs | UnaryOp::Neg | UnaryOp::Sqrt),
+        Op::Lstm { .. } => board != "rv1106",
+    }
+}
+
+/// The NPU prefix of `g` for `board`: its end (exclusive node index), the
+/// tensors it reads and the tensors it produces for the CPU part.
+pub fn partition(g: &Graph, board: &str) -> Result<(usize, Vec<usize>, Vec<usize>)> {
+    if !BOARDS.contains(&board) {
+        bail!("--board {board}: expected one of {}", BOARDS.join(", "));
+    }
+    let end = g
+        .nodes
+        .iter()
+        .position(|n| !supported(&n.op, board))
+        .unwrap_or(g.nodes.len());
+    if end == 0 {
+        bail!(
+            "the first op ({} {:?}) does not run on the {board} NPU: nothing to compile",
+            g.nodes[0].op.name(),
+            g.nodes[0].name
+        );
+    }
+    let (ins, outs) = boundary(g, 0, end);
+    let mut graph_ins = g.inputs.clone();
+    graph_ins.sort_unstable();
+    if ins != graph_ins || ins.iter().any(|&t| g.tensors[t].dtype != DType::F32) {
+        bail!("the NPU part of the graph does not start at its f32 inputs (unsupported layout)");
+    }
+    Ok((end, g.inputs.clone(), outs))
+}
+
+/// Checks that `python` imports rknn-toolkit2 (with the torch stand-in).
+pub fn check_toolkit(python: &Path) -> Result<()> {
+    let dir = TempDir::new("check")?;
+    let out = Command::new(python)
+        .env("PYTHONPATH", dir.path())
+        .args(["-c", "from rknn.api import RKNN"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => bail!(
+            "{TOOLKIT} (PyPI package rknn-toolkit2) is not importable by {}: {}\n{INSTALL_HINT}",
+            python.display(),
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => bail!(
+            "cannot run {} ({e}); the NPU compiler is {TOOLKIT} (PyPI package rknn-toolkit2): \
+             {INSTALL_HINT}",
+            python.display()
+        ),
+    }
+}
+
+/// What [`compile`] made.
+pub struct Compiled {
+    pub part: NpuPart,
+    /// Simulator outputs per `simulate` sample, per NPU output (float32, flat).
+    pub simulated: Vec<Vec<Vec<f32>>>,
+}
+
+/// Compiles the NPU prefix of `model` (compiled from `onnx`) for `board`
+/// with the toolkit in `python`; `calib` are preprocessed input tensors
+/// (one input), `simulate` samples to run through the toolkit's simulator.
+pub fn compile(
+    model: &Model,
+    onnx: &Path,
+    board: &str,
+    python: &Path,
+    calib: &[Vec<f32>],
+    simulate: &[Vec<f32>],
+) -> Result<Compiled> {
+    let g = &model.graph;
+    let (end, ins, outs) = partition(g, board)?;
+    if ins.len() != 1 {
+        bail!("the NPU compiler path takes one-input models ({} inputs)", ins.len());
+    }
+    if calib.is_empty() {
+        bail!("the NPU part needs calibration samples");
+    }
+    // Output order: the graph's own outputs order when the whole graph is
+    // NPU (the ONNX outputs), else the boundary order; names are ONNX names.
+    let outputs: Vec<usize> = if end == g.nodes.len() {
+        g.outputs.clone()
+    } else {
+        outs.clone()
+    };
+    let dir = TempDir::new("convert")?;
+    let in_t = &g.tensors[ins[0]];
+    let write = |name: &str, x: &[f32]| -> Result<PathBuf> {
+        let p = dir.path().join(name);
+        crate::media::write_npy(&p, &in_t.shape, x)?;
+        Ok(p)
+    };
+    let mut list = String::new();
+    for (i, x) in calib.iter().enumerate() {
+        list.push_str(&write(&format!("calib_{i}.npy"), x)?.display().to_string());
+        list.push('\n');
+    }
+    let dataset = dir.path().join("dataset.txt");
+    std::fs::write(&dataset, list)?;
+    let sims: Vec<Vec<String>> = simulate
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Ok(vec![write(&format!("sim_in_{i}.npy"), x)?.display().to_string()]))
+        .collect::<Result<_>>()?;
+    let rknn = dir.path().join("part.rknn");
+    let job = serde_json::json!({
+        "onnx": onnx,
+        "board": board,
+        "inputs": [in_t.name],
+        "input_shapes": [in_t.shape],
+        "outputs": if end == g.nodes.len() { serde_json::Value::Null } else {
+            serde_json::json!(outputs.iter().map(|&t| g.tensors[t].name.clone()).collect::<Vec<_>>())
+        },
+        "dataset": dataset,
+        "rknn": rknn,
+        "simulate": sims,
+        "sim_dir": dir.path(),
+    });
+    let job_path = dir.path().join("job.json");
+    std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
+    let script = dir.path().join("rknn_convert.py");
+    std::fs::write(&script, CONVERT_PY)?;
+    let out = Command::new(python)
+        .env("PYTHONPATH", dir.path())
+        .arg(&script)
+        .arg(&job_path)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(12).collect();
+        bail!(
+            "{TOOLKIT} failed to compile {} for {board}:\n{}",
+            onnx.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let blob = std::fs::read(&rknn).with_context(|| format!("reading {}", rknn.display()))?;
+    let mut simulated = vec![];
+    for i in 0..simulate.len() {
+        let mut per = vec![];
+        for j in 0..outputs.len() {
+            let p = dir.path().join(format!("sim_{i}_{j}.npy"));
+            let v = crate::media::read_npy(&p)
+                .with_context(|| format!("simulator output {j} of sample {i}"))?;
+            per.push(v);
+        }
+        simulated.push(per);
+    }
+    let part = NpuPart {
+        board: board.to_string(),
+        first_node: 0,
+        end_node: end,
+        inputs: ins,
+        outputs,
+        compiler: TOOLKIT.into(),
+        blob,
+    };
+    part.check(g)
+        .map_err(|e| anyhow!("the compiled NPU part does not fit the graph: {e}"))?;
+    Ok(Compiled { part, simulated })
+}
+
+/// `strix convert ... --board B`: checks the toolkit first (so a missing
+/// toolkit never leaves a CPU-only file behind), converts as usual, compiles
+/// the NPU part and rewrites `out` with it; on any NPU error `out` is removed.
+#[allow(clippy::too_many_arguments)]
+pub fn convert_for_board(
+    onnx: &Path,
+    calib: &[PathBuf],
+    out: &Path,
+    config: Option<&Path>,
+    method: crate::calib::Method,
+    opts: crate::ConvertOptions,
+    board: &str,
+    python: &Path,
+) -> Result<Model> {
+    if !BOARDS.contains(&board) {
+        bail!("--board {board}: expected one of {}", BOARDS.join(", "));
+    }
+    check_toolkit(python)?;
+    let model = crate::convert_with(onnx, calib, out, config, method, false, false, opts)?;
+    let r = (|| {
+        let t = &model.graph.tensors[model.graph.inputs[0]];
+        let samples: Vec<Vec<f32>> = calib
+            .iter()
+            .map(|p| crate::media::load_input(p, &model.meta.input, &t.shape))
+            .collect::<Result<_>>()?;
+        let c = compile(&model, onnx, board, python, &samples, &[])?;
+        let (first, end, bytes) = (c.part.first_node, c.part.end_node, c.part.blob.len());
+        let m = model.clone().with_npu_part(c.part)?;
+        m.save(out)?;
+        eprintln!(
+            "{board} NPU: nodes {first}..{end} of {} ({bytes}-byte .rknn blob by {TOOLKIT}); \
+             CPU: {} nodes after them; wrote {}",
+            m.graph.nodes.len(),
+            m.graph.nodes.len() - end,
+            out.display()
+        );
+        Ok(m)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    r
+}
+
+/// A private temporary directory holding the torch stand-in, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<TempDir> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "strix-rknn-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("torch"))?;
+        std::fs::write(p.join("torch/__init__.py"), TORCH_STUB)?;
+        Ok(TempDir(p))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
