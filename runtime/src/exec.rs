@@ -78,12 +78,10 @@ impl<'m> Session<'m> {
         };
         #[cfg(feature = "rknpu")]
         let (backend, runner) = match (&model.npu, backend) {
-            (Some(part), Backend::Cpu) => {
-                match crate::npu::rknn::Runner::new(part, g, npu) {
-                    Ok((r, b)) => (b, Some(r)),
-                    Err(reason) => (Backend::CpuFallback { reason }, None),
-                }
-            }
+            (Some(part), Backend::Cpu) => match crate::npu::rknn::Runner::new(part, g, npu) {
+                Ok((r, b)) => (b, Some(r)),
+                Err(reason) => (Backend::CpuFallback { reason }, None),
+            },
             (_, b) => (b, None),
         };
         Ok(Session {

@@ -200,9 +200,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
 /// ([`read`]'s checks; the NPU part is decoded, not yet checked against the
 /// graph: [`crate::npu::NpuPart::check`]).
 #[allow(clippy::type_complexity)]
-pub fn read_all(
-    bytes: &[u8],
-) -> Result<(ModelMeta, Graph, Consts, Option<crate::npu::NpuPart>)> {
+pub fn read_all(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts, Option<crate::npu::NpuPart>)> {
     if bytes.len() < HEADER {
         return Err(Error::Format(format!(
             "{} bytes is shorter than the 64-byte header",

@@ -19,7 +19,9 @@ fn main() {
     let cc = b.get_compiler();
     let st = cc
         .to_command()
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o"])
+        .args([
+            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o",
+        ])
         .arg(&so)
         .arg("rknn_double.c")
         .status()

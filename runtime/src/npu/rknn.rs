@@ -22,9 +22,9 @@
 use super::{Backend, NpuOptions, NpuPart};
 use crate::graph::{DType, Graph, Storage};
 use rknpu_sys::rknn::{
-    rknn_context, rknn_core_mask, rknn_init_extend, rknn_input, rknn_input_output_num,
-    rknn_output, rknn_output_extend, rknn_query_cmd, rknn_run_extend, rknn_tensor_attr,
-    rknn_tensor_format, rknn_tensor_type,
+    rknn_context, rknn_core_mask, rknn_init_extend, rknn_input, rknn_input_output_num, rknn_output,
+    rknn_output_extend, rknn_query_cmd, rknn_run_extend, rknn_tensor_attr, rknn_tensor_format,
+    rknn_tensor_type,
 };
 use std::ffi::{c_int, c_void};
 
@@ -320,7 +320,11 @@ impl Runner {
         Ok(())
     }
 
-    fn attr(&self, cmd: rknn_query_cmd, index: usize) -> std::result::Result<rknn_tensor_attr, String> {
+    fn attr(
+        &self,
+        cmd: rknn_query_cmd,
+        index: usize,
+    ) -> std::result::Result<rknn_tensor_attr, String> {
         // SAFETY: rknn_tensor_attr is plain data; all-zero is a valid value.
         let mut a: rknn_tensor_attr = unsafe { std::mem::zeroed() };
         a.index = index as u32;
@@ -329,14 +333,22 @@ impl Runner {
     }
 
     /// Runs the blob: inputs from `a32`, outputs into `a8`/`a32`. No allocation.
-    pub(crate) fn run(&mut self, a8: &mut [i8], a32: &mut [f32]) -> std::result::Result<(), String> {
+    pub(crate) fn run(
+        &mut self,
+        a8: &mut [i8],
+        a32: &mut [f32],
+    ) -> std::result::Result<(), String> {
         for (d, &(off, len)) in self.in_desc.iter_mut().zip(&self.ins) {
             d.buf = a32[off..off + len].as_mut_ptr().cast();
         }
         // SAFETY: descriptors point into live arena slices of the stated sizes;
         // the library copies the inputs before returning.
         check("rknn_inputs_set", unsafe {
-            (self.api.inputs_set)(self.ctx, self.in_desc.len() as u32, self.in_desc.as_mut_ptr())
+            (self.api.inputs_set)(
+                self.ctx,
+                self.in_desc.len() as u32,
+                self.in_desc.as_mut_ptr(),
+            )
         })?;
         // SAFETY: valid context; no extension struct.
         check("rknn_run", unsafe {
@@ -348,7 +360,12 @@ impl Runner {
         let n = self.out_desc.len() as u32;
         // SAFETY: preallocated float buffers of the stated sizes.
         let got = check("rknn_outputs_get", unsafe {
-            (self.api.outputs_get)(self.ctx, n, self.out_desc.as_mut_ptr(), std::ptr::null_mut())
+            (self.api.outputs_get)(
+                self.ctx,
+                n,
+                self.out_desc.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
         });
         got?;
         // SAFETY: the descriptors rknn_outputs_get filled.

@@ -250,7 +250,13 @@ pub fn misuse(d: &Double, blob: &mut [u8]) -> i32 {
     // SAFETY: valid pointers; the calls are wrong in order only.
     unsafe {
         assert_eq!(
-            init(&mut ctx, blob.as_mut_ptr().cast(), blob.len() as u32, 0, std::ptr::null_mut()),
+            init(
+                &mut ctx,
+                blob.as_mut_ptr().cast(),
+                blob.len() as u32,
+                0,
+                std::ptr::null_mut()
+            ),
             0
         );
         assert_ne!(run(ctx, std::ptr::null_mut()), 0);

@@ -67,7 +67,13 @@ fn graph(sidecar: bool) -> (ModelMeta, Graph, Consts) {
     };
     let mut tensors = vec![
         t("x", &[1, 4, 6, 6], DType::F32, None, a),
-        t("w", &[8, 4, 3, 3], DType::F32, None, Storage::Const { offset: 0 }),
+        t(
+            "w",
+            &[8, 4, 3, 3],
+            DType::F32,
+            None,
+            Storage::Const { offset: 0 },
+        ),
         t(
             "b",
             &[8],
@@ -160,7 +166,10 @@ fn good_blob() -> Vec<u8> {
 /// The model with its NPU part, through a save/load round trip.
 fn model(blob: Vec<u8>) -> Model {
     let (m, g, c) = graph(false);
-    let model = Model::new(m, g, c).unwrap().with_npu_part(part(blob)).unwrap();
+    let model = Model::new(m, g, c)
+        .unwrap()
+        .with_npu_part(part(blob))
+        .unwrap();
     Model::from_bytes(&model.to_bytes()).unwrap()
 }
 
@@ -206,7 +215,11 @@ fn assert_clean(d: &Double) {
 fn npu_outputs_equal_the_cpu_path() {
     let (_g, d) = setup();
     let m = model(good_blob());
-    for (mask, bits) in [(CoreMask::Auto, 0), (CoreMask::Core012, 7), (CoreMask::Core1, 2)] {
+    for (mask, bits) in [
+        (CoreMask::Auto, 0),
+        (CoreMask::Core012, 7),
+        (CoreMask::Core1, 2),
+    ] {
         d.reset();
         let o = NpuOptions {
             core_mask: mask,
@@ -215,7 +228,14 @@ fn npu_outputs_equal_the_cpu_path() {
         {
             let mut s = Session::with_npu(&m, 1, &o).unwrap();
             assert!(
-                matches!(s.backend(), Backend::Npu { first: 0, end: 2, .. }),
+                matches!(
+                    s.backend(),
+                    Backend::Npu {
+                        first: 0,
+                        end: 2,
+                        ..
+                    }
+                ),
                 "{}",
                 s.backend()
             );
@@ -224,7 +244,10 @@ fn npu_outputs_equal_the_cpu_path() {
                 let x = noise(4 * 36, seed);
                 let want = cpu(&m, &x);
                 assert_eq!(run(&mut s, &x).unwrap(), want, "seed {seed}");
-                assert!(want.iter().any(|&v| (v - 0.5).abs() > 0.1), "trivial outputs");
+                assert!(
+                    want.iter().any(|&v| (v - 0.5).abs() > 0.1),
+                    "trivial outputs"
+                );
             }
             // The NPU path really runs the double: without its stand-in, run fails.
             d.no_compute();
@@ -252,7 +275,10 @@ fn a_missing_library_falls_back_to_the_cpu() {
     let Backend::CpuFallback { reason } = s.backend().clone() else {
         panic!("{}", s.backend())
     };
-    assert!(reason.contains("cannot load /nonexistent/librknnrt.so"), "{reason}");
+    assert!(
+        reason.contains("cannot load /nonexistent/librknnrt.so"),
+        "{reason}"
+    );
     let x = noise(4 * 36, 5);
     assert_eq!(run(&mut s, &x).unwrap(), cpu(&m, &x));
     assert_clean(&d);

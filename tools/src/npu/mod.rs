@@ -31,7 +31,8 @@ const TORCH_STUB: &str = include_str!("torch_stub.py");
 pub const TOOLKIT: &str = "rknn-toolkit2 2.5.0";
 
 /// How to install the toolkit (for error messages).
-pub const INSTALL_HINT: &str = "install it with `scripts/lib/rknn-toolkit.sh` (a Python 3.11 venv in \
+pub const INSTALL_HINT: &str =
+    "install it with `scripts/lib/rknn-toolkit.sh` (a Python 3.11 venv in \
 ~/.cache/strix/rknn-venv: `pip install --no-deps rknn-toolkit2==2.5.0` plus numpy==1.26.4 \
 protobuf==4.25.4 onnx==1.16.1 onnxruntime==1.20.1 opencv-python-headless==4.11.0.86 scipy tqdm; \
 torch is not needed), or point --rknn-python (or STRIX_RKNN_PYTHON) at a Python that has it";
@@ -145,7 +146,10 @@ pub fn compile(
     let g = &model.graph;
     let (end, ins, outs) = partition(g, board)?;
     if ins.len() != 1 {
-        bail!("the NPU compiler path takes one-input models ({} inputs)", ins.len());
+        bail!(
+            "the NPU compiler path takes one-input models ({} inputs)",
+            ins.len()
+        );
     }
     if calib.is_empty() {
         bail!("the NPU part needs calibration samples");
@@ -174,7 +178,11 @@ pub fn compile(
     let sims: Vec<Vec<String>> = simulate
         .iter()
         .enumerate()
-        .map(|(i, x)| Ok(vec![write(&format!("sim_in_{i}.npy"), x)?.display().to_string()]))
+        .map(|(i, x)| {
+            Ok(vec![write(&format!("sim_in_{i}.npy"), x)?
+                .display()
+                .to_string()])
+        })
         .collect::<Result<_>>()?;
     let rknn = dir.path().join("part.rknn");
     let job = serde_json::json!({
@@ -304,5 +312,188 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{cosine, Reference};
+    use strix_runtime::postprocess::{decode, map50, Decoded};
+
+    /// The toolkit's Python: $STRIX_RKNN_PYTHON or the default venv; `None`
+    /// (with a visible SKIP line) when it is not installed.
+    fn python() -> Option<PathBuf> {
+        let p = std::env::var_os("STRIX_RKNN_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/strix/rknn-venv/bin/python"))
+            })?;
+        match check_toolkit(&p) {
+            Ok(()) => Some(p),
+            Err(e) => {
+                eprintln!(
+                    "SKIP (rknn-toolkit2 not installed; scripts/test-npu.sh installs it): {e}"
+                );
+                None
+            }
+        }
+    }
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    type Outs = Vec<(Vec<f32>, Vec<usize>)>;
+
+    fn decoded(m: &Model, o: &Outs) -> Decoded {
+        let v: Vec<(&[f32], &[usize])> = o
+            .iter()
+            .map(|(a, b)| (a.as_slice(), b.as_slice()))
+            .collect();
+        decode(&m.meta.decoder, &v).unwrap()
+    }
+
+    /// Converts `onnx` for rk3588, runs the toolkit's simulator on `samples`
+    /// and returns, per sample, (fp32 tract, Strix CPU int8, simulator) outputs.
+    fn simulate(onnx: &str, calib: &[&str], samples: &[&str]) -> Option<(Model, Vec<[Outs; 3]>)> {
+        let py = python()?;
+        let root = root();
+        let onnx = root.join(onnx);
+        let calib: Vec<PathBuf> = calib.iter().map(|p| root.join(p)).collect();
+        let out = std::env::temp_dir().join(format!(
+            "strix-npu-test-{}-{}.strix",
+            std::process::id(),
+            samples.len()
+        ));
+        let m = crate::convert_with(
+            &onnx,
+            &calib,
+            &out,
+            None,
+            crate::calib::Method::Mse,
+            false,
+            false,
+            crate::ConvertOptions::default(),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(&out);
+        let shape = m.graph.tensors[m.graph.inputs[0]].shape.clone();
+        let load = |p: &Path| crate::media::load_input(p, &m.meta.input, &shape).unwrap();
+        let calib_x: Vec<Vec<f32>> = calib.iter().map(|p| load(p)).collect();
+        let xs: Vec<Vec<f32>> = samples.iter().map(|p| load(&root.join(p))).collect();
+        let c = compile(&m, &onnx, "rk3588", &py, &calib_x, &xs).unwrap();
+        assert_eq!(
+            c.part.end_node,
+            m.graph.nodes.len(),
+            "whole graph on the NPU"
+        );
+        let reference = Reference::new(&onnx, &shape).unwrap();
+        let mut all = vec![];
+        for (x, sim) in xs.iter().zip(c.simulated) {
+            let fp32 = reference.run(&shape, x).unwrap();
+            let int8 = crate::run_values(&m, x).unwrap();
+            let sim: Outs = sim
+                .into_iter()
+                .zip(&int8)
+                .map(|(v, (_, s))| {
+                    assert_eq!(
+                        v.len(),
+                        s.iter().product::<usize>(),
+                        "simulator output size"
+                    );
+                    (v, s.clone())
+                })
+                .collect();
+            all.push([fp32, int8, sim]);
+        }
+        Some((m, all))
+    }
+
+    /// The VWW sample decoded as models/SOURCES.md says (`person.bmp` stores
+    /// int8 bit patterns: grey = byte ^ 0x80), as an RGB PNG in the temp dir.
+    fn vww_png(name: &str, xor: bool) -> String {
+        let img = image::open(root().join("models/vww").join(name))
+            .unwrap()
+            .to_luma8();
+        let mut rgb = image::RgbImage::new(img.width(), img.height());
+        for (x, y, p) in img.enumerate_pixels() {
+            let g = if xor { p[0] ^ 0x80 } else { p[0] };
+            rgb.put_pixel(x, y, image::Rgb([g, g, g]));
+        }
+        let out = std::env::temp_dir().join(format!(
+            "strix-npu-{}-{}",
+            std::process::id(),
+            name.replace(".bmp", ".png")
+        ));
+        rgb.save(&out).unwrap();
+        out.display().to_string()
+    }
+
+    /// VWW: the simulator's class equals fp32's and Strix int8's on both
+    /// samples (person, no person).
+    #[test]
+    fn simulator_vww_top1_matches_fp32_and_strix_int8() {
+        let (person, no_person) = (vww_png("person.bmp", true), vww_png("no_person.bmp", false));
+        let samples = [person.as_str(), no_person.as_str()];
+        let got = simulate("models/vww/vww_96_float.onnx", &samples, &samples);
+        for p in samples {
+            let _ = std::fs::remove_file(p);
+        }
+        let Some((m, runs)) = got else {
+            return;
+        };
+        for ((s, want), [fp32, int8, sim]) in samples.iter().zip([1, 0]).zip(&runs) {
+            let top = |o: &Outs| match decoded(&m, o) {
+                Decoded::TopK(k) => k[0],
+                d => panic!("{d:?}"),
+            };
+            let (f, i, n) = (top(fp32), top(int8), top(sim));
+            eprintln!("vww {s}: fp32 {f:?} strix-int8 {i:?} rknn-sim {n:?}");
+            assert_eq!(f.0, want, "{s}: fp32 class (sample decoding)");
+            assert_eq!(n.0, f.0, "{s}: simulator class vs fp32");
+            assert_eq!(n.0, i.0, "{s}: simulator class vs Strix int8");
+        }
+    }
+
+    /// FastestDet: the simulator's detections against fp32 (mAP@0.5) and Strix int8.
+    #[test]
+    fn simulator_fastestdet_map50_vs_fp32() {
+        let samples = [
+            "models/images/fastestdet_0.jpg",
+            "models/images/fastestdet_3.jpg",
+        ];
+        let calib = [
+            "models/images/fastestdet_0.jpg",
+            "models/images/fastestdet_3.jpg",
+            "models/images/camera.png",
+            "models/images/astronaut.png",
+            "models/images/faces_1.jpg",
+            "models/images/faces_13.jpg",
+        ];
+        let Some((m, runs)) = simulate("models/fastestdet/FastestDet.onnx", &calib, &samples)
+        else {
+            return;
+        };
+        for (s, [fp32, int8, sim]) in samples.iter().zip(&runs) {
+            let det = |o: &Outs| match decoded(&m, o) {
+                Decoded::Detections(d) => d,
+                d => panic!("{d:?}"),
+            };
+            let (f, i, n) = (det(fp32), det(int8), det(sim));
+            let map_fp32 = map50(&n, &f);
+            let map_int8 = map50(&n, &i);
+            eprintln!(
+                "fastestdet {s}: detections fp32 {} strix-int8 {} rknn-sim {}; sim map50 vs fp32 \
+                 {map_fp32:.3}, vs strix int8 {map_int8:.3}; cosine sim/fp32 {:.4}",
+                f.len(),
+                i.len(),
+                n.len(),
+                cosine(&sim[0].0, &fp32[0].0)
+            );
+            assert!(!f.is_empty());
+            assert!(map_fp32 >= 0.95, "{s}: simulator map50 vs fp32 {map_fp32}");
+        }
     }
 }
