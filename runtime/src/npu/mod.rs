@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn nc1hwc2_round_trip_with_channel_padding() {
         // c = 5, c2 = 4: c1 = 2, channels 5..8 are padding (set to a marker).
-        let (n, c, h, w, c2) = (2, 5, 3, 2, 4);
+        let (n, c, h, w, c2): (usize, usize, usize, usize, usize) = (2, 5, 3, 2, 4);
         let nchw: Vec<i32> = (0..(n * c * h * w) as i32).collect();
         let c1 = c.div_ceil(c2);
         let mut native = vec![-1i32; n * c1 * h * w * c2];
