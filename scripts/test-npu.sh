@@ -63,7 +63,8 @@ if ((toolkit)); then
     source scripts/lib/rknn-toolkit.sh
     venv=${STRIX_RKNN_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/strix/rknn-venv}
     rknn_toolkit_install "$venv"
-    STRIX_RKNN_PYTHON=$venv/bin/python cargo test --release -p strix-tools --lib npu:: -- \
+    # --features rknpu: the runtime feature set of the steps above (no rebuild).
+    STRIX_RKNN_PYTHON=$venv/bin/python cargo test --release -p strix-tools --features rknpu --lib npu:: -- \
         --nocapture --test-threads=1 2>&1 | grep -E '^(vww|fastestdet|test |SKIP)|panicked|FAILED|result'
 fi
 step "done"
