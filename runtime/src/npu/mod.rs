@@ -84,12 +84,13 @@ impl NpuPart {
             return Err(bad("bad magic (expected \"SXRKNN1\")".into()));
         }
         let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
-        let json = body
-            .get(12..12 + n)
+        let end = 12usize.checked_add(n).filter(|&e| e <= body.len());
+        let json = end
+            .map(|e| &body[12..e])
             .ok_or_else(|| bad(format!("descriptor of {n} bytes runs past the section")))?;
         let mut part: NpuPart =
             serde_json::from_slice(json).map_err(|e| bad(format!("descriptor: {e}")))?;
-        part.blob = body[12 + n..].to_vec();
+        part.blob = body[12 + n..].to_vec(); // 12 + n <= len, checked above
         Ok(part)
     }
 
@@ -380,6 +381,7 @@ mod tests {
         };
         assert_eq!(NpuPart::decode(&p.encode()).unwrap(), p);
         assert!(NpuPart::decode(b"SXRKNN1\0\xff\xff\xff\x00{}").is_err());
+        assert!(NpuPart::decode(b"SXRKNN1\0\xff\xff\xff\xff{}").is_err());
         assert!(NpuPart::decode(b"nonsense").is_err());
     }
 

@@ -431,6 +431,37 @@ mod tests {
         out.display().to_string()
     }
 
+    /// Without the toolkit: an error naming the package and how to install
+    /// it, and no output file (never a silent CPU-only model). Runs everywhere.
+    #[test]
+    fn a_missing_toolkit_is_an_error_and_writes_nothing() {
+        let root = root();
+        let out =
+            std::env::temp_dir().join(format!("strix-npu-missing-{}.strix", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let e = convert_for_board(
+            &root.join("models/vww/vww_96_float.onnx"),
+            &[root.join("models/vww/no_person.bmp")],
+            &out,
+            None,
+            crate::calib::Method::Mse,
+            crate::ConvertOptions::default(),
+            "rk3588",
+            Path::new("/nonexistent/python3.11"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rknn-toolkit2") && e.contains("scripts/lib/rknn-toolkit.sh"),
+            "{e}"
+        );
+        assert!(!out.exists(), "a CPU-only file was written");
+        let e = partition(&Graph::default(), "rk1234")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rk3588, rk3566, rv1106"), "{e}");
+    }
+
     /// VWW: the simulator's class equals fp32's and Strix int8's on both
     /// samples (person, no person).
     #[test]
