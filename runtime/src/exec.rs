@@ -25,6 +25,10 @@ pub struct Session<'m> {
     a8: Vec<i8>,
     a32: Vec<f32>,
     workers: Workers,
+    /// Where the model's NPU part runs (see [`Session::backend`]).
+    backend: crate::npu::Backend,
+    #[cfg(feature = "rknpu")]
+    npu: Option<crate::npu::rknn::Runner>,
 }
 
 impl<'m> Session<'m> {
@@ -46,14 +50,55 @@ impl<'m> Session<'m> {
     /// refuses to start a thread or to allocate the arenas and scratch
     /// (reserved fallibly: a refusal is an error, not an abort).
     pub fn with_threads(model: &'m Model, threads: usize) -> Result<Self> {
+        Self::with_npu(model, threads, &crate::npu::NpuOptions::default())
+    }
+
+    /// [`Session::with_threads`] with a choice of how the model's NPU part
+    /// (if any) runs. The NPU is used when the runtime is built with the
+    /// `rknpu` feature, `npu.enabled`, the library loads and `rknn_init`
+    /// accepts the blob; otherwise the part's CPU nodes run and
+    /// [`Session::backend`] says why. Never an error for a missing NPU.
+    pub fn with_npu(
+        model: &'m Model,
+        threads: usize,
+        npu: &crate::npu::NpuOptions,
+    ) -> Result<Self> {
+        use crate::npu::Backend;
         let g = &model.graph;
         let workers = Workers::new(&model.prepared, threads)?;
+        let backend = match (&model.npu, npu.enabled) {
+            (None, _) => Backend::Cpu,
+            (Some(_), false) => Backend::CpuFallback {
+                reason: "NPU disabled by the caller".into(),
+            },
+            (Some(_), true) if !cfg!(feature = "rknpu") => Backend::CpuFallback {
+                reason: "this runtime was built without the rknpu feature".into(),
+            },
+            (Some(_), true) => Backend::Cpu, // decided below
+        };
+        #[cfg(feature = "rknpu")]
+        let (backend, runner) = match (&model.npu, backend) {
+            (Some(part), Backend::Cpu) => match crate::npu::rknn::Runner::new(part, g, npu) {
+                Ok((r, b)) => (b, Some(r)),
+                Err(reason) => (Backend::CpuFallback { reason }, None),
+            },
+            (_, b) => (b, None),
+        };
         Ok(Session {
             model,
             a8: try_vec(g.arena_i8, 0, "the int8 arena")?,
             a32: try_vec(g.arena_f32, 0.0, "the f32 arena")?,
             workers,
+            backend,
+            #[cfg(feature = "rknpu")]
+            npu: runner,
         })
+    }
+
+    /// Where this session runs the model: all CPU, the NPU part on the NPU,
+    /// or the CPU fallback with the reason the NPU is not used.
+    pub fn backend(&self) -> &crate::npu::Backend {
+        &self.backend
     }
 
     /// Threads this session runs on.
@@ -139,10 +184,31 @@ impl<'m> Session<'m> {
     }
 
     /// Runs every node, calling `observe(node_index, session)` after each one
-    /// (calibration uses it to collect statistics).
+    /// (calibration uses it to collect statistics). When the NPU runs a
+    /// range of nodes, `observe` is called once for the range, with the
+    /// index of its last node.
     pub fn run_observed(&mut self, mut observe: impl FnMut(usize, &Session<'m>)) -> Result<()> {
         let model = self.model;
+        #[cfg(feature = "rknpu")]
+        let npu_range = self.npu.as_ref().map(|r| (r.first, r.end));
         for (i, n) in model.graph.nodes.iter().enumerate() {
+            #[cfg(feature = "rknpu")]
+            if let Some((first, end)) = npu_range {
+                if (first + 1..end).contains(&i) {
+                    continue;
+                }
+                if i == first {
+                    let r = self.npu.as_mut().expect("runner present with its range");
+                    r.run(&mut self.a8, &mut self.a32)
+                        .map_err(|msg| Error::InvalidNode {
+                            node: format!("nodes {first}..{end}"),
+                            op: "Rknn",
+                            msg,
+                        })?;
+                    observe(end - 1, self);
+                    continue;
+                }
+            }
             ops::run_node(
                 &model.prepared,
                 i,

@@ -12,6 +12,10 @@
 //! `GRAPH` (JSON [`Graph`]), `CI8`, `CI32`, `CF32` (constant pools, raw LE)
 //! and, in version 2 only, `CF16` (IEEE half-precision constants, 2 bytes LE
 //! each, for f32 weights stored at half precision).
+//! Optional in either version: `RKNN`, a compiled Rockchip NPU blob with its
+//! descriptor ([`crate::npu::NpuPart`]); the nodes it replaces stay in the
+//! graph as the CPU fallback, so a runtime that skips the section (older
+//! ones skip unknown sections) runs the same model on the CPU.
 //! A section whose raw length is non-zero is stored zlib-compressed (the
 //! writer compresses the graph, int32, f32 and f16 sections when that is
 //! smaller; int8 weights stay raw so they can be mapped in place); the
@@ -41,19 +45,32 @@ const MAX_SECTIONS: usize = 16;
 /// Files above this size are refused before any allocation.
 pub const MAX_FILE_BYTES: u64 = 1 << 31;
 
-const TAGS: [&[u8; 8]; 6] = [
+const TAGS: [&[u8; 8]; 7] = [
     b"META\0\0\0\0",
     b"GRAPH\0\0\0",
     b"CI8\0\0\0\0\0",
     b"CI32\0\0\0\0",
     b"CF32\0\0\0\0",
     b"CF16\0\0\0\0",
+    b"RKNN\0\0\0\0",
 ];
-/// Index in [`TAGS`] of `CF16`, the one optional section (absent = empty).
+/// Index in [`TAGS`] of `CF16`, an optional section (absent = empty).
 const CF16: usize = 5;
+/// Index in [`TAGS`] of `RKNN`, the optional NPU part (stored raw).
+const RKNN: usize = 6;
 
 /// Serialises a model: version 1 without f16 constants, else version 2.
 pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
+    write_all(meta, graph, consts, None)
+}
+
+/// [`write`] plus, when `npu` is given, an `RKNN` section holding it.
+pub fn write_all(
+    meta: &ModelMeta,
+    graph: &Graph,
+    consts: &Consts,
+    npu: Option<&crate::npu::NpuPart>,
+) -> Vec<u8> {
     let meta_json = serde_json::to_vec(meta).expect("metadata serialises");
     let graph_json = serde_json::to_vec(graph).expect("graph serialises");
     let ci8: Vec<u8> = consts.i8.iter().map(|&v| v as u8).collect();
@@ -84,11 +101,17 @@ pub fn write(meta: &ModelMeta, graph: &Graph, consts: &Consts) -> Vec<u8> {
         packed.push(pack(cf16, true));
         VERSION
     };
-    let sections: Vec<(&[u8; 8], &[u8], u64)> = TAGS
+    let mut sections: Vec<(&[u8; 8], &[u8], u64)> = TAGS
         .iter()
         .zip(&packed)
         .map(|(tag, (body, raw_len))| (*tag, body.as_slice(), *raw_len))
         .collect();
+    // Stored raw: a compiled blob barely compresses and is handed to the
+    // NPU runtime as it is.
+    let npu_body = npu.map(|p| p.encode());
+    if let Some(body) = &npu_body {
+        sections.push((TAGS[RKNN], body.as_slice(), 0));
+    }
     assemble(version, &sections)
 }
 
@@ -170,6 +193,14 @@ struct Entry<'a> {
 /// buffer sized from the file is reserved fallibly: an allocation the
 /// system refuses is an error, not an abort.
 pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
+    read_all(bytes).map(|(m, g, c, _)| (m, g, c))
+}
+
+/// A model's parts and its NPU part (`RKNN` section) if it has one
+/// ([`read`]'s checks; the NPU part is decoded, not yet checked against the
+/// graph: [`crate::npu::NpuPart::check`]).
+#[allow(clippy::type_complexity)]
+pub fn read_all(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts, Option<crate::npu::NpuPart>)> {
     if bytes.len() < HEADER {
         return Err(Error::Format(format!(
             "{} bytes is shorter than the 64-byte header",
@@ -208,7 +239,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
     }
     // First pass: bounds, checksums, duplicates and the inflation budget,
     // before any section is inflated.
-    let mut known: [Option<Entry>; 6] = Default::default();
+    let mut known: [Option<Entry>; 7] = Default::default();
     let mut inflated = 0u64;
     for e in table.chunks(ENTRY) {
         let tag: &[u8; 8] = e[..8].try_into().expect("8 bytes");
@@ -257,7 +288,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
              of a {declared}-byte file"
         )));
     }
-    let mut found: [Option<std::borrow::Cow<[u8]>>; 6] = Default::default();
+    let mut found: [Option<std::borrow::Cow<[u8]>>; 7] = Default::default();
     for (slot, entry) in found.iter_mut().zip(known) {
         if let Some(e) = entry {
             *slot = Some(inflate(&e)?);
@@ -286,7 +317,11 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
         // built in memory by the compiler.
         f16: decode(cf16, "CF16", half::f16::from_le_bytes)?,
     };
-    Ok((meta, graph, consts))
+    let npu = match found[RKNN].as_deref() {
+        Some(body) => Some(crate::npu::NpuPart::decode(body)?),
+        None => None,
+    };
+    Ok((meta, graph, consts, npu))
 }
 
 /// The section's raw bytes: borrowed if stored raw, else inflated into a

@@ -12,6 +12,7 @@ mod kernels;
 pub mod limits;
 pub mod meta;
 pub mod model;
+pub mod npu;
 mod ops;
 mod par;
 pub mod plan;

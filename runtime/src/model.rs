@@ -29,6 +29,10 @@ pub struct Model {
     pub consts: Consts,
     /// Prepared per-node data for the fast kernels (folded biases, scratch).
     pub(crate) prepared: crate::kernels::Prepared,
+    /// The compiled NPU part (`RKNN` section), checked against `graph`;
+    /// its nodes stay in `graph` as the CPU fallback. Set with
+    /// [`Model::with_npu_part`].
+    pub npu: Option<std::sync::Arc<crate::npu::NpuPart>>,
 }
 
 impl Model {
@@ -53,6 +57,7 @@ impl Model {
             graph,
             consts,
             prepared,
+            npu: None,
         })
     }
 
@@ -64,8 +69,12 @@ impl Model {
     /// [`Model::from_bytes`] prepared as `opts` says.
     pub fn from_bytes_with(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
         runnable(opts.isa)?;
-        let (meta, graph, consts) = format::read(bytes)?;
-        Model::new_with(meta, graph, consts, opts)
+        let (meta, graph, consts, npu) = format::read_all(bytes)?;
+        let m = Model::new_with(meta, graph, consts, opts)?;
+        match npu {
+            Some(p) => m.with_npu_part(p),
+            None => Ok(m),
+        }
     }
 
     /// Reads, parses and validates a `.strix` file.
@@ -152,7 +161,15 @@ impl Model {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        format::write(&self.meta, &self.graph, &self.consts)
+        format::write_all(&self.meta, &self.graph, &self.consts, self.npu.as_deref())
+    }
+
+    /// Attaches a compiled NPU part after checking it against the graph
+    /// ([`crate::npu::NpuPart::check`]).
+    pub fn with_npu_part(mut self, part: crate::npu::NpuPart) -> Result<Self> {
+        part.check(&self.graph)?;
+        self.npu = Some(std::sync::Arc::new(part));
+        Ok(self)
     }
 
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod flash;
 pub mod ir;
 pub mod lower;
 pub mod media;
+pub mod npu;
 pub mod onnx;
 mod ops;
 pub mod passes;
@@ -295,11 +296,13 @@ pub fn inspect_json(m: &Model) -> serde_json::Value {
     let ops: Vec<serde_json::Value> = g
         .nodes
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
             let o = &g.tensors[n.output];
             let mut j = serde_json::json!({
                 "name": n.name, "op": n.op.name(), "precision": precision(g, n),
                 "output_shape": o.shape, "macs": n.op.macs(o.shape.first().copied().unwrap_or(1)),
+                "device": if on_npu(m, i) { "npu" } else { "cpu" },
             });
             if f16_weights(g, n) {
                 j["weights_storage"] = serde_json::json!("f16");
@@ -322,7 +325,18 @@ pub fn inspect_json(m: &Model) -> serde_json::Value {
         "macs": g.macs(), "int8_macs": int8_macs(g), "inputs": io(&g.inputs), "outputs": io(&g.outputs),
         "input_spec": m.meta.input, "decoder": m.meta.decoder, "labels": m.meta.labels.len(),
         "isa": m.isa().name(),
+        "npu": m.npu.as_deref().map(|p| serde_json::json!({
+            "board": p.board, "nodes": [p.first_node, p.end_node], "blob_bytes": p.blob.len(),
+            "compiler": p.compiler, "cpu_fallback": true,
+        })),
     })
+}
+
+/// Whether node `i` is in the model's NPU part (its CPU fallback stays in the graph).
+fn on_npu(m: &Model, i: usize) -> bool {
+    m.npu
+        .as_deref()
+        .is_some_and(|p| (p.first_node..p.end_node).contains(&i))
 }
 
 fn int8_macs(g: &Graph) -> u64 {
@@ -339,6 +353,17 @@ pub fn inspect_text(m: &Model) -> String {
     let g = &m.graph;
     let mut s = String::new();
     let _ = writeln!(s, "model {}  ({} ops)", m.meta.name, g.nodes.len());
+    if let Some(p) = m.npu.as_deref() {
+        let _ = writeln!(
+            s,
+            "npu: {} runs ops {}..{} ({}-byte blob by {}); their CPU versions stay as the fallback",
+            p.board,
+            p.first_node,
+            p.end_node,
+            p.blob.len(),
+            p.compiler
+        );
+    }
     let _ = writeln!(
         s,
         "{:<4} {:<11} {:<17} {:<22} {:>12}  name",
@@ -355,9 +380,10 @@ pub fn inspect_text(m: &Model) -> String {
                 )
             })
             .unwrap_or_default();
+        let npu = if on_npu(m, i) { "  [npu]" } else { "" };
         let _ = writeln!(
             s,
-            "{:<4} {:<11} {:<17} {:<22} {:>12}  {}{sparse}",
+            "{:<4} {:<11} {:<17} {:<22} {:>12}  {}{sparse}{npu}",
             i,
             n.op.name(),
             precision(g, n),
@@ -624,12 +650,13 @@ pub fn bench(
         "model": m.meta.name, "iterations": times.len(), "median_ms": pct(0.5), "p90_ms": pct(0.9),
         "min_ms": times[0], "peak_rss_bytes": peak_rss_bytes(), "arena_bytes": m.graph.arena_bytes(),
         "weights_bytes": m.consts.bytes(), "macs": m.graph.macs(), "isa": m.isa().name(), "threads": threads,
+        "backend": s.backend().to_string(),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; kernel path {}; {} thread(s)",
+            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; kernel path {}; {} thread(s); backend {}",
             m.meta.name,
             pct(0.5),
             pct(0.9),
@@ -637,7 +664,8 @@ pub fn bench(
             r["peak_rss_bytes"],
             m.graph.arena_bytes(),
             m.isa().name(),
-            threads
+            threads,
+            s.backend()
         );
     }
     Ok(())

@@ -125,6 +125,15 @@ enum Cmd {
         prune_json: Option<PathBuf>,
         #[command(flatten)]
         model_flags: Box<strix_tools::flags::ModelFlags>,
+        /// Also compile the NPU part for a Rockchip board (rk3588, rk3566, rv1106)
+        /// with rknn-toolkit2 and store it in the .strix file (the CPU graph stays
+        /// as the fallback). Fails, writing nothing, when the toolkit is missing.
+        #[arg(long, conflicts_with_all = ["prune", "fp32"])]
+        board: Option<String>,
+        /// The Python that has rknn-toolkit2 (default: $STRIX_RKNN_PYTHON, else
+        /// ~/.cache/strix/rknn-venv/bin/python, made by scripts/lib/rknn-toolkit.sh).
+        #[arg(long, requires = "board")]
+        rknn_python: Option<PathBuf>,
     },
     /// Show a model's ops, precision per op, sizes and memory plan.
     Inspect {
@@ -366,6 +375,44 @@ fn main() {
             output,
             config,
             method,
+            no_sparse,
+            f16_weights,
+            keep_dead_channels,
+            no_cle,
+            board: Some(board),
+            rknn_python,
+            model_flags,
+            ..
+        } => describe_model(&model, config.as_deref(), &model_flags).and_then(|overrides| {
+            strix_tools::npu::convert_for_board(
+                &model,
+                &calib,
+                &output,
+                config.as_deref(),
+                method,
+                ConvertOptions {
+                    int8: strix_tools::lower::Int8Options {
+                        sparse: !no_sparse,
+                        f16_weights,
+                        ..Default::default()
+                    },
+                    passes: Passes {
+                        remove_dead_channels: !keep_dead_channels,
+                        equalize: !no_cle,
+                    },
+                    overrides,
+                },
+                &board,
+                &rknn_python.unwrap_or_else(default_rknn_python),
+            )
+            .map(|_| ())
+        }),
+        Cmd::Convert {
+            model,
+            calib,
+            output,
+            config,
+            method,
             fp32,
             report,
             no_sparse,
@@ -451,4 +498,17 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--rknn-python` when not given: $STRIX_RKNN_PYTHON, else the venv
+/// `scripts/lib/rknn-toolkit.sh` makes by default.
+fn default_rknn_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("STRIX_RKNN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("strix/rknn-venv/bin/python")
 }

@@ -1,0 +1,394 @@
+//! Rockchip NPU part of a model: the `RKNN` section of a `.strix` file and,
+//! with the `rknpu` cargo feature, the backend that runs it through
+//! `librknnrt` (see `rknn.rs`).
+//!
+//! A model with an NPU part is an ordinary Strix graph plus a compiled
+//! `.rknn` blob that replaces one contiguous range of its nodes
+//! (`first_node..end_node`, in execution order). Those nodes stay in the
+//! graph: they are the CPU fallback, run whenever the NPU is not used
+//! (runtime built without `rknpu`, no `librknnrt.so`, `rknn_init` refused
+//! the blob, or the caller disabled it). A runtime that does not know the
+//! section skips it (unknown sections are skipped) and runs the CPU graph.
+//!
+//! Boundary: the blob's inputs are the range's f32 input tensors (given to
+//! `rknn_inputs_set` as float32 NCHW, in [`NpuPart::inputs`] order); its
+//! outputs are read back as float32 and stored into the range's output
+//! tensors, quantized with the Strix tensor's own scale and zero point when
+//! that tensor is int8. So the CPU ops after the range see exactly the
+//! tensors they would see after the CPU range, up to the NPU's numerics.
+
+use crate::error::{Error, Result};
+use crate::graph::{DType, Graph, Storage};
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "rknpu")]
+pub mod rknn;
+
+/// The section body starts with this, then a u32 LE length, the JSON
+/// descriptor and the blob.
+const SECTION_MAGIC: &[u8; 8] = b"SXRKNN1\0";
+
+/// The NPU part of a model (the `RKNN` section).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct NpuPart {
+    /// Board the blob was compiled for (`rk3588`, `rk3566`, `rv1106`).
+    pub board: String,
+    /// First node (index into `Graph::nodes`) the blob replaces.
+    pub first_node: usize,
+    /// One past the last node the blob replaces.
+    pub end_node: usize,
+    /// Graph tensors fed to the blob, in its input order.
+    pub inputs: Vec<usize>,
+    /// Graph tensors the blob produces, in its output order.
+    pub outputs: Vec<usize>,
+    /// What produced the blob (e.g. `rknn-toolkit2 2.5.0`), for `inspect`.
+    #[serde(default)]
+    pub compiler: String,
+    /// The compiled `.rknn` model (not in the JSON: stored after it).
+    #[serde(skip)]
+    pub blob: Vec<u8>,
+}
+
+impl std::fmt::Debug for NpuPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NpuPart")
+            .field("board", &self.board)
+            .field("nodes", &(self.first_node..self.end_node))
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("compiler", &self.compiler)
+            .field("blob_bytes", &self.blob.len())
+            .finish()
+    }
+}
+
+/// Boards whose NPU generation the compiler targets.
+pub const BOARDS: [&str; 3] = ["rk3588", "rk3566", "rv1106"];
+
+impl NpuPart {
+    /// The section body: magic, u32 LE JSON length, JSON, blob.
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("descriptor serialises");
+        let mut out = Vec::with_capacity(12 + json.len() + self.blob.len());
+        out.extend_from_slice(SECTION_MAGIC);
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&self.blob);
+        out
+    }
+
+    /// Parses a section body (not yet checked against a graph: see [`NpuPart::check`]).
+    pub fn decode(body: &[u8]) -> Result<Self> {
+        let bad = |m: String| Error::Corrupt(format!("RKNN section: {m}"));
+        if body.len() < 12 || &body[..8] != SECTION_MAGIC {
+            return Err(bad("bad magic (expected \"SXRKNN1\")".into()));
+        }
+        let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
+        let end = 12usize.checked_add(n).filter(|&e| e <= body.len());
+        let json = end
+            .map(|e| &body[12..e])
+            .ok_or_else(|| bad(format!("descriptor of {n} bytes runs past the section")))?;
+        let mut part: NpuPart =
+            serde_json::from_slice(json).map_err(|e| bad(format!("descriptor: {e}")))?;
+        part.blob = body[12 + n..].to_vec(); // 12 + n <= len, checked above
+        Ok(part)
+    }
+
+    /// Checks the part against the graph it belongs to: a non-empty blob,
+    /// a non-empty node range inside the graph (the CPU fallback; a file
+    /// whose section names no fallback nodes is refused), and declared
+    /// inputs/outputs equal to the range's real boundary, inputs f32 and
+    /// outputs f32 or int8 arena tensors.
+    pub fn check(&self, g: &Graph) -> Result<()> {
+        let bad = |m: String| Error::Corrupt(format!("RKNN section: {m}"));
+        if self.blob.is_empty() {
+            return Err(bad("the compiled blob is empty".into()));
+        }
+        if !BOARDS.contains(&self.board.as_str()) {
+            return Err(bad(format!(
+                "board {:?} is not one of {BOARDS:?}",
+                self.board
+            )));
+        }
+        if self.first_node >= self.end_node || self.end_node > g.nodes.len() {
+            return Err(bad(format!(
+                "node range {}..{} is not a non-empty range of the graph's {} nodes \
+                 (the CPU fallback must be present)",
+                self.first_node,
+                self.end_node,
+                g.nodes.len()
+            )));
+        }
+        let (ins, outs) = boundary(g, self.first_node, self.end_node);
+        let same = |declared: &[usize], real: &[usize]| {
+            let mut a = declared.to_vec();
+            a.sort_unstable();
+            a.dedup();
+            a.len() == declared.len() && a == real
+        };
+        if !same(&self.inputs, &ins) {
+            return Err(bad(format!(
+                "declared inputs {:?} differ from the inputs {ins:?} of nodes {}..{}",
+                self.inputs, self.first_node, self.end_node
+            )));
+        }
+        if !same(&self.outputs, &outs) {
+            return Err(bad(format!(
+                "declared outputs {:?} differ from the outputs {outs:?} of nodes {}..{}",
+                self.outputs, self.first_node, self.end_node
+            )));
+        }
+        for &t in &self.inputs {
+            let t = &g.tensors[t];
+            if t.dtype != DType::F32 || !matches!(t.storage, Storage::Arena { .. }) {
+                return Err(bad(format!("input {:?} is not an f32 activation", t.name)));
+            }
+        }
+        for &t in &self.outputs {
+            let t = &g.tensors[t];
+            if !matches!(t.dtype, DType::F32 | DType::I8)
+                || !matches!(t.storage, Storage::Arena { .. })
+            {
+                return Err(bad(format!(
+                    "output {:?} is not an f32 or int8 activation",
+                    t.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The activations nodes `first..end` read but do not produce (sorted), and
+/// those they produce that a later node or the graph's outputs read
+/// (sorted). Constants are not part of the boundary: the blob holds its
+/// own weights. Indices must be in range (validated graph).
+pub fn boundary(g: &Graph, first: usize, end: usize) -> (Vec<usize>, Vec<usize>) {
+    let inside = first..end;
+    let produced: Vec<usize> = g.nodes[inside.clone()].iter().map(|n| n.output).collect();
+    let mut ins: Vec<usize> = g.nodes[inside.clone()]
+        .iter()
+        .flat_map(|n| n.inputs.iter().copied())
+        .filter(|t| !produced.contains(t) && !g.tensors[*t].storage.is_const())
+        .collect();
+    ins.sort_unstable();
+    ins.dedup();
+    let mut outs: Vec<usize> = produced
+        .iter()
+        .copied()
+        .filter(|t| {
+            g.outputs.contains(t)
+                || g.nodes
+                    .iter()
+                    .enumerate()
+                    .any(|(i, n)| !inside.contains(&i) && n.inputs.contains(t))
+        })
+        .collect();
+    outs.sort_unstable();
+    outs.dedup();
+    (ins, outs)
+}
+
+/// Where a session runs the model's NPU part (see [`crate::Session::backend`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The model has no NPU part: everything runs on the CPU.
+    Cpu,
+    /// The model has an NPU part but its CPU fallback runs, for `reason`.
+    CpuFallback { reason: String },
+    /// Nodes `first..end` run on the NPU through `library`.
+    Npu {
+        library: String,
+        board: String,
+        first: usize,
+        end: usize,
+        core_mask: CoreMask,
+    },
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Cpu => write!(f, "cpu"),
+            Backend::CpuFallback { reason } => write!(f, "cpu (npu fallback: {reason})"),
+            Backend::Npu {
+                library,
+                board,
+                first,
+                end,
+                core_mask,
+            } => write!(
+                f,
+                "npu ({board}, nodes {first}..{end} via {library}, cores {core_mask:?}) + cpu"
+            ),
+        }
+    }
+}
+
+/// Which NPU cores a session may use (`rknn_set_core_mask`; RK3588 has
+/// three, RK3566 and RV1106 one: there only `Auto` and `Core0` apply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoreMask {
+    #[default]
+    Auto,
+    Core0,
+    Core1,
+    Core2,
+    Core01,
+    Core012,
+}
+
+impl CoreMask {
+    /// The `rknn_core_mask` value.
+    pub fn bits(self) -> u32 {
+        match self {
+            CoreMask::Auto => 0,
+            CoreMask::Core0 => 1,
+            CoreMask::Core1 => 2,
+            CoreMask::Core2 => 4,
+            CoreMask::Core01 => 3,
+            CoreMask::Core012 => 7,
+        }
+    }
+
+    /// Parses `auto`, `0`, `1`, `2`, `0,1`, `0,1,2`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => CoreMask::Auto,
+            "0" => CoreMask::Core0,
+            "1" => CoreMask::Core1,
+            "2" => CoreMask::Core2,
+            "0,1" => CoreMask::Core01,
+            "0,1,2" => CoreMask::Core012,
+            _ => {
+                return Err(Error::Argument(format!(
+                    "NPU core mask {s:?}: expected auto, 0, 1, 2, 0,1 or 0,1,2"
+                )))
+            }
+        })
+    }
+}
+
+/// How a session uses a model's NPU part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpuOptions {
+    /// Run the NPU part at all (`false`: always the CPU fallback).
+    pub enabled: bool,
+    /// The runtime library to open: a file name searched the usual way by
+    /// the dynamic loader, or a path. Ignored by a `rknpu-static` build.
+    pub library: String,
+    pub core_mask: CoreMask,
+}
+
+impl Default for NpuOptions {
+    fn default() -> Self {
+        NpuOptions {
+            enabled: true,
+            library: DEFAULT_LIBRARY.into(),
+            core_mask: CoreMask::Auto,
+        }
+    }
+}
+
+/// Rockchip's runtime for RK3588/RK3566 (RV1106 uses `librknnmrt.so`).
+pub const DEFAULT_LIBRARY: &str = "librknnrt.so";
+
+/// The library a board's runtime is called.
+pub fn library_for_board(board: &str) -> &'static str {
+    if board == "rv1106" {
+        "librknnmrt.so"
+    } else {
+        DEFAULT_LIBRARY
+    }
+}
+
+/// Converts a native NC1HWC2 tensor (`[n][c1][h][w][c2]`, `c1 = ceil(c / c2)`,
+/// channels past `c` padding) to NCHW. `src` holds `n * c1 * h * w * c2`
+/// values; `dst` receives `n * c * h * w`. Errors on mismatched lengths or
+/// `c2 == 0`.
+pub fn nc1hwc2_to_nchw<T: Copy>(
+    src: &[T],
+    dst: &mut [T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    c2: usize,
+) -> Result<()> {
+    if c2 == 0 {
+        return Err(Error::Argument("NC1HWC2 with C2 = 0".into()));
+    }
+    let c1 = c.div_ceil(c2);
+    let need_src = n * c1 * h * w * c2;
+    if src.len() != need_src || dst.len() != n * c * h * w {
+        return Err(Error::Argument(format!(
+            "NC1HWC2 [{n},{c1},{h},{w},{c2}] has {need_src} values, got {}; NCHW [{n},{c},{h},{w}] needs {}, got {}",
+            src.len(),
+            n * c * h * w,
+            dst.len()
+        )));
+    }
+    let hw = h * w;
+    for b in 0..n {
+        for ch in 0..c {
+            let (o, i) = (ch / c2, ch % c2);
+            let s0 = ((b * c1 + o) * hw) * c2 + i;
+            let d0 = (b * c + ch) * hw;
+            for p in 0..hw {
+                dst[d0 + p] = src[s0 + p * c2];
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nc1hwc2_round_trip_with_channel_padding() {
+        // c = 5, c2 = 4: c1 = 2, channels 5..8 are padding (set to a marker).
+        let (n, c, h, w, c2): (usize, usize, usize, usize, usize) = (2, 5, 3, 2, 4);
+        let nchw: Vec<i32> = (0..(n * c * h * w) as i32).collect();
+        let c1 = c.div_ceil(c2);
+        let mut native = vec![-1i32; n * c1 * h * w * c2];
+        for b in 0..n {
+            for ch in 0..c {
+                for p in 0..h * w {
+                    native[((b * c1 + ch / c2) * h * w + p) * c2 + ch % c2] =
+                        nchw[(b * c + ch) * h * w + p];
+                }
+            }
+        }
+        let mut back = vec![0; nchw.len()];
+        nc1hwc2_to_nchw(&native, &mut back, n, c, h, w, c2).unwrap();
+        assert_eq!(back, nchw);
+        assert!(nc1hwc2_to_nchw(&native[1..], &mut back, n, c, h, w, c2).is_err());
+        assert!(nc1hwc2_to_nchw(&native, &mut back, n, c, h, w, 0).is_err());
+    }
+
+    #[test]
+    fn section_round_trips_and_rejects_garbage() {
+        let p = NpuPart {
+            board: "rk3588".into(),
+            first_node: 0,
+            end_node: 2,
+            inputs: vec![0],
+            outputs: vec![5],
+            compiler: "test".into(),
+            blob: vec![1, 2, 3],
+        };
+        assert_eq!(NpuPart::decode(&p.encode()).unwrap(), p);
+        assert!(NpuPart::decode(b"SXRKNN1\0\xff\xff\xff\x00{}").is_err());
+        assert!(NpuPart::decode(b"SXRKNN1\0\xff\xff\xff\xff{}").is_err());
+        assert!(NpuPart::decode(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn core_masks_parse() {
+        assert_eq!(CoreMask::parse("0,1,2").unwrap().bits(), 7);
+        assert_eq!(CoreMask::parse("auto").unwrap().bits(), 0);
+        assert!(CoreMask::parse("3").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! Builds the librknnrt test double (rknn_double.c): a static library linked
+//! into the tests on aarch64 (statically linked guests cannot dlopen), a
+//! shared object elsewhere, whose path the tests get as `RKNN_DOUBLE_SO`.
+fn main() {
+    println!("cargo:rerun-if-changed=rknn_double.c");
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let mut b = cc::Build::new();
+    b.file("rknn_double.c")
+        .std("c11")
+        .flag("-Wall")
+        .flag("-Wextra")
+        .warnings_into_errors(true);
+    if arch == "aarch64" {
+        b.compile("rknn_double");
+        return;
+    }
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let so = out.join("librknn_double.so");
+    let cc = b.get_compiler();
+    let st = cc
+        .to_command()
+        .args([
+            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o",
+        ])
+        .arg(&so)
+        .arg("rknn_double.c")
+        .status()
+        .expect("the C compiler runs");
+    assert!(st.success(), "building the rknn double failed");
+    println!("cargo:rustc-env=RKNN_DOUBLE_SO={}", so.display());
+}

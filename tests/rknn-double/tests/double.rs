@@ -1,0 +1,449 @@
+//! The rknpu backend against the librknnrt test double: outputs equal to
+//! the CPU path, CPU fallback when the library is missing or rknn_init /
+//! setup fails, every RKNN_ERR_* code named in run errors, no leaked
+//! context or output set, and the `.strix` RKNN section's checks.
+//! Runs on the host (dlopen of the double) and under qemu-aarch64 (a
+//! statically linked test with the double linked in): scripts/test-npu.sh.
+
+use std::sync::Mutex;
+use strix_kernels::reference::{ConvGeometry, UnaryOp};
+use strix_rknn_double::{double_blob, library, misuse, Double, TensorDesc, DLOPEN};
+use strix_runtime::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
+use strix_runtime::meta::ModelMeta;
+use strix_runtime::npu::{rknn::error_name, Backend, CoreMask, NpuOptions, NpuPart};
+use strix_runtime::{Model, Session};
+
+/// The double has global state: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const GEOM: ConvGeometry = ConvGeometry {
+    in_c: 4,
+    in_h: 6,
+    in_w: 6,
+    out_c: 8,
+    out_h: 6,
+    out_w: 6,
+    kh: 3,
+    kw: 3,
+    stride_h: 1,
+    stride_w: 1,
+    dil_h: 1,
+    dil_w: 1,
+    pad_top: 1,
+    pad_left: 1,
+    groups: 1,
+};
+const YQ: Quant = Quant {
+    scale: 0.05,
+    zero_point: 3,
+};
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `x -> Conv -> Quantize (yq) -> Dequantize -> Sigmoid -> z`; with
+/// `sidecar`, only the first two nodes with `yq` as the output (the
+/// subgraph the NPU blob stands for).
+fn graph(sidecar: bool) -> (ModelMeta, Graph, Consts) {
+    let mut c = Consts::default();
+    c.f32.extend(noise(GEOM.weight_len(), 3));
+    c.f32.extend(noise(GEOM.out_c, 7));
+    let a = Storage::Arena { offset: 0 };
+    let t = |name: &str, shape: &[usize], dtype, quant, storage| Tensor {
+        name: name.into(),
+        shape: shape.to_vec(),
+        dtype,
+        quant,
+        storage,
+    };
+    let mut tensors = vec![
+        t("x", &[1, 4, 6, 6], DType::F32, None, a),
+        t(
+            "w",
+            &[8, 4, 3, 3],
+            DType::F32,
+            None,
+            Storage::Const { offset: 0 },
+        ),
+        t(
+            "b",
+            &[8],
+            DType::F32,
+            None,
+            Storage::Const {
+                offset: GEOM.weight_len(),
+            },
+        ),
+        t("y", &[1, 8, 6, 6], DType::F32, None, a),
+        t("yq", &[1, 8, 6, 6], DType::I8, Some(YQ), a),
+    ];
+    let node = |name: &str, op, inputs: Vec<usize>, output| Node {
+        name: name.into(),
+        op,
+        inputs,
+        output,
+    };
+    let mut nodes = vec![
+        node(
+            "conv",
+            Op::Conv {
+                geom: GEOM,
+                act_min: f32::MIN,
+                act_max: f32::MAX,
+            },
+            vec![0, 1, 2],
+            3,
+        ),
+        node("q", Op::Quantize, vec![3], 4),
+    ];
+    let mut outputs = vec![4];
+    if !sidecar {
+        tensors.push(t("yd", &[1, 8, 6, 6], DType::F32, None, a));
+        tensors.push(t("z", &[1, 8, 6, 6], DType::F32, None, a));
+        nodes.push(node("dq", Op::Dequantize, vec![4], 5));
+        nodes.push(node(
+            "sig",
+            Op::Unary {
+                kind: UnaryOp::Sigmoid,
+            },
+            vec![5],
+            6,
+        ));
+        outputs = vec![6];
+    }
+    let mut g = Graph {
+        tensors,
+        nodes,
+        inputs: vec![0],
+        outputs,
+        ..Default::default()
+    };
+    strix_runtime::plan::plan(&mut g, true);
+    let meta = ModelMeta {
+        name: "npu-test".into(),
+        ..Default::default()
+    };
+    (meta, g, c)
+}
+
+fn part(blob: Vec<u8>) -> NpuPart {
+    NpuPart {
+        board: "rk3588".into(),
+        first_node: 0,
+        end_node: 2,
+        inputs: vec![0],
+        outputs: vec![4],
+        compiler: "rknn double".into(),
+        blob,
+    }
+}
+
+fn good_blob() -> Vec<u8> {
+    let (m, g, c) = graph(true);
+    let sidecar = strix_runtime::format::write(&m, &g, &c);
+    double_blob(
+        &[TensorDesc {
+            dims: vec![1, 4, 6, 6],
+            int8: None,
+        }],
+        &[TensorDesc {
+            dims: vec![1, 8, 6, 6],
+            int8: Some((YQ.scale, YQ.zero_point)),
+        }],
+        &sidecar,
+    )
+}
+
+/// The model with its NPU part, through a save/load round trip.
+fn model(blob: Vec<u8>) -> Model {
+    let (m, g, c) = graph(false);
+    let model = Model::new(m, g, c)
+        .unwrap()
+        .with_npu_part(part(blob))
+        .unwrap();
+    Model::from_bytes(&model.to_bytes()).unwrap()
+}
+
+fn opts() -> NpuOptions {
+    NpuOptions {
+        library: library(),
+        ..Default::default()
+    }
+}
+
+fn run(s: &mut Session, x: &[f32]) -> strix_runtime::Result<Vec<f32>> {
+    s.input_mut(0)?.copy_from_slice(x);
+    s.run()?;
+    let mut y = vec![];
+    s.output_f32(0, &mut y)?;
+    Ok(y)
+}
+
+fn cpu(m: &Model, x: &[f32]) -> Vec<f32> {
+    let o = NpuOptions {
+        enabled: false,
+        ..opts()
+    };
+    let mut s = Session::with_npu(m, 1, &o).unwrap();
+    assert!(matches!(s.backend(), Backend::CpuFallback { reason } if reason.contains("disabled")));
+    run(&mut s, x).unwrap()
+}
+
+fn setup() -> (std::sync::MutexGuard<'static, ()>, Double) {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Double::new();
+    d.reset();
+    (g, d)
+}
+
+fn assert_clean(d: &Double) {
+    let (n, last) = d.violations();
+    assert_eq!(n, 0, "contract violations, last: {last}");
+    assert_eq!(d.live(), 0, "a context or output set leaked");
+}
+
+#[test]
+fn npu_outputs_equal_the_cpu_path() {
+    let (_g, d) = setup();
+    let m = model(good_blob());
+    for (mask, bits) in [
+        (CoreMask::Auto, 0),
+        (CoreMask::Core012, 7),
+        (CoreMask::Core1, 2),
+    ] {
+        d.reset();
+        let o = NpuOptions {
+            core_mask: mask,
+            ..opts()
+        };
+        {
+            let mut s = Session::with_npu(&m, 1, &o).unwrap();
+            assert!(
+                matches!(
+                    s.backend(),
+                    Backend::Npu {
+                        first: 0,
+                        end: 2,
+                        ..
+                    }
+                ),
+                "{}",
+                s.backend()
+            );
+            assert_eq!(d.core_mask(), bits);
+            for seed in [11, 12, 13] {
+                let x = noise(4 * 36, seed);
+                let want = cpu(&m, &x);
+                assert_eq!(run(&mut s, &x).unwrap(), want, "seed {seed}");
+                assert!(
+                    want.iter().any(|&v| (v - 0.5).abs() > 0.1),
+                    "trivial outputs"
+                );
+            }
+            // The NPU path really runs the double: without its stand-in, run fails.
+            d.no_compute();
+            let e = run(&mut s, &noise(4 * 36, 1)).unwrap_err().to_string();
+            assert!(e.contains("rknn_run") && e.contains("RKNN_ERR_FAIL"), "{e}");
+            d.reset(); // the violation above was the test's doing
+        }
+        assert_clean(&d);
+    }
+}
+
+#[test]
+fn a_missing_library_falls_back_to_the_cpu() {
+    let (_g, d) = setup();
+    if !DLOPEN {
+        eprintln!("SKIP a_missing_library_falls_back_to_the_cpu: static build (no dlopen)");
+        return;
+    }
+    let m = model(good_blob());
+    let o = NpuOptions {
+        library: "/nonexistent/librknnrt.so".into(),
+        ..opts()
+    };
+    let mut s = Session::with_npu(&m, 1, &o).unwrap();
+    let Backend::CpuFallback { reason } = s.backend().clone() else {
+        panic!("{}", s.backend())
+    };
+    assert!(
+        reason.contains("cannot load /nonexistent/librknnrt.so"),
+        "{reason}"
+    );
+    let x = noise(4 * 36, 5);
+    assert_eq!(run(&mut s, &x).unwrap(), cpu(&m, &x));
+    assert_clean(&d);
+}
+
+#[test]
+fn init_and_setup_failures_fall_back_with_the_reason() {
+    let (_g, d) = setup();
+    let x = noise(4 * 36, 6);
+    // A blob the runtime does not accept (not the double's format).
+    let mut foreign = b"RKNN\0\0\0\0 not a double blob".to_vec();
+    foreign.resize(64, 0);
+    let m = model(foreign);
+    let want = cpu(&m, &x);
+    let mut s = Session::with_npu(&m, 1, &opts()).unwrap();
+    assert!(
+        matches!(s.backend(), Backend::CpuFallback { reason } if reason.contains("rknn_init returned -6: RKNN_ERR_MODEL_INVALID")),
+        "{}",
+        s.backend()
+    );
+    assert_eq!(run(&mut s, &x).unwrap(), want);
+    drop(s);
+    let m = model(good_blob());
+    for (call, code) in [
+        ("rknn_init", -3),
+        ("rknn_init", -10),
+        ("rknn_query", -7),
+        ("rknn_set_core_mask", -5),
+    ] {
+        d.reset();
+        d.fail(call, code);
+        let o = NpuOptions {
+            core_mask: CoreMask::Core0,
+            ..opts()
+        };
+        let mut s = Session::with_npu(&m, 1, &o).unwrap();
+        let Backend::CpuFallback { reason } = s.backend().clone() else {
+            panic!("{call}: {}", s.backend())
+        };
+        let expect = format!("{call} returned {code}: {}", error_name(code));
+        assert!(reason.contains(&expect), "{reason} / {expect}");
+        assert_eq!(run(&mut s, &x).unwrap(), want);
+        drop(s);
+        assert_clean(&d); // a context made before the failure was destroyed
+    }
+    // A blob whose tensors do not match the model's NPU part.
+    d.reset();
+    let (mm, g, c) = graph(true);
+    let wrong = double_blob(
+        &[TensorDesc {
+            dims: vec![1, 4, 6, 5],
+            int8: None,
+        }],
+        &[TensorDesc {
+            dims: vec![1, 8, 6, 6],
+            int8: Some((YQ.scale, YQ.zero_point)),
+        }],
+        &strix_runtime::format::write(&mm, &g, &c),
+    );
+    let m = model(wrong);
+    let s = Session::with_npu(&m, 1, &opts()).unwrap();
+    assert!(
+        matches!(s.backend(), Backend::CpuFallback { reason } if reason.contains("blob input 0 has 120 elements")),
+        "{}",
+        s.backend()
+    );
+    drop(s);
+    assert_clean(&d);
+}
+
+#[test]
+fn every_rknn_error_in_a_run_is_named() {
+    let (_g, d) = setup();
+    let m = model(good_blob());
+    let x = noise(4 * 36, 8);
+    for call in [
+        "rknn_inputs_set",
+        "rknn_run",
+        "rknn_outputs_get",
+        "rknn_outputs_release",
+    ] {
+        for code in -13..=-1 {
+            d.reset();
+            {
+                let mut s = Session::with_npu(&m, 1, &opts()).unwrap();
+                assert!(matches!(s.backend(), Backend::Npu { .. }));
+                d.fail(call, code);
+                let e = run(&mut s, &x).unwrap_err().to_string();
+                let name = error_name(code);
+                assert!(name.starts_with("RKNN_ERR_"), "{code}: {name}");
+                assert!(
+                    e.contains(&format!("{call} returned {code}: {name}")),
+                    "{call} {code}: {e}"
+                );
+                // The session recovers when the library does.
+                d.fail("", 0);
+                assert_eq!(run(&mut s, &x).unwrap(), cpu(&m, &x), "{call} {code}");
+            }
+            assert_clean(&d);
+        }
+    }
+    assert!(error_name(-99).contains("unknown"));
+}
+
+#[test]
+fn the_double_catches_contract_violations() {
+    let (_g, d) = setup();
+    let mut blob = good_blob();
+    assert!(misuse(&d, &mut blob) >= 3);
+    d.reset();
+}
+
+#[test]
+fn the_rknn_section_is_checked_and_old_files_still_load() {
+    let (_g, _d) = setup();
+    let (m, g, c) = graph(false);
+    // Without the section: byte-identical to a plain write, no NPU part.
+    let plain = Model::new(m.clone(), g.clone(), c.clone()).unwrap();
+    assert_eq!(plain.to_bytes(), strix_runtime::format::write(&m, &g, &c));
+    assert!(Model::from_bytes(&plain.to_bytes()).unwrap().npu.is_none());
+    // With it: round trip.
+    let with = model(good_blob());
+    assert_eq!(with.npu.as_deref(), Some(&part(good_blob())));
+    let bytes = with.to_bytes();
+    assert!(bytes.len() > plain.to_bytes().len() + good_blob().len());
+    // A runtime that does not know the section reads the same CPU model.
+    let (m2, g2, c2) = strix_runtime::format::read(&bytes).unwrap();
+    assert_eq!((m2, g2, c2), (m, g.clone(), c.clone()));
+
+    let refused = |p: NpuPart, what: &str| {
+        let e = Model::new(graph(false).0, g.clone(), c.clone())
+            .unwrap()
+            .with_npu_part(p.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what), "{e} / {what}");
+        // And from a file carrying such a section.
+        let bytes = strix_runtime::format::write_all(&graph(false).0, &g, &c, Some(&p));
+        let e = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(e.contains(what), "{e} / {what}");
+    };
+    let mut p = part(good_blob());
+    p.end_node = 0;
+    refused(p, "the CPU fallback must be present");
+    let mut p = part(good_blob());
+    p.end_node = 9;
+    refused(p, "not a non-empty range");
+    let mut p = part(good_blob());
+    p.outputs = vec![3];
+    refused(p, "declared outputs [3] differ");
+    let mut p = part(good_blob());
+    p.inputs = vec![0, 0];
+    refused(p, "declared inputs [0, 0] differ");
+    let mut p = part(vec![]);
+    p.blob.clear();
+    refused(p, "blob is empty");
+    let mut p = part(good_blob());
+    p.board = "rk9999".into();
+    refused(p, "board \"rk9999\"");
+    // Nodes 0..3 end in the f32 `yd`: fine; 1..3 start at the int8 `y`? no:
+    // Quantize reads the f32 `y`, an allowed input. An int8 input is refused.
+    let mut p = part(good_blob());
+    p.first_node = 2;
+    p.end_node = 4;
+    p.inputs = vec![4];
+    p.outputs = vec![6];
+    refused(p, "input \"yq\" is not an f32 activation");
+}
