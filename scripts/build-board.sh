@@ -12,6 +12,7 @@
 # Outputs (T = $CARGO_TARGET_DIR, default target):
 #   T/<triple>/dist/strixd, libstrix.so.0, libstrix.a   (dynamic, glibc >= 2.31)
 #   T/dist/strixd_<ver>_<arch>.deb, libstrix0_..., libstrix-dev_...
+#     (T/dist/armv6/ for arm-unknown-linux-gnueabihf)
 #   T/<triple>/dist-static/strixd                       (--static)
 # Env: BOARD_PROFILE (cargo profile, default dist), BOARD_GLIBC (default 2.31).
 # Installs what it needs (apt packages, rustup target, zig from PyPI): see
@@ -59,9 +60,12 @@ fi
 sysroot=$(board_sysroot "$t")
 board_env_dynamic "$t" "$sysroot"
 ztarget=$t.$BOARD_GLIBC
-# Two cargo runs: in one, strix-runtime would get strixd's `image` feature.
 cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-firmware --bin strixd
-cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-runtime --lib
+# The C library without strixd's `image` feature of strix-runtime, in its own
+# target dir: cdylib/staticlib file names carry no feature hash, so sharing
+# one would rebuild strix-runtime at every switch.
+libtd=$BOARD_TD/board-lib
+CARGO_TARGET_DIR=$libtd cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-runtime --lib
 # With the default profile `dist`, cargo's output directory is the dist
 # directory itself (it keeps strixd there; its other files are cargo's).
 built=$BOARD_TD/$t/$profile
@@ -69,8 +73,8 @@ out=$BOARD_TD/$t/dist
 mkdir -p "$out"
 [[ $built/strixd -ef $out/strixd ]] || cp "$built/strixd" "$out/strixd"
 "$ma-strip" "$out/strixd"
-"$ma-strip" -o "$out/libstrix.so.0" "$built/libstrix_runtime.so"
-"$ma-strip" --strip-debug -o "$out/libstrix.a" "$built/libstrix_runtime.a"
+"$ma-strip" -o "$out/libstrix.so.0" "$libtd/$t/$profile/libstrix_runtime.so"
+"$ma-strip" --strip-debug -o "$out/libstrix.a" "$libtd/$t/$profile/libstrix_runtime.a"
 
 soname=$(readelf -d "$out/libstrix.so.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ $soname == libstrix.so.0 ]] || die "$out/libstrix.so.0: SONAME is '${soname:-none}', expected libstrix.so.0 (runtime/build.rs)"
@@ -79,7 +83,10 @@ for f in strixd libstrix.so.0; do
     board_version_le "$g" "$BOARD_GLIBC" || die "$out/$f needs GLIBC_$g, more than the $BOARD_GLIBC aimed at"
 done
 
-deb_build_all "$t" "$out" "$BOARD_TD/dist"
+# ARMv6 packages are armhf too: kept apart so they never replace the armv7 ones.
+debs=$BOARD_TD/dist
+[[ $t != arm-* ]] || debs=$BOARD_TD/dist/armv6
+deb_build_all "$t" "$out" "$debs"
 echo "build-board: $t in $((SECONDS - start)) s:"
 for f in strixd libstrix.so.0 libstrix.a; do
     printf '  %-40s %9d bytes\n' "$out/$f" "$(stat -c %s "$out/$f")"

@@ -30,7 +30,8 @@ deb_pack() {
     local name=$1 stage=$2 arch=$3 version=$4 depends=$5 outdir=$6 size
     find "$stage" -type d -exec chmod 0755 {} +
     size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-    sed -e "s|@VERSION@|$version|g; s|@ARCH@|$arch|; s|@MAINTAINER@|$DEB_MAINTAINER|; s|@SIZE@|$size|; s|@DEPENDS@|$depends|" \
+    # '#' as the delimiter: Depends holds '|' alternatives.
+    sed -e "s#@VERSION@#$version#g; s#@ARCH@#$arch#; s#@MAINTAINER@#$DEB_MAINTAINER#; s#@SIZE@#$size#; s#@DEPENDS@#$depends#" \
         "packaging/$name/DEBIAN/control.in" >"$stage/DEBIAN/control"
     rm -f "$stage/DEBIAN/control.in"
     (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0r md5sum) >"$stage/DEBIAN/md5sums"
@@ -39,20 +40,27 @@ deb_pack() {
     dpkg-deb --root-owner-group -Zxz --build "$stage" "$outdir/${name}_${version}_$arch.deb" >/dev/null
 }
 
-# deb_copyright DIR: the package's copyright file.
-deb_copyright() {
-    mkdir -p "$1"
-    cat >"$1/copyright" <<EOF
+# deb_docs DIR NAME VERSION: the package's copyright and changelog.gz
+# (dated by the checkout's last commit, so a rebuild gives the same bytes).
+deb_docs() {
+    local dir=$1 name=$2 version=$3 when year commit
+    when=$(git log -1 --format=%cD 2>/dev/null || date -R)
+    year=$(git log -1 --format=%cd --date=format:%Y 2>/dev/null || date +%Y)
+    commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    mkdir -p "$dir"
+    cat >"$dir/copyright" <<EOF2
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: strix
 License: Apache-2.0
 
 Files: *
-Copyright: the Strix developers
+Copyright: Copyright (C) $year the Strix developers
 License: Apache-2.0
  On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
-EOF
-    chmod 0644 "$1/copyright"
+EOF2
+    printf '%s (%s) unstable; urgency=medium\n\n  * Built from git commit %s by scripts/build-board.sh.\n\n -- %s  %s\n' \
+        "$name" "$version" "$commit" "$DEB_MAINTAINER" "$when" | gzip -9n >"$dir/changelog.gz"
+    chmod 0644 "$dir/copyright" "$dir/changelog.gz"
 }
 
 # deb_build_all TRIPLE DIST OUTDIR: the three packages from DIST (strixd,
@@ -75,7 +83,7 @@ deb_build_all() {
     install -d "$s/usr/share/strix/models"
     install -D -m 0644 -t "$s/usr/share/strix/boards" boards/*.toml
     install -D -m 0644 firmware/README.md "$s/usr/share/doc/strixd/README.md"
-    deb_copyright "$s/usr/share/doc/strixd"
+    deb_docs "$s/usr/share/doc/strixd" strixd "$version"
     find "$s" -type f ! -path '*/DEBIAN/*' ! -path '*/usr/bin/*' -exec chmod 0644 {} +
     (cd "$s" && find etc -type f -printf '/%p\n' | sort) >"$s/DEBIAN/conffiles"
     glibc=$(board_glibc_max "$dist/strixd" "$t")
@@ -86,7 +94,7 @@ deb_build_all() {
     mkdir -p "$s"
     cp -a packaging/libstrix0/DEBIAN "$s/"
     install -D -m 0644 "$dist/libstrix.so.0" "$s/usr/lib/$ma/libstrix.so.0"
-    deb_copyright "$s/usr/share/doc/libstrix0"
+    deb_docs "$s/usr/share/doc/libstrix0" libstrix0 "$version"
     glibc=$(board_glibc_max "$dist/libstrix.so.0" "$t")
     echo "libstrix 0 libstrix0 (>= $version)" >"$s/DEBIAN/shlibs"
     chmod 0644 "$s/DEBIAN/shlibs" "$s/DEBIAN/triggers"
@@ -106,7 +114,7 @@ deb_build_all() {
     grep -qx 'Libs: -L${libdir} -lstrix' "$s/usr/lib/$ma/pkgconfig/strix.pc" ||
         die "runtime/strix.pc.in: its Libs line changed; scripts/lib/deb.sh rewrites -lstrix_runtime to -lstrix"
     chmod 0644 "$s/usr/lib/$ma/pkgconfig/strix.pc"
-    deb_copyright "$s/usr/share/doc/libstrix-dev"
+    deb_docs "$s/usr/share/doc/libstrix-dev" libstrix-dev "$version"
     deb_pack libstrix-dev "$s" "$arch" "$version" "" "$outdir"
     echo "build-board: packages in $outdir: $(cd "$outdir" && ls ./*_"${version}_$arch".deb | sed 's|^\./||' | tr '\n' ' ')"
 }
