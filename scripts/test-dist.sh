@@ -16,6 +16,7 @@
 #
 # Usage: scripts/test-dist.sh     Env: CARGO_TARGET_DIR (default target)
 set -euo pipefail
+# shellcheck disable=SC2015 # `cond && ok ... || bad ...`: ok only echoes
 cd "$(dirname "$0")/.."
 root=$PWD
 # shellcheck source=lib/board.sh
@@ -101,10 +102,10 @@ for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     done
     soname=$(readelf -d "$dist/libstrix.so.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
     [[ $soname == libstrix.so.0 ]] && ok "SONAME $soname" || bad "SONAME '$soname', expected libstrix.so.0"
-    check "libstrix.a is an $arch archive with strix_ symbols" \
-        bash -c "$ma-nm -g --defined-only '$dist/libstrix.a' 2>/dev/null | grep -q ' T strix_model_load'"
-    check "libstrix.so.0 exports strix_model_load" \
-        bash -c "$ma-objdump -T '$dist/libstrix.so.0' | grep -q ' strix_model_load$'"
+    check "libstrix.a defines strix_abi_version" \
+        bash -c "readelf -s '$dist/libstrix.a' | grep -qE 'FUNC +GLOBAL +DEFAULT +[0-9]+ strix_abi_version$'"
+    check "libstrix.so.0 exports strix_abi_version" \
+        bash -c "$ma-objdump -T '$dist/libstrix.so.0' | grep -q ' strix_abi_version$'"
     # The shipped (dynamic) strixd under qemu: Debian's cross glibc as prefix,
     # the unpacked libasound beside it.
     q=("$qemu" -L "/usr/$ma" -E "LD_LIBRARY_PATH=$BOARD_TD/sysroot/$arch/usr/lib/$ma")
@@ -121,7 +122,8 @@ for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
         [[ -f $p ]] || { bad "missing package $p"; continue; }
         [[ $(dpkg-deb -f "$p" Architecture) == "$arch" ]] && ok "$(basename "$p"): Architecture $arch" ||
             bad "$(basename "$p"): Architecture $(dpkg-deb -f "$p" Architecture)"
-        dpkg-deb --contents "$p" | awk '{print $6, $7, $8}' | sed 's|^\./|/|' >"$tmp/$(basename "$p").list"
+        # Columns: mode owner size date time path [-> link target].
+        dpkg-deb --contents "$p" | sed -E 's/^([^ ]+ +){5}//; s|^\./|/|' >"$tmp/$(basename "$p").list"
     done
     has() { # PACKAGE PATTERN: the package's file list has a line matching PATTERN (ERE)
         if grep -qE "$2" "$tmp/$(basename "$1").list"; then ok "$(basename "$1") has ${2//\\/}"; else bad "$(basename "$1") lacks $2"; fi
@@ -139,7 +141,8 @@ for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     has "$ld" '^/usr/include/strix\.h$'
     dpkg-deb --ctrl-tarfile "$sd" | tar -xO ./conffiles >"$tmp/conffiles"
     check "strixd conffiles: /etc/strix/strixd.toml" grep -qx /etc/strix/strixd.toml "$tmp/conffiles"
-    dpkg-deb --ctrl-tarfile "$sd" | tar -xO ./postinst >"$tmp/postinst"
+    # (continued lines joined)
+    dpkg-deb --ctrl-tarfile "$sd" | tar -xO ./postinst | sed -e ':a' -e '/\\$/{N;s/\\\n *//;ba' -e '}' >"$tmp/postinst"
     check "strixd postinst creates the strix system user" grep -qE 'adduser --system .* strix$' "$tmp/postinst"
     check "strixd postinst adds strix to video/audio/gpio" grep -q 'for g in video audio gpio' "$tmp/postinst"
     check "strixd postinst is valid sh" sh -n "$tmp/postinst"
@@ -153,6 +156,7 @@ for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     rm -rf "$tmp/root"
     dpkg-deb -x "$ld" "$tmp/root"
     libs=$(PKG_CONFIG_SYSROOT_DIR=$tmp/root PKG_CONFIG_LIBDIR=$tmp/root/usr/lib/$ma/pkgconfig pkg-config --libs strix)
+    libs=${libs% }
     [[ $libs == "-L$tmp/root/usr/lib/$ma -lstrix" ]] && ok "pkg-config --libs strix: -L/usr/lib/$ma -lstrix" ||
         bad "pkg-config --libs strix: $libs"
 done
