@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2015 # `cond && ok ... || bad ...`: ok only echoes
 # Builds the board packages for aarch64 and armv7 from the checkout
 # (scripts/build-board.sh) and checks what ships, then builds the --static
 # aarch64 strixd and runs it under qemu-user. Fails on the first wrong thing.
@@ -16,11 +17,12 @@
 #
 # Usage: scripts/test-dist.sh     Env: CARGO_TARGET_DIR (default target)
 set -euo pipefail
-# shellcheck disable=SC2015 # `cond && ok ... || bad ...`: ok only echoes
 cd "$(dirname "$0")/.."
-root=$PWD
 # shellcheck source=lib/board.sh
 source scripts/lib/board.sh
+# Absolute: the guests run from a scratch directory.
+BOARD_TD=$(realpath -m "$BOARD_TD")
+export CARGO_TARGET_DIR=$BOARD_TD
 start=$SECONDS
 fails=0
 ok() { echo "   ok: $*"; }
@@ -177,8 +179,7 @@ grep -q '^Restart=on-failure' packaging/strixd/root/lib/systemd/system/strixd.se
 
 step "scripts/build-board.sh aarch64-unknown-linux-gnu --static; run it under qemu-aarch64"
 scripts/build-board.sh aarch64-unknown-linux-gnu --static
-s=$root/$BOARD_TD/aarch64-unknown-linux-gnu/dist-static/strixd
-[[ $BOARD_TD == /* ]] && s=$BOARD_TD/aarch64-unknown-linux-gnu/dist-static/strixd
+s=$BOARD_TD/aarch64-unknown-linux-gnu/dist-static/strixd
 file "$s" | grep -q 'statically linked' && ok "static strixd is statically linked" || bad "static strixd: $(file "$s")"
 (cd "$tmp" && timeout -k 5 60 qemu-aarch64 "$s" --help >"$tmp/help.txt" 2>&1) && grep -q -- '--check' "$tmp/help.txt" &&
     ok "static strixd --help under qemu-aarch64" || bad "static strixd --help: $(head -3 "$tmp/help.txt")"
