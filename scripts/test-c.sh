@@ -68,6 +68,8 @@ cargo test -q -p strix-runtime --lib capi:: 2>&1 | sed -E '/^\s*$/d; /^running [
 # --- 2. builds and models ---------------------------------------------------------------
 step "cargo build --release -p strix-runtime -p strix-tools"
 cargo build -q --release -p strix-runtime -p strix-tools
+# The cdylib's SONAME is libstrix.so.0 (runtime/build.rs): programs linked here look for that name.
+ln -sf libstrix_runtime.so "$lib/libstrix.so.0"
 step "convert the models"
 "$lib/strix" convert models/fastestdet/FastestDet.onnx --calib models/images/*.jpg models/images/*.png \
     -o "$tmp/fastestdet.strix" 2>&1 | sed 's/^/   /'
