@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every check.
 # Usage: scripts/test.sh            (everything)
-#        STRIX_SKIP_CROSS=1 scripts/test.sh   (skip the ARM emulation runs)
-#        STRIX_SKIP_EXTRA=1 scripts/test.sh   (skip the C ABI tests and the fuzz runs)
+#        STRIX_SKIP_CROSS=1 scripts/test.sh   (skip the ARM emulation runs, board packages and flash)
+#        STRIX_SKIP_EXTRA=1 scripts/test.sh   (skip the C ABI, NPU and fuzz tests)
 #        STRIX_FUZZ_RUNS=N scripts/test.sh    (fuzz inputs per target, default 3000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +39,21 @@ if [ -z "${STRIX_SKIP_CROSS:-}" ] && [ -x scripts/cross-test.sh ]; then
   step "ARM kernels under qemu user emulation"
   scripts/cross-test.sh
 fi
+if [ -z "${STRIX_SKIP_CROSS:-}" ]; then
+  # Board packages for aarch64 and armv7 (cargo-zigbuild, glibc 2.31) and the
+  # static aarch64 strixd, checked as they ship. CI builds them with the
+  # release profile (no LTO, parallel codegen): the same code and packaging
+  # in less build time; `scripts/build-board.sh` alone uses the dist profile.
+  step "board packages (scripts/test-dist.sh)"
+  BOARD_PROFILE=${BOARD_PROFILE:-release} scripts/test-dist.sh
+  # strix flash into a directory root, the installed strixd under qemu
+  # against mosquitto, signatures, rollback, ssh to a loopback sshd; it
+  # reuses the static strixd test-dist.sh just built.
+  step "strix flash end to end (scripts/test-flash.sh)"
+  STRIXD=${STRIXD:-target/aarch64-unknown-linux-gnu/dist-static/strixd} scripts/test-flash.sh
+fi
 # (strixd's end-to-end tests already ran in the workspace tests above.)
-for extra in scripts/test-c.sh scripts/fuzz.sh; do
+for extra in scripts/test-c.sh scripts/test-npu.sh scripts/fuzz.sh; do
   if [ -z "${STRIX_SKIP_EXTRA:-}" ] && [ -x "$extra" ]; then
     step "$extra"
     # fuzz.sh: the runtime's targets (the loader and executor, raw and
