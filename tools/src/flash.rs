@@ -740,9 +740,13 @@ fn runner(bin_arch: Option<&str>) -> Result<Vec<String>> {
         Some(a) if a == std::env::consts::ARCH => Ok(vec![]),
         Some(a) => {
             let q = format!("qemu-{a}");
-            let found = std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(&q).is_file()))
-                .unwrap_or(false);
+            // Spawned through PATH like the health check itself will be.
+            let found = std::process::Command::new(&q)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok();
             if !found {
                 bail!("the health check runs the {a} strixd under {q}, which is not installed (apt-get install qemu-user)");
             }
