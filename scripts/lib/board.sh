@@ -151,11 +151,13 @@ board_tools() {
     ma=$(board_multiarch "$t")
     # clang: bindgen (v4l2); binutils: readelf/objdump/strip for the target.
     board_apt pkg-config libclang-dev linux-libc-dev "binutils-$ma" dpkg-dev
-    if ((static)); then
-        local arch
-        arch=$(board_debarch "$t")
-        board_apt "gcc-$ma" "libc6-dev-$arch-cross" "linux-libc-dev-$arch-cross"
-    fi
+    local arch
+    arch=$(board_debarch "$t")
+    # The target's C and kernel uAPI headers: bindgen (v4l2) parses
+    # linux/videodev2.h for the target in both builds; the static one also
+    # links with Debian's cross gcc.
+    board_apt "libc6-dev-$arch-cross" "linux-libc-dev-$arch-cross"
+    if ((static)); then board_apt "gcc-$ma"; fi
     board_rust_target "$t"
     ((static)) || board_zig
 }
@@ -170,6 +172,9 @@ board_env_dynamic() {
     export "PKG_CONFIG_SYSROOT_DIR_$v=$sysroot"
     # Replaces any RUSTFLAGS for this target (e.g. arm.sh's +crt-static).
     export "CARGO_TARGET_${v^^}_RUSTFLAGS=-C link-arg=-Wl,--allow-shlib-undefined"
+    # bindgen (v4l2) parses the target's uAPI headers (only their layouts;
+    # nothing links against this sysroot's glibc).
+    export "BINDGEN_EXTRA_CLANG_ARGS_$v=--sysroot=/usr/$ma"
 }
 
 # board_env_static TRIPLE: Debian cross gcc, +crt-static (as scripts/lib/arm.sh).
