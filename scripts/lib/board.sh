@@ -173,8 +173,10 @@ board_env_dynamic() {
     # Replaces any RUSTFLAGS for this target (e.g. arm.sh's +crt-static).
     export "CARGO_TARGET_${v^^}_RUSTFLAGS=-C link-arg=-Wl,--allow-shlib-undefined"
     # bindgen (v4l2) parses the target's uAPI headers (only their layouts;
-    # nothing links against this sysroot's glibc).
-    export "BINDGEN_EXTRA_CLANG_ARGS_$v=--sysroot=/usr/$ma"
+    # nothing links against them). cargo-zigbuild sets the per-target
+    # variable itself, from zig's include dirs (no linux/videodev2.h), and
+    # appends to the plain one: so the plain one, for this one-target build.
+    export "BINDGEN_EXTRA_CLANG_ARGS=-I/usr/$ma/include"
 }
 
 # board_env_static TRIPLE: Debian cross gcc, +crt-static (as scripts/lib/arm.sh).
