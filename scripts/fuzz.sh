@@ -15,15 +15,21 @@
 #          (the test command's form: a fixed seed and at most N inputs per
 #          target, the seconds only a cap, so a run on the committed seeds is
 #          repeatable: what passes here passes in CI)
+#        STRIX_FUZZ_SANITIZER=none scripts/fuzz.sh 3600
+#          (no ASan: overflow checks and debug assertions only, 2-4x the
+#          executions per second; the form of the long campaign runs)
 # Long runs and reproducing a crash: fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 features=()
+san=${STRIX_FUZZ_SANITIZER:-address}
+case "$san" in address | none) ;; *) echo "STRIX_FUZZ_SANITIZER must be address or none, not '$san'" >&2; exit 2 ;; esac
+features+=(-s "$san")
 runtime_only=
 if [ "${1:-}" = --runtime-only ]; then
   runtime_only=1
-  features=(--no-default-features)
+  features+=(--no-default-features)
   shift
 fi
 secs=${1:-45}
@@ -46,7 +52,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
-echo "== cargo +nightly fuzz build -O --debug-assertions (ASan)"
+echo "== cargo +nightly fuzz build -O --debug-assertions (sanitizer: $san)"
 cargo +nightly fuzz build -O --debug-assertions "${features[@]}"
 
 if [ -n "${STRIX_FUZZ_TARGETS:-}" ]; then
