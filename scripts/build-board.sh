@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds strixd (features alsa, v4l2, gpio-cdev) and libstrix (the C library)
+# Builds strixd (features alsa, v4l2, gpio-cdev; rknpu on aarch64) and libstrix
+# (the C library; rknpu on aarch64)
 # for a board, and the Debian packages strixd, libstrix0 and libstrix-dev.
 #
 # Usage: scripts/build-board.sh TARGET|BOARD [--static]
@@ -60,12 +61,16 @@ fi
 sysroot=$(board_sysroot "$t")
 board_env_dynamic "$t" "$sysroot"
 ztarget=$t.$BOARD_GLIBC
-cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-firmware --bin strixd
+# The Rockchip NPU backend (dlopen of librknnrt.so at run time, CPU fallback
+# without it) on 64-bit ARM: rknpu-sys has no 32-bit bindings.
+npu=()
+[[ $t != aarch64-* ]] || npu=(--features rknpu)
+cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-firmware --bin strixd "${npu[@]}"
 # The C library without strixd's `image` feature of strix-runtime, in its own
 # target dir: cdylib/staticlib file names carry no feature hash, so sharing
 # one would rebuild strix-runtime at every switch.
 libtd=$BOARD_TD/board-lib
-CARGO_TARGET_DIR=$libtd cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-runtime --lib
+CARGO_TARGET_DIR=$libtd cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-runtime --lib "${npu[@]}"
 # With the default profile `dist`, cargo's output directory is the dist
 # directory itself (it keeps strixd there; its other files are cargo's).
 built=$BOARD_TD/$t/$profile

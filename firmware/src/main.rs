@@ -21,7 +21,8 @@ use strix_firmware::speech;
 use strix_firmware::upstream::{Mqtt, Sink};
 use strix_firmware::webhook::Webhook;
 use strix_firmware::{log_debug, log_error, log_info, log_warn};
-use strix_runtime::{Isa, Model};
+use strix_runtime::npu::NpuOptions;
+use strix_runtime::{Isa, Model, Session};
 
 const LONG_ABOUT: &str = "\
 strixd runs the Strix pipelines on a board and sends their alerts upstream.
@@ -307,20 +308,53 @@ fn snapshot_pruner(
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Loads a model on the kernel path `isa` (see [`choose_isa`]).
-fn load_model(path: &std::path::Path, what: &str, isa: Option<Isa>) -> Model {
-    Model::load_with(path, &strix_runtime::LoadOptions { isa })
+/// How models use a Rockchip NPU part: on when the board file lists an NPU
+/// (through that board's runtime library), off when it lists none; without
+/// a board, tried through `librknnrt.so` (absent: the CPU fallback).
+fn npu_options(board: Option<&(Board, Isa)>) -> NpuOptions {
+    match board {
+        Some((b, _)) => NpuOptions::for_board(&b.name, b.npu.kind == "rknpu2"),
+        None => NpuOptions::default(),
+    }
+}
+
+/// Loads a model on the kernel path `isa` (see [`choose_isa`]), its NPU
+/// part (if any) used as `npu` says. A model with an NPU part gets a report
+/// line saying where it runs: this opens a session, so the NPU runtime's
+/// `rknn_init` has accepted the blob (or the reason it fell back is named).
+fn load_model(
+    path: &std::path::Path,
+    what: &str,
+    isa: Option<Isa>,
+    npu: &NpuOptions,
+    report: &mut Vec<String>,
+) -> Model {
+    let m = Model::load_with(path, &strix_runtime::LoadOptions { isa })
         .unwrap_or_else(|e| fail(exit::MODEL, format!("{what} model {}: {e}", path.display())))
+        .with_npu_options(npu.clone());
+    if let Some(part) = &m.npu {
+        let s = Session::with_threads(&m, 1)
+            .unwrap_or_else(|e| fail(exit::MODEL, format!("{what} model {}: {e}", path.display())));
+        report.push(format!(
+            "{what} model: NPU part for {} (nodes {}..{}): runs on {}",
+            part.board,
+            part.first_node,
+            part.end_node,
+            s.backend()
+        ));
+    }
+    m
 }
 
 fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
     let mut report = Vec::new();
     let board_isa = board_setup(&cfg, &mut report);
     let isa = choose_isa(board_isa.as_ref(), &mut report);
+    let npu = npu_options(board_isa.as_ref());
     let mut costs = Vec::new();
     // Models and sources are all checked before anything starts.
     let camera = cfg.camera.as_ref().map(|c| {
-        let model = load_model(&c.model, "camera", isa);
+        let model = load_model(&c.model, "camera", isa, &npu, &mut report);
         costs.push(ModelCost::of("camera", &c.model, &model, c.threads));
         camera::check_detector(&model)
             .unwrap_or_else(|e| fail(exit::MODEL, format!("{}: {e}", c.model.display())));
@@ -335,13 +369,13 @@ fn run(cfg: Config, check_only: bool, panic_in: Option<&str>) -> i32 {
         (Arc::new(model), src)
     });
     let speech = cfg.speech.as_ref().map(|s| {
-        let model = load_model(&s.model, "speech", isa);
+        let model = load_model(&s.model, "speech", isa, &npu, &mut report);
         costs.push(ModelCost::of("speech", &s.model, &model, 1));
         let kws = speech::check_kws(s, &model)
             .unwrap_or_else(|e| fail(exit::MODEL, format!("{}: {e}", s.model.display())));
         let vad = match (s.vad.effective_kind(), &s.vad.model) {
             (config::VadKind::Silero, Some(p)) => {
-                let m = load_model(p, "speech.vad", isa);
+                let m = load_model(p, "speech.vad", isa, &npu, &mut report);
                 costs.push(ModelCost::of("speech.vad", p, &m, 1));
                 speech::check_vad(&m)
                     .unwrap_or_else(|e| fail(exit::MODEL, format!("{}: {e}", p.display())));

@@ -434,6 +434,30 @@ enum strix_status strix_context_free(struct strix_context *context);
 // 64), `STRIX_E_INTERNAL` (the OS refused to start a thread).
 enum strix_status strix_set_threads(struct strix_context *context, uint32_t threads);
 
+// Turns the use of the model's Rockchip NPU part on or off for this
+// context. A context starts with it on: a model converted with
+// `strix convert --board rk3588|rk3566|rv1106` runs its NPU part through
+// `librknnrt.so` when the library built with the `rknpu` feature finds it,
+// and its CPU fallback otherwise (`strix_context_backend` says which and
+// why). Off, the CPU fallback always runs. Outputs of the two agree within
+// the NPU's arithmetic, not bit for bit. Like `strix_set_threads`, a change
+// replaces the context's buffers: set the inputs again before `strix_run`.
+// No effect (and `STRIX_OK`) for a model without an NPU part.
+//
+// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_INTERNAL` (the OS
+// refused a thread or the buffers).
+enum strix_status strix_set_npu(struct strix_context *context, bool enabled);
+
+// Where this context runs the model, as a NUL-terminated string owned by
+// the context (valid until it is freed or its `strix_set_threads` /
+// `strix_set_npu` changes the session): `"cpu"` (no NPU part),
+// `"cpu (npu fallback: <reason>)"` (an NPU part whose CPU fallback runs:
+// no `rknpu` feature, library missing, `rknn_init` refused the blob, ...),
+// or `"npu (<board>, nodes A..B via <library>, cores <mask>) + cpu"`.
+//
+// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
+enum strix_status strix_context_backend(struct strix_context *context, const char **backend);
+
 // Copies `len` floats into input `index`. `len` must equal the input's
 // `strix_tensor_info.size`. Invalidates the outputs until the next run.
 //

@@ -236,6 +236,18 @@ pub struct strix_context {
     ran: bool,
     /// Per-output scratch for `strix_detect`, allocated with the context.
     outs: Vec<Vec<f32>>,
+    /// How the session runs the model's NPU part (kept across
+    /// `strix_set_threads`; changed by `strix_set_npu`).
+    npu: crate::npu::NpuOptions,
+    /// `session.backend()` as the NUL-terminated text `strix_context_backend`
+    /// hands out; replaced with the session.
+    backend: CString,
+}
+
+/// The C text of a session's backend (no interior NUL: the description is
+/// built from names and numbers; one would be replaced, not fail).
+fn backend_text(s: &Session<'_>) -> CString {
+    CString::new(s.backend().to_string().replace('\0', "?")).unwrap_or_default()
 }
 
 /// What a live handle refers to. Each call clones the `Arc` out of the
@@ -1136,11 +1148,16 @@ pub unsafe extern "C" fn strix_context_new(
             .iter()
             .map(|&i| vec![0.0; m.graph.tensors[i].len()])
             .collect();
+        let npu = m.npu_options().clone();
+        let session =
+            Session::with_npu(m, 1, &npu).map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
         let c = strix_context {
-            session: Session::new(m),
+            backend: backend_text(&session),
+            session,
             shared,
             ran: false,
             outs,
+            npu,
         };
         let h = registry().insert(Entry::Context(Arc::new(Mutex::new(c))));
         put(context, std::ptr::without_provenance_mut(h));
@@ -1198,10 +1215,65 @@ pub unsafe extern "C" fn strix_set_threads(
                 t => t as usize,
             };
             if n != c.session.threads() {
-                c.session = Session::with_threads(c.session.model(), n)
+                c.session = Session::with_npu(c.session.model(), n, &c.npu)
                     .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
+                c.backend = backend_text(&c.session);
                 c.ran = false;
             }
+            Ok(())
+        })
+    })
+}
+
+/// Turns the use of the model's Rockchip NPU part on or off for this
+/// context. A context starts with it on: a model converted with
+/// `strix convert --board rk3588|rk3566|rv1106` runs its NPU part through
+/// `librknnrt.so` when the library built with the `rknpu` feature finds it,
+/// and its CPU fallback otherwise (`strix_context_backend` says which and
+/// why). Off, the CPU fallback always runs. Outputs of the two agree within
+/// the NPU's arithmetic, not bit for bit. Like `strix_set_threads`, a change
+/// replaces the context's buffers: set the inputs again before `strix_run`.
+/// No effect (and `STRIX_OK`) for a model without an NPU part.
+///
+/// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`, `STRIX_E_INTERNAL` (the OS
+/// refused a thread or the buffers).
+#[no_mangle]
+pub unsafe extern "C" fn strix_set_npu(context: *mut strix_context, enabled: bool) -> strix_status {
+    guard("strix_set_npu", || {
+        with_context(context, |c| {
+            if enabled != c.npu.enabled {
+                let npu = crate::npu::NpuOptions {
+                    enabled,
+                    ..c.npu.clone()
+                };
+                c.session = Session::with_npu(c.session.model(), c.session.threads(), &npu)
+                    .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
+                c.npu = npu;
+                c.backend = backend_text(&c.session);
+                c.ran = false;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Where this context runs the model, as a NUL-terminated string owned by
+/// the context (valid until it is freed or its `strix_set_threads` /
+/// `strix_set_npu` changes the session): `"cpu"` (no NPU part),
+/// `"cpu (npu fallback: <reason>)"` (an NPU part whose CPU fallback runs:
+/// no `rknpu` feature, library missing, `rknn_init` refused the blob, ...),
+/// or `"npu (<board>, nodes A..B via <library>, cores <mask>) + cpu"`.
+///
+/// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
+#[no_mangle]
+pub unsafe extern "C" fn strix_context_backend(
+    context: *mut strix_context,
+    backend: *mut *const c_char,
+) -> strix_status {
+    guard("strix_context_backend", || {
+        not_null(backend, "backend (out)")?;
+        with_context(context, |c| {
+            put(backend, c.backend.as_ptr());
             Ok(())
         })
     })

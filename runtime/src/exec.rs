@@ -50,7 +50,7 @@ impl<'m> Session<'m> {
     /// refuses to start a thread or to allocate the arenas and scratch
     /// (reserved fallibly: a refusal is an error, not an abort).
     pub fn with_threads(model: &'m Model, threads: usize) -> Result<Self> {
-        Self::with_npu(model, threads, &crate::npu::NpuOptions::default())
+        Self::with_npu(model, threads, model.npu_options())
     }
 
     /// [`Session::with_threads`] with a choice of how the model's NPU part
@@ -69,8 +69,21 @@ impl<'m> Session<'m> {
         let backend = match (&model.npu, npu.enabled) {
             (None, _) => Backend::Cpu,
             (Some(_), false) => Backend::CpuFallback {
-                reason: "NPU disabled by the caller".into(),
+                reason: match &npu.board {
+                    Some(b) => format!("board {b} has no NPU"),
+                    None => "NPU disabled by the caller".into(),
+                },
             },
+            (Some(part), true) if npu.board.as_ref().is_some_and(|b| *b != part.board) => {
+                Backend::CpuFallback {
+                    reason: format!(
+                        "the model's NPU part is compiled for {}, this board is {} (convert it with --board {})",
+                        part.board,
+                        npu.board.as_deref().unwrap_or_default(),
+                        npu.board.as_deref().unwrap_or_default()
+                    ),
+                }
+            }
             (Some(_), true) if !cfg!(feature = "rknpu") => Backend::CpuFallback {
                 reason: "this runtime was built without the rknpu feature".into(),
             },

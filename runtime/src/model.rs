@@ -33,6 +33,12 @@ pub struct Model {
     /// its nodes stay in `graph` as the CPU fallback. Set with
     /// [`Model::with_npu_part`].
     pub npu: Option<std::sync::Arc<crate::npu::NpuPart>>,
+    /// How sessions made by [`crate::Session::new`] and
+    /// [`crate::Session::with_threads`] run the NPU part: the loader's
+    /// choice (a board daemon sets it from its board file), so every user
+    /// of the model gets it without passing it along. Default: try the NPU
+    /// through [`crate::npu::DEFAULT_LIBRARY`].
+    npu_options: crate::npu::NpuOptions,
 }
 
 impl Model {
@@ -58,6 +64,7 @@ impl Model {
             consts,
             prepared,
             npu: None,
+            npu_options: Default::default(),
         })
     }
 
@@ -170,6 +177,18 @@ impl Model {
         part.check(&self.graph)?;
         self.npu = Some(std::sync::Arc::new(part));
         Ok(self)
+    }
+
+    /// The same model, whose sessions use `opts` for its NPU part (see
+    /// [`crate::npu::NpuOptions::for_board`]). No effect on a model without one.
+    pub fn with_npu_options(mut self, opts: crate::npu::NpuOptions) -> Self {
+        self.npu_options = opts;
+        self
+    }
+
+    /// What [`crate::Session::new`] uses for the NPU part.
+    pub fn npu_options(&self) -> &crate::npu::NpuOptions {
+        &self.npu_options
     }
 
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {

@@ -488,6 +488,30 @@ static void test_kernel_paths(void) {
     EXPECT(strix_model_free(best), STRIX_OK);
 }
 
+/* The backend report and the NPU switch on a model without an NPU part
+ * (the NPU paths themselves: tests/rknn-double, against a librknnrt double). */
+static void test_backend(void) {
+    strix_model *m = NULL;
+    strix_context *c = NULL;
+    const char *b = NULL;
+    EXPECT(strix_model_load_path(det_path, &m), STRIX_OK);
+    EXPECT(strix_context_new(m, &c), STRIX_OK);
+    EXPECT(strix_context_backend(c, &b), STRIX_OK);
+    CHECK(b && !strcmp(b, "cpu"));
+    EXPECT(strix_context_backend(c, NULL), STRIX_E_NULL);
+    EXPECT(strix_context_backend(NULL, &b), STRIX_E_NULL);
+    EXPECT(strix_set_npu(NULL, false), STRIX_E_NULL);
+    EXPECT(strix_set_npu(c, false), STRIX_OK);
+    EXPECT(strix_set_threads(c, 2), STRIX_OK);
+    EXPECT(strix_context_backend(c, &b), STRIX_OK);
+    CHECK(b && !strcmp(b, "cpu"));
+    strix_context *stale = c;
+    EXPECT(strix_context_free(c), STRIX_OK);
+    EXPECT(strix_context_backend(stale, &b), STRIX_E_HANDLE);
+    EXPECT(strix_set_npu(stale, true), STRIX_E_HANDLE);
+    EXPECT(strix_model_free(m), STRIX_OK);
+}
+
 static void test_detect(void) {
     strix_model *m = NULL, *other = NULL;
     strix_context *c = NULL, *oc = NULL;
@@ -635,6 +659,7 @@ int main(int argc, char **argv) {
     test_free_during_run();
     test_run();
     test_kernel_paths();
+    test_backend();
     test_detect();
     test_threads();
 

@@ -251,3 +251,54 @@ fn retention_deletes_oldest_over_limits_but_not_undelivered_snapshots() {
         "{err}"
     );
 }
+
+/// A model converted for a Rockchip NPU: `--check` names where its NPU part
+/// runs, decided by the board file (no NPU listed, a part compiled for
+/// another board) and the build (this test's strixd has no `rknpu`
+/// feature; the NPU path itself is tested against a librknnrt double in
+/// tests/rknn-double).
+#[test]
+fn check_reports_where_an_npu_part_runs() {
+    use strix_runtime::npu::{boundary, NpuPart};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = strix_runtime::Model::load(assets().dir.join("fastestdet.strix")).unwrap();
+    let (inputs, outputs) = boundary(&m.graph, 0, 1);
+    let part = NpuPart {
+        board: "rk3588".into(),
+        first_node: 0,
+        end_node: 1,
+        inputs,
+        outputs,
+        compiler: "test".into(),
+        blob: b"not a real rknn blob".to_vec(),
+    };
+    let npu_model = d.join("npu.strix");
+    m.with_npu_part(part).unwrap().save(&npu_model).unwrap();
+    std::fs::create_dir(d.join("boards")).unwrap();
+    let clip = clip("npu.y4m", &[false]);
+    let camera = CAMERA
+        .replace("@CLIP@", &clip.display().to_string())
+        .replace("@RT@", "false")
+        .replace("@DET@", &npu_model.display().to_string());
+    for (npu_kind, board, want) in [
+        ("none", "board = \"testhost\"\n", "runs on cpu (npu fallback: board testhost has no NPU)"),
+        (
+            "rknpu2",
+            "board = \"testhost\"\n",
+            "runs on cpu (npu fallback: the model's NPU part is compiled for rk3588, this board is testhost",
+        ),
+        ("none", "", "runs on cpu (npu fallback: this runtime was built without the rknpu feature)"),
+    ] {
+        std::fs::write(
+            d.join("boards/testhost.toml"),
+            host_board(64).replace("kind = \"none\"", &format!("kind = \"{npu_kind}\"")),
+        )
+        .unwrap();
+        let cfg = write_config(d, &format!("device = \"npu\"\n{board}{camera}"));
+        let (code, out, err) = run_strixd(&cfg, &["--check"], &[]);
+        assert_eq!(code, 0, "{err}");
+        let line = format!("strixd: camera model: NPU part for rk3588 (nodes 0..1): {want}");
+        assert!(out.lines().any(|l| l.starts_with(&line)), "no line {line:?} in:\n{out}");
+    }
+}

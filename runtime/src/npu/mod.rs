@@ -278,6 +278,11 @@ pub struct NpuOptions {
     /// the dynamic loader, or a path. Ignored by a `rknpu-static` build.
     pub library: String,
     pub core_mask: CoreMask,
+    /// The board the session runs on, when known (a board file's name:
+    /// `rk3588`, `rk3566`, `rv1106`, ...). A part compiled for another board
+    /// then runs on the CPU with that reason; with `enabled == false` the
+    /// reason names the board as having no NPU. `None`: no check.
+    pub board: Option<String>,
 }
 
 impl Default for NpuOptions {
@@ -286,6 +291,21 @@ impl Default for NpuOptions {
             enabled: true,
             library: DEFAULT_LIBRARY.into(),
             core_mask: CoreMask::Auto,
+            board: None,
+        }
+    }
+}
+
+impl NpuOptions {
+    /// The options for a board: the NPU on when its board file lists one
+    /// (`has_npu`), through that board's runtime library
+    /// ([`library_for_board`]).
+    pub fn for_board(board: &str, has_npu: bool) -> Self {
+        NpuOptions {
+            enabled: has_npu,
+            library: library_for_board(board).into(),
+            core_mask: CoreMask::Auto,
+            board: Some(board.into()),
         }
     }
 }

@@ -447,3 +447,80 @@ fn the_rknn_section_is_checked_and_old_files_still_load() {
     p.outputs = vec![6];
     refused(p, "input \"yq\" is not an f32 activation");
 }
+
+/// What strixd and the C ABI get without asking: `Session::new` and
+/// `strix_context_new` follow the model's NPU options (a board daemon sets
+/// them from its board file), and the C ABI reports and switches the backend.
+#[test]
+fn sessions_follow_the_board_and_the_c_abi_reports_the_backend() {
+    use std::ffi::CStr;
+    use strix_runtime::capi::*;
+    let (_g, d) = setup();
+    let board = |name: &str, has_npu: bool| NpuOptions {
+        library: library(),
+        ..NpuOptions::for_board(name, has_npu)
+    };
+    let m = model(good_blob()).with_npu_options(board("rk3588", true));
+    {
+        let s = Session::new(&m);
+        assert!(
+            matches!(s.backend(), Backend::Npu { .. }),
+            "{}",
+            s.backend()
+        );
+    }
+    for (opts, want) in [
+        (
+            board("rk3566", true),
+            "compiled for rk3588, this board is rk3566",
+        ),
+        (board("rpi4", false), "board rpi4 has no NPU"),
+    ] {
+        let m = model(good_blob()).with_npu_options(opts);
+        let mut s = Session::new(&m);
+        assert!(
+            matches!(s.backend(), Backend::CpuFallback { reason } if reason.contains(want)),
+            "{}",
+            s.backend()
+        );
+        let x = noise(4 * 36, 9);
+        assert_eq!(run(&mut s, &x).unwrap(), cpu(&m, &x));
+    }
+    assert_clean(&d);
+
+    // The C ABI: a loaded model tries the NPU (the double, when the default
+    // library name cannot be found the fallback says so).
+    let bytes = model(good_blob()).to_bytes();
+    let backend = |c: *mut strix_context| unsafe {
+        let mut p = std::ptr::null();
+        assert_eq!(strix_context_backend(c, &mut p) as i32, 0);
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    };
+    unsafe {
+        let mut mh = std::ptr::null_mut();
+        assert_eq!(
+            strix_model_load_buffer(bytes.as_ptr(), bytes.len(), &mut mh) as i32,
+            0
+        );
+        let mut c = std::ptr::null_mut();
+        assert_eq!(strix_context_new(mh, &mut c) as i32, 0);
+        let first = backend(c);
+        if DLOPEN {
+            assert!(
+                first.starts_with("cpu (npu fallback: cannot load librknnrt.so"),
+                "{first}"
+            );
+        } else {
+            assert!(first.starts_with("npu (rk3588, nodes 0..2"), "{first}");
+        }
+        assert_eq!(strix_set_npu(c, false) as i32, 0);
+        assert_eq!(backend(c), "cpu (npu fallback: NPU disabled by the caller)");
+        assert_eq!(strix_set_threads(c, 2) as i32, 0);
+        assert_eq!(backend(c), "cpu (npu fallback: NPU disabled by the caller)");
+        assert_eq!(strix_set_npu(c, true) as i32, 0);
+        assert_eq!(backend(c), first);
+        assert_eq!(strix_context_free(c) as i32, 0);
+        assert_eq!(strix_model_free(mh) as i32, 0);
+    }
+    assert_clean(&d);
+}
