@@ -104,3 +104,31 @@ pub fn convert(c: &Case, dir: &Path) -> (Model, PathBuf) {
         .unwrap_or_else(|e| panic!("converting {}: {e:#}", c.name));
     (m, out)
 }
+
+/// Deterministic crops (50-100% of each side, at random places) of `srcs`,
+/// `per` each, half of them mirrored, written to `dir` as PNG.
+pub fn crops(srcs: &[PathBuf], per: usize, dir: &Path) -> Vec<PathBuf> {
+    let mut s: u32 = 12345;
+    let mut next = |n: u32| {
+        s = s.wrapping_mul(1103515245).wrapping_add(12345);
+        (s >> 8) % n.max(1)
+    };
+    let mut out = vec![];
+    for (i, p) in srcs.iter().enumerate() {
+        let img = image::open(p).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        for j in 0..per {
+            let f = 50 + next(51); // 50..100% of each side
+            let (cw, ch) = (w * f / 100, h * f / 100);
+            let (x, y) = (next(w - cw + 1), next(h - ch + 1));
+            let mut c = image::imageops::crop_imm(&img, x, y, cw, ch).to_image();
+            if next(2) == 1 {
+                c = image::imageops::flip_horizontal(&c);
+            }
+            let path = dir.join(format!("crop_{i}_{j}.png"));
+            c.save(&path).unwrap();
+            out.push(path);
+        }
+    }
+    out
+}

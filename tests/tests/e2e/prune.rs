@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use strix_runtime::graph::DType;
 use strix_runtime::Model;
-use strix_tests::{all_images, case, convert, kws_clips, models, root, scratch};
+use strix_tests::{all_images, case, convert, crops, kws_clips, models, root, scratch};
 use strix_tools::calib::Method;
 use strix_tools::eval::Reference;
 use strix_tools::prune::{report::Report, Budget, Options};
@@ -185,33 +185,6 @@ fn vww_png(name: &str, xor: bool, dir: &Path) -> PathBuf {
     }
     let out = dir.join(name.replace(".bmp", ".png"));
     rgb.save(&out).unwrap();
-    out
-}
-
-/// Deterministic crops (and mirror images) of `srcs`, `per` each.
-fn crops(srcs: &[PathBuf], per: usize, dir: &Path) -> Vec<PathBuf> {
-    let mut s: u32 = 12345;
-    let mut next = |n: u32| {
-        s = s.wrapping_mul(1103515245).wrapping_add(12345);
-        (s >> 8) % n.max(1)
-    };
-    let mut out = vec![];
-    for (i, p) in srcs.iter().enumerate() {
-        let img = image::open(p).unwrap().to_rgb8();
-        let (w, h) = img.dimensions();
-        for j in 0..per {
-            let f = 50 + next(51); // 50..100% of each side
-            let (cw, ch) = (w * f / 100, h * f / 100);
-            let (x, y) = (next(w - cw + 1), next(h - ch + 1));
-            let mut c = image::imageops::crop_imm(&img, x, y, cw, ch).to_image();
-            if next(2) == 1 {
-                c = image::imageops::flip_horizontal(&c);
-            }
-            let path = dir.join(format!("crop_{i}_{j}.png"));
-            c.save(&path).unwrap();
-            out.push(path);
-        }
-    }
     out
 }
 
