@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""LiteRT's outputs for the TFLite import test (tools/tests/tflite_import.rs).
+
+Runs each int8 .tflite on the int8 inputs Strix computed (written by the
+test's ignored `write_reference_inputs`: NHWC codes stored as float .npy, one
+per sample, with the FNV-1a hash of the codes beside each), with LiteRT's
+reference kernels (OpResolverType.BUILTIN_REF) and with its default resolver
+(XNNPACK), and writes tools/tests/data/tflite/<key>.json: per sample the int8
+output (softmax) and, for the reference kernels, the int8 logits (the
+softmax's input, read with experimental_preserve_all_tensors, which turns
+the default delegates off: hence none for XNNPACK).
+
+Usage: scripts/tflite-reference.sh (makes the venv, the inputs, then this).
+       tflite-reference.py INPUT_DIR OUT_DIR
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from ai_edge_litert import interpreter as litert
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CASES = {
+    "vww": ("models/vww/vww_96_int8.tflite", ["person", "no_person"]),
+    "kws": ("models/kws/kws_dscnn_int8_reference.tflite", ["yes", "no", "silence", "noise"]),
+}
+
+
+def run(model, x, resolver, preserve):
+    it = litert.Interpreter(
+        model_path=model,
+        experimental_op_resolver_type=resolver,
+        experimental_preserve_all_tensors=preserve,
+    )
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    assert inp["dtype"] == np.int8, inp
+    it.set_tensor(inp["index"], x.reshape(inp["shape"]))
+    it.invoke()
+    out = it.get_output_details()[0]
+    y = it.get_tensor(out["index"]).reshape(-1)
+    logits = None
+    if preserve:
+        ops = it._get_ops_details()
+        sm = [o for o in ops if o["op_name"] == "SOFTMAX"]
+        assert len(sm) == 1, ops
+        logits = it.get_tensor(int(sm[0]["inputs"][0])).reshape(-1)
+    q = out["quantization"]
+    return y, logits, {"scale": float(q[0]), "zero_point": int(q[1])}
+
+
+def main():
+    inputs, out_dir = sys.argv[1], sys.argv[2]
+    os.makedirs(out_dir, exist_ok=True)
+    for key, (rel, names) in CASES.items():
+        model = os.path.join(ROOT, rel)
+        cases = []
+        out_q = None
+        for name in names:
+            x = np.load(os.path.join(inputs, key, name + ".npy"))
+            assert np.all(x == np.round(x)) and x.min() >= -128 and x.max() <= 127
+            x = x.astype(np.int8)
+            with open(os.path.join(inputs, key, name + ".fnv1a")) as f:
+                h = f.read().strip()
+            ref_y, ref_l, out_q = run(model, x, litert.OpResolverType.BUILTIN_REF, True)
+            xnn_y, _, _ = run(model, x, litert.OpResolverType.AUTO, False)
+            cases.append(
+                {
+                    "name": name,
+                    "input_fnv1a": h,
+                    "reference": {"logits": ref_l.tolist(), "output": ref_y.tolist()},
+                    "xnnpack": {"logits": None, "output": xnn_y.tolist()},
+                }
+            )
+            print(f"{key}/{name}: reference {ref_y.tolist()} xnnpack {xnn_y.tolist()}")
+        doc = {
+            "model": rel,
+            "generator": "scripts/tflite-reference.sh (scripts/tflite-reference.py)",
+            "litert": getattr(litert, "__version__", None)
+            or __import__("importlib.metadata").metadata.version("ai-edge-litert"),
+            "output_quant": out_q,
+            "cases": cases,
+        }
+        with open(os.path.join(out_dir, key + ".json"), "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
