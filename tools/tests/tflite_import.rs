@@ -383,3 +383,145 @@ fn malformed_files_are_errors_not_panics() {
         assert!(parse(&b).unwrap_err().contains("TFL3"));
     }
 }
+
+/// What the int8 contract cannot represent is refused, naming the operator
+/// (index and code) or the tensor: each case edits the decoded KWS model.
+#[test]
+fn unsupported_features_are_refused_by_name() {
+    use tflite::schema::{Options, TensorType};
+    let bytes = std::fs::read(models().join("kws/kws_dscnn_int8_reference.tflite")).unwrap();
+    let base = tflite::Model::parse(&bytes).unwrap();
+    let refuse = |edit: &dyn Fn(&mut tflite::Model), want: &[&str]| {
+        let mut m = base.clone();
+        edit(&mut m);
+        let e = match tflite::import::import(&m) {
+            Ok(_) => panic!("accepted; wanted {want:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        for w in want {
+            assert!(e.contains(w), "{e:?} lacks {w:?}");
+        }
+    };
+    // An operator outside the mapped set: code, name and index.
+    refuse(&|m| m.operators[3].code = 18, &["operator 3", "MUL (code 18)", "not supported"]);
+    refuse(&|m| m.operators[5].code = 200, &["operator 5", "code 200"]);
+    // uint8 / int16 activations.
+    refuse(&|m| m.tensors[0].ttype = TensorType::Uint8, &["tensor 0", "uint8 activations"]);
+    refuse(&|m| m.tensors[22].ttype = TensorType::Int16, &["tensor 22", "int16 activations"]);
+    // Per-channel activation quantization.
+    refuse(
+        &|m| {
+            let q = m.tensors[23].quant.as_mut().unwrap();
+            q.scale = vec![q.scale[0]; 64];
+            q.zero_point = vec![-128; 64];
+            q.quantized_dimension = 3;
+        },
+        &["tensor 23", "per-channel activation"],
+    );
+    // Asymmetric weights.
+    refuse(
+        &|m| m.tensors[18].quant.as_mut().unwrap().zero_point[7] = 3,
+        &["operator 2 (CONV_2D", "weights tensor 18", "asymmetric weights"],
+    );
+    // A fused activation outside NONE/RELU/RELU_N1_TO_1/RELU6.
+    refuse(
+        &|m| {
+            if let Options::Conv2D { act, .. } = &mut m.operators[4].options {
+                *act = 4;
+            }
+        },
+        &["operator 4 (CONV_2D", "fused activation TANH"],
+    );
+    // A bias whose scale is not input x weight scale.
+    refuse(
+        &|m| m.tensors[6].quant.as_mut().unwrap().scale[0] *= 2.0,
+        &["bias tensor 6", "not input scale x weight scale"],
+    );
+    // A pool that changes the quantization.
+    refuse(
+        &|m| m.tensors[31].quant.as_mut().unwrap().zero_point[0] = -100,
+        &["operator 9 (AVERAGE_POOL_2D", "differs from the input's"],
+    );
+    // Softmax beta.
+    refuse(
+        &|m| m.operators[12].options = Options::Softmax { beta: 0.5 },
+        &["operator 12 (SOFTMAX", "beta 0.5"],
+    );
+}
+
+/// The lowering checks the pins against the graph: a pinned weight without
+/// its pinned bias is refused, naming the node.
+#[test]
+fn incomplete_pins_are_refused() {
+    let (mut cg, _) = tflite::load(&models().join("kws/kws_dscnn_int8_reference.tflite")).unwrap();
+    let n = cg.nodes.iter().find(|n| n.name == "conv_2").unwrap().clone();
+    cg.pinned.bias.remove(&n.inputs[2]);
+    let e = strix_tools::lower::lower_int8(
+        &cg,
+        &Default::default(),
+        strix_tools::calib::Method::Minmax,
+        &Default::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("'conv_2'") && e.contains("both be pinned"), "{e}");
+}
+
+fn strix() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_strix"))
+}
+
+fn top1(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["top_k"][0]["label"].as_str().unwrap().to_string()
+}
+
+/// `strix convert x.tflite -o x.strix` (the TOML beside the file gives
+/// the preprocessing and labels), then `strix run` on the samples.
+#[test]
+fn cli_converts_and_runs_tflite() {
+    let dir = scratch("cli");
+    for c in cases() {
+        let out = dir.join(format!("{}.strix", c.key));
+        let o = strix()
+            .arg("convert")
+            .arg(&c.model)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (name, path) = &c.samples[0];
+        let f = sample_file(name, path, &dir);
+        let label = top1(&strix().arg("run").arg(&out).arg(&f).output().unwrap());
+        assert_eq!(Some(label.as_str()), c.want[0], "{}", c.key);
+    }
+    // No calibration for a TFLite model; the help says what is supported.
+    let c = &cases()[1];
+    let o = strix()
+        .arg("convert")
+        .arg(&c.model)
+        .arg("-o")
+        .arg(dir.join("x.strix"))
+        .arg("--calib")
+        .arg(&c.samples[0].1)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("own quantization"), "{e}");
+    let h = strix().args(["convert", "--help"]).output().unwrap();
+    let h = String::from_utf8_lossy(&h.stdout);
+    assert!(h.contains("TFLite") && h.contains("DEPTHWISE_CONV_2D"), "{h}");
+    // An ONNX model still needs --calib (or --fp32).
+    let o = strix()
+        .arg("convert")
+        .arg(models().join("kws/kws_dscnn_f32.onnx"))
+        .arg("-o")
+        .arg(dir.join("y.strix"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("--calib"), "{e}");
+}
