@@ -10,6 +10,10 @@ output (softmax) and, for the reference kernels, the int8 logits (the
 softmax's input, read with experimental_preserve_all_tensors, which turns
 the default delegates off: hence none for XNNPACK).
 
+Also the synthetic model of scripts/tflite-synthetic.py (written to
+OUT_DIR/synthetic.tflite): four seeded random int8 inputs, stored in
+synthetic.json with both resolvers' outputs.
+
 Usage: scripts/tflite-reference.sh (makes the venv, the inputs, then this).
        tflite-reference.py INPUT_DIR OUT_DIR
 """
@@ -28,6 +32,8 @@ CASES = {
 
 
 def run(model, x, resolver, preserve):
+    """Output (int8, flat), logits (the SOFTMAX input, when `preserve`) and
+    the output quantization."""
     it = litert.Interpreter(
         model_path=model,
         experimental_op_resolver_type=resolver,
@@ -50,9 +56,64 @@ def run(model, x, resolver, preserve):
     return y, logits, {"scale": float(q[0]), "zero_point": int(q[1])}
 
 
+def intermediates(model, x):
+    """Every int8 activation of the reference run, by tensor name (flat,
+    TFLite's NHWC order)."""
+    it = litert.Interpreter(
+        model_path=model,
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
+        experimental_preserve_all_tensors=True,
+    )
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    out = {}
+    for d in it.get_tensor_details():
+        if d["dtype"] == np.int8 and "/" not in d["name"] and d["name"] != "input":
+            out[d["name"]] = it.get_tensor(d["index"]).reshape(-1).tolist()
+    return out
+
+
+def synthetic(out_dir):
+    import subprocess
+
+    model = os.path.join(out_dir, "synthetic.tflite")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/tflite-synthetic.py"), model], check=True)
+    it = litert.Interpreter(model_path=model)
+    inp = it.get_input_details()[0]
+    shape = [int(d) for d in inp["shape"]]
+    cases = []
+    for seed in range(4):
+        x = np.random.default_rng(seed).integers(-128, 128, size=shape).astype(np.int8)
+        ref_y, _, out_q = run(model, x, litert.OpResolverType.BUILTIN_REF, False)
+        xnn_y, _, _ = run(model, x, litert.OpResolverType.AUTO, False)
+        cases.append(
+            {
+                "name": f"seed{seed}",
+                "input": x.reshape(-1).tolist(),
+                "reference": {"output": ref_y.tolist(), "tensors": intermediates(model, x)},
+                "xnnpack": {"output": xnn_y.tolist()},
+            }
+        )
+        print(f"synthetic/seed{seed}: reference {ref_y.tolist()} xnnpack {xnn_y.tolist()}")
+    q = inp["quantization"]
+    doc = {
+        "model": "tools/tests/data/tflite/synthetic.tflite",
+        "generator": "scripts/tflite-reference.sh (scripts/tflite-synthetic.py, scripts/tflite-reference.py)",
+        "input_shape_nhwc": shape,
+        "input_quant": {"scale": float(q[0]), "zero_point": int(q[1])},
+        "output_quant": out_q,
+        "cases": cases,
+    }
+    with open(os.path.join(out_dir, "synthetic.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
 def main():
     inputs, out_dir = sys.argv[1], sys.argv[2]
     os.makedirs(out_dir, exist_ok=True)
+    synthetic(out_dir)
     for key, (rel, names) in CASES.items():
         model = os.path.join(ROOT, rel)
         cases = []

@@ -256,7 +256,11 @@ fn outputs_match_litert() {
             }
             let lite = codes(&e["reference"]["output"]);
             let lite_best = (0..lite.len()).max_by_key(|&i| lite[i]).unwrap();
-            assert_eq!(best, lite_best, "{}/{name}: Strix {probs:?}, LiteRT {lite:?}", c.key);
+            assert_eq!(
+                best, lite_best,
+                "{}/{name}: Strix {probs:?}, LiteRT {lite:?}",
+                c.key
+            );
             for kernels in ["reference", "xnnpack"] {
                 let ex = Expect {
                     // XNNPACK's intermediate tensors are not readable.
@@ -303,9 +307,18 @@ fn outputs_match_litert() {
                 // XNNPACK's softmax is itself up to 5 steps from them:
                 // Strix must be no farther from it than they are, plus one.
                 let lite_ref = codes(&e["reference"]["output"]);
-                let within = out.iter().zip(&ex.output).zip(&lite_ref).all(|((s, x), r)| {
-                    (s - x).abs() <= if kernels == "reference" { 1 } else { (r - x).abs() + 1 }
-                });
+                let within = out
+                    .iter()
+                    .zip(&ex.output)
+                    .zip(&lite_ref)
+                    .all(|((s, x), r)| {
+                        (s - x).abs()
+                            <= if kernels == "reference" {
+                                1
+                            } else {
+                                (r - x).abs() + 1
+                            }
+                    });
                 assert!(
                     within && lmax <= 1,
                     "{}/{name} vs {kernels}: {out:?} / {:?}, logits {logits:?} / {:?}",
@@ -355,7 +368,9 @@ fn malformed_files_are_errors_not_panics() {
         let mut s: u64 = 0x9e3779b97f4a7c15;
         let mut flipped_errors = 0;
         for i in 0..3000 {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let at = if i < 1000 {
                 i % 512 // the root table and vtables
             } else {
@@ -377,7 +392,10 @@ fn malformed_files_are_errors_not_panics() {
         assert!(flipped_errors > 0);
         // The messages say what is wrong.
         let e = parse(&bytes[..bytes.len() / 2]).unwrap_err();
-        assert!(e.contains("past the end") || e.contains("outside the file"), "{e}");
+        assert!(
+            e.contains("past the end") || e.contains("outside the file"),
+            "{e}"
+        );
         let mut b = bytes.clone();
         b[4..8].copy_from_slice(b"XXXX");
         assert!(parse(&b).unwrap_err().contains("TFL3"));
@@ -403,11 +421,20 @@ fn unsupported_features_are_refused_by_name() {
         }
     };
     // An operator outside the mapped set: code, name and index.
-    refuse(&|m| m.operators[3].code = 18, &["operator 3", "MUL (code 18)", "not supported"]);
+    refuse(
+        &|m| m.operators[3].code = 18,
+        &["operator 3", "MUL (code 18)", "not supported"],
+    );
     refuse(&|m| m.operators[5].code = 200, &["operator 5", "code 200"]);
     // uint8 / int16 activations.
-    refuse(&|m| m.tensors[0].ttype = TensorType::Uint8, &["tensor 0", "uint8 activations"]);
-    refuse(&|m| m.tensors[22].ttype = TensorType::Int16, &["tensor 22", "int16 activations"]);
+    refuse(
+        &|m| m.tensors[0].ttype = TensorType::Uint8,
+        &["tensor 0", "uint8 activations"],
+    );
+    refuse(
+        &|m| m.tensors[22].ttype = TensorType::Int16,
+        &["tensor 22", "int16 activations"],
+    );
     // Per-channel activation quantization.
     refuse(
         &|m| {
@@ -421,7 +448,11 @@ fn unsupported_features_are_refused_by_name() {
     // Asymmetric weights.
     refuse(
         &|m| m.tensors[18].quant.as_mut().unwrap().zero_point[7] = 3,
-        &["operator 2 (CONV_2D", "weights tensor 18", "asymmetric weights"],
+        &[
+            "operator 2 (CONV_2D",
+            "weights tensor 18",
+            "asymmetric weights",
+        ],
     );
     // A fused activation outside NONE/RELU/RELU_N1_TO_1/RELU6.
     refuse(
@@ -454,7 +485,12 @@ fn unsupported_features_are_refused_by_name() {
 #[test]
 fn incomplete_pins_are_refused() {
     let (mut cg, _) = tflite::load(&models().join("kws/kws_dscnn_int8_reference.tflite")).unwrap();
-    let n = cg.nodes.iter().find(|n| n.name == "conv_2").unwrap().clone();
+    let n = cg
+        .nodes
+        .iter()
+        .find(|n| n.name == "conv_2")
+        .unwrap()
+        .clone();
     cg.pinned.bias.remove(&n.inputs[2]);
     let e = strix_tools::lower::lower_int8(
         &cg,
@@ -465,7 +501,10 @@ fn incomplete_pins_are_refused() {
     .err()
     .unwrap()
     .to_string();
-    assert!(e.contains("'conv_2'") && e.contains("both be pinned"), "{e}");
+    assert!(
+        e.contains("'conv_2'") && e.contains("both be pinned"),
+        "{e}"
+    );
 }
 
 fn strix() -> std::process::Command {
@@ -473,7 +512,11 @@ fn strix() -> std::process::Command {
 }
 
 fn top1(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     j["top_k"][0]["label"].as_str().unwrap().to_string()
 }
@@ -513,7 +556,10 @@ fn cli_converts_and_runs_tflite() {
     assert!(!o.status.success() && e.contains("own quantization"), "{e}");
     let h = strix().args(["convert", "--help"]).output().unwrap();
     let h = String::from_utf8_lossy(&h.stdout);
-    assert!(h.contains("TFLite") && h.contains("DEPTHWISE_CONV_2D"), "{h}");
+    assert!(
+        h.contains("TFLite") && h.contains("DEPTHWISE_CONV_2D"),
+        "{h}"
+    );
     // An ONNX model still needs --calib (or --fp32).
     let o = strix()
         .arg("convert")
@@ -524,4 +570,155 @@ fn cli_converts_and_runs_tflite() {
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("--calib"), "{e}");
+}
+
+/// The synthetic model of `scripts/tflite-synthetic.py` (MAX_POOL_2D, ADD,
+/// AVERAGE_POOL_2D with partial SAME windows, asymmetric SAME padding,
+/// dilation, depth multiplier 2, per-tensor weights, and a flatten of an
+/// NHWC tensor with H, W > 1 before FULLY_CONNECTED) against LiteRT's
+/// reference kernels on four random int8 inputs, every activation tensor
+/// compared: bit-exact up to the average pool; there, Strix rounds
+/// `sum(x - zp) / n` half away from zero where TFLite rounds `sum(x) / n`,
+/// so the two differ by one exactly where TFLite's sum is an exact half
+/// (an even tap count) and its sign differs from Strix's: checked element
+/// by element from LiteRT's own input to the pool. After it, one step.
+#[test]
+fn synthetic_model_matches_litert() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tflite");
+    let exp = expectations("synthetic");
+    let s: Vec<usize> = exp["input_shape_nhwc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let q = |k: &str| {
+        (
+            exp[k]["scale"].as_f64().unwrap() as f32,
+            exp[k]["zero_point"].as_i64().unwrap() as i32,
+        )
+    };
+    let (is, iz) = q("input_quant");
+    let (h, w, ch) = (s[1], s[2], s[3]);
+    // Every activation value as a graph output (in TFLite's NHWC order).
+    let (mut cg, _) = tflite::load(&data.join("synthetic.tflite")).unwrap();
+    let names = [
+        "conv0", "dw1", "maxpool2", "conv3", "conv4", "add5", "avgpool6", "flatten", "output",
+    ];
+    cg.outputs = names
+        .iter()
+        .map(|n| cg.values.iter().position(|v| v.name == *n).unwrap())
+        .collect();
+    let quants: Vec<_> = cg.outputs.iter().map(|v| cg.pinned.act[v]).collect();
+    let shapes: Vec<Vec<usize>> = cg
+        .outputs
+        .iter()
+        .map(|&v| cg.values[v].shape.clone())
+        .collect();
+    let mut b = strix_tools::lower::lower_int8(
+        &cg,
+        &Default::default(),
+        strix_tools::calib::Method::Minmax,
+        &Default::default(),
+    )
+    .unwrap()
+    .builder;
+    strix_runtime::plan::plan(&mut b.g, true);
+    let m = Model::new(Default::default(), b.g, b.c).unwrap();
+    let (mut halves, mut out_equal, mut out_total) = (0, 0, 0);
+    for e in exp["cases"].as_array().unwrap() {
+        let codes_in = codes(&e["input"]);
+        // NHWC codes -> the NCHW real values Strix's Quantize maps back
+        // to the same codes.
+        let mut x = vec![0f32; codes_in.len()];
+        for y in 0..h {
+            for xx in 0..w {
+                for k in 0..ch {
+                    x[(k * h + y) * w + xx] = (codes_in[(y * w + xx) * ch + k] - iz) as f32 * is;
+                }
+            }
+        }
+        let outs = strix_tools::run_values(&m, &x).unwrap();
+        let lite = &e["reference"]["tensors"];
+        let mut after_pool = false;
+        for (i, name) in names.iter().enumerate() {
+            let mut got = requantize(&outs[i].0, quants[i].scale, quants[i].zero_point);
+            if shapes[i].len() == 4 {
+                // NCHW -> NHWC
+                let (c, hh, ww) = (shapes[i][1], shapes[i][2], shapes[i][3]);
+                let mut t = vec![0; got.len()];
+                for k in 0..c {
+                    for y in 0..hh {
+                        for xx in 0..ww {
+                            t[(y * ww + xx) * c + k] = got[(k * hh + y) * ww + xx];
+                        }
+                    }
+                }
+                got = t;
+            }
+            let want = codes(&lite[*name]);
+            let case = format!("synthetic/{}/{name}", e["name"].as_str().unwrap());
+            if *name == "avgpool6" {
+                // 2x2 SAME stride 1 on 3x3x8: taps (y..=y+1, x..=x+1) in the image.
+                let a = codes(&lite["add5"]);
+                let zp = quants[i].zero_point;
+                for (j, (&g, &t)) in got.iter().zip(&want).enumerate() {
+                    let (y, xx, k) = (j / 24, (j / 8) % 3, j % 8);
+                    let (mut sum, mut n) = (0, 0);
+                    for yy in y..(y + 2).min(3) {
+                        for xi in xx..(xx + 2).min(3) {
+                            sum += a[(yy * 3 + xi) * 8 + k];
+                            n += 1;
+                        }
+                    }
+                    let half = n % 2 == 0 && sum.rem_euclid(n) == n / 2;
+                    let crosses = (sum < 0) != (sum - n * zp < 0);
+                    if g != t {
+                        assert!(
+                            (g - t).abs() == 1 && half && crosses,
+                            "{case}[{j}]: Strix {g}, LiteRT {t} (sum {sum} over {n} taps)"
+                        );
+                        halves += 1;
+                        after_pool = true;
+                    }
+                }
+            } else if after_pool {
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .max()
+                    .unwrap();
+                assert!(worst <= 1, "{case}: {got:?} vs {want:?}");
+            } else {
+                assert_eq!(got, want, "{case}");
+            }
+            if *name == "output" {
+                out_total += got.len();
+                out_equal += got.iter().zip(&want).filter(|(a, b)| a == b).count();
+                let xnn = codes(&e["xnnpack"]["output"]);
+                let worst = got
+                    .iter()
+                    .zip(&xnn)
+                    .map(|(a, b)| (a - b).abs())
+                    .max()
+                    .unwrap();
+                assert!(worst <= 1, "{case} vs XNNPACK: {got:?} vs {xnn:?}");
+            }
+        }
+    }
+    eprintln!(
+        "synthetic: every tensor bit-exact before the average pool; {halves} average-pool \
+         elements (of 288) at exact halves differ by one; outputs {out_equal}/{out_total} equal"
+    );
+    // The CLI path compiles it too (no TOML: a raw input).
+    let dir = scratch("synthetic");
+    tflite::convert(
+        &data.join("synthetic.tflite"),
+        &dir.join("synthetic.strix"),
+        None,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
 }

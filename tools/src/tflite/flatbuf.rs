@@ -109,16 +109,24 @@ impl<'a> Table<'a> {
         Ok(self.u8(f, default as u8, what)? != 0)
     }
     pub(crate) fn i32(&self, f: usize, default: i32, what: &str) -> Result<i32> {
-        Ok(self.scalar::<4>(f, what)?.map_or(default, i32::from_le_bytes))
+        Ok(self
+            .scalar::<4>(f, what)?
+            .map_or(default, i32::from_le_bytes))
     }
     pub(crate) fn u32(&self, f: usize, default: u32, what: &str) -> Result<u32> {
-        Ok(self.scalar::<4>(f, what)?.map_or(default, u32::from_le_bytes))
+        Ok(self
+            .scalar::<4>(f, what)?
+            .map_or(default, u32::from_le_bytes))
     }
     pub(crate) fn u64(&self, f: usize, default: u64, what: &str) -> Result<u64> {
-        Ok(self.scalar::<8>(f, what)?.map_or(default, u64::from_le_bytes))
+        Ok(self
+            .scalar::<8>(f, what)?
+            .map_or(default, u64::from_le_bytes))
     }
     pub(crate) fn f32(&self, f: usize, default: f32, what: &str) -> Result<f32> {
-        Ok(self.scalar::<4>(f, what)?.map_or(default, f32::from_le_bytes))
+        Ok(self
+            .scalar::<4>(f, what)?
+            .map_or(default, f32::from_le_bytes))
     }
 
     /// Sub-table in field `f`.
@@ -152,9 +160,7 @@ impl<'a> Table<'a> {
     }
 
     pub(crate) fn bytes(&self, f: usize, what: &str) -> Result<Option<&'a [u8]>> {
-        Ok(self
-            .vector(f, 1, what)?
-            .map(|(s, n)| &self.buf[s..s + n]))
+        Ok(self.vector(f, 1, what)?.map(|(s, n)| &self.buf[s..s + n]))
     }
 
     pub(crate) fn string(&self, f: usize, what: &str) -> Result<Option<String>> {
@@ -173,7 +179,13 @@ impl<'a> Table<'a> {
             return Ok(vec![]);
         };
         Ok((0..n)
-            .map(|i| conv(self.buf[s + i * N..s + (i + 1) * N].try_into().expect("N bytes")))
+            .map(|i| {
+                conv(
+                    self.buf[s + i * N..s + (i + 1) * N]
+                        .try_into()
+                        .expect("N bytes"),
+                )
+            })
             .collect())
     }
 

@@ -56,7 +56,10 @@ fn act_quant(m: &Model, t: usize) -> Result<Quant> {
         );
     }
     let Some(q) = &tensor.quant else {
-        bail!("{}: int8 activation without quantization parameters", what());
+        bail!(
+            "{}: int8 activation without quantization parameters",
+            what()
+        );
     };
     if q.scale.len() != 1 || q.zero_point.len() > 1 {
         bail!(
@@ -96,10 +99,12 @@ fn fused(act: Activation, what: &str) -> Result<Act> {
             max: 1.0,
         },
         3 => Act { min: 0.0, max: 6.0 },
-        a => bail!(
+        a => {
+            bail!(
             "{what}: fused activation {} is not supported (NONE, RELU, RELU_N1_TO_1, RELU6 are)",
             ACTIVATION_NAMES.get(a as usize).copied().unwrap_or("unknown")
-        ),
+        )
+        }
     })
 }
 
@@ -222,12 +227,21 @@ impl<'a> Importer<'a> {
     /// Int8 weights (symmetric, per channel along `dim` or per tensor) of
     /// tensor `t` with `channels` output channels: codes and one scale per
     /// channel.
-    fn weights(&self, t: i32, dim: usize, channels: usize, what: &str) -> Result<(Vec<i8>, Vec<f32>)> {
+    fn weights(
+        &self,
+        t: i32,
+        dim: usize,
+        channels: usize,
+        what: &str,
+    ) -> Result<(Vec<i8>, Vec<f32>)> {
         let ti = usize::try_from(t).map_err(|_| anyhow!("{what}: weights omitted"))?;
         let tensor = self.tensor(ti);
         let w = format!("{what}: weights tensor {ti} '{}'", short(&tensor.name));
         if tensor.ttype != TensorType::Int8 {
-            bail!("{w}: {} weights are not supported (int8 only)", tensor.ttype.name());
+            bail!(
+                "{w}: {} weights are not supported (int8 only)",
+                tensor.ttype.name()
+            );
         }
         let data = self.m.data(ti)?;
         if data.is_empty() {
@@ -267,10 +281,17 @@ impl<'a> Importer<'a> {
         let tensor = self.tensor(ti);
         let w = format!("{what}: bias tensor {ti} '{}'", short(&tensor.name));
         if tensor.ttype != TensorType::Int32 {
-            bail!("{w}: {} bias is not supported (int32 only)", tensor.ttype.name());
+            bail!(
+                "{w}: {} bias is not supported (int32 only)",
+                tensor.ttype.name()
+            );
         }
         if tensor.len() != ws.len() {
-            bail!("{w}: {} values for {} output channels", tensor.len(), ws.len());
+            bail!(
+                "{w}: {} values for {} output channels",
+                tensor.len(),
+                ws.len()
+            );
         }
         let data = self.m.data(ti)?;
         if data.is_empty() {
@@ -303,7 +324,14 @@ impl<'a> Importer<'a> {
     /// come with near-zero weight scales (dead channels whose bias scale
     /// `in x w` is tiny); the clamp moves the channel's output by
     /// `(|b| - 2^30) x in x w / out` quantization steps, recorded as a warning.
-    fn clamp_bias(&mut self, bias: &mut [i32], in_scale: f32, ws: &[f32], out_scale: f32, what: &str) {
+    fn clamp_bias(
+        &mut self,
+        bias: &mut [i32],
+        in_scale: f32,
+        ws: &[f32],
+        out_scale: f32,
+        what: &str,
+    ) {
         const LIM: i32 = 1 << 30;
         let (mut count, mut worst) = (0, 0f64);
         for (b, &w) in bias.iter_mut().zip(ws) {
@@ -409,7 +437,15 @@ impl<'a> Importer<'a> {
                         act,
                         dilation_w,
                         dilation_h,
-                    } => (*padding, *stride_w, *stride_h, *act, *dilation_w, *dilation_h, 0),
+                    } => (
+                        *padding,
+                        *stride_w,
+                        *stride_h,
+                        *act,
+                        *dilation_w,
+                        *dilation_h,
+                        0,
+                    ),
                     Options::DepthwiseConv2D {
                         padding,
                         stride_w,
@@ -429,7 +465,8 @@ impl<'a> Importer<'a> {
                     ),
                     other => bail!("{what}: unexpected options {other:?}"),
                 };
-                let wt = usize::try_from(o.inputs[1]).map_err(|_| anyhow!("{what}: weights omitted"))?;
+                let wt =
+                    usize::try_from(o.inputs[1]).map_err(|_| anyhow!("{what}: weights omitted"))?;
                 let ws = self.tensor(wt).shape.clone();
                 if ws.len() != 4 {
                     bail!("{what}: weights of shape {ws:?} (4-D expected)");
@@ -451,9 +488,16 @@ impl<'a> Importer<'a> {
                     }
                     (ws[0], ws[1], ws[2], in_c / ws[3])
                 };
-                let (wq, scales) = self.weights(o.inputs[1], if dw { 3 } else { 0 }, out_c, what)?;
-                let strides = [positive(sh, "stride_h", what)?, positive(sw, "stride_w", what)?];
-                let dil = [positive(dh, "dilation_h", what)?, positive(dw_, "dilation_w", what)?];
+                let (wq, scales) =
+                    self.weights(o.inputs[1], if dw { 3 } else { 0 }, out_c, what)?;
+                let strides = [
+                    positive(sh, "stride_h", what)?,
+                    positive(sw, "stride_w", what)?,
+                ];
+                let dil = [
+                    positive(dh, "dilation_h", what)?,
+                    positive(dw_, "dilation_w", what)?,
+                ];
                 let auto = match padding {
                     Padding::Same => "SAME_UPPER",
                     Padding::Valid => "VALID",
@@ -515,8 +559,16 @@ impl<'a> Importer<'a> {
                     |i| i / per,
                 );
                 let y = self.act_value(&base, vec![nb, out_c, oh, ow], yq);
-                self.node(&format!("{}_{oi}", op_short(o.code)), COp::Conv { geom, act }, vec![x, wv, bv], y);
-                self.placed[yt] = Some(Placed { value: y, nchw: true });
+                self.node(
+                    &format!("{}_{oi}", op_short(o.code)),
+                    COp::Conv { geom, act },
+                    vec![x, wv, bv],
+                    y,
+                );
+                self.placed[yt] = Some(Placed {
+                    value: y,
+                    nchw: true,
+                });
             }
             op::FULLY_CONNECTED => {
                 need(2)?;
@@ -536,7 +588,8 @@ impl<'a> Importer<'a> {
                 let xp = self.input(o.inputs[0], what)?;
                 let xq = act_quant(self.m, x_t).with_context(|| what.to_string())?;
                 let x = self.tfl(xp, x_t)?;
-                let wt = usize::try_from(o.inputs[1]).map_err(|_| anyhow!("{what}: weights omitted"))?;
+                let wt =
+                    usize::try_from(o.inputs[1]).map_err(|_| anyhow!("{what}: weights omitted"))?;
                 let ws = self.tensor(wt).shape.clone();
                 if ws.len() != 2 {
                     bail!("{what}: weights of shape {ws:?} (2-D [out, in] expected)");
@@ -601,7 +654,10 @@ impl<'a> Importer<'a> {
                     self.node(&format!("{name}#reshape"), COp::Reshape, vec![g], y);
                     y
                 };
-                self.placed[yt] = Some(Placed { value: y, nchw: false });
+                self.placed[yt] = Some(Placed {
+                    value: y,
+                    nchw: false,
+                });
             }
             op::AVERAGE_POOL_2D | op::MAX_POOL_2D => {
                 need(1)?;
@@ -619,7 +675,10 @@ impl<'a> Importer<'a> {
                 if act != 0 {
                     bail!(
                         "{what}: fused activation {} on a pool is not supported",
-                        ACTIVATION_NAMES.get(act as usize).copied().unwrap_or("unknown")
+                        ACTIVATION_NAMES
+                            .get(act as usize)
+                            .copied()
+                            .unwrap_or("unknown")
                     );
                 }
                 let x_t = o.inputs[0] as usize;
@@ -637,8 +696,14 @@ impl<'a> Importer<'a> {
                          (TFLite's int8 pools keep it; Strix's too)"
                     );
                 }
-                let k = [positive(filter_h, "filter_height", what)?, positive(filter_w, "filter_width", what)?];
-                let s = [positive(stride_h, "stride_h", what)?, positive(stride_w, "stride_w", what)?];
+                let k = [
+                    positive(filter_h, "filter_height", what)?,
+                    positive(filter_w, "filter_width", what)?,
+                ];
+                let s = [
+                    positive(stride_h, "stride_h", what)?,
+                    positive(stride_w, "stride_w", what)?,
+                ];
                 let auto = match padding {
                     Padding::Same => "SAME_UPPER",
                     Padding::Valid => "VALID",
@@ -670,7 +735,10 @@ impl<'a> Importer<'a> {
                 let base = short(&self.tensor(yt).name).to_string();
                 let y = self.act_value(&base, vec![xs[0], xs[1], oh, ow], yq);
                 self.node(&format!("{}_{oi}", op_short(o.code)), cop, vec![x], y);
-                self.placed[yt] = Some(Placed { value: y, nchw: true });
+                self.placed[yt] = Some(Placed {
+                    value: y,
+                    nchw: true,
+                });
             }
             op::RESHAPE => {
                 need(1)?;
@@ -685,14 +753,20 @@ impl<'a> Importer<'a> {
                 let want = self.tensor(yt).shape.clone();
                 let have: usize = self.g.values[x].shape.iter().product();
                 if want.iter().product::<usize>() != have {
-                    bail!(
-                        "{what}: output shape {want:?} does not hold the input's {have} values"
-                    );
+                    bail!("{what}: output shape {want:?} does not hold the input's {have} values");
                 }
                 let base = short(&self.tensor(yt).name).to_string();
                 let y = self.act_value(&base, want, yq);
-                self.node(&format!("{}_{oi}", op_short(o.code)), COp::Reshape, vec![x], y);
-                self.placed[yt] = Some(Placed { value: y, nchw: false });
+                self.node(
+                    &format!("{}_{oi}", op_short(o.code)),
+                    COp::Reshape,
+                    vec![x],
+                    y,
+                );
+                self.placed[yt] = Some(Placed {
+                    value: y,
+                    nchw: false,
+                });
             }
             op::SOFTMAX => {
                 need(1)?;
@@ -726,7 +800,10 @@ impl<'a> Importer<'a> {
                     vec![x],
                     y,
                 );
-                self.placed[yt] = Some(Placed { value: y, nchw: false });
+                self.placed[yt] = Some(Placed {
+                    value: y,
+                    nchw: false,
+                });
             }
             op::ADD => {
                 need(2)?;
@@ -737,11 +814,17 @@ impl<'a> Importer<'a> {
                 if act != 0 {
                     bail!(
                         "{what}: fused activation {} on ADD is not supported",
-                        ACTIVATION_NAMES.get(act as usize).copied().unwrap_or("unknown")
+                        ACTIVATION_NAMES
+                            .get(act as usize)
+                            .copied()
+                            .unwrap_or("unknown")
                     );
                 }
                 let (at, bt) = (o.inputs[0] as usize, o.inputs[1] as usize);
-                let (ap, bp) = (self.input(o.inputs[0], what)?, self.input(o.inputs[1], what)?);
+                let (ap, bp) = (
+                    self.input(o.inputs[0], what)?,
+                    self.input(o.inputs[1], what)?,
+                );
                 act_quant(self.m, at).with_context(|| what.to_string())?;
                 act_quant(self.m, bt).with_context(|| what.to_string())?;
                 if self.tensor(at).shape != self.tensor(bt).shape {
@@ -771,7 +854,8 @@ impl<'a> Importer<'a> {
             }
             op::QUANTIZE | op::DEQUANTIZE => {
                 need(1)?;
-                let x_t = usize::try_from(o.inputs[0]).map_err(|_| anyhow!("{what}: input omitted"))?;
+                let x_t =
+                    usize::try_from(o.inputs[0]).map_err(|_| anyhow!("{what}: input omitted"))?;
                 if o.outputs.len() != 1 || o.outputs[0] < 0 {
                     bail!("{what}: one output expected");
                 }
@@ -849,7 +933,10 @@ pub fn import(m: &Model) -> Result<(CGraph, Vec<String>)> {
     let tin = &m.tensors[it];
     let shape = tin.shape.clone();
     if shape.is_empty() || shape.contains(&0) {
-        bail!("input tensor {it} '{}' has shape {shape:?}", short(&tin.name));
+        bail!(
+            "input tensor {it} '{}' has shape {shape:?}",
+            short(&tin.name)
+        );
     }
     let (cg_shape, nchw) = if shape.len() == 4 {
         (vec![shape[0], shape[3], shape[1], shape[2]], true)
