@@ -192,7 +192,7 @@ impl Pinned {
             let Some(val) = cg.values.get(v) else {
                 bail!("pinned quantization for value {v}, which does not exist");
             };
-            if !(q.scale.is_finite() && q.scale > 0.0) || !(-128..=127).contains(&q.zero_point) {
+            if !(q.scale.is_finite() && q.scale > 0.0 && (-128..=127).contains(&q.zero_point)) {
                 bail!(
                     "'{}': pinned quantization scale {} zero point {} is not a valid int8 one",
                     val.name,

@@ -70,7 +70,10 @@ impl<'a> Table<'a> {
         }
         let vt = vt as usize;
         let vt_len = u16::from_le_bytes(read::<2>(buf, vt, what)?) as usize;
-        if vt_len < 4 || vt_len % 2 != 0 || vt.checked_add(vt_len).is_none_or(|e| e > buf.len()) {
+        if vt_len < 4
+            || !vt_len.is_multiple_of(2)
+            || vt.checked_add(vt_len).is_none_or(|e| e > buf.len())
+        {
             bail!("{what}: vtable at {vt} has an invalid size {vt_len}");
         }
         Ok(Table {

@@ -70,7 +70,7 @@ fn act_quant(m: &Model, t: usize) -> Result<Quant> {
     }
     let zp = q.zero_point.first().copied().unwrap_or(0);
     let scale = q.scale[0];
-    if !(scale.is_finite() && scale > 0.0) || !(-128..=127).contains(&zp) {
+    if !(scale.is_finite() && scale > 0.0 && (-128..=127).contains(&zp)) {
         bail!(
             "{}: quantization scale {scale} zero point {zp} is not a valid int8 one",
             what()
@@ -355,6 +355,7 @@ impl<'a> Importer<'a> {
     /// Adds a conv/gemm's constant weights (f32, dequantized, shape `shape`,
     /// with codes `q` in the same layout) and bias, pinned; returns the
     /// weight and bias values.
+    #[allow(clippy::too_many_arguments)]
     fn weight_values(
         &mut self,
         base: &str,
@@ -474,7 +475,7 @@ impl<'a> Importer<'a> {
                 let (out_c, kh, kw, groups) = if dw {
                     // [1, KH, KW, C * multiplier]; older files may leave the
                     // multiplier 0 (it follows from the shapes).
-                    if ws[0] != 1 || in_c == 0 || ws[3] % in_c != 0 {
+                    if ws[0] != 1 || in_c == 0 || !ws[3].is_multiple_of(in_c) {
                         bail!("{what}: depthwise weights {ws:?} do not fit {in_c} input channels");
                     }
                     let m = ws[3] / in_c;
@@ -483,7 +484,10 @@ impl<'a> Importer<'a> {
                     }
                     (ws[3], ws[1], ws[2], in_c)
                 } else {
-                    if ws[3] == 0 || in_c % ws[3] != 0 || ws[0] % (in_c / ws[3]) != 0 {
+                    if ws[3] == 0
+                        || !in_c.is_multiple_of(ws[3])
+                        || !ws[0].is_multiple_of(in_c / ws[3])
+                    {
                         bail!("{what}: weights {ws:?} do not fit {in_c} input channels");
                     }
                     (ws[0], ws[1], ws[2], in_c / ws[3])
@@ -597,7 +601,7 @@ impl<'a> Importer<'a> {
                 let (nn, kk) = (ws[0], ws[1]);
                 let xs = self.g.values[x].shape.clone();
                 let total: usize = xs.iter().product();
-                if kk == 0 || total % kk != 0 {
+                if kk == 0 || !total.is_multiple_of(kk) {
                     bail!("{what}: input {xs:?} does not flatten into rows of {kk}");
                 }
                 let rows = total / kk;
