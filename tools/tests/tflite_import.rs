@@ -332,6 +332,7 @@ fn outputs_match_litert() {
     for r in &report {
         eprintln!("{r}");
     }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Truncated and byte-flipped copies of both files give errors (or, for
@@ -541,6 +542,23 @@ fn cli_converts_and_runs_tflite() {
         let label = top1(&strix().arg("run").arg(&out).arg(&f).output().unwrap());
         assert_eq!(Some(label.as_str()), c.want[0], "{}", c.key);
     }
+    // --fp32: an f32 build from the dequantized weights, same label.
+    let c = &cases()[0];
+    let out = dir.join("vww-fp32.strix");
+    let o = strix()
+        .arg("convert")
+        .arg(&c.model)
+        .arg("--fp32")
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = sample_file("person", &c.samples[0].1, &dir);
+    assert_eq!(
+        top1(&strix().arg("run").arg(&out).arg(&f).output().unwrap()),
+        "person"
+    );
     // No calibration for a TFLite model; the help says what is supported.
     let c = &cases()[1];
     let o = strix()
@@ -570,6 +588,7 @@ fn cli_converts_and_runs_tflite() {
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("--calib"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The synthetic model of `scripts/tflite-synthetic.py` (MAX_POOL_2D, ADD,
@@ -721,4 +740,5 @@ fn synthetic_model_matches_litert() {
         &Default::default(),
     )
     .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -107,11 +107,16 @@ pub fn convert(
         .context("the compiled graph failed validation (compiler bug)")?;
     model.save(out)?;
     eprintln!(
-        "wrote {} ({} bytes, {} ops, arena {} bytes; quantization from the TFLite file)",
+        "wrote {} ({} bytes, {} ops, arena {} bytes; {})",
         out.display(),
         std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
         model.graph.nodes.len(),
-        model.graph.arena_bytes()
+        model.graph.arena_bytes(),
+        if opts.fp32 {
+            "f32 from the dequantized TFLite weights"
+        } else {
+            "int8 with the TFLite file's quantization"
+        }
     );
     Ok(model)
 }
