@@ -1017,6 +1017,81 @@ mod tests {
         }
     }
 
+    /// Pinned quantization overrides calibration exactly: the input's
+    /// Quantize, the conv's int8 weights, bias and requantization come from
+    /// the pins, and a pinned output keeps its int8 rounding (no f32-output
+    /// conv) even though only the graph output reads it.
+    #[test]
+    fn pins_replace_calibration() {
+        let mut cg = two_convs();
+        let stats = crate::calib::calibrate(&cg, &samples(), Method::Minmax, || {}).unwrap();
+        let (x, w0, b0, y0, y1) = (
+            cg.inputs[0],
+            cg.nodes[0].inputs[1],
+            cg.nodes[0].inputs[2],
+            cg.nodes[0].output,
+            cg.nodes[1].output,
+        );
+        let xq = Quant {
+            scale: 0.01,
+            zero_point: 7,
+        };
+        let y0q = Quant {
+            scale: 0.05,
+            zero_point: -3,
+        };
+        let y1q = Quant {
+            scale: 0.2,
+            zero_point: 1,
+        };
+        let codes: Vec<i8> = (0..8 * 4 * 9).map(|i| (i % 251) as i8).collect();
+        let scales: Vec<f32> = (0..8).map(|c| 0.001 * (c + 1) as f32).collect();
+        let bias: Vec<i32> = (0..8).map(|c| c * 1000 - 3000).collect();
+        cg.pinned.act.extend([(x, xq), (y0, y0q), (y1, y1q)]);
+        cg.pinned.weights.insert(
+            w0,
+            PinnedWeights {
+                q: codes.clone(),
+                scales: scales.clone(),
+            },
+        );
+        cg.pinned.bias.insert(b0, bias.clone());
+        let b = lower_int8(&cg, &stats, Method::Minmax, &Default::default())
+            .unwrap()
+            .builder;
+        let g = &b.g;
+        let quant = g.nodes.iter().find(|n| n.op == Op::Quantize).unwrap();
+        assert_eq!(g.tensors[quant.output].quant, Some(xq));
+        let conv0 = g.nodes.iter().find(|n| n.name == "conv0").unwrap();
+        let Op::QConv { q, .. } = &conv0.op else {
+            panic!("conv0 is {:?}", conv0.op)
+        };
+        assert_eq!((q.in_zp, q.out_zp), (7, -3));
+        assert_eq!(g.tensors[conv0.output].quant, Some(y0q));
+        let konst = |t: usize| match g.tensors[t].storage {
+            Storage::Const { offset } => offset..offset + g.tensors[t].len(),
+            _ => panic!("not a constant"),
+        };
+        assert_eq!(b.c.i8[konst(conv0.inputs[1])], codes[..]);
+        assert_eq!(b.c.i32[konst(conv0.inputs[2])], bias[..]);
+        assert_eq!(
+            b.c.i32[konst(conv0.inputs[3])],
+            requant_table(xq.scale, &scales, y0q.scale)[..]
+        );
+        // conv1 feeds only the graph output: without a pin it would be a
+        // QConvF32; pinned, it rounds to its int8 quantization.
+        let conv1 = g.nodes.iter().find(|n| n.name == "conv1").unwrap();
+        assert!(matches!(conv1.op, Op::QConv { .. }), "{:?}", conv1.op);
+        assert_eq!(g.tensors[conv1.output].quant, Some(y1q));
+        // Pins that do not fit are refused, naming the node.
+        cg.pinned.weights.get_mut(&w0).unwrap().scales.pop();
+        let e = lower_int8(&cg, &stats, Method::Minmax, &Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("'conv0'") && e.contains("7 scales"), "{e}");
+    }
+
     fn model_of(mut b: Builder) -> Model {
         strix_runtime::plan::plan(&mut b.g, true);
         Model::new(Default::default(), b.g, b.c).unwrap()
