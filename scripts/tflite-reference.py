@@ -19,6 +19,7 @@ Usage: scripts/tflite-reference.sh (makes the venv, the inputs, then this).
 """
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -29,6 +30,20 @@ CASES = {
     "vww": ("models/vww/vww_96_int8.tflite", ["person", "no_person"]),
     "kws": ("models/kws/kws_dscnn_int8_reference.tflite", ["yes", "no", "silence", "noise"]),
 }
+
+
+def write_json(path, doc):
+    """Indented, with each list of numbers on one line."""
+    text = json.dumps(doc, indent=1)
+    text = re.sub(r"\[[-0-9.e,\s]*\]", lambda m: re.sub(r"\s+", "", m.group(0)).replace(",", ", "), text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def litert_version():
+    from importlib.metadata import version
+
+    return version("ai-edge-litert")
 
 
 def run(model, x, resolver, preserve):
@@ -100,14 +115,13 @@ def synthetic(out_dir):
     doc = {
         "model": "tools/tests/data/tflite/synthetic.tflite",
         "generator": "scripts/tflite-reference.sh (scripts/tflite-synthetic.py, scripts/tflite-reference.py)",
+        "litert": litert_version(),
         "input_shape_nhwc": shape,
         "input_quant": {"scale": float(q[0]), "zero_point": int(q[1])},
         "output_quant": out_q,
         "cases": cases,
     }
-    with open(os.path.join(out_dir, "synthetic.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(out_dir, "synthetic.json"), doc)
 
 
 def main():
@@ -138,14 +152,11 @@ def main():
         doc = {
             "model": rel,
             "generator": "scripts/tflite-reference.sh (scripts/tflite-reference.py)",
-            "litert": getattr(litert, "__version__", None)
-            or __import__("importlib.metadata").metadata.version("ai-edge-litert"),
+            "litert": litert_version(),
             "output_quant": out_q,
             "cases": cases,
         }
-        with open(os.path.join(out_dir, key + ".json"), "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
+        write_json(os.path.join(out_dir, key + ".json"), doc)
 
 
 if __name__ == "__main__":
