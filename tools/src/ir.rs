@@ -182,6 +182,9 @@ pub struct CGraph {
     pub nodes: Vec<CNode>,
     pub inputs: Vec<usize>,
     pub outputs: Vec<usize>,
+    /// Quantization fixed by the model file (already-quantized imports);
+    /// empty for float models. See [`crate::lower::Pinned`].
+    pub pinned: crate::lower::Pinned,
 }
 
 impl CGraph {

@@ -17,6 +17,7 @@ pub mod passes;
 pub mod prune;
 pub mod report;
 pub mod sign;
+pub mod tflite;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};

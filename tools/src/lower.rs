@@ -141,6 +141,111 @@ pub(crate) fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
     (lo, hi)
 }
 
+/// Quantization fixed by the model file instead of chosen from calibration
+/// statistics: what an already-quantized model (TFLite int8, ONNX QDQ)
+/// brings. Keyed by compiler value ([`CGraph::values`] index), carried by
+/// [`CGraph::pinned`], and used by [`lower_int8`] exactly: a pinned
+/// activation's `(scale, zero_point)` replaces the calibrated one (so no
+/// statistics are needed for it), and a conv's or gemm's pinned integer
+/// weights and bias replace the quantization of their f32 constants (which
+/// hold the dequantized values, for f32 builds and reports).
+///
+/// Contract (checked by [`Pinned::check`] at the start of [`lower_int8`]):
+/// weights are symmetric (zero point 0) per output channel, their codes in
+/// the same layout as the f32 constant (a gemm's `[k][n]`), one scale per
+/// output channel; a pinned weight comes with a pinned bias (int32, scale =
+/// input scale x weight scale, as TFLite and ONNX QDQ define it) and a
+/// pinned input. Graph passes that rewrite weights or values must drop or
+/// update the pins; the TFLite importer runs none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pinned {
+    /// Activations (and graph inputs) by value.
+    pub act: HashMap<usize, Quant>,
+    /// Constant weights by value.
+    pub weights: HashMap<usize, PinnedWeights>,
+    /// Constant biases by value (int32 codes).
+    pub bias: HashMap<usize, Vec<i32>>,
+}
+
+/// Integer weights of a [`Pinned`] conv or gemm.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PinnedWeights {
+    /// The int8 codes, in the layout of the value's f32 constant.
+    pub q: Vec<i8>,
+    /// One scale per output channel (zero points are 0).
+    pub scales: Vec<f32>,
+}
+
+impl Pinned {
+    pub fn is_empty(&self) -> bool {
+        self.act.is_empty() && self.weights.is_empty() && self.bias.is_empty()
+    }
+
+    /// Checks the pins against the graph: the pinned weights a conv or gemm
+    /// reads have as many codes as its constant has values and one scale
+    /// per output channel; a pinned weight comes with a pinned bias and a
+    /// pinned input activation, and the reverse. Pins of values no node reads (left by dead-code removal)
+    /// are ignored. Errors name the node.
+    pub fn check(&self, cg: &CGraph) -> Result<()> {
+        use crate::ir::COp;
+        for (&v, q) in &self.act {
+            let Some(val) = cg.values.get(v) else {
+                bail!("pinned quantization for value {v}, which does not exist");
+            };
+            if !(q.scale.is_finite() && q.scale > 0.0 && (-128..=127).contains(&q.zero_point)) {
+                bail!(
+                    "'{}': pinned quantization scale {} zero point {} is not a valid int8 one",
+                    val.name,
+                    q.scale,
+                    q.zero_point
+                );
+            }
+        }
+        for n in &cg.nodes {
+            let rows = match &n.op {
+                COp::Conv { geom, .. } => geom.out_c,
+                COp::Gemm { n: nn, .. } => *nn,
+                _ => continue,
+            };
+            let (Some(&wv), bv) = (n.inputs.get(1), n.inputs.get(2).copied()) else {
+                continue;
+            };
+            let pw = self.weights.get(&wv);
+            let pb = bv.and_then(|b| self.bias.get(&b));
+            let (pw, pb) = match (pw, pb) {
+                (None, None) => continue,
+                (Some(w), Some(b)) => (w, b),
+                _ => bail!(
+                    "node '{}': its weights and bias must both be pinned or neither",
+                    n.name
+                ),
+            };
+            let wlen = cg.values[wv].konst.as_ref().map(|k| k.len());
+            if wlen != Some(pw.q.len()) || pw.scales.len() != rows || pb.len() != rows {
+                bail!(
+                    "node '{}': pinned weights ({} codes, {} scales) and bias ({} values) do not \
+                     fit its {:?} weights with {rows} output channels",
+                    n.name,
+                    pw.q.len(),
+                    pw.scales.len(),
+                    pb.len(),
+                    wlen
+                );
+            }
+            if let Some(s) = pw.scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                bail!("node '{}': pinned weight scale {s} is not positive", n.name);
+            }
+            if !self.act.contains_key(&n.inputs[0]) {
+                bail!(
+                    "node '{}': pinned weights need a pinned input quantization",
+                    n.name
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Symmetric per-output-channel int8 weights: rows of `per` values.
 fn quantize_weights(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
     let per = w.len() / rows.max(1);
@@ -200,6 +305,7 @@ pub(crate) fn weight_consts(
 
 /// The int8 weights (`[rows][k]`), int32 bias and per-row weight scales of a
 /// conv or gemm node (gemm weights `[k][n]` are transposed when `kn` is given).
+/// [`Pinned`] weights and bias are used as they are.
 pub(crate) fn quantized_weights(
     cg: &CGraph,
     n: &CNode,
@@ -207,6 +313,25 @@ pub(crate) fn quantized_weights(
     kn: Option<(usize, usize)>,
     in_scale: f32,
 ) -> (Vec<i8>, Vec<i32>, Vec<f32>) {
+    if let (Some(pw), Some(pb)) = (
+        cg.pinned.weights.get(&n.inputs[1]),
+        n.inputs.get(2).and_then(|b| cg.pinned.bias.get(b)),
+    ) {
+        // Shapes were checked by `Pinned::check` when the lowering began.
+        let q = match kn {
+            Some((kk, nn)) => {
+                let mut t = vec![0i8; kk * nn];
+                for i in 0..kk {
+                    for j in 0..nn {
+                        t[j * kk + i] = pw.q[i * nn + j];
+                    }
+                }
+                t
+            }
+            None => pw.q.clone(),
+        };
+        return (q, pb.clone(), pw.scales.clone());
+    }
     let mut w = cg.values[n.inputs[1]]
         .konst
         .as_ref()
@@ -324,7 +449,9 @@ fn plan_precision(
         }
         let mut changed = false;
         for (i, n) in cg.nodes.iter().enumerate() {
+            // A pinned output is int8 in the model file: keep its rounding.
             if ops::ir(&n.op).has_f32_output()
+                && !cg.pinned.act.contains_key(&n.output)
                 && prec[n.output] == Some(DType::I8)
                 && !f32out.contains(&i)
                 && only_f32_sinks(cg, n.output, &consumers, &is_output, 0)
@@ -373,8 +500,12 @@ pub(crate) struct Int8Cx<'a> {
 }
 
 impl Int8Cx<'_> {
-    /// The int8 quantization of value `v`, from its calibration statistics.
+    /// The int8 quantization of value `v`: pinned by the model file (see
+    /// [`Pinned`]), else from its calibration statistics.
     pub fn quant_of(&self, v: usize) -> Result<Quant> {
+        if let Some(&q) = self.cg.pinned.act.get(&v) {
+            return Ok(q);
+        }
         let s = self.stats.get(&v).ok_or_else(|| {
             anyhow::anyhow!("no calibration statistics for '{}'", self.cg.values[v].name)
         })?;
@@ -449,15 +580,20 @@ pub(crate) fn int8_same_quant(cx: &mut Int8Cx, n: &CNode, op: Op) -> Result<Int8
 /// int8 form and its inputs allow it, except the nodes of
 /// `opts.keep_f32`; see [`Int8Options`].
 ///
+/// Values with [`Pinned`] quantization (`cg.pinned`) use it instead of
+/// statistics, and pinned weights and biases are used as they are.
+///
 /// Errors: a node of `opts.f16` not in `opts.keep_f32`, not a conv, gemm or
 /// LSTM, or without constant weights; weights beyond the f16 range
-/// (|w| > 65504); a value without calibration statistics.
+/// (|w| > 65504); a value without calibration statistics (or pins);
+/// pins that do not fit the graph ([`Pinned::check`]).
 pub fn lower_int8(
     cg: &CGraph,
     stats: &HashMap<usize, Stats>,
     method: Method,
     opts: &Int8Options,
 ) -> Result<Lowered> {
+    cg.pinned.check(cg)?;
     for &ni in &opts.f16 {
         let Some(n) = cg.nodes.get(ni) else {
             bail!("f16 node {ni} does not exist ({} nodes)", cg.nodes.len());
@@ -879,6 +1015,81 @@ mod tests {
             // to 36 products: far below 1% of the output range.
             assert!(worst > 0.0 && worst < 0.01 * scale, "{worst} vs {scale}");
         }
+    }
+
+    /// Pinned quantization overrides calibration exactly: the input's
+    /// Quantize, the conv's int8 weights, bias and requantization come from
+    /// the pins, and a pinned output keeps its int8 rounding (no f32-output
+    /// conv) even though only the graph output reads it.
+    #[test]
+    fn pins_replace_calibration() {
+        let mut cg = two_convs();
+        let stats = crate::calib::calibrate(&cg, &samples(), Method::Minmax, || {}).unwrap();
+        let (x, w0, b0, y0, y1) = (
+            cg.inputs[0],
+            cg.nodes[0].inputs[1],
+            cg.nodes[0].inputs[2],
+            cg.nodes[0].output,
+            cg.nodes[1].output,
+        );
+        let xq = Quant {
+            scale: 0.01,
+            zero_point: 7,
+        };
+        let y0q = Quant {
+            scale: 0.05,
+            zero_point: -3,
+        };
+        let y1q = Quant {
+            scale: 0.2,
+            zero_point: 1,
+        };
+        let codes: Vec<i8> = (0..8 * 4 * 9).map(|i| (i % 251) as i8).collect();
+        let scales: Vec<f32> = (0..8).map(|c| 0.001 * (c + 1) as f32).collect();
+        let bias: Vec<i32> = (0..8).map(|c| c * 1000 - 3000).collect();
+        cg.pinned.act.extend([(x, xq), (y0, y0q), (y1, y1q)]);
+        cg.pinned.weights.insert(
+            w0,
+            PinnedWeights {
+                q: codes.clone(),
+                scales: scales.clone(),
+            },
+        );
+        cg.pinned.bias.insert(b0, bias.clone());
+        let b = lower_int8(&cg, &stats, Method::Minmax, &Default::default())
+            .unwrap()
+            .builder;
+        let g = &b.g;
+        let quant = g.nodes.iter().find(|n| n.op == Op::Quantize).unwrap();
+        assert_eq!(g.tensors[quant.output].quant, Some(xq));
+        let conv0 = g.nodes.iter().find(|n| n.name == "conv0").unwrap();
+        let Op::QConv { q, .. } = &conv0.op else {
+            panic!("conv0 is {:?}", conv0.op)
+        };
+        assert_eq!((q.in_zp, q.out_zp), (7, -3));
+        assert_eq!(g.tensors[conv0.output].quant, Some(y0q));
+        let konst = |t: usize| match g.tensors[t].storage {
+            Storage::Const { offset } => offset..offset + g.tensors[t].len(),
+            _ => panic!("not a constant"),
+        };
+        assert_eq!(b.c.i8[konst(conv0.inputs[1])], codes[..]);
+        assert_eq!(b.c.i32[konst(conv0.inputs[2])], bias[..]);
+        assert_eq!(
+            b.c.i32[konst(conv0.inputs[3])],
+            requant_table(xq.scale, &scales, y0q.scale)[..]
+        );
+        // conv1 feeds only the graph output: without a pin it would be a
+        // QConvF32; pinned, it rounds to its int8 quantization.
+        let conv1 = g.nodes.iter().find(|n| n.name == "conv1").unwrap();
+        assert!(matches!(conv1.op, Op::QConv { .. }), "{:?}", conv1.op);
+        assert_eq!(g.tensors[conv1.output].quant, Some(y1q));
+        // Pins that do not fit are refused, naming the node.
+        cg.pinned.weights.get_mut(&w0).unwrap().scales.pop();
+        let e = lower_int8(&cg, &stats, Method::Minmax, &Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("'conv0'") && e.contains("7 scales"), "{e}");
     }
 
     fn model_of(mut b: Builder) -> Model {

@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Compile an ONNX model to an int8 .strix file, calibrated on real samples.
+    /// Compile an ONNX model to an int8 .strix file, calibrated on real samples
+    /// (or an int8 .tflite model, with its own quantization: no --calib).
     ///
     /// Preprocessing, labels and output decoding come from --config (or <model>.toml
     /// beside the ONNX file) and/or the model-description flags below, and are
@@ -41,11 +42,18 @@ enum Cmd {
     ///   strix convert pnet.onnx --input-shape input=1,3,240,320 --calib ... -o p.strix
     #[command(verbatim_doc_comment)]
     Convert {
-        /// The fp32 ONNX model.
+        /// The fp32 ONNX model, or an int8 TFLite model (.tflite, recognised by
+        /// its TFL3 identifier): that one keeps the file's own scales, zero
+        /// points, int8 weights and int32 biases and needs no --calib.
+        /// TFLite operators: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
+        /// AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE, SOFTMAX, ADD, QUANTIZE and
+        /// DEQUANTIZE at the edges; int8 activations (per tensor), symmetric
+        /// int8 weights (per channel or tensor), fused RELU/RELU6/RELU_N1_TO_1.
+        /// Its NHWC image input becomes NCHW, as with --input-layout nhwc.
         model: PathBuf,
         /// Calibration samples: images (.jpg/.png/.bmp), 16 kHz WAV (.wav) or .npy tensors
-        /// (optional with --fp32, which calibrates nothing).
-        #[arg(long, num_args = 1.., required_unless_present = "fp32")]
+        /// (optional with --fp32, which calibrates nothing, and for .tflite models).
+        #[arg(long, num_args = 1..)]
         calib: Vec<PathBuf>,
         /// Output .strix file.
         #[arg(short, long)]
@@ -301,6 +309,43 @@ fn main() {
         }
     };
     let r = match cli.cmd {
+        // An int8 .tflite keeps its own quantization (no calibration).
+        Cmd::Convert {
+            model,
+            calib,
+            output,
+            config,
+            fp32,
+            report,
+            no_sparse,
+            f16_weights,
+            prune,
+            board,
+            model_flags,
+            ..
+        } if strix_tools::tflite::is_tflite_file(&model) => (|| {
+            if !calib.is_empty() || prune || board.is_some() || report {
+                anyhow::bail!(
+                    "{}: a TFLite int8 model is compiled with the file's own quantization; \
+                     --calib, --prune, --board and --report do not apply",
+                    model.display()
+                );
+            }
+            let overrides = describe_model(&model, config.as_deref(), &model_flags)?;
+            let opts = strix_tools::tflite::Options {
+                fp32,
+                no_sparse,
+                f16_weights,
+            };
+            strix_tools::tflite::convert(&model, &output, config.as_deref(), &overrides, &opts)
+                .map(|_| ())
+        })(),
+        Cmd::Convert {
+            calib, fp32: false, ..
+        } if calib.is_empty() => Err(anyhow::anyhow!(
+            "int8 conversion needs calibration samples (--calib), or use --fp32 \
+             (only an int8 .tflite model needs none)"
+        )),
         Cmd::Convert {
             model,
             calib,
