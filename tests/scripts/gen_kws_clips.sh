@@ -18,6 +18,12 @@
 # The default 240 clips take well under a minute on 2 cores (clips run in
 # parallel with xargs; set KWS_JOBS to change the number of jobs).
 #
+# KWS_PROFILE=accents makes a harder, differently distributed set: English
+# words in 14 other espeak-ng voices' accents (de fr es it pl ru hi pt nl sv
+# cs hu vi fi) besides en-us/en-gb, speeds 90-300 words/min, peaks down to
+# -24 dB and noise at -20 to -45 dB (standard: 8 English voices, 120-210,
+# -1 to -12 dB, -45 to -70 dB).
+#
 # Synthetic speech is a hard, out-of-distribution test for the model: use the
 # set to compare int8 against fp32, not as an accuracy benchmark.
 set -euo pipefail
@@ -27,6 +33,16 @@ LABELS=("${KEYWORDS[@]}" _unknown_ _silence_)
 UNKNOWN_WORDS=(bed bird cat dog eight five four happy house marvin nine one
     seven sheila six three tree two wow zero learn follow)
 VOICES=(en en-us en-gb en-gb-x-rp en-gb-scotland en-029 en-us-nyc en-gb-x-gbclan)
+# Ranges per profile: speed, noise dB (below full scale), peak dB.
+SPEED=(120 210) NOISE_DB=(45 70) PEAK_DB=(1 12)
+case ${KWS_PROFILE:-standard} in
+standard) ;;
+accents)
+    VOICES=(de fr es it pl ru hi pt nl sv cs hu en-us en-gb vi fi)
+    SPEED=(90 300) NOISE_DB=(20 45) PEAK_DB=(1 24)
+    ;;
+*) echo "gen_kws_clips.sh: KWS_PROFILE must be standard or accents, not '$KWS_PROFILE'" >&2; exit 2 ;;
+esac
 VARIANTS=("" +f1 +f2 +f3 +f4 +f5 +m1 +m2 +m3 +m4 +m5 +m6 +m7)
 NOISES=(whitenoise pinknoise brownnoise)
 NOISE_BANK_SECONDS=6
@@ -70,7 +86,7 @@ make_clip() {
     if [[ $label == _silence_ ]]; then
         rand 40 75; noise_db=-$R
     else
-        rand 45 70; noise_db=-$R
+        rand "${NOISE_DB[@]}"; noise_db=-$R
     fi
     sox -R "$noise_dir/$noise.wav" "$tmp/noise.wav" \
         trim "${noise_at}s" "${RATE}s" vol "$(db_to_lin "$noise_db")"
@@ -84,9 +100,9 @@ make_clip() {
         fi
         rand 0 $(( ${#VOICES[@]} - 1 )); local voice=${VOICES[$R]}
         rand 0 $(( ${#VARIANTS[@]} - 1 )); voice+=${VARIANTS[$R]}
-        rand 120 210; local speed=$R
+        rand "${SPEED[@]}"; local speed=$R
         rand 20 80; local pitch=$R
-        rand 1 12; local peak_db=-$R
+        rand "${PEAK_DB[@]}"; local peak_db=-$R
         espeak-ng -v "$voice" -s "$speed" -p "$pitch" -w "$tmp/raw.wav" "$word"
         # Drop espeak's leading and trailing silence, go to 16 kHz mono,
         # set the peak level.
