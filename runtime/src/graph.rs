@@ -199,6 +199,13 @@ pub enum Op {
     Resize {
         geom: ResizeGeometry,
     },
+    /// f32 layer normalization of `outer` rows of `inner` elements; inputs
+    /// `[x, scale (inner), bias (inner)?]` (see `ops/layer_norm.rs`).
+    LayerNorm {
+        outer: usize,
+        inner: usize,
+        epsilon: f32,
+    },
     /// f32 -> int8 with the output's quantization.
     Quantize,
     /// int8 -> f32 with the input's quantization.

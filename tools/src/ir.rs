@@ -136,6 +136,13 @@ pub enum COp {
     Lstm {
         geom: LstmGeometry,
     },
+    /// Layer normalization of `outer` rows of `inner` elements (always
+    /// f32); inputs `[x, scale, bias?]` (constants of `inner` values).
+    LayerNorm {
+        outer: usize,
+        inner: usize,
+        epsilon: f32,
+    },
 }
 
 impl COp {

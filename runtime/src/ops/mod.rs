@@ -27,6 +27,7 @@ mod conv;
 mod dequantize;
 mod gather;
 mod gemm;
+mod layer_norm;
 mod lstm;
 mod lut;
 mod pad;
@@ -83,6 +84,7 @@ pub(crate) fn name(op: &Op) -> &'static str {
         Op::Pad { .. } => pad::NAME,
         Op::Lstm { .. } => lstm::NAME,
         Op::Resize { .. } => resize::NAME,
+        Op::LayerNorm { .. } => layer_norm::NAME,
         Op::Quantize => quantize::NAME,
         Op::Dequantize => dequantize::NAME,
     }
@@ -115,6 +117,7 @@ pub(crate) fn macs(op: &Op, batch: usize) -> u64 {
         | Op::Gather { .. }
         | Op::Pad { .. }
         | Op::Resize { .. }
+        | Op::LayerNorm { .. }
         | Op::Quantize
         | Op::Dequantize => 0,
     }
@@ -187,6 +190,11 @@ pub(crate) fn validate(cx: &Ctx) -> Res {
         Op::Pad { before, value } => pad::validate(cx, before, *value),
         Op::Lstm { geom } => lstm::validate(cx, geom),
         Op::Resize { geom } => resize::validate(cx, geom),
+        Op::LayerNorm {
+            outer,
+            inner,
+            epsilon,
+        } => layer_norm::validate(cx, *outer, *inner, *epsilon),
         Op::Quantize => quantize::validate(cx),
         Op::Dequantize => dequantize::validate(cx),
     }
@@ -237,6 +245,7 @@ pub(crate) fn prepare(cx: &Ctx, ks: &KernelSet) -> Prep {
         | Op::Pad { .. }
         | Op::Lstm { .. }
         | Op::Resize { .. }
+        | Op::LayerNorm { .. }
         | Op::Quantize
         | Op::Dequantize => Prep::default(),
     }
@@ -294,6 +303,11 @@ fn run(r: &Run, out: Out, wk: &mut Workers) -> Res {
         Op::Pad { before, value } => pad::run(r, before, *value, out),
         Op::Lstm { geom } => lstm::run(r, geom, out.f32()?),
         Op::Resize { geom } => resize::run(r, geom, out),
+        Op::LayerNorm {
+            outer,
+            inner,
+            epsilon,
+        } => layer_norm::run(r, (*outer, *inner, *epsilon), out.f32()?),
         Op::Quantize => quantize::run(r, out.i8()?),
         Op::Dequantize => dequantize::run(r, out.f32()?),
     }

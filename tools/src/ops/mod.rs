@@ -25,6 +25,7 @@ pub(crate) mod elementwise;
 pub(crate) mod gather;
 pub(crate) mod gemm;
 pub(crate) mod identity;
+pub(crate) mod layer_norm;
 pub(crate) mod lstm;
 pub(crate) mod pad;
 pub(crate) mod pool;
@@ -112,6 +113,7 @@ pub(crate) fn registry() -> &'static [&'static [OnnxOp]] {
         gather::ONNX,
         gemm::ONNX,
         identity::ONNX,
+        layer_norm::ONNX,
         lstm::ONNX,
         pad::ONNX,
         pool::ONNX,
@@ -286,6 +288,7 @@ pub(crate) fn ir(op: &COp) -> &'static dyn IrOp {
         COp::Pad { .. } => &pad::Pad,
         COp::Resize { .. } => &resize::Resize,
         COp::Lstm { .. } => &lstm::Lstm,
+        COp::LayerNorm { .. } => &layer_norm::LayerNorm,
     }
 }
 
