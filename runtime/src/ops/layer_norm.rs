@@ -52,11 +52,7 @@ pub(super) fn run(r: &Run, (outer, inner, epsilon): (usize, usize, f32), o: &mut
     {
         // f64 sums: a row of thousands of f32 values keeps its precision.
         let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
-        let var = xr
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / inner as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
         let inv = 1.0 / (var + epsilon as f64).sqrt();
         for (i, (y, &v)) in or.iter_mut().zip(xr).enumerate() {
             let b = bias.map_or(0.0, |b| b[i]);
@@ -95,8 +91,8 @@ mod tests {
             let mean = row.iter().sum::<f64>() / 4.0;
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0;
             for i in 0..4 {
-                let want = (row[i] - mean) / (var + eps as f64).sqrt() * scale[i] as f64
-                    + bias[i] as f64;
+                let want =
+                    (row[i] - mean) / (var + eps as f64).sqrt() * scale[i] as f64 + bias[i] as f64;
                 let g = got[r * 4 + i] as f64;
                 assert!((g - want).abs() < 1e-5, "{got:?}");
             }
