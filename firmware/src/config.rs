@@ -1,7 +1,10 @@
 //! The daemon's one TOML configuration file: parsing (serde, unknown keys
 //! rejected) and validation. Every error names the key and what was expected.
 //!
-//! The format is documented in `firmware/README.md`; keep the two in step.
+//! The format is documented in `firmware/README.md`. Each numeric key's
+//! default, range and meaning are declared once, in [`KEYS`]: the serde
+//! defaults and the range checks read them and the README's key table is
+//! generated from them (tests check the table and the example's ranges).
 
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -41,6 +44,377 @@ fn err(
         expected: expected.into(),
         found: found.to_string(),
     }
+}
+
+/// A numeric config key, declared once: its default, its accepted range and
+/// its meaning. The serde defaults and [`Config::validate`] read these, and
+/// the key table in `firmware/README.md` is generated from [`KEYS`] (the test
+/// `readme_key_table_is_generated_from_keys` checks it; `STRIX_BLESS=1 cargo
+/// test --release -p strix-firmware --lib readme_key_table` rewrites it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeySpec {
+    /// Dotted key; `[]` stands for the index of an array entry.
+    pub key: &'static str,
+    /// The value when the key is absent (`None`: the key has no default).
+    pub default: Option<f64>,
+    pub min: f64,
+    /// `f64::INFINITY`: no upper bound.
+    pub max: f64,
+    /// An integer key: its range reads `min..=max unit` in errors, a
+    /// number key's `a number in min..=max`.
+    pub int: bool,
+    pub unit: &'static str,
+    pub doc: &'static str,
+}
+
+impl KeySpec {
+    const fn num(key: &'static str, default: f64, min: f64, max: f64, doc: &'static str) -> Self {
+        KeySpec {
+            key,
+            default: Some(default),
+            min,
+            max,
+            int: false,
+            unit: "",
+            doc,
+        }
+    }
+    const fn int(
+        key: &'static str,
+        default: Option<f64>,
+        (min, max): (f64, f64),
+        unit: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        KeySpec {
+            key,
+            default,
+            min,
+            max,
+            int: true,
+            unit,
+            doc,
+        }
+    }
+
+    /// What a valid value looks like (the `expected` of the range error).
+    pub fn expected(&self) -> String {
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        };
+        if !self.int {
+            format!("a number in {}..={}", self.min, self.max)
+        } else if self.max.is_infinite() {
+            format!("at least {}{unit}", self.min)
+        } else {
+            format!("{}..={}{unit}", self.min, self.max)
+        }
+    }
+
+    /// `v` against the range, the error naming `self.key`.
+    fn check<T: Num>(&self, v: T) -> Result<(), ConfigError> {
+        self.check_at(self.key, v)
+    }
+
+    /// `v` against the range, the error naming `key` (an indexed key).
+    fn check_at<T: Num>(&self, key: &str, v: T) -> Result<(), ConfigError> {
+        if v.within(self.min, self.max) {
+            Ok(())
+        } else {
+            Err(err(key, self.expected(), v))
+        }
+    }
+
+    /// The default as `T`; every spec a serde default reads has one (the
+    /// test `every_default_is_in_its_range` checks them all).
+    fn default_as<T: Num>(&self) -> T {
+        T::from_f64(self.default.unwrap_or(self.min))
+    }
+}
+
+/// The numeric types of config values.
+trait Num: Copy + fmt::Display {
+    /// Finite and in `lo..=hi`, compared in the value's own type (an f32
+    /// key accepts exactly the f32 values from `lo as f32` to `hi as f32`).
+    fn within(self, lo: f64, hi: f64) -> bool;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Num for f32 {
+    fn within(self, lo: f64, hi: f64) -> bool {
+        self.is_finite() && self >= lo as f32 && self <= hi as f32
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+macro_rules! int_num {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            fn within(self, lo: f64, hi: f64) -> bool {
+                let v = self as f64;
+                v >= lo && v <= hi
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+        }
+    )*};
+}
+int_num!(u8, u16, u32, u64, usize);
+
+const U: f64 = f64::INFINITY;
+
+pub const CAMERA_FPS: KeySpec = KeySpec::num(
+    "camera.fps",
+    10.0,
+    0.1,
+    240.0,
+    "frames per second: pacing of file sources, frame clock (stream_time = frame / fps)",
+);
+pub const CAMERA_THREADS: KeySpec = KeySpec::int(
+    "camera.threads",
+    Some(1.0),
+    (1.0, 8.0),
+    "",
+    "detector threads (one Session each)",
+);
+pub const CAMERA_QUEUE: KeySpec = KeySpec::int(
+    "camera.queue",
+    Some(4.0),
+    (1.0, 256.0),
+    "",
+    "capture queue capacity, frames",
+);
+pub const MOTION_WIDTH: KeySpec = KeySpec::int(
+    "camera.motion.width",
+    Some(64.0),
+    (8.0, 640.0),
+    "pixels",
+    "width of the downscaled grey frame compared",
+);
+pub const MOTION_PIXEL_DELTA: KeySpec = KeySpec::int(
+    "camera.motion.pixel_delta",
+    Some(25.0),
+    (0.0, 255.0),
+    "",
+    "grey-level change that counts a pixel as changed",
+);
+pub const MOTION_THRESHOLD: KeySpec = KeySpec::num(
+    "camera.motion.threshold",
+    0.01,
+    0.0,
+    1.0,
+    "fraction of changed pixels that means motion",
+);
+pub const MOTION_KEYFRAME: KeySpec = KeySpec::int(
+    "camera.motion.keyframe_interval",
+    Some(0.0),
+    (0.0, U),
+    "frames",
+    "detect at least every N frames on a still scene (0: never)",
+);
+pub const MOTION_HOLD: KeySpec = KeySpec::int(
+    "camera.motion.hold_frames",
+    Some(10.0),
+    (0.0, U),
+    "frames",
+    "keep detecting this many frames after motion stops",
+);
+pub const TRACKER_IOU: KeySpec = KeySpec::num(
+    "camera.tracker.iou",
+    0.3,
+    0.01,
+    1.0,
+    "minimum IoU to continue a track",
+);
+pub const TRACKER_MAX_AGE: KeySpec = KeySpec::int(
+    "camera.tracker.max_age",
+    Some(5.0),
+    (0.0, 10_000.0),
+    "frames",
+    "inferred frames a track survives unmatched",
+);
+pub const RULE_MIN_SCORE: KeySpec = KeySpec::num(
+    "camera.rules[].min_score",
+    0.5,
+    0.0,
+    1.0,
+    "detection score a rule needs",
+);
+pub const RULE_MIN_FRAMES: KeySpec = KeySpec::int(
+    "camera.rules[].min_frames",
+    Some(3.0),
+    (1.0, 10_000.0),
+    "",
+    "detections of a track before its event starts",
+);
+pub const SNAPSHOT_QUALITY: KeySpec = KeySpec::int(
+    "camera.snapshots.quality",
+    Some(85.0),
+    (1.0, 100.0),
+    "",
+    "JPEG quality of event snapshots",
+);
+pub const SPEECH_CAPTURE_RATE: KeySpec = KeySpec::int(
+    "speech.capture_rate",
+    None,
+    (8_000.0, 192_000.0),
+    "Hz",
+    "ALSA only: capture at this rate and resample to 16 kHz (default: 16 kHz when offered, else the device's rate)",
+);
+pub const SPEECH_HOP: KeySpec = KeySpec::int(
+    "speech.hop_ms",
+    Some(100.0),
+    (10.0, 1000.0),
+    "ms",
+    "hop of the 1 s sliding window",
+);
+pub const SPEECH_SMOOTHING: KeySpec = KeySpec::int(
+    "speech.smoothing",
+    Some(3.0),
+    (1.0, 50.0),
+    "windows",
+    "posteriors averaged before the threshold",
+);
+pub const SPEECH_THRESHOLD: KeySpec = KeySpec::num(
+    "speech.threshold",
+    0.6,
+    0.0,
+    1.0,
+    "smoothed posterior that arms a keyword",
+);
+pub const SPEECH_REFRACTORY: KeySpec = KeySpec::int(
+    "speech.refractory_ms",
+    Some(1000.0),
+    (0.0, 60_000.0),
+    "ms",
+    "no second event for the same keyword within this time",
+);
+pub const VAD_THRESHOLD_DB: KeySpec = KeySpec::num(
+    "speech.vad.threshold_db",
+    -40.0,
+    -120.0,
+    0.0,
+    "energy VAD: frame energy (dBFS) above which a frame may be speech",
+);
+pub const VAD_MAX_ZCR: KeySpec = KeySpec::num(
+    "speech.vad.max_zcr",
+    0.5,
+    0.0,
+    1.0,
+    "energy VAD: frames crossing zero more often than this are noise-like",
+);
+pub const VAD_MIN_SPEECH: KeySpec = KeySpec::int(
+    "speech.vad.min_speech_ms",
+    Some(60.0),
+    (0.0, 10_000.0),
+    "ms",
+    "voice must last this long before it starts",
+);
+pub const VAD_HANGOVER: KeySpec = KeySpec::int(
+    "speech.vad.hangover_ms",
+    Some(200.0),
+    (0.0, 10_000.0),
+    "ms",
+    "silence this long ends voice",
+);
+pub const OUTBOX_MAX: KeySpec = KeySpec::int(
+    "outbox.max_entries",
+    Some(10_000.0),
+    (1.0, U),
+    "",
+    "outbox capacity; when full the oldest `update`, else the oldest alert, is evicted",
+);
+pub const MQTT_PORT: KeySpec = KeySpec::int(
+    "mqtt.port",
+    Some(1883.0),
+    (1.0, 65_535.0),
+    "",
+    "broker port",
+);
+pub const MQTT_KEEP_ALIVE: KeySpec = KeySpec::int(
+    "mqtt.keep_alive_s",
+    Some(15.0),
+    (5.0, 3600.0),
+    "seconds",
+    "MQTT keep-alive",
+);
+pub const MQTT_INFLIGHT: KeySpec = KeySpec::int(
+    "mqtt.inflight",
+    Some(32.0),
+    (1.0, 1000.0),
+    "",
+    "QoS 1 alerts in flight",
+);
+pub const WEBHOOK_TIMEOUT: KeySpec = KeySpec::int(
+    "webhook.timeout_s",
+    Some(10.0),
+    (1.0, 300.0),
+    "seconds",
+    "connect + answer timeout of one POST",
+);
+pub const SHUTDOWN_DRAIN: KeySpec = KeySpec::int(
+    "shutdown.drain_timeout_s",
+    Some(30.0),
+    (0.0, U),
+    "seconds",
+    "after the sources end, wait this long for the outbox to drain",
+);
+
+/// Every numeric key, in the order of the README's table.
+pub const KEYS: &[KeySpec] = &[
+    CAMERA_FPS,
+    CAMERA_THREADS,
+    CAMERA_QUEUE,
+    MOTION_WIDTH,
+    MOTION_PIXEL_DELTA,
+    MOTION_THRESHOLD,
+    MOTION_KEYFRAME,
+    MOTION_HOLD,
+    TRACKER_IOU,
+    TRACKER_MAX_AGE,
+    RULE_MIN_SCORE,
+    RULE_MIN_FRAMES,
+    SNAPSHOT_QUALITY,
+    SPEECH_CAPTURE_RATE,
+    SPEECH_HOP,
+    SPEECH_SMOOTHING,
+    SPEECH_THRESHOLD,
+    SPEECH_REFRACTORY,
+    VAD_THRESHOLD_DB,
+    VAD_MAX_ZCR,
+    VAD_MIN_SPEECH,
+    VAD_HANGOVER,
+    OUTBOX_MAX,
+    MQTT_PORT,
+    MQTT_KEEP_ALIVE,
+    MQTT_INFLIGHT,
+    WEBHOOK_TIMEOUT,
+    SHUTDOWN_DRAIN,
+];
+
+/// The README's key table: one row per [`KEYS`] entry.
+pub fn keys_markdown() -> String {
+    let mut t = String::from("| key | default | range | meaning |\n| --- | --- | --- | --- |\n");
+    for k in KEYS {
+        let default = k.default.map_or("none".to_string(), |d| d.to_string());
+        let unit = if k.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", k.unit)
+        };
+        let range = if k.max.is_infinite() {
+            format!(">= {}{unit}", k.min)
+        } else {
+            format!("{}..={}{unit}", k.min, k.max)
+        };
+        t += &format!("| `{}` | {default} | {range} | {} |\n", k.key, k.doc);
+    }
+    t
 }
 
 /// The whole file.
@@ -119,7 +493,7 @@ pub struct CameraConfig {
     /// The detector `.strix` model (FastestDet or UltraFace metadata).
     pub model: PathBuf,
     /// Detector threads, one `Session` each.
-    #[serde(default = "one")]
+    #[serde(default = "default_threads")]
     pub threads: usize,
     /// Capacity of the capture queue (frames).
     #[serde(default = "default_queue")]
@@ -153,7 +527,7 @@ pub struct MotionConfig {
     #[serde(default = "default_motion_threshold")]
     pub threshold: f32,
     /// Run the detector at least every N frames even on a still scene (0: never).
-    #[serde(default)]
+    #[serde(default = "default_keyframe")]
     pub keyframe_interval: u32,
     /// Keep running the detector for this many frames after motion stopped
     /// (an object that stops moving is then held by its track).
@@ -168,7 +542,7 @@ impl Default for MotionConfig {
             width: default_motion_width(),
             pixel_delta: default_pixel_delta(),
             threshold: default_motion_threshold(),
-            keyframe_interval: 0,
+            keyframe_interval: default_keyframe(),
             hold_frames: default_hold(),
         }
     }
@@ -505,34 +879,37 @@ fn default_camera_name() -> String {
     "camera".into()
 }
 fn default_fps() -> f32 {
-    10.0
+    CAMERA_FPS.default_as()
 }
 fn yes() -> bool {
     true
 }
-fn one() -> usize {
-    1
+fn default_threads() -> usize {
+    CAMERA_THREADS.default_as()
 }
 fn default_queue() -> usize {
-    4
+    CAMERA_QUEUE.default_as()
 }
 fn default_motion_width() -> usize {
-    64
+    MOTION_WIDTH.default_as()
 }
 fn default_pixel_delta() -> u8 {
-    25
+    MOTION_PIXEL_DELTA.default_as()
 }
 fn default_motion_threshold() -> f32 {
-    0.01
+    MOTION_THRESHOLD.default_as()
+}
+fn default_keyframe() -> u32 {
+    MOTION_KEYFRAME.default_as()
 }
 fn default_hold() -> u32 {
-    10
+    MOTION_HOLD.default_as()
 }
 fn default_iou() -> f32 {
-    0.3
+    TRACKER_IOU.default_as()
 }
 fn default_max_age() -> u32 {
-    5
+    TRACKER_MAX_AGE.default_as()
 }
 fn default_rules() -> Vec<RuleConfig> {
     vec![RuleConfig {
@@ -544,70 +921,70 @@ fn default_rules() -> Vec<RuleConfig> {
     }]
 }
 fn default_min_score() -> f32 {
-    0.5
+    RULE_MIN_SCORE.default_as()
 }
 fn default_min_frames() -> u32 {
-    3
+    RULE_MIN_FRAMES.default_as()
 }
 fn default_snapshot_dir() -> PathBuf {
     PathBuf::from("snapshots")
 }
 fn default_quality() -> u8 {
-    85
+    SNAPSHOT_QUALITY.default_as()
 }
 fn default_hop() -> u32 {
-    100
+    SPEECH_HOP.default_as()
 }
 fn default_smoothing() -> usize {
-    3
+    SPEECH_SMOOTHING.default_as()
 }
 fn default_kw_threshold() -> f32 {
-    0.6
+    SPEECH_THRESHOLD.default_as()
 }
 fn default_refractory() -> u32 {
-    1000
+    SPEECH_REFRACTORY.default_as()
 }
 fn default_vad_db() -> f32 {
-    -40.0
+    VAD_THRESHOLD_DB.default_as()
 }
 fn default_vad_zcr() -> f32 {
-    0.5
+    VAD_MAX_ZCR.default_as()
 }
 fn default_vad_min() -> u32 {
-    60
+    VAD_MIN_SPEECH.default_as()
 }
 fn default_vad_hang() -> u32 {
-    200
+    VAD_HANGOVER.default_as()
 }
 fn default_outbox_path() -> PathBuf {
     PathBuf::from("outbox.redb")
 }
 fn default_outbox_max() -> u64 {
-    10_000
+    OUTBOX_MAX.default_as()
 }
 fn default_mqtt_port() -> u16 {
-    1883
+    MQTT_PORT.default_as()
 }
 fn default_prefix() -> String {
     "strix".into()
 }
 fn default_keep_alive() -> u64 {
-    15
+    MQTT_KEEP_ALIVE.default_as()
 }
 fn default_discovery_prefix() -> String {
     "homeassistant".into()
 }
 fn default_window() -> u16 {
-    32
+    MQTT_INFLIGHT.default_as()
 }
 fn default_webhook_timeout() -> u64 {
-    10
+    WEBHOOK_TIMEOUT.default_as()
 }
 fn default_gpio_backend() -> String {
     "cdev".into()
 }
 fn default_drain() -> u64 {
-    30
+    SHUTDOWN_DRAIN.default_as()
 }
 
 /// Reads, parses and validates a config file. Relative paths inside it are
@@ -703,25 +1080,16 @@ impl Config {
             .collect();
         if let Some(c) = &self.camera {
             check_name("camera.name", &c.name)?;
-            check_range("camera.fps", c.fps, 0.1, 240.0)?;
-            if !(1..=8).contains(&c.threads) {
-                return Err(err("camera.threads", "1..=8", c.threads));
-            }
-            if !(1..=256).contains(&c.queue) {
-                return Err(err("camera.queue", "1..=256", c.queue));
-            }
-            if !(8..=640).contains(&c.motion.width) {
-                return Err(err("camera.motion.width", "8..=640 pixels", c.motion.width));
-            }
-            check_range("camera.motion.threshold", c.motion.threshold, 0.0, 1.0)?;
-            check_range("camera.tracker.iou", c.tracker.iou, 0.01, 1.0)?;
-            if c.tracker.max_age > 10_000 {
-                return Err(err(
-                    "camera.tracker.max_age",
-                    "0..=10000 frames",
-                    c.tracker.max_age,
-                ));
-            }
+            CAMERA_FPS.check(c.fps)?;
+            CAMERA_THREADS.check(c.threads)?;
+            CAMERA_QUEUE.check(c.queue)?;
+            MOTION_WIDTH.check(c.motion.width)?;
+            MOTION_PIXEL_DELTA.check(c.motion.pixel_delta)?;
+            MOTION_THRESHOLD.check(c.motion.threshold)?;
+            MOTION_KEYFRAME.check(c.motion.keyframe_interval)?;
+            MOTION_HOLD.check(c.motion.hold_frames)?;
+            TRACKER_IOU.check(c.tracker.iou)?;
+            TRACKER_MAX_AGE.check(c.tracker.max_age)?;
             let mut zone_names = BTreeSet::new();
             for (i, z) in c.zones.iter().enumerate() {
                 check_name(&format!("camera.zones[{i}].name"), &z.name)?;
@@ -765,19 +1133,8 @@ impl Config {
                         "\"\"",
                     ));
                 }
-                check_range(
-                    &format!("camera.rules[{i}].min_score"),
-                    r.min_score,
-                    0.0,
-                    1.0,
-                )?;
-                if !(1..=10_000).contains(&r.min_frames) {
-                    return Err(err(
-                        format!("camera.rules[{i}].min_frames"),
-                        "1..=10000",
-                        r.min_frames,
-                    ));
-                }
+                RULE_MIN_SCORE.check_at(&format!("camera.rules[{i}].min_score"), r.min_score)?;
+                RULE_MIN_FRAMES.check_at(&format!("camera.rules[{i}].min_frames"), r.min_frames)?;
                 for z in &r.zones {
                     if !zone_names.contains(z.as_str()) {
                         return Err(err(
@@ -807,13 +1164,7 @@ impl Config {
                     }
                 }
             }
-            if !(1..=100).contains(&c.snapshots.quality) {
-                return Err(err(
-                    "camera.snapshots.quality",
-                    "1..=100",
-                    c.snapshots.quality,
-                ));
-            }
+            SNAPSHOT_QUALITY.check(c.snapshots.quality)?;
         }
         if let Some(s) = &self.speech {
             if s.alsa_device().is_some_and(|d| d.trim().is_empty()) {
@@ -831,20 +1182,12 @@ impl Config {
                         format!("{:?}", s.source.display().to_string()),
                     ));
                 }
-                if !(8_000..=192_000).contains(&r) {
-                    return Err(err("speech.capture_rate", "8000..=192000 Hz", r));
-                }
+                SPEECH_CAPTURE_RATE.check(r)?;
             }
-            if !(10..=1000).contains(&s.hop_ms) {
-                return Err(err("speech.hop_ms", "10..=1000 ms", s.hop_ms));
-            }
-            if !(1..=50).contains(&s.smoothing) {
-                return Err(err("speech.smoothing", "1..=50 windows", s.smoothing));
-            }
-            check_range("speech.threshold", s.threshold, 0.0, 1.0)?;
-            if s.refractory_ms > 60_000 {
-                return Err(err("speech.refractory_ms", "0..=60000 ms", s.refractory_ms));
-            }
+            SPEECH_HOP.check(s.hop_ms)?;
+            SPEECH_SMOOTHING.check(s.smoothing)?;
+            SPEECH_THRESHOLD.check(s.threshold)?;
+            SPEECH_REFRACTORY.check(s.refractory_ms)?;
             if s.vad.effective_kind() == VadKind::Silero && s.vad.model.is_none() {
                 return Err(err(
                     "speech.vad.model",
@@ -852,26 +1195,17 @@ impl Config {
                     "nothing",
                 ));
             }
-            check_range("speech.vad.threshold_db", s.vad.threshold_db, -120.0, 0.0)?;
-            check_range("speech.vad.max_zcr", s.vad.max_zcr, 0.0, 1.0)?;
-            if s.vad.min_speech_ms > 10_000 || s.vad.hangover_ms > 10_000 {
-                return Err(err(
-                    "speech.vad.min_speech_ms / hangover_ms",
-                    "0..=10000 ms",
-                    "a larger value",
-                ));
-            }
+            VAD_THRESHOLD_DB.check(s.vad.threshold_db)?;
+            VAD_MAX_ZCR.check(s.vad.max_zcr)?;
+            VAD_MIN_SPEECH.check(s.vad.min_speech_ms)?;
+            VAD_HANGOVER.check(s.vad.hangover_ms)?;
         }
-        if self.outbox.max_entries == 0 {
-            return Err(err("outbox.max_entries", "at least 1", 0));
-        }
+        OUTBOX_MAX.check(self.outbox.max_entries)?;
         if let Some(m) = &self.mqtt {
             if m.host.is_empty() {
                 return Err(err("mqtt.host", "a host name or address", "\"\""));
             }
-            if m.port == 0 {
-                return Err(err("mqtt.port", "1..=65535", 0));
-            }
+            MQTT_PORT.check(m.port)?;
             match (&m.client_cert, &m.client_key) {
                 (Some(_), None) => {
                     return Err(err(
@@ -905,12 +1239,8 @@ impl Config {
             }
             check_topic("mqtt.topic_prefix", &m.topic_prefix)?;
             check_topic("mqtt.discovery_prefix", &m.discovery_prefix)?;
-            if !(5..=3600).contains(&m.keep_alive_s) {
-                return Err(err("mqtt.keep_alive_s", "5..=3600 seconds", m.keep_alive_s));
-            }
-            if !(1..=1000).contains(&m.inflight) {
-                return Err(err("mqtt.inflight", "1..=1000", m.inflight));
-            }
+            MQTT_KEEP_ALIVE.check(m.keep_alive_s)?;
+            MQTT_INFLIGHT.check(m.inflight)?;
         }
         if let Some(w) = &self.webhook {
             w.endpoint()?;
@@ -925,9 +1255,7 @@ impl Config {
                     ));
                 }
             }
-            if !(1..=300).contains(&w.timeout_s) {
-                return Err(err("webhook.timeout_s", "1..=300 seconds", w.timeout_s));
-            }
+            WEBHOOK_TIMEOUT.check(w.timeout_s)?;
             if w.ca_file.is_some() && !w.endpoint()?.tls {
                 return Err(err(
                     "webhook.ca_file",
@@ -1158,6 +1486,149 @@ model = "det.strix"
         assert_eq!(cam.rules[0].label, "person");
         assert!(cam.motion.enabled);
         assert!(c.mqtt.is_none());
+    }
+
+    #[test]
+    fn every_default_is_in_its_range_and_used() {
+        for k in KEYS {
+            assert!(k.min <= k.max, "{}", k.key);
+            if let Some(d) = k.default {
+                assert!(d >= k.min && d <= k.max, "{}: default {d}", k.key);
+                assert!(!k.int || d.fract() == 0.0, "{}: default {d}", k.key);
+            }
+        }
+        let c = parse(MIN).unwrap();
+        let cam = c.camera.unwrap();
+        assert_eq!(cam.threads as f64, CAMERA_THREADS.default.unwrap());
+        assert_eq!(
+            cam.motion.threshold,
+            MOTION_THRESHOLD.default.unwrap() as f32
+        );
+        assert_eq!(cam.tracker.iou, TRACKER_IOU.default.unwrap() as f32);
+        assert_eq!(
+            cam.rules[0].min_frames as f64,
+            RULE_MIN_FRAMES.default.unwrap()
+        );
+        assert_eq!(c.outbox.max_entries as f64, OUTBOX_MAX.default.unwrap());
+    }
+
+    #[test]
+    fn range_errors_keep_their_words() {
+        let e = parse(&format!("{MIN}threads = 9\n")).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.expected.as_str()),
+            ("camera.threads", "1..=8")
+        );
+        let e = parse(&format!("{MIN}[camera.motion]\nwidth = 4\n")).unwrap_err();
+        assert_eq!(e.expected, "8..=640 pixels");
+        let e = parse(&format!("{MIN}[camera.tracker]\niou = 0.001\n")).unwrap_err();
+        assert_eq!(e.expected, "a number in 0.01..=1");
+        // The lower bound is compared in f32: 0.01 itself is accepted.
+        parse(&format!("{MIN}[camera.tracker]\niou = 0.01\n")).unwrap();
+        let e = parse(&format!(
+            "{MIN}[[camera.rules]]\nlabel = \"car\"\nmin_frames = 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "camera.rules[0].min_frames");
+        assert_eq!(e.expected, "1..=10000");
+        let e = parse(&format!("{MIN}[outbox]\nmax_entries = 0\n")).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.expected.as_str()),
+            ("outbox.max_entries", "at least 1")
+        );
+        let e = parse(&format!(
+            "{MIN}[speech]\nsource = \"a.wav\"\nmodel = \"k\"\n[speech.vad]\nhangover_ms = 10001\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.expected.as_str()),
+            ("speech.vad.hangover_ms", "0..=10000 ms")
+        );
+    }
+
+    /// The README between its `config-keys` markers.
+    fn readme_table(readme: &str) -> Option<(usize, usize)> {
+        const START: &str = "<!-- config-keys:start (generated from config::KEYS) -->\n";
+        let a = readme.find(START)? + START.len();
+        let b = a + readme[a..].find("<!-- config-keys:end -->")?;
+        Some((a, b))
+    }
+
+    #[test]
+    fn readme_key_table_is_generated_from_keys() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (a, b) = readme_table(&readme).expect("README.md has no config-keys markers");
+        let want = keys_markdown();
+        if std::env::var_os("STRIX_BLESS").is_some() {
+            let text = format!("{}{want}{}", &readme[..a], &readme[b..]);
+            std::fs::write(path, text).unwrap();
+            return;
+        }
+        assert_eq!(
+            &readme[a..b],
+            want,
+            "firmware/README.md's key table is stale: run STRIX_BLESS=1 cargo test --release -p strix-firmware --lib readme_key_table"
+        );
+    }
+
+    /// The annotated example in the README: every range its comments give for
+    /// a key of [`KEYS`] is that key's, and every example value is in range.
+    #[test]
+    fn readme_example_agrees_with_keys() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\ndevice = ")
+            .expect("the README's example");
+        let block = &readme[start..start + readme[start..][3..].find("```").unwrap()];
+        let mut section = String::new();
+        let mut checked = 0;
+        for line in block.lines() {
+            let (code, comment) = line.split_once('#').unwrap_or((line, ""));
+            let code = code.trim();
+            if code.starts_with('[') {
+                section = code.trim_matches(|c| c == '[' || c == ']').to_string();
+                if section == "camera.rules" {
+                    section = "camera.rules[]".into();
+                }
+                continue;
+            }
+            let Some((name, value)) = code.split_once('=') else {
+                continue;
+            };
+            let key = format!("{section}.{}", name.trim());
+            let Some(k) = KEYS.iter().find(|k| k.key == key) else {
+                continue;
+            };
+            let v: f64 = value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{key}: {value}"));
+            assert!(
+                v >= k.min && v <= k.max,
+                "README example {key} = {v} out of range"
+            );
+            let range = comment
+                .split_whitespace()
+                .map(|w| w.trim_end_matches([':', ',']))
+                .find(|w| {
+                    w.contains("..") && w.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                });
+            if let Some(r) = range {
+                let (lo, hi) = r.split_once("..").unwrap();
+                let hi = hi.trim_start_matches('=');
+                assert_eq!(
+                    (lo.parse::<f64>().unwrap(), hi.parse::<f64>().unwrap()),
+                    (k.min, k.max),
+                    "README example comment of {key}: {r}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 15,
+            "only {checked} ranges found in the README's example"
+        );
     }
 
     #[test]

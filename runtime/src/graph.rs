@@ -199,6 +199,13 @@ pub enum Op {
     Resize {
         geom: ResizeGeometry,
     },
+    /// f32 layer normalization of `outer` rows of `inner` elements; inputs
+    /// `[x, scale (inner), bias (inner)?]` (see `ops/layer_norm.rs`).
+    LayerNorm {
+        outer: usize,
+        inner: usize,
+        epsilon: f32,
+    },
     /// f32 -> int8 with the output's quantization.
     Quantize,
     /// int8 -> f32 with the input's quantization.
@@ -206,57 +213,17 @@ pub enum Op {
 }
 
 impl Op {
-    /// Short op name for `inspect` and errors.
+    /// Short op name for `inspect` and errors (each op module names its
+    /// ops: `ops::name`).
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Conv { .. } => "Conv",
-            Op::QConv { .. } => "QConv",
-            Op::QConvSparse { .. } => "QConvSparse",
-            Op::QConvF32 { .. } => "QConvF32",
-            Op::QGemmF32 { .. } => "QGemmF32",
-            Op::Gemm { .. } => "Gemm",
-            Op::QGemm { .. } => "QGemm",
-            Op::MaxPool { .. } => "MaxPool",
-            Op::AvgPool { .. } => "AvgPool",
-            Op::Binary { .. } => "Binary",
-            Op::QAdd { .. } => "QAdd",
-            Op::QMul { .. } => "QMul",
-            Op::Unary { .. } => "Unary",
-            Op::Lut => "Lut",
-            Op::Softmax { .. } => "Softmax",
-            Op::ReduceMean { .. } => "ReduceMean",
-            Op::Concat { .. } => "Concat",
-            Op::Transpose { .. } => "Transpose",
-            Op::Reshape => "Reshape",
-            Op::Slice { .. } => "Slice",
-            Op::Gather { .. } => "Gather",
-            Op::Pad { .. } => "Pad",
-            Op::Lstm { .. } => "Lstm",
-            Op::Resize { .. } => "Resize",
-            Op::Quantize => "Quantize",
-            Op::Dequantize => "Dequantize",
-        }
+        crate::ops::name(self)
     }
 
-    /// Multiply-accumulates per inference (0 for ops that do not multiply).
+    /// Multiply-accumulates per inference over `batch` (0 for ops that do
+    /// not multiply), saturating at `u64::MAX`: the dense work, as each op
+    /// module counts it (`ops::macs`).
     pub fn macs(&self, batch: usize) -> u64 {
-        match self {
-            // Dense MACs for sparse convs too (the work of the dense layer).
-            Op::Conv { geom, .. }
-            | Op::QConv { geom, .. }
-            | Op::QConvSparse { geom, .. }
-            | Op::QConvF32 { geom, .. } => (geom.macs() * batch) as u64,
-            Op::Gemm {
-                m, n, k, batch: b, ..
-            } => (m * n * k * b) as u64,
-            Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => (m * n * k) as u64,
-            // In u64: a validated geometry's product can pass usize on 32-bit targets.
-            Op::Lstm { geom } => {
-                let u = |x: usize| x as u64;
-                u(geom.seq) * u(geom.batch) * 4 * u(geom.hidden) * (u(geom.input) + u(geom.hidden))
-            }
-            _ => 0,
-        }
+        crate::ops::macs(self, batch)
     }
 }
 
@@ -324,29 +291,12 @@ impl Graph {
             .saturating_mul(4)
             .saturating_add(self.arena_i8)
     }
-    /// Multiply-accumulates per inference as executed: a sparse conv counts
-    /// only its stored blocks.
+    /// Multiply-accumulates per inference as executed (a sparse conv
+    /// counts only its stored blocks), saturating.
     pub fn macs(&self) -> u64 {
         self.nodes
             .iter()
-            .map(|n| {
-                let batch = self.tensors[n.output]
-                    .shape
-                    .first()
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1);
-                match &n.op {
-                    Op::QConvSparse { geom, .. } => n.inputs.get(2).map_or(0, |&b| {
-                        (self.tensors[b].len()
-                            * strix_kernels::reference::SPARSE_BLOCK
-                            * geom.out_h
-                            * geom.out_w
-                            * batch) as u64
-                    }),
-                    op => op.macs(batch),
-                }
-            })
-            .sum()
+            .map(|n| crate::ops::executed_macs(self, n))
+            .fold(0u64, u64::saturating_add)
     }
 }

@@ -136,28 +136,19 @@ pub enum COp {
     Lstm {
         geom: LstmGeometry,
     },
+    /// Layer normalization of `outer` rows of `inner` elements (always
+    /// f32); inputs `[x, scale, bias?]` (constants of `inner` values).
+    LayerNorm {
+        outer: usize,
+        inner: usize,
+        epsilon: f32,
+    },
 }
 
 impl COp {
+    /// The op's name (each op module names its op: `ops::IrOp::name`).
     pub fn name(&self) -> &'static str {
-        match self {
-            COp::Conv { .. } => "Conv",
-            COp::Gemm { .. } => "Gemm",
-            COp::MaxPool { .. } => "MaxPool",
-            COp::AvgPool { .. } => "AvgPool",
-            COp::Binary(_) => "Binary",
-            COp::Unary(_) => "Unary",
-            COp::Softmax { .. } => "Softmax",
-            COp::ReduceMean { .. } => "ReduceMean",
-            COp::Concat { .. } => "Concat",
-            COp::Transpose { .. } => "Transpose",
-            COp::Reshape => "Reshape",
-            COp::Slice { .. } => "Slice",
-            COp::Gather { .. } => "Gather",
-            COp::Pad { .. } => "Pad",
-            COp::Resize { .. } => "Resize",
-            COp::Lstm { .. } => "Lstm",
-        }
+        crate::ops::ir(self).name()
     }
 }
 
@@ -240,17 +231,12 @@ impl CGraph {
             keep[i - 1]
         });
     }
+    /// Multiply-accumulates per inference (each op module counts its op's:
+    /// `ops::IrOp::macs`), saturating.
     pub fn macs(&self) -> u64 {
         self.nodes
             .iter()
-            .map(|n| match &n.op {
-                COp::Conv { geom, .. } => (geom.macs() * self.values[n.inputs[0]].shape[0]) as u64,
-                COp::Gemm { m, n, k, batch, .. } => (m * n * k * batch) as u64,
-                COp::Lstm { geom } => {
-                    (geom.seq * geom.batch * 4 * geom.hidden * (geom.input + geom.hidden)) as u64
-                }
-                _ => 0,
-            })
-            .sum()
+            .map(|n| crate::ops::ir(&n.op).macs(self, n))
+            .fold(0u64, u64::saturating_add)
     }
 }

@@ -7,6 +7,9 @@ use crate::graph::DType;
 use strix_kernels::reference::{self as k, BinaryOp};
 use strix_kernels::shape::{broadcast_shape, Dims, MAX_RANK};
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Binary";
+
 pub(super) fn validate(cx: &Ctx) -> Res {
     broadcast_ok(cx, DType::F32)
 }

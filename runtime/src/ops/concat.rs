@@ -7,6 +7,9 @@ use crate::graph::DType;
 use strix_kernels::reference as k;
 use strix_kernels::Requant;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Concat";
+
 pub(super) fn validate(cx: &Ctx, axis: usize, requant: &[Option<Requant>]) -> Res {
     let out = cx.output();
     cx.arity(1, 4096)?;

@@ -3,12 +3,30 @@
 //! reductions) run through im2col in f32 scratch. Also the geometry checks
 //! every conv variant shares (`qconv`, `qconv_sparse`).
 
-use super::ctx::{act_ok, axis_ok, want, Ctx, Res, Run};
+use super::ctx::{act_ok, axis_ok, macs_of, want, Ctx, Res, Run};
 use super::Prep;
 use crate::graph::{DType, Tensor};
 use crate::par::Workers;
 use strix_kernels::driver::CONV_TILE;
 use strix_kernels::reference::{self as k, ConvGeometry};
+
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Conv";
+
+/// Multiply-accumulates of a conv of `geom` over `batch` images: the dense
+/// layer's work (the conv variants all count this way).
+pub(crate) fn macs(geom: &ConvGeometry, batch: usize) -> u64 {
+    let g = geom;
+    macs_of(&[
+        g.out_c,
+        g.out_h,
+        g.out_w,
+        g.in_c.checked_div(g.groups).unwrap_or(0),
+        g.kh,
+        g.kw,
+        batch,
+    ])
+}
 
 pub(super) fn validate(cx: &Ctx, geom: &ConvGeometry, act_min: f32, act_max: f32) -> Res {
     cx.arity(3, 3)?;

@@ -123,6 +123,13 @@ pub(crate) fn mul(what: &str, a: usize, b: usize) -> Res<usize> {
         .ok_or_else(|| format!("{what} ({a} x {b}) overflows"))
 }
 
+/// The product of `dims` in u64, saturating: an op's multiply-accumulates
+/// (a validated geometry's product can pass `usize` on 32-bit targets, and
+/// `inspect` reports unvalidated graphs too).
+pub(crate) fn macs_of(dims: &[usize]) -> u64 {
+    dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
+}
+
 /// One spatial axis of a conv or pool: windows of extent
 /// `(kernel - 1) * dilation + 1` every `stride` elements, starting at
 /// `-pad`. The declared output length must be the one this implies. The

@@ -3,6 +3,9 @@
 use super::ctx::{want, Ctx, Out, Res, Run};
 use strix_kernels::reference as k;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Gather";
+
 pub(super) fn validate(cx: &Ctx, axis: usize, indices: &[usize]) -> Res {
     cx.arity(1, 1)?;
     let (x, out) = (cx.input(0), cx.output());

@@ -2,9 +2,18 @@
 //! bias?]`; `w` may be an activation (a matmul), shared by the batch or one
 //! per batch element. Also the size check the int8 gemms share (`qgemm`).
 
-use super::ctx::{act_ok, mul, want, Ctx, Res, Run};
+use super::ctx::{act_ok, macs_of, mul, want, Ctx, Res, Run};
 use crate::graph::{DType, Tensor};
 use strix_kernels::reference as k;
+
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Gemm";
+
+/// Multiply-accumulates of `batch` products `[m, k] @ [k, n]` (the int8
+/// gemms, `batch` = 1, count the same way).
+pub(crate) fn macs((batch, m, n, k): (usize, usize, usize, usize)) -> u64 {
+    macs_of(&[batch, m, n, k])
+}
 
 pub(super) fn validate(
     cx: &Ctx,

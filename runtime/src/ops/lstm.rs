@@ -3,9 +3,20 @@
 //! b [4h] (Wb + Rb), h0 [batch, h], c0 [batch, h]]`; the output `[seq + 2,
 //! batch, h]` packs `Y`, then `Y_h`, then `Y_c`, so no scratch is needed.
 
-use super::ctx::{want, Ctx, Res, Run};
+use super::ctx::{macs_of, want, Ctx, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference::{self as k, LstmGeometry};
+
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Lstm";
+
+/// Multiply-accumulates: per step and batch row, the four gates' `[input +
+/// hidden] x hidden` products.
+pub(crate) fn macs(geom: &LstmGeometry) -> u64 {
+    let g = geom;
+    macs_of(&[g.seq, g.batch, 4, g.hidden])
+        .saturating_mul((g.input as u64).saturating_add(g.hidden as u64))
+}
 
 pub(super) fn validate(cx: &Ctx, geom: &LstmGeometry) -> Res {
     cx.arity(6, 6)?;

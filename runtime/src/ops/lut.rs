@@ -5,6 +5,9 @@
 use super::ctx::{want, Ctx, Res, Run};
 use crate::graph::DType;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Lut";
+
 pub(super) fn validate(cx: &Ctx) -> Res {
     cx.arity(2, 2)?;
     cx.dtype(0, DType::I8)?;

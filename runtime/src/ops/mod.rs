@@ -27,6 +27,7 @@ mod conv;
 mod dequantize;
 mod gather;
 mod gemm;
+mod layer_norm;
 mod lstm;
 mod lut;
 mod pad;
@@ -51,10 +52,92 @@ pub(crate) mod test_graph;
 pub(crate) use ctx::{run_node, Ctx, Res};
 use ctx::{Out, Run};
 
-use crate::graph::Op;
+use crate::graph::{Graph, Node, Op};
 use crate::par::Workers;
 use strix_kernels::driver::PackedConv;
 use strix_kernels::table::KernelSet;
+
+/// The op's short name (for `inspect` and errors).
+pub(crate) fn name(op: &Op) -> &'static str {
+    match op {
+        Op::Conv { .. } => conv::NAME,
+        Op::QConv { .. } => qconv::NAME,
+        Op::QConvSparse { .. } => qconv_sparse::NAME,
+        Op::QConvF32 { .. } => qconv::F32OUT_NAME,
+        Op::Gemm { .. } => gemm::NAME,
+        Op::QGemm { .. } => qgemm::NAME,
+        Op::QGemmF32 { .. } => qgemm::F32OUT_NAME,
+        Op::MaxPool { .. } => pool::MAX_NAME,
+        Op::AvgPool { .. } => pool::AVG_NAME,
+        Op::Binary { .. } => binary::NAME,
+        Op::QAdd { .. } => qadd::NAME,
+        Op::QMul { .. } => qmul::NAME,
+        Op::Unary { .. } => unary::NAME,
+        Op::Lut => lut::NAME,
+        Op::Softmax { .. } => softmax::NAME,
+        Op::ReduceMean { .. } => reduce_mean::NAME,
+        Op::Concat { .. } => concat::NAME,
+        Op::Transpose { .. } => transpose::NAME,
+        Op::Reshape => reshape::NAME,
+        Op::Slice { .. } => slice::NAME,
+        Op::Gather { .. } => gather::NAME,
+        Op::Pad { .. } => pad::NAME,
+        Op::Lstm { .. } => lstm::NAME,
+        Op::Resize { .. } => resize::NAME,
+        Op::LayerNorm { .. } => layer_norm::NAME,
+        Op::Quantize => quantize::NAME,
+        Op::Dequantize => dequantize::NAME,
+    }
+}
+
+/// Multiply-accumulates of `op` over `batch` (the output's leading
+/// dimension): the dense work, 0 for ops that do not multiply-accumulate.
+pub(crate) fn macs(op: &Op, batch: usize) -> u64 {
+    match op {
+        Op::Conv { geom, .. }
+        | Op::QConv { geom, .. }
+        | Op::QConvSparse { geom, .. }
+        | Op::QConvF32 { geom, .. } => conv::macs(geom, batch),
+        Op::Gemm { m, n, k, batch, .. } => gemm::macs((*batch, *m, *n, *k)),
+        Op::QGemm { m, n, k, .. } | Op::QGemmF32 { m, n, k, .. } => gemm::macs((1, *m, *n, *k)),
+        Op::Lstm { geom } => lstm::macs(geom),
+        Op::MaxPool { .. }
+        | Op::AvgPool { .. }
+        | Op::Binary { .. }
+        | Op::QAdd { .. }
+        | Op::QMul { .. }
+        | Op::Unary { .. }
+        | Op::Lut
+        | Op::Softmax { .. }
+        | Op::ReduceMean { .. }
+        | Op::Concat { .. }
+        | Op::Transpose { .. }
+        | Op::Reshape
+        | Op::Slice { .. }
+        | Op::Gather { .. }
+        | Op::Pad { .. }
+        | Op::Resize { .. }
+        | Op::LayerNorm { .. }
+        | Op::Quantize
+        | Op::Dequantize => 0,
+    }
+}
+
+/// Multiply-accumulates of node `n` of `g` as executed: a sparse conv
+/// counts only its stored blocks.
+pub(crate) fn executed_macs(g: &Graph, n: &Node) -> u64 {
+    let batch = g
+        .tensors
+        .get(n.output)
+        .and_then(|t| t.shape.first())
+        .copied()
+        .unwrap_or(1)
+        .max(1);
+    match &n.op {
+        Op::QConvSparse { geom, .. } => qconv_sparse::executed_macs(g, n, geom, batch),
+        op => macs(op, batch),
+    }
+}
 
 /// Checks node `cx.n` against its tensors and constants (the graph-level
 /// checks of `validate::validate` come first).
@@ -107,6 +190,11 @@ pub(crate) fn validate(cx: &Ctx) -> Res {
         Op::Pad { before, value } => pad::validate(cx, before, *value),
         Op::Lstm { geom } => lstm::validate(cx, geom),
         Op::Resize { geom } => resize::validate(cx, geom),
+        Op::LayerNorm {
+            outer,
+            inner,
+            epsilon,
+        } => layer_norm::validate(cx, *outer, *inner, *epsilon),
         Op::Quantize => quantize::validate(cx),
         Op::Dequantize => dequantize::validate(cx),
     }
@@ -157,6 +245,7 @@ pub(crate) fn prepare(cx: &Ctx, ks: &KernelSet) -> Prep {
         | Op::Pad { .. }
         | Op::Lstm { .. }
         | Op::Resize { .. }
+        | Op::LayerNorm { .. }
         | Op::Quantize
         | Op::Dequantize => Prep::default(),
     }
@@ -214,7 +303,64 @@ fn run(r: &Run, out: Out, wk: &mut Workers) -> Res {
         Op::Pad { before, value } => pad::run(r, before, *value, out),
         Op::Lstm { geom } => lstm::run(r, geom, out.f32()?),
         Op::Resize { geom } => resize::run(r, geom, out),
+        Op::LayerNorm {
+            outer,
+            inner,
+            epsilon,
+        } => layer_norm::run(r, (*outer, *inner, *epsilon), out.f32()?),
         Op::Quantize => quantize::run(r, out.i8()?),
         Op::Dequantize => dequantize::run(r, out.f32()?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strix_kernels::reference::ConvGeometry;
+
+    fn conv(side: usize) -> Op {
+        Op::Conv {
+            geom: ConvGeometry {
+                in_c: 4,
+                in_h: side,
+                in_w: side,
+                out_c: 8,
+                out_h: side,
+                out_w: side,
+                kh: 3,
+                kw: 3,
+                stride_h: 1,
+                stride_w: 1,
+                dil_h: 1,
+                dil_w: 1,
+                pad_top: 1,
+                pad_left: 1,
+                groups: 1,
+            },
+            act_min: f32::NEG_INFINITY,
+            act_max: f32::INFINITY,
+        }
+    }
+
+    #[test]
+    fn macs_count_the_dense_work_and_saturate() {
+        // 8 x 5 x 5 outputs, each 4 x 3 x 3 products, over a batch of 2.
+        assert_eq!(conv(5).macs(2), 2 * 8 * 25 * 36);
+        assert_eq!(conv(5).name(), "Conv");
+        // 8 * 2^60 * 36 products overflow u64 (and usize on every target).
+        assert_eq!(conv(1 << 30).macs(1), u64::MAX);
+        let gemm = Op::QGemm {
+            m: usize::MAX,
+            n: 2,
+            k: 2,
+            q: strix_kernels::reference::QGemmParams {
+                in_zp: 0,
+                out_zp: 0,
+                act_min: -128,
+                act_max: 127,
+            },
+        };
+        assert_eq!(gemm.macs(1), u64::MAX);
+        assert_eq!(gemm.name(), "QGemm");
     }
 }

@@ -6,6 +6,9 @@ use super::ctx::{want, Ctx, Out, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference as k;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Pad";
+
 pub(super) fn validate(cx: &Ctx, before: &[usize], value: f32) -> Res {
     cx.arity(1, 1)?;
     let (x, out) = (cx.input(0), cx.output());

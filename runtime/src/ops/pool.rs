@@ -5,6 +5,11 @@ use super::ctx::{axis_ok, mul, want, Ctx, Out, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference::{self as k, PoolGeometry};
 
+/// The max pooling's name in `inspect` and errors.
+pub(crate) const MAX_NAME: &str = "MaxPool";
+/// The average pooling's name in `inspect` and errors.
+pub(crate) const AVG_NAME: &str = "AvgPool";
+
 /// Most taps an int8 average-pooling window may have (`qs8_avgpool2d`'s
 /// documented bound: sums of `|x - zp| <= 255` stay exact in `i32`).
 const MAX_QS8_POOL_TAPS: usize = 1 << 23;

@@ -6,6 +6,9 @@ use super::ctx::{qact_ok, rq_sane, want, zp_ok, Ctx, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference::QAddParams;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "QAdd";
+
 pub(super) fn validate(cx: &Ctx, p: &QAddParams) -> Res {
     broadcast_ok(cx, DType::I8)?;
     want(zp_ok(p.a_zp) && zp_ok(p.b_zp) && zp_ok(p.out_zp), || {

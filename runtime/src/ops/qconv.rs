@@ -23,6 +23,11 @@ use strix_kernels::reference::{self as k, ConvGeometry, QConvParams};
 use strix_kernels::table::KernelSet;
 use strix_kernels::Requant;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "QConv";
+/// The f32-output form's name in `inspect` and errors.
+pub(crate) const F32OUT_NAME: &str = "QConvF32";
+
 pub(super) fn validate(cx: &Ctx, geom: &ConvGeometry, q: &QConvParams) -> Res {
     cx.arity(4, 4)?;
     cx.dtype(0, DType::I8)?;

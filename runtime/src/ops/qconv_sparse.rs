@@ -6,15 +6,36 @@
 //! sparse weights).
 
 use super::conv::{geometry_ok, sizes, tile_len};
-use super::ctx::{qact_ok, want, zp_ok, Ctx, Res, Run};
+use super::ctx::{macs_of, qact_ok, want, zp_ok, Ctx, Res, Run};
 use super::Prep;
-use crate::graph::DType;
+use crate::graph::{DType, Graph, Node};
 use crate::par::{split_conv, Workers};
 use crate::validate::MAX_QS8_REDUCTION;
 use strix_kernels::driver::{self as drv, fold_bias_sparse, sparse_conv_scratch_len};
 use strix_kernels::reference::{ConvGeometry, QConvParams, SparseWeights};
 use strix_kernels::table::KernelSet;
 use strix_kernels::Requant;
+
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "QConvSparse";
+
+/// Multiply-accumulates as executed over `batch` images: only the stored
+/// blocks (`inputs[2]` holds one block column per stored block; 0 when the
+/// node has no such input).
+pub(crate) fn executed_macs(g: &Graph, n: &Node, geom: &ConvGeometry, batch: usize) -> u64 {
+    let stored = n
+        .inputs
+        .get(2)
+        .and_then(|&b| g.tensors.get(b))
+        .map_or(0, |t| t.len());
+    macs_of(&[
+        stored,
+        strix_kernels::reference::SPARSE_BLOCK,
+        geom.out_h,
+        geom.out_w,
+        batch,
+    ])
+}
 
 /// The sparse weights of a node (inputs 1-3), if they are constants
 /// forming a valid block-CSR view; validation reports the view's error.

@@ -17,6 +17,11 @@ use strix_kernels::reference::{self as k, QGemmParams, QOut};
 use strix_kernels::table::KernelSet;
 use strix_kernels::Requant;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "QGemm";
+/// The f32-output form's name in `inspect` and errors.
+pub(crate) const F32OUT_NAME: &str = "QGemmF32";
+
 pub(super) fn validate(cx: &Ctx, (m, n, k): (usize, usize, usize), q: &QGemmParams) -> Res {
     cx.arity(4, 4)?;
     cx.dtype(0, DType::I8)?;

@@ -6,6 +6,9 @@ use super::ctx::{qact_ok, rq_sane, want, zp_ok, Ctx, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference::QMulParams;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "QMul";
+
 pub(super) fn validate(cx: &Ctx, p: &QMulParams) -> Res {
     broadcast_ok(cx, DType::I8)?;
     want(

@@ -3,6 +3,9 @@
 use super::ctx::{want, Ctx, Res, Run};
 use crate::graph::DType;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Quantize";
+
 pub(super) fn validate(cx: &Ctx) -> Res {
     cx.arity(1, 1)?;
     cx.dtype(0, DType::F32)?;

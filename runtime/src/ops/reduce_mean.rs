@@ -5,6 +5,9 @@ use super::ctx::{want, Ctx, Res, Run};
 use super::softmax::extents_ok;
 use strix_kernels::reference as k;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "ReduceMean";
+
 pub(super) fn validate(cx: &Ctx, outer: usize, axis: usize, inner: usize) -> Res {
     extents_ok(cx, outer, axis, inner)?;
     // outer * inner <= outer * axis * inner, which did not overflow.

@@ -5,6 +5,9 @@
 use super::ctx::{want, Ctx, Out, Res, Run};
 use crate::graph::{Graph, Node, Op};
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Reshape";
+
 /// The aliasing rule: whether `op`'s output may share its input's arena
 /// buffer exactly (same offset, same length). Only a Reshape may, since its
 /// bytes are its input's. The planner (`plan::plan`) aliases such outputs,

@@ -6,6 +6,9 @@ use super::ctx::{want, Ctx, Out, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference::{self as k, ResizeGeometry};
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Resize";
+
 pub(super) fn validate(cx: &Ctx, geom: &ResizeGeometry) -> Res {
     cx.arity(1, 1)?;
     let (x, out) = (cx.input(0), cx.output());

@@ -5,6 +5,9 @@
 use super::ctx::{want, Ctx, Out, Res, Run};
 use strix_kernels::reference as k;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Slice";
+
 pub(super) fn validate(cx: &Ctx, starts: &[usize], steps: &[isize]) -> Res {
     cx.arity(1, 1)?;
     let (x, out) = (cx.input(0), cx.output());

@@ -5,6 +5,9 @@ use super::ctx::{mul, want, Ctx, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference as k;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Softmax";
+
 pub(super) fn validate(cx: &Ctx, outer: usize, axis: usize, inner: usize) -> Res {
     let total = extents_ok(cx, outer, axis, inner)?;
     want(cx.output().len() == total, || "output size mismatch".into())

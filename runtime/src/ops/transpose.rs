@@ -4,6 +4,9 @@ use super::ctx::{want, Ctx, Out, Res, Run};
 use strix_kernels::reference as k;
 use strix_kernels::shape::MAX_RANK;
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Transpose";
+
 pub(super) fn validate(cx: &Ctx, perm: &[usize]) -> Res {
     cx.arity(1, 1)?;
     let (x, out) = (cx.input(0), cx.output());

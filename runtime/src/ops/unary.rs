@@ -4,6 +4,9 @@ use super::ctx::{want, Ctx, Res, Run};
 use crate::graph::DType;
 use strix_kernels::reference::{self as k, UnaryOp};
 
+/// The op's name in `inspect` and errors.
+pub(crate) const NAME: &str = "Unary";
+
 pub(super) fn validate(cx: &Ctx) -> Res {
     cx.arity(1, 1)?;
     cx.dtype(0, DType::F32)?;

@@ -70,6 +70,8 @@ pub fn supported(op: &Op, board: &str) -> bool {
         | Op::Lut => true,
         Op::Unary { kind } => !matches!(kind, UnaryOp::Abs | UnaryOp::Neg | UnaryOp::Sqrt),
         Op::Lstm { .. } => board != "rv1106",
+        // Not verified against the toolkit's list: kept on the CPU.
+        Op::LayerNorm { .. } => false,
     }
 }
 

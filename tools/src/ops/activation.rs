@@ -188,6 +188,9 @@ pub(crate) fn fuse_silu(g: &mut CGraph) {
 pub(crate) struct Unary;
 
 impl IrOp for Unary {
+    fn name(&self) -> &'static str {
+        "Unary"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let kind = *fields!(n, COp::Unary(kind) => kind);
         Op::Unary {

@@ -79,6 +79,9 @@ fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>>
 pub(crate) struct Concat;
 
 impl IrOp for Concat {
+    fn name(&self) -> &'static str {
+        "Concat"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::Concat {
             axis: *fields!(n, COp::Concat { axis } => axis),

@@ -5,7 +5,7 @@
 //! f32 output (`QConvF32`) when only f32 ops read the result. Pruning: an
 //! ungrouped conv produces prunable channels; a depthwise conv passes them on.
 
-use super::{fields, IrOp, OnnxOp};
+use super::{fields, IrOp, Layer, OnnxOp};
 use crate::ir::{Act, CGraph, CNode, COp, HostTensor};
 use crate::lower::{
     act_bounds, fin, quantized_weights, requant_table, weight_consts, Int8Cx, Int8Node,
@@ -258,6 +258,9 @@ pub(crate) fn pads_attr(a: &Attrs, spatial: usize) -> Result<Vec<usize>> {
 pub(crate) struct Conv;
 
 impl IrOp for Conv {
+    fn name(&self) -> &'static str {
+        "Conv"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (geom, act) = fields!(n, COp::Conv { geom, act } => (geom, act));
         Op::Conv {
@@ -265,6 +268,24 @@ impl IrOp for Conv {
             act_min: fin(act.min),
             act_max: fin(act.max),
         }
+    }
+
+    /// The runtime's count (`Op::macs`), over the input's batch.
+    fn macs(&self, cg: &CGraph, n: &CNode) -> u64 {
+        let batch = cg.values[n.inputs[0]].shape.first().copied().unwrap_or(1);
+        self.f32_op(n).macs(batch)
+    }
+
+    fn layer(&self, cg: &CGraph, n: &CNode) -> Option<Layer> {
+        let geom = fields!(n, COp::Conv { geom, .. } => geom);
+        Some(Layer {
+            out: geom.out_c,
+            inp: geom.in_c,
+            taps: geom.kh * geom.kw,
+            groups: geom.groups,
+            chan_last: false,
+            const_w: cg.is_const(n.inputs[1]),
+        })
     }
 
     fn wants_int8(&self, _: &CGraph, n: &CNode, _: &[Option<DType>]) -> bool {

@@ -225,6 +225,9 @@ fn fold(imp: &Importer, n: &pb::NodeProto, _: &Attrs) -> Result<Vec<HostTensor>>
 pub(crate) struct Binary;
 
 impl IrOp for Binary {
+    fn name(&self) -> &'static str {
+        "Binary"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::Binary {
             kind: *fields!(n, COp::Binary(kind) => kind),

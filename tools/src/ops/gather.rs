@@ -3,12 +3,11 @@
 //! reflect/edge Pad lowers to (see [`super::pad`]). Int8: the same op on
 //! int8 data.
 
-use super::{fields, is_i8, map_data, norm_axis, IrOp, OnnxOp};
-use crate::ir::{CGraph, CNode, COp, HostTensor};
-use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
+use super::{fields, map_data, norm_axis, IrOp, OnnxOp};
+use crate::ir::{CNode, COp, HostTensor};
 use crate::onnx::{node_name, Attrs, Importer};
 use anyhow::{anyhow, Context, Result};
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("Gather", Some(import), Some(fold)).inputs(|_| 2)];
@@ -99,6 +98,9 @@ fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>>
 pub(crate) struct Gather;
 
 impl IrOp for Gather {
+    fn name(&self) -> &'static str {
+        "Gather"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (axis, indices) = fields!(n, COp::Gather { axis, indices } => (axis, indices));
         Op::Gather {
@@ -106,16 +108,7 @@ impl IrOp for Gather {
             indices: indices.clone(),
         }
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
-    }
-    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+    fn keeps_quant(&self) -> bool {
         true
-    }
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
-        false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
 }

@@ -4,7 +4,7 @@
 //! only f32 ops read the result. Pruning: a gemm with constant weights
 //! produces prunable channels (its last axis).
 
-use super::{fields, IrOp, OnnxOp};
+use super::{fields, IrOp, Layer, OnnxOp};
 use crate::ir::{Act, CGraph, CNode, COp, HostTensor};
 use crate::lower::{act_bounds, fin, requant_table, weight_consts, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
@@ -159,6 +159,9 @@ fn const_weights(cg: &CGraph, n: &CNode) -> bool {
 }
 
 impl IrOp for Gemm {
+    fn name(&self) -> &'static str {
+        "Gemm"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (m, nn, k, batch, act) =
             fields!(n, COp::Gemm { m, n, k, batch, act } => (m, n, k, batch, act));
@@ -170,6 +173,23 @@ impl IrOp for Gemm {
             act_min: fin(act.min),
             act_max: fin(act.max),
         }
+    }
+
+    /// The runtime's count (`Op::macs`).
+    fn macs(&self, _: &CGraph, n: &CNode) -> u64 {
+        self.f32_op(n).macs(1)
+    }
+
+    fn layer(&self, cg: &CGraph, n: &CNode) -> Option<Layer> {
+        let (nn, k) = fields!(n, COp::Gemm { n, k, .. } => (*n, *k));
+        Some(Layer {
+            out: nn,
+            inp: k,
+            taps: 1,
+            groups: 1,
+            chan_last: true,
+            const_w: n.inputs.len() >= 2 && cg.is_const(n.inputs[1]),
+        })
     }
 
     fn wants_int8(&self, cg: &CGraph, n: &CNode, _: &[Option<DType>]) -> bool {

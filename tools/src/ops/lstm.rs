@@ -3,7 +3,7 @@
 //! into `Y`, `Y_h` and `Y_c`.
 
 use super::{fields, IrOp, OnnxOp};
-use crate::ir::{CNode, COp, HostTensor};
+use crate::ir::{CGraph, CNode, COp, HostTensor};
 use crate::onnx::{elements, node_name, Attrs, Importer, MAX_TENSOR_ELEMENTS};
 use anyhow::{bail, Context, Result};
 use strix_kernels::reference::LstmGeometry;
@@ -187,6 +187,13 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
 pub(crate) struct Lstm;
 
 impl IrOp for Lstm {
+    fn name(&self) -> &'static str {
+        "Lstm"
+    }
+    /// The runtime's count (`Op::macs`).
+    fn macs(&self, _: &CGraph, n: &CNode) -> u64 {
+        self.f32_op(n).macs(1)
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::Lstm {
             geom: *fields!(n, COp::Lstm { geom } => geom),

@@ -25,6 +25,7 @@ pub(crate) mod elementwise;
 pub(crate) mod gather;
 pub(crate) mod gemm;
 pub(crate) mod identity;
+pub(crate) mod layer_norm;
 pub(crate) mod lstm;
 pub(crate) mod pad;
 pub(crate) mod pool;
@@ -37,7 +38,7 @@ pub(crate) mod split;
 pub(crate) mod transpose;
 
 use crate::ir::{CGraph, CNode, COp, HostData, HostTensor};
-use crate::lower::{Int8Cx, Int8Node};
+use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
 use crate::prune::graph::{Chan, Flow, Kept, Prune};
 use anyhow::{bail, Result};
@@ -112,6 +113,7 @@ pub(crate) fn registry() -> &'static [&'static [OnnxOp]] {
         gather::ONNX,
         gemm::ONNX,
         identity::ONNX,
+        layer_norm::ONNX,
         lstm::ONNX,
         pad::ONNX,
         pool::ONNX,
@@ -138,23 +140,44 @@ pub(crate) fn onnx_op(op_type: &str) -> Option<&'static OnnxOp> {
 /// defaults describe an op that only runs in f32 and stops channel flow
 /// (pruning leaves the producers feeding it alone).
 pub(crate) trait IrOp: Sync {
+    /// The IR op's name (`COp::name`: errors, reports).
+    fn name(&self) -> &'static str;
     /// The runtime op computing `n` in f32.
     fn f32_op(&self, n: &CNode) -> Op;
+    /// Multiply-accumulates of `n` per inference (0 by default: the op does
+    /// not multiply-accumulate).
+    fn macs(&self, _cg: &CGraph, _n: &CNode) -> u64 {
+        0
+    }
+    /// `n` as a layer: an op with a weight matrix whose output channels
+    /// pruning can cut and whose weights sparsity zeroes (`None` by default).
+    fn layer(&self, _cg: &CGraph, _n: &CNode) -> Option<Layer> {
+        None
+    }
 
+    /// Whether the op's int8 form is its f32 runtime op run on the int8
+    /// codes of its first input, the output keeping that input's
+    /// quantization (data movement, max and average pooling, resizing). The
+    /// precision defaults below follow from it: such an op runs int8 exactly
+    /// when its first input is int8, precision planning sees through it, and
+    /// its int8 form is [`int8_same_quant`]. `false` by default.
+    fn keeps_quant(&self) -> bool {
+        false
+    }
     /// Whether `n` runs in int8, given the dtypes chosen for the values so
     /// far (`prec`, indexed by value; `None`: constants).
-    fn wants_int8(&self, _cg: &CGraph, _n: &CNode, _prec: &[Option<DType>]) -> bool {
-        false
+    fn wants_int8(&self, _cg: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
+        self.keeps_quant() && is_i8(prec, n.inputs[0])
     }
     /// Whether `n` only moves or maps values elementwise: a chain of such ops
     /// from an int8 conv to f32 consumers is better run in f32 after an
     /// f32-output conv.
     fn transparent(&self, _cg: &CGraph, _n: &CNode) -> bool {
-        false
+        self.keeps_quant()
     }
     /// Whether `n` runs in f32 whatever its inputs are.
     fn f32_only(&self, _cg: &CGraph, _n: &CNode) -> bool {
-        true
+        !self.keeps_quant()
     }
     /// Whether the op has an int8 form with an f32 output (int8 arithmetic
     /// without output rounding), chosen when only f32 ops read the result.
@@ -163,7 +186,10 @@ pub(crate) trait IrOp: Sync {
     }
     /// The int8 form of `n` (called when [`IrOp::wants_int8`] held, or
     /// with `cx.f32_output` for [`IrOp::has_f32_output`] ops).
-    fn int8(&self, _cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
+        if self.keeps_quant() {
+            return int8_same_quant(cx, n, self.f32_op(n));
+        }
         bail!("internal: {} chosen for int8", n.op.name())
     }
     /// The input slots of `n` holding constant weights that can be stored as
@@ -187,6 +213,60 @@ pub(crate) trait IrOp: Sync {
     }
 }
 
+/// A layer's weights (a conv's or a gemm's), as pruning, dead-channel removal
+/// and block sparsity see them: `out` output channels, each reading `inp`
+/// input channels through `taps` weights each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layer {
+    pub out: usize,
+    /// Input channels of the whole layer (all groups).
+    pub inp: usize,
+    pub taps: usize,
+    pub groups: usize,
+    /// Gemm layout: weights `[inp, out]` (output channel last) and a
+    /// channel-last input. Otherwise conv layout: weights `[out, inp /
+    /// groups, taps]` and an NCHW input (channel axis 1).
+    pub chan_last: bool,
+    /// The weights (input slot 1) are a constant.
+    pub const_w: bool,
+}
+
+impl Layer {
+    /// Index in the weights of output `o`, input channel `i`, tap `t`, for
+    /// an ungrouped layer.
+    pub fn at(&self, o: usize, i: usize, t: usize) -> usize {
+        if self.chan_last {
+            i * self.out + o
+        } else {
+            (o * self.inp + i) * self.taps + t
+        }
+    }
+    /// Weights per output channel of an ungrouped layer (its reduction).
+    pub fn reduction(&self) -> usize {
+        self.inp * self.taps
+    }
+    /// The channel axis of the layer's input and output activations, of
+    /// rank `rank`.
+    pub fn chan_axis(&self, rank: usize) -> usize {
+        if self.chan_last {
+            rank - 1
+        } else {
+            1
+        }
+    }
+}
+
+/// [`IrOp::layer`] of node `n`.
+pub(crate) fn layer(cg: &CGraph, n: &CNode) -> Option<Layer> {
+    ir(&n.op).layer(cg, n)
+}
+
+/// [`Layer`] of node `n` when its weights are a constant (the layers whose
+/// weights pruning rewrites).
+pub(crate) fn const_layer(cg: &CGraph, n: &CNode) -> Option<Layer> {
+    layer(cg, n).filter(|l| l.const_w)
+}
+
 /// The module of each IR op, one line per op: the one table lowering and
 /// pruning dispatch through (a new [`COp`] variant does not compile until it
 /// is listed here).
@@ -208,6 +288,7 @@ pub(crate) fn ir(op: &COp) -> &'static dyn IrOp {
         COp::Pad { .. } => &pad::Pad,
         COp::Resize { .. } => &resize::Resize,
         COp::Lstm { .. } => &lstm::Lstm,
+        COp::LayerNorm { .. } => &layer_norm::LayerNorm,
     }
 }
 

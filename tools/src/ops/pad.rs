@@ -122,6 +122,9 @@ fn pad_by_gather(
 pub(crate) struct Pad;
 
 impl IrOp for Pad {
+    fn name(&self) -> &'static str {
+        "Pad"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (before, value) = fields!(n, COp::Pad { before, value } => (before, value));
         Op::Pad {

@@ -3,14 +3,13 @@
 //! Pruning: channels flow through.
 
 use super::conv::{conv_out, pads_attr, window_attr};
-use super::{fields, is_i8, IrOp, OnnxOp};
+use super::{fields, IrOp, OnnxOp};
 use crate::ir::{CGraph, CNode, COp};
-use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
 use crate::onnx::{Attrs, Importer};
 use crate::prune::graph::{flow_nchw, Chan, Flow, Kept, Prune};
 use anyhow::{bail, Result};
 use strix_kernels::reference::PoolGeometry;
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[
@@ -122,22 +121,16 @@ pub(crate) struct MaxPool;
 pub(crate) struct AvgPool;
 
 impl IrOp for MaxPool {
+    fn name(&self) -> &'static str {
+        "MaxPool"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::MaxPool {
             geom: *fields!(n, COp::MaxPool { geom } => geom),
         }
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
-    }
-    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+    fn keeps_quant(&self) -> bool {
         true
-    }
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
-        false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
     fn flow(&self, cx: &mut Flow, _: usize, _: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
         flow_nchw(cx, ins)
@@ -153,21 +146,21 @@ impl IrOp for MaxPool {
 }
 
 impl IrOp for AvgPool {
+    fn name(&self) -> &'static str {
+        "AvgPool"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::AvgPool {
             geom: *fields!(n, COp::AvgPool { geom } => geom),
         }
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
+    fn keeps_quant(&self) -> bool {
+        true
     }
-    // Not `transparent`: precision planning does not look through an
-    // average pool (unlike a max pool).
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
+    /// Not transparent: precision planning does not look through an
+    /// average pool (unlike a max pool).
+    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
         false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
     fn flow(&self, cx: &mut Flow, _: usize, _: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
         flow_nchw(cx, ins)

@@ -62,6 +62,9 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
 pub(crate) struct ReduceMean;
 
 impl IrOp for ReduceMean {
+    fn name(&self) -> &'static str {
+        "ReduceMean"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (outer, axis, inner) =
             fields!(n, COp::ReduceMean { outer, axis, inner } => (*outer, *axis, *inner));

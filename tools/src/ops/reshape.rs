@@ -3,13 +3,12 @@
 //! channels flow through a reshape of a pure channel vector only (the
 //! classifier-head flatten `[1, C, 1, 1] -> [1, C]`).
 
-use super::{is_i8, norm_axis_upto, IrOp, OnnxOp};
-use crate::ir::{CGraph, CNode, COp, HostTensor};
-use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
+use super::{norm_axis_upto, IrOp, OnnxOp};
+use crate::ir::{CNode, COp, HostTensor};
 use crate::onnx::{Attrs, Importer};
 use crate::prune::graph::{flow_vector, prune_vector, Chan, Flow, Kept, Prune};
 use anyhow::{anyhow, bail, Result};
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[
@@ -147,20 +146,14 @@ pub(crate) fn reshape_target(
 pub(crate) struct Reshape;
 
 impl IrOp for Reshape {
+    fn name(&self) -> &'static str {
+        "Reshape"
+    }
     fn f32_op(&self, _: &CNode) -> Op {
         Op::Reshape
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
-    }
-    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+    fn keeps_quant(&self) -> bool {
         true
-    }
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
-        false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
     fn flow(&self, cx: &mut Flow, _: usize, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
         flow_vector(cx, n, ins)

@@ -2,14 +2,13 @@
 //! half_pixel, pytorch_half_pixel, align_corners or asymmetric coordinates).
 //! Int8: the same op on int8 data. Pruning: channels flow through.
 
-use super::{fields, is_i8, IrOp, OnnxOp};
-use crate::ir::{CGraph, CNode, COp};
-use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
+use super::{fields, IrOp, OnnxOp};
+use crate::ir::{CNode, COp};
 use crate::onnx::{Attrs, Importer};
 use crate::prune::graph::{flow_nchw, Chan, Flow, Kept, Prune};
 use anyhow::{anyhow, bail, Result};
 use strix_kernels::reference::{CoordMode, ResizeGeometry, ResizeKind};
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[
@@ -122,22 +121,16 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
 pub(crate) struct Resize;
 
 impl IrOp for Resize {
+    fn name(&self) -> &'static str {
+        "Resize"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::Resize {
             geom: *fields!(n, COp::Resize { geom } => geom),
         }
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
-    }
-    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+    fn keeps_quant(&self) -> bool {
         true
-    }
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
-        false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
     fn flow(&self, cx: &mut Flow, _: usize, _: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
         flow_nchw(cx, ins)

@@ -1,12 +1,11 @@
 //! Slice (`COp::Slice`: a start and a step per axis; also what Split and the
 //! LSTM outputs lower to). Int8: the same op on int8 data.
 
-use super::{fields, is_i8, map_data, norm_axis, IrOp, OnnxOp};
-use crate::ir::{CGraph, CNode, COp, HostTensor};
-use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
+use super::{fields, map_data, norm_axis, IrOp, OnnxOp};
+use crate::ir::{CNode, COp, HostTensor};
 use crate::onnx::{Attrs, Importer};
 use anyhow::{bail, Result};
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] =
@@ -121,6 +120,9 @@ pub(crate) fn slice_params(
 pub(crate) struct Slice;
 
 impl IrOp for Slice {
+    fn name(&self) -> &'static str {
+        "Slice"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (starts, steps) = fields!(n, COp::Slice { starts, steps } => (starts, steps));
         Op::Slice {
@@ -128,16 +130,7 @@ impl IrOp for Slice {
             steps: steps.clone(),
         }
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
-    }
-    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+    fn keeps_quant(&self) -> bool {
         true
-    }
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
-        false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
 }

@@ -41,6 +41,9 @@ fn import(imp: &mut Importer, n: &pb::NodeProto, a: &Attrs) -> Result<()> {
 pub(crate) struct Softmax;
 
 impl IrOp for Softmax {
+    fn name(&self) -> &'static str {
+        "Softmax"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         let (outer, axis, inner) =
             fields!(n, COp::Softmax { outer, axis, inner } => (*outer, *axis, *inner));

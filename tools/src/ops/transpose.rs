@@ -1,13 +1,12 @@
 //! Transpose (`COp::Transpose`). Int8: the same op on int8 data. Pruning:
 //! channels flow through a transpose of a pure channel vector only.
 
-use super::{fields, is_i8, map_data, norm_axis, IrOp, OnnxOp};
-use crate::ir::{CGraph, CNode, COp, HostTensor};
-use crate::lower::{int8_same_quant, Int8Cx, Int8Node};
+use super::{fields, map_data, norm_axis, IrOp, OnnxOp};
+use crate::ir::{CNode, COp, HostTensor};
 use crate::onnx::{Attrs, Importer};
 use crate::prune::graph::{flow_vector, prune_vector, Chan, Flow, Kept, Prune};
 use anyhow::{bail, Result};
-use strix_runtime::graph::{DType, Op};
+use strix_runtime::graph::Op;
 use tract_onnx::pb;
 
 pub(crate) const ONNX: &[OnnxOp] = &[OnnxOp::new("Transpose", Some(import), Some(fold))];
@@ -75,22 +74,16 @@ fn fold(imp: &Importer, n: &pb::NodeProto, a: &Attrs) -> Result<Vec<HostTensor>>
 pub(crate) struct Transpose;
 
 impl IrOp for Transpose {
+    fn name(&self) -> &'static str {
+        "Transpose"
+    }
     fn f32_op(&self, n: &CNode) -> Op {
         Op::Transpose {
             perm: fields!(n, COp::Transpose { perm } => perm.clone()),
         }
     }
-    fn wants_int8(&self, _: &CGraph, n: &CNode, prec: &[Option<DType>]) -> bool {
-        is_i8(prec, n.inputs[0])
-    }
-    fn transparent(&self, _: &CGraph, _: &CNode) -> bool {
+    fn keeps_quant(&self) -> bool {
         true
-    }
-    fn f32_only(&self, _: &CGraph, _: &CNode) -> bool {
-        false
-    }
-    fn int8(&self, cx: &mut Int8Cx, n: &CNode) -> Result<Int8Node> {
-        int8_same_quant(cx, n, self.f32_op(n))
     }
     fn flow(&self, cx: &mut Flow, _: usize, n: &CNode, ins: &[Option<Chan>]) -> Option<Chan> {
         flow_vector(cx, n, ins)

@@ -17,6 +17,7 @@
 use super::graph::{self, Group};
 use super::obs::consumers_of;
 use crate::ir::{CGraph, COp, HostTensor};
+use crate::ops::layer;
 use anyhow::Result;
 use std::collections::HashMap;
 
@@ -50,10 +51,12 @@ fn dead_weight_channels(g: &CGraph, gr: &Group) -> Vec<usize> {
         let v = w.as_f32();
         let lim = DEAD_REL * v.iter().fold(0f32, |m, x| m.max(x.abs()));
         let per = v.len() / gr.channels.max(1);
+        let chan_last = layer(g, n).is_none_or(|l| l.chan_last);
         for (c, d) in dead.iter_mut().enumerate() {
-            let small = match n.op {
-                COp::Conv { .. } => v[c * per..(c + 1) * per].iter().all(|x| x.abs() <= lim),
-                _ => (0..per).all(|r| v[r * gr.channels + c].abs() <= lim),
+            let small = if chan_last {
+                (0..per).all(|r| v[r * gr.channels + c].abs() <= lim)
+            } else {
+                v[c * per..(c + 1) * per].iter().all(|x| x.abs() <= lim)
             };
             *d &= small;
         }
@@ -70,10 +73,12 @@ fn zero_channels(g: &mut CGraph, gr: &Group, chans: &[usize]) {
         };
         let mut v = t.as_f32();
         let per = v.len() / gr.channels.max(1);
+        let chan_last = layer(g, &g.nodes[ni]).is_none_or(|l| l.chan_last);
         for &c in chans {
-            match g.nodes[ni].op {
-                COp::Conv { .. } => v[c * per..(c + 1) * per].fill(0.0),
-                _ => (0..per).for_each(|r| v[r * gr.channels + c] = 0.0),
+            if chan_last {
+                (0..per).for_each(|r| v[r * gr.channels + c] = 0.0);
+            } else {
+                v[c * per..(c + 1) * per].fill(0.0);
             }
         }
         g.values[wv].konst = Some(HostTensor::f32(t.shape.clone(), v));
@@ -123,10 +128,12 @@ fn run(g: &CGraph, xs: [&[f32]; 2], want: &[usize]) -> Result<[(Values, Vec<Vec<
 fn constant_channel(g: &CGraph, ni: usize, d: &[f32], c: usize) -> Option<f32> {
     let n = &g.nodes[ni];
     let shape = &g.values[n.inputs[0]].shape;
-    let (chans, inner, chan_last) = match &n.op {
-        COp::Conv { geom, .. } => (geom.in_c, shape[2..].iter().product::<usize>(), false),
-        COp::Gemm { k, .. } => (*k, 1, true),
-        _ => return None,
+    let l = layer(g, n)?;
+    let (chans, chan_last) = (l.inp, l.chan_last);
+    let inner = if chan_last {
+        1
+    } else {
+        shape[2..].iter().product::<usize>()
     };
     let positions = d.len() / chans.max(1);
     let at = |p: usize| {
@@ -237,21 +244,15 @@ pub fn remove_dead_channels(target: &mut CGraph) -> Result<DeadReport> {
                 let w = cg.values[n.inputs[1]].konst.as_ref().map(|t| t.as_f32());
                 let Some(w) = w else { continue 'chan };
                 // Contribution of the constant to each output.
-                let add: Vec<f64> = match &n.op {
-                    COp::Conv { geom, .. } => {
-                        let taps = geom.kh * geom.kw;
-                        (0..geom.out_c)
-                            .map(|o| {
-                                let at = (o * geom.in_c + off + c) * taps;
-                                w[at..at + taps].iter().map(|&v| v as f64).sum::<f64>() * k0 as f64
-                            })
-                            .collect()
-                    }
-                    COp::Gemm { n: nout, .. } => (0..*nout)
-                        .map(|o| w[(off + c) * nout + o] as f64 * k0 as f64)
-                        .collect(),
-                    _ => continue 'chan,
+                let Some(l) = layer(cg, n) else {
+                    continue 'chan;
                 };
+                let add: Vec<f64> = (0..l.out)
+                    .map(|o| {
+                        let at = l.at(o, off + c, 0);
+                        w[at..at + l.taps].iter().map(|&v| v as f64).sum::<f64>() * k0 as f64
+                    })
+                    .collect();
                 adds.push((ni, add));
             }
             dead.push(c);

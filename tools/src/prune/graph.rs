@@ -23,7 +23,8 @@
 //! how it is rewritten when they shrink ([`crate::ops::IrOp::prune`], with
 //! [`Prune`]); this file holds the machinery and the weight surgery.
 
-use crate::ir::{CGraph, CNode, COp, HostTensor};
+use crate::ir::{CGraph, CNode, HostTensor};
+use crate::ops::{const_layer, layer, Layer};
 use std::collections::HashMap;
 
 /// Block shape zeroed by block sparsity: `(output rows, reduction elements)`.
@@ -210,11 +211,12 @@ pub fn find_groups(g: &CGraph) -> Vec<Group> {
     groups
 }
 
-fn chan_axis_of_producer(g: &CGraph, ni: usize) -> usize {
-    match g.nodes[ni].op {
-        COp::Conv { .. } => 1,
-        _ => g.values[g.nodes[ni].output].shape.len() - 1,
-    }
+/// The channel axis of producer `ni`'s output: its layer's (1 for a conv),
+/// else the last.
+pub(crate) fn chan_axis_of_producer(g: &CGraph, ni: usize) -> usize {
+    let n = &g.nodes[ni];
+    let rank = g.values[n.output].shape.len();
+    layer(g, n).map_or(rank - 1, |l| l.chan_axis(rank))
 }
 
 /// `t` restricted to the indices `keep` along `axis`.
@@ -369,8 +371,8 @@ pub fn weight_importance(g: &CGraph, gr: &Group, p: u32) -> Vec<f64> {
         let w = konst(g, n.inputs[1]);
         let v = w.as_f32();
         let mut norms = vec![0f64; gr.channels];
-        match n.op {
-            COp::Conv { .. } => {
+        match layer(g, n) {
+            Some(l) if !l.chan_last => {
                 let per = v.len() / gr.channels;
                 for (c, nm) in norms.iter_mut().enumerate() {
                     *nm = v[c * per..(c + 1) * per]
@@ -429,26 +431,13 @@ pub fn zero_blocks(
             continue;
         }
         let n = &g.nodes[ni];
-        let (rows, red, col_major, taps) = match &n.op {
-            COp::Conv { geom, .. } if geom.groups == 1 && g.is_const(n.inputs[1]) => (
-                geom.out_c,
-                geom.in_c * geom.kh * geom.kw,
-                false,
-                geom.kh * geom.kw,
-            ),
-            COp::Gemm { n: nn, k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => {
-                (*nn, *k, true, 1)
-            }
-            _ => continue,
+        let Some(l) = const_layer(g, n).filter(|l| l.groups == 1) else {
+            continue;
         };
+        let (rows, red, taps) = (l.out, l.reduction(), l.taps);
         let mut w = konst(g, n.inputs[1]).as_f32();
-        let at = |row: usize, i: usize| {
-            if col_major {
-                i * rows + row
-            } else {
-                row * red + i
-            }
-        };
+        // Reduction index `i` = input channel and tap.
+        let at = |row: usize, i: usize| l.at(row, i / taps, i % taps);
         let bias_v = n.inputs.get(2).copied().filter(|&b| g.is_const(b));
         // Second-order path: 1x1 convs and gemms (their input Gram is the
         // Hessian of every output row).
@@ -519,28 +508,23 @@ pub fn zero_blocks(
 /// Weight elements of node `ni` (conv/gemm weights; 0 for other ops).
 pub fn weight_elems(g: &CGraph, ni: usize) -> usize {
     let n = &g.nodes[ni];
-    match n.op {
-        COp::Conv { .. } | COp::Gemm { .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => {
-            g.values[n.inputs[1]].shape.iter().product()
-        }
-        _ => 0,
+    match const_layer(g, n) {
+        Some(_) => g.values[n.inputs[1]].shape.iter().product(),
+        None => 0,
     }
 }
 
-/// MACs of node `ni` (as counted by [`CGraph::macs`]).
 /// Fraction of the full [`SPARSE_BLOCK`] blocks of an ungrouped conv's
 /// constant weights that are all zero, counting a partial block at the end of
 /// a reduction row as non-zero (the lowering's count). 0 for other nodes.
 pub fn zero_block_fraction(g: &CGraph, ni: usize) -> f64 {
     let n = &g.nodes[ni];
-    let COp::Conv { geom, .. } = &n.op else {
+    // Only convs run sparse.
+    let Some(l) = const_layer(g, n).filter(|l| l.groups == 1 && !l.chan_last) else {
         return 0.0;
     };
-    if geom.groups != 1 || !g.is_const(n.inputs[1]) {
-        return 0.0;
-    }
     let w = konst(g, n.inputs[1]).as_f32();
-    let (rows, k, bk) = (geom.out_c, geom.in_c * geom.kh * geom.kw, SPARSE_BLOCK.1);
+    let (rows, k, bk) = (l.out, l.reduction(), SPARSE_BLOCK.1);
     let per_row = k.div_ceil(bk);
     let mut zero = 0usize;
     for r in 0..rows {
@@ -585,18 +569,19 @@ pub fn effective_cost(g: &CGraph, per_element: u64) -> u64 {
     let elems: u64 = g
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, COp::Conv { .. } | COp::Gemm { .. }))
+        .filter(|n| layer(g, n).is_some())
         .map(|n| g.values[n.output].shape.iter().product::<usize>() as u64)
         .sum();
     effective_macs(g) + per_element * elems
 }
 
+/// MACs of layer `ni` (as counted by [`CGraph::macs`]); 0 for a node that
+/// is not a layer ([`crate::ops::IrOp::layer`]).
 pub fn node_macs(g: &CGraph, ni: usize) -> u64 {
     let n = &g.nodes[ni];
-    match &n.op {
-        COp::Conv { geom, .. } => (geom.macs() * g.values[n.inputs[0]].shape[0]) as u64,
-        COp::Gemm { m, n, k, batch, .. } => (m * n * k * batch) as u64,
-        _ => 0,
+    match layer(g, n) {
+        Some(_) => crate::ops::ir(&n.op).macs(g, n),
+        None => 0,
     }
 }
 
@@ -627,11 +612,10 @@ impl Compensation {
             if g.inputs.contains(&x) {
                 continue; // graph inputs are never pruned
             }
-            let (c, chan_last) = match &n.op {
-                COp::Conv { geom, .. } if geom.groups == 1 => (geom.in_c, false),
-                COp::Gemm { k, .. } if n.inputs.len() >= 2 && g.is_const(n.inputs[1]) => (*k, true),
-                _ => continue,
+            let Some(l) = const_layer(g, n).filter(|l| l.groups == 1) else {
+                continue;
             };
+            let (c, chan_last) = (l.inp, l.chan_last);
             let Some(d) = read(x) else { continue };
             let e = self
                 .gram
@@ -732,82 +716,63 @@ impl Compensation {
         let rem: Vec<usize> = (0..c).filter(|x| !keep.contains(x)).collect();
         let wv = w.as_f32();
         let mut bias: Vec<f64> = bias.iter().map(|&b| b as f64).collect();
-        match &g.nodes[ni].op {
-            COp::Conv { geom, .. } if geom.kh * geom.kw == 1 => {
-                let mm = self.solve(ni, keep)?;
-                let n = keep.len() + 1;
-                let mut nw = vec![0f32; geom.out_c * keep.len()];
-                for o in 0..geom.out_c {
-                    for (j, &kc) in keep.iter().enumerate() {
-                        let mut s = wv[o * c + kc] as f64;
-                        for (ri, &r) in rem.iter().enumerate() {
-                            s += wv[o * c + r] as f64 * mm[ri * n + j];
-                        }
-                        nw[o * keep.len() + j] = s as f32;
-                    }
+        let l = layer(g, &g.nodes[ni])?;
+        if l.taps == 1 {
+            // 1x1 convs and gemms: the full least-squares refit.
+            let mm = self.solve(ni, keep)?;
+            let n = keep.len() + 1;
+            let kept = Layer {
+                inp: keep.len(),
+                ..l
+            };
+            let mut nw = vec![0f32; l.out * keep.len()];
+            for o in 0..l.out {
+                for (j, &kc) in keep.iter().enumerate() {
+                    let mut s = wv[l.at(o, kc, 0)] as f64;
                     for (ri, &r) in rem.iter().enumerate() {
-                        bias[o] += wv[o * c + r] as f64 * mm[ri * n + n - 1];
+                        s += wv[l.at(o, r, 0)] as f64 * mm[ri * n + j];
                     }
+                    nw[kept.at(o, j, 0)] = s as f32;
                 }
+                for (ri, &r) in rem.iter().enumerate() {
+                    bias[o] += wv[l.at(o, r, 0)] as f64 * mm[ri * n + n - 1];
+                }
+            }
+            let shape = if l.chan_last {
+                vec![keep.len(), l.out]
+            } else {
                 let mut shape = w.shape.clone();
                 shape[1] = keep.len();
-                Some((
-                    HostTensor::f32(shape, nw),
-                    bias.iter().map(|&b| b as f32).collect(),
-                ))
-            }
-            COp::Conv { geom, .. } => {
-                // Mean contribution of the removed channels (padding ignored).
-                let m = c + 1;
-                let cnt = gm[c * m + c].max(1.0);
-                let taps = geom.kh * geom.kw;
-                for (o, b) in bias.iter_mut().enumerate() {
-                    for &r in &rem {
-                        let mean = gm[c * m + r] / cnt;
-                        let s: f64 = wv[(o * c + r) * taps..(o * c + r + 1) * taps]
-                            .iter()
-                            .map(|&x| x as f64)
-                            .sum();
-                        *b += s * mean;
-                    }
-                }
-                Some((
-                    slice_axis(w, 1, keep),
-                    bias.iter().map(|&b| b as f32).collect(),
-                ))
-            }
-            COp::Gemm { n: nout, .. } => {
-                let mm = self.solve(ni, keep)?;
-                let n = keep.len() + 1;
-                let mut nw = vec![0f32; keep.len() * nout];
-                for (j, &kc) in keep.iter().enumerate() {
-                    for o in 0..*nout {
-                        let mut s = wv[kc * nout + o] as f64;
-                        for (ri, &r) in rem.iter().enumerate() {
-                            s += wv[r * nout + o] as f64 * mm[ri * n + j];
-                        }
-                        nw[j * nout + o] = s as f32;
-                    }
-                }
-                for (o, b) in bias.iter_mut().enumerate() {
-                    for (ri, &r) in rem.iter().enumerate() {
-                        *b += wv[r * nout + o] as f64 * mm[ri * n + n - 1];
-                    }
-                }
-                Some((
-                    HostTensor::f32(vec![keep.len(), *nout], nw),
-                    bias.iter().map(|&b| b as f32).collect(),
-                ))
-            }
-            _ => None,
+                shape
+            };
+            return Some((
+                HostTensor::f32(shape, nw),
+                bias.iter().map(|&b| b as f32).collect(),
+            ));
         }
+        // Larger kernels: the mean contribution of the removed channels
+        // (padding ignored) moves into the bias.
+        let m = c + 1;
+        let cnt = gm[c * m + c].max(1.0);
+        for (o, b) in bias.iter_mut().enumerate() {
+            for &r in &rem {
+                let mean = gm[c * m + r] / cnt;
+                let at = l.at(o, r, 0);
+                let s: f64 = wv[at..at + l.taps].iter().map(|&x| x as f64).sum();
+                *b += s * mean;
+            }
+        }
+        Some((
+            slice_axis(w, 1, keep),
+            bias.iter().map(|&b| b as f32).collect(),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::Act;
+    use crate::ir::{Act, COp};
     use strix_kernels::reference::{BinaryOp, ConvGeometry};
 
     /// Deterministic pseudo-random weights.

@@ -422,10 +422,7 @@ fn activation_importance(
                 let Some(strix_runtime::TensorData::F32(d)) = sess.tensor(t) else {
                     bail!("producer output '{}' is not readable", cg.values[v].name);
                 };
-                let axis = match cg.nodes[ni].op {
-                    crate::ir::COp::Conv { .. } => 1,
-                    _ => shape.len() - 1,
-                };
+                let axis = graph::chan_axis_of_producer(cg, ni);
                 let inner: usize = shape[axis + 1..].iter().product();
                 let c = shape[axis];
                 for (i, &val) in d.iter().enumerate() {
@@ -602,10 +599,10 @@ pub fn search(
     } else {
         (0..cg.nodes.len())
             .filter(|&ni| {
-                let n = &cg.nodes[ni];
-                matches!(&n.op, crate::ir::COp::Conv { geom, .. }
-                    if geom.groups == 1 && geom.in_c * geom.kh * geom.kw >= 2 * graph::SPARSE_BLOCK.1)
-                    && cg.is_const(n.inputs[1])
+                // Ungrouped convs with at least two blocks per row.
+                crate::ops::const_layer(cg, &cg.nodes[ni]).is_some_and(|l| {
+                    l.groups == 1 && !l.chan_last && l.reduction() >= 2 * graph::SPARSE_BLOCK.1
+                })
             })
             .collect()
     };
@@ -895,10 +892,7 @@ fn choose_f32_layers(
     )?;
     let mut ranked: Vec<(f64, usize)> = vec![];
     for (ni, n) in cg.nodes.iter().enumerate() {
-        if !matches!(
-            n.op,
-            crate::ir::COp::Conv { .. } | crate::ir::COp::Gemm { .. }
-        ) {
+        if crate::ops::layer(cg, n).is_none() {
             continue;
         }
         if let Some(r) = rows.iter().find(|r| r.0 == n.name) {

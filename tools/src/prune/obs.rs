@@ -14,7 +14,7 @@
 //! `H` alone (no cross-channel compensation), or fall back to magnitude.
 
 use super::graph::{self, Compensation, Group};
-use crate::ir::{CGraph, COp};
+use crate::ir::CGraph;
 use std::collections::HashMap;
 
 /// Dampening added to the diagonal, relative to its mean: keeps `H`
@@ -242,13 +242,10 @@ pub fn obs_importance(
             .get(2)
             .and_then(|&b| cg.values[b].konst.as_ref())
             .map(|t| t.as_f32());
-        let (out, inp, taps, col_major) = match &n.op {
-            COp::Conv { geom, .. } if geom.groups == 1 => {
-                (geom.out_c, geom.in_c, geom.kh * geom.kw, false)
-            }
-            COp::Gemm { n, k, .. } => (*n, *k, 1, true),
-            _ => continue,
+        let Some(l) = crate::ops::layer(cg, n).filter(|l| l.groups == 1) else {
+            continue;
         };
+        let (out, inp, taps, col_major) = (l.out, l.inp, l.taps, l.chan_last);
         let Some(mut h) = comp.hessian(ni, None, true) else {
             continue;
         };

@@ -3,7 +3,7 @@
 
 use super::graph::{self, Group};
 use super::{Budget, Importance, Metrics};
-use crate::ir::{CGraph, COp};
+use crate::ir::CGraph;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -130,11 +130,7 @@ pub struct Inputs<'a> {
 }
 
 fn out_channels(g: &CGraph, ni: usize) -> usize {
-    match &g.nodes[ni].op {
-        COp::Conv { geom, .. } => geom.out_c,
-        COp::Gemm { n, .. } => *n,
-        _ => 0,
-    }
+    crate::ops::layer(g, &g.nodes[ni]).map_or(0, |l| l.out)
 }
 
 impl Report {
@@ -142,7 +138,7 @@ impl Report {
         let mut layers = vec![];
         let group_of = |ni: usize| i.groups.iter().position(|g| g.producers.contains(&ni));
         for (ni, n) in i.before.nodes.iter().enumerate() {
-            if !matches!(n.op, COp::Conv { .. } | COp::Gemm { .. }) {
+            if crate::ops::layer(i.before, n).is_none() {
                 continue;
             }
             let f32l = i.keep_f32.contains(&ni);
