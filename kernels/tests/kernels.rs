@@ -490,7 +490,7 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
                         pad_left: pl,
                         groups: c,
                     };
-                    dwconv_case(row, rng, &g);
+                    dwconv_case(row, rng, &g, false);
                     cases += 1;
                 }
             }
@@ -499,8 +499,11 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
     cases
 }
 
-/// One depthwise case on `g` with random data, quantization and bounds.
-fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
+/// One depthwise case on `g` with random data, quantization and bounds;
+/// `right_only`: every channel's shift negative (multipliers below 1/2, the
+/// usual trained model and the short output stage of the aarch64 HWC path,
+/// which random multipliers over 16 channels rarely reach).
+fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry, right_only: bool) {
     let c = g.out_c;
     let input = rng.i8s(g.input_len());
     let mut w = rng.weights(g.weight_len());
@@ -513,7 +516,17 @@ fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
     }
     let bias = rng.biases(c);
     let rq: Vec<Requant> = (0..c)
-        .map(|_| rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64))
+        .map(|_| {
+            let r = rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64);
+            if right_only && r.shift >= 0 {
+                Requant {
+                    mult: r.mult,
+                    shift: -1 - rng.range(0, 12) as i32,
+                }
+            } else {
+                r
+            }
+        })
         .collect();
     let (act_min, act_max) = rng.act_bounds();
     let q = QConvParams {
@@ -619,9 +632,10 @@ fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
             pad_left: pl,
             groups: c,
         };
-        dwconv_case(row, rng, &g);
+        dwconv_case(row, rng, &g, false);
+        dwconv_case(row, rng, &g, true);
     }
-    shapes.len()
+    2 * shapes.len()
 }
 
 /// Equal shapes (the fast case) and a few broadcasts (the fallback).
