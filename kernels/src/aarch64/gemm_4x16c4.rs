@@ -26,8 +26,30 @@ use crate::requant::Requant;
 /// (`sqshl`, `sqrdmulh`, sign fix-up and `srshl` as in `arm_shared::sink`;
 /// the saturating narrows cannot change a value the clamp keeps, since the
 /// clamp bounds lie inside the int8 range).
+///
+/// With `shift < 0` (no left shift: multipliers below 1/2, the usual case)
+/// a shorter stage gives the same bytes: the sign fix-up `(v & right) >> 31`
+/// is `v >> 31` and `v + (v >> 31)` cannot wrap (`sqrdmulh` never returns
+/// `i32::MIN`), so one `ssra` replaces `and`, `sshr` and `sqadd`; and
+/// `|v| <= 2^30` after a right shift, so the zero point can be added after
+/// the first saturating narrow (`sqadd` in i16: a value saturated to i16
+/// stays beyond the int8 range after adding an int8 zero point, and the
+/// clamp gives the same bound).
 #[inline(always)]
 unsafe fn requant16(x: [int32x4_t; 4], r: Requant, q: &QOut) -> int8x16_t {
+    if r.shift < 0 && (-128..=127).contains(&q.out_zp) {
+        let mult = vdupq_n_s32(r.mult);
+        let right = vdupq_n_s32(r.shift);
+        let zp = vdupq_n_s16(q.out_zp as i16);
+        let f = |v: int32x4_t| {
+            let v = vqrdmulhq_s32(v, mult);
+            vrshlq_s32(vsraq_n_s32::<31>(v, v), right)
+        };
+        let lo = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(f(x[0])), f(x[1])), zp);
+        let hi = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(f(x[2])), f(x[3])), zp);
+        let v = vqmovn_high_s16(vqmovn_s16(lo), hi);
+        return vminq_s8(vmaxq_s8(v, vdupq_n_s8(q.act_min)), vdupq_n_s8(q.act_max));
+    }
     let left = vdupq_n_s32(r.shift.max(0));
     let mult = vdupq_n_s32(r.mult);
     let right = vdupq_n_s32(-(-r.shift).max(0));
@@ -157,6 +179,25 @@ unsafe fn gemm_dot(
     let mut i0 = 0;
     while i0 < m {
         let mr = (m - i0).min(PACK_MR);
+        if mr == PACK_MR {
+            // A whole tile, unrolled so the accumulators stay in registers
+            // (a loop over the tile's rows kept them on the stack: on short
+            // K the tile's set-up and output stage cost as much as the dot
+            // products).
+            full_tile_dot(
+                kb,
+                a.add(i0 / PACK_MR * kb * 16),
+                b,
+                &bias[i0..i0 + 4],
+                &rq[i0..i0 + 4],
+                q,
+                out.add(i0 * rs),
+                rs,
+                n,
+            );
+            i0 += PACK_MR;
+            continue;
+        }
         let mut acc: [[int32x4_t; 4]; 4] =
             core::array::from_fn(|r| [vdupq_n_s32(if r < mr { bias[i0 + r] } else { 0 }); 4]);
         if kb > 0 {
@@ -167,6 +208,54 @@ unsafe fn gemm_dot(
             store(v, out.add((i0 + r) * rs), n);
         }
         i0 += PACK_MR;
+    }
+}
+
+/// Four channels (`bias`, `rq`: four each) of [`gemm_dot`]'s tile, written
+/// to `out + r * rs`, `n` pixels each.
+///
+/// # Safety
+/// As [`kloop_dot`]; four rows of `n` writable bytes at `out`, `rs` apart.
+#[inline]
+#[target_feature(enable = "dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn full_tile_dot(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: *mut i8,
+    rs: usize,
+    n: usize,
+) {
+    let bp = bias.as_ptr();
+    let mut acc: [[int32x4_t; 4]; 4] = [
+        [vld1q_dup_s32(bp); 4],
+        [vld1q_dup_s32(bp.add(1)); 4],
+        [vld1q_dup_s32(bp.add(2)); 4],
+        [vld1q_dup_s32(bp.add(3)); 4],
+    ];
+    if kb > 0 {
+        kloop_dot(&mut acc, kb, a, b);
+    }
+    let [c0, c1, c2, c3] = acc;
+    let v = [
+        requant16(c0, rq[0], q),
+        requant16(c1, rq[1], q),
+        requant16(c2, rq[2], q),
+        requant16(c3, rq[3], q),
+    ];
+    if n == PACK_NR {
+        vst1q_s8(out, v[0]);
+        vst1q_s8(out.add(rs), v[1]);
+        vst1q_s8(out.add(2 * rs), v[2]);
+        vst1q_s8(out.add(3 * rs), v[3]);
+    } else {
+        for (r, v) in v.into_iter().enumerate() {
+            store(v, out.add(r * rs), n);
+        }
     }
 }
 
