@@ -176,7 +176,7 @@ pub(super) unsafe fn block(
         let obuf = base.add(hb * wp * CB);
         let (w, off) = (&w, &off);
         match (taps, pairable, fast) {
-            (9, true, true) => pixels3x3::<true>(&gb, wp, base, obuf, w, off, &k),
+            (9, true, true) => pixels3x3_fused(&gb, wp, base, obuf, w, off, &k),
             (9, true, false) => pixels3x3::<false>(&gb, wp, base, obuf, w, off, &k),
             (_, true, true) => {
                 pixels::<true, true>(&gb, wp, base, obuf, &w[..taps], &off[..taps], &k)
@@ -374,6 +374,137 @@ unsafe fn pixels<const PAIR: bool, const FAST: bool>(
                 t += 1;
             }
             vst1q_s8(obuf.add((oy * g.out_w + ox) * CB), out16::<FAST>(&acc, k));
+        }
+    }
+}
+
+/// [`pixels3x3`] with the short output stage (`out16::<true>`) in the same
+/// asm block, one pass: per pixel the bias (two `ldp`), the 47 tap
+/// instructions, `sqrdmulh`, `ssra`, `srshl` per quarter, the narrows, zero
+/// point and clamp, one store. The 9 weights and 11 output constants stay
+/// in registers (28 vector registers in all), so no accumulator goes
+/// through memory.
+///
+/// # Safety
+/// As [`pixels3x3`]; every lane of the block has `shift < 0`.
+#[inline(always)]
+unsafe fn pixels3x3_fused(
+    g: &ConvGeometry,
+    wp: usize,
+    base: *const i8,
+    obuf: *mut i8,
+    w: &[int8x16_t; MAX_TAPS],
+    off: &[usize; MAX_TAPS],
+    k: &Consts,
+) {
+    let bias = k.b;
+    let bp = bias.as_ptr() as *const i32;
+    let [w0, w1, w2, w3, w4, w5, w6, w7, w8] =
+        [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]];
+    let [o1, o2, o3, o4, o5, o6, o7, o8] = [
+        off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8],
+    ];
+    let [m0, m1, m2, m3] = k.mult;
+    let [r0, r1, r2, r3] = k.right;
+    let (zp, lo, hi) = (k.ozp, k.lo, k.hi);
+    let step = g.stride_w * CB;
+    let mut dst = obuf;
+    for oy in 0..g.out_h {
+        let mut at = base.add(oy * g.stride_h * wp * CB);
+        for _ in 0..g.out_w {
+            // SAFETY: the nine loads are the taps of this output pixel,
+            // inside the padded buffer (caller contract), the bias load the
+            // 64 bytes of `bias`, the store the pixel's 16 output bytes.
+            core::arch::asm!(
+                "ldp {a0:q}, {a1:q}, [{bp}]",
+                "ldp {a2:q}, {a3:q}, [{bp}, #32]",
+                "ldr {x0:q}, [{at}]",
+                "ldr {x1:q}, [{at}, {o1}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w0:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w0:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w1:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w1:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o2}]",
+                "ldr {x1:q}, [{at}, {o3}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w2:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w2:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w3:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w3:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o4}]",
+                "ldr {x1:q}, [{at}, {o5}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w4:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w4:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w5:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w5:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o6}]",
+                "ldr {x1:q}, [{at}, {o7}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w6:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w6:v}.16b",
+                "smlal {l:v}.8h, {x1:v}.8b, {w7:v}.8b",
+                "smlal2 {h:v}.8h, {x1:v}.16b, {w7:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                "ldr {x0:q}, [{at}, {o8}]",
+                "smull {l:v}.8h, {x0:v}.8b, {w8:v}.8b",
+                "smull2 {h:v}.8h, {x0:v}.16b, {w8:v}.16b",
+                "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+                "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+                "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+                "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+                // `out16::<true>`.
+                "sqrdmulh {a0:v}.4s, {a0:v}.4s, {m0:v}.4s",
+                "sqrdmulh {a1:v}.4s, {a1:v}.4s, {m1:v}.4s",
+                "sqrdmulh {a2:v}.4s, {a2:v}.4s, {m2:v}.4s",
+                "sqrdmulh {a3:v}.4s, {a3:v}.4s, {m3:v}.4s",
+                "ssra {a0:v}.4s, {a0:v}.4s, #31",
+                "ssra {a1:v}.4s, {a1:v}.4s, #31",
+                "ssra {a2:v}.4s, {a2:v}.4s, #31",
+                "ssra {a3:v}.4s, {a3:v}.4s, #31",
+                "srshl {a0:v}.4s, {a0:v}.4s, {r0:v}.4s",
+                "srshl {a1:v}.4s, {a1:v}.4s, {r1:v}.4s",
+                "srshl {a2:v}.4s, {a2:v}.4s, {r2:v}.4s",
+                "srshl {a3:v}.4s, {a3:v}.4s, {r3:v}.4s",
+                "sqxtn {l:v}.4h, {a0:v}.4s",
+                "sqxtn2 {l:v}.8h, {a1:v}.4s",
+                "sqxtn {h:v}.4h, {a2:v}.4s",
+                "sqxtn2 {h:v}.8h, {a3:v}.4s",
+                "sqadd {l:v}.8h, {l:v}.8h, {zp:v}.8h",
+                "sqadd {h:v}.8h, {h:v}.8h, {zp:v}.8h",
+                "sqxtn {x0:v}.8b, {l:v}.8h",
+                "sqxtn2 {x0:v}.16b, {h:v}.8h",
+                "smax {x0:v}.16b, {x0:v}.16b, {lo:v}.16b",
+                "smin {x0:v}.16b, {x0:v}.16b, {hi:v}.16b",
+                "str {x0:q}, [{dst}], #16",
+                at = in(reg) at,
+                bp = in(reg) bp,
+                dst = inout(reg) dst,
+                o1 = in(reg) o1, o2 = in(reg) o2, o3 = in(reg) o3, o4 = in(reg) o4,
+                o5 = in(reg) o5, o6 = in(reg) o6, o7 = in(reg) o7, o8 = in(reg) o8,
+                w0 = in(vreg) w0, w1 = in(vreg) w1, w2 = in(vreg) w2, w3 = in(vreg) w3,
+                w4 = in(vreg) w4, w5 = in(vreg) w5, w6 = in(vreg) w6, w7 = in(vreg) w7,
+                w8 = in(vreg) w8,
+                m0 = in(vreg) m0, m1 = in(vreg) m1, m2 = in(vreg) m2, m3 = in(vreg) m3,
+                r0 = in(vreg) r0, r1 = in(vreg) r1, r2 = in(vreg) r2, r3 = in(vreg) r3,
+                zp = in(vreg) zp, lo = in(vreg) lo, hi = in(vreg) hi,
+                a0 = out(vreg) _, a1 = out(vreg) _, a2 = out(vreg) _, a3 = out(vreg) _,
+                x0 = out(vreg) _, x1 = out(vreg) _, l = out(vreg) _, h = out(vreg) _,
+                options(nostack, preserves_flags),
+            );
+            at = at.add(step);
         }
     }
 }
