@@ -294,6 +294,81 @@ unsafe fn half_neon(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4
     })
 }
 
+/// Whether a tile's weights (`kb` groups of 16 bytes at `a`) never hold
+/// -128 in the same byte of groups `2i` and `2i + 1`: then [`half_neon2`]
+/// may sum those two products in one i16 lane (|w1 x1 + w2 x2| <= 2^14 +
+/// 127 * 128 < 2^15; only -128 * -128 twice overflows).
+#[inline(always)]
+unsafe fn pairable(kb: usize, a: *const i8) -> bool {
+    let min = vdupq_n_s8(i8::MIN);
+    let mut both = vdupq_n_u8(0);
+    let mut g = 0;
+    while g + 2 <= kb {
+        let x = vceqq_s8(vld1q_s8(a.add(16 * g)), min);
+        let y = vceqq_s8(vld1q_s8(a.add(16 * g + 16)), min);
+        both = vorrq_u8(both, vandq_u8(x, y));
+        g += 2;
+    }
+    vmaxvq_u8(both) == 0
+}
+
+/// [`half_neon`] for [`pairable`] weights: two K groups per step, the
+/// second's products added to the first's in i16 (`smlal`/`smlal2`) before
+/// `sadalp`, so 16 products take three instructions instead of four.
+#[inline(always)]
+unsafe fn half_neon2(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4] {
+    let mut acc = [[vdupq_n_s32(0); 4]; 4];
+    let (mut ap, mut bp) = (a, b);
+    let dups = |w: int32x4_t| {
+        [
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<0>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<1>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<2>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<3>(w)),
+        ]
+    };
+    let mut g = 0;
+    while g + 2 <= kb {
+        let w0 = dups(vreinterpretq_s32_s8(vld1q_s8(ap)));
+        let w1 = dups(vreinterpretq_s32_s8(vld1q_s8(ap.add(16))));
+        let b0 = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
+        let b1 = [vld1q_s8(bp.add(64)), vld1q_s8(bp.add(80))];
+        for r in 0..4 {
+            for q in 0..2 {
+                let lo = vmlal_s8(
+                    vmull_s8(vget_low_s8(b0[q]), vget_low_s8(w0[r])),
+                    vget_low_s8(b1[q]),
+                    vget_low_s8(w1[r]),
+                );
+                let hi = vmlal_high_s8(vmull_high_s8(b0[q], w0[r]), b1[q], w1[r]);
+                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
+                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
+            }
+        }
+        ap = ap.add(32);
+        bp = bp.add(128);
+        g += 2;
+    }
+    if g < kb {
+        let w = dups(vreinterpretq_s32_s8(vld1q_s8(ap)));
+        let bv = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
+        for r in 0..4 {
+            for q in 0..2 {
+                let lo = vmull_s8(vget_low_s8(bv[q]), vget_low_s8(w[r]));
+                let hi = vmull_high_s8(bv[q], w[r]);
+                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
+                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
+            }
+        }
+    }
+    core::array::from_fn(|r| {
+        [
+            vpaddq_s32(acc[r][0], acc[r][1]),
+            vpaddq_s32(acc[r][2], acc[r][3]),
+        ]
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_neon(
     m: usize,
@@ -311,9 +386,17 @@ unsafe fn gemm_neon(
     while i0 < m {
         let mr = (m - i0).min(PACK_MR);
         let ap = a.add(i0 / PACK_MR * kb * 16);
-        let lo = half_neon(kb, ap, b);
+        let pair = pairable(kb, ap);
+        let half = |h: *const i8| {
+            if pair {
+                half_neon2(kb, ap, h)
+            } else {
+                half_neon(kb, ap, h)
+            }
+        };
+        let lo = half(b);
         let hi = if n > 8 {
-            half_neon(kb, ap, b.add(32))
+            half(b.add(32))
         } else {
             [[vdupq_n_s32(0); 2]; 4]
         };
