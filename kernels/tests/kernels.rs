@@ -313,12 +313,20 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
     for &k in &KS {
         for &m in &MNS {
             let n = rng.pick(&PANEL_NS);
-            let a = rng.i8s(m * k);
-            let mut pa = vec![0i8; packed_a_len(m, k)];
-            pack_a_4c4(m, k, &a, &mut pa);
+            let mut a = rng.i8s(m * k);
             // Bytes past k and past n are arbitrary: the packed weights'
             // zeros cancel the first, the second are never stored.
-            let b = rng.i8s(panel_len(k));
+            let mut b = rng.i8s(panel_len(k));
+            if rng.usize(0, 3) == 0 {
+                // A channel of -128 weights against -128 inputs: kernels
+                // that sum two products in i16 must notice (-128 * -128
+                // twice overflows).
+                let ch = rng.usize(0, m - 1);
+                a[ch * k..(ch + 1) * k].fill(i8::MIN);
+                b.fill(i8::MIN);
+            }
+            let mut pa = vec![0i8; packed_a_len(m, k)];
+            pack_a_4c4(m, k, &a, &mut pa);
             let bias = rng.biases(m);
             let typical = 128.0 * 64.0 * (k as f64).sqrt();
             let rq: Vec<Requant> = (0..m).map(|_| rng.requant(typical)).collect();
