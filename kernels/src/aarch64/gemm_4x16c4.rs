@@ -303,6 +303,14 @@ unsafe fn pairable(kb: usize, a: *const i8) -> bool {
     let min = vdupq_n_s8(i8::MIN);
     let mut both = vdupq_n_u8(0);
     let mut g = 0;
+    // Four groups (two pairs) per step, then a last pair.
+    while g + 4 <= kb {
+        let w = vld1q_s8_x4(a.add(16 * g));
+        let x = vandq_u8(vceqq_s8(w.0, min), vceqq_s8(w.1, min));
+        let y = vandq_u8(vceqq_s8(w.2, min), vceqq_s8(w.3, min));
+        both = vorrq_u8(both, vorrq_u8(x, y));
+        g += 4;
+    }
     while g + 2 <= kb {
         let x = vceqq_s8(vld1q_s8(a.add(16 * g)), min);
         let y = vceqq_s8(vld1q_s8(a.add(16 * g + 16)), min);
