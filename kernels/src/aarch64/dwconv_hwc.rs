@@ -223,7 +223,7 @@ pub(super) unsafe fn block(
 /// `c0..c0 + 16` into `buf` as HWC, `wp` pixels per row, padding as `zp`:
 /// chunks of 16 pixels of the input rows inside, each transposed to 16 pixel
 /// vectors: straight into place when the chunk lies in one row, else through
-/// a temporary and stored pixel by pixel (chunks that span rows).
+/// a temporary, copied by row segments (chunks that span rows).
 ///
 /// # Safety
 /// `input` holds channels `c0..c0 + 16` of `g`; `buf` has `hb * wp * 16 <=
@@ -278,11 +278,20 @@ unsafe fn stage(
                 }
             }
         }
-        for j in 0..n {
-            if ix < cols {
-                vst1q_s8(row.add(ix * CB), vld1q_s8(tmp.as_ptr().add(j * 16)));
+        // By row segments: the pixels of one input row are consecutive
+        // vectors in `tmp` and in the row (those past `cols` are dropped).
+        let mut j = 0;
+        while j < n {
+            let seg = (n - j).min(g.in_w - ix);
+            let keep = seg.min(cols.saturating_sub(ix));
+            let (mut d, mut s) = (row.wrapping_add(ix * CB), tmp.as_ptr().add(j * 16));
+            for _ in 0..keep {
+                vst1q_s8(d, vld1q_s8(s));
+                d = d.add(CB);
+                s = s.add(16);
             }
-            ix += 1;
+            j += seg;
+            ix += seg;
             if ix == g.in_w {
                 ix = 0;
                 row = row.wrapping_add(wp * CB);
