@@ -313,12 +313,20 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
     for &k in &KS {
         for &m in &MNS {
             let n = rng.pick(&PANEL_NS);
-            let a = rng.i8s(m * k);
-            let mut pa = vec![0i8; packed_a_len(m, k)];
-            pack_a_4c4(m, k, &a, &mut pa);
+            let mut a = rng.i8s(m * k);
             // Bytes past k and past n are arbitrary: the packed weights'
             // zeros cancel the first, the second are never stored.
-            let b = rng.i8s(panel_len(k));
+            let mut b = rng.i8s(panel_len(k));
+            if rng.usize(0, 3) == 0 {
+                // A channel of -128 weights against -128 inputs: kernels
+                // that sum two products in i16 must notice (-128 * -128
+                // twice overflows).
+                let ch = rng.usize(0, m - 1);
+                a[ch * k..(ch + 1) * k].fill(i8::MIN);
+                b.fill(i8::MIN);
+            }
+            let mut pa = vec![0i8; packed_a_len(m, k)];
+            pack_a_4c4(m, k, &a, &mut pa);
             let bias = rng.biases(m);
             let typical = 128.0 * 64.0 * (k as f64).sqrt();
             let rq: Vec<Requant> = (0..m).map(|_| rng.requant(typical)).collect();
@@ -490,7 +498,7 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
                         pad_left: pl,
                         groups: c,
                     };
-                    dwconv_case(row, rng, &g);
+                    dwconv_case(row, rng, &g, false);
                     cases += 1;
                 }
             }
@@ -499,8 +507,11 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
     cases
 }
 
-/// One depthwise case on `g` with random data, quantization and bounds.
-fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
+/// One depthwise case on `g` with random data, quantization and bounds;
+/// `right_only`: every channel's shift negative (multipliers below 1/2, the
+/// usual trained model and the short output stage of the aarch64 HWC path,
+/// which random multipliers over 16 channels rarely reach).
+fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry, right_only: bool) {
     let c = g.out_c;
     let input = rng.i8s(g.input_len());
     let mut w = rng.weights(g.weight_len());
@@ -513,7 +524,17 @@ fn dwconv_case(row: &KernelSet, rng: &mut Rng, g: &ConvGeometry) {
     }
     let bias = rng.biases(c);
     let rq: Vec<Requant> = (0..c)
-        .map(|_| rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64))
+        .map(|_| {
+            let r = rng.requant(128.0 * 64.0 * (g.kh * g.kw) as f64);
+            if right_only && r.shift >= 0 {
+                Requant {
+                    mult: r.mult,
+                    shift: -1 - rng.range(0, 12) as i32,
+                }
+            } else {
+                r
+            }
+        })
         .collect();
     let (act_min, act_max) = rng.act_bounds();
     let q = QConvParams {
@@ -619,9 +640,10 @@ fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
             pad_left: pl,
             groups: c,
         };
-        dwconv_case(row, rng, &g);
+        dwconv_case(row, rng, &g, false);
+        dwconv_case(row, rng, &g, true);
     }
-    shapes.len()
+    2 * shapes.len()
 }
 
 /// Equal shapes (the fast case) and a few broadcasts (the fallback).

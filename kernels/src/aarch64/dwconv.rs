@@ -66,11 +66,14 @@ pub fn qs8_dwconv2d__neon(
     };
     let mut c_start = 0;
     if zps && super::dwconv_hwc::applies(g) {
-        let mut buf = [0i8; super::dwconv_hwc::HWC_BYTES];
+        // Uninitialised: `block` writes every byte it reads (zeroing 64 KiB
+        // per call cost more than a small layer's taps).
+        let mut buf = core::mem::MaybeUninit::<[i8; super::dwconv_hwc::HWC_BYTES]>::uninit();
+        let buf = buf.as_mut_ptr() as *mut i8;
         while c_start + 16 <= g.out_c {
             // SAFETY: buffer lengths checked above; the block is in range.
             unsafe {
-                super::dwconv_hwc::block(g, q, input, weights, bias, rq, output, c_start, &mut buf)
+                super::dwconv_hwc::block(g, q, input, weights, bias, rq, output, c_start, buf)
             };
             c_start += 16;
         }

@@ -26,8 +26,30 @@ use crate::requant::Requant;
 /// (`sqshl`, `sqrdmulh`, sign fix-up and `srshl` as in `arm_shared::sink`;
 /// the saturating narrows cannot change a value the clamp keeps, since the
 /// clamp bounds lie inside the int8 range).
+///
+/// With `shift < 0` (no left shift: multipliers below 1/2, the usual case)
+/// a shorter stage gives the same bytes: the sign fix-up `(v & right) >> 31`
+/// is `v >> 31` and `v + (v >> 31)` cannot wrap (`sqrdmulh` never returns
+/// `i32::MIN`), so one `ssra` replaces `and`, `sshr` and `sqadd`; and
+/// `|v| <= 2^30` after a right shift, so the zero point can be added after
+/// the first saturating narrow (`sqadd` in i16: a value saturated to i16
+/// stays beyond the int8 range after adding an int8 zero point, and the
+/// clamp gives the same bound).
 #[inline(always)]
 unsafe fn requant16(x: [int32x4_t; 4], r: Requant, q: &QOut) -> int8x16_t {
+    if r.shift < 0 && (-128..=127).contains(&q.out_zp) {
+        let mult = vdupq_n_s32(r.mult);
+        let right = vdupq_n_s32(r.shift);
+        let zp = vdupq_n_s16(q.out_zp as i16);
+        let f = |v: int32x4_t| {
+            let v = vqrdmulhq_s32(v, mult);
+            vrshlq_s32(vsraq_n_s32::<31>(v, v), right)
+        };
+        let lo = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(f(x[0])), f(x[1])), zp);
+        let hi = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(f(x[2])), f(x[3])), zp);
+        let v = vqmovn_high_s16(vqmovn_s16(lo), hi);
+        return vminq_s8(vmaxq_s8(v, vdupq_n_s8(q.act_min)), vdupq_n_s8(q.act_max));
+    }
     let left = vdupq_n_s32(r.shift.max(0));
     let mult = vdupq_n_s32(r.mult);
     let right = vdupq_n_s32(-(-r.shift).max(0));
@@ -157,6 +179,25 @@ unsafe fn gemm_dot(
     let mut i0 = 0;
     while i0 < m {
         let mr = (m - i0).min(PACK_MR);
+        if mr == PACK_MR {
+            // A whole tile, unrolled so the accumulators stay in registers
+            // (a loop over the tile's rows kept them on the stack: on short
+            // K the tile's set-up and output stage cost as much as the dot
+            // products).
+            full_tile_dot(
+                kb,
+                a.add(i0 / PACK_MR * kb * 16),
+                b,
+                &bias[i0..i0 + 4],
+                &rq[i0..i0 + 4],
+                q,
+                out.add(i0 * rs),
+                rs,
+                n,
+            );
+            i0 += PACK_MR;
+            continue;
+        }
         let mut acc: [[int32x4_t; 4]; 4] =
             core::array::from_fn(|r| [vdupq_n_s32(if r < mr { bias[i0 + r] } else { 0 }); 4]);
         if kb > 0 {
@@ -167,6 +208,54 @@ unsafe fn gemm_dot(
             store(v, out.add((i0 + r) * rs), n);
         }
         i0 += PACK_MR;
+    }
+}
+
+/// Four channels (`bias`, `rq`: four each) of [`gemm_dot`]'s tile, written
+/// to `out + r * rs`, `n` pixels each.
+///
+/// # Safety
+/// As [`kloop_dot`]; four rows of `n` writable bytes at `out`, `rs` apart.
+#[inline]
+#[target_feature(enable = "dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn full_tile_dot(
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    bias: &[i32],
+    rq: &[Requant],
+    q: &QOut,
+    out: *mut i8,
+    rs: usize,
+    n: usize,
+) {
+    let bp = bias.as_ptr();
+    let mut acc: [[int32x4_t; 4]; 4] = [
+        [vld1q_dup_s32(bp); 4],
+        [vld1q_dup_s32(bp.add(1)); 4],
+        [vld1q_dup_s32(bp.add(2)); 4],
+        [vld1q_dup_s32(bp.add(3)); 4],
+    ];
+    if kb > 0 {
+        kloop_dot(&mut acc, kb, a, b);
+    }
+    let [c0, c1, c2, c3] = acc;
+    let v = [
+        requant16(c0, rq[0], q),
+        requant16(c1, rq[1], q),
+        requant16(c2, rq[2], q),
+        requant16(c3, rq[3], q),
+    ];
+    if n == PACK_NR {
+        vst1q_s8(out, v[0]);
+        vst1q_s8(out.add(rs), v[1]);
+        vst1q_s8(out.add(2 * rs), v[2]);
+        vst1q_s8(out.add(3 * rs), v[3]);
+    } else {
+        for (r, v) in v.into_iter().enumerate() {
+            store(v, out.add(r * rs), n);
+        }
     }
 }
 
@@ -205,6 +294,89 @@ unsafe fn half_neon(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4
     })
 }
 
+/// Whether a tile's weights (`kb` groups of 16 bytes at `a`) never hold
+/// -128 in the same byte of groups `2i` and `2i + 1`: then [`half_neon2`]
+/// may sum those two products in one i16 lane (|w1 x1 + w2 x2| <= 2^14 +
+/// 127 * 128 < 2^15; only -128 * -128 twice overflows).
+#[inline(always)]
+unsafe fn pairable(kb: usize, a: *const i8) -> bool {
+    let min = vdupq_n_s8(i8::MIN);
+    let mut both = vdupq_n_u8(0);
+    let mut g = 0;
+    // Four groups (two pairs) per step, then a last pair.
+    while g + 4 <= kb {
+        let w = vld1q_s8_x4(a.add(16 * g));
+        let x = vandq_u8(vceqq_s8(w.0, min), vceqq_s8(w.1, min));
+        let y = vandq_u8(vceqq_s8(w.2, min), vceqq_s8(w.3, min));
+        both = vorrq_u8(both, vorrq_u8(x, y));
+        g += 4;
+    }
+    while g + 2 <= kb {
+        let x = vceqq_s8(vld1q_s8(a.add(16 * g)), min);
+        let y = vceqq_s8(vld1q_s8(a.add(16 * g + 16)), min);
+        both = vorrq_u8(both, vandq_u8(x, y));
+        g += 2;
+    }
+    vmaxvq_u8(both) == 0
+}
+
+/// [`half_neon`] for [`pairable`] weights: two K groups per step, the
+/// second's products added to the first's in i16 (`smlal`/`smlal2`) before
+/// `sadalp`, so 16 products take three instructions instead of four.
+#[inline(always)]
+unsafe fn half_neon2(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4] {
+    let mut acc = [[vdupq_n_s32(0); 4]; 4];
+    let (mut ap, mut bp) = (a, b);
+    let dups = |w: int32x4_t| {
+        [
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<0>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<1>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<2>(w)),
+            vreinterpretq_s8_s32(vdupq_laneq_s32::<3>(w)),
+        ]
+    };
+    let mut g = 0;
+    while g + 2 <= kb {
+        let w0 = dups(vreinterpretq_s32_s8(vld1q_s8(ap)));
+        let w1 = dups(vreinterpretq_s32_s8(vld1q_s8(ap.add(16))));
+        let b0 = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
+        let b1 = [vld1q_s8(bp.add(64)), vld1q_s8(bp.add(80))];
+        for r in 0..4 {
+            for q in 0..2 {
+                let lo = vmlal_s8(
+                    vmull_s8(vget_low_s8(b0[q]), vget_low_s8(w0[r])),
+                    vget_low_s8(b1[q]),
+                    vget_low_s8(w1[r]),
+                );
+                let hi = vmlal_high_s8(vmull_high_s8(b0[q], w0[r]), b1[q], w1[r]);
+                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
+                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
+            }
+        }
+        ap = ap.add(32);
+        bp = bp.add(128);
+        g += 2;
+    }
+    if g < kb {
+        let w = dups(vreinterpretq_s32_s8(vld1q_s8(ap)));
+        let bv = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
+        for r in 0..4 {
+            for q in 0..2 {
+                let lo = vmull_s8(vget_low_s8(bv[q]), vget_low_s8(w[r]));
+                let hi = vmull_high_s8(bv[q], w[r]);
+                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
+                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
+            }
+        }
+    }
+    core::array::from_fn(|r| {
+        [
+            vpaddq_s32(acc[r][0], acc[r][1]),
+            vpaddq_s32(acc[r][2], acc[r][3]),
+        ]
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_neon(
     m: usize,
@@ -222,9 +394,17 @@ unsafe fn gemm_neon(
     while i0 < m {
         let mr = (m - i0).min(PACK_MR);
         let ap = a.add(i0 / PACK_MR * kb * 16);
-        let lo = half_neon(kb, ap, b);
+        let pair = pairable(kb, ap);
+        let half = |h: *const i8| {
+            if pair {
+                half_neon2(kb, ap, h)
+            } else {
+                half_neon(kb, ap, h)
+            }
+        };
+        let lo = half(b);
         let hi = if n > 8 {
-            half_neon(kb, ap, b.add(32))
+            half(b.add(32))
         } else {
             [[vdupq_n_s32(0); 2]; 4]
         };

@@ -22,6 +22,8 @@ pub(super) struct RqV {
     right: int32x4_t,
     /// `shift > 0`: skip the (no-op) left shift otherwise.
     has_left: bool,
+    /// `shift < 0`: the sign fix-up is `x >> 31` (see `requant4`).
+    has_right: bool,
 }
 
 impl RqV {
@@ -34,6 +36,7 @@ impl RqV {
                 left: vdupq_n_s32(r.shift.max(0)),
                 right: vdupq_n_s32(-(-r.shift).max(0)),
                 has_left: r.shift > 0,
+                has_right: r.shift < 0,
             }
         }
     }
@@ -47,9 +50,15 @@ pub(super) fn requant4(x: int32x4_t, r: &RqV) -> int32x4_t {
         let x = if r.has_left { vqshlq_s32(x, r.left) } else { x };
         let x = vqrdmulhq_s32(x, r.mult);
         // -1 where x < 0 and the shift is non-zero: turns srshl's
-        // "half up" into "half away from zero".
-        let fixup = vshrq_n_s32::<31>(vandq_s32(x, r.right));
-        vrshlq_s32(vqaddq_s32(x, fixup), r.right)
+        // "half up" into "half away from zero". With a right shift that
+        // is `x >> 31`, added by one `ssra` (`sqrdmulh` never returns
+        // `i32::MIN`, so the plain add cannot wrap where `sqadd` would
+        // saturate); without one, `srshl` by 0 is the identity.
+        if r.has_right {
+            vrshlq_s32(vsraq_n_s32::<31>(x, x), r.right)
+        } else {
+            x
+        }
     }
 }
 

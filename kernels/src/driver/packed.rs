@@ -203,13 +203,37 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
 /// `src[q0 + offsets[4 kb + r]..]` for `r < 4`, interleaved; K past the end
 /// gets zeros, and so do bytes past the end of `src` (lanes of pixels that
 /// do not exist: in-place plans have no slack).
-fn pack_panel(src: &[i8], offsets: &[usize], q0: usize, panel: &mut [i8]) {
+///
+/// `max_off` is the largest of `offsets` (or any larger value): when the
+/// panel's last load ends inside `src`, whole K groups skip the per-load
+/// bounds checks (those cost three times the loads and the store).
+fn pack_panel(src: &[i8], offsets: &[usize], max_off: usize, q0: usize, panel: &mut [i8]) {
     let k = offsets.len();
+    let inside = q0
+        .checked_add(max_off)
+        .and_then(|x| x.checked_add(PACK_NR))
+        .is_some_and(|end| end <= src.len());
+    let mut done = 0;
+    if inside {
+        let base = src.as_ptr().wrapping_add(q0);
+        for (o, dst) in offsets
+            .chunks_exact(4)
+            .zip(panel.chunks_exact_mut(4 * PACK_NR))
+        {
+            // SAFETY: q0 + o[r] + 16 <= q0 + max_off + 16 <= src.len()
+            // (checked above), so each row is 16 bytes inside `src`.
+            let rows: [&[i8; PACK_NR]; 4] =
+                core::array::from_fn(|r| unsafe { &*(base.add(o[r]) as *const [i8; PACK_NR]) });
+            interleave4(rows, dst);
+        }
+        done = k / 4;
+    }
     let zero = [0i8; PACK_NR];
     let mut partial = [[0i8; PACK_NR]; 4];
     for (kb, dst) in panel[..panel_len(k)]
         .chunks_exact_mut(4 * PACK_NR)
         .enumerate()
+        .skip(done)
     {
         let mut rows: [&[i8; PACK_NR]; 4] = [&zero; 4];
         for (r, (row, part)) in rows.iter_mut().zip(partial.iter_mut()).enumerate() {
@@ -406,10 +430,11 @@ fn tiles<T: Copy>(
     run: impl Fn(usize, &[i8], &mut [T], usize),
 ) {
     let (ow, wv) = (g.out_w, plan.wv);
+    let max_off = plan.offsets.iter().copied().max().unwrap_or(0);
     let mut p = p0;
     while p < p0 + t {
         let (oy, ox) = (p / ow, p % ow);
-        pack_panel(src, &plan.offsets, oy * wv + ox, panel);
+        pack_panel(src, &plan.offsets, max_off, oy * wv + ox, panel);
         // Real pixels of this panel: the rest of row `oy`, then whole rows
         // after `wv - ow` discarded lanes each.
         let first = (ow - ox).min(PACK_NR).min(p0 + t - p);
@@ -430,14 +455,47 @@ fn tiles<T: Copy>(
             let len_now = len.min(PACK_NR - lane).min(p0 + t - p - done);
             let at = p - p0 + done;
             for c in 0..m {
-                tile[c * tile_rs + at..c * tile_rs + at + len_now]
-                    .copy_from_slice(&buf[c * PACK_NR + lane..c * PACK_NR + lane + len_now]);
+                copy_short(
+                    &mut tile[c * tile_rs + at..c * tile_rs + at + len_now],
+                    &buf[c * PACK_NR + lane..c * PACK_NR + lane + len_now],
+                );
             }
             done += len_now;
             lane += len_now + (wv - ow);
             len = ow;
         }
         p += done;
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few elements of one tile segment
+/// without a `memcpy` call (which cost more than the copy: one per channel
+/// and segment of every panel with discarded columns).
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "copy_short: lengths differ");
+    let bytes = core::mem::size_of_val(src);
+    let (d, s) = (dst.as_mut_ptr() as *mut u8, src.as_ptr() as *const u8);
+    // SAFETY: both slices hold `bytes` bytes (equal lengths, same T) and
+    // do not overlap (`&mut` and `&`); every access below is inside them,
+    // unaligned accesses are explicit, and T: Copy has no drop.
+    unsafe {
+        let mut i = 0;
+        while i + 8 <= bytes {
+            (d.add(i) as *mut u64).write_unaligned((s.add(i) as *const u64).read_unaligned());
+            i += 8;
+        }
+        if i + 4 <= bytes {
+            (d.add(i) as *mut u32).write_unaligned((s.add(i) as *const u32).read_unaligned());
+            i += 4;
+        }
+        if i + 2 <= bytes {
+            (d.add(i) as *mut u16).write_unaligned((s.add(i) as *const u16).read_unaligned());
+            i += 2;
+        }
+        if i < bytes {
+            *d.add(i) = *s.add(i);
+        }
     }
 }
 
@@ -510,7 +568,8 @@ mod tests {
                 let (oy, ox) = (p / g.out_w, p % g.out_w);
                 let q = oy * plan.wv + ox;
                 // The panel starting at this pixel: lane 0 is this pixel.
-                pack_panel(src, &plan.offsets, q, &mut panel);
+                let max_off = plan.offsets.iter().copied().max().unwrap_or(0);
+                pack_panel(src, &plan.offsets, max_off, q, &mut panel);
                 for kk in 0..k.div_ceil(4) * 4 {
                     let want = if kk >= k {
                         0
