@@ -806,6 +806,22 @@ mod tests {
         assert_eq!(g.values[g.outputs[0]].shape, [1, 2, 4, 4]);
     }
 
+    /// Reshape-1..4 take the shape as an attribute and have one input.
+    /// Found by fuzzing: an opset lowered to 4 let a one-input Reshape
+    /// through the arity check, and the importer indexed input 1.
+    #[test]
+    fn reshape_before_opset_5_reads_its_shape_attribute() {
+        let old = |attrs| {
+            let mut m = model(node("Reshape", &["X"], attrs), vec![]);
+            m.opset_import[0].version = 4;
+            m
+        };
+        let g = import_proto(&old(vec![ints("shape", &[1, 128])]), Path::new("t.onnx")).unwrap();
+        assert_eq!(g.values[g.outputs[0]].shape, [1, 128]);
+        let e = import_err(&old(vec![]));
+        assert!(e.contains("Reshape without a shape"), "{e}");
+    }
+
     /// Issue 12 L: a zero stride divided by zero in `strix convert`. Every
     /// degenerate window attribute is now an error naming the node and the
     /// attribute, for Conv and for pooling.

@@ -314,6 +314,12 @@ pub fn f32_conv2d(
                         } else {
                             0
                         };
+                        // A tap wholly in the padding (a wide dilation or pad)
+                        // reads nothing: lo >= hi, and `base` below would pass
+                        // the row's end.
+                        if lo >= hi {
+                            continue;
+                        }
                         if g.stride_w == 1 {
                             let base = lo + off - g.pad_left;
                             for (o, x) in orow[lo..hi.max(lo)].iter_mut().zip(&row[base..]) {
@@ -381,5 +387,47 @@ mod tests {
                 assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{g:?}: {p} vs {q}");
             }
         }
+    }
+
+    /// A tap that falls wholly in the right padding (dilation 6 over a row
+    /// of 5, right pad 2) reads nothing. Found by fuzzing: the direct loop
+    /// sliced the row past its end and panicked.
+    #[test]
+    fn f32_tap_wholly_in_padding_reads_nothing() {
+        let g = ConvGeometry {
+            in_c: 1,
+            in_h: 1,
+            in_w: 5,
+            out_c: 1,
+            out_h: 1,
+            out_w: 1,
+            kh: 1,
+            kw: 2,
+            stride_h: 1,
+            stride_w: 1,
+            dil_h: 1,
+            dil_w: 6,
+            pad_top: 0,
+            pad_left: 0,
+            groups: 1,
+        };
+        assert!(g.is_valid(), "{g:?}");
+        let x = [2.0, 3.0, 5.0, 7.0, 11.0];
+        let mut y = [0f32; 1];
+        f32_conv2d(&g, &x, &[0.5, 100.0], &[1.0], f32::MIN, f32::MAX, &mut y);
+        assert_eq!(y, [1.0 + 0.5 * 2.0]);
+        let mut col = vec![0f32; f32_im2col_len(&g).unwrap()];
+        let mut z = [0f32; 1];
+        f32_conv2d_im2col(
+            &g,
+            &x,
+            &[0.5, 100.0],
+            &[1.0],
+            f32::MIN,
+            f32::MAX,
+            &mut col,
+            &mut z,
+        );
+        assert_eq!(z, y);
     }
 }

@@ -45,10 +45,15 @@ pub(crate) fn reshape_target(
     let total: usize = s.iter().product();
     match n.op_type.as_str() {
         "Reshape" => {
-            let spec = imp
-                .konst(&n.input[1])
-                .map_err(|_| anyhow!("Reshape with a non-constant shape"))?
-                .as_i64();
+            // Opset 5 on: the shape is input 1; Reshape-1 had a `shape` attribute.
+            let spec = match (n.input.get(1), a.ints("shape")) {
+                (Some(i), _) => imp
+                    .konst(i)
+                    .map_err(|_| anyhow!("Reshape with a non-constant shape"))?
+                    .as_i64(),
+                (None, Some(v)) => v,
+                (None, None) => bail!("Reshape without a shape (no input 1, no `shape` attribute)"),
+            };
             let allow_zero = a.int("allowzero", 0) != 0;
             let mut out: Vec<usize> = Vec::with_capacity(spec.len());
             let mut infer = None;
