@@ -170,33 +170,34 @@ pub fn convert_with(
                 Err(e) => return Err(e),
             }
         };
-        let lowered = match pinned_only {
-            Some(l) => {
-                if !calib.is_empty() {
-                    eprintln!(
+        let lowered =
+            match pinned_only {
+                Some(l) => {
+                    if !calib.is_empty() {
+                        eprintln!(
                         "note: the model's own quantization (QDQ) is used; the --calib samples \
                          only feed --report (--recalibrate calibrates on them instead)"
                     );
+                    }
+                    l
                 }
-                l
-            }
-            None => {
-                if calib.is_empty() {
-                    let missing = qdq::unpinned(&cg);
-                    bail!(
+                None => {
+                    if calib.is_empty() {
+                        let missing = qdq::unpinned(&cg);
+                        bail!(
                         "the model quantizes only some tensors: {} have no quantization in the \
                          file and need calibration samples (--calib): {}{}",
                         missing.len(),
                         missing.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
                         if missing.len() > 10 { ", ..." } else { "" }
                     );
+                    }
+                    let pb = bar(2 * samples.len() as u64, "calibrating");
+                    let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
+                    pb.finish_and_clear();
+                    lower::lower_int8(&cg, &stats, method, &opts)?
                 }
-                let pb = bar(2 * samples.len() as u64, "calibrating");
-                let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
-                pb.finish_and_clear();
-                lower::lower_int8(&cg, &stats, method, &opts)?
-            }
-        };
+            };
         if report {
             println!(
                 "{:<40} {:<10} {:>10} {:>10}",

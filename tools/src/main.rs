@@ -370,9 +370,7 @@ fn main() {
             recalibrate,
             ..
         } if calib.is_empty()
-            && (prune
-                || recalibrate
-                || !strix_tools::qdq::is_qdq_file(model).unwrap_or(false)) =>
+            && (prune || recalibrate || !strix_tools::qdq::is_qdq_file(model).unwrap_or(false)) =>
         {
             Err(anyhow::anyhow!(
                 "int8 conversion needs calibration samples (--calib), or use --fp32 \

@@ -164,9 +164,15 @@ pub fn check_pins(g: &mut CGraph) {
     for &i in &g.inputs {
         live[i] = true;
     }
-    g.pinned.act.retain(|&v, _| live.get(v).copied().unwrap_or(false));
-    g.pinned.weights.retain(|&v, _| live.get(v).copied().unwrap_or(false));
-    g.pinned.bias.retain(|&v, _| live.get(v).copied().unwrap_or(false));
+    g.pinned
+        .act
+        .retain(|&v, _| live.get(v).copied().unwrap_or(false));
+    g.pinned
+        .weights
+        .retain(|&v, _| live.get(v).copied().unwrap_or(false));
+    g.pinned
+        .bias
+        .retain(|&v, _| live.get(v).copied().unwrap_or(false));
     for n in &g.nodes {
         let (rows, kn) = match n.op {
             COp::Conv { geom, .. } => (geom.out_c, false),
@@ -187,8 +193,7 @@ pub fn check_pins(g: &mut CGraph) {
         let chan = |i: usize| if kn { i % rows } else { i / per.max(1) };
         let fits = pw.q.len() == w.len()
             && pw.scales.len() == rows
-            && w
-                .iter()
+            && w.iter()
                 .zip(&pw.q)
                 .enumerate()
                 .all(|(i, (&x, &q))| q as f32 * pw.scales[chan(i)] == x);

@@ -147,7 +147,11 @@ pub fn is_qdq_file(path: &Path) -> Result<bool> {
 
 /// The `(scale, zero point, type)` inputs of a Q/DQ node: constants, one
 /// value (per tensor) or one per index of `axis` (per channel).
-fn params(imp: &Importer, n: &pb::NodeProto, x_shape: &[usize]) -> Result<(Vec<f32>, Vec<i64>, QType, usize)> {
+fn params(
+    imp: &Importer,
+    n: &pb::NodeProto,
+    x_shape: &[usize],
+) -> Result<(Vec<f32>, Vec<i64>, QType, usize)> {
     let st = imp
         .konst(&n.input[1])
         .context("the scale must be a constant (initializer)")?;
@@ -176,11 +180,7 @@ fn params(imp: &Importer, n: &pb::NodeProto, x_shape: &[usize]) -> Result<(Vec<f
         }
     };
     if zps.len() != scales.len() {
-        bail!(
-            "{} scales but {} zero points",
-            scales.len(),
-            zps.len()
-        );
+        bail!("{} scales but {} zero points", scales.len(), zps.len());
     }
     if scales.is_empty() {
         bail!("empty scale");
@@ -254,7 +254,11 @@ pub(crate) fn node(imp: &mut Importer, n: &pb::NodeProto) -> Result<()> {
             let v = t.as_f32();
             let codes = (0..v.len())
                 .map(|i| {
-                    let c = if scales.len() == 1 { 0 } else { axis_index(&t.shape, axis, i) };
+                    let c = if scales.len() == 1 {
+                        0
+                    } else {
+                        axis_index(&t.shape, axis, i)
+                    };
                     ((v[i] / scales[c]).round_ties_even() as i64 + zps[c]).clamp(lo, hi)
                 })
                 .collect();
@@ -268,9 +272,12 @@ pub(crate) fn node(imp: &mut Importer, n: &pb::NodeProto) -> Result<()> {
             );
             return Ok(());
         }
-        let dt = imp.qdq.dtypes.get(&n.input[0]).copied().ok_or_else(|| {
-            anyhow!("input '{}': its element type is unknown", n.input[0])
-        })?;
+        let dt = imp
+            .qdq
+            .dtypes
+            .get(&n.input[0])
+            .copied()
+            .ok_or_else(|| anyhow!("input '{}': its element type is unknown", n.input[0]))?;
         let cty = QType::from_onnx(dt, &format!("input '{}'", n.input[0]))?;
         if cty != ty && n.input.get(2).is_some_and(|z| !z.is_empty()) {
             bail!("input of type {cty:?} but zero point of type {ty:?}");
@@ -284,7 +291,11 @@ pub(crate) fn node(imp: &mut Importer, n: &pb::NodeProto) -> Result<()> {
             .iter()
             .enumerate()
             .map(|(i, &q)| {
-                let c = if scales.len() == 1 { 0 } else { axis_index(&t.shape, axis, i) };
+                let c = if scales.len() == 1 {
+                    0
+                } else {
+                    axis_index(&t.shape, axis, i)
+                };
                 (q - zps[c]) as f32 * scales[c]
             })
             .collect();
@@ -376,10 +387,15 @@ pub(crate) fn node(imp: &mut Importer, n: &pb::NodeProto) -> Result<()> {
 
 /// The fused clamp of `v`'s producer, if a Conv/Gemm.
 fn producer_act(imp: &Importer, v: usize) -> Option<Act> {
-    imp.g.nodes.iter().rev().find(|n| n.output == v).and_then(|n| match n.op {
-        COp::Conv { act, .. } | COp::Gemm { act, .. } => Some(act),
-        _ => None,
-    })
+    imp.g
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| n.output == v)
+        .and_then(|n| match n.op {
+            COp::Conv { act, .. } | COp::Gemm { act, .. } => Some(act),
+            _ => None,
+        })
 }
 
 /// Pins activation `v` to `q` (set by node `node`); `sole`: the pair is the
@@ -411,7 +427,13 @@ fn pin_act(imp: &mut Importer, v: usize, q: Quant, node: &str, sole: bool) -> Re
     // so f32 builds and calibration see what the int8 model computes.
     let lo = (-128 - q.zero_point) as f32 * q.scale;
     let hi = (127 - q.zero_point) as f32 * q.scale;
-    if let Some(p) = imp.g.nodes.iter().rposition(|n| n.output == v).filter(|_| sole) {
+    if let Some(p) = imp
+        .g
+        .nodes
+        .iter()
+        .rposition(|n| n.output == v)
+        .filter(|_| sole)
+    {
         if let COp::Conv { act, .. } | COp::Gemm { act, .. } = &mut imp.g.nodes[p].op {
             act.min = act.min.max(lo);
             act.max = act.max.min(hi);
@@ -442,7 +464,9 @@ pub(crate) fn pin_weights(imp: &mut Importer, n: &pb::NodeProto) -> Result<()> {
     let node = imp.g.nodes[ni].clone();
     let (rows, kn) = match node.op {
         COp::Conv { geom, .. } => (geom.out_c, false),
-        COp::Gemm { n: nn, batch: 1, .. } => (nn, true),
+        COp::Gemm {
+            n: nn, batch: 1, ..
+        } => (nn, true),
         _ => return Ok(()),
     };
     if node.inputs.len() < 3 || !imp.g.is_const(node.inputs[1]) {

@@ -50,7 +50,13 @@ fn tensor(name: &str, dt: DataType, dims: &[i64], ints: &[i32], floats: &[f32]) 
     }
 }
 
-fn node(op: &str, name: &str, ins: &[&str], outs: &[&str], attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    ins: &[&str],
+    outs: &[&str],
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -94,7 +100,11 @@ fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     }
 }
 
-fn model(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, out_dims: &[i64]) -> pb::ModelProto {
+fn model(
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    out_dims: &[i64],
+) -> pb::ModelProto {
     pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
@@ -125,7 +135,9 @@ const Y_ZP_I8: i32 = -3;
 /// x (f32) -> Q/DQ uint8 -> Conv 1x1 (int8 weights per output channel,
 /// int32 bias at scale x*w) -> Q/DQ int8 -> y: the graph `quantize_static`
 /// makes. `edit` changes it before it is returned (for the malformed cases).
-fn conv_graph(edit: impl FnOnce(&mut Vec<pb::NodeProto>, &mut Vec<pb::TensorProto>)) -> pb::ModelProto {
+fn conv_graph(
+    edit: impl FnOnce(&mut Vec<pb::NodeProto>, &mut Vec<pb::TensorProto>),
+) -> pb::ModelProto {
     let bscales: Vec<f32> = W_SCALES.iter().map(|w| w * X_SCALE).collect();
     let mut inits = vec![
         tensor("xs", DataType::Float, &[], &[], &[X_SCALE]),
@@ -141,12 +153,36 @@ fn conv_graph(edit: impl FnOnce(&mut Vec<pb::NodeProto>, &mut Vec<pb::TensorProt
     ];
     let mut nodes = vec![
         node("QuantizeLinear", "x_q", &["x", "xs", "xz"], &["xq"], vec![]),
-        node("DequantizeLinear", "x_dq", &["xq", "xs", "xz"], &["xd"], vec![]),
-        node("DequantizeLinear", "w_dq", &["wq", "ws", "wz"], &["wd"], vec![int_attr("axis", 0)]),
-        node("DequantizeLinear", "b_dq", &["bq", "bs", "bz"], &["bd"], vec![int_attr("axis", 0)]),
+        node(
+            "DequantizeLinear",
+            "x_dq",
+            &["xq", "xs", "xz"],
+            &["xd"],
+            vec![],
+        ),
+        node(
+            "DequantizeLinear",
+            "w_dq",
+            &["wq", "ws", "wz"],
+            &["wd"],
+            vec![int_attr("axis", 0)],
+        ),
+        node(
+            "DequantizeLinear",
+            "b_dq",
+            &["bq", "bs", "bz"],
+            &["bd"],
+            vec![int_attr("axis", 0)],
+        ),
         node("Conv", "conv", &["xd", "wd", "bd"], &["c"], vec![]),
         node("QuantizeLinear", "c_q", &["c", "ys", "yz"], &["cq"], vec![]),
-        node("DequantizeLinear", "c_dq", &["cq", "ys", "yz"], &["y"], vec![]),
+        node(
+            "DequantizeLinear",
+            "c_dq",
+            &["cq", "ys", "yz"],
+            &["y"],
+            vec![],
+        ),
     ];
     edit(&mut nodes, &mut inits);
     model(nodes, inits, &[1, 3, 4, 4])
@@ -156,8 +192,8 @@ fn import(m: &pb::ModelProto) -> anyhow::Result<strix_tools::ir::CGraph> {
     strix_tools::onnx::import_proto(m, Path::new("tiny.onnx"))
 }
 
-/// The mapping, exactly: uint8 activations become int8 with zero point
-/// - 128 and the same scale, int8 ones stay; per-channel int8 weights keep
+/// The mapping, exactly: uint8 activations become int8 with their zero
+/// point minus 128 and the same scale, int8 ones stay; per-channel int8 weights keep
 /// their codes and scales; the int32 bias keeps its codes; the f32
 /// constants hold the dequantized values; the Conv clamps to the output
 /// pin's representable range; and no calibration is needed.
@@ -174,7 +210,10 @@ fn tiny_conv_pins_the_file_quantization() {
     );
     let conv = &cg.nodes[0];
     assert_eq!(cg.nodes.len(), 1, "the Q/DQ pairs vanish");
-    assert_eq!(cg.values[conv.output].name, "y", "the graph output keeps its name");
+    assert_eq!(
+        cg.values[conv.output].name, "y",
+        "the graph output keeps its name"
+    );
     assert_eq!(
         cg.pinned.act[&conv.output],
         Quant {
@@ -202,18 +241,17 @@ fn tiny_conv_pins_the_file_quantization() {
     // Lowered without statistics: the int8 conv computes, per output, the
     // integer arithmetic the file defines (within one step of the float
     // rounding of the requantization).
-    let lowered = strix_tools::lower::lower_int8(
-        &cg,
-        &HashMap::new(),
-        Method::Minmax,
-        &Default::default(),
-    )
-    .unwrap();
+    let lowered =
+        strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
+            .unwrap();
     let mut b = lowered.builder;
     strix_runtime::plan::plan(&mut b.g, true);
     let m = Model::new(Default::default(), b.g, b.c).unwrap();
-    let xcodes: Vec<i32> = (0..32).map(|i| (i * 37 % 256) as i32).collect(); // uint8
-    let xf: Vec<f32> = xcodes.iter().map(|&c| (c - X_ZP_U8) as f32 * X_SCALE).collect();
+    let xcodes: Vec<i32> = (0..32).map(|i| i * 37 % 256).collect(); // uint8
+    let xf: Vec<f32> = xcodes
+        .iter()
+        .map(|&c| (c - X_ZP_U8) as f32 * X_SCALE)
+        .collect();
     let y = strix_tools::run_values(&m, &xf).unwrap().remove(0).0;
     let mut exact = 0;
     for oc in 0..3 {
@@ -225,7 +263,10 @@ fn tiny_conv_pins_the_file_quantization() {
             let real = acc as f64 * X_SCALE as f64 * W_SCALES[oc] as f64;
             let want = ((real / Y_SCALE as f64).round() as i64 + Y_ZP_I8 as i64).clamp(-128, 127);
             let got = quantize_one(y[oc * 16 + p], 1.0 / Y_SCALE, Y_ZP_I8) as i64;
-            assert!((got - want).abs() <= 1, "channel {oc} pixel {p}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1,
+                "channel {oc} pixel {p}: {got} vs {want}"
+            );
             exact += (got == want) as usize;
         }
     }
@@ -260,6 +301,9 @@ fn tiny_conv_per_tensor_weights_int8_input() {
     assert_eq!(cg.pinned.bias[&conv.inputs[2]], B_CODES.to_vec());
 }
 
+/// Edits a tiny graph's nodes and initializers.
+type Edit = Box<dyn FnOnce(&mut Vec<pb::NodeProto>, &mut Vec<pb::TensorProto>)>;
+
 fn import_err(edit: impl FnOnce(&mut Vec<pb::NodeProto>, &mut Vec<pb::TensorProto>)) -> String {
     format!("{:#}", import(&conv_graph(edit)).unwrap_err())
 }
@@ -272,7 +316,7 @@ fn set_init(inits: &mut [pb::TensorProto], t: pb::TensorProto) {
 /// Malformed QDQ is refused, naming the node and the problem.
 #[test]
 fn malformed_qdq_is_refused() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<pb::NodeProto>, &mut Vec<pb::TensorProto>)>, &[&str])> = vec![
+    let cases: Vec<(&str, Edit, &[&str])> = vec![
         (
             "zero scale",
             Box::new(|_, i| set_init(i, tensor("xs", DataType::Float, &[], &[], &[0.0]))),
@@ -304,7 +348,10 @@ fn malformed_qdq_is_refused() {
         (
             "per-channel activation",
             Box::new(|_, i| {
-                set_init(i, tensor("ys", DataType::Float, &[3], &[], &[0.1, 0.2, 0.3]));
+                set_init(
+                    i,
+                    tensor("ys", DataType::Float, &[3], &[], &[0.1, 0.2, 0.3]),
+                );
                 set_init(i, tensor("yz", DataType::Int8, &[3], &[0, 0, 0], &[]));
             }),
             &["c_q", "per-channel quantization of an activation"],
@@ -353,11 +400,25 @@ fn asymmetric_weights_drop_their_pin() {
 #[test]
 fn passes_keep_pins_true() {
     let bn = |n: &mut Vec<pb::NodeProto>, i: &mut Vec<pb::TensorProto>| {
-        for (name, v) in [("g", [2.0f32, 1.0, 0.5]), ("be", [0.1, 0.0, -0.1]), ("mu", [0.0; 3]), ("var", [1.0; 3])] {
+        for (name, v) in [
+            ("g", [2.0f32, 1.0, 0.5]),
+            ("be", [0.1, 0.0, -0.1]),
+            ("mu", [0.0; 3]),
+            ("var", [1.0; 3]),
+        ] {
             i.push(tensor(name, DataType::Float, &[3], &[], &v));
         }
         n[4].output[0] = "c0".into();
-        n.insert(5, node("BatchNormalization", "bn", &["c0", "g", "be", "mu", "var"], &["c"], vec![]));
+        n.insert(
+            5,
+            node(
+                "BatchNormalization",
+                "bn",
+                &["c0", "g", "be", "mu", "var"],
+                &["c"],
+                vec![],
+            ),
+        );
     };
     let cg = import(&conv_graph(bn)).unwrap();
     assert_eq!(cg.nodes.len(), 1, "BatchNorm folds into the conv");
@@ -409,7 +470,10 @@ fn onnx_of(key: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} is absent (set STRIX_BENCH_MODELS)", p.display());
+        eprintln!(
+            "SKIPPED: {} is absent (set STRIX_BENCH_MODELS)",
+            p.display()
+        );
         None
     }
 }
@@ -448,9 +512,16 @@ fn inputs(c: &Case, m: &Model) -> Vec<(String, Vec<f32>, Vec<i8>)> {
     c.images
         .iter()
         .map(|img| {
-            let x = strix_tools::media::load_input(&images.join(img), &m.meta.input, &shape).unwrap();
-            let codes: Vec<i8> = x.iter().map(|&v| quantize_one(v, 1.0 / q.scale, q.zero_point)).collect();
-            let snapped = codes.iter().map(|&c| (c as i32 - q.zero_point) as f32 * q.scale).collect();
+            let x =
+                strix_tools::media::load_input(&images.join(img), &m.meta.input, &shape).unwrap();
+            let codes: Vec<i8> = x
+                .iter()
+                .map(|&v| quantize_one(v, 1.0 / q.scale, q.zero_point))
+                .collect();
+            let snapped = codes
+                .iter()
+                .map(|&c| (c as i32 - q.zero_point) as f32 * q.scale)
+                .collect();
             let name = img.split('.').next().unwrap().to_string();
             (name, snapped, codes)
         })
@@ -520,9 +591,10 @@ fn cut_at(onnx: &Path, m: &Model, name: &str) -> (Model, Quant) {
     cg.outputs = vec![v];
     cg.remove_dead();
     let q = cg.pinned.act[&v];
-    let mut b = strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
-        .unwrap()
-        .builder;
+    let mut b =
+        strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
+            .unwrap()
+            .builder;
     strix_runtime::plan::plan(&mut b.g, true);
     (Model::new(m.meta.clone(), b.g, b.c).unwrap(), q)
 }
@@ -531,11 +603,15 @@ fn compare(c: &Case) -> Option<Vec<Compared>> {
     let onnx = onnx_of(c.key)?;
     let dir = scratch(c.key);
     let m = compile(c.key, &onnx, &dir);
-    let exp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data().join(format!("{}.json", c.key))).unwrap())
-            .unwrap();
+    let exp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data().join(format!("{}.json", c.key))).unwrap(),
+    )
+    .unwrap();
     let oq = &exp["output_quant_uint8"];
-    let (scale, zp) = (oq["scale"].as_f64().unwrap() as f32, oq["zero_point"].as_i64().unwrap() as i32);
+    let (scale, zp) = (
+        oq["scale"].as_f64().unwrap() as f32,
+        oq["zero_point"].as_i64().unwrap() as i32,
+    );
     let stride = exp["stride"].as_u64().unwrap() as usize;
     let mut out = vec![];
     for (name, x, codes) in inputs(c, &m) {
@@ -623,8 +699,16 @@ fn mobilenet_v2_matches_onnxruntime() {
     let Some(cmp) = compare(c) else { return };
     let (mut n, mut eq, mut one, mut top1) = (0, 0, 0, 0);
     for r in &cmp {
-        let d: Vec<i32> = r.ort.iter().zip(&r.strix).map(|(a, b)| (a - b).abs()).collect();
-        let (e, o) = (d.iter().filter(|&&x| x == 0).count(), d.iter().filter(|&&x| x <= 1).count());
+        let d: Vec<i32> = r
+            .ort
+            .iter()
+            .zip(&r.strix)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
+        let (e, o) = (
+            d.iter().filter(|&&x| x == 0).count(),
+            d.iter().filter(|&&x| x <= 1).count(),
+        );
         let (best_o, best_s) = (argmax(&r.ort), argmax(&r.strix));
         let mut sorted = r.ort.clone();
         sorted.sort_unstable();
@@ -643,7 +727,11 @@ fn mobilenet_v2_matches_onnxruntime() {
             d.iter().max().unwrap(),
         );
         assert!(cos > 0.98, "{}: cosine {cos}", r.name);
-        assert!(cos_sf > cos_of - 0.005, "{}: Strix {cos_sf} vs ORT {cos_of}", r.name);
+        assert!(
+            cos_sf > cos_of - 0.005,
+            "{}: Strix {cos_sf} vs ORT {cos_of}",
+            r.name
+        );
         if margin > 10 {
             assert_eq!(best_o, best_s, "{}: clear top-1", r.name);
         }
@@ -657,7 +745,11 @@ fn mobilenet_v2_matches_onnxruntime() {
                 d.len(),
                 d.iter().max().unwrap()
             );
-            assert!(e * 100 >= 99 * d.len() && d.iter().all(|&x| x <= 1), "{}: first conv", r.name);
+            assert!(
+                e * 100 >= 99 * d.len() && d.iter().all(|&x| x <= 1),
+                "{}: first conv",
+                r.name
+            );
         }
         n += d.len();
         eq += e;
@@ -674,16 +766,24 @@ fn mobilenet_v2_matches_onnxruntime() {
 }
 
 /// YOLOv8n imports and runs on the file's quantization; its output (every
-/// 21st element) against ORT's int8: cosine printed, bounded below.
+/// 42nd element) against ORT's int8: cosine printed, bounded below.
 #[test]
 fn yolov8n_tracks_onnxruntime() {
     let c = &CASES[1];
     let Some(cmp) = compare(c) else { return };
     for r in &cmp {
         let zp = r.zp;
-        let d: Vec<i32> = r.ort.iter().zip(&r.strix).map(|(a, b)| (a - b).abs()).collect();
+        let d: Vec<i32> = r
+            .ort
+            .iter()
+            .zip(&r.strix)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
         let cos = cosine(&r.ort, &r.strix, zp);
-        let fp = r.fp32.as_ref().map(|f| (cosine(&r.strix, f, zp), cosine(&r.ort, f, zp)));
+        let fp = r
+            .fp32
+            .as_ref()
+            .map(|f| (cosine(&r.strix, f, zp), cosine(&r.ort, f, zp)));
         println!(
             "{}/{}: cosine {cos:.5} vs ORT int8 (vs fp32: Strix, ORT int8 {fp:.5?}), {}/{} equal, \
              {} within 1 step",
@@ -703,11 +803,20 @@ fn yolov8n_tracks_onnxruntime() {
 /// ignores them (identical output), while --recalibrate calibrates.
 #[test]
 fn mobilenet_v2_keeps_its_scales() {
-    let Some(onnx) = onnx_of("mobilenet_v2") else { return };
+    let Some(onnx) = onnx_of("mobilenet_v2") else {
+        return;
+    };
     let cg = strix_tools::onnx::import(&onnx).unwrap();
     let proto = strix_tools::onnx::load_proto(&onnx).unwrap();
     let init = |name: &str| {
-        let t = proto.graph.as_ref().unwrap().initializer.iter().find(|t| t.name == name).unwrap();
+        let t = proto
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap();
         strix_tools::onnx::tensor_from_proto(t).unwrap()
     };
     assert_eq!(
@@ -718,14 +827,26 @@ fn mobilenet_v2_keeps_its_scales() {
         }
     );
     let conv0 = &cg.nodes[0];
-    assert_eq!(cg.pinned.weights[&conv0.inputs[1]].scales, init("onnx::Conv_538_scale").as_f32());
-    let codes: Vec<i8> = init("onnx::Conv_538_quantized").as_i64().iter().map(|&c| c as i8).collect();
+    assert_eq!(
+        cg.pinned.weights[&conv0.inputs[1]].scales,
+        init("onnx::Conv_538_scale").as_f32()
+    );
+    let codes: Vec<i8> = init("onnx::Conv_538_quantized")
+        .as_i64()
+        .iter()
+        .map(|&c| c as i8)
+        .collect();
     assert_eq!(cg.pinned.weights[&conv0.inputs[1]].q, codes);
     // Every conv and the gemm are pinned, and every activation they read.
     let weighted = cg
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, strix_tools::ir::COp::Conv { .. } | strix_tools::ir::COp::Gemm { .. }))
+        .filter(|n| {
+            matches!(
+                n.op,
+                strix_tools::ir::COp::Conv { .. } | strix_tools::ir::COp::Gemm { .. }
+            )
+        })
         .count();
     assert_eq!(cg.pinned.weights.len(), weighted);
     assert_eq!(weighted, 53);
@@ -753,10 +874,14 @@ fn mobilenet_v2_keeps_its_scales() {
         std::fs::read(p).unwrap()
     };
     let plain = build(&[], false, "a.strix");
-    assert_eq!(plain, build(&calib, false, "b.strix"), "--calib changes nothing");
+    assert_eq!(
+        plain,
+        build(&calib, false, "b.strix"),
+        "--calib changes nothing"
+    );
     let re = build(&calib, true, "c.strix");
     assert_ne!(plain, re, "--recalibrate calibrates");
-    let m = Model::load(&dir.join("c.strix")).unwrap();
+    let m = Model::load(dir.join("c.strix")).unwrap();
     assert_ne!(input_quant(&m).scale, init("input_scale").as_f32()[0]);
 }
 
@@ -768,7 +893,11 @@ fn mobilenet_v2_keeps_its_scales() {
 fn dump_values() {
     let out = PathBuf::from(std::env::var("STRIX_QDQ_REF_DIR").unwrap()).join("dump");
     std::fs::create_dir_all(&out).unwrap();
-    let names: Vec<String> = std::env::var("STRIX_QDQ_DUMP").unwrap().split(',').map(String::from).collect();
+    let names: Vec<String> = std::env::var("STRIX_QDQ_DUMP")
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
     let onnx = onnx_of("mobilenet_v2").unwrap();
     let dir = scratch("dump");
     let m = compile("mobilenet_v2", &onnx, &dir);
@@ -776,15 +905,25 @@ fn dump_values() {
     let mut cg = strix_tools::onnx::import(&onnx).unwrap();
     cg.outputs = names
         .iter()
-        .map(|n| cg.values.iter().position(|v| &v.name == n).unwrap_or_else(|| panic!("{n}")))
+        .map(|n| {
+            cg.values
+                .iter()
+                .position(|v| &v.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        })
         .collect();
     cg.remove_dead();
-    let mut b = strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
-        .unwrap()
-        .builder;
+    let mut b =
+        strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
+            .unwrap()
+            .builder;
     strix_runtime::plan::plan(&mut b.g, true);
     let mm = Model::new(m.meta.clone(), b.g, b.c).unwrap();
-    for (i, (y, shape)) in strix_tools::run_values(&mm, &x).unwrap().into_iter().enumerate() {
+    for (i, (y, shape)) in strix_tools::run_values(&mm, &x)
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
         strix_tools::media::write_npy(&out.join(format!("{i}.npy")), &shape, &y).unwrap();
     }
 }
