@@ -927,3 +927,52 @@ fn dump_values() {
         strix_tools::media::write_npy(&out.join(format!("{i}.npy")), &shape, &y).unwrap();
     }
 }
+
+/// A model that quantizes only some tensors needs --calib for the others,
+/// and says which; with samples it converts (pins kept where given).
+#[test]
+fn partial_pins_need_calibration() {
+    use prost::Message;
+    // Conv -> Add(c, c) -> Q/DQ -> y: the conv's output (read by the int8
+    // add) has no pair.
+    let m = conv_graph(|n, _| {
+        n.truncate(5);
+        n.push(node("Add", "add", &["c", "c"], &["a"], vec![]));
+        n.push(node(
+            "QuantizeLinear",
+            "a_q",
+            &["a", "ys", "yz"],
+            &["aq"],
+            vec![],
+        ));
+        n.push(node(
+            "DequantizeLinear",
+            "a_dq",
+            &["aq", "ys", "yz"],
+            &["y"],
+            vec![],
+        ));
+    });
+    let dir = scratch("partial");
+    let onnx = dir.join("partial.onnx");
+    std::fs::write(&onnx, m.encode_to_vec()).unwrap();
+    let npy = dir.join("x.npy");
+    let x: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.1).collect();
+    strix_tools::media::write_npy(&npy, &[1, 2, 4, 4], &x).unwrap();
+    let build = |calib: &[PathBuf]| {
+        strix_tools::convert_with(
+            &onnx,
+            calib,
+            &dir.join("p.strix"),
+            None,
+            Method::Minmax,
+            false,
+            false,
+            strix_tools::ConvertOptions::default(),
+        )
+    };
+    let e = format!("{:#}", build(&[]).unwrap_err());
+    assert!(e.contains("need calibration samples (--calib): c"), "{e}");
+    let m = build(&[npy]).unwrap();
+    assert_eq!(input_quant(&m).scale, X_SCALE, "the input keeps its pin");
+}
