@@ -156,7 +156,11 @@ pub(crate) fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
 /// output channel; a pinned weight comes with a pinned bias (int32, scale =
 /// input scale x weight scale, as TFLite and ONNX QDQ define it) and a
 /// pinned input. Graph passes that rewrite weights or values must drop or
-/// update the pins; the TFLite importer runs none.
+/// update the pins: the TFLite importer runs none; on ONNX QDQ imports
+/// ([`crate::qdq`]) equalization and dead-channel removal do not run and
+/// `check-pins` ([`crate::passes::check_pins`]) drops the pins a rewrite
+/// invalidated. An op that keeps its input's quantization but whose output
+/// is pinned to another runs in f32 ([`pinned_requant_nodes`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pinned {
     /// Activations (and graph inputs) by value.

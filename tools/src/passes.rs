@@ -3,7 +3,8 @@
 //! 1. **import** ([`crate::onnx::import`]): each ONNX node through its op
 //!    module ([`crate::ops`]); the rewrites that need the ONNX graph happen
 //!    there (constant folding, BatchNorm into Conv, Relu/Clip into their
-//!    producer, Identity/Dropout/Cast dropped);
+//!    producer, Identity/Dropout/Cast dropped; QDQ pairs become the pinned
+//!    quantization of an already-quantized model, [`crate::qdq`]);
 //! 2. [`IMPORT_PASSES`] on the imported graph (run by the import itself, so
 //!    every caller of [`crate::onnx::import`] gets the same graph);
 //! 3. [`GRAPH_PASSES`] (run by `convert`; `convert --prune` runs

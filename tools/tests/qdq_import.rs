@@ -341,6 +341,32 @@ fn malformed_qdq_is_refused() {
             &["x_dq", "differs from that of QuantizeLinear 'x_q'"],
         ),
         (
+            "a value quantized twice differently",
+            Box::new(|n, _| {
+                n.insert(
+                    2,
+                    node(
+                        "QuantizeLinear",
+                        "x_q2",
+                        &["x", "ys", "yz"],
+                        &["xq2"],
+                        vec![],
+                    ),
+                );
+                n.insert(
+                    3,
+                    node(
+                        "DequantizeLinear",
+                        "x_dq2",
+                        &["xq2", "ys", "yz"],
+                        &["xd2"],
+                        vec![],
+                    ),
+                );
+            }),
+            &["x_dq2", "'x' is quantized twice differently", "by 'x_dq'"],
+        ),
+        (
             "int16 activations",
             Box::new(|_, i| set_init(i, tensor("yz", DataType::Int16, &[], &[0], &[]))),
             &["c_q", "Int16", "int8 and uint8"],
