@@ -876,6 +876,34 @@ fn mobilenet_v2_keeps_its_scales() {
         .count();
     assert_eq!(cg.pinned.weights.len(), weighted);
     assert_eq!(weighted, 53);
+    // Equalization leaves a pinned graph alone. (The pins' clamps already
+    // keep it off these convs: lift them, so that only the rule is tested;
+    // the control without pins shows it would rescale.)
+    let mut unclamped = cg.clone();
+    for n in &mut unclamped.nodes {
+        if let strix_tools::ir::COp::Conv { act, .. } = &mut n.op {
+            *act = strix_tools::ir::Act::NONE;
+        }
+    }
+    let passes = |mut g: strix_tools::ir::CGraph| {
+        strix_tools::passes::run_graph_passes(&mut g, &Default::default()).unwrap();
+        g
+    };
+    let consts = |g: &strix_tools::ir::CGraph| -> Vec<_> {
+        g.values.iter().map(|v| v.konst.clone()).collect()
+    };
+    let after = passes(unclamped.clone());
+    assert!(after.pinned == cg.pinned, "the pins changed");
+    assert!(
+        consts(&after) == consts(&unclamped),
+        "a pinned graph was rescaled"
+    );
+    let mut unpinned = unclamped.clone();
+    unpinned.pinned = Default::default();
+    assert!(
+        consts(&passes(unpinned)) != consts(&unclamped),
+        "control: CLE rescales"
+    );
 
     let dir = scratch("calib");
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/images");
