@@ -15,6 +15,7 @@ pub mod onnx;
 mod ops;
 pub mod passes;
 pub mod prune;
+pub mod qdq;
 pub mod report;
 pub mod sign;
 pub mod tflite;
@@ -54,6 +55,9 @@ pub struct ConvertOptions {
     pub int8: lower::Int8Options,
     pub passes: Passes,
     pub overrides: config::Overrides,
+    /// Ignore the quantization an already-quantized model (ONNX QDQ) brings
+    /// and calibrate on the samples instead (`--recalibrate`).
+    pub recalibrate: bool,
 }
 
 impl From<lower::Int8Options> for ConvertOptions {
@@ -108,11 +112,18 @@ pub fn convert_with(
         int8: opts,
         passes,
         overrides,
+        recalibrate,
     } = opts.into();
     let resolved = config::resolve(config, onnx_path, &overrides)?;
     let meta = resolved.meta;
     let mut cg = onnx::import_with(onnx_path, &resolved.import)
         .with_context(|| format!("importing {}", onnx_path.display()))?;
+    if !cg.pinned.is_empty() && recalibrate {
+        eprintln!(
+            "note: --recalibrate: ignoring the model's own quantization (QDQ), calibrating on the samples"
+        );
+        cg.pinned = Default::default();
+    }
     crate::passes::run_graph_passes(
         &mut cg,
         &crate::passes::PassOptions {
@@ -127,8 +138,11 @@ pub fn convert_with(
             cg.inputs.len()
         );
     }
-    if calib.is_empty() && !fp32 {
+    if calib.is_empty() && !fp32 && cg.pinned.is_empty() {
         bail!("int8 conversion needs calibration samples (--calib), or use --fp32");
+    }
+    if report && calib.is_empty() && !fp32 {
+        bail!("--report compares layers on the first --calib sample: give --calib");
     }
     // Samples feed the first input (an f32 build only checks that they load).
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
@@ -145,10 +159,45 @@ pub fn convert_with(
         }
         b
     } else {
-        let pb = bar(2 * samples.len() as u64, "calibrating");
-        let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
-        pb.finish_and_clear();
-        let lowered = lower::lower_int8(&cg, &stats, method, &opts)?;
+        // An already-quantized model needs no calibration when the file
+        // quantizes every tensor the int8 graph holds.
+        let pinned_only = if cg.pinned.is_empty() {
+            None
+        } else {
+            match lower::lower_int8(&cg, &Default::default(), method, &opts) {
+                Ok(l) => Some(l),
+                Err(e) if e.downcast_ref::<lower::MissingStats>().is_some() => None,
+                Err(e) => return Err(e),
+            }
+        };
+        let lowered =
+            match pinned_only {
+                Some(l) => {
+                    if !calib.is_empty() {
+                        eprintln!(
+                        "note: the model's own quantization (QDQ) is used; the --calib samples \
+                         only feed --report (--recalibrate calibrates on them instead)"
+                    );
+                    }
+                    l
+                }
+                None => {
+                    if calib.is_empty() {
+                        let missing = qdq::unpinned(&cg);
+                        bail!(
+                        "the model quantizes only some tensors: {} have no quantization in the \
+                         file and need calibration samples (--calib): {}{}",
+                        missing.len(),
+                        missing.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                        if missing.len() > 10 { ", ..." } else { "" }
+                    );
+                    }
+                    let pb = bar(2 * samples.len() as u64, "calibrating");
+                    let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
+                    pb.finish_and_clear();
+                    lower::lower_int8(&cg, &stats, method, &opts)?
+                }
+            };
         if report {
             println!(
                 "{:<40} {:<10} {:>10} {:>10}",
@@ -226,6 +275,14 @@ pub fn convert_pruned_with(
             "models with {} inputs are not supported by convert yet (one input)",
             cg.inputs.len()
         );
+    }
+    if !cg.pinned.is_empty() {
+        // Pruning rewrites weights and searches quantizations itself.
+        eprintln!(
+            "note: --prune: the model's own quantization (QDQ) is dropped; pruned candidates \
+             are calibrated on the --calib samples"
+        );
+        cg.pinned = Default::default();
     }
     // Not `equalize` yet: the search equalizes each int8 candidate itself.
     let pass_opts = crate::passes::PassOptions {

@@ -156,7 +156,11 @@ pub(crate) fn act_bounds(act: Act, q: Quant) -> (i8, i8) {
 /// output channel; a pinned weight comes with a pinned bias (int32, scale =
 /// input scale x weight scale, as TFLite and ONNX QDQ define it) and a
 /// pinned input. Graph passes that rewrite weights or values must drop or
-/// update the pins; the TFLite importer runs none.
+/// update the pins: the TFLite importer runs none; on ONNX QDQ imports
+/// ([`crate::qdq`]) equalization and dead-channel removal do not run and
+/// `check-pins` ([`crate::passes::check_pins`]) drops the pins a rewrite
+/// invalidated. An op that keeps its input's quantization but whose output
+/// is pinned to another runs in f32 ([`pinned_requant_nodes`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pinned {
     /// Activations (and graph inputs) by value.
@@ -244,6 +248,37 @@ impl Pinned {
         }
         Ok(())
     }
+}
+
+/// Nodes whose int8 form keeps its input's quantization (pools, reshapes,
+/// transposes, slices, gathers, resizes, pads: [`int8_same_quant`]) but
+/// whose output the file pins to another one (ONNX QDQ requantizes after a
+/// GlobalAveragePool, say): they run in f32 between a dequantization and a
+/// quantization at the pin, which rounds once, as the file does.
+pub fn pinned_requant_nodes(cg: &CGraph) -> HashSet<usize> {
+    use crate::ir::COp;
+    cg.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            matches!(
+                n.op,
+                COp::MaxPool { .. }
+                    | COp::AvgPool { .. }
+                    | COp::Reshape
+                    | COp::Transpose { .. }
+                    | COp::Slice { .. }
+                    | COp::Gather { .. }
+                    | COp::Resize { .. }
+                    | COp::Pad { .. }
+            )
+        })
+        .filter(|(_, n)| match cg.pinned.act.get(&n.output) {
+            Some(oq) => cg.pinned.act.get(&n.inputs[0]) != Some(oq),
+            None => false,
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Symmetric per-output-channel int8 weights: rows of `per` values.
@@ -499,6 +534,19 @@ pub(crate) struct Int8Cx<'a> {
     quant: Vec<Option<Quant>>,
 }
 
+/// The error of [`lower_int8`] on a value with neither calibration
+/// statistics nor a pin: callers with pins try without statistics first.
+#[derive(Debug)]
+pub struct MissingStats(pub String);
+
+impl std::fmt::Display for MissingStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no calibration statistics for '{}'", self.0)
+    }
+}
+
+impl std::error::Error for MissingStats {}
+
 impl Int8Cx<'_> {
     /// The int8 quantization of value `v`: pinned by the model file (see
     /// [`Pinned`]), else from its calibration statistics.
@@ -506,9 +554,10 @@ impl Int8Cx<'_> {
         if let Some(&q) = self.cg.pinned.act.get(&v) {
             return Ok(q);
         }
-        let s = self.stats.get(&v).ok_or_else(|| {
-            anyhow::anyhow!("no calibration statistics for '{}'", self.cg.values[v].name)
-        })?;
+        let s = self
+            .stats
+            .get(&v)
+            .ok_or_else(|| MissingStats(self.cg.values[v].name.clone()))?;
         let (lo, hi) = s.range(self.method);
         Ok(choose_quant(lo, hi))
     }
@@ -631,7 +680,9 @@ pub fn lower_int8(
         cx.f32_t[i] = Some(cx.b.act(&v.name, &v.shape, DType::F32, None));
     }
     cx.b.g.inputs = cg.inputs.iter().map(|&i| cx.f32_t[i].unwrap()).collect();
-    let (planned, f32out) = plan_precision(cg, &opts.keep_f32);
+    let mut keep_f32 = opts.keep_f32.clone();
+    keep_f32.extend(pinned_requant_nodes(cg));
+    let (planned, f32out) = plan_precision(cg, &keep_f32);
     // Runtime nodes whose weights are stored as f16 (from `opts.f16`).
     let mut f16_nodes = vec![];
     for (ni, n) in cg.nodes.iter().enumerate() {

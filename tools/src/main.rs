@@ -50,9 +50,14 @@ enum Cmd {
         /// DEQUANTIZE at the edges; int8 activations (per tensor), symmetric
         /// int8 weights (per channel or tensor), fused RELU/RELU6/RELU_N1_TO_1.
         /// Its NHWC image input becomes NCHW, as with --input-layout nhwc.
+        /// An already-quantized ONNX model in QDQ form (QuantizeLinear /
+        /// DequantizeLinear pairs: onnxruntime quantize_static, QAT exports)
+        /// keeps the file's scales, zero points and int8 weights too, and
+        /// needs --calib only for tensors the file leaves unquantized.
         model: PathBuf,
         /// Calibration samples: images (.jpg/.png/.bmp), 16 kHz WAV (.wav) or .npy tensors
-        /// (optional with --fp32, which calibrates nothing, and for .tflite models).
+        /// (optional with --fp32, which calibrates nothing, for .tflite models and for
+        /// fully quantized ONNX QDQ models).
         #[arg(long, num_args = 1..)]
         calib: Vec<PathBuf>,
         /// Output .strix file.
@@ -67,6 +72,10 @@ enum Cmd {
         /// Keep every layer in f32 (no quantization): a reference build.
         #[arg(long)]
         fp32: bool,
+        /// ONNX QDQ models: ignore the file's quantization and calibrate on
+        /// --calib as for an fp32 model (the weights are the dequantized ones).
+        #[arg(long)]
+        recalibrate: bool,
         /// Print each layer's int8-vs-f32 error on the first calibration sample.
         #[arg(long)]
         report: bool,
@@ -354,11 +363,20 @@ fn main() {
                 .map(|_| ())
         })(),
         Cmd::Convert {
-            calib, fp32: false, ..
-        } if calib.is_empty() => Err(anyhow::anyhow!(
-            "int8 conversion needs calibration samples (--calib), or use --fp32 \
-             (only an int8 .tflite model needs none)"
-        )),
+            ref model,
+            ref calib,
+            fp32: false,
+            prune,
+            recalibrate,
+            ..
+        } if calib.is_empty()
+            && (prune || recalibrate || !strix_tools::qdq::is_qdq_file(model).unwrap_or(false)) =>
+        {
+            Err(anyhow::anyhow!(
+                "int8 conversion needs calibration samples (--calib), or use --fp32 \
+                 (only an int8 .tflite model or an ONNX QDQ model needs none)"
+            ))
+        }
         Cmd::Convert {
             model,
             calib,
@@ -440,6 +458,7 @@ fn main() {
             board: Some(board),
             rknn_python,
             model_flags,
+            recalibrate,
             ..
         } => describe_model(&model, config.as_deref(), &model_flags).and_then(|overrides| {
             strix_tools::npu::convert_for_board(
@@ -459,6 +478,7 @@ fn main() {
                         equalize: !no_cle,
                     },
                     overrides,
+                    recalibrate,
                 },
                 &board,
                 &rknn_python.unwrap_or_else(default_rknn_python),
@@ -478,6 +498,7 @@ fn main() {
             keep_dead_channels,
             no_cle,
             model_flags,
+            recalibrate,
             ..
         } => describe_model(&model, config.as_deref(), &model_flags).and_then(|overrides| {
             convert_with(
@@ -499,6 +520,7 @@ fn main() {
                         equalize: !no_cle,
                     },
                     overrides,
+                    recalibrate,
                 },
             )
             .map(|_| ())

@@ -195,6 +195,8 @@ pub(crate) struct Importer {
     pub(crate) opset: i64,
     /// Remaining readers of each ONNX value name (for fusion decisions).
     readers: HashMap<String, usize>,
+    /// QDQ bookkeeping (already-quantized models, see [`crate::qdq`]).
+    pub(crate) qdq: crate::qdq::QdqState,
 }
 
 /// Imports an ONNX file as it is (see [`import_with`] to pin dynamic
@@ -470,7 +472,9 @@ pub fn import_proto(model: &pb::ModelProto, path: &Path) -> Result<CGraph> {
         by_name: HashMap::new(),
         opset: opset(model),
         readers: HashMap::new(),
+        qdq: Default::default(),
     };
+    imp.qdq.scan(graph);
     for n in &graph.node {
         for i in &n.input {
             *imp.readers.entry(i.clone()).or_default() += 1;
@@ -518,6 +522,9 @@ pub fn import_proto(model: &pb::ModelProto, path: &Path) -> Result<CGraph> {
             bail!("graph output '{}' is a constant: nothing to run", o.name);
         }
         imp.g.outputs.push(v);
+    }
+    for note in &imp.qdq.notes {
+        eprintln!("note: {note}");
     }
     let mut g = imp.g;
     crate::passes::run_import_passes(&mut g)?;
@@ -635,6 +642,15 @@ impl Importer {
             self.by_name.insert(o.clone(), input);
         }
     }
+    /// Readers of ONNX name `name` (as the file gives them).
+    pub(crate) fn readers_of(&self, name: &str) -> usize {
+        self.readers.get(name).copied().unwrap_or(0)
+    }
+    /// Sets the readers of `name`: a QDQ pair's output counts the readers
+    /// of the whole chain, so that fusion sees every reader of the value.
+    pub(crate) fn set_readers(&mut self, name: &str, n: usize) {
+        self.readers.insert(name.to_string(), n);
+    }
     /// Producer node of value `v` if it is fusible (single reader).
     pub(crate) fn fusible_producer(&self, v: usize, onnx_name: &str) -> Option<usize> {
         if self.readers.get(onnx_name).copied().unwrap_or(0) != 1 {
@@ -649,6 +665,9 @@ impl Importer {
             bail!("operators of domain '{}' are not supported", n.domain);
         }
         let op = n.op_type.as_str();
+        if matches!(op, "QuantizeLinear" | "DequantizeLinear") {
+            return crate::qdq::node(self, n);
+        }
         let def = ops::onnx_op(op);
         // Every translation and constant fold indexes the inputs it
         // needs: a node with fewer is refused here, not with a panic.
@@ -676,7 +695,13 @@ impl Importer {
             return Ok(());
         }
         match def.and_then(|d| d.import) {
-            Some(import) => import(self, n, &a),
+            Some(import) => {
+                import(self, n, &a)?;
+                if matches!(op, "Conv" | "Gemm" | "MatMul") {
+                    crate::qdq::pin_weights(self, n)?;
+                }
+                Ok(())
+            }
             None => bail!("unsupported operator {} (opset {})", op, self.opset),
         }
     }
