@@ -1215,10 +1215,7 @@ pub unsafe extern "C" fn strix_set_threads(
                 t => t as usize,
             };
             if n != c.session.threads() {
-                c.session = Session::with_npu(c.session.model(), n, &c.npu)
-                    .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
-                c.backend = backend_text(&c.session);
-                c.ran = false;
+                replace_session(c, n, c.npu.clone())?;
             }
             Ok(())
         })
@@ -1246,11 +1243,7 @@ pub unsafe extern "C" fn strix_set_npu(context: *mut strix_context, enabled: boo
                     enabled,
                     ..c.npu.clone()
                 };
-                c.session = Session::with_npu(c.session.model(), c.session.threads(), &npu)
-                    .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
-                c.npu = npu;
-                c.backend = backend_text(&c.session);
-                c.ran = false;
+                replace_session(c, c.session.threads(), npu)?;
             }
             Ok(())
         })
@@ -1277,6 +1270,18 @@ pub unsafe extern "C" fn strix_context_backend(
             Ok(())
         })
     })
+}
+
+/// Gives `c` a new session on `threads` threads using `npu` (buffers and
+/// workers replaced: the outputs are invalid until the next run). On failure
+/// the old session stays.
+fn replace_session(c: &mut strix_context, threads: usize, npu: crate::npu::NpuOptions) -> R<()> {
+    c.session = Session::with_npu(c.session.model(), threads, &npu)
+        .map_err(|e| fail(STRIX_E_INTERNAL, e.to_string()))?;
+    c.npu = npu;
+    c.backend = backend_text(&c.session);
+    c.ran = false;
+    Ok(())
 }
 
 /// Borrows the f32 buffer of input `index`, checking that `len` matches.

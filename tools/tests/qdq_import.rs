@@ -13,6 +13,9 @@
 //! /work/shared/models/bench): the tests that need them say so and pass
 //! when they are absent.
 
+mod common;
+use common::fnv1a;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use strix_kernels::reference::quantize_one;
@@ -552,15 +555,6 @@ fn inputs(c: &Case, m: &Model) -> Vec<(String, Vec<f32>, Vec<i8>)> {
             (name, snapped, codes)
         })
         .collect()
-}
-
-fn fnv1a(b: &[i8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &x in b {
-        h ^= x as u8 as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
 }
 
 /// Writes each case's input for `scripts/qdq-reference.py`; run by

@@ -10,6 +10,9 @@
 //! hash of its int8 input, so a change in Strix's preprocessing is caught
 //! here instead of silently comparing different inputs.
 
+mod common;
+use common::fnv1a;
+
 use std::path::{Path, PathBuf};
 use strix_kernels::reference::quantize_one;
 use strix_runtime::Model;
@@ -135,15 +138,6 @@ fn int8_input(c: &Case, m: &Model, x: &[f32]) -> (Vec<i8>, Vec<usize>) {
         }
     }
     (nhwc, vec![n, h, w, ch])
-}
-
-fn fnv1a(b: &[i8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &x in b {
-        h ^= x as u8 as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
 }
 
 /// Writes each case's int8 input (NHWC, as f32 codes) for

@@ -169,24 +169,10 @@ impl<'a> Importer<'a> {
 
     /// Activation `p` (of tensor `t`) in NCHW order.
     fn nchw(&mut self, p: Placed, t: usize) -> Result<usize> {
-        let shape = self.g.values[p.value].shape.clone();
-        if p.nchw || shape.len() != 4 {
+        if p.nchw || self.g.values[p.value].shape.len() != 4 {
             return Ok(p.value);
         }
-        let q = act_quant(self.m, t)?;
-        let (n, h, w, c) = (shape[0], shape[1], shape[2], shape[3]);
-        let base = format!("{}#nchw", self.g.values[p.value].name);
-        let v = self.act_value(&base, vec![n, c, h, w], q);
-        let name = self.g.values[v].name.clone();
-        let op = if h * w == 1 || c == 1 {
-            COp::Reshape
-        } else {
-            COp::Transpose {
-                perm: vec![0, 3, 1, 2],
-            }
-        };
-        self.node(&name, op, vec![p.value], v);
-        Ok(v)
+        self.relayout(p.value, t, [0, 3, 1, 2], "nchw")
     }
 
     /// Activation `p` (of tensor `t`) in TFLite's own (NHWC) memory order.
@@ -194,21 +180,30 @@ impl<'a> Importer<'a> {
         if !p.nchw {
             return Ok(p.value);
         }
-        let shape = self.g.values[p.value].shape.clone();
+        self.relayout(p.value, t, [0, 2, 3, 1], "nhwc")
+    }
+
+    /// A new value holding 4-D `v` permuted by `perm`, with tensor `t`'s
+    /// quantization: a Reshape when only size-1 axes move, else a Transpose.
+    fn relayout(&mut self, v: usize, t: usize, perm: [usize; 4], tag: &str) -> Result<usize> {
+        let shape = self.g.values[v].shape.clone();
         let q = act_quant(self.m, t)?;
-        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-        let base = format!("{}#nhwc", self.g.values[p.value].name);
-        let v = self.act_value(&base, vec![n, h, w, c], q);
-        let name = self.g.values[v].name.clone();
-        let op = if h * w == 1 || c == 1 {
+        let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+        let base = format!("{}#{tag}", self.g.values[v].name);
+        let out = self.act_value(&base, out_shape, q);
+        let name = self.g.values[out].name.clone();
+        // The bytes stay where they are when the axes longer than 1 keep
+        // their order (e.g. one channel, or a 1x1 map).
+        let kept: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] != 1).collect();
+        let op = if kept.is_sorted() {
             COp::Reshape
         } else {
             COp::Transpose {
-                perm: vec![0, 2, 3, 1],
+                perm: perm.to_vec(),
             }
         };
-        self.node(&name, op, vec![p.value], v);
-        Ok(v)
+        self.node(&name, op, vec![v], out);
+        Ok(out)
     }
 
     /// The output tensor of operator `oi`, checked to be one int8 tensor;
