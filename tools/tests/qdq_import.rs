@@ -14,7 +14,7 @@
 //! when they are absent.
 
 mod common;
-use common::fnv1a;
+use common::{fnv1a, lower_pinned};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -244,12 +244,7 @@ fn tiny_conv_pins_the_file_quantization() {
     // Lowered without statistics: the int8 conv computes, per output, the
     // integer arithmetic the file defines (within one step of the float
     // rounding of the requantization).
-    let lowered =
-        strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
-            .unwrap();
-    let mut b = lowered.builder;
-    strix_runtime::plan::plan(&mut b.g, true);
-    let m = Model::new(Default::default(), b.g, b.c).unwrap();
+    let m = lower_pinned(&cg, Default::default());
     let xcodes: Vec<i32> = (0..32).map(|i| i * 37 % 256).collect(); // uint8
     let xf: Vec<f32> = xcodes
         .iter()
@@ -611,12 +606,7 @@ fn cut_at(onnx: &Path, m: &Model, name: &str) -> (Model, Quant) {
     cg.outputs = vec![v];
     cg.remove_dead();
     let q = cg.pinned.act[&v];
-    let mut b =
-        strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
-            .unwrap()
-            .builder;
-    strix_runtime::plan::plan(&mut b.g, true);
-    (Model::new(m.meta.clone(), b.g, b.c).unwrap(), q)
+    (lower_pinned(&cg, m.meta.clone()), q)
 }
 
 fn compare(c: &Case) -> Option<Vec<Compared>> {
@@ -961,12 +951,7 @@ fn dump_values() {
         })
         .collect();
     cg.remove_dead();
-    let mut b =
-        strix_tools::lower::lower_int8(&cg, &HashMap::new(), Method::Minmax, &Default::default())
-            .unwrap()
-            .builder;
-    strix_runtime::plan::plan(&mut b.g, true);
-    let mm = Model::new(m.meta.clone(), b.g, b.c).unwrap();
+    let mm = lower_pinned(&cg, m.meta.clone());
     for (i, (y, shape)) in strix_tools::run_values(&mm, &x)
         .unwrap()
         .into_iter()

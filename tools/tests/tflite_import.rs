@@ -11,7 +11,7 @@
 //! here instead of silently comparing different inputs.
 
 mod common;
-use common::fnv1a;
+use common::{fnv1a, lower_pinned};
 
 use std::path::{Path, PathBuf};
 use strix_kernels::reference::quantize_one;
@@ -208,16 +208,7 @@ fn outputs_match_litert() {
         let lq = cg.pinned.act[&logit_v];
         cg.outputs = vec![logit_v];
         cg.remove_dead();
-        let mut b = strix_tools::lower::lower_int8(
-            &cg,
-            &Default::default(),
-            strix_tools::calib::Method::Minmax,
-            &Default::default(),
-        )
-        .unwrap()
-        .builder;
-        strix_runtime::plan::plan(&mut b.g, true);
-        let ml = Model::new(m.meta.clone(), b.g, b.c).unwrap();
+        let ml = lower_pinned(&cg, m.meta.clone());
 
         let exp = expectations(c.key);
         let out_q = &exp["output_quant"];
@@ -628,16 +619,7 @@ fn synthetic_model_matches_litert() {
         .iter()
         .map(|&v| cg.values[v].shape.clone())
         .collect();
-    let mut b = strix_tools::lower::lower_int8(
-        &cg,
-        &Default::default(),
-        strix_tools::calib::Method::Minmax,
-        &Default::default(),
-    )
-    .unwrap()
-    .builder;
-    strix_runtime::plan::plan(&mut b.g, true);
-    let m = Model::new(Default::default(), b.g, b.c).unwrap();
+    let m = lower_pinned(&cg, Default::default());
     let (mut halves, mut out_equal, mut out_total) = (0, 0, 0);
     for e in exp["cases"].as_array().unwrap() {
         let codes_in = codes(&e["input"]);

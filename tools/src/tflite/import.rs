@@ -115,6 +115,26 @@ fn positive(v: i32, name: &str, what: &str) -> Result<usize> {
         .ok_or_else(|| anyhow!("{what}: {name} {v} must be at least 1"))
 }
 
+/// `(pad_top, pad_left, out_h, out_w)` of a conv or pool window over an
+/// `ih` x `iw` input with TFLite's padding (SAME pads like ONNX's
+/// SAME_UPPER: the odd pixel at the end).
+fn window(
+    padding: Padding,
+    ih: usize,
+    iw: usize,
+    k: [usize; 2],
+    strides: &[usize; 2],
+    dil: &[usize; 2],
+    what: &str,
+) -> Result<(usize, usize, usize, usize)> {
+    let auto = match padding {
+        Padding::Same => "SAME_UPPER",
+        Padding::Valid => "VALID",
+    };
+    crate::ops::conv::conv_out(auto, ih, iw, k[0], k[1], strides, dil, &[])
+        .with_context(|| what.to_string())
+}
+
 impl<'a> Importer<'a> {
     fn name(&mut self, base: &str) -> String {
         let mut n = base.to_string();
@@ -497,13 +517,7 @@ impl<'a> Importer<'a> {
                     positive(dh, "dilation_h", what)?,
                     positive(dw_, "dilation_w", what)?,
                 ];
-                let auto = match padding {
-                    Padding::Same => "SAME_UPPER",
-                    Padding::Valid => "VALID",
-                };
-                let (pt, pl, oh, ow) =
-                    crate::ops::conv::conv_out(auto, ih, iw, kh, kw, &strides, &dil, &[])
-                        .with_context(|| what.to_string())?;
+                let (pt, pl, oh, ow) = window(padding, ih, iw, [kh, kw], &strides, &dil, what)?;
                 let geom = ConvGeometry {
                     in_c,
                     in_h: ih,
@@ -703,13 +717,7 @@ impl<'a> Importer<'a> {
                     positive(stride_h, "stride_h", what)?,
                     positive(stride_w, "stride_w", what)?,
                 ];
-                let auto = match padding {
-                    Padding::Same => "SAME_UPPER",
-                    Padding::Valid => "VALID",
-                };
-                let (pt, pl, oh, ow) =
-                    crate::ops::conv::conv_out(auto, xs[2], xs[3], k[0], k[1], &s, &[1, 1], &[])
-                        .with_context(|| what.to_string())?;
+                let (pt, pl, oh, ow) = window(padding, xs[2], xs[3], k, &s, &[1, 1], what)?;
                 self.check_shape(yt, &[xs[0], oh, ow, xs[1]], what)?;
                 let geom = PoolGeometry {
                     channels: xs[0] * xs[1],

@@ -11,3 +11,22 @@ pub fn fnv1a(b: &[i8]) -> String {
     }
     format!("{h:016x}")
 }
+
+/// The int8 model of a fully pinned graph (an imported TFLite or QDQ
+/// model): lowered from its pins alone (no statistics), planned, validated.
+/// Panics (the test fails) if any step refuses it.
+pub fn lower_pinned(
+    cg: &strix_tools::ir::CGraph,
+    meta: strix_runtime::meta::ModelMeta,
+) -> strix_runtime::Model {
+    let mut b = strix_tools::lower::lower_int8(
+        cg,
+        &Default::default(),
+        strix_tools::calib::Method::Minmax,
+        &Default::default(),
+    )
+    .expect("lowering the pinned graph")
+    .builder;
+    strix_runtime::plan::plan(&mut b.g, true);
+    strix_runtime::Model::new(meta, b.g, b.c).expect("the lowered graph validates")
+}
