@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 # Every stride-th output element is kept: YOLOv8n's 1x84x2100 output would
 # make a large file.
-STRIDES = {"mobilenet_v2": 1, "yolov8n": 42}
+STRIDES = {"mobilenet_v2": 1, "yolov8n": 42, "fastestdet": 1}
 # One early layer per model whose codes are kept too (every 97th, first two
 # samples), for a per-layer check before rounding differences compound.
 LAYERS = {"mobilenet_v2": "/features/features.0/features.0.2/Clip_output_0"}

@@ -4,7 +4,8 @@
 # the target dir (made only when missing), the inputs from Strix's own
 # preprocessing (snapped to the model's input quantization), then
 # scripts/qdq-reference.py. A dev tool: Strix never needs ONNX Runtime.
-# The models: $STRIX_BENCH_MODELS (default /work/shared/models/bench), made by
+# The models: tools/tests/data/qdq/<key>.int8.onnx when kept there (FastestDet),
+# else $STRIX_BENCH_MODELS (default /work/shared/models/bench); all made by
 # scripts/quantize_for_ort.py.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

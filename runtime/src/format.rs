@@ -185,6 +185,9 @@ struct Entry<'a> {
     raw_len: u64,
 }
 
+/// A parsed file: everything [`read_all`] returns, owning its data.
+pub type Parts = (ModelMeta, Graph, Consts, Option<crate::npu::NpuPart>);
+
 /// Parses and checks a container; returns its parts (the graph not yet validated).
 ///
 /// Memory: besides `bytes`, at most [`inflate_budget`]`(bytes.len())` bytes
@@ -199,8 +202,7 @@ pub fn read(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts)> {
 /// A model's parts and its NPU part (`RKNN` section) if it has one
 /// ([`read`]'s checks; the NPU part is decoded, not yet checked against the
 /// graph: [`crate::npu::NpuPart::check`]).
-#[allow(clippy::type_complexity)]
-pub fn read_all(bytes: &[u8]) -> Result<(ModelMeta, Graph, Consts, Option<crate::npu::NpuPart>)> {
+pub fn read_all(bytes: &[u8]) -> Result<Parts> {
     if bytes.len() < HEADER {
         return Err(Error::Format(format!(
             "{} bytes is shorter than the 64-byte header",

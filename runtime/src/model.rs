@@ -76,7 +76,14 @@ impl Model {
     /// [`Model::from_bytes`] prepared as `opts` says.
     pub fn from_bytes_with(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
         runnable(opts.isa)?;
-        let (meta, graph, consts, npu) = format::read_all(bytes)?;
+        Model::from_parts(format::read_all(bytes)?, opts)
+    }
+
+    /// Builds the model from a parsed file's parts (the file's bytes may be
+    /// gone: preparing packs weights, so dropping the bytes first lowers the
+    /// load's peak memory by the file's size).
+    fn from_parts(parts: format::Parts, opts: &LoadOptions) -> Result<Self> {
+        let (meta, graph, consts, npu) = parts;
         let m = Model::new_with(meta, graph, consts, opts)?;
         match npu {
             Some(p) => m.with_npu_part(p),
@@ -148,7 +155,9 @@ impl Model {
         if bytes.len() as u64 > format::MAX_FILE_BYTES {
             return Err(too_big(bytes.len() as u64));
         }
-        Model::from_bytes_with(&bytes, opts)
+        let parts = format::read_all(&bytes)?;
+        drop(bytes);
+        Model::from_parts(parts, opts)
     }
 
     /// The same model running on another kernel path (tests compare paths).
