@@ -460,7 +460,10 @@ enum Kind {
     /// Same order as NCHW (NCHW or undefined format, no padding).
     Flat,
     Nhwc,
-    Nc1hwc2 { c1: usize, c2: usize },
+    Nc1hwc2 {
+        c1: usize,
+        c2: usize,
+    },
 }
 
 impl NativeLayout {
@@ -475,15 +478,28 @@ impl NativeLayout {
             1 => NativeType::F16,
             2 => NativeType::I8,
             3 => NativeType::U8,
-            t => return Err(format!("native tensor type {t} is not float32/float16/int8/uint8")),
+            t => {
+                return Err(format!(
+                    "native tensor type {t} is not float32/float16/int8/uint8"
+                ))
+            }
         };
         let (scale, zero_point) = match (ty, attr.qnt_type) {
             (NativeType::F32 | NativeType::F16, _) => (1.0, 0),
             (_, 0) => (1.0, 0),
             (_, 1) => ((-(attr.fl as f32)).exp2(), 0),
             (_, 2) if attr.scale.is_finite() && attr.scale > 0.0 => (attr.scale, attr.zp),
-            (_, 2) => return Err(format!("native quantization scale {} is not positive", attr.scale)),
-            (_, q) => return Err(format!("native quantization type {q} is not none/DFP/affine")),
+            (_, 2) => {
+                return Err(format!(
+                    "native quantization scale {} is not positive",
+                    attr.scale
+                ))
+            }
+            (_, q) => {
+                return Err(format!(
+                    "native quantization type {q} is not none/DFP/affine"
+                ))
+            }
         };
         let len: usize = shape.iter().product();
         let dims: Vec<usize> = attr.dims.iter().map(|&d| d as usize).collect();
@@ -597,11 +613,12 @@ impl NativeLayout {
     pub fn store(&self, src: &[f32], dst: &mut [u8]) {
         assert!(dst.len() >= self.bytes && src.len() == self.n * self.c * self.h * self.w);
         let inv = 1.0 / self.scale;
-        let q = |v: f32, lo: i32, hi: i32| ((v * inv).round() as i32 + self.zero_point).clamp(lo, hi);
+        let q =
+            |v: f32, lo: i32, hi: i32| ((v * inv).round() as i32 + self.zero_point).clamp(lo, hi);
         match self.ty {
-            NativeType::F32 => self.for_each(|o, i| {
-                dst[o * 4..o * 4 + 4].copy_from_slice(&src[i].to_ne_bytes())
-            }),
+            NativeType::F32 => {
+                self.for_each(|o, i| dst[o * 4..o * 4 + 4].copy_from_slice(&src[i].to_ne_bytes()))
+            }
             NativeType::F16 => self.for_each(|o, i| {
                 dst[o * 2..o * 2 + 2]
                     .copy_from_slice(&half::f16::from_f32(src[i]).to_bits().to_ne_bytes())
@@ -618,7 +635,10 @@ impl NativeLayout {
         let (s, z) = (self.scale, self.zero_point);
         match self.ty {
             NativeType::F32 => self.for_each(|o, i| {
-                put(i, f32::from_ne_bytes(src[o * 4..o * 4 + 4].try_into().expect("4 bytes")))
+                put(
+                    i,
+                    f32::from_ne_bytes(src[o * 4..o * 4 + 4].try_into().expect("4 bytes")),
+                )
             }),
             NativeType::F16 => self.for_each(|o, i| {
                 let b = u16::from_ne_bytes(src[o * 2..o * 2 + 2].try_into().expect("2 bytes"));

@@ -127,9 +127,7 @@ impl Api {
             })
         })();
         if let (Err(c), Err(m)) = (&copy, &mem) {
-            return Err(format!(
-                "{library} offers no I/O API Strix uses ({c}; {m})"
-            ));
+            return Err(format!("{library} offers no I/O API Strix uses ({c}; {m})"));
         }
         Ok(Api {
             init: sym(&lib, library, "rknn_init")?,
@@ -191,7 +189,6 @@ pub fn error_name(code: c_int) -> &'static str {
         _ => "unknown RKNN error code",
     }
 }
-
 
 /// Where one blob output goes in the arena.
 struct OutSlot {
@@ -535,8 +532,16 @@ impl Runner {
     ) -> std::result::Result<MemIo, MemSetupError> {
         let mut attrs = vec![];
         for (input, cmd, tensors) in [
-            (true, rknn_query_cmd::RKNN_QUERY_NATIVE_INPUT_ATTR, &part.inputs),
-            (false, rknn_query_cmd::RKNN_QUERY_NATIVE_OUTPUT_ATTR, &part.outputs),
+            (
+                true,
+                rknn_query_cmd::RKNN_QUERY_NATIVE_INPUT_ATTR,
+                &part.inputs,
+            ),
+            (
+                false,
+                rknn_query_cmd::RKNN_QUERY_NATIVE_OUTPUT_ATTR,
+                &part.outputs,
+            ),
         ] {
             for (i, &t) in tensors.iter().enumerate() {
                 let attr = self.attr(cmd, i).map_err(MemSetupError::Rknn)?;
@@ -551,9 +556,7 @@ impl Runner {
                     )));
                 }
                 let layout = NativeLayout::new(&NativeAttr::from_rknn(&attr), &tensor.shape)
-                    .map_err(|e| {
-                        MemSetupError::Unsupported(format!("blob {what} {i}: {e}"))
-                    })?;
+                    .map_err(|e| MemSetupError::Unsupported(format!("blob {what} {i}: {e}")))?;
                 attrs.push((input, t, attr, layout));
             }
         }

@@ -414,7 +414,11 @@ fn io_modes_and_native_layouts_equal_the_cpu_path() {
     for (native, o, want) in [
         (Native::Plain, opts(), None),
         (Native::Rk3588, opts(), None),
-        (Native::Rk3588, copy_opts(), Some("zero-copy disabled by the caller")),
+        (
+            Native::Rk3588,
+            copy_opts(),
+            Some("zero-copy disabled by the caller"),
+        ),
         (
             Native::Int16Out,
             opts(),
@@ -446,7 +450,9 @@ fn io_modes_and_native_layouts_equal_the_cpu_path() {
 fn the_exported_symbols_choose_the_io_api() {
     let (_g, _d) = setup();
     let Some((nomem, nocopy)) = library_variants() else {
-        eprintln!("SKIP the_exported_symbols_choose_the_io_api: static build (one double linked in)");
+        eprintln!(
+            "SKIP the_exported_symbols_choose_the_io_api: static build (one double linked in)"
+        );
         return;
     };
     let m = model(good_blob());
@@ -543,7 +549,8 @@ fn a_real_model_gives_the_cpu_outputs_in_both_io_modes() {
     let ins: Vec<TensorDesc> = g.inputs.iter().map(|&t| desc(t)).collect();
     let outs: Vec<TensorDesc> = g.outputs.iter().map(|&t| desc(t)).collect();
     assert!(
-        outs.iter().any(|t| t.dims.len() == 4 && t.dims[1] % 16 != 0),
+        outs.iter()
+            .any(|t| t.dims.len() == 4 && t.dims[1] % 16 != 0),
         "the test wants a 4-D output with channel padding in NC1HWC2"
     );
     // The whole graph is the NPU part; the double's stand-in runs the file itself.
@@ -573,7 +580,17 @@ fn a_real_model_gives_the_cpu_outputs_in_both_io_modes() {
             })
             .collect::<Vec<_>>()
     };
-    let want = outputs(&mut Session::with_npu(&m, 1, &NpuOptions { enabled: false, ..opts() }).unwrap());
+    let want = outputs(
+        &mut Session::with_npu(
+            &m,
+            1,
+            &NpuOptions {
+                enabled: false,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
     for (native, o) in [(Native::Rk3588, opts()), (Native::Rk3588, copy_opts())] {
         d.reset();
         d.set_native(native);
@@ -597,7 +614,10 @@ fn the_double_catches_zero_copy_contract_violations() {
     let (a, b) = (r.ctx(&mut blob), r.ctx(&mut blob));
     let caught = |what: &str| {
         let (n, last) = d.violations();
-        assert!(n > 0 && last.contains(what), "{what}: not caught ({n}: {last})");
+        assert!(
+            n > 0 && last.contains(what),
+            "{what}: not caught ({n}: {last})"
+        );
         d.reset();
         d.set_native(Native::Rk3588);
     };
@@ -616,29 +636,56 @@ fn the_double_catches_zero_copy_contract_violations() {
         let mo = (r.create_mem)(a, oa.size_with_stride);
         let mb = (r.create_mem)(b, oa.size_with_stride);
         ia.pass_through = 1;
-        expect("less than the native size_with_stride", (r.set_io_mem)(a, small, &mut ia));
+        expect(
+            "less than the native size_with_stride",
+            (r.set_io_mem)(a, small, &mut ia),
+        );
         expect("used with another context", (r.set_io_mem)(a, mb, &mut oa));
         let mut changed = oa;
         changed.fmt.0 = 0;
-        expect("is not the native attribute", (r.set_io_mem)(a, mo, &mut changed));
+        expect(
+            "is not the native attribute",
+            (r.set_io_mem)(a, mo, &mut changed),
+        );
         let mut plain = r.attr(a, 2, 0);
-        expect("is not the native attribute", (r.set_io_mem)(a, mo, &mut plain));
+        expect(
+            "is not the native attribute",
+            (r.set_io_mem)(a, mo, &mut plain),
+        );
         let mut foreign = oa;
         foreign.index = 3;
-        expect("is not one rknn_query returned", (r.set_io_mem)(a, mo, &mut foreign));
+        expect(
+            "is not one rknn_query returned",
+            (r.set_io_mem)(a, mo, &mut foreign),
+        );
         let mut no_pt = ia;
         no_pt.pass_through = 0;
         expect("without pass_through", (r.set_io_mem)(a, mi, &mut no_pt));
         assert_eq!((r.set_io_mem)(a, mi, &mut ia), 0);
-        expect("not bound by rknn_set_io_mem", (r.run)(a, std::ptr::null_mut()));
+        expect(
+            "not bound by rknn_set_io_mem",
+            (r.run)(a, std::ptr::null_mut()),
+        );
         assert_eq!((r.set_io_mem)(a, mo, &mut oa), 0);
-        expect("the two input APIs mixed", (r.inputs_set)(a, 1, std::ptr::NonNull::<u8>::dangling().as_ptr().cast()));
+        expect(
+            "the two input APIs mixed",
+            (r.inputs_set)(a, 1, std::ptr::NonNull::<u8>::dangling().as_ptr().cast()),
+        );
         assert_eq!((r.run)(a, std::ptr::null_mut()), 0, "{}", d.violations().1);
         assert_eq!((r.destroy_mem)(a, mo), 0);
-        expect("destroyed by rknn_destroy_mem", (r.run)(a, std::ptr::null_mut()));
+        expect(
+            "destroyed by rknn_destroy_mem",
+            (r.run)(a, std::ptr::null_mut()),
+        );
         expect("used after rknn_destroy_mem", (r.destroy_mem)(a, mo));
-        expect("used after rknn_destroy_mem", (r.set_io_mem)(a, mo, &mut oa));
-        expect("not a mem from rknn_create_mem", (r.destroy_mem)(a, (&mut oa as *mut _ as *mut u8).cast()));
+        expect(
+            "used after rknn_destroy_mem",
+            (r.set_io_mem)(a, mo, &mut oa),
+        );
+        expect(
+            "not a mem from rknn_create_mem",
+            (r.destroy_mem)(a, (&mut oa as *mut _ as *mut u8).cast()),
+        );
         (r.destroy_mem)(a, mi);
         (r.destroy_mem)(a, small);
         assert_eq!(d.violations().0, 0, "{}", d.violations().1);
