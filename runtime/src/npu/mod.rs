@@ -693,6 +693,79 @@ mod tests {
         assert!(NpuPart::decode(b"nonsense").is_err());
     }
 
+
+    fn attr(fmt: u32, dims: &[u32], ty: u32, w_stride: u32) -> NativeAttr {
+        NativeAttr {
+            fmt,
+            dims: dims.to_vec(),
+            n_elems: 0,
+            ty,
+            qnt_type: if ty == 2 { 2 } else { 0 },
+            fl: 0,
+            zp: -3,
+            scale: 0.5,
+            w_stride,
+            h_stride: 0,
+            size_with_stride: 0,
+        }
+    }
+
+    #[test]
+    fn native_nc1hwc2_with_padding_matches_the_reference_conversion() {
+        // [1, 5, 3, 2] stored as NC1HWC2 with C2 = 4 and W padded to 4.
+        let (n, c, h, w, c2, ws) = (1usize, 5usize, 3usize, 2usize, 4usize, 4usize);
+        let l = NativeLayout::new(&attr(2, &[1, 2, 3, 4, 4], 0, 0), &[n, c, h, w]).unwrap();
+        assert_eq!(l.bytes(), 2 * 3 * 4 * 4 * 4);
+        let x: Vec<f32> = (0..n * c * h * w).map(|v| v as f32).collect();
+        let mut buf = vec![0u8; l.bytes()];
+        l.store(&x, &mut buf);
+        // Without the W padding, the reference conversion reads the same values.
+        let native: Vec<f32> = buf
+            .chunks(4)
+            .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
+            .collect();
+        let unpadded: Vec<f32> = native
+            .chunks(ws * c2)
+            .flat_map(|row| row[..w * c2].to_vec())
+            .collect();
+        let mut back = vec![0f32; x.len()];
+        nc1hwc2_to_nchw(&unpadded, &mut back, n, c, h, w, c2).unwrap();
+        assert_eq!(back, x);
+        let mut got = vec![f32::NAN; x.len()];
+        l.load(&buf, |i, v| got[i] = v);
+        assert_eq!(got, x);
+    }
+
+    #[test]
+    fn native_nhwc_int8_quantizes_with_the_native_scale() {
+        // [1, 2, 1, 3] as NHWC int8 with rows padded to 4, scale 0.5, zp -3.
+        let l = NativeLayout::new(&attr(1, &[1, 1, 3, 2], 2, 4), &[1, 2, 1, 3]).unwrap();
+        assert_eq!(l.bytes(), 4 * 2);
+        let x = [0.0, 1.0, -1.0, 100.0, 0.25, -100.0];
+        let mut buf = vec![0x55u8; 8];
+        l.store(&x, &mut buf);
+        let q: Vec<i8> = buf.iter().map(|&b| b as i8).collect();
+        // NHWC order: (x0: c0, c1), (x1: c0, c1), (x2: c0, c1), padding.
+        assert_eq!(q, [-3, 127, -1, -2, -5, -128, 0x55, 0x55]);
+        let mut got = [0f32; 6];
+        l.load(&buf, |i, v| got[i] = v);
+        assert_eq!(got, [0.0, 1.0, -1.0, 65.0, 0.5, -62.5]);
+    }
+
+    #[test]
+    fn native_layouts_that_do_not_fit_are_refused() {
+        let s = [1, 5, 3, 2];
+        let e = |a: NativeAttr| NativeLayout::new(&a, &s).unwrap_err();
+        assert!(e(attr(2, &[1, 2, 3, 4, 4], 4, 0)).contains("type 4"));
+        assert!(e(attr(2, &[1, 1, 3, 4, 4], 0, 0)).contains("do not match"));
+        assert!(e(attr(1, &[1, 5, 3, 2], 0, 0)).contains("do not match"));
+        assert!(e(attr(7, &[30], 0, 0)).contains("format 7"));
+        let mut a = attr(0, &[1, 5, 3, 2], 0, 0);
+        a.size_with_stride = 10;
+        assert!(e(a).contains("smaller than"));
+        assert!(NativeLayout::new(&attr(3, &[30], 0, 0), &s).is_ok());
+    }
+
     #[test]
     fn core_masks_parse() {
         assert_eq!(CoreMask::parse("0,1,2").unwrap().bits(), 7);
