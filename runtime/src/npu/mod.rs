@@ -10,12 +10,15 @@
 //! the blob, or the caller disabled it). A runtime that does not know the
 //! section skips it (unknown sections are skipped) and runs the CPU graph.
 //!
-//! Boundary: the blob's inputs are the range's f32 input tensors (given to
-//! `rknn_inputs_set` as float32 NCHW, in [`NpuPart::inputs`] order); its
-//! outputs are read back as float32 and stored into the range's output
-//! tensors, quantized with the Strix tensor's own scale and zero point when
-//! that tensor is int8. So the CPU ops after the range see exactly the
-//! tensors they would see after the CPU range, up to the NPU's numerics.
+//! Boundary: the blob's inputs are the range's f32 input tensors, in
+//! [`NpuPart::inputs`] order (given to `rknn_inputs_set` as float32 NCHW,
+//! or stored by Strix into `rknn_create_mem` buffers in the NPU's native
+//! layout and type, see [`NativeLayout`]); its outputs are read back as
+//! real values (float32 from `rknn_outputs_get`, or converted from the
+//! native buffers) and stored into the range's output tensors, quantized
+//! with the Strix tensor's own scale and zero point when that tensor is
+//! int8. So the CPU ops after the range see exactly the tensors they would
+//! see after the CPU range, up to the NPU's numerics.
 
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, Storage};
@@ -693,7 +696,6 @@ mod tests {
         assert!(NpuPart::decode(b"nonsense").is_err());
     }
 
-
     fn attr(fmt: u32, dims: &[u32], ty: u32, w_stride: u32) -> NativeAttr {
         NativeAttr {
             fmt,
@@ -750,6 +752,28 @@ mod tests {
         let mut got = [0f32; 6];
         l.load(&buf, |i, v| got[i] = v);
         assert_eq!(got, [0.0, 1.0, -1.0, 65.0, 0.5, -62.5]);
+    }
+
+    #[test]
+    fn native_f16_u8_and_dfp_round_trip() {
+        let x = [0.5f32, -2.0, 3.25, 1.0];
+        let shape = [1usize, 4];
+        for (ty, qnt, fl, want) in [
+            (1u32, 0u32, 0i8, vec![0.5f32, -2.0, 3.25, 1.0]), // float16: exact here
+            (3, 2, 0, vec![0.5, -2.0, 3.5, 1.0]),             // uint8, scale 0.5, zp 10
+            (2, 1, 2, vec![0.5, -2.0, 3.25, 1.0]),            // int8 DFP, fl 2: steps of 0.25
+        ] {
+            let mut a = attr(3, &[4], ty, 0);
+            a.qnt_type = qnt;
+            a.fl = fl;
+            a.zp = 10;
+            let l = NativeLayout::new(&a, &shape).unwrap();
+            let mut buf = vec![0u8; l.bytes()];
+            l.store(&x, &mut buf);
+            let mut got = [0f32; 4];
+            l.load(&buf, |i, v| got[i] = v);
+            assert_eq!(got.to_vec(), want, "type {ty} qnt {qnt}");
+        }
     }
 
     #[test]

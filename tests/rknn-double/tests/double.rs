@@ -686,6 +686,13 @@ fn the_double_catches_zero_copy_contract_violations() {
             "not a mem from rknn_create_mem",
             (r.destroy_mem)(a, (&mut oa as *mut _ as *mut u8).cast()),
         );
+        let altered = (r.create_mem)(a, 64);
+        (*altered).size = 32;
+        expect("were altered", (r.set_io_mem)(a, altered, &mut oa));
+        (*altered).size = 64;
+        assert_eq!((r.destroy_mem)(a, altered), 0);
+        assert!((r.create_mem)(a, 0).is_null());
+        caught("rknn_create_mem: size 0");
         (r.destroy_mem)(a, mi);
         (r.destroy_mem)(a, small);
         assert_eq!(d.violations().0, 0, "{}", d.violations().1);
