@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Tests the Rockchip NPU path (issue 17). There is no NPU and no librknnrt.so here:
 #  1. the rknpu backend against the librknnrt test double (tests/rknn-double) on
-#     the host: the backend dlopens the double (built as a shared object);
+#     the host: the backend dlopens the double (built as a shared object, also
+#     without the zero-copy symbols and without the copy I/O symbols), in both
+#     I/O modes (zero-copy rknn_create_mem/rknn_set_io_mem with native NHWC /
+#     NC1HWC2 layouts, and rknn_inputs_set/rknn_outputs_get);
 #  2. the same tests under valgrind (leaks and invalid accesses in the backend,
 #     the double and the FFI between them);
 #  3. the same tests cross-built for aarch64, statically linked with the double
-#     (rknpu-static: a static guest cannot dlopen) and run under qemu-aarch64;
+#     (rknpu-static: a static guest cannot dlopen; the copy mode there through
+#     NpuOptions::zero_copy = false) and run under qemu-aarch64;
 #  4. rknn-toolkit2 2.5.0 (Rockchip's compiler + x86 simulator) installed into a
 #     venv by scripts/lib/rknn-toolkit.sh (no torch), then `strix convert --board`
 #     compiles VWW and FastestDet, and the simulator's outputs are compared with

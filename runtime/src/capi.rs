@@ -1255,7 +1255,8 @@ pub unsafe extern "C" fn strix_set_npu(context: *mut strix_context, enabled: boo
 /// `strix_set_npu` changes the session): `"cpu"` (no NPU part),
 /// `"cpu (npu fallback: <reason>)"` (an NPU part whose CPU fallback runs:
 /// no `rknpu` feature, library missing, `rknn_init` refused the blob, ...),
-/// or `"npu (<board>, nodes A..B via <library>, cores <mask>) + cpu"`.
+/// or `"npu (<board>, nodes A..B via <library>, cores <mask>, <io>) + cpu"`
+/// (`<io>`: `zero-copy I/O` or `copy I/O: <why not zero-copy>`).
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
 #[no_mangle]

@@ -15,17 +15,34 @@ fn main() {
         return;
     }
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    let so = out.join("librknn_double.so");
     let cc = b.get_compiler();
-    let st = cc
-        .to_command()
-        .args([
-            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o",
-        ])
-        .arg(&so)
-        .arg("rknn_double.c")
-        .status()
-        .expect("the C compiler runs");
-    assert!(st.success(), "building the rknn double failed");
-    println!("cargo:rustc-env=RKNN_DOUBLE_SO={}", so.display());
+    // Three builds: full, without the zero-copy symbols (older librknnrt),
+    // without the copy I/O symbols (RV1106's librknnmrt).
+    for (name, def, var) in [
+        ("librknn_double.so", None, "RKNN_DOUBLE_SO"),
+        (
+            "librknn_double_nomem.so",
+            Some("-DRKNN_DOUBLE_NO_MEM"),
+            "RKNN_DOUBLE_NOMEM_SO",
+        ),
+        (
+            "librknn_double_nocopy.so",
+            Some("-DRKNN_DOUBLE_NO_COPY"),
+            "RKNN_DOUBLE_NOCOPY_SO",
+        ),
+    ] {
+        let so = out.join(name);
+        let st = cc
+            .to_command()
+            .args([
+                "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o",
+            ])
+            .arg(&so)
+            .args(def)
+            .arg("rknn_double.c")
+            .status()
+            .expect("the C compiler runs");
+        assert!(st.success(), "building the rknn double ({name}) failed");
+        println!("cargo:rustc-env={var}={}", so.display());
+    }
 }

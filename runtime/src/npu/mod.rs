@@ -10,12 +10,15 @@
 //! the blob, or the caller disabled it). A runtime that does not know the
 //! section skips it (unknown sections are skipped) and runs the CPU graph.
 //!
-//! Boundary: the blob's inputs are the range's f32 input tensors (given to
-//! `rknn_inputs_set` as float32 NCHW, in [`NpuPart::inputs`] order); its
-//! outputs are read back as float32 and stored into the range's output
-//! tensors, quantized with the Strix tensor's own scale and zero point when
-//! that tensor is int8. So the CPU ops after the range see exactly the
-//! tensors they would see after the CPU range, up to the NPU's numerics.
+//! Boundary: the blob's inputs are the range's f32 input tensors, in
+//! [`NpuPart::inputs`] order (given to `rknn_inputs_set` as float32 NCHW,
+//! or stored by Strix into `rknn_create_mem` buffers in the NPU's native
+//! layout and type, see [`NativeLayout`]); its outputs are read back as
+//! real values (float32 from `rknn_outputs_get`, or converted from the
+//! native buffers) and stored into the range's output tensors, quantized
+//! with the Strix tensor's own scale and zero point when that tensor is
+//! int8. So the CPU ops after the range see exactly the tensors they would
+//! see after the CPU range, up to the NPU's numerics.
 
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, Storage};
@@ -203,7 +206,29 @@ pub enum Backend {
         first: usize,
         end: usize,
         core_mask: CoreMask,
+        /// How tensors cross to the NPU.
+        io: NpuIo,
     },
+}
+
+/// How a session moves the NPU part's tensors (see `rknn.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NpuIo {
+    /// `rknn_create_mem` buffers bound once with `rknn_set_io_mem`, in the
+    /// NPU's native layouts, converted by Strix ([`NativeLayout`]).
+    ZeroCopy,
+    /// `rknn_inputs_set` / `rknn_outputs_get` (float32 NCHW; the library
+    /// converts), for `reason` (why zero-copy is not used).
+    Copy { reason: String },
+}
+
+impl std::fmt::Display for NpuIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NpuIo::ZeroCopy => write!(f, "zero-copy I/O"),
+            NpuIo::Copy { reason } => write!(f, "copy I/O: {reason}"),
+        }
+    }
 }
 
 impl std::fmt::Display for Backend {
@@ -217,9 +242,10 @@ impl std::fmt::Display for Backend {
                 first,
                 end,
                 core_mask,
+                io,
             } => write!(
                 f,
-                "npu ({board}, nodes {first}..{end} via {library}, cores {core_mask:?}) + cpu"
+                "npu ({board}, nodes {first}..{end} via {library}, cores {core_mask:?}, {io}) + cpu"
             ),
         }
     }
@@ -283,6 +309,10 @@ pub struct NpuOptions {
     /// then runs on the CPU with that reason; with `enabled == false` the
     /// reason names the board as having no NPU. `None`: no check.
     pub board: Option<String>,
+    /// Use zero-copy I/O (`rknn_create_mem` / `rknn_set_io_mem`) when the
+    /// library has it (default `true`); `false` forces the copy API
+    /// (`rknn_inputs_set` / `rknn_outputs_get`), e.g. to compare the two.
+    pub zero_copy: bool,
 }
 
 impl Default for NpuOptions {
@@ -292,6 +322,7 @@ impl Default for NpuOptions {
             library: DEFAULT_LIBRARY.into(),
             core_mask: CoreMask::Auto,
             board: None,
+            zero_copy: true,
         }
     }
 }
@@ -306,6 +337,7 @@ impl NpuOptions {
             library: library_for_board(board).into(),
             core_mask: CoreMask::Auto,
             board: Some(board.into()),
+            zero_copy: true,
         }
     }
 }
@@ -362,6 +394,265 @@ pub fn nc1hwc2_to_nchw<T: Copy>(
     Ok(())
 }
 
+/// A tensor attribute as `rknn_query(RKNN_QUERY_NATIVE_*_ATTR)` reports it
+/// (the fields of `rknn_tensor_attr` the zero-copy path reads; codes as in
+/// rknn_api.h).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NativeAttr {
+    /// `rknn_tensor_format`: 0 NCHW, 1 NHWC, 2 NC1HWC2, 3 undefined.
+    pub fmt: u32,
+    pub dims: Vec<u32>,
+    pub n_elems: u32,
+    /// `rknn_tensor_type`: 0 float32, 1 float16, 2 int8, 3 uint8 (others refused).
+    pub ty: u32,
+    /// `rknn_tensor_qnt_type`: 0 none, 1 DFP (`fl`), 2 affine (`scale`, `zp`).
+    pub qnt_type: u32,
+    pub fl: i8,
+    pub zp: i32,
+    pub scale: f32,
+    /// Elements per stored row (NHWC: padded W), 0 when not padded.
+    pub w_stride: u32,
+    pub h_stride: u32,
+    /// Bytes the tensor occupies with its padding.
+    pub size_with_stride: u32,
+}
+
+/// Element type of a native tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeType {
+    F32,
+    F16,
+    I8,
+    U8,
+}
+
+impl NativeType {
+    pub fn bytes(self) -> usize {
+        match self {
+            NativeType::F32 => 4,
+            NativeType::F16 => 2,
+            NativeType::I8 | NativeType::U8 => 1,
+        }
+    }
+}
+
+/// Where the elements of a Strix tensor (NCHW, logical `[n, c, h, w]`) sit
+/// in an NPU buffer of a native layout, and how values are stored there.
+/// Built from a [`NativeAttr`] and the Strix tensor's shape by
+/// [`NativeLayout::new`], which refuses what it cannot map exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NativeLayout {
+    kind: Kind,
+    pub ty: NativeType,
+    /// real = (stored - zero_point) * scale (int8/uint8; 1 and 0 for floats).
+    scale: f32,
+    zero_point: i32,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    /// Stored H and W (>= h, w: rows and planes may be padded).
+    hs: usize,
+    ws: usize,
+    /// Bytes the layout spans (padding included).
+    bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Same order as NCHW (NCHW or undefined format, no padding).
+    Flat,
+    Nhwc,
+    Nc1hwc2 {
+        c1: usize,
+        c2: usize,
+    },
+}
+
+impl NativeLayout {
+    /// The layout of `attr` for a Strix tensor of `shape` (rank 4 `[n, c,
+    /// h, w]` or rank 2 `[n, c]`; other ranks only in a flat layout).
+    /// Errors name what does not fit: an unsupported type, quantization or
+    /// format, dims that disagree with the shape, or a `size_with_stride`
+    /// smaller than the layout spans.
+    pub fn new(attr: &NativeAttr, shape: &[usize]) -> std::result::Result<Self, String> {
+        let ty = match attr.ty {
+            0 => NativeType::F32,
+            1 => NativeType::F16,
+            2 => NativeType::I8,
+            3 => NativeType::U8,
+            t => {
+                return Err(format!(
+                    "native tensor type {t} is not float32/float16/int8/uint8"
+                ))
+            }
+        };
+        let (scale, zero_point) = match (ty, attr.qnt_type) {
+            (NativeType::F32 | NativeType::F16, _) => (1.0, 0),
+            (_, 0) => (1.0, 0),
+            (_, 1) => ((-(attr.fl as f32)).exp2(), 0),
+            (_, 2) if attr.scale.is_finite() && attr.scale > 0.0 => (attr.scale, attr.zp),
+            (_, 2) => {
+                return Err(format!(
+                    "native quantization scale {} is not positive",
+                    attr.scale
+                ))
+            }
+            (_, q) => {
+                return Err(format!(
+                    "native quantization type {q} is not none/DFP/affine"
+                ))
+            }
+        };
+        let len: usize = shape.iter().product();
+        let dims: Vec<usize> = attr.dims.iter().map(|&d| d as usize).collect();
+        let (n, c, h, w) = match *shape {
+            [n, c, h, w] => (n, c, h, w),
+            [n, c] => (n, c, 1, 1),
+            _ => (1, len, 1, 1),
+        };
+        let shape_err = || {
+            format!(
+                "native dims {dims:?} (format {}) do not match the tensor's shape {shape:?}",
+                attr.fmt
+            )
+        };
+        let (kind, hs, ws) = match attr.fmt {
+            0 | 3 => {
+                let w_last = dims.last().copied().unwrap_or(0);
+                if dims.iter().product::<usize>() != len
+                    || !(attr.w_stride == 0 || attr.w_stride as usize == w_last)
+                {
+                    return Err(shape_err());
+                }
+                (Kind::Flat, h, w)
+            }
+            1 => {
+                if !matches!(shape.len(), 2 | 4) || dims != [n, h, w, c] {
+                    return Err(shape_err());
+                }
+                let ws = (attr.w_stride as usize).max(w);
+                let hs = (attr.h_stride as usize).max(h);
+                (Kind::Nhwc, hs, ws)
+            }
+            2 => {
+                let [dn, c1, hs, ws, c2] = dims[..] else {
+                    return Err(shape_err());
+                };
+                if !matches!(shape.len(), 2 | 4)
+                    || dn != n
+                    || c2 == 0
+                    || c1 != c.div_ceil(c2)
+                    || hs < h
+                    || ws < w
+                {
+                    return Err(shape_err());
+                }
+                (Kind::Nc1hwc2 { c1, c2 }, hs, ws)
+            }
+            f => return Err(format!("native format {f} is not NCHW/NHWC/NC1HWC2")),
+        };
+        let elems = match kind {
+            Kind::Flat => len,
+            Kind::Nhwc => n * hs * ws * c,
+            Kind::Nc1hwc2 { c1, c2 } => n * c1 * hs * ws * c2,
+        };
+        let bytes = elems * ty.bytes();
+        if attr.size_with_stride != 0 && (attr.size_with_stride as usize) < bytes {
+            return Err(format!(
+                "native size_with_stride {} is smaller than the {bytes} bytes its dims {dims:?} span",
+                attr.size_with_stride
+            ));
+        }
+        Ok(NativeLayout {
+            kind,
+            ty,
+            scale,
+            zero_point,
+            n,
+            c,
+            h,
+            w,
+            hs,
+            ws,
+            bytes,
+        })
+    }
+
+    /// Bytes of NPU memory the tensor needs (padding included).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Element index in the native buffer of NCHW element `(b, ch, y, x)`.
+    fn index(&self, b: usize, ch: usize, y: usize, x: usize) -> usize {
+        match self.kind {
+            Kind::Flat => ((b * self.c + ch) * self.h + y) * self.w + x,
+            Kind::Nhwc => ((b * self.hs + y) * self.ws + x) * self.c + ch,
+            Kind::Nc1hwc2 { c1, c2 } => {
+                (((b * c1 + ch / c2) * self.hs + y) * self.ws + x) * c2 + ch % c2
+            }
+        }
+    }
+
+    /// Calls `f(native element index, NCHW index)` for every element.
+    fn for_each(&self, mut f: impl FnMut(usize, usize)) {
+        let mut i = 0;
+        for b in 0..self.n {
+            for ch in 0..self.c {
+                for y in 0..self.h {
+                    for x in 0..self.w {
+                        f(self.index(b, ch, y, x), i);
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores NCHW real values `src` into the native buffer `dst` (at least
+    /// [`NativeLayout::bytes`] long; padding is left as it is), quantizing
+    /// for int8/uint8 (round half away from zero, saturating).
+    pub fn store(&self, src: &[f32], dst: &mut [u8]) {
+        assert!(dst.len() >= self.bytes && src.len() == self.n * self.c * self.h * self.w);
+        let inv = 1.0 / self.scale;
+        let q =
+            |v: f32, lo: i32, hi: i32| ((v * inv).round() as i32 + self.zero_point).clamp(lo, hi);
+        match self.ty {
+            NativeType::F32 => {
+                self.for_each(|o, i| dst[o * 4..o * 4 + 4].copy_from_slice(&src[i].to_ne_bytes()))
+            }
+            NativeType::F16 => self.for_each(|o, i| {
+                dst[o * 2..o * 2 + 2]
+                    .copy_from_slice(&half::f16::from_f32(src[i]).to_bits().to_ne_bytes())
+            }),
+            NativeType::I8 => self.for_each(|o, i| dst[o] = q(src[i], -128, 127) as i8 as u8),
+            NativeType::U8 => self.for_each(|o, i| dst[o] = q(src[i], 0, 255) as u8),
+        }
+    }
+
+    /// Reads the native buffer `src` (at least [`NativeLayout::bytes`]
+    /// long) as real values, calling `put(NCHW index, value)` for each.
+    pub fn load(&self, src: &[u8], mut put: impl FnMut(usize, f32)) {
+        assert!(src.len() >= self.bytes);
+        let (s, z) = (self.scale, self.zero_point);
+        match self.ty {
+            NativeType::F32 => self.for_each(|o, i| {
+                put(
+                    i,
+                    f32::from_ne_bytes(src[o * 4..o * 4 + 4].try_into().expect("4 bytes")),
+                )
+            }),
+            NativeType::F16 => self.for_each(|o, i| {
+                let b = u16::from_ne_bytes(src[o * 2..o * 2 + 2].try_into().expect("2 bytes"));
+                put(i, half::f16::from_bits(b).to_f32())
+            }),
+            NativeType::I8 => self.for_each(|o, i| put(i, (src[o] as i8 as i32 - z) as f32 * s)),
+            NativeType::U8 => self.for_each(|o, i| put(i, (src[o] as i32 - z) as f32 * s)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +694,100 @@ mod tests {
         assert!(NpuPart::decode(b"SXRKNN1\0\xff\xff\xff\x00{}").is_err());
         assert!(NpuPart::decode(b"SXRKNN1\0\xff\xff\xff\xff{}").is_err());
         assert!(NpuPart::decode(b"nonsense").is_err());
+    }
+
+    fn attr(fmt: u32, dims: &[u32], ty: u32, w_stride: u32) -> NativeAttr {
+        NativeAttr {
+            fmt,
+            dims: dims.to_vec(),
+            n_elems: 0,
+            ty,
+            qnt_type: if ty == 2 { 2 } else { 0 },
+            fl: 0,
+            zp: -3,
+            scale: 0.5,
+            w_stride,
+            h_stride: 0,
+            size_with_stride: 0,
+        }
+    }
+
+    #[test]
+    fn native_nc1hwc2_with_padding_matches_the_reference_conversion() {
+        // [1, 5, 3, 2] stored as NC1HWC2 with C2 = 4 and W padded to 4.
+        let (n, c, h, w, c2, ws) = (1usize, 5usize, 3usize, 2usize, 4usize, 4usize);
+        let l = NativeLayout::new(&attr(2, &[1, 2, 3, 4, 4], 0, 0), &[n, c, h, w]).unwrap();
+        assert_eq!(l.bytes(), 2 * 3 * 4 * 4 * 4);
+        let x: Vec<f32> = (0..n * c * h * w).map(|v| v as f32).collect();
+        let mut buf = vec![0u8; l.bytes()];
+        l.store(&x, &mut buf);
+        // Without the W padding, the reference conversion reads the same values.
+        let native: Vec<f32> = buf
+            .chunks(4)
+            .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
+            .collect();
+        let unpadded: Vec<f32> = native
+            .chunks(ws * c2)
+            .flat_map(|row| row[..w * c2].to_vec())
+            .collect();
+        let mut back = vec![0f32; x.len()];
+        nc1hwc2_to_nchw(&unpadded, &mut back, n, c, h, w, c2).unwrap();
+        assert_eq!(back, x);
+        let mut got = vec![f32::NAN; x.len()];
+        l.load(&buf, |i, v| got[i] = v);
+        assert_eq!(got, x);
+    }
+
+    #[test]
+    fn native_nhwc_int8_quantizes_with_the_native_scale() {
+        // [1, 2, 1, 3] as NHWC int8 with rows padded to 4, scale 0.5, zp -3.
+        let l = NativeLayout::new(&attr(1, &[1, 1, 3, 2], 2, 4), &[1, 2, 1, 3]).unwrap();
+        assert_eq!(l.bytes(), 4 * 2);
+        let x = [0.0, 1.0, -1.0, 100.0, 0.25, -100.0];
+        let mut buf = vec![0x55u8; 8];
+        l.store(&x, &mut buf);
+        let q: Vec<i8> = buf.iter().map(|&b| b as i8).collect();
+        // NHWC order: (x0: c0, c1), (x1: c0, c1), (x2: c0, c1), padding.
+        assert_eq!(q, [-3, 127, -1, -2, -5, -128, 0x55, 0x55]);
+        let mut got = [0f32; 6];
+        l.load(&buf, |i, v| got[i] = v);
+        assert_eq!(got, [0.0, 1.0, -1.0, 65.0, 0.5, -62.5]);
+    }
+
+    #[test]
+    fn native_f16_u8_and_dfp_round_trip() {
+        let x = [0.5f32, -2.0, 3.25, 1.0];
+        let shape = [1usize, 4];
+        for (ty, qnt, fl, want) in [
+            (1u32, 0u32, 0i8, vec![0.5f32, -2.0, 3.25, 1.0]), // float16: exact here
+            (3, 2, 0, vec![0.5, -2.0, 3.5, 1.0]),             // uint8, scale 0.5, zp 10
+            (2, 1, 2, vec![0.5, -2.0, 3.25, 1.0]),            // int8 DFP, fl 2: steps of 0.25
+        ] {
+            let mut a = attr(3, &[4], ty, 0);
+            a.qnt_type = qnt;
+            a.fl = fl;
+            a.zp = 10;
+            let l = NativeLayout::new(&a, &shape).unwrap();
+            let mut buf = vec![0u8; l.bytes()];
+            l.store(&x, &mut buf);
+            let mut got = [0f32; 4];
+            l.load(&buf, |i, v| got[i] = v);
+            assert_eq!(got.to_vec(), want, "type {ty} qnt {qnt}");
+        }
+    }
+
+    #[test]
+    fn native_layouts_that_do_not_fit_are_refused() {
+        let s = [1, 5, 3, 2];
+        let e = |a: NativeAttr| NativeLayout::new(&a, &s).unwrap_err();
+        assert!(e(attr(2, &[1, 2, 3, 4, 4], 4, 0)).contains("type 4"));
+        assert!(e(attr(2, &[1, 1, 3, 4, 4], 0, 0)).contains("do not match"));
+        assert!(e(attr(1, &[1, 5, 3, 2], 0, 0)).contains("do not match"));
+        assert!(e(attr(7, &[30], 0, 0)).contains("format 7"));
+        let mut a = attr(0, &[1, 5, 3, 2], 0, 0);
+        a.size_with_stride = 10;
+        assert!(e(a).contains("smaller than"));
+        assert!(NativeLayout::new(&attr(3, &[30], 0, 0), &s).is_ok());
     }
 
     #[test]

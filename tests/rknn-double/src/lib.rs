@@ -33,6 +33,8 @@ pub struct Double {
     live: unsafe extern "C" fn() -> c_int,
     reset: unsafe extern "C" fn(),
     core_mask: unsafe extern "C" fn() -> u32,
+    set_native: unsafe extern "C" fn(u32),
+    live_mems: unsafe extern "C" fn() -> c_int,
     #[cfg(not(target_arch = "aarch64"))]
     _lib: libloading::Library,
 }
@@ -46,6 +48,8 @@ extern "C" {
     fn rknn_double_live() -> c_int;
     fn rknn_double_reset();
     fn rknn_double_core_mask() -> u32;
+    fn rknn_double_set_native(mode: u32);
+    fn rknn_double_live_mems() -> c_int;
 }
 
 /// What the backend is told to open: the double's shared object on hosts;
@@ -61,17 +65,54 @@ pub fn library() -> String {
     }
 }
 
+/// The double built without the zero-copy symbols (like older librknnrt
+/// releases) and without the copy I/O symbols (like RV1106's librknnmrt):
+/// `None` in the statically linked (aarch64) build, which links the full one.
+pub fn library_variants() -> Option<(String, String)> {
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        Some((
+            env!("RKNN_DOUBLE_NOMEM_SO").to_string(),
+            env!("RKNN_DOUBLE_NOCOPY_SO").to_string(),
+        ))
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        None
+    }
+}
+
 /// Whether the backend reaches the double through dlopen (so a missing
 /// library can be tested).
 pub const DLOPEN: bool = cfg!(not(target_arch = "aarch64"));
 
+/// Native layouts the double reports (`rknn_double_set_native`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Native {
+    /// The plain NCHW layout of INPUT_ATTR/OUTPUT_ATTR.
+    Plain = 0,
+    /// RK3588-like: 4-D inputs NHWC (rows padded to 8), 4-D outputs
+    /// NC1HWC2 (C2 16 for int8, 4 for float32; W padded to 8).
+    Rk3588 = 1,
+    /// Outputs of type INT16, which Strix does not map.
+    Int16Out = 2,
+}
+
 impl Double {
+    /// The control functions of the full double.
     pub fn new() -> Double {
+        Self::open(&library())
+    }
+
+    /// The control functions of the double at `path` (ignored by the
+    /// statically linked build).
+    pub fn open(path: &str) -> Double {
+        let _ = path;
         #[cfg(not(target_arch = "aarch64"))]
         {
             // SAFETY: our own test library; the symbol types match rknn_double.c.
             unsafe {
-                let lib = libloading::Library::new(library()).expect("the double loads");
+                let lib = libloading::Library::new(path).expect("the double loads");
                 macro_rules! s {
                     ($n:literal) => {
                         *lib.get($n.as_bytes()).expect($n)
@@ -85,6 +126,8 @@ impl Double {
                     live: s!("rknn_double_live"),
                     reset: s!("rknn_double_reset"),
                     core_mask: s!("rknn_double_core_mask"),
+                    set_native: s!("rknn_double_set_native"),
+                    live_mems: s!("rknn_double_live_mems"),
                     _lib: lib,
                 }
             }
@@ -98,6 +141,8 @@ impl Double {
             live: rknn_double_live,
             reset: rknn_double_reset,
             core_mask: rknn_double_core_mask,
+            set_native: rknn_double_set_native,
+            live_mems: rknn_double_live_mems,
         }
     }
 
@@ -127,12 +172,20 @@ impl Double {
             (n, m)
         }
     }
-    /// Live contexts plus unreleased output sets (0 = nothing leaked).
+    /// Live contexts, unreleased output sets and undestroyed mems (0 = nothing leaked).
     pub fn live(&self) -> i32 {
         unsafe { (self.live)() }
     }
     pub fn core_mask(&self) -> u32 {
         unsafe { (self.core_mask)() }
+    }
+    /// Chooses the native layouts NATIVE_*_ATTR report (until [`Double::reset`]).
+    pub fn set_native(&self, n: Native) {
+        unsafe { (self.set_native)(n as u32) }
+    }
+    /// Tensor mems created and not destroyed.
+    pub fn live_mems(&self) -> i32 {
+        unsafe { (self.live_mems)() }
     }
 }
 
@@ -267,4 +320,112 @@ pub fn misuse(d: &Double, blob: &mut [u8]) -> i32 {
     #[cfg(not(target_arch = "aarch64"))]
     drop(lib);
     d.violations().0 - before
+}
+
+pub use rknpu_sys::rknn::{rknn_tensor_attr, rknn_tensor_mem};
+
+/// The double's API entry points, for tests that call it directly (to
+/// break its contract on purpose).
+pub struct Raw {
+    pub init: unsafe extern "C" fn(*mut u64, *mut c_void, u32, u32, *mut c_void) -> c_int,
+    pub destroy: unsafe extern "C" fn(u64) -> c_int,
+    pub query: unsafe extern "C" fn(u64, u32, *mut c_void, u32) -> c_int,
+    pub run: unsafe extern "C" fn(u64, *mut c_void) -> c_int,
+    pub inputs_set: unsafe extern "C" fn(u64, u32, *mut c_void) -> c_int,
+    pub create_mem: unsafe extern "C" fn(u64, u32) -> *mut rknn_tensor_mem,
+    pub set_io_mem: unsafe extern "C" fn(u64, *mut rknn_tensor_mem, *mut rknn_tensor_attr) -> c_int,
+    pub destroy_mem: unsafe extern "C" fn(u64, *mut rknn_tensor_mem) -> c_int,
+    #[cfg(not(target_arch = "aarch64"))]
+    _lib: libloading::Library,
+}
+
+#[cfg(target_arch = "aarch64")]
+extern "C" {
+    fn rknn_init(c: *mut u64, m: *mut c_void, s: u32, f: u32, e: *mut c_void) -> c_int;
+    fn rknn_destroy(c: u64) -> c_int;
+    fn rknn_query(c: u64, cmd: u32, info: *mut c_void, size: u32) -> c_int;
+    fn rknn_run(c: u64, e: *mut c_void) -> c_int;
+    fn rknn_inputs_set(c: u64, n: u32, i: *mut c_void) -> c_int;
+    fn rknn_create_mem(c: u64, size: u32) -> *mut rknn_tensor_mem;
+    fn rknn_set_io_mem(c: u64, m: *mut rknn_tensor_mem, a: *mut rknn_tensor_attr) -> c_int;
+    fn rknn_destroy_mem(c: u64, m: *mut rknn_tensor_mem) -> c_int;
+}
+
+impl Raw {
+    /// The full double's entry points.
+    pub fn new() -> Raw {
+        #[cfg(not(target_arch = "aarch64"))]
+        // SAFETY: our own test library; the types match rknn_api.h.
+        unsafe {
+            let lib = libloading::Library::new(library()).expect("the double loads");
+            macro_rules! s {
+                ($n:literal) => {
+                    *lib.get($n.as_bytes()).expect($n)
+                };
+            }
+            Raw {
+                init: s!("rknn_init"),
+                destroy: s!("rknn_destroy"),
+                query: s!("rknn_query"),
+                run: s!("rknn_run"),
+                inputs_set: s!("rknn_inputs_set"),
+                create_mem: s!("rknn_create_mem"),
+                set_io_mem: s!("rknn_set_io_mem"),
+                destroy_mem: s!("rknn_destroy_mem"),
+                _lib: lib,
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Raw {
+            init: rknn_init,
+            destroy: rknn_destroy,
+            query: rknn_query,
+            run: rknn_run,
+            inputs_set: rknn_inputs_set,
+            create_mem: rknn_create_mem,
+            set_io_mem: rknn_set_io_mem,
+            destroy_mem: rknn_destroy_mem,
+        }
+    }
+
+    /// `rknn_init` on `blob`; panics unless it succeeds.
+    pub fn ctx(&self, blob: &mut [u8]) -> u64 {
+        let mut c = 0u64;
+        // SAFETY: valid pointers of the stated sizes.
+        let rc = unsafe {
+            (self.init)(
+                &mut c,
+                blob.as_mut_ptr().cast(),
+                blob.len() as u32,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "rknn_init");
+        c
+    }
+
+    /// `rknn_query` of attribute `cmd` (1 input, 2 output, 8 native input,
+    /// 9 native output) for tensor `index`; panics unless it succeeds.
+    pub fn attr(&self, ctx: u64, cmd: u32, index: u32) -> rknn_tensor_attr {
+        // SAFETY: plain data; all-zero is valid.
+        let mut a: rknn_tensor_attr = unsafe { std::mem::zeroed() };
+        a.index = index;
+        let rc = unsafe {
+            (self.query)(
+                ctx,
+                cmd,
+                (&mut a as *mut rknn_tensor_attr).cast(),
+                std::mem::size_of::<rknn_tensor_attr>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "rknn_query {cmd}");
+        a
+    }
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw::new()
+    }
 }

@@ -7,10 +7,12 @@
 
 use std::sync::Mutex;
 use strix_kernels::reference::{ConvGeometry, UnaryOp};
-use strix_rknn_double::{double_blob, library, misuse, Double, TensorDesc, DLOPEN};
+use strix_rknn_double::{
+    double_blob, library, library_variants, misuse, Double, Native, Raw, TensorDesc, DLOPEN,
+};
 use strix_runtime::graph::{Consts, DType, Graph, Node, Op, Quant, Storage, Tensor};
 use strix_runtime::meta::ModelMeta;
-use strix_runtime::npu::{rknn::error_name, Backend, CoreMask, NpuOptions, NpuPart};
+use strix_runtime::npu::{rknn::error_name, Backend, CoreMask, NpuIo, NpuOptions, NpuPart};
 use strix_runtime::{Model, Session};
 
 /// The double has global state: one test at a time.
@@ -208,7 +210,23 @@ fn setup() -> (std::sync::MutexGuard<'static, ()>, Double) {
 fn assert_clean(d: &Double) {
     let (n, last) = d.violations();
     assert_eq!(n, 0, "contract violations, last: {last}");
-    assert_eq!(d.live(), 0, "a context or output set leaked");
+    assert_eq!(d.live(), 0, "a context, output set or mem leaked");
+    assert_eq!(d.live_mems(), 0, "a mem leaked");
+}
+
+/// The session's I/O mode (panics unless the NPU is used).
+fn io(s: &Session) -> NpuIo {
+    match s.backend() {
+        Backend::Npu { io, .. } => io.clone(),
+        b => panic!("not on the NPU: {b}"),
+    }
+}
+
+fn copy_opts() -> NpuOptions {
+    NpuOptions {
+        zero_copy: false,
+        ..opts()
+    }
 }
 
 #[test]
@@ -240,6 +258,8 @@ fn npu_outputs_equal_the_cpu_path() {
                 s.backend()
             );
             assert_eq!(d.core_mask(), bits);
+            assert_eq!(io(&s), NpuIo::ZeroCopy);
+            assert!(s.backend().to_string().contains(", zero-copy I/O) + cpu"));
             for seed in [11, 12, 13] {
                 let x = noise(4 * 36, seed);
                 let want = cpu(&m, &x);
@@ -354,17 +374,19 @@ fn every_rknn_error_in_a_run_is_named() {
     let (_g, d) = setup();
     let m = model(good_blob());
     let x = noise(4 * 36, 8);
-    for call in [
-        "rknn_inputs_set",
-        "rknn_run",
-        "rknn_outputs_get",
-        "rknn_outputs_release",
+    for (o, call) in [
+        (copy_opts(), "rknn_inputs_set"),
+        (copy_opts(), "rknn_run"),
+        (copy_opts(), "rknn_outputs_get"),
+        (copy_opts(), "rknn_outputs_release"),
+        (opts(), "rknn_run"),
     ] {
         for code in -13..=-1 {
             d.reset();
+            d.set_native(Native::Rk3588);
             {
-                let mut s = Session::with_npu(&m, 1, &opts()).unwrap();
-                assert!(matches!(s.backend(), Backend::Npu { .. }));
+                let mut s = Session::with_npu(&m, 1, &o).unwrap();
+                assert_eq!(io(&s) == NpuIo::ZeroCopy, o.zero_copy);
                 d.fail(call, code);
                 let e = run(&mut s, &x).unwrap_err().to_string();
                 let name = error_name(code);
@@ -381,6 +403,305 @@ fn every_rknn_error_in_a_run_is_named() {
         }
     }
     assert!(error_name(-99).contains("unknown"));
+}
+
+/// Both I/O modes, every native layout the double presents: outputs equal
+/// to the CPU path's, and the mode (with the reason for copy) reported.
+#[test]
+fn io_modes_and_native_layouts_equal_the_cpu_path() {
+    let (_g, d) = setup();
+    let m = model(good_blob());
+    for (native, o, want) in [
+        (Native::Plain, opts(), None),
+        (Native::Rk3588, opts(), None),
+        (
+            Native::Rk3588,
+            copy_opts(),
+            Some("zero-copy disabled by the caller"),
+        ),
+        (
+            Native::Int16Out,
+            opts(),
+            Some("blob output 0: native tensor type 4 is not float32/float16/int8/uint8"),
+        ),
+    ] {
+        d.reset();
+        d.set_native(native);
+        {
+            let mut s = Session::with_npu(&m, 1, &o).unwrap();
+            match (io(&s), want) {
+                (NpuIo::ZeroCopy, None) => {}
+                (NpuIo::Copy { reason }, Some(w)) => assert_eq!(reason, w),
+                (got, w) => panic!("{native:?}: {got:?}, wanted {w:?}"),
+            }
+            for seed in [21, 22] {
+                let x = noise(4 * 36, seed);
+                assert_eq!(run(&mut s, &x).unwrap(), cpu(&m, &x), "{native:?} {seed}");
+            }
+        }
+        assert_clean(&d);
+    }
+}
+
+/// A library without the zero-copy symbols (older librknnrt) runs the copy
+/// API and says why; one without the copy API (RV1106's librknnmrt) runs
+/// zero-copy, and falls back to the CPU when zero-copy is turned off.
+#[test]
+fn the_exported_symbols_choose_the_io_api() {
+    let (_g, _d) = setup();
+    let Some((nomem, nocopy)) = library_variants() else {
+        eprintln!(
+            "SKIP the_exported_symbols_choose_the_io_api: static build (one double linked in)"
+        );
+        return;
+    };
+    let m = model(good_blob());
+    let x = noise(4 * 36, 31);
+    let want = cpu(&m, &x);
+    for (lib, zero_copy, expect) in [
+        (&nomem, true, format!("copy I/O: {nomem} has no rknn_create_mem")),
+        (&nocopy, true, "zero-copy I/O".to_string()),
+        (
+            &nocopy,
+            false,
+            format!("npu fallback: zero-copy disabled by the caller, and {nocopy} has no rknn_inputs_set"),
+        ),
+    ] {
+        let d = Double::open(lib);
+        d.reset();
+        d.set_native(Native::Rk3588);
+        let o = NpuOptions {
+            library: lib.clone(),
+            zero_copy,
+            ..opts()
+        };
+        {
+            let mut s = Session::with_npu(&m, 1, &o).unwrap();
+            let b = s.backend().to_string();
+            assert!(b.contains(&expect), "{b} / {expect}");
+            assert_eq!(run(&mut s, &x).unwrap(), want, "{b}");
+        }
+        assert_clean(&d);
+    }
+}
+
+/// Failures of the zero-copy calls at session creation: the CPU fallback
+/// with the call and its RKNN_ERR_* named, nothing leaked (mems created
+/// before the failure are destroyed).
+#[test]
+fn zero_copy_setup_failures_fall_back_to_the_cpu() {
+    let (_g, d) = setup();
+    let m = model(good_blob());
+    let x = noise(4 * 36, 41);
+    let want = cpu(&m, &x);
+    let mut cases: Vec<(&str, i32, String)> = vec![(
+        "rknn_create_mem",
+        -4,
+        "rknn_create_mem(".to_string() + "576) returned NULL (allocation failed)",
+    )];
+    for code in -13..=-1 {
+        cases.push((
+            "rknn_set_io_mem",
+            code,
+            format!("rknn_set_io_mem returned {code}: {}", error_name(code)),
+        ));
+    }
+    for (call, code, expect) in cases {
+        d.reset();
+        d.set_native(Native::Plain);
+        d.fail(call, code);
+        {
+            let mut s = Session::with_npu(&m, 1, &opts()).unwrap();
+            let Backend::CpuFallback { reason } = s.backend().clone() else {
+                panic!("{call}: {}", s.backend())
+            };
+            assert!(reason.contains(&expect), "{reason} / {expect}");
+            assert_eq!(run(&mut s, &x).unwrap(), want);
+        }
+        assert_clean(&d);
+    }
+}
+
+/// A real model (the FastestDet detector of the fuzz corpus, 352x352 input,
+/// a [1, 85, 22, 22] output: NC1HWC2 with channel and width padding in the
+/// RK3588-like layout) run whole on the "NPU" in both I/O modes: outputs
+/// identical to the CPU path's.
+#[test]
+fn a_real_model_gives_the_cpu_outputs_in_both_io_modes() {
+    let (_g, d) = setup();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/corpus/strix_load_run_sealed/seed-fastestdet.strix"
+    );
+    let bytes = std::fs::read(path).expect(path);
+    let plain = Model::from_bytes(&bytes).unwrap();
+    let g = &plain.graph;
+    let desc = |t: usize| {
+        let t = &g.tensors[t];
+        TensorDesc {
+            dims: t.shape.iter().map(|&v| v as u32).collect(),
+            int8: (t.dtype == DType::I8).then(|| {
+                let q = t.quant.expect("int8 outputs are quantized");
+                (q.scale, q.zero_point)
+            }),
+        }
+    };
+    let ins: Vec<TensorDesc> = g.inputs.iter().map(|&t| desc(t)).collect();
+    let outs: Vec<TensorDesc> = g.outputs.iter().map(|&t| desc(t)).collect();
+    assert!(
+        outs.iter()
+            .any(|t| t.dims.len() == 4 && t.dims[1] % 16 != 0),
+        "the test wants a 4-D output with channel padding in NC1HWC2"
+    );
+    // The whole graph is the NPU part; the double's stand-in runs the file itself.
+    let part = NpuPart {
+        board: "rk3588".into(),
+        first_node: 0,
+        end_node: g.nodes.len(),
+        inputs: g.inputs.clone(),
+        outputs: g.outputs.clone(),
+        compiler: "rknn double".into(),
+        blob: double_blob(&ins, &outs, &bytes),
+    };
+    let m = Model::new(plain.meta.clone(), g.clone(), plain.consts.clone())
+        .unwrap()
+        .with_npu_part(part)
+        .unwrap();
+    let n_in = g.tensors[g.inputs[0]].len();
+    let x: Vec<f32> = noise(n_in, 51).iter().map(|v| v * 0.5 + 0.5).collect();
+    let outputs = |s: &mut Session| {
+        s.input_mut(0).unwrap().copy_from_slice(&x);
+        s.run().unwrap();
+        (0..g.outputs.len())
+            .map(|i| {
+                let mut y = vec![];
+                s.output_f32(i, &mut y).unwrap();
+                y
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = outputs(
+        &mut Session::with_npu(
+            &m,
+            1,
+            &NpuOptions {
+                enabled: false,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
+    for (native, o) in [(Native::Rk3588, opts()), (Native::Rk3588, copy_opts())] {
+        d.reset();
+        d.set_native(native);
+        {
+            let mut s = Session::with_npu(&m, 1, &o).unwrap();
+            assert_eq!(io(&s) == NpuIo::ZeroCopy, o.zero_copy, "{}", s.backend());
+            assert_eq!(outputs(&mut s), want, "{}", s.backend());
+        }
+        assert_clean(&d);
+    }
+}
+
+/// Breaks each zero-copy contract rule on purpose: each is caught, refused
+/// and described.
+#[test]
+fn the_double_catches_zero_copy_contract_violations() {
+    let (_g, d) = setup();
+    d.set_native(Native::Rk3588);
+    let r = Raw::new();
+    let mut blob = good_blob();
+    let (a, b) = (r.ctx(&mut blob), r.ctx(&mut blob));
+    let caught = |what: &str| {
+        let (n, last) = d.violations();
+        assert!(
+            n > 0 && last.contains(what),
+            "{what}: not caught ({n}: {last})"
+        );
+        d.reset();
+        d.set_native(Native::Rk3588);
+    };
+    let expect = |what: &str, rc: i32| {
+        assert_ne!(rc, 0, "{what}: the call was not refused");
+        caught(what);
+    };
+    unsafe {
+        let mut ia = r.attr(a, 8, 0);
+        let mut oa = r.attr(a, 9, 0);
+        assert_eq!(oa.fmt.0, 2, "NC1HWC2 output");
+        assert_eq!(ia.fmt.0, 1, "NHWC input");
+        assert_eq!(d.violations().0, 0);
+        let small = (r.create_mem)(a, ia.size_with_stride - 1);
+        let mi = (r.create_mem)(a, ia.size_with_stride);
+        let mo = (r.create_mem)(a, oa.size_with_stride);
+        let mb = (r.create_mem)(b, oa.size_with_stride);
+        ia.pass_through = 1;
+        expect(
+            "less than the native size_with_stride",
+            (r.set_io_mem)(a, small, &mut ia),
+        );
+        expect("used with another context", (r.set_io_mem)(a, mb, &mut oa));
+        let mut changed = oa;
+        changed.fmt.0 = 0;
+        expect(
+            "is not the native attribute",
+            (r.set_io_mem)(a, mo, &mut changed),
+        );
+        let mut plain = r.attr(a, 2, 0);
+        expect(
+            "is not the native attribute",
+            (r.set_io_mem)(a, mo, &mut plain),
+        );
+        let mut foreign = oa;
+        foreign.index = 3;
+        expect(
+            "is not one rknn_query returned",
+            (r.set_io_mem)(a, mo, &mut foreign),
+        );
+        let mut no_pt = ia;
+        no_pt.pass_through = 0;
+        expect("without pass_through", (r.set_io_mem)(a, mi, &mut no_pt));
+        assert_eq!((r.set_io_mem)(a, mi, &mut ia), 0);
+        expect(
+            "not bound by rknn_set_io_mem",
+            (r.run)(a, std::ptr::null_mut()),
+        );
+        assert_eq!((r.set_io_mem)(a, mo, &mut oa), 0);
+        expect(
+            "the two input APIs mixed",
+            (r.inputs_set)(a, 1, std::ptr::NonNull::<u8>::dangling().as_ptr().cast()),
+        );
+        assert_eq!((r.run)(a, std::ptr::null_mut()), 0, "{}", d.violations().1);
+        assert_eq!((r.destroy_mem)(a, mo), 0);
+        expect(
+            "destroyed by rknn_destroy_mem",
+            (r.run)(a, std::ptr::null_mut()),
+        );
+        expect("used after rknn_destroy_mem", (r.destroy_mem)(a, mo));
+        expect(
+            "used after rknn_destroy_mem",
+            (r.set_io_mem)(a, mo, &mut oa),
+        );
+        expect(
+            "not a mem from rknn_create_mem",
+            (r.destroy_mem)(a, (&mut oa as *mut _ as *mut u8).cast()),
+        );
+        let altered = (r.create_mem)(a, 64);
+        (*altered).size = 32;
+        expect("were altered", (r.set_io_mem)(a, altered, &mut oa));
+        (*altered).size = 64;
+        assert_eq!((r.destroy_mem)(a, altered), 0);
+        assert!((r.create_mem)(a, 0).is_null());
+        caught("rknn_create_mem: size 0");
+        (r.destroy_mem)(a, mi);
+        (r.destroy_mem)(a, small);
+        assert_eq!(d.violations().0, 0, "{}", d.violations().1);
+        // b still holds mb: destroying b reports the leak (and frees it).
+        assert_eq!((r.destroy)(b), 0, "destroyed anyway");
+        caught("mems not destroyed by rknn_destroy_mem (leak)");
+        assert_eq!((r.destroy)(a), 0);
+    }
+    assert_clean(&d);
 }
 
 #[test]
