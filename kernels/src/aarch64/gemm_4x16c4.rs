@@ -294,32 +294,6 @@ unsafe fn half_neon(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4
     })
 }
 
-/// Whether a tile's weights (`kb` groups of 16 bytes at `a`) never hold
-/// -128 in the same byte of groups `2i` and `2i + 1`: then [`half_neon2`]
-/// may sum those two products in one i16 lane (|w1 x1 + w2 x2| <= 2^14 +
-/// 127 * 128 < 2^15; only -128 * -128 twice overflows).
-#[inline(always)]
-unsafe fn pairable(kb: usize, a: *const i8) -> bool {
-    let min = vdupq_n_s8(i8::MIN);
-    let mut both = vdupq_n_u8(0);
-    let mut g = 0;
-    // Four groups (two pairs) per step, then a last pair.
-    while g + 4 <= kb {
-        let w = vld1q_s8_x4(a.add(16 * g));
-        let x = vandq_u8(vceqq_s8(w.0, min), vceqq_s8(w.1, min));
-        let y = vandq_u8(vceqq_s8(w.2, min), vceqq_s8(w.3, min));
-        both = vorrq_u8(both, vorrq_u8(x, y));
-        g += 4;
-    }
-    while g + 2 <= kb {
-        let x = vceqq_s8(vld1q_s8(a.add(16 * g)), min);
-        let y = vceqq_s8(vld1q_s8(a.add(16 * g + 16)), min);
-        both = vorrq_u8(both, vandq_u8(x, y));
-        g += 2;
-    }
-    vmaxvq_u8(both) == 0
-}
-
 /// The K loop of one 8-pixel half of a NEON tile: `acc[4r + 2q + s]` (lanes
 /// `[k01, k23]` of pixels `4q + 2s` and `4q + 2s + 1` of the half, channel
 /// `r`) gains the products of `kb` K groups. Each group's four channel
@@ -619,6 +593,7 @@ unsafe fn gemm_neon(
     n: usize,
     kb: usize,
     a: *const i8,
+    pairs: &[bool],
     b: *const i8,
     bias: &[i32],
     rq: &[Requant],
@@ -629,7 +604,7 @@ unsafe fn gemm_neon(
     let mut i0 = 0;
     while i0 < m {
         let ap = a.add(i0 / PACK_MR * kb * 16);
-        let pair = pairable(kb, ap);
+        let pair = pairs.get(i0 / PACK_MR).copied().unwrap_or(false);
         if m - i0 >= PACK_MR {
             tile_neon(
                 kb,
@@ -682,6 +657,7 @@ pub fn qs8_gemm_4x16c4__neon(
     n: usize,
     kb: usize,
     a: &[i8],
+    pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -702,6 +678,7 @@ pub fn qs8_gemm_4x16c4__neon(
             n,
             kb,
             a.as_ptr(),
+            pairs,
             b.as_ptr(),
             bias,
             rq,
@@ -720,6 +697,7 @@ pub fn qs8_gemm_4x16c4__dotprod(
     n: usize,
     kb: usize,
     a: &[i8],
+    pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -728,7 +706,7 @@ pub fn qs8_gemm_4x16c4__dotprod(
     rs: usize,
 ) {
     if !has_dotprod() {
-        return qs8_gemm_4x16c4__neon(m, n, kb, a, b, bias, rq, q, out, rs);
+        return qs8_gemm_4x16c4__neon(m, n, kb, a, pairs, b, bias, rq, q, out, rs);
     }
     if m == 0 || n == 0 {
         return;
