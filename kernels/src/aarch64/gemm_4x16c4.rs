@@ -6,10 +6,15 @@
 //!   panel loads and 16 `sdot` by element (`sdot acc.4s, panel.16b,
 //!   w.4b[r]`: lane `i` of `acc` is pixel `4q + i` of channel `r`), the shape
 //!   of XNNPACK's `qs8-gemm/4x16c4-minmax-*-neondot`.
-//! * `__neon` (baseline ARMv8-A): two passes of eight pixels; per channel and
-//!   pixel pair `smull`/`smull2` of the panel against the channel's four
-//!   weights repeated, then `sadalp` (each i16 holds one product, so
-//!   `-128 * -128` cannot overflow), and a final pairwise add.
+//! * `__neon` (baseline ARMv8-A): two passes of eight pixels, each one asm K
+//!   loop ([`kloop_neon`]); per channel and pixel pair `smull`/`smull2` of
+//!   the panel against the channel's four weights (replicated by `ld1r`),
+//!   then `sadalp`, and a final pairwise add. Channel groups whose `pairs`
+//!   flag is set ([`crate::reference::pairable_4c4`], computed once at
+//!   prepare) add a second K group's products in i16 (`smlal`) before the
+//!   `sadalp`; without the flag each i16 holds one product, so `-128 *
+//!   -128` cannot overflow. Each pass's output stage runs on the registers
+//!   the loop left (8 bytes per channel).
 //!
 //! The accumulators are the reference's exactly (integer sums), and the
 //! output stage is [`super::Sink`]'s bit-exact vector requantization, so the
@@ -303,7 +308,8 @@ unsafe fn half_neon(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4
 /// the first's in i16 (`smlal`/`smlal2`) before one `sadalp`, so 16 products
 /// take three instructions instead of four; safe only for weights that never
 /// hold -128 in the same byte of groups `2i` and `2i + 1` (|w1 x1 + w2 x2| <=
-/// 2^14 + 127 * 128 < 2^15; only -128 * -128 twice overflows).
+/// 2^14 + 127 * 128 < 2^15; only -128 * -128 twice overflows), i.e. where
+/// [`crate::reference::pairable_4c4`] says so.
 /// One asm loop each (accumulators v0-v15, panel v16-v19, weights v20-v27,
 /// products v28-v31), ending on `subs`/`b.ne`.
 ///
