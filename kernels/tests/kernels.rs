@@ -15,8 +15,8 @@
 //! that `requantize(..) + out_zp` cannot overflow i32.
 
 use strix_kernels::reference::{
-    pack_a_4c4, pack_sparse, pairable_4c4, packed_a_len, panel_len, sparse_scratch_len, ConvGeometry,
-    PoolGeometry, QAddParams, QConvParams, QMulParams, QOut, SPARSE_BLOCK,
+    pack_a_4c4, pack_sparse, packed_a_len, pairable_4c4, panel_len, sparse_scratch_len,
+    ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut, SPARSE_BLOCK,
 };
 use strix_kernels::shape::Dims;
 use strix_kernels::table::{self, KernelSet, SCALAR};

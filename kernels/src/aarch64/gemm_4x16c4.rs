@@ -383,7 +383,7 @@ unsafe fn kloop_neon(acc: &mut [int32x4_t; 16], kb: usize, pair: bool, a: *const
             "smlal2 v31.8h, v19.16b, v27.16b",
             "sadalp v14.4s, v30.8h",
             "sadalp v15.4s, v31.8h",
-           
+
             "subs {n}, {n}, #1",
             "b.ne 2b",
             a = inout(reg) a,
@@ -442,7 +442,7 @@ unsafe fn kloop_neon(acc: &mut [int32x4_t; 16], kb: usize, pair: bool, a: *const
             "smull2 v31.8h, v17.16b, v23.16b",
             "sadalp v14.4s, v30.8h",
             "sadalp v15.4s, v31.8h",
-           
+
             "subs {n}, {n}, #1",
             "b.ne 2b",
             a = inout(reg) a => _,
@@ -492,7 +492,13 @@ unsafe fn finish_half(
     );
     store_pair(vminq_s8(vmaxq_s8(v, lo), hi), out, out.add(rs), cnt);
     let v = vqmovn_high_s16(
-        vqmovn_s16(chan_neon([a8, a9, a10, a11], bias.add(2), *rq.add(2), short, q)),
+        vqmovn_s16(chan_neon(
+            [a8, a9, a10, a11],
+            bias.add(2),
+            *rq.add(2),
+            short,
+            q,
+        )),
         chan_neon([a12, a13, a14, a15], bias.add(3), *rq.add(3), short, q),
     );
     store_pair(
@@ -588,7 +594,16 @@ unsafe fn tile_neon(
     while 8 * h < n {
         let mut acc = [vdupq_n_s32(0); 16];
         kloop_neon(&mut acc, kb, pair, a, b.add(32 * h));
-        finish_half(&acc, bias, rq, short, q, out.add(8 * h), rs, (n - 8 * h).min(8));
+        finish_half(
+            &acc,
+            bias,
+            rq,
+            short,
+            q,
+            out.add(8 * h),
+            rs,
+            (n - 8 * h).min(8),
+        );
         h += 1;
     }
 }

@@ -481,8 +481,32 @@ mod tests {
                     let rs = n + rng.range(0, 3) as usize;
                     let mut want = vec![0x55i8; m * rs + 7];
                     let mut got = want.clone();
-                    reference::qs8_gemm_4x16c4(m, n, kb, &pa, &[], &b, &bias, &rq, &q, &mut want, rs);
-                    qs8_gemm_4x16c4__armv7neon(m, n, kb, &pa, &[], &b, &bias, &rq, &q, &mut got, rs);
+                    reference::qs8_gemm_4x16c4(
+                        m,
+                        n,
+                        kb,
+                        &pa,
+                        &[],
+                        &b,
+                        &bias,
+                        &rq,
+                        &q,
+                        &mut want,
+                        rs,
+                    );
+                    qs8_gemm_4x16c4__armv7neon(
+                        m,
+                        n,
+                        kb,
+                        &pa,
+                        &[],
+                        &b,
+                        &bias,
+                        &rq,
+                        &q,
+                        &mut got,
+                        rs,
+                    );
                     assert_eq!(got, want, "m {m} n {n} kb {kb} rs {rs} q {q:?} rq {rq:?}");
                     cases += 1;
                 }

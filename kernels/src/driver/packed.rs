@@ -131,9 +131,11 @@ impl PackedConv {
     }
 
     /// Bytes this conv keeps beyond its weights' own copy: the packed
-    /// weights and the offsets.
+    /// weights, their flags and the offsets.
     pub fn bytes(&self) -> usize {
-        self.weights.len() + self.plan.offsets.len() * core::mem::size_of::<usize>()
+        self.weights.len()
+            + self.pairs.len()
+            + self.plan.offsets.len() * core::mem::size_of::<usize>()
     }
 }
 

@@ -59,9 +59,12 @@ pub fn pack_a_4c4(m: usize, k: usize, w: &[i8], out: &mut [i8]) {
 pub fn pairable_4c4(m: usize, kb: usize, a: &[i8], out: &mut [bool]) {
     for (g, flag) in out[..m.div_ceil(PACK_MR)].iter_mut().enumerate() {
         let w = &a[g * kb * 16..(g + 1) * kb * 16];
-        *flag = !w
-            .chunks_exact(32)
-            .any(|p| p[..16].iter().zip(&p[16..]).any(|(&x, &y)| x == i8::MIN && y == i8::MIN));
+        *flag = !w.chunks_exact(32).any(|p| {
+            p[..16]
+                .iter()
+                .zip(&p[16..])
+                .any(|(&x, &y)| x == i8::MIN && y == i8::MIN)
+        });
     }
 }
 
