@@ -53,9 +53,9 @@ pub fn pack_a_4c4(m: usize, k: usize, w: &[i8], out: &mut [i8]) {
 /// groups, layout of [`pack_a_4c4`]): whether the group never holds -128 in
 /// the same byte of K groups `2i` and `2i + 1`. Computed once at prepare and
 /// passed to [`qs8_gemm_4x16c4`] as `pairs`: a kernel may then add the
-/// products of two K groups in one i16 lane (`|w1 x1 + w2 x2| <= 2^14 + 127
-/// * 128 < 2^15`; only -128 * -128 twice overflows). Contract: `out.len() >=
-/// m.div_ceil(4)`, `a.len() >= m.div_ceil(4) * kb * 16`.
+/// products of two K groups in one i16 lane (`|w1 x1 + w2 x2| <= 2^14 +
+/// 127 * 128 < 2^15`; only -128 * -128 twice overflows). Contract:
+/// `out.len() >= m.div_ceil(4)`, `a.len() >= m.div_ceil(4) * kb * 16`.
 pub fn pairable_4c4(m: usize, kb: usize, a: &[i8], out: &mut [bool]) {
     for (g, flag) in out[..m.div_ceil(PACK_MR)].iter_mut().enumerate() {
         let w = &a[g * kb * 16..(g + 1) * kb * 16];
