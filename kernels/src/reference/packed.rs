@@ -185,4 +185,39 @@ mod tests {
             assert_eq!(got, want, "{m}x{n}x{k}");
         }
     }
+
+    /// `pairable_4c4` clears a group's flag exactly when one channel holds
+    /// -128 at the same K offset in groups `2i` and `2i + 1`; an odd last
+    /// group and -128 in other positions leave it set.
+    #[test]
+    fn pairable_flags() {
+        let (m, k) = (9usize, 20usize); // three channel groups, kb = 5
+        let kb = k.div_ceil(4);
+        let flags = |w: &[i8]| {
+            let mut pa = vec![0i8; packed_a_len(m, k)];
+            pack_a_4c4(m, k, w, &mut pa);
+            let mut f = vec![true; 3];
+            pairable_4c4(m, kb, &pa, &mut f);
+            f
+        };
+        let mut w = vec![-127i8; m * k];
+        assert_eq!(flags(&w), [true; 3]);
+        // Channel 5 (group 1): k = 1 (group 0) and k = 5 (group 1).
+        w[5 * k + 1] = i8::MIN;
+        w[5 * k + 5] = i8::MIN;
+        assert_eq!(flags(&w), [true, false, true]);
+        // Different offsets, other channels, or the unpaired group 4.
+        let mut w = vec![3i8; m * k];
+        w[1] = i8::MIN;
+        w[6] = i8::MIN; // channel 0: k = 1 and k = 6
+        w[k + 1] = i8::MIN;
+        w[2 * k + 5] = i8::MIN; // k = 1 and k = 5, channels 1 and 2
+        w[8 * k + 16] = i8::MIN;
+        w[8 * k + 17] = i8::MIN; // group 4 pairs with nothing
+        assert_eq!(flags(&w), [true; 3]);
+        // Groups 2 and 3 (k = 8 + t and k = 12 + t) of channel 8.
+        w[8 * k + 10] = i8::MIN;
+        w[8 * k + 14] = i8::MIN;
+        assert_eq!(flags(&w), [true, true, false]);
+    }
 }
