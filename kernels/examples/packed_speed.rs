@@ -117,6 +117,7 @@ fn main() {
                 &q,
                 src,
                 &pc.weights,
+                &pc.pairs,
                 &fb,
                 &rq,
                 0,

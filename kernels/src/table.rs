@@ -39,9 +39,12 @@ pub type GemmNtFn =
 pub type GemmNtF32Fn =
     fn(usize, usize, usize, &[i8], &[i8], &[i32], &[f32], f32, f32, &mut [f32], usize, usize);
 
-/// [`reference::qs8_gemm_4x16c4`]: `(m, n, kb, a_packed, b_panel, bias, rq, q, out, rs)`.
+/// [`reference::qs8_gemm_4x16c4`]:
+/// `(m, n, kb, a_packed, a_pairs, b_panel, bias, rq, q, out, rs)`; `a_pairs`
+/// are the weights' flags from [`reference::pairable_4c4`] (computed once at
+/// prepare; an empty slice promises nothing).
 pub type Gemm4x16c4Fn =
-    fn(usize, usize, usize, &[i8], &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize);
+    fn(usize, usize, usize, &[i8], &[bool], &[i8], &[i32], &[Requant], &QOut, &mut [i8], usize);
 
 /// [`reference::qs8_gemm_4x16c4_f32out`]:
 /// `(m, n, kb, a_packed, b_panel, bias, scale, lo, hi, out, rs)`.

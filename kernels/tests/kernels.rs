@@ -15,8 +15,8 @@
 //! that `requantize(..) + out_zp` cannot overflow i32.
 
 use strix_kernels::reference::{
-    pack_a_4c4, pack_sparse, packed_a_len, panel_len, sparse_scratch_len, ConvGeometry,
-    PoolGeometry, QAddParams, QConvParams, QMulParams, QOut, SPARSE_BLOCK,
+    pack_a_4c4, pack_sparse, packed_a_len, pairable_4c4, panel_len, sparse_scratch_len,
+    ConvGeometry, PoolGeometry, QAddParams, QConvParams, QMulParams, QOut, SPARSE_BLOCK,
 };
 use strix_kernels::shape::Dims;
 use strix_kernels::table::{self, KernelSet, SCALAR};
@@ -340,12 +340,21 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
             let mut want = vec![0x55i8; m * rs];
             let mut got = want.clone();
             let kb = k.div_ceil(4);
-            (SCALAR.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut want, rs);
-            abi_call(row.gemm_4x16c4.name, || {
-                (row.gemm_4x16c4.run)(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs)
-            });
-            let case = format!("m={m} n={n} k={k} rs={rs} q={q:?} rq={rq:?} bias={bias:?}");
-            assert_same(row.gemm_4x16c4.name, &case, &got, &want);
+            (SCALAR.gemm_4x16c4.run)(m, n, kb, &pa, &[], &b, &bias, &rq, &q, &mut want, rs);
+            // With the prepare-time flags, and without any (the kernels must
+            // then assume every group may overflow i16).
+            let mut pairs = vec![false; m.div_ceil(4)];
+            pairable_4c4(m, kb, &pa, &mut pairs);
+            for flags in [&pairs[..], &[]] {
+                got.fill(0x55);
+                abi_call(row.gemm_4x16c4.name, || {
+                    (row.gemm_4x16c4.run)(m, n, kb, &pa, flags, &b, &bias, &rq, &q, &mut got, rs)
+                });
+                let case = format!(
+                    "m={m} n={n} k={k} rs={rs} pairs={flags:?} q={q:?} rq={rq:?} bias={bias:?}"
+                );
+                assert_same(row.gemm_4x16c4.name, &case, &got, &want);
+            }
             // The f32 output stage on the same operands (bits compared: the
             // sign of a zero must match too).
             let scale: Vec<f32> = (0..m)

@@ -6,10 +6,15 @@
 //!   panel loads and 16 `sdot` by element (`sdot acc.4s, panel.16b,
 //!   w.4b[r]`: lane `i` of `acc` is pixel `4q + i` of channel `r`), the shape
 //!   of XNNPACK's `qs8-gemm/4x16c4-minmax-*-neondot`.
-//! * `__neon` (baseline ARMv8-A): two passes of eight pixels; per channel and
-//!   pixel pair `smull`/`smull2` of the panel against the channel's four
-//!   weights repeated, then `sadalp` (each i16 holds one product, so
-//!   `-128 * -128` cannot overflow), and a final pairwise add.
+//! * `__neon` (baseline ARMv8-A): two passes of eight pixels, each one asm K
+//!   loop ([`kloop_neon`]); per channel and pixel pair `smull`/`smull2` of
+//!   the panel against the channel's four weights (replicated by `ld1r`),
+//!   then `sadalp`, and a final pairwise add. Channel groups whose `pairs`
+//!   flag is set ([`crate::reference::pairable_4c4`], computed once at
+//!   prepare) add a second K group's products in i16 (`smlal`) before the
+//!   `sadalp`; without the flag each i16 holds one product, so `-128 *
+//!   -128` cannot overflow. Each pass's output stage runs on the registers
+//!   the loop left (8 bytes per channel).
 //!
 //! The accumulators are the reference's exactly (integer sums), and the
 //! output stage is [`super::Sink`]'s bit-exact vector requantization, so the
@@ -294,87 +299,313 @@ unsafe fn half_neon(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4
     })
 }
 
-/// Whether a tile's weights (`kb` groups of 16 bytes at `a`) never hold
-/// -128 in the same byte of groups `2i` and `2i + 1`: then [`half_neon2`]
-/// may sum those two products in one i16 lane (|w1 x1 + w2 x2| <= 2^14 +
-/// 127 * 128 < 2^15; only -128 * -128 twice overflows).
+/// The K loop of one 8-pixel half of a NEON tile: `acc[4r + 2q + s]` (lanes
+/// `[k01, k23]` of pixels `4q + 2s` and `4q + 2s + 1` of the half, channel
+/// `r`) gains the products of `kb` K groups. Each group's four channel
+/// weights are replicated by `ld1r` (one load per channel, no `dup`), the
+/// half's two panel vectors are the first or last 32 bytes of the group.
+/// With `pair`, two groups per step: the second group's products are added to
+/// the first's in i16 (`smlal`/`smlal2`) before one `sadalp`, so 16 products
+/// take three instructions instead of four; safe only for weights that never
+/// hold -128 in the same byte of groups `2i` and `2i + 1` (|w1 x1 + w2 x2| <=
+/// 2^14 + 127 * 128 < 2^15; only -128 * -128 twice overflows), i.e. where
+/// [`crate::reference::pairable_4c4`] says so.
+/// One asm loop each (accumulators v0-v15, panel v16-v19, weights v20-v27,
+/// products v28-v31), ending on `subs`/`b.ne`.
+///
+/// # Safety
+/// `a` addresses `kb` groups of 16 readable bytes, `b` `kb` groups of 64
+/// bytes of which the half's 32 (at `b`, so `b` is the group base plus 0 or
+/// 32) are read; `pair` as above.
 #[inline(always)]
-unsafe fn pairable(kb: usize, a: *const i8) -> bool {
-    let min = vdupq_n_s8(i8::MIN);
-    let mut both = vdupq_n_u8(0);
-    let mut g = 0;
-    // Four groups (two pairs) per step, then a last pair.
-    while g + 4 <= kb {
-        let w = vld1q_s8_x4(a.add(16 * g));
-        let x = vandq_u8(vceqq_s8(w.0, min), vceqq_s8(w.1, min));
-        let y = vandq_u8(vceqq_s8(w.2, min), vceqq_s8(w.3, min));
-        both = vorrq_u8(both, vorrq_u8(x, y));
-        g += 4;
+unsafe fn kloop_neon(acc: &mut [int32x4_t; 16], kb: usize, pair: bool, a: *const i8, b: *const i8) {
+    let [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15] = acc;
+    let (mut a, mut b) = (a, b);
+    let pairs = if pair { kb / 2 } else { 0 };
+    if pairs > 0 {
+        core::arch::asm!(
+            "2:",
+            "ld1r {{v20.4s}}, [{a}], #4",
+            "ld1r {{v21.4s}}, [{a}], #4",
+            "ld1r {{v22.4s}}, [{a}], #4",
+            "ld1r {{v23.4s}}, [{a}], #4",
+            "ld1r {{v24.4s}}, [{a}], #4",
+            "ld1r {{v25.4s}}, [{a}], #4",
+            "ld1r {{v26.4s}}, [{a}], #4",
+            "ld1r {{v27.4s}}, [{a}], #4",
+            "ldp q18, q19, [{b}, #64]",
+            "ld1 {{v16.16b, v17.16b}}, [{b}], {step}",
+            "smull v28.8h, v16.8b, v20.8b",
+            "smull2 v29.8h, v16.16b, v20.16b",
+            "smlal v28.8h, v18.8b, v24.8b",
+            "smlal2 v29.8h, v18.16b, v24.16b",
+            "sadalp v0.4s, v28.8h",
+            "sadalp v1.4s, v29.8h",
+            "smull v30.8h, v17.8b, v20.8b",
+            "smull2 v31.8h, v17.16b, v20.16b",
+            "smlal v30.8h, v19.8b, v24.8b",
+            "smlal2 v31.8h, v19.16b, v24.16b",
+            "sadalp v2.4s, v30.8h",
+            "sadalp v3.4s, v31.8h",
+            "smull v28.8h, v16.8b, v21.8b",
+            "smull2 v29.8h, v16.16b, v21.16b",
+            "smlal v28.8h, v18.8b, v25.8b",
+            "smlal2 v29.8h, v18.16b, v25.16b",
+            "sadalp v4.4s, v28.8h",
+            "sadalp v5.4s, v29.8h",
+            "smull v30.8h, v17.8b, v21.8b",
+            "smull2 v31.8h, v17.16b, v21.16b",
+            "smlal v30.8h, v19.8b, v25.8b",
+            "smlal2 v31.8h, v19.16b, v25.16b",
+            "sadalp v6.4s, v30.8h",
+            "sadalp v7.4s, v31.8h",
+            "smull v28.8h, v16.8b, v22.8b",
+            "smull2 v29.8h, v16.16b, v22.16b",
+            "smlal v28.8h, v18.8b, v26.8b",
+            "smlal2 v29.8h, v18.16b, v26.16b",
+            "sadalp v8.4s, v28.8h",
+            "sadalp v9.4s, v29.8h",
+            "smull v30.8h, v17.8b, v22.8b",
+            "smull2 v31.8h, v17.16b, v22.16b",
+            "smlal v30.8h, v19.8b, v26.8b",
+            "smlal2 v31.8h, v19.16b, v26.16b",
+            "sadalp v10.4s, v30.8h",
+            "sadalp v11.4s, v31.8h",
+            "smull v28.8h, v16.8b, v23.8b",
+            "smull2 v29.8h, v16.16b, v23.16b",
+            "smlal v28.8h, v18.8b, v27.8b",
+            "smlal2 v29.8h, v18.16b, v27.16b",
+            "sadalp v12.4s, v28.8h",
+            "sadalp v13.4s, v29.8h",
+            "smull v30.8h, v17.8b, v23.8b",
+            "smull2 v31.8h, v17.16b, v23.16b",
+            "smlal v30.8h, v19.8b, v27.8b",
+            "smlal2 v31.8h, v19.16b, v27.16b",
+            "sadalp v14.4s, v30.8h",
+            "sadalp v15.4s, v31.8h",
+
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            a = inout(reg) a,
+            b = inout(reg) b,
+            n = inout(reg) pairs => _,
+            step = in(reg) 128usize,
+            inout("v0") *c0, inout("v1") *c1, inout("v2") *c2, inout("v3") *c3,
+            inout("v4") *c4, inout("v5") *c5, inout("v6") *c6, inout("v7") *c7,
+            inout("v8") *c8, inout("v9") *c9, inout("v10") *c10, inout("v11") *c11,
+            inout("v12") *c12, inout("v13") *c13, inout("v14") *c14, inout("v15") *c15,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+            out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v24") _, out("v25") _, out("v26") _, out("v27") _,
+            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack, readonly),
+        );
     }
-    while g + 2 <= kb {
-        let x = vceqq_s8(vld1q_s8(a.add(16 * g)), min);
-        let y = vceqq_s8(vld1q_s8(a.add(16 * g + 16)), min);
-        both = vorrq_u8(both, vandq_u8(x, y));
-        g += 2;
+    let rest = kb - 2 * pairs;
+    if rest > 0 {
+        core::arch::asm!(
+            "2:",
+            "ld1r {{v20.4s}}, [{a}], #4",
+            "ld1r {{v21.4s}}, [{a}], #4",
+            "ld1r {{v22.4s}}, [{a}], #4",
+            "ld1r {{v23.4s}}, [{a}], #4",
+            "ld1 {{v16.16b, v17.16b}}, [{b}], {step}",
+            "smull v28.8h, v16.8b, v20.8b",
+            "smull2 v29.8h, v16.16b, v20.16b",
+            "sadalp v0.4s, v28.8h",
+            "sadalp v1.4s, v29.8h",
+            "smull v30.8h, v17.8b, v20.8b",
+            "smull2 v31.8h, v17.16b, v20.16b",
+            "sadalp v2.4s, v30.8h",
+            "sadalp v3.4s, v31.8h",
+            "smull v28.8h, v16.8b, v21.8b",
+            "smull2 v29.8h, v16.16b, v21.16b",
+            "sadalp v4.4s, v28.8h",
+            "sadalp v5.4s, v29.8h",
+            "smull v30.8h, v17.8b, v21.8b",
+            "smull2 v31.8h, v17.16b, v21.16b",
+            "sadalp v6.4s, v30.8h",
+            "sadalp v7.4s, v31.8h",
+            "smull v28.8h, v16.8b, v22.8b",
+            "smull2 v29.8h, v16.16b, v22.16b",
+            "sadalp v8.4s, v28.8h",
+            "sadalp v9.4s, v29.8h",
+            "smull v30.8h, v17.8b, v22.8b",
+            "smull2 v31.8h, v17.16b, v22.16b",
+            "sadalp v10.4s, v30.8h",
+            "sadalp v11.4s, v31.8h",
+            "smull v28.8h, v16.8b, v23.8b",
+            "smull2 v29.8h, v16.16b, v23.16b",
+            "sadalp v12.4s, v28.8h",
+            "sadalp v13.4s, v29.8h",
+            "smull v30.8h, v17.8b, v23.8b",
+            "smull2 v31.8h, v17.16b, v23.16b",
+            "sadalp v14.4s, v30.8h",
+            "sadalp v15.4s, v31.8h",
+
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            n = inout(reg) rest => _,
+            step = in(reg) 64usize,
+            inout("v0") *c0, inout("v1") *c1, inout("v2") *c2, inout("v3") *c3,
+            inout("v4") *c4, inout("v5") *c5, inout("v6") *c6, inout("v7") *c7,
+            inout("v8") *c8, inout("v9") *c9, inout("v10") *c10, inout("v11") *c11,
+            inout("v12") *c12, inout("v13") *c13, inout("v14") *c14, inout("v15") *c15,
+            out("v16") _, out("v17") _,
+            out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack, readonly),
+        );
     }
-    vmaxvq_u8(both) == 0
 }
 
-/// [`half_neon`] for [`pairable`] weights: two K groups per step, the
-/// second's products added to the first's in i16 (`smlal`/`smlal2`) before
-/// `sadalp`, so 16 products take three instructions instead of four.
+/// The output stage of one 8-pixel half of a NEON tile: per channel `r`,
+/// `bias[r]` plus the pairwise sums of `acc` (layout of [`kloop_neon`]),
+/// requantized by `rq[r]` as [`requant16`] does, `cnt <= 8` bytes stored at
+/// `out + r * rs`. Channels go two to a vector for the int8 narrow, the
+/// clamp and the two 8-byte stores.
+///
+/// # Safety
+/// `bias` and `rq` address four values; four rows of `cnt` writable bytes
+/// at `out`, `rs` apart.
 #[inline(always)]
-unsafe fn half_neon2(kb: usize, a: *const i8, b: *const i8) -> [[int32x4_t; 2]; 4] {
-    let mut acc = [[vdupq_n_s32(0); 4]; 4];
-    let (mut ap, mut bp) = (a, b);
-    let dups = |w: int32x4_t| {
-        [
-            vreinterpretq_s8_s32(vdupq_laneq_s32::<0>(w)),
-            vreinterpretq_s8_s32(vdupq_laneq_s32::<1>(w)),
-            vreinterpretq_s8_s32(vdupq_laneq_s32::<2>(w)),
-            vreinterpretq_s8_s32(vdupq_laneq_s32::<3>(w)),
-        ]
-    };
-    let mut g = 0;
-    while g + 2 <= kb {
-        let w0 = dups(vreinterpretq_s32_s8(vld1q_s8(ap)));
-        let w1 = dups(vreinterpretq_s32_s8(vld1q_s8(ap.add(16))));
-        let b0 = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
-        let b1 = [vld1q_s8(bp.add(64)), vld1q_s8(bp.add(80))];
-        for r in 0..4 {
-            for q in 0..2 {
-                let lo = vmlal_s8(
-                    vmull_s8(vget_low_s8(b0[q]), vget_low_s8(w0[r])),
-                    vget_low_s8(b1[q]),
-                    vget_low_s8(w1[r]),
-                );
-                let hi = vmlal_high_s8(vmull_high_s8(b0[q], w0[r]), b1[q], w1[r]);
-                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
-                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
-            }
-        }
-        ap = ap.add(32);
-        bp = bp.add(128);
-        g += 2;
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_half(
+    acc: &[int32x4_t; 16],
+    bias: *const i32,
+    rq: *const Requant,
+    short: bool,
+    q: &QOut,
+    out: *mut i8,
+    rs: usize,
+    cnt: usize,
+) {
+    let (lo, hi) = (vdupq_n_s8(q.act_min), vdupq_n_s8(q.act_max));
+    // Unrolled by hand (channel pairs 0-1 and 2-3) so that the accumulators
+    // stay in the registers the K loop left them in.
+    let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15] = *acc;
+    let v = vqmovn_high_s16(
+        vqmovn_s16(chan_neon([a0, a1, a2, a3], bias, *rq, short, q)),
+        chan_neon([a4, a5, a6, a7], bias.add(1), *rq.add(1), short, q),
+    );
+    store_pair(vminq_s8(vmaxq_s8(v, lo), hi), out, out.add(rs), cnt);
+    let v = vqmovn_high_s16(
+        vqmovn_s16(chan_neon(
+            [a8, a9, a10, a11],
+            bias.add(2),
+            *rq.add(2),
+            short,
+            q,
+        )),
+        chan_neon([a12, a13, a14, a15], bias.add(3), *rq.add(3), short, q),
+    );
+    store_pair(
+        vminq_s8(vmaxq_s8(v, lo), hi),
+        out.add(2 * rs),
+        out.add(3 * rs),
+        cnt,
+    );
+}
+
+/// One channel of [`finish_half`]: `*bias` plus the pairwise sums of its
+/// four accumulators, requantized by `r` as [`requant16`] does, as eight
+/// i16 lanes with the zero point added (saturating as `requant16`'s stages
+/// do, so the int8 narrow and clamp that follow give its bytes).
+///
+/// # Safety
+/// `bias` addresses one value.
+#[inline(always)]
+unsafe fn chan_neon(
+    acc: [int32x4_t; 4],
+    bias: *const i32,
+    r: Requant,
+    short: bool,
+    q: &QOut,
+) -> int16x8_t {
+    let bi = vld1q_dup_s32(bias);
+    let x0 = vaddq_s32(vpaddq_s32(acc[0], acc[1]), bi);
+    let x1 = vaddq_s32(vpaddq_s32(acc[2], acc[3]), bi);
+    if short {
+        let mult = vdupq_n_s32(r.mult);
+        let right = vdupq_n_s32(r.shift);
+        let f = |v: int32x4_t| {
+            let v = vqrdmulhq_s32(v, mult);
+            vrshlq_s32(vsraq_n_s32::<31>(v, v), right)
+        };
+        vqaddq_s16(
+            vqmovn_high_s32(vqmovn_s32(f(x0)), f(x1)),
+            vdupq_n_s16(q.out_zp as i16),
+        )
+    } else {
+        let left = vdupq_n_s32(r.shift.max(0));
+        let mult = vdupq_n_s32(r.mult);
+        let right = vdupq_n_s32(-(-r.shift).max(0));
+        let zp = vdupq_n_s32(q.out_zp);
+        let f = |v: int32x4_t| {
+            let v = vqrdmulhq_s32(vqshlq_s32(v, left), mult);
+            let fixup = vshrq_n_s32::<31>(vandq_s32(v, right));
+            vaddq_s32(vrshlq_s32(vqaddq_s32(v, fixup), right), zp)
+        };
+        vcombine_s16(vqmovn_s32(f(x0)), vqmovn_s32(f(x1)))
     }
-    if g < kb {
-        let w = dups(vreinterpretq_s32_s8(vld1q_s8(ap)));
-        let bv = [vld1q_s8(bp), vld1q_s8(bp.add(16))];
-        for r in 0..4 {
-            for q in 0..2 {
-                let lo = vmull_s8(vget_low_s8(bv[q]), vget_low_s8(w[r]));
-                let hi = vmull_high_s8(bv[q], w[r]);
-                acc[r][2 * q] = vpadalq_s16(acc[r][2 * q], lo);
-                acc[r][2 * q + 1] = vpadalq_s16(acc[r][2 * q + 1], hi);
-            }
-        }
+}
+
+/// Stores the low 8 bytes of `v` at `o0` and the high 8 at `o1`, the first
+/// `cnt <= 8` of each.
+#[inline(always)]
+unsafe fn store_pair(v: int8x16_t, o0: *mut i8, o1: *mut i8, cnt: usize) {
+    if cnt == 8 {
+        vst1_s8(o0, vget_low_s8(v));
+        vst1_s8(o1, vget_high_s8(v));
+    } else {
+        let mut buf = [0i8; 16];
+        vst1q_s8(buf.as_mut_ptr(), v);
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), o0, cnt);
+        core::ptr::copy_nonoverlapping(buf.as_ptr().add(8), o1, cnt);
     }
-    core::array::from_fn(|r| {
-        [
-            vpaddq_s32(acc[r][0], acc[r][1]),
-            vpaddq_s32(acc[r][2], acc[r][3]),
-        ]
-    })
+}
+
+/// One whole 4-channel tile of [`gemm_neon`]: `n` pixels (one half when
+/// `n <= 8`) over `kb` groups, written to `out + r * rs`.
+///
+/// # Safety
+/// As [`kloop_neon`] for each half read; `bias` and `rq` address four
+/// values; four rows of `n` writable bytes at `out`, `rs` apart.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_neon(
+    kb: usize,
+    pair: bool,
+    a: *const i8,
+    b: *const i8,
+    bias: *const i32,
+    rq: *const Requant,
+    q: &QOut,
+    out: *mut i8,
+    rs: usize,
+    n: usize,
+) {
+    // The short output stage (see `requant16`) when every channel of the
+    // tile shifts right.
+    let short = (-128..=127).contains(&q.out_zp) && (0..4).all(|r| (*rq.add(r)).shift < 0);
+    let mut h = 0;
+    while 8 * h < n {
+        let mut acc = [vdupq_n_s32(0); 16];
+        kloop_neon(&mut acc, kb, pair, a, b.add(32 * h));
+        finish_half(
+            &acc,
+            bias,
+            rq,
+            short,
+            q,
+            out.add(8 * h),
+            rs,
+            (n - 8 * h).min(8),
+        );
+        h += 1;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -383,6 +614,7 @@ unsafe fn gemm_neon(
     n: usize,
     kb: usize,
     a: *const i8,
+    pairs: &[bool],
     b: *const i8,
     bias: &[i32],
     rq: &[Requant],
@@ -392,31 +624,48 @@ unsafe fn gemm_neon(
 ) {
     let mut i0 = 0;
     while i0 < m {
-        let mr = (m - i0).min(PACK_MR);
         let ap = a.add(i0 / PACK_MR * kb * 16);
-        let pair = pairable(kb, ap);
-        let half = |h: *const i8| {
-            if pair {
-                half_neon2(kb, ap, h)
-            } else {
-                half_neon(kb, ap, h)
-            }
-        };
-        let lo = half(b);
-        let hi = if n > 8 {
-            half(b.add(32))
+        let pair = pairs.get(i0 / PACK_MR).copied().unwrap_or(false);
+        if m - i0 >= PACK_MR {
+            tile_neon(
+                kb,
+                pair,
+                ap,
+                b,
+                bias.as_ptr().add(i0),
+                rq.as_ptr().add(i0),
+                q,
+                out.add(i0 * rs),
+                rs,
+                n,
+            );
         } else {
-            [[vdupq_n_s32(0); 2]; 4]
-        };
-        for r in 0..mr {
-            let bi = vdupq_n_s32(bias[i0 + r]);
-            let x = [
-                vaddq_s32(lo[r][0], bi),
-                vaddq_s32(lo[r][1], bi),
-                vaddq_s32(hi[r][0], bi),
-                vaddq_s32(hi[r][1], bi),
-            ];
-            store(requant16(x, rq[i0 + r], q), out.add((i0 + r) * rs), n);
+            // The last, partial channel group: its packed rows past `m` are
+            // zero; they get a copy of a real channel's constants and a
+            // scratch tile, and only the real rows are copied out.
+            let mr = m - i0;
+            let bi: [i32; PACK_MR] = core::array::from_fn(|r| bias[i0 + r.min(mr - 1)]);
+            let rqs: [Requant; PACK_MR] = core::array::from_fn(|r| rq[i0 + r.min(mr - 1)]);
+            let mut tile = [0i8; PACK_MR * PACK_NR];
+            tile_neon(
+                kb,
+                pair,
+                ap,
+                b,
+                bi.as_ptr(),
+                rqs.as_ptr(),
+                q,
+                tile.as_mut_ptr(),
+                PACK_NR,
+                n,
+            );
+            for r in 0..mr {
+                core::ptr::copy_nonoverlapping(
+                    tile.as_ptr().add(r * PACK_NR),
+                    out.add((i0 + r) * rs),
+                    n,
+                );
+            }
         }
         i0 += PACK_MR;
     }
@@ -429,6 +678,7 @@ pub fn qs8_gemm_4x16c4__neon(
     n: usize,
     kb: usize,
     a: &[i8],
+    pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -449,6 +699,7 @@ pub fn qs8_gemm_4x16c4__neon(
             n,
             kb,
             a.as_ptr(),
+            pairs,
             b.as_ptr(),
             bias,
             rq,
@@ -467,6 +718,7 @@ pub fn qs8_gemm_4x16c4__dotprod(
     n: usize,
     kb: usize,
     a: &[i8],
+    pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -475,7 +727,7 @@ pub fn qs8_gemm_4x16c4__dotprod(
     rs: usize,
 ) {
     if !has_dotprod() {
-        return qs8_gemm_4x16c4__neon(m, n, kb, a, b, bias, rq, q, out, rs);
+        return qs8_gemm_4x16c4__neon(m, n, kb, a, pairs, b, bias, rq, q, out, rs);
     }
     if m == 0 || n == 0 {
         return;

@@ -376,6 +376,7 @@ pub fn qs8_gemm_4x16c4__armv7neon(
     n: usize,
     kb: usize,
     a: &[i8],
+    pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -384,7 +385,7 @@ pub fn qs8_gemm_4x16c4__armv7neon(
     rs: usize,
 ) {
     if !has_neon() {
-        return reference::qs8_gemm_4x16c4(m, n, kb, a, b, bias, rq, q, out, rs);
+        return reference::qs8_gemm_4x16c4(m, n, kb, a, pairs, b, bias, rq, q, out, rs);
     }
     if m == 0 || n == 0 {
         return;
@@ -392,7 +393,7 @@ pub fn qs8_gemm_4x16c4__armv7neon(
     if m > 1 && rs < n {
         // Overlapping rows: the reference's row-major store order decides
         // which row's bytes survive; the tile stores quarter by quarter.
-        return reference::qs8_gemm_4x16c4(m, n, kb, a, b, bias, rq, q, out, rs);
+        return reference::qs8_gemm_4x16c4(m, n, kb, a, pairs, b, bias, rq, q, out, rs);
     }
     check(m, n, kb, a, b, bias, rq, q, out, rs);
     // SAFETY: NEON checked above. `check` bounds every load: the weight
@@ -480,8 +481,32 @@ mod tests {
                     let rs = n + rng.range(0, 3) as usize;
                     let mut want = vec![0x55i8; m * rs + 7];
                     let mut got = want.clone();
-                    reference::qs8_gemm_4x16c4(m, n, kb, &pa, &b, &bias, &rq, &q, &mut want, rs);
-                    qs8_gemm_4x16c4__armv7neon(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs);
+                    reference::qs8_gemm_4x16c4(
+                        m,
+                        n,
+                        kb,
+                        &pa,
+                        &[],
+                        &b,
+                        &bias,
+                        &rq,
+                        &q,
+                        &mut want,
+                        rs,
+                    );
+                    qs8_gemm_4x16c4__armv7neon(
+                        m,
+                        n,
+                        kb,
+                        &pa,
+                        &[],
+                        &b,
+                        &bias,
+                        &rq,
+                        &q,
+                        &mut got,
+                        rs,
+                    );
                     assert_eq!(got, want, "m {m} n {n} kb {kb} rs {rs} q {q:?} rq {rq:?}");
                     cases += 1;
                 }
@@ -510,6 +535,7 @@ mod tests {
             1,
             1 << 28,
             &[0; 16],
+            &[],
             &[0; 64],
             &[0],
             &rq,

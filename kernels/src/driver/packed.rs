@@ -105,10 +105,13 @@ impl PackPlan {
 }
 
 /// A conv prepared for the packed path: its weights packed by
-/// [`crate::reference::pack_a_4c4`] and its [`PackPlan`].
+/// [`crate::reference::pack_a_4c4`], their per-channel-group `pairs` flags
+/// ([`crate::reference::pairable_4c4`], passed to `gemm_4x16c4` so that no
+/// call rescans constant weights) and its [`PackPlan`].
 #[derive(Clone, Debug)]
 pub struct PackedConv {
     pub weights: Vec<i8>,
+    pub pairs: Vec<bool>,
     pub plan: PackPlan,
 }
 
@@ -118,13 +121,21 @@ impl PackedConv {
         let plan = PackPlan::new(g)?;
         let mut w = vec![0i8; crate::reference::packed_a_len(g.out_c, g.k())];
         crate::reference::pack_a_4c4(g.out_c, g.k(), weights, &mut w);
-        Some(PackedConv { weights: w, plan })
+        let mut pairs = vec![false; g.out_c.div_ceil(crate::reference::PACK_MR)];
+        crate::reference::pairable_4c4(g.out_c, g.k().div_ceil(4), &w, &mut pairs);
+        Some(PackedConv {
+            weights: w,
+            pairs,
+            plan,
+        })
     }
 
     /// Bytes this conv keeps beyond its weights' own copy: the packed
-    /// weights and the offsets.
+    /// weights, their flags and the offsets.
     pub fn bytes(&self) -> usize {
-        self.weights.len() + self.plan.offsets.len() * core::mem::size_of::<usize>()
+        self.weights.len()
+            + self.pairs.len()
+            + self.plan.offsets.len() * core::mem::size_of::<usize>()
     }
 }
 
@@ -300,7 +311,8 @@ fn interleave4(rows: [&[i8; PACK_NR]; 4], dst: &mut [i8]) {
 
 /// Output pixels `p0..p0 + t` of an ungrouped int8 conv for the output
 /// channels of `packed` (from [`crate::reference::pack_a_4c4`] of the
-/// weights, starting at a channel that is a multiple of 4), written to
+/// weights, starting at a channel that is a multiple of 4; `pairs` their
+/// flags from [`crate::reference::pairable_4c4`], same start), written to
 /// `tile[c * tile_rs + j]`. `src` is the input for in-place plans, else the
 /// staged input ([`stage_input`]). Each panel of 16 virtual pixels is packed
 /// into `scratch` and multiplied by every channel group with the output stage
@@ -317,6 +329,7 @@ pub fn qs8_conv2d_packed_tile(
     q: &QConvParams,
     src: &[i8],
     packed: &[i8],
+    pairs: &[bool],
     folded_bias: &[i32],
     rq: &[Requant],
     p0: usize,
@@ -333,7 +346,7 @@ pub fn qs8_conv2d_packed_tile(
     };
     let (panel, buf) = scratch.split_at_mut(panel_len(g.k()));
     let run = |n: usize, panel: &[i8], o: &mut [i8], rs: usize| {
-        (ks.gemm_4x16c4.run)(m, n, kb, packed, panel, folded_bias, rq, &out, o, rs)
+        (ks.gemm_4x16c4.run)(m, n, kb, packed, pairs, panel, folded_bias, rq, &out, o, rs)
     };
     tiles(
         g,

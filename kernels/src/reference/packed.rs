@@ -49,17 +49,41 @@ pub fn pack_a_4c4(m: usize, k: usize, w: &[i8], out: &mut [i8]) {
     }
 }
 
+/// Per group of four channels of packed weights `a` (`m` channels, `kb` K
+/// groups, layout of [`pack_a_4c4`]): whether the group never holds -128 in
+/// the same byte of K groups `2i` and `2i + 1`. Computed once at prepare and
+/// passed to [`qs8_gemm_4x16c4`] as `pairs`: a kernel may then add the
+/// products of two K groups in one i16 lane (`|w1 x1 + w2 x2| <= 2^14 +
+/// 127 * 128 < 2^15`; only -128 * -128 twice overflows). Contract:
+/// `out.len() >= m.div_ceil(4)`, `a.len() >= m.div_ceil(4) * kb * 16`.
+pub fn pairable_4c4(m: usize, kb: usize, a: &[i8], out: &mut [bool]) {
+    for (g, flag) in out[..m.div_ceil(PACK_MR)].iter_mut().enumerate() {
+        let w = &a[g * kb * 16..(g + 1) * kb * 16];
+        *flag = !w.chunks_exact(32).any(|p| {
+            p[..16]
+                .iter()
+                .zip(&p[16..])
+                .any(|(&x, &y)| x == i8::MIN && y == i8::MIN)
+        });
+    }
+}
+
 /// `out[i * rs + j]` for channels `i < m` and pixels `j < n` (`n <= 16`):
 /// `clamp(out_zp + requantize(bias[i] + sum_k a[i][k] * b[j][k], rq[i]))`
 /// with `a` and `b` in the packed layouts of the module docs (`kb` groups of
 /// four). Contract: `a.len() >= m.div_ceil(4) * kb * 16`, `b.len() >= kb * 64`,
 /// `bias` and `rq` hold `m` values, `out.len() >= (m - 1) * rs + n`.
+/// `pairs[g]` (group `g` of four channels) may be true only where
+/// [`pairable_4c4`] is: fast kernels then sum two K groups' products in
+/// i16 (a wrong `true` gives wrong sums, never unsafety); missing entries
+/// count as false, and the reference ignores it.
 #[allow(clippy::too_many_arguments)]
 pub fn qs8_gemm_4x16c4(
     m: usize,
     n: usize,
     kb: usize,
     a: &[i8],
+    _pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -157,8 +181,43 @@ mod tests {
                 }
             }
             let mut got = vec![0i8; m * n];
-            qs8_gemm_4x16c4(m, n, kb, &pa, &pb, &bias, &rq, &q, &mut got, n);
+            qs8_gemm_4x16c4(m, n, kb, &pa, &[], &pb, &bias, &rq, &q, &mut got, n);
             assert_eq!(got, want, "{m}x{n}x{k}");
         }
+    }
+
+    /// `pairable_4c4` clears a group's flag exactly when one channel holds
+    /// -128 at the same K offset in groups `2i` and `2i + 1`; an odd last
+    /// group and -128 in other positions leave it set.
+    #[test]
+    fn pairable_flags() {
+        let (m, k) = (9usize, 20usize); // three channel groups, kb = 5
+        let kb = k.div_ceil(4);
+        let flags = |w: &[i8]| {
+            let mut pa = vec![0i8; packed_a_len(m, k)];
+            pack_a_4c4(m, k, w, &mut pa);
+            let mut f = vec![true; 3];
+            pairable_4c4(m, kb, &pa, &mut f);
+            f
+        };
+        let mut w = vec![-127i8; m * k];
+        assert_eq!(flags(&w), [true; 3]);
+        // Channel 5 (group 1): k = 1 (group 0) and k = 5 (group 1).
+        w[5 * k + 1] = i8::MIN;
+        w[5 * k + 5] = i8::MIN;
+        assert_eq!(flags(&w), [true, false, true]);
+        // Different offsets, other channels, or the unpaired group 4.
+        let mut w = vec![3i8; m * k];
+        w[1] = i8::MIN;
+        w[6] = i8::MIN; // channel 0: k = 1 and k = 6
+        w[k + 1] = i8::MIN;
+        w[2 * k + 5] = i8::MIN; // k = 1 and k = 5, channels 1 and 2
+        w[8 * k + 16] = i8::MIN;
+        w[8 * k + 17] = i8::MIN; // group 4 pairs with nothing
+        assert_eq!(flags(&w), [true; 3]);
+        // Groups 2 and 3 (k = 8 + t and k = 12 + t) of channel 8.
+        w[8 * k + 10] = i8::MIN;
+        w[8 * k + 14] = i8::MIN;
+        assert_eq!(flags(&w), [true, true, false]);
     }
 }

@@ -61,6 +61,7 @@ pub fn qs8_gemm_4x16c4__avx2(
     n: usize,
     kb: usize,
     a: &[i8],
+    pairs: &[bool],
     b: &[i8],
     bias: &[i32],
     rq: &[Requant],
@@ -69,7 +70,7 @@ pub fn qs8_gemm_4x16c4__avx2(
     rs: usize,
 ) {
     if !super::has_avx2() {
-        return reference::qs8_gemm_4x16c4(m, n, kb, a, b, bias, rq, q, out, rs);
+        return reference::qs8_gemm_4x16c4(m, n, kb, a, pairs, b, bias, rq, q, out, rs);
     }
     assert!(n <= PACK_NR, "qs8_gemm_4x16c4: n = {n} > {PACK_NR}");
     if m == 0 || n == 0 {
@@ -552,8 +553,8 @@ mod tests {
                 let rs = n + 2;
                 let mut want = vec![0x55i8; m * rs];
                 let mut got = want.clone();
-                reference::qs8_gemm_4x16c4(m, n, kb, &pa, &b, &bias, &rq, &q, &mut want, rs);
-                qs8_gemm_4x16c4__avx2(m, n, kb, &pa, &b, &bias, &rq, &q, &mut got, rs);
+                reference::qs8_gemm_4x16c4(m, n, kb, &pa, &[], &b, &bias, &rq, &q, &mut want, rs);
+                qs8_gemm_4x16c4__avx2(m, n, kb, &pa, &[], &b, &bias, &rq, &q, &mut got, rs);
                 assert_eq!(got, want, "m={m} n={n} k={k} extreme={extreme}");
                 // Most outputs are not clamped: the test sees the sums.
                 let clamped = got.iter().filter(|&&v| v == -100 || v == 120).count();

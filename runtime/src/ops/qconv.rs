@@ -255,6 +255,7 @@ pub(super) fn conv_packed(
                 q,
                 src,
                 &pc.weights[c0 / 4 * group..],
+                &pc.pairs[c0 / 4..],
                 &fb[c0..c1],
                 &rq[c0..c1],
                 p0,
