@@ -13,7 +13,14 @@
 #  4. rknn-toolkit2 2.5.0 (Rockchip's compiler + x86 simulator) installed into a
 #     venv by scripts/lib/rknn-toolkit.sh (no torch), then `strix convert --board`
 #     compiles VWW and FastestDet, and the simulator's outputs are compared with
-#     fp32 and Strix's CPU int8 on the shipped samples.
+#     fp32 and Strix's CPU int8 on the shipped samples;
+#  5. strixd built with --features rknpu on the host, the double as its
+#     librknnrt.so (firmware/tests/strixd/npu.rs): `--check` names the NPU
+#     backend, a camera run over the shipped photos gives the CPU path's events,
+#     a missing library falls back to the CPU. Last: its dependency graph builds
+#     strix-runtime differently from the double's (firmware's image/sha2
+#     features), so running it between the steps above would rebuild the
+#     runtime twice.
 # Usage: scripts/test-npu.sh [--no-cross] [--no-valgrind] [--no-toolkit]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,4 +78,6 @@ if ((toolkit)); then
     STRIX_RKNN_PYTHON=$venv/bin/python cargo test --release -p strix-tools --features rknpu --lib npu:: -- \
         --nocapture --test-threads=1 2>&1 | grep -E '^(vww|fastestdet|test |SKIP)|panicked|FAILED|result'
 fi
+step "strixd --features rknpu against the double (host, dlopen)"
+cargo test --release -p strix-firmware --features rknpu --test strixd npu:: -- --test-threads=1
 step "done"

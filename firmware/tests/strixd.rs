@@ -15,6 +15,8 @@ mod strixd {
     mod ha;
     pub mod harness;
     mod lifecycle;
+    #[cfg(feature = "rknpu")]
+    mod npu;
     mod speech;
     mod tls;
     mod v4l2;

@@ -11,6 +11,8 @@ fn main() {
         .flag("-Wextra")
         .warnings_into_errors(true);
     if arch == "aarch64" {
+        // Statically linked guests: no dlopen, so no libstrix stand-in.
+        b.define("RKNN_DOUBLE_NO_DLOPEN", None);
         b.compile("rknn_double");
         return;
     }
@@ -40,6 +42,8 @@ fn main() {
             .arg(&so)
             .args(def)
             .arg("rknn_double.c")
+            // dlopen (the libstrix stand-in): in libc since glibc 2.34, in libdl before.
+            .arg("-ldl")
             .status()
             .expect("the C compiler runs");
         assert!(st.success(), "building the rknn double ({name}) failed");

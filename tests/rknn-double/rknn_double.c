@@ -35,9 +35,25 @@
  *    (a type Strix does not map: its backend must use the copy API).
  * Built three ways (build.rs): full; -DRKNN_DOUBLE_NO_MEM (no zero-copy symbols,
  * like older librknnrt releases); -DRKNN_DOUBLE_NO_COPY (no rknn_inputs_set /
- * rknn_outputs_get / rknn_outputs_release, like RV1106's librknnmrt).
+ * rknn_outputs_get / rknn_outputs_release, like RV1106's librknnmrt); the static
+ * library for the aarch64 tests with -DRKNN_DOUBLE_NO_DLOPEN (no libstrix stand-in).
  * Single-threaded by contract (the tests serialise).
+ *
+ * In a process the tests do not control (strixd, which dlopens this file as
+ * librknnrt.so), three environment variables stand in for the control API; the
+ * double reads them, Strix's own code never does:
+ *  - RKNN_DOUBLE_LIBSTRIX: the path of libstrix (strix-runtime's C library).
+ *    With no compute callback registered, rknn_run runs the payload through its
+ *    C ABI (strix_model_load_buffer .. strix_get_output_f32), one model and
+ *    context per rknn context, freed at rknn_destroy;
+ *  - RKNN_DOUBLE_NATIVE: the native layout mode at load (as rknn_double_set_native);
+ *  - RKNN_DOUBLE_REPORT: a file to which each unload of the double (dlclose or
+ *    process exit) appends one line: "rknn-double: inits=N runs=N violations=N
+ *    live=N last=<last violation>", so the tests can require a clean contract.
  */
+#ifndef RKNN_DOUBLE_NO_DLOPEN
+#include <dlfcn.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +126,7 @@ typedef struct {
     void *owned[MAXT]; /* output buffers the double allocated (is_prealloc = 0) */
     int in_mem[MAXT], out_mem[MAXT]; /* bound mems: table index + 1, 0 = none */
     int n_mems;                      /* mems created and not destroyed */
+    void *strix_model, *strix_ctx;   /* the libstrix stand-in's handles (RKNN_DOUBLE_LIBSTRIX) */
 } ctx_t;
 
 /* A mem handed out by rknn_create_mem. Records live in a static table and are
@@ -201,6 +218,103 @@ void rknn_double_reset(void) {
     fail_call[0] = 0;
     calls = 0;
     last_core_mask = 0;
+}
+
+/* ---- the libstrix stand-in and the report (see the header) ---- */
+typedef int (*strix_load_fn)(const uint8_t *, size_t, void **);
+typedef int (*strix_ctx_new_fn)(void *, void **);
+typedef int (*strix_free_fn)(void *);
+typedef int (*strix_set_in_fn)(void *, size_t, const float *, size_t);
+typedef int (*strix_run_fn)(void *);
+typedef int (*strix_get_out_fn)(void *, size_t, float *, size_t);
+typedef const char *(*strix_err_fn)(void);
+static struct {
+    int tried;
+    strix_load_fn load;
+    strix_ctx_new_fn ctx_new;
+    strix_free_fn ctx_free, model_free;
+    strix_set_in_fn set_in;
+    strix_run_fn run;
+    strix_get_out_fn get_out;
+    strix_err_fn err;
+} libstrix;
+static long inits, strix_runs;
+
+/* Opens libstrix once (never closed: a Rust library's thread-local state does
+ * not survive unloading). Returns 0 when RKNN_DOUBLE_LIBSTRIX is unset or the
+ * library or a symbol is missing (said on stderr). */
+static int libstrix_open(void) {
+    if (libstrix.tried) return libstrix.load != NULL;
+    libstrix.tried = 1;
+    const char *path = getenv("RKNN_DOUBLE_LIBSTRIX");
+    if (!path || !*path) return 0;
+#ifdef RKNN_DOUBLE_NO_DLOPEN /* the statically linked build: no dlopen there */
+    fprintf(stderr, "rknn double: RKNN_DOUBLE_LIBSTRIX: this build cannot dlopen\n");
+    return 0;
+#else
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) { fprintf(stderr, "rknn double: RKNN_DOUBLE_LIBSTRIX: %s\n", dlerror()); return 0; }
+    void *f[8];
+    const char *names[8] = {"strix_model_load_buffer", "strix_context_new", "strix_context_free", "strix_model_free",
+                            "strix_set_input_f32",     "strix_run",         "strix_get_output_f32", "strix_last_error"};
+    for (int i = 0; i < 8; i++)
+        if (!(f[i] = dlsym(h, names[i]))) { fprintf(stderr, "rknn double: %s: no %s\n", path, names[i]); return 0; }
+    /* Object to function pointers through memcpy (ISO C has no direct cast). */
+    memcpy(&libstrix.ctx_new, &f[1], sizeof f[1]);
+    memcpy(&libstrix.ctx_free, &f[2], sizeof f[2]);
+    memcpy(&libstrix.model_free, &f[3], sizeof f[3]);
+    memcpy(&libstrix.set_in, &f[4], sizeof f[4]);
+    memcpy(&libstrix.run, &f[5], sizeof f[5]);
+    memcpy(&libstrix.get_out, &f[6], sizeof f[6]);
+    memcpy(&libstrix.err, &f[7], sizeof f[7]);
+    memcpy(&libstrix.load, &f[0], sizeof f[0]);
+    return 1;
+#endif
+}
+
+static void strix_free(ctx_t *c) {
+    if (c->strix_ctx) libstrix.ctx_free(c->strix_ctx);
+    if (c->strix_model) libstrix.model_free(c->strix_model);
+    c->strix_ctx = c->strix_model = NULL;
+}
+
+/* Runs the payload (a .strix file) on libstrix's CPU path: float inputs in,
+ * float outputs out. Non-zero (said on stderr) on any libstrix error. */
+static int strix_compute_c(ctx_t *c) {
+    const char *what = "strix_model_load_buffer";
+    int st = 0;
+    if (!c->strix_model && (st = libstrix.load(c->payload, c->payload_len, &c->strix_model))) goto fail;
+    what = "strix_context_new";
+    if (!c->strix_ctx && (st = libstrix.ctx_new(c->strix_model, &c->strix_ctx))) goto fail;
+    what = "strix_set_input_f32";
+    for (uint32_t i = 0; i < c->n_in; i++)
+        if ((st = libstrix.set_in(c->strix_ctx, i, c->in_data[i], c->in[i].n))) goto fail;
+    what = "strix_run";
+    if ((st = libstrix.run(c->strix_ctx))) goto fail;
+    what = "strix_get_output_f32";
+    for (uint32_t i = 0; i < c->n_out; i++)
+        if ((st = libstrix.get_out(c->strix_ctx, i, c->out_data[i], c->out[i].n))) goto fail;
+    strix_runs++;
+    return 0;
+fail:
+    fprintf(stderr, "rknn double: libstrix stand-in: %s: status %d: %s\n", what, st, libstrix.err());
+    return 1;
+}
+
+__attribute__((constructor)) static void double_from_env(void) {
+    const char *n = getenv("RKNN_DOUBLE_NATIVE");
+    if (n && *n) native_mode = (uint32_t)atoi(n);
+}
+
+int rknn_double_live(void);
+__attribute__((destructor)) static void double_report(void) {
+    const char *path = getenv("RKNN_DOUBLE_REPORT");
+    if (!path || !*path) return;
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    fprintf(f, "rknn-double: inits=%ld runs=%ld violations=%d live=%d last=%s\n", inits, strix_runs, violations,
+            rknn_double_live(), last_violation);
+    fclose(f);
 }
 
 /* ---- the API ---- */
@@ -342,7 +456,10 @@ __attribute__((unused)) static memrec *find_mem(const rknn_tensor_mem *m) {
     return NULL;
 }
 
+static void strix_free(ctx_t *c);
+
 static void free_ctx(ctx_t *c) {
+    strix_free(c);
     free(c->payload);
     for (uint32_t i = 0; i < MAXT; i++) { free(c->in_data[i]); free(c->out_data[i]); free(c->owned[i]); }
     memset(c, 0, sizeof *c);
@@ -374,6 +491,7 @@ int rknn_init(rknn_context *context, void *model, uint32_t size, uint32_t flag, 
     for (uint32_t i = 0; i < c->n_in; i++) c->in_data[i] = calloc(c->in[i].n, sizeof(float));
     for (uint32_t i = 0; i < c->n_out; i++) c->out_data[i] = calloc(c->out[i].n, sizeof(float));
     c->live = 1;
+    inits++;
     *context = (rknn_context)(slot + 1);
     return RKNN_SUCC;
 }
@@ -499,13 +617,17 @@ int rknn_run(rknn_context context, void *extend) {
         if (r) return r;
     }
     if (e) return e;
-    if (!compute_fn) return violate(RKNN_ERR_FAIL, "%s: no compute stand-in registered %ld", "rknn_run", 0);
-    size_t in_lens[MAXT], out_lens[MAXT];
-    for (uint32_t i = 0; i < c->n_in; i++) in_lens[i] = c->in[i].n;
-    for (uint32_t i = 0; i < c->n_out; i++) out_lens[i] = c->out[i].n;
-    if (compute_fn(compute_user, c->payload, c->payload_len, (const float *const *)c->in_data, in_lens,
-                   c->n_in, c->out_data, out_lens, c->n_out))
-        return RKNN_ERR_FAIL;
+    if (compute_fn) {
+        size_t in_lens[MAXT], out_lens[MAXT];
+        for (uint32_t i = 0; i < c->n_in; i++) in_lens[i] = c->in[i].n;
+        for (uint32_t i = 0; i < c->n_out; i++) out_lens[i] = c->out[i].n;
+        if (compute_fn(compute_user, c->payload, c->payload_len, (const float *const *)c->in_data, in_lens,
+                       c->n_in, c->out_data, out_lens, c->n_out))
+            return RKNN_ERR_FAIL;
+    } else if (libstrix_open()) {
+        if (strix_compute_c(c)) return RKNN_ERR_FAIL;
+    } else
+        return violate(RKNN_ERR_FAIL, "%s: no compute stand-in registered %ld", "rknn_run", 0);
     if (bound)
         for (uint32_t i = 0; i < c->n_out; i++) {
             native_t nd;
