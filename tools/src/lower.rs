@@ -421,6 +421,16 @@ pub struct Int8Options {
     /// rounded to half precision, so the file carries 2 bytes per weight
     /// instead of 4.
     pub f16: HashSet<usize>,
+    /// Correct each conv's and gemm's bias by the mean int8 error measured
+    /// on the calibration samples ([`crate::biascorr`]; `strix convert
+    /// --no-bias-correction` turns it off). Read by [`crate::convert_with`],
+    /// not by [`lower_int8`], which has no samples.
+    pub bias_correction: bool,
+    /// Fill small image calibration sets with mirrored and cropped views of
+    /// the images ([`crate::augment`]; `strix convert --no-calib-augment`
+    /// turns it off). Read by [`crate::convert_with`], like
+    /// `bias_correction`.
+    pub calib_augment: bool,
 }
 
 impl Default for Int8Options {
@@ -430,6 +440,8 @@ impl Default for Int8Options {
             f16_weights: false,
             keep_f32: HashSet::new(),
             f16: HashSet::new(),
+            bias_correction: true,
+            calib_augment: true,
         }
     }
 }

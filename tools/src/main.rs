@@ -92,6 +92,14 @@ enum Cmd {
         /// channels, keeping the f32 outputs, so int8 ranges fit better).
         #[arg(long)]
         no_cle: bool,
+        /// Skip empirical bias correction (which adds to each conv's and
+        /// gemm's bias the mean int8 error measured on the --calib samples).
+        #[arg(long)]
+        no_bias_correction: bool,
+        /// Do not add mirrored and cropped views of the --calib images to
+        /// small calibration sets (fewer than 32 images).
+        #[arg(long)]
+        no_calib_augment: bool,
         /// Store the weights of the layers that stay f32 (all of them with
         /// --fp32) as f16: 2 bytes per weight in the file instead of 4; they
         /// are expanded to f32 at load and outputs change by f16 rounding only.
@@ -455,6 +463,8 @@ fn main() {
             f16_weights,
             keep_dead_channels,
             no_cle,
+            no_bias_correction,
+            no_calib_augment,
             board: Some(board),
             rknn_python,
             model_flags,
@@ -471,6 +481,8 @@ fn main() {
                     int8: strix_tools::lower::Int8Options {
                         sparse: !no_sparse,
                         f16_weights,
+                        bias_correction: !no_bias_correction,
+                        calib_augment: !no_calib_augment,
                         ..Default::default()
                     },
                     passes: Passes {
@@ -497,6 +509,8 @@ fn main() {
             f16_weights,
             keep_dead_channels,
             no_cle,
+            no_bias_correction,
+            no_calib_augment,
             model_flags,
             recalibrate,
             ..
@@ -513,6 +527,8 @@ fn main() {
                     int8: strix_tools::lower::Int8Options {
                         sparse: !no_sparse,
                         f16_weights,
+                        bias_correction: !no_bias_correction,
+                        calib_augment: !no_calib_augment,
                         ..Default::default()
                     },
                     passes: Passes {
