@@ -22,7 +22,7 @@ use crate::ir::{CGraph, COp, HostTensor};
 use crate::lower::{lower_f32, lower_int8, Int8Options};
 use anyhow::Result;
 use std::collections::HashMap;
-use strix_runtime::graph::Quant;
+use strix_runtime::graph::{Quant, Storage};
 use strix_runtime::{Model, Session, TensorData};
 
 /// Fewest values per channel (over all samples and positions) for a mean
@@ -156,6 +156,22 @@ pub fn correct(
         };
         qb.g.nodes.truncate(last + 1);
         qb.g.outputs = wanted;
+        // The activations of the nodes cut off get no place in the arena:
+        // shrink them so that they fit anywhere (nothing reads them).
+        let mut used = vec![false; qb.g.tensors.len()];
+        for n in &qb.g.nodes {
+            for &t in n.inputs.iter().chain([&n.output]) {
+                used[t] = true;
+            }
+        }
+        for &t in qb.g.inputs.iter().chain(&qb.g.outputs) {
+            used[t] = true;
+        }
+        for (t, u) in qb.g.tensors.iter_mut().zip(used) {
+            if !u && matches!(t.storage, Storage::Arena { .. }) {
+                t.shape = vec![1];
+            }
+        }
         strix_runtime::plan::plan(&mut qb.g, false);
         let qm = Model::new(Default::default(), qb.g, qb.c)?;
         let mut qs = Session::new(&qm);

@@ -87,10 +87,10 @@ fn detectors_keep_fp32_boxes_on_photos_outside_calibration() {
         imgs.iter().step_by(2).cloned().collect(),
         imgs.iter().skip(1).step_by(2).cloned().collect(),
     ];
-    // UltraFace holds issue 16's bar (0.95). FastestDet does not reach its
-    // 0.90 (0.855 and 0.898 on the two folds, 2026-12-07): its floor here
-    // only catches a regression.
-    for (name, bar) in [("fastestdet", 0.80), ("ultraface-rfb", 0.95)] {
+    // Issue 16's bars. FastestDet reached 0.855 and 0.898 on the two folds
+    // before calibration augmentation and bias correction (0.929 and 0.931
+    // with both, 0.861 and 0.926 with augmentation alone: both are needed).
+    for (name, bar) in [("fastestdet", 0.90), ("ultraface-rfb", 0.95)] {
         let c = case(name);
         let mut maps = vec![];
         for (k, calib) in folds.iter().enumerate() {
