@@ -155,18 +155,25 @@ pub fn correct(
             continue;
         };
         qb.g.nodes.truncate(last + 1);
-        qb.g.outputs = wanted;
-        // The activations of the nodes cut off get no place in the arena:
-        // shrink them so that they fit anywhere (nothing reads them).
+        // Keep the nodes these outputs need; the activations of the others
+        // get no place in the arena: shrink them so that they fit anywhere
+        // (nothing reads them).
         let mut used = vec![false; qb.g.tensors.len()];
-        for n in &qb.g.nodes {
-            for &t in n.inputs.iter().chain([&n.output]) {
-                used[t] = true;
-            }
-        }
-        for &t in qb.g.inputs.iter().chain(&qb.g.outputs) {
+        for &t in qb.g.inputs.iter().chain(&wanted) {
             used[t] = true;
         }
+        let mut keep = vec![false; qb.g.nodes.len()];
+        for (i, n) in qb.g.nodes.iter().enumerate().rev() {
+            if used[n.output] {
+                keep[i] = true;
+                for &t in &n.inputs {
+                    used[t] = true;
+                }
+            }
+        }
+        let mut k = keep.iter();
+        qb.g.nodes.retain(|_| *k.next().unwrap_or(&false));
+        qb.g.outputs = wanted;
         for (t, u) in qb.g.tensors.iter_mut().zip(used) {
             if !u && matches!(t.storage, Storage::Arena { .. }) {
                 t.shape = vec![1];
