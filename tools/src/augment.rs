@@ -118,4 +118,29 @@ mod tests {
         assert_eq!(views_per_image(32), 0);
         assert_eq!(views_per_image(500), 0);
     }
+
+    #[test]
+    fn views_are_distinct_inputs_of_the_model_shape() {
+        let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/images/camera.png");
+        let spec = InputSpec::Image {
+            color: strix_runtime::meta::ColorOrder::Rgb,
+            mean: [0.0; 3],
+            scale: [1.0 / 255.0; 3],
+            resize: strix_runtime::meta::ResizeMode::Stretch,
+        };
+        let shape = [1, 3, 32, 32];
+        let v = views(&img, &spec, &shape, VIEWS.len()).unwrap();
+        assert_eq!(v.len(), VIEWS.len());
+        let plain = crate::media::load_input(&img, &spec, &shape).unwrap();
+        for (i, a) in v.iter().enumerate() {
+            assert_eq!(a.len(), 3 * 32 * 32);
+            assert!(a.iter().all(|x| (0.0..=1.0).contains(x)));
+            assert_ne!(a, &plain, "view {i} is the image itself");
+            for b in &v[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(views(&img, &spec, &[1, 3 * 32 * 32], 1).is_err());
+        assert!(views(Path::new("/nonexistent.png"), &spec, &shape, 1).is_err());
+    }
 }

@@ -232,3 +232,168 @@ pub fn correct(
     }
     Ok(cg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Act, CNode};
+    use strix_kernels::reference::ConvGeometry;
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `x [1,4,8,8] -> conv 3x3 (8) + relu -> conv 1x1 (8) -> y`.
+    fn two_convs() -> CGraph {
+        let mut g = CGraph::default();
+        let x = g.add_value("x", vec![1, 4, 8, 8], None);
+        g.inputs.push(x);
+        let mut prev = x;
+        for (i, (in_c, k)) in [(4, 3), (8, 1)].into_iter().enumerate() {
+            let ws = vec![8, in_c, k, k];
+            let w = g.add_value(
+                &format!("w{i}"),
+                ws.clone(),
+                Some(HostTensor::f32(ws, noise(8 * in_c * k * k, i as u64 + 1))),
+            );
+            let b = g.add_value(
+                &format!("b{i}"),
+                vec![8],
+                Some(HostTensor::f32(vec![8], noise(8, i as u64 + 10))),
+            );
+            let o = g.add_value(&format!("y{i}"), vec![1, 8, 8, 8], None);
+            g.nodes.push(CNode {
+                name: format!("conv{i}"),
+                op: COp::Conv {
+                    geom: ConvGeometry {
+                        in_c,
+                        in_h: 8,
+                        in_w: 8,
+                        out_c: 8,
+                        out_h: 8,
+                        out_w: 8,
+                        kh: k,
+                        kw: k,
+                        stride_h: 1,
+                        stride_w: 1,
+                        dil_h: 1,
+                        dil_w: 1,
+                        pad_top: k / 2,
+                        pad_left: k / 2,
+                        groups: 1,
+                    },
+                    // A ReLU first: its clipped top tail is all on one side.
+                    act: if i == 0 {
+                        Act {
+                            min: 0.0,
+                            max: f32::INFINITY,
+                        }
+                    } else {
+                        Act::NONE
+                    },
+                },
+                inputs: vec![prev, w, b],
+                output: o,
+            });
+            prev = o;
+        }
+        g.outputs.push(prev);
+        g
+    }
+
+    /// Mean over samples of |per-channel mean of (f32 - int8)| at the output.
+    fn output_bias(
+        orig: &CGraph,
+        q: &CGraph,
+        stats: &HashMap<usize, Stats>,
+        xs: &[Vec<Vec<f32>>],
+    ) -> f64 {
+        let run = |m: &Model, x: &[f32]| {
+            let mut s = Session::new(m);
+            s.input_mut(0).unwrap().copy_from_slice(x);
+            s.run().unwrap();
+            let mut out = vec![];
+            s.output_f32(0, &mut out).unwrap();
+            out
+        };
+        let mut fb = lower_f32(orig).unwrap().0;
+        strix_runtime::plan::plan(&mut fb.g, true);
+        let fm = Model::new(Default::default(), fb.g, fb.c).unwrap();
+        let mut qb = lower_int8(q, stats, Method::Minmax, &Default::default())
+            .unwrap()
+            .builder;
+        strix_runtime::plan::plan(&mut qb.g, true);
+        let qm = Model::new(Default::default(), qb.g, qb.c).unwrap();
+        let mut diff = vec![0f64; 8];
+        for x in xs {
+            let (f, q) = (run(&fm, &x[0]), run(&qm, &x[0]));
+            for (i, (a, b)) in f.iter().zip(&q).enumerate() {
+                diff[i / 64] += (a - b) as f64 / (64 * xs.len()) as f64;
+            }
+        }
+        diff.iter().map(|d| d.abs()).sum::<f64>() / 8.0
+    }
+
+    /// Upper bounds clipped to 60% of what calibration saw make int8 biased
+    /// (the clipped top tails are lost); the correction removes most of that
+    /// bias on the calibration samples and on others, and leaves the
+    /// weights alone.
+    #[test]
+    fn correction_removes_the_mean_error_of_clipped_ranges() {
+        let g = two_convs();
+        let xs: Vec<Vec<Vec<f32>>> = (0..8).map(|s| vec![noise(256, 100 + s)]).collect();
+        let held: Vec<Vec<Vec<f32>>> = (0..8).map(|s| vec![noise(256, 500 + s)]).collect();
+        let mut stats = crate::calib::calibrate(&g, &xs, Method::Minmax, || {}).unwrap();
+        for (v, s) in stats.iter_mut() {
+            if !g.inputs.contains(v) {
+                s.max *= 0.6;
+            }
+        }
+        let fixed = correct(&g, &stats, Method::Minmax, &Default::default(), &xs).unwrap();
+        let (before, after) = (
+            output_bias(&g, &g, &stats, &xs),
+            output_bias(&g, &fixed, &stats, &xs),
+        );
+        assert!(
+            after < before * 0.3,
+            "calibration samples: bias {before} -> {after}"
+        );
+        let (before, after) = (
+            output_bias(&g, &g, &stats, &held),
+            output_bias(&g, &fixed, &stats, &held),
+        );
+        assert!(
+            after < before * 0.5,
+            "other samples: bias {before} -> {after}"
+        );
+        for v in [1, 4] {
+            assert_eq!(g.values[v].konst, fixed.values[v].konst, "weights changed");
+        }
+        assert_ne!(g.values[2].konst, fixed.values[2].konst, "bias unchanged");
+    }
+
+    /// Models whose quantization comes from the file keep their biases.
+    #[test]
+    fn pinned_models_are_left_alone() {
+        let mut g = two_convs();
+        let xs: Vec<Vec<Vec<f32>>> = (0..2).map(|s| vec![noise(256, 100 + s)]).collect();
+        let stats = crate::calib::calibrate(&g, &xs, Method::Minmax, || {}).unwrap();
+        g.pinned.act.insert(
+            0,
+            Quant {
+                scale: 0.01,
+                zero_point: 0,
+            },
+        );
+        let fixed = correct(&g, &stats, Method::Minmax, &Default::default(), &xs).unwrap();
+        assert_eq!(g.values[2].konst, fixed.values[2].konst);
+    }
+}
