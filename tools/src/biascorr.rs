@@ -332,7 +332,7 @@ mod tests {
             .builder;
         strix_runtime::plan::plan(&mut qb.g, true);
         let qm = Model::new(Default::default(), qb.g, qb.c).unwrap();
-        let mut diff = vec![0f64; 8];
+        let mut diff = [0f64; 8];
         for x in xs {
             let (f, q) = (run(&fm, &x[0]), run(&qm, &x[0]));
             for (i, (a, b)) in f.iter().zip(&q).enumerate() {
