@@ -28,7 +28,7 @@ use strix_runtime::{Model, Session, TensorData};
 /// Fewest values per channel (over all samples and positions) for a mean
 /// worth correcting: a layer with few positions (a classifier's final gemm on
 /// a handful of calibration clips) would be fitted to those samples.
-pub const MIN_VALUES_PER_CHANNEL: usize = 64;
+pub const MIN_VALUES_PER_CHANNEL: usize = 1024;
 
 /// At most this many calibration samples (evenly spaced) feed the
 /// correction: the pass runs the int8 graph once per layer depth, so its cost

@@ -423,8 +423,9 @@ pub struct Int8Options {
     pub f16: HashSet<usize>,
     /// Correct each conv's and gemm's bias by the mean int8 error measured
     /// on the calibration samples ([`crate::biascorr`]; `strix convert
-    /// --no-bias-correction` turns it off). Read by [`crate::convert_with`],
-    /// not by [`lower_int8`], which has no samples.
+    /// --bias-correction`). Off by default: it lifts FastestDet on unseen
+    /// photos but moves VWW's person score further from fp32. Read by
+    /// [`crate::convert_with`], not by [`lower_int8`], which has no samples.
     pub bias_correction: bool,
     /// Fill small image calibration sets with mirrored and cropped views of
     /// the images ([`crate::augment`]; `strix convert --no-calib-augment`
@@ -440,7 +441,7 @@ impl Default for Int8Options {
             f16_weights: false,
             keep_f32: HashSet::new(),
             f16: HashSet::new(),
-            bias_correction: true,
+            bias_correction: false,
             calib_augment: true,
         }
     }

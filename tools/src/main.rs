@@ -92,10 +92,12 @@ enum Cmd {
         /// channels, keeping the f32 outputs, so int8 ranges fit better).
         #[arg(long)]
         no_cle: bool,
-        /// Skip empirical bias correction (which adds to each conv's and
-        /// gemm's bias the mean int8 error measured on the --calib samples).
+        /// Empirical bias correction: add to each conv's and gemm's bias the
+        /// mean int8 error measured on the --calib samples, layer after
+        /// layer (FastestDet on unseen photos: map50_vs_fp32 0.861/0.926 ->
+        /// 0.929/0.931; conversion several times slower).
         #[arg(long)]
-        no_bias_correction: bool,
+        bias_correction: bool,
         /// Do not add mirrored and cropped views of the --calib images to
         /// small calibration sets (fewer than 32 images).
         #[arg(long)]
@@ -463,7 +465,7 @@ fn main() {
             f16_weights,
             keep_dead_channels,
             no_cle,
-            no_bias_correction,
+            bias_correction,
             no_calib_augment,
             board: Some(board),
             rknn_python,
@@ -481,7 +483,7 @@ fn main() {
                     int8: strix_tools::lower::Int8Options {
                         sparse: !no_sparse,
                         f16_weights,
-                        bias_correction: !no_bias_correction,
+                        bias_correction,
                         calib_augment: !no_calib_augment,
                         ..Default::default()
                     },
@@ -509,7 +511,7 @@ fn main() {
             f16_weights,
             keep_dead_channels,
             no_cle,
-            no_bias_correction,
+            bias_correction,
             no_calib_augment,
             model_flags,
             recalibrate,
@@ -527,7 +529,7 @@ fn main() {
                     int8: strix_tools::lower::Int8Options {
                         sparse: !no_sparse,
                         f16_weights,
-                        bias_correction: !no_bias_correction,
+                        bias_correction,
                         calib_augment: !no_calib_augment,
                         ..Default::default()
                     },
