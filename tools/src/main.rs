@@ -98,10 +98,11 @@ enum Cmd {
         /// 0.929/0.931; conversion several times slower).
         #[arg(long)]
         bias_correction: bool,
-        /// Do not add mirrored and cropped views of the --calib images to
-        /// small calibration sets (fewer than 32 images).
+        /// Add mirrored and cropped views of the --calib images to small
+        /// calibration sets (fewer than 32 images); use with
+        /// --bias-correction (alone it can cost accuracy on the photos).
         #[arg(long)]
-        no_calib_augment: bool,
+        calib_augment: bool,
         /// Store the weights of the layers that stay f32 (all of them with
         /// --fp32) as f16: 2 bytes per weight in the file instead of 4; they
         /// are expanded to f32 at load and outputs change by f16 rounding only.
@@ -466,7 +467,7 @@ fn main() {
             keep_dead_channels,
             no_cle,
             bias_correction,
-            no_calib_augment,
+            calib_augment,
             board: Some(board),
             rknn_python,
             model_flags,
@@ -484,7 +485,7 @@ fn main() {
                         sparse: !no_sparse,
                         f16_weights,
                         bias_correction,
-                        calib_augment: !no_calib_augment,
+                        calib_augment,
                         ..Default::default()
                     },
                     passes: Passes {
@@ -512,7 +513,7 @@ fn main() {
             keep_dead_channels,
             no_cle,
             bias_correction,
-            no_calib_augment,
+            calib_augment,
             model_flags,
             recalibrate,
             ..
@@ -530,7 +531,7 @@ fn main() {
                         sparse: !no_sparse,
                         f16_weights,
                         bias_correction,
-                        calib_augment: !no_calib_augment,
+                        calib_augment,
                         ..Default::default()
                     },
                     passes: Passes {
