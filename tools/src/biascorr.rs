@@ -349,7 +349,8 @@ mod tests {
     #[test]
     fn correction_removes_the_mean_error_of_clipped_ranges() {
         let g = two_convs();
-        let xs: Vec<Vec<Vec<f32>>> = (0..8).map(|s| vec![noise(256, 100 + s)]).collect();
+        // 16 samples of 64 positions: enough values per channel to correct.
+        let xs: Vec<Vec<Vec<f32>>> = (0..16).map(|s| vec![noise(256, 100 + s)]).collect();
         let held: Vec<Vec<Vec<f32>>> = (0..8).map(|s| vec![noise(256, 500 + s)]).collect();
         let mut stats = crate::calib::calibrate(&g, &xs, Method::Minmax, || {}).unwrap();
         for (v, s) in stats.iter_mut() {
