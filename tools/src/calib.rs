@@ -74,6 +74,18 @@ impl Stats {
         }
         err
     }
+    /// These statistics reduced to the range `m` chooses: every method then
+    /// gives that range, at no cost (the MSE search runs once, here).
+    pub fn resolved(&self, m: Method) -> Stats {
+        let (min, max) = self.range(m);
+        Stats {
+            min,
+            max,
+            hist: vec![],
+            lo: min,
+            hi: max,
+        }
+    }
     /// The real range to quantize.
     pub fn range(&self, m: Method) -> (f32, f32) {
         if self.hist.is_empty()

@@ -1,6 +1,8 @@
 //! The Strix host tools: ONNX import, calibration, quantization and the
 //! `strix` command's subcommands, as a library (tests call it directly).
 
+pub mod augment;
+pub mod biascorr;
 pub mod calib;
 pub mod config;
 pub mod equalize;
@@ -147,10 +149,23 @@ pub fn convert_with(
     // Samples feed the first input (an f32 build only checks that they load).
     let in_shape = cg.values[cg.inputs[0]].shape.clone();
     flags::check_samples(&meta, calib, &in_shape)?;
-    let samples: Vec<Vec<Vec<f32>>> = calib
+    let mut samples: Vec<Vec<Vec<f32>>> = calib
         .iter()
         .map(|p| media::load_input(p, &meta.input, &in_shape).map(|v| vec![v]))
         .collect::<Result<_>>()?;
+    if !fp32 && opts.calib_augment {
+        // Views of each image after the images themselves: `--report`
+        // still compares on the first --calib sample.
+        let per = augment::views_per_image(calib.len());
+        for p in calib
+            .iter()
+            .filter(|p| augment::is_image_sample(p, &meta.input))
+        {
+            for v in augment::views(p, &meta.input, &in_shape, per)? {
+                samples.push(vec![v]);
+            }
+        }
+    }
     let mut b = if fp32 {
         let mut b = lower::lower_f32(&cg)?.0;
         if opts.f16_weights {
@@ -195,7 +210,14 @@ pub fn convert_with(
                     let pb = bar(2 * samples.len() as u64, "calibrating");
                     let stats = calib::calibrate(&cg, &samples, method, || pb.inc(1))?;
                     pb.finish_and_clear();
-                    lower::lower_int8(&cg, &stats, method, &opts)?
+                    if opts.bias_correction {
+                        // The f32 graph (`cg`, the report's reference) keeps
+                        // the model's own biases.
+                        let corrected = biascorr::correct(&cg, &stats, method, &opts, &samples)?;
+                        lower::lower_int8(&corrected, &stats, method, &opts)?
+                    } else {
+                        lower::lower_int8(&cg, &stats, method, &opts)?
+                    }
                 }
             };
         if report {

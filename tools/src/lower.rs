@@ -421,6 +421,18 @@ pub struct Int8Options {
     /// rounded to half precision, so the file carries 2 bytes per weight
     /// instead of 4.
     pub f16: HashSet<usize>,
+    /// Correct each conv's and gemm's bias by the mean int8 error measured
+    /// on the calibration samples ([`crate::biascorr`]; `strix convert
+    /// --bias-correction`). Off by default: it lifts FastestDet on unseen
+    /// photos but moves VWW's person score further from fp32. Read by
+    /// [`crate::convert_with`], not by [`lower_int8`], which has no samples.
+    pub bias_correction: bool,
+    /// Fill small image calibration sets with mirrored and cropped views of
+    /// the images ([`crate::augment`]; `strix convert --calib-augment`).
+    /// Off by default: alone it costs FastestDet its boxes on its two
+    /// calibration photos (map50 1.0 -> 0.69); with `bias_correction` they
+    /// stay at 1.0. Read by [`crate::convert_with`], like `bias_correction`.
+    pub calib_augment: bool,
 }
 
 impl Default for Int8Options {
@@ -430,6 +442,8 @@ impl Default for Int8Options {
             f16_weights: false,
             keep_f32: HashSet::new(),
             f16: HashSet::new(),
+            bias_correction: false,
+            calib_augment: false,
         }
     }
 }
