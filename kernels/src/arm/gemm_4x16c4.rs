@@ -17,6 +17,17 @@
 //! reference adds them (wrapping adds give the same bits wherever the
 //! reference's sum fits in i32, which its contract requires).
 //!
+//! **Pairing**: a channel group whose `pairs` flag is set
+//! ([`crate::reference::pairable_4c4`], computed once at prepare: no weight
+//! byte is -128 in both K groups `2i` and `2i + 1`) runs the K groups two at
+//! a time: per channel and pixel pair one `vmull.s8` of group `2i`, one
+//! `vmlal.s8` of group `2i + 1` into the same i16 lanes (`|w1 x1 + w2 x2| <=
+//! 2^14 + 127 * 128 < 2^15`), one `vpadal.s16`, as the aarch64 `__neon`
+//! kernel's `smull`/`smlal`/`sadalp`. A quarter's pair is 28 instructions
+//! (2 panel loads, 2 weight `vld4`, 24 arithmetic) plus one loop branch
+//! pair: 60 per K group of the whole tile instead of 76; an odd last group
+//! runs alone. Each i32 lane then sums at most `kb` such i16 sums.
+//!
 //! **Why this tile** (guest instructions under qemu, cortex-a7): the
 //! accumulators take eight of the 16 q registers (two per channel and pixel
 //! pair); a 4 x 8 pass would need all 16. A quarter's K group is 18
@@ -91,16 +102,27 @@ impl Params {
 /// rs`, `out + 4 j + 2 rs`, `out + 4 j + 3 rs`. The K loop runs two groups
 /// per iteration (one `subs`/`bne` pair per two groups), after the first
 /// group (which initialises the accumulators) and, for an even `kb`, one
-/// single group.
+/// single group. With `paired`, the loop runs K groups `2i`, `2i + 1`
+/// together (one pair per iteration, the first pair initialising) and an
+/// odd last group alone.
 ///
 /// # Safety
-/// NEON; `nq >= 1`; `prm.kb >= 1`, `prm.a_back == 16 * kb`, `prm.b_back ==
+/// NEON; `nq >= 1`; `prm.kb >= 1` (`>= 2` when `paired`, and then no
+/// weight byte is -128 in both groups of a pair: [`reference::pairable_4c4`]), `prm.a_back == 16 * kb`, `prm.b_back ==
 /// 64 * kb - 16`, `prm.o_back == 4 * rs - 4` (as `usize`, wrapping); `a`
 /// addresses `kb` readable 16-byte weight groups; `b + 16 j` has 16 readable
 /// bytes at every multiple of 64 below `64 * kb` for `j < nq`; the rows
 /// above have 4 writable bytes each.
 #[inline(always)]
-unsafe fn passes(nq: usize, a: *const i8, b: *const i8, prm: &Params, out: *mut i8, rs: usize) {
+unsafe fn passes(
+    nq: usize,
+    a: *const i8,
+    b: *const i8,
+    prm: &Params,
+    out: *mut i8,
+    rs: usize,
+    paired: bool,
+) {
     // One K group into the accumulators q8-q15 (`$acc`: vpaddl to start
     // them, vpadal after), panel quarter in q0, the four channels' weights
     // splat to d4-d7, products in q4-q7.
@@ -136,120 +158,185 @@ unsafe fn passes(nq: usize, a: *const i8, b: *const i8, prm: &Params, out: *mut 
             )
         };
     }
+    // Two K groups `2i`, `2i + 1` of a pairable channel group: panels in
+    // q0, q1, weights splat to d4-d7 and d8-d11, per channel and pixel pair
+    // one `vmull` of the first group, one `vmlal` of the second (both
+    // products in one i16 lane: `pairable_4c4` rules out -128 * -128
+    // twice), then one pairwise add into the accumulators (q6, q7 temps).
+    macro_rules! pair {
+        ($acc:literal) => {
+            concat!(
+                "vld1.8 {{d0, d1}}, [{b}], {s64}\n",
+                "vld4.32 {{d4[], d5[], d6[], d7[]}}, [{a}]!\n",
+                "vld1.8 {{d2, d3}}, [{b}], {s64}\n",
+                "vld4.32 {{d8[], d9[], d10[], d11[]}}, [{a}]!\n",
+                pair!(@ch $acc, "d4", "d8", "q8", "q9"),
+                pair!(@ch $acc, "d5", "d9", "q10", "q11"),
+                pair!(@ch $acc, "d6", "d10", "q12", "q13"),
+                pair!(@ch $acc, "d7", "d11", "q14", "q15"),
+            )
+        };
+        (@ch $acc:literal, $w0:literal, $w1:literal, $q0:literal, $q1:literal) => {
+            concat!(
+                "vmull.s8 q6, d0, ", $w0, "\n",
+                "vmull.s8 q7, d1, ", $w0, "\n",
+                "vmlal.s8 q6, d2, ", $w1, "\n",
+                "vmlal.s8 q7, d3, ", $w1, "\n",
+                $acc, " ", $q0, ", q6\n",
+                $acc, " ", $q1, ", q7\n",
+            )
+        };
+    }
+    // After the K loop: the fused output stage of one quarter, then the
+    // pointer steps to the next quarter and the pass loop branch.
+    macro_rules! tail {
+        () => {
+            concat!(
+                // q0..q3: pixel p of channels 0..3 (d16 + 2p: channel 0, d20 + 2p:
+                // channel 1, ... each [k01, k23]).
+                "vpadd.i32 d0, d16, d20\n",
+                "vpadd.i32 d1, d24, d28\n",
+                "vpadd.i32 d2, d17, d21\n",
+                "vpadd.i32 d3, d25, d29\n",
+                "vpadd.i32 d4, d18, d22\n",
+                "vpadd.i32 d5, d26, d30\n",
+                "vpadd.i32 d6, d19, d23\n",
+                "vpadd.i32 d7, d27, d31\n",
+                // q4 bias, q5 mult, q6 left, q7 right.
+                "vld1.32 {{d8-d11}}, [{prm}]!\n",
+                "vld1.32 {{d12-d15}}, [{prm}]!\n",
+                "vadd.i32 q0, q0, q4\n",
+                "vadd.i32 q1, q1, q4\n",
+                "vadd.i32 q2, q2, q4\n",
+                "vadd.i32 q3, q3, q4\n",
+                "vqshl.s32 q0, q0, q6\n",
+                "vqshl.s32 q1, q1, q6\n",
+                "vqshl.s32 q2, q2, q6\n",
+                "vqshl.s32 q3, q3, q6\n",
+                "vqrdmulh.s32 q0, q0, q5\n",
+                "vqrdmulh.s32 q1, q1, q5\n",
+                "vqrdmulh.s32 q2, q2, q5\n",
+                "vqrdmulh.s32 q3, q3, q5\n",
+                "vand q8, q0, q7\n",
+                "vand q9, q1, q7\n",
+                "vand q10, q2, q7\n",
+                "vand q11, q3, q7\n",
+                "vshr.s32 q8, q8, #31\n",
+                "vshr.s32 q9, q9, #31\n",
+                "vshr.s32 q10, q10, #31\n",
+                "vshr.s32 q11, q11, #31\n",
+                "vqadd.s32 q0, q0, q8\n",
+                "vqadd.s32 q1, q1, q9\n",
+                "vqadd.s32 q2, q2, q10\n",
+                "vqadd.s32 q3, q3, q11\n",
+                "vrshl.s32 q0, q0, q7\n",
+                "vrshl.s32 q1, q1, q7\n",
+                "vrshl.s32 q2, q2, q7\n",
+                "vrshl.s32 q3, q3, q7\n",
+                // q4 zero point, q5 lo, q6 hi.
+                "vld1.32 {{d8, d9}}, [{prm}]!\n",
+                "vld1.8 {{d10-d13}}, [{prm}]\n",
+                "vadd.i32 q0, q0, q4\n",
+                "vadd.i32 q1, q1, q4\n",
+                "vadd.i32 q2, q2, q4\n",
+                "vadd.i32 q3, q3, q4\n",
+                "vqmovn.s32 d16, q0\n",
+                "vqmovn.s32 d17, q1\n",
+                "vqmovn.s32 d18, q2\n",
+                "vqmovn.s32 d19, q3\n",
+                // Pixel rows to channel rows: d16..d19 = channels 0..3.
+                "vtrn.16 d16, d17\n",
+                "vtrn.16 d18, d19\n",
+                "vtrn.32 d16, d18\n",
+                "vtrn.32 d17, d19\n",
+                "vqmovn.s16 d0, q8\n",
+                "vqmovn.s16 d1, q9\n",
+                "vmax.s8 q0, q0, q5\n",
+                "vmin.s8 q0, q0, q6\n",
+                "vst1.32 {{d0[0]}}, [{o}], {rs}\n",
+                "vst1.32 {{d0[1]}}, [{o}], {rs}\n",
+                "vst1.32 {{d1[0]}}, [{o}], {rs}\n",
+                "vst1.32 {{d1[1]}}, [{o}], {rs}\n",
+                // Next quarter: parameters from the start, the same weights, the
+                // next 16 panel bytes and 4 output bytes.
+                "sub {prm}, {prm}, #80\n",
+                "ldr {n}, [{prm}, #116]\n",
+                "sub {a}, {a}, {n}\n",
+                "ldr {n}, [{prm}, #120]\n",
+                "sub {b}, {b}, {n}\n",
+                "ldr {n}, [{prm}, #124]\n",
+                "sub {o}, {o}, {n}\n",
+                "subs {nq}, {nq}, #1\n",
+                "bne 0b\n",
+            )
+        };
+    }
     // SAFETY: reads the weight and panel groups the caller guarantees and
     // the 128 bytes of `prm`; writes the rows at `out`. Every NEON register
     // used is declared clobbered as d registers, so the compiler saves
     // d8-d15 (see `arm/mod.rs` on q-register clobbers). Unaligned
     // `vld`/`vst` without an alignment qualifier are architectural on ARMv7
     // user space.
-    core::arch::asm!(
-        ".fpu neon",
-        "0:",
-        "ldr {n}, [{prm}, #112]",
-        group!("vpaddl.s16"),
-        "subs {n}, {n}, #1",
-        "beq 3f",
-        "tst {n}, #1",
-        "beq 1f",
-        group!("vpadal.s16"),
-        "subs {n}, {n}, #1",
-        "beq 3f",
-        "1:",
-        group!("vpadal.s16"),
-        group!("vpadal.s16"),
-        "subs {n}, {n}, #2",
-        "bne 1b",
-        "3:",
-        // q0..q3: pixel p of channels 0..3 (d16 + 2p: channel 0, d20 + 2p:
-        // channel 1, ... each [k01, k23]).
-        "vpadd.i32 d0, d16, d20",
-        "vpadd.i32 d1, d24, d28",
-        "vpadd.i32 d2, d17, d21",
-        "vpadd.i32 d3, d25, d29",
-        "vpadd.i32 d4, d18, d22",
-        "vpadd.i32 d5, d26, d30",
-        "vpadd.i32 d6, d19, d23",
-        "vpadd.i32 d7, d27, d31",
-        // q4 bias, q5 mult, q6 left, q7 right.
-        "vld1.32 {{d8-d11}}, [{prm}]!",
-        "vld1.32 {{d12-d15}}, [{prm}]!",
-        "vadd.i32 q0, q0, q4",
-        "vadd.i32 q1, q1, q4",
-        "vadd.i32 q2, q2, q4",
-        "vadd.i32 q3, q3, q4",
-        "vqshl.s32 q0, q0, q6",
-        "vqshl.s32 q1, q1, q6",
-        "vqshl.s32 q2, q2, q6",
-        "vqshl.s32 q3, q3, q6",
-        "vqrdmulh.s32 q0, q0, q5",
-        "vqrdmulh.s32 q1, q1, q5",
-        "vqrdmulh.s32 q2, q2, q5",
-        "vqrdmulh.s32 q3, q3, q5",
-        "vand q8, q0, q7",
-        "vand q9, q1, q7",
-        "vand q10, q2, q7",
-        "vand q11, q3, q7",
-        "vshr.s32 q8, q8, #31",
-        "vshr.s32 q9, q9, #31",
-        "vshr.s32 q10, q10, #31",
-        "vshr.s32 q11, q11, #31",
-        "vqadd.s32 q0, q0, q8",
-        "vqadd.s32 q1, q1, q9",
-        "vqadd.s32 q2, q2, q10",
-        "vqadd.s32 q3, q3, q11",
-        "vrshl.s32 q0, q0, q7",
-        "vrshl.s32 q1, q1, q7",
-        "vrshl.s32 q2, q2, q7",
-        "vrshl.s32 q3, q3, q7",
-        // q4 zero point, q5 lo, q6 hi.
-        "vld1.32 {{d8, d9}}, [{prm}]!",
-        "vld1.8 {{d10-d13}}, [{prm}]",
-        "vadd.i32 q0, q0, q4",
-        "vadd.i32 q1, q1, q4",
-        "vadd.i32 q2, q2, q4",
-        "vadd.i32 q3, q3, q4",
-        "vqmovn.s32 d16, q0",
-        "vqmovn.s32 d17, q1",
-        "vqmovn.s32 d18, q2",
-        "vqmovn.s32 d19, q3",
-        // Pixel rows to channel rows: d16..d19 = channels 0..3.
-        "vtrn.16 d16, d17",
-        "vtrn.16 d18, d19",
-        "vtrn.32 d16, d18",
-        "vtrn.32 d17, d19",
-        "vqmovn.s16 d0, q8",
-        "vqmovn.s16 d1, q9",
-        "vmax.s8 q0, q0, q5",
-        "vmin.s8 q0, q0, q6",
-        "vst1.32 {{d0[0]}}, [{o}], {rs}",
-        "vst1.32 {{d0[1]}}, [{o}], {rs}",
-        "vst1.32 {{d1[0]}}, [{o}], {rs}",
-        "vst1.32 {{d1[1]}}, [{o}], {rs}",
-        // Next quarter: parameters from the start, the same weights, the
-        // next 16 panel bytes and 4 output bytes.
-        "sub {prm}, {prm}, #80",
-        "ldr {n}, [{prm}, #116]",
-        "sub {a}, {a}, {n}",
-        "ldr {n}, [{prm}, #120]",
-        "sub {b}, {b}, {n}",
-        "ldr {n}, [{prm}, #124]",
-        "sub {o}, {o}, {n}",
-        "subs {nq}, {nq}, #1",
-        "bne 0b",
-        a = inout(reg) a => _,
-        b = inout(reg) b => _,
-        nq = inout(reg) nq => _,
-        prm = inout(reg) prm as *const Params => _,
-        o = inout(reg) out => _,
-        rs = in(reg) rs,
-        s64 = in(reg) 4 * PACK_NR,
-        n = out(reg) _,
-        out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
-        out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
-        out("d16") _, out("d17") _, out("d18") _, out("d19") _, out("d20") _, out("d21") _, out("d22") _, out("d23") _,
-        out("d24") _, out("d25") _, out("d26") _, out("d27") _, out("d28") _, out("d29") _, out("d30") _, out("d31") _,
-        options(nostack),
-    );
+    macro_rules! run {
+        ($($kloop:expr),+ $(,)?) => {
+            core::arch::asm!(
+                ".fpu neon",
+                "0:",
+                "ldr {n}, [{prm}, #112]",
+                $($kloop,)+
+                "3:",
+                tail!(),
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                nq = inout(reg) nq => _,
+                prm = inout(reg) prm as *const Params => _,
+                o = inout(reg) out => _,
+                rs = in(reg) rs,
+                s64 = in(reg) 4 * PACK_NR,
+                n = out(reg) _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                out("d16") _, out("d17") _, out("d18") _, out("d19") _, out("d20") _, out("d21") _, out("d22") _, out("d23") _,
+                out("d24") _, out("d25") _, out("d26") _, out("d27") _, out("d28") _, out("d29") _, out("d30") _, out("d31") _,
+                options(nostack),
+            )
+        };
+    }
+    if paired {
+        // Pairs of K groups (the first one starting the accumulators),
+        // then the odd last group of an odd `kb` alone.
+        run!(
+            "lsr {n}, {n}, #1",
+            pair!("vpaddl.s16"),
+            "subs {n}, {n}, #1",
+            "beq 2f",
+            "1:",
+            pair!("vpadal.s16"),
+            "subs {n}, {n}, #1",
+            "bne 1b",
+            "2:",
+            "ldr {n}, [{prm}, #112]",
+            "tst {n}, #1",
+            "beq 3f",
+            group!("vpadal.s16"),
+        );
+    } else {
+        run!(
+            group!("vpaddl.s16"),
+            "subs {n}, {n}, #1",
+            "beq 3f",
+            "tst {n}, #1",
+            "beq 1f",
+            group!("vpadal.s16"),
+            "subs {n}, {n}, #1",
+            "beq 3f",
+            "1:",
+            group!("vpadal.s16"),
+            group!("vpadal.s16"),
+            "subs {n}, {n}, #2",
+            "bne 1b",
+        );
+    }
 }
 
 /// A K group of zeros, for `kb == 0` (the loop runs at least one group).
@@ -268,6 +355,7 @@ unsafe fn gemm(
     n: usize,
     kb: usize,
     a: *const i8,
+    pairs: &[bool],
     b: *const i8,
     bias: &[i32],
     rq: &[Requant],
@@ -313,16 +401,18 @@ unsafe fn gemm(
         } else {
             a.add(i0 / PACK_MR * kb * 16)
         };
+        // Pairing needs two real K groups (`kb == 0` runs one of zeros).
+        let paired = kb >= 2 && pairs.get(i0 / PACK_MR).copied().unwrap_or(false);
         let full = if mr == PACK_MR { n / 4 } else { 0 };
         if full > 0 {
             prm.o_back = (4 * rs).wrapping_sub(4);
-            passes(full, ap, b, &prm, out.add(i0 * rs), rs);
+            passes(full, ap, b, &prm, out.add(i0 * rs), rs, paired);
         }
         if full < quarters {
             let mut tmp = [[0i8; PACK_NR]; PACK_MR];
             prm.o_back = 4 * PACK_NR - 4;
             let (bp, tp) = (b.add(16 * full), tmp.as_mut_ptr().cast::<i8>());
-            passes(quarters - full, ap, bp, &prm, tp, PACK_NR);
+            passes(quarters - full, ap, bp, &prm, tp, PACK_NR, paired);
             let len = n - 4 * full;
             for (r, row) in tmp.iter().enumerate().take(mr) {
                 let dst = out.add((i0 + r) * rs + 4 * full);
@@ -408,6 +498,7 @@ pub fn qs8_gemm_4x16c4__armv7neon(
             n,
             kb,
             a.as_ptr(),
+            pairs,
             b.as_ptr(),
             bias,
             rq,
@@ -426,7 +517,7 @@ mod tests {
 
     use super::*;
     use crate::arm_shared::gemm_check::{available_or_skip, fill_i8, Rng};
-    use crate::reference::{pack_a_4c4, packed_a_len, panel_len};
+    use crate::reference::{pack_a_4c4, packed_a_len, pairable_4c4, panel_len};
     use crate::Isa;
 
     /// Every panel width and channel count up to two groups plus one, K from
@@ -438,8 +529,8 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(0x4a7c_16c4);
-        let mut cases = 0;
-        for &kb in &[0usize, 1, 2, 3, 5, 16, 70] {
+        let (mut cases, mut paired) = (0, 0);
+        for &kb in &[0usize, 1, 2, 3, 4, 5, 16, 70] {
             for m in 1..=9 {
                 for n in 1..=PACK_NR {
                     let mode = rng.next();
@@ -480,7 +571,6 @@ mod tests {
                     };
                     let rs = n + rng.range(0, 3) as usize;
                     let mut want = vec![0x55i8; m * rs + 7];
-                    let mut got = want.clone();
                     reference::qs8_gemm_4x16c4(
                         m,
                         n,
@@ -494,25 +584,28 @@ mod tests {
                         &mut want,
                         rs,
                     );
-                    qs8_gemm_4x16c4__armv7neon(
-                        m,
-                        n,
-                        kb,
-                        &pa,
-                        &[],
-                        &b,
-                        &bias,
-                        &rq,
-                        &q,
-                        &mut got,
-                        rs,
-                    );
-                    assert_eq!(got, want, "m {m} n {n} kb {kb} rs {rs} q {q:?} rq {rq:?}");
+                    // Without and with the pairing flags (groups holding
+                    // -128 in both K groups of a pair keep theirs false).
+                    let mut flags = vec![false; m.div_ceil(PACK_MR)];
+                    pairable_4c4(m, kb, &pa, &mut flags);
+                    for pairs in [&[][..], &flags[..]] {
+                        let mut got = vec![0x55i8; m * rs + 7];
+                        qs8_gemm_4x16c4__armv7neon(
+                            m, n, kb, &pa, pairs, &b, &bias, &rq, &q, &mut got, rs,
+                        );
+                        assert_eq!(
+                            got, want,
+                            "m {m} n {n} kb {kb} rs {rs} pairs {pairs:?} q {q:?} rq {rq:?}"
+                        );
+                    }
+                    paired += flags.iter().filter(|&&f| f).count();
                     cases += 1;
                 }
             }
         }
-        assert_eq!(cases, 7 * 9 * 16);
+        assert_eq!(cases, 8 * 9 * 16);
+        // The paired loop ran, and so did the unpaired one (the all -128 mode).
+        assert!(paired > 500, "only {paired} paired groups");
     }
 
     /// A `kb` whose byte counts wrap `usize` (16 * 2^28 = 2^32 on 32-bit

@@ -301,6 +301,35 @@ fn interleave4(rows: [&[i8; PACK_NR]; 4], dst: &mut [i8]) {
         _mm_storeu_si128(p.add(2), _mm_unpacklo_epi16(b, d));
         _mm_storeu_si128(p.add(3), _mm_unpackhi_epi16(b, d));
     }
+    #[cfg(target_arch = "arm")]
+    if crate::arm::has_neon() {
+        // SAFETY: NEON checked (32-bit ARM NEON intrinsics are unstable, so
+        // asm, as in `crate::arm`); four 16-byte rows are read and 64 bytes
+        // written, all inside the references and `dst`. `vst4.8` of the
+        // double-spaced d registers stores pixels 0-7, then 8-15, as `st4`.
+        // Unaligned `vld1`/`vst4` without an alignment qualifier are
+        // architectural on ARMv7 user space.
+        unsafe {
+            core::arch::asm!(
+                ".fpu neon",
+                "vld1.8 {{d0, d1}}, [{r0}]",
+                "vld1.8 {{d2, d3}}, [{r1}]",
+                "vld1.8 {{d4, d5}}, [{r2}]",
+                "vld1.8 {{d6, d7}}, [{r3}]",
+                "vst4.8 {{d0, d2, d4, d6}}, [{d}]!",
+                "vst4.8 {{d1, d3, d5, d7}}, [{d}]",
+                r0 = in(reg) rows[0].as_ptr(),
+                r1 = in(reg) rows[1].as_ptr(),
+                r2 = in(reg) rows[2].as_ptr(),
+                r3 = in(reg) rows[3].as_ptr(),
+                d = inout(reg) dst.as_mut_ptr() => _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+                out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                options(nostack, preserves_flags),
+            );
+        }
+        return;
+    }
     #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
     for (j, d) in dst.chunks_exact_mut(4).enumerate() {
         for (r, x) in d.iter_mut().enumerate() {
