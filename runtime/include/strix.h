@@ -453,7 +453,8 @@ enum strix_status strix_set_npu(struct strix_context *context, bool enabled);
 // `strix_set_npu` changes the session): `"cpu"` (no NPU part),
 // `"cpu (npu fallback: <reason>)"` (an NPU part whose CPU fallback runs:
 // no `rknpu` feature, library missing, `rknn_init` refused the blob, ...),
-// or `"npu (<board>, nodes A..B via <library>, cores <mask>) + cpu"`.
+// or `"npu (<board>, nodes A..B via <library>, cores <mask>, <io>) + cpu"`
+// (`<io>`: `zero-copy I/O` or `copy I/O: <why not zero-copy>`).
 //
 // Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
 enum strix_status strix_context_backend(struct strix_context *context, const char **backend);
