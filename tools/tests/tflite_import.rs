@@ -466,6 +466,26 @@ fn unsupported_features_are_refused_by_name() {
     );
 }
 
+/// Found by the `tflite_import` fuzz target after 818,658 executions (session
+/// 8): an AVERAGE_POOL_2D whose window (3409152x130) exceeds the int8
+/// average's exact-sum bound imported, then failed the runtime's validation
+/// as a "compiler bug". The importer now refuses it, naming the bound.
+#[test]
+fn an_average_pool_window_past_the_int8_bound_is_refused() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/tflite/avgpool-window-past-bound.tflite");
+    let bytes = std::fs::read(p).unwrap();
+    let m = tflite::Model::parse(&bytes).unwrap();
+    let e = match tflite::import::import(&m) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("AVERAGE_POOL_2D") && e.contains("8388608-tap bound"),
+        "{e}"
+    );
+}
+
 /// The lowering checks the pins against the graph: a pinned weight without
 /// its pinned bias is refused, naming the node.
 #[test]

@@ -69,10 +69,15 @@ pub fn qs8_maxpool2d(g: &PoolGeometry, input: &[i8], output: &mut [i8]) {
     pool(g, input, output, i8::MIN, |a, b| a.max(b), |m, _| m);
 }
 
+/// Most taps a [`qs8_avgpool2d`] window may have: its sums of
+/// `|x - zp| <= 255` stay exact in `i32` (and in the f32 division) up to 2^23.
+pub const QS8_AVGPOOL_MAX_TAPS: usize = 1 << 23;
+
 /// int8 average pooling with input and output sharing quantization:
 /// `out = zp + round_half_away(sum(x - zp) / count)`.
 ///
-/// Overflow bound: `|x - zp| <= 255`, so windows up to 2^23 taps are exact.
+/// Overflow bound: `|x - zp| <= 255`, so windows up to
+/// [`QS8_AVGPOOL_MAX_TAPS`] (2^23) taps are exact.
 pub fn qs8_avgpool2d(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut [i8]) {
     let plane = g.in_h * g.in_w;
     for c in 0..g.channels {

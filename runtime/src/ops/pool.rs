@@ -11,8 +11,8 @@ pub(crate) const MAX_NAME: &str = "MaxPool";
 pub(crate) const AVG_NAME: &str = "AvgPool";
 
 /// Most taps an int8 average-pooling window may have (`qs8_avgpool2d`'s
-/// documented bound: sums of `|x - zp| <= 255` stay exact in `i32`).
-const MAX_QS8_POOL_TAPS: usize = 1 << 23;
+/// documented bound).
+const MAX_QS8_POOL_TAPS: usize = k::QS8_AVGPOOL_MAX_TAPS;
 
 pub(super) fn validate(cx: &Ctx, geom: &PoolGeometry, avg: bool) -> Res {
     cx.arity(1, 1)?;

@@ -24,7 +24,7 @@ use crate::ir::{Act, CGraph, CNode, COp, HostTensor};
 use crate::lower::PinnedWeights;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashSet;
-use strix_kernels::reference::{BinaryOp, ConvGeometry, PoolGeometry};
+use strix_kernels::reference::{BinaryOp, ConvGeometry, PoolGeometry, QS8_AVGPOOL_MAX_TAPS};
 use strix_runtime::graph::Quant;
 
 /// A TFLite tensor's compiler value, and whether it holds the NCHW
@@ -719,6 +719,15 @@ impl<'a> Importer<'a> {
                 ];
                 let (pt, pl, oh, ow) = window(padding, xs[2], xs[3], k, &s, &[1, 1], what)?;
                 self.check_shape(yt, &[xs[0], oh, ow, xs[1]], what)?;
+                let taps = k[0].saturating_mul(k[1]);
+                if o.code == op::AVERAGE_POOL_2D && taps > QS8_AVGPOOL_MAX_TAPS {
+                    bail!(
+                        "{what}: a {}x{} window ({taps} taps) exceeds the int8 average's \
+                         {QS8_AVGPOOL_MAX_TAPS}-tap bound",
+                        k[0],
+                        k[1]
+                    );
+                }
                 let geom = PoolGeometry {
                     channels: xs[0] * xs[1],
                     in_h: xs[2],
