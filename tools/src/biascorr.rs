@@ -237,19 +237,8 @@ pub fn correct(
 mod tests {
     use super::*;
     use crate::ir::{Act, CNode};
+    use crate::lower::tests::noise;
     use strix_kernels::reference::ConvGeometry;
-
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005) | 1;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// `x [1,4,8,8] -> conv 3x3 (8) + relu -> conv 1x1 (8) -> y`.
     fn two_convs() -> CGraph {

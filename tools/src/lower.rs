@@ -861,15 +861,15 @@ pub fn store_weights_f16(b: &mut Builder, nodes: &[usize]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ir::{CNode, COp, HostTensor};
     use strix_kernels::reference::ConvGeometry;
     use strix_runtime::Model;
 
     /// Deterministic values in `[-1, 1)` using every mantissa bit (so f16
-    /// rounding is visible).
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
+    /// rounding is visible). Shared with the other passes' tests.
+    pub(crate) fn noise(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6364136223846793005) | 1;
         (0..n)
             .map(|_| {
