@@ -603,6 +603,22 @@ struct Compared {
     layer: Option<(Vec<i32>, Vec<i32>)>,
 }
 
+impl Compared {
+    /// Per element, how many steps Strix's code is from ORT's; with the
+    /// counts of equal codes and of codes within one step.
+    fn steps_apart(&self) -> (Vec<i32>, usize, usize) {
+        let d: Vec<i32> = self
+            .ort
+            .iter()
+            .zip(&self.strix)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
+        let e = d.iter().filter(|&&x| x == 0).count();
+        let o = d.iter().filter(|&&x| x <= 1).count();
+        (d, e, o)
+    }
+}
+
 fn hex_u8(hex: &str) -> Vec<i32> {
     (0..hex.len() / 2)
         .map(|i| i32::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
@@ -726,16 +742,7 @@ fn mobilenet_v2_matches_onnxruntime() {
     let Some(cmp) = compare(c) else { return };
     let (mut n, mut eq, mut one, mut top1) = (0, 0, 0, 0);
     for r in &cmp {
-        let d: Vec<i32> = r
-            .ort
-            .iter()
-            .zip(&r.strix)
-            .map(|(a, b)| (a - b).abs())
-            .collect();
-        let (e, o) = (
-            d.iter().filter(|&&x| x == 0).count(),
-            d.iter().filter(|&&x| x <= 1).count(),
-        );
+        let (d, e, o) = r.steps_apart();
         let (best_o, best_s) = (argmax(&r.ort), argmax(&r.strix));
         let mut sorted = r.ort.clone();
         sorted.sort_unstable();
@@ -840,16 +847,7 @@ fn fastestdet_matches_onnxruntime_within_one_step() {
     let Some(cmp) = compare(c) else { return };
     let (mut n, mut eq, mut one) = (0, 0, 0);
     for r in &cmp {
-        let d: Vec<i32> = r
-            .ort
-            .iter()
-            .zip(&r.strix)
-            .map(|(a, b)| (a - b).abs())
-            .collect();
-        let (e, o) = (
-            d.iter().filter(|&&x| x == 0).count(),
-            d.iter().filter(|&&x| x <= 1).count(),
-        );
+        let (d, e, o) = r.steps_apart();
         let cos = cosine(&r.ort, &r.strix, r.zp);
         println!(
             "{}/{}: {e}/{} equal, {o} within 1 step (max {}), cosine {cos:.5} vs ORT int8",
