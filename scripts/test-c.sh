@@ -62,8 +62,11 @@ host_dir=${CARGO_TARGET_DIR:-target}
 lib=$host_dir/release
 
 # --- 1. header ----------------------------------------------------------------------
-step "header is current (cargo test -p strix-runtime --lib capi)"
-cargo test -q -p strix-runtime --lib capi:: 2>&1 | sed -E '/^\s*$/d; /^running [0-9]+ tests?$/d'
+# --release --workspace: the build `cargo test --release --workspace` (the test
+# command) has made, so this costs no compile there; `-p strix-runtime` alone
+# or the test profile would rebuild the runtime and its dependencies.
+step "header is current (cargo test --release --workspace --lib capi::)"
+cargo test -q --release --workspace --lib capi:: 2>&1 | sed -E '/^\s*$/d; /^running [0-9]+ tests?$/d; /0 passed; 0 failed; 0 ignored; 0 measured; [0-9]+ filtered out/d'
 
 # --- 2. builds and models ---------------------------------------------------------------
 step "cargo build --release -p strix-runtime -p strix-tools"
