@@ -329,7 +329,7 @@ fn load_model(
     npu: &NpuOptions,
     report: &mut Vec<String>,
 ) -> Model {
-    let m = Model::load_with(path, &strix_runtime::LoadOptions { isa })
+    let m = Model::load_with(path, &strix_runtime::LoadOptions { isa, lean: true })
         .unwrap_or_else(|e| fail(exit::MODEL, format!("{what} model {}: {e}", path.display())))
         .with_npu_options(npu.clone());
     if let Some(part) = &m.npu {

@@ -642,7 +642,14 @@ pub unsafe extern "C" fn strix_model_load_path(
     model: *mut *mut strix_model,
 ) -> strix_status {
     guard("strix_model_load_path", || {
-        load_path(path, &LoadOptions::default(), model)
+        load_path(
+            path,
+            &LoadOptions {
+                lean: true,
+                ..Default::default()
+            },
+            model,
+        )
     })
 }
 
@@ -667,6 +674,7 @@ pub unsafe extern "C" fn strix_model_load_path_isa(
         put(model, std::ptr::null_mut());
         let opts = LoadOptions {
             isa: requested_isa(isa)?,
+            lean: true,
         };
         load_path(path, &opts, model)
     })
@@ -708,7 +716,15 @@ pub unsafe extern "C" fn strix_model_load_buffer(
     model: *mut *mut strix_model,
 ) -> strix_status {
     guard("strix_model_load_buffer", || {
-        load_buffer(data, size, &LoadOptions::default(), model)
+        load_buffer(
+            data,
+            size,
+            &LoadOptions {
+                lean: true,
+                ..Default::default()
+            },
+            model,
+        )
     })
 }
 
@@ -729,6 +745,7 @@ pub unsafe extern "C" fn strix_model_load_buffer_isa(
         put(model, std::ptr::null_mut());
         let opts = LoadOptions {
             isa: requested_isa(isa)?,
+            lean: true,
         };
         load_buffer(data, size, &opts, model)
     })

@@ -158,6 +158,8 @@ impl<'m> Session<'m> {
             (Storage::ConstF16 { offset }, DType::F32) => {
                 TensorData::F32(&self.model.prepared.f16_as_f32[offset..offset + len])
             }
+            // Packed weights of a lean model are not the tensor's values.
+            (Storage::Const { .. }, DType::I8) if self.model.is_repacked(id) => return None,
             (Storage::Const { offset }, DType::I8) => TensorData::I8(&c.i8[offset..offset + len]),
             (Storage::Const { offset }, DType::I32) => {
                 TensorData::I32(&c.i32[offset..offset + len])

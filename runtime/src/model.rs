@@ -18,6 +18,17 @@ pub struct LoadOptions {
     /// this CPU cannot run is refused ([`Error::Argument`]). Binaries map a
     /// user's request (`--isa`, `STRIX_ISA`) here with [`Isa::forced`].
     pub isa: Option<Isa>,
+    /// Hold each conv weight once: where a conv runs packed, its weight
+    /// tensor is read by nothing else and the packed layout is as long as the
+    /// stored one, the packed weights replace the stored ones in
+    /// [`Model::consts`] instead of being a second copy (mobilenet_v2: 2 MB
+    /// less). Outputs are unchanged; [`Model::to_bytes`] and
+    /// [`Model::with_isa`] turn the pool back first, so they work as on any
+    /// model. The price: `consts` does not show those tensors' stored values
+    /// ([`Model::is_repacked`]; [`crate::Session::tensor`] returns `None` for
+    /// them). Runners (`strix run`/`bench`, strixd, the C ABI) set it; tools
+    /// that read weights do not.
+    pub lean: bool,
 }
 
 /// An immutable model: share it read-only between threads; run it through
@@ -57,7 +68,8 @@ impl Model {
     ) -> Result<Self> {
         let isa = runnable(opts.isa)?;
         crate::validate::validate(&graph, &consts)?;
-        let prepared = crate::kernels::Prepared::new(&graph, &consts, isa);
+        let mut consts = consts;
+        let prepared = crate::kernels::Prepared::new(&graph, &mut consts, isa, opts.lean);
         Ok(Model {
             meta,
             graph,
@@ -163,7 +175,9 @@ impl Model {
     /// The same model running on another kernel path (tests compare paths).
     pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
         let isa = runnable(Some(isa))?;
-        self.prepared = crate::kernels::Prepared::new(&self.graph, &self.consts, isa);
+        self.prepared.restore(&mut self.consts);
+        let lean = self.prepared.lean;
+        self.prepared = crate::kernels::Prepared::new(&self.graph, &mut self.consts, isa, lean);
         Ok(self)
     }
 
@@ -176,8 +190,28 @@ impl Model {
         self.prepared.ks
     }
 
+    /// The `.strix` image (of a lean model too: its pool is turned back to
+    /// the stored layout in a copy first).
     pub fn to_bytes(&self) -> Vec<u8> {
-        format::write_all(&self.meta, &self.graph, &self.consts, self.npu.as_deref())
+        if self.prepared.repacked.iter().all(Option::is_none) {
+            return format::write_all(&self.meta, &self.graph, &self.consts, self.npu.as_deref());
+        }
+        let mut c = self.consts.clone();
+        self.prepared.restore(&mut c);
+        format::write_all(&self.meta, &self.graph, &c, self.npu.as_deref())
+    }
+
+    /// Bytes prepare added beside the constants: packed conv weights (and
+    /// their plans) that are copies, folded biases, f16 weights expanded to
+    /// f32. What [`LoadOptions::lean`] saves shows here.
+    pub fn prepared_bytes(&self) -> usize {
+        self.prepared.bytes()
+    }
+
+    /// Whether tensor `t` holds packed weights in [`Model::consts`] instead
+    /// of its stored values ([`LoadOptions::lean`]).
+    pub fn is_repacked(&self, t: usize) -> bool {
+        self.prepared.is_repacked(&self.graph, t)
     }
 
     /// Attaches a compiled NPU part after checking it against the graph
@@ -339,6 +373,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let scalar = LoadOptions {
             isa: Some(Isa::Scalar),
+            ..Default::default()
         };
         let best = Isa::detect();
         let m = Model::new_with(meta.clone(), g.clone(), c.clone(), &scalar).unwrap();
@@ -353,7 +388,10 @@ mod tests {
         assert_eq!(Model::from_bytes(&bytes).unwrap().isa(), best);
         assert_eq!(Model::load(&path).unwrap().isa(), best);
         if let Some(lacking) = Isa::ALL.into_iter().find(|i| !i.available()) {
-            let opts = LoadOptions { isa: Some(lacking) };
+            let opts = LoadOptions {
+                isa: Some(lacking),
+                ..Default::default()
+            };
             // Refused before the (here: garbage) bytes are looked at.
             let e = Model::from_bytes_with(b"not a model", &opts).unwrap_err();
             assert!(

@@ -729,6 +729,7 @@ pub fn bench(
     let r = serde_json::json!({
         "model": m.meta.name, "iterations": times.len(), "median_ms": pct(0.5), "p90_ms": pct(0.9),
         "min_ms": times[0], "peak_rss_bytes": peak_rss_bytes(), "arena_bytes": m.graph.arena_bytes(),
+        "prepared_bytes": m.prepared_bytes(),
         "weights_bytes": m.consts.bytes(), "macs": m.graph.macs(), "isa": m.isa().name(), "threads": threads,
         "backend": s.backend().to_string(),
     });
@@ -736,13 +737,14 @@ pub fn bench(
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; kernel path {}; {} thread(s); backend {}",
+            "{}: median {:.3} ms, p90 {:.3} ms over {} runs; peak RSS {} bytes; arena {} bytes; prepared {} bytes; kernel path {}; {} thread(s); backend {}",
             m.meta.name,
             pct(0.5),
             pct(0.9),
             times.len(),
             r["peak_rss_bytes"],
             m.graph.arena_bytes(),
+            m.prepared_bytes(),
             m.isa().name(),
             threads,
             s.backend()

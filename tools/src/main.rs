@@ -335,12 +335,14 @@ fn main() {
             .map(|v| v.to_string_lossy().into_owned())
             .as_deref(),
     ) {
-        Ok(isa) => LoadOptions { isa },
+        Ok(isa) => LoadOptions { isa, lean: false },
         Err(e) => {
             eprintln!("error: STRIX_ISA: {e}");
             std::process::exit(1);
         }
     };
+    // `run` and `bench` only run the model: each conv weight held once.
+    let runner = LoadOptions { lean: true, ..load };
     let r = match cli.cmd {
         // An int8 .tflite keeps its own quantization (no calibration).
         Cmd::Convert {
@@ -545,7 +547,7 @@ fn main() {
             .map(|_| ())
         }),
         Cmd::Inspect { model, json } => inspect(&model, json, &load),
-        Cmd::Run { model, input, dump } => run(&model, &input, dump.as_deref(), &load),
+        Cmd::Run { model, input, dump } => run(&model, &input, dump.as_deref(), &runner),
         Cmd::Eval {
             onnx,
             model,
@@ -591,7 +593,7 @@ fn main() {
             warmup,
             threads,
             json,
-        } => strix_tools::bench(&model, iterations, warmup, threads, json, &load),
+        } => strix_tools::bench(&model, iterations, warmup, threads, json, &runner),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -30,7 +30,7 @@ pub use lut::{build_lut, f32_dequantize, f32_unary, qs8_lut, qs8_quantize, quant
 pub use movement::{concat, gather, pad_constant, qs8_requantize_copy, slice, transpose};
 pub use packed::{
     pack_a_4c4, packed_a_len, pairable_4c4, panel_len, qs8_gemm_4x16c4, qs8_gemm_4x16c4_f32out,
-    PACK_MR, PACK_NR,
+    unpack_a_4c4, PACK_MR, PACK_NR,
 };
 pub use pool::{f32_pool2d, qs8_avgpool2d, qs8_maxpool2d, PoolGeometry, QS8_AVGPOOL_MAX_TAPS};
 pub use resize::{f32_resize, qs8_resize, CoordMode, ResizeGeometry, ResizeKind};

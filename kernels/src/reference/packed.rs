@@ -49,6 +49,21 @@ pub fn pack_a_4c4(m: usize, k: usize, w: &[i8], out: &mut [i8]) {
     }
 }
 
+/// The inverse of [`pack_a_4c4`]: row-major `w` (`m` rows of `k`) from
+/// packed `a` (the padding is dropped). A runtime that keeps only the packed
+/// copy of a conv's weights restores the stored form with it (to save the
+/// model or prepare it for another path). Contract: `a.len() >=
+/// packed_a_len(m, k)`, `w.len() >= m * k`.
+pub fn unpack_a_4c4(m: usize, k: usize, a: &[i8], w: &mut [i8]) {
+    let kb = k.div_ceil(4);
+    for i in 0..m {
+        let (g, r) = (i / PACK_MR, i % PACK_MR);
+        for (kk, v) in w[i * k..(i + 1) * k].iter_mut().enumerate() {
+            *v = a[(g * kb + kk / 4) * 16 + r * 4 + kk % 4];
+        }
+    }
+}
+
 /// Per group of four channels of packed weights `a` (`m` channels, `kb` K
 /// groups, layout of [`pack_a_4c4`]): whether the group never holds -128 in
 /// the same byte of K groups `2i` and `2i + 1`. Computed once at prepare and
@@ -146,6 +161,22 @@ pub fn qs8_gemm_4x16c4_f32out(
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// Unpacking gives back the stored weights, for every remainder of `m`
+    /// and `k` modulo the group sizes.
+    #[test]
+    fn unpack_inverts_pack() {
+        for m in 1..10 {
+            for k in 1..11 {
+                let w: Vec<i8> = (0..m * k).map(|i| (i * 37 + m) as i8).collect();
+                let mut pa = vec![0x55i8; packed_a_len(m, k)];
+                pack_a_4c4(m, k, &w, &mut pa);
+                let mut back = vec![0i8; m * k];
+                unpack_a_4c4(m, k, &pa, &mut back);
+                assert_eq!(back, w, "m {m} k {k}");
+            }
+        }
+    }
 
     /// The packed product is `qs8_gemm_nt` of the unpacked operands.
     #[test]

@@ -225,6 +225,14 @@ pub(crate) fn rq_sane(r: Requant) -> bool {
     r.mult >= 0 && (-31..=30).contains(&r.shift)
 }
 
+/// A packed conv at run time: what prepare made, and its packed weights
+/// (its own copy, or its range of a lean model's constant pool).
+#[derive(Clone, Copy)]
+pub(crate) struct Packed<'a> {
+    pub conv: &'a PackedConv,
+    pub weights: &'a [i8],
+}
+
 /// A node at run time: its inputs (readable while the output is borrowed
 /// mutably), its output tensor, the kernel path and what prepare computed
 /// for it. Every accessor's bounds were checked by the op's validator.
@@ -236,7 +244,7 @@ pub(crate) struct Run<'a> {
     /// The zero-point-folded bias prepare made for this node, if any.
     pub folded: Option<&'a [i32]>,
     /// The packed weights and panel plan prepare made for this node, if any.
-    pub packed: Option<&'a PackedConv>,
+    pub packed: Option<Packed<'a>>,
     src: Src<'a>,
 }
 
@@ -401,7 +409,10 @@ pub(crate) fn run_node(
             out: ot,
             ks: p.ks,
             folded: p.folded[node].as_deref(),
-            packed: p.packed[node].as_ref(),
+            packed: p.packed[node]
+                .as_ref()
+                .zip(p.packed_weights(node, c))
+                .map(|(conv, weights)| Packed { conv, weights }),
             src,
         };
         super::run(&r, out, wk)

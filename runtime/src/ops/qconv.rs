@@ -10,7 +10,7 @@
 //! folded bias would leave the kernels' bound, run the reference kernel.
 
 use super::conv::{geometry_ok, sizes, tile_len};
-use super::ctx::{act_ok, bias_ok, qact_ok, want, zp_ok, Ctx, Res, Run};
+use super::ctx::{act_ok, bias_ok, qact_ok, want, zp_ok, Ctx, Packed, Res, Run};
 use super::Prep;
 use crate::graph::DType;
 use crate::par::{split_channels, split_conv, Workers, PAR_MIN_MACS};
@@ -142,7 +142,7 @@ pub(super) fn run(
     for bi in 0..r.shape(0)[0] {
         let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
         match (r.folded, r.packed) {
-            (Some(fb), Some(pw)) => conv_packed(wk, r.ks, geom, q, xi, pw, fb, rq, oi)?,
+            (Some(fb), Some(pk)) => conv_packed(wk, r.ks, geom, q, xi, pk, fb, rq, oi)?,
             (Some(fb), None) => conv_i8(wk, r.ks, geom, q, xi, w, fb, rq, oi)?,
             (None, _) if drv::is_depthwise(geom) => dwconv(wk, r.ks, geom, q, xi, w, b, rq, oi)?,
             (None, _) => k::qs8_conv2d(geom, q, xi, w, b, rq, oi),
@@ -164,14 +164,14 @@ pub(super) fn run_f32out(
     for bi in 0..r.shape(0)[0] {
         let (xi, oi) = (&x[bi * il..(bi + 1) * il], &mut o[bi * ol..(bi + 1) * ol]);
         match (r.folded, r.packed) {
-            (Some(fb), Some(pc)) => conv_packed_f32(
+            (Some(fb), Some(pk)) => conv_packed_f32(
                 wk,
                 r.ks,
                 geom,
                 in_zp,
                 (act_min, act_max),
                 xi,
-                pc,
+                pk,
                 fb,
                 sc,
                 oi,
@@ -232,13 +232,13 @@ pub(super) fn conv_packed(
     g: &ConvGeometry,
     q: &QConvParams,
     x: &[i8],
-    pc: &PackedConv,
+    pk: Packed,
     fb: &[i32],
     rq: &[Requant],
     out: &mut [i8],
 ) -> Res {
     let group = g.k().div_ceil(4) * 16;
-    let plan = &pc.plan;
+    let plan = &pk.conv.plan;
     let mut staged = wk.take_staged();
     let res = (|| {
         let staged = staged
@@ -254,8 +254,8 @@ pub(super) fn conv_packed(
                 plan,
                 q,
                 src,
-                &pc.weights[c0 / 4 * group..],
-                &pc.pairs[c0 / 4..],
+                &pk.weights[c0 / 4 * group..],
+                &pk.conv.pairs[c0 / 4..],
                 &fb[c0..c1],
                 &rq[c0..c1],
                 p0,
@@ -280,13 +280,13 @@ fn conv_packed_f32(
     in_zp: i32,
     act: (f32, f32),
     x: &[i8],
-    pc: &PackedConv,
+    pk: Packed,
     fb: &[i32],
     scale: &[f32],
     out: &mut [f32],
 ) -> Res {
     let group = g.k().div_ceil(4) * 16;
-    let plan = &pc.plan;
+    let plan = &pk.conv.plan;
     let mut staged = wk.take_staged();
     let res = (|| {
         let staged = staged
@@ -302,7 +302,7 @@ fn conv_packed_f32(
                 plan,
                 act,
                 src,
-                &pc.weights[c0 / 4 * group..],
+                &pk.weights[c0 / 4 * group..],
                 &fb[c0..c1],
                 &scale[c0..c1],
                 p0,
@@ -398,6 +398,7 @@ fn dwconv(
 
 #[cfg(test)]
 mod tests {
+    use super::Packed;
     use crate::graph::{DType, Op};
     use crate::ops::test_graph::{assert_varied, codes, conv_geom, noise_i8, q, run, TestGraph};
     use strix_kernels::driver::{conv_scratch_len, packed_conv_scratch_len};
@@ -548,6 +549,8 @@ mod tests {
                     ks,
                     folded: vec![],
                     packed: vec![],
+                    repacked: vec![],
+                    lean: false,
                     staged: pc.plan.staged_len,
                     scratch: packed_conv_scratch_len(&g),
                     tile: super::tile_len(&g),
@@ -564,7 +567,10 @@ mod tests {
                             &g,
                             &params(-7),
                             &c.x,
-                            &pc,
+                            Packed {
+                                conv: &pc,
+                                weights: &pc.weights,
+                            },
                             &fb,
                             &c.rq,
                             &mut got,

@@ -244,6 +244,8 @@ mod tests {
                     ks,
                     folded: vec![],
                     packed: vec![],
+                    repacked: vec![],
+                    lean: false,
                     staged: 0,
                     scratch: sparse_conv_scratch_len(&g),
                     tile: g.out_c * CONV_TILE.min(g.out_h * g.out_w),

@@ -256,3 +256,79 @@ fn thread_counts_agree_on_whole_models() {
         }
     }
 }
+
+/// `LoadOptions::lean` (what `strix run`/`bench`, strixd and the C ABI load
+/// with): packed convs' weights are held once, in the constant pool, and
+/// nothing else changes: outputs are bit-identical to an ordinary load, the
+/// saved bytes are the file's, another path can be prepared from it, and no
+/// tensor shows packed bytes as its values.
+#[test]
+fn lean_loading_holds_each_weight_once_and_changes_nothing_else() {
+    use strix_kernels::Isa;
+    use strix_runtime::{LoadOptions, Model, Session};
+    let dir = scratch("lean");
+    let best = Isa::detect();
+    if !strix_kernels::table::kernels_for(best).conv_packed {
+        eprintln!(
+            "SKIP lean_loading_holds_each_weight_once: {} runs no conv packed",
+            best.name()
+        );
+        return;
+    }
+    for name in ["fastestdet", "ultraface-rfb", "vww"] {
+        let c = case(name);
+        let (_, path) = convert(&c, &dir);
+        let bytes = std::fs::read(&path).unwrap();
+        let plain = Model::from_bytes(&bytes).unwrap();
+        let lean_opts = LoadOptions {
+            lean: true,
+            ..Default::default()
+        };
+        let lean = Model::from_bytes_with(&bytes, &lean_opts).unwrap();
+        let repacked: Vec<usize> = (0..lean.graph.tensors.len())
+            .filter(|&t| lean.is_repacked(t))
+            .collect();
+        let held: usize = repacked.iter().map(|&t| lean.graph.tensors[t].len()).sum();
+        assert!(held > 0, "{name}: no weights were repacked");
+        // Every repacked weight's copy is gone (the plans stay).
+        assert!(
+            plain.prepared_bytes() - lean.prepared_bytes() >= held,
+            "{name}: prepared {} -> {} bytes for {held} repacked",
+            plain.prepared_bytes(),
+            lean.prepared_bytes()
+        );
+        assert!(
+            lean.to_bytes() == bytes,
+            "{name}: a lean model saves other bytes"
+        );
+        let sl = Session::new(&lean);
+        assert!(repacked.iter().all(|&t| sl.tensor(t).is_none()));
+        assert!(Session::new(&plain).tensor(repacked[0]).is_some());
+        let restored = lean.clone().with_isa(Isa::Scalar).unwrap();
+        assert!(
+            restored.to_bytes() == bytes,
+            "{name}: with_isa lost the stored weights"
+        );
+        for s in &c.samples {
+            let shape = plain.graph.tensors[plain.graph.inputs[0]].shape.clone();
+            let x = strix_tools::media::load_input(s, &plain.meta.input, &shape).unwrap();
+            let a = strix_tools::run_values(&plain, &x).unwrap();
+            let b = strix_tools::run_values(&lean, &x).unwrap();
+            let r = strix_tools::run_values(&restored, &x).unwrap();
+            for (i, (((va, _), (vb, _)), (vr, _))) in a.iter().zip(&b).zip(&r).enumerate() {
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert!(bits(va) == bits(vb), "{name} output {i}: lean differs");
+                assert!(
+                    bits(va) == bits(vr),
+                    "{name} output {i}: restored scalar differs"
+                );
+            }
+        }
+        eprintln!(
+            "{name}: {} repacked tensors, {held} weight bytes held once; prepared {} -> {} bytes",
+            repacked.len(),
+            plain.prepared_bytes(),
+            lean.prepared_bytes()
+        );
+    }
+}

@@ -106,8 +106,9 @@ fn run_strix(a: &Args) -> Result<String> {
             .as_deref(),
     )
     .map_err(|e| anyhow!("STRIX_ISA: {e}"))?;
-    let model = strix_runtime::Model::load_with(&a.model, &strix_runtime::LoadOptions { isa })
-        .map_err(|e| anyhow!("strix: loading {}: {e}", a.model))?;
+    let model =
+        strix_runtime::Model::load_with(&a.model, &strix_runtime::LoadOptions { isa, lean: true })
+            .map_err(|e| anyhow!("strix: loading {}: {e}", a.model))?;
     let mut session = strix_runtime::Session::new(&model);
     let g = &model.graph;
     let shape = g.tensors[g.inputs[0]].shape.clone();
