@@ -283,8 +283,9 @@ pub const I8MM: KernelSet = {
     }
 };
 
-/// 32-bit ARMv7 NEON: every op but the sparse gemm and the LUT (wrappers
-/// re-check NEON through `AT_HWCAP` and fall back to the reference).
+/// 32-bit ARMv7 NEON: every op but the sparse gemm and the packed f32-output
+/// gemm (wrappers re-check NEON through `AT_HWCAP` and fall back to the
+/// reference).
 #[cfg(target_arch = "arm")]
 pub const ARMV7NEON: KernelSet = {
     use crate::arm as a;
@@ -304,6 +305,8 @@ pub const ARMV7NEON: KernelSet = {
         conv_packed: true,
         // f32-output convs keep im2row + `gemm_nt_f32out`.
         conv_packed_f32out: false,
+        lut: kernel!(a::qs8_lut__armv7neon),
+        quantize: kernel!(a::qs8_quantize__armv7neon),
         ..SCALAR
     }
 };
