@@ -898,7 +898,15 @@ fn check_quantize(row: &KernelSet, rng: &mut Rng) -> usize {
     let mut cases = 0;
     for &len in LENS.iter().chain(&[0, 2, 48, 63, 64, 65]) {
         let scale = rng.pick(&[
-            1.0f32, 0.5, 0.1, 1.0 / 255.0, 3.7e-3, 17.0, 1e-30, 1e-38, 1e38,
+            1.0f32,
+            0.5,
+            0.1,
+            1.0 / 255.0,
+            3.7e-3,
+            17.0,
+            1e-30,
+            1e-38,
+            1e38,
         ]);
         let zp = rng.zp();
         let input: Vec<f32> = (0..len)

@@ -128,7 +128,6 @@ unsafe fn lut_steps(table: *const i8, input: *const i8, output: *mut i8, steps: 
     );
 }
 
-
 /// [`reference::qs8_lut`] on ARMv7 NEON (`vtbl.8`/`vtbx.8` over eight
 /// 32-byte chunks, module docs); same contract, same output
 /// (`min(input.len(), output.len())` elements). A length that is not a

@@ -179,8 +179,14 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
                             .div_ceil(sw)
                             .clamp(lo, wv)
                     };
-                    row[..lo].fill(in_zp);
-                    row[hi..].fill(in_zp);
+                    // (Guarded: most rows pad little or nothing, and a fill
+                    // is a `memset` call even when empty.)
+                    if lo > 0 {
+                        row[..lo].fill(in_zp);
+                    }
+                    if hi < wv {
+                        row[hi..].fill(in_zp);
+                    }
                     if hi == lo {
                         continue;
                     }
@@ -192,8 +198,15 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
                         // (`ld2` on aarch64) instead of byte by byte; the
                         // last byte alone (its pair may end past the row).
                         let m = hi - lo - 1;
-                        let pairs = src[start..start + 2 * m].chunks_exact(2);
-                        for (d, pair) in row[lo..hi - 1].iter_mut().zip(pairs) {
+                        // ARMv7: whole blocks by `vld2.8` (the compiler does
+                        // not vectorise this loop there).
+                        #[cfg(target_arch = "arm")]
+                        let done =
+                            crate::arm::take_even(&src[start..start + 2 * m], &mut row[lo..lo + m]);
+                        #[cfg(not(target_arch = "arm"))]
+                        let done = 0;
+                        let pairs = src[start + 2 * done..start + 2 * m].chunks_exact(2);
+                        for (d, pair) in row[lo + done..hi - 1].iter_mut().zip(pairs) {
                             *d = pair[0];
                         }
                         row[hi - 1] = src[start + 2 * m];
