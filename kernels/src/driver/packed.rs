@@ -159,6 +159,18 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
         let chan = &input[ic * plane_in..(ic + 1) * plane_in];
         for py in 0..sh {
             for px in 0..sw {
+                // Column c reads input column c * sw + px - pad_left;
+                // inside the row for lo <= c < hi (the same for every row
+                // of the phase, so the divisions stay out of the row loop).
+                let off = px as isize - g.pad_left as isize;
+                let lo = (((-off).max(0) as usize).div_ceil(sw)).min(wv);
+                let hi = if g.in_w as isize - off <= 0 {
+                    lo
+                } else {
+                    ((g.in_w as isize - off) as usize)
+                        .div_ceil(sw)
+                        .clamp(lo, wv)
+                };
                 for r in 0..hv {
                     let row = &mut staged[dst..dst + wv];
                     dst += wv;
@@ -168,17 +180,6 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
                         continue;
                     }
                     let src = &chan[iy as usize * g.in_w..(iy as usize + 1) * g.in_w];
-                    // Column c reads input column c * sw + px - pad_left;
-                    // inside the row for lo <= c < hi.
-                    let off = px as isize - g.pad_left as isize;
-                    let lo = (((-off).max(0) as usize).div_ceil(sw)).min(wv);
-                    let hi = if g.in_w as isize - off <= 0 {
-                        lo
-                    } else {
-                        ((g.in_w as isize - off) as usize)
-                            .div_ceil(sw)
-                            .clamp(lo, wv)
-                    };
                     // (Guarded: most rows pad little or nothing, and a fill
                     // is a `memset` call even when empty.)
                     if lo > 0 {
