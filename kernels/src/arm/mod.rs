@@ -29,7 +29,7 @@ pub use dwconv::qs8_dwconv2d__armv7neon;
 pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
 pub use gemm_4x16c4::{qs8_gemm_4x16c4__armv7neon, qs8_gemm_4x16c4_f32out__armv7neon};
 pub use lut::{qs8_lut__armv7neon, qs8_quantize__armv7neon};
-pub(crate) use movement::take_even;
+pub(crate) use movement::{pack_groups, take_even};
 pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
 use crate::arm_shared::sink::{check_inputs, F32Sink, I8Sink, Sink};

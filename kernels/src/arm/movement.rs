@@ -32,3 +32,48 @@ pub(crate) fn take_even(src: &[i8], dst: &mut [i8]) -> usize {
     }
     16 * blocks
 }
+
+/// The in-bounds K groups of the packed driver's panel packing: for `kb <
+/// groups`, the 16 bytes at `base + offsets[4 kb + r]` for `r < 4`,
+/// interleaved (`dst[64 kb + 4 j + r]`, the `vst4.8` of
+/// `driver::packed::interleave4`) in one loop: `ldm` of the four offsets,
+/// four loads, two `vst4.8` (the generic loop re-checks NEON and reloads
+/// its state per group, twice the instructions).
+///
+/// # Safety
+/// NEON; `offsets` has `4 * groups` readable entries, each `base + offset`
+/// 16 readable bytes, `dst` `64 * groups` writable bytes; `groups >= 1`.
+pub(crate) unsafe fn pack_groups(
+    base: *const i8,
+    offsets: *const usize,
+    groups: usize,
+    dst: *mut i8,
+) {
+    // SAFETY: per the caller's contract; r0-r3 and d0-d7 declared
+    // clobbered.
+    core::arch::asm!(
+        ".fpu neon",
+        "1:",
+        "ldm {off}!, {{r0, r1, r2, r3}}",
+        "add r0, r0, {base}",
+        "add r1, r1, {base}",
+        "add r2, r2, {base}",
+        "add r3, r3, {base}",
+        "vld1.8 {{d0, d1}}, [r0]",
+        "vld1.8 {{d2, d3}}, [r1]",
+        "vld1.8 {{d4, d5}}, [r2]",
+        "vld1.8 {{d6, d7}}, [r3]",
+        "subs {n}, {n}, #1",
+        "vst4.8 {{d0, d2, d4, d6}}, [{d}]!",
+        "vst4.8 {{d1, d3, d5, d7}}, [{d}]!",
+        "bne 1b",
+        base = in(reg) base,
+        off = inout(reg) offsets => _,
+        n = inout(reg) groups => _,
+        d = inout(reg) dst => _,
+        out("r0") _, out("r1") _, out("r2") _, out("r3") _,
+        out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+        out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+        options(nostack),
+    );
+}

@@ -239,7 +239,21 @@ fn pack_panel(src: &[i8], offsets: &[usize], max_off: usize, q0: usize, panel: &
         .and_then(|x| x.checked_add(PACK_NR))
         .is_some_and(|end| end <= src.len());
     let mut done = 0;
-    if inside {
+    #[cfg(target_arch = "arm")]
+    if inside && k >= 4 && panel.len() >= 16 * k && crate::arm::has_neon() {
+        // SAFETY: as below (each row 16 bytes inside `src`); `panel` holds
+        // `16 k >= 64 * (k / 4)` bytes (checked); NEON checked.
+        unsafe {
+            crate::arm::pack_groups(
+                src.as_ptr().add(q0),
+                offsets.as_ptr(),
+                k / 4,
+                panel.as_mut_ptr(),
+            )
+        }
+        done = k / 4;
+    }
+    if inside && done == 0 {
         let base = src.as_ptr().wrapping_add(q0);
         for (o, dst) in offsets
             .chunks_exact(4)
