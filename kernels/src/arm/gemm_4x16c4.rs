@@ -767,8 +767,10 @@ pub fn qs8_gemm_4x16c4_f32out__armv7neon(
     out: &mut [f32],
     rs: usize,
 ) {
-    if !has_neon() || (m > 1 && rs < n) || !(lo <= hi) {
-        // (`!(lo <= hi)`: the reference's clamp panics on such bounds.)
+    // Bounds that are not `lo <= hi` (NaN included): the reference's clamp
+    // panics on them.
+    let bad_bounds = lo.partial_cmp(&hi).is_none_or(|o| o.is_gt());
+    if !has_neon() || (m > 1 && rs < n) || bad_bounds {
         return reference::qs8_gemm_4x16c4_f32out(m, n, kb, a, b, bias, scale, lo, hi, out, rs);
     }
     if m == 0 || n == 0 {
