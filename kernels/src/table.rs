@@ -283,8 +283,8 @@ pub const I8MM: KernelSet = {
     }
 };
 
-/// 32-bit ARMv7 NEON: every op but the sparse gemm and the LUT (wrappers
-/// re-check NEON through `AT_HWCAP` and fall back to the reference).
+/// 32-bit ARMv7 NEON: every op but the sparse gemm (wrappers re-check NEON
+/// through `AT_HWCAP` and fall back to the reference).
 #[cfg(target_arch = "arm")]
 pub const ARMV7NEON: KernelSet = {
     use crate::arm as a;
@@ -302,8 +302,12 @@ pub const ARMV7NEON: KernelSet = {
         // Packed convs: fewer instructions than im2row + `gemm_nt` on every
         // model measured (kernels/README.md, "Packed gemm").
         conv_packed: true,
-        // f32-output convs keep im2row + `gemm_nt_f32out`.
-        conv_packed_f32out: false,
+        // f32-output convs packed too (yolov8n's detect head: fewer
+        // instructions than im2row + `gemm_nt_f32out`, kernels/README.md).
+        gemm_4x16c4_f32out: kernel!(a::qs8_gemm_4x16c4_f32out__armv7neon),
+        conv_packed_f32out: true,
+        lut: kernel!(a::qs8_lut__armv7neon),
+        quantize: kernel!(a::qs8_quantize__armv7neon),
         ..SCALAR
     }
 };

@@ -357,15 +357,20 @@ fn check_gemm_4x16c4(row: &KernelSet, rng: &mut Rng) -> usize {
             }
             // The f32 output stage on the same operands (bits compared: the
             // sign of a zero must match too).
+            // A denormal scale or bound now and then: paths that flush
+            // denormals to zero (ARMv7 NEON) must not run those.
+            let denormal = rng.usize(0, 9) == 0;
             let scale: Vec<f32> = (0..m)
                 .map(|_| match rng.usize(0, 3) {
                     0 => 0.0,
                     1 => -(rng.unit() as f32) * 1e-3,
+                    _ if denormal => 1e-40,
                     _ => (rng.unit() as f32) * 1e-4,
                 })
                 .collect();
             let (lo, hi) = match rng.usize(0, 2) {
                 0 => (f32::NEG_INFINITY, f32::INFINITY),
+                1 if denormal => (1e-40, 6.0),
                 1 => (0.0, 6.0),
                 _ => (-1.0, 1.0),
             };
@@ -860,14 +865,17 @@ fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
     2 * shapes.len()
 }
 
-/// `row.lut` on random tables over every length around the 16-byte
-/// blocks, with inputs covering all 256 codes (every table quarter).
+/// `row.lut` on random tables over every length around the 16- and
+/// 64-byte blocks (and 0), with inputs covering all 256 codes (every table
+/// chunk: 256 in order, and 300 and 1000 as the codes rotated, so every
+/// code meets every lane position).
 fn check_lut(row: &KernelSet, rng: &mut Rng) -> usize {
     let mut cases = 0;
-    for &len in LENS.iter().chain(&[256, 300]) {
+    for &len in LENS.iter().chain(&[0, 63, 64, 65, 127, 128, 129, 256, 300]) {
         let table: [i8; 256] = std::array::from_fn(|_| rng.range(-128, 127) as i8);
-        let input: Vec<i8> = if len == 256 {
-            (-128i32..128).map(|v| v as i8).collect()
+        let input: Vec<i8> = if len == 256 || len == 300 || len == 1000 {
+            let shift = if len == 256 { 0 } else { rng.usize(1, 255) };
+            (0..len).map(|i| ((i + shift) % 256) as u8 as i8).collect()
         } else {
             rng.i8s(len)
         };
@@ -886,10 +894,25 @@ fn check_lut(row: &KernelSet, rng: &mut Rng) -> usize {
 /// `row.quantize` on values around every rounding tie and beyond the int8
 /// range, the special floats, scales small and large, zero points at the
 /// int8 limits.
+///
+/// Scales 1e-38 and 1e38 have an inverse past 2^124 / a denormal inverse
+/// (where a path that flushes denormals to zero must not be used), and
+/// inputs include denormals, the largest finite floats and values past the
+/// i32 range of `x / scale`.
 fn check_quantize(row: &KernelSet, rng: &mut Rng) -> usize {
     let mut cases = 0;
-    for &len in &LENS {
-        let scale = rng.pick(&[1.0f32, 0.5, 0.1, 1.0 / 255.0, 3.7e-3, 17.0, 1e-30]);
+    for &len in LENS.iter().chain(&[0, 2, 48, 63, 64, 65]) {
+        let scale = rng.pick(&[
+            1.0f32,
+            0.5,
+            0.1,
+            1.0 / 255.0,
+            3.7e-3,
+            17.0,
+            1e-30,
+            1e-38,
+            1e38,
+        ]);
         let zp = rng.zp();
         let input: Vec<f32> = (0..len)
             .map(|_| match rng.usize(0, 6) {
@@ -903,6 +926,15 @@ fn check_quantize(row: &KernelSet, rng: &mut Rng) -> usize {
                     -0.0,
                     3e38,
                     -3e38,
+                    f32::MAX,
+                    f32::MIN,
+                    1e-40,
+                    -1e-40,
+                    f32::MIN_POSITIVE,
+                    3e9 * scale,
+                    -3e9 * scale,
+                    2147483520.0 * scale,
+                    (1u32 << 31) as f32 * scale,
                 ]),
                 2 => (rng.unit() as f32 - 0.5) * 1e7 * scale,
                 _ => (rng.unit() as f32 - 0.5) * 600.0 * scale,

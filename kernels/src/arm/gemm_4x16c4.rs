@@ -24,9 +24,11 @@
 //! `vmlal.s8` of group `2i + 1` into the same i16 lanes (`|w1 x1 + w2 x2| <=
 //! 2^14 + 127 * 128 < 2^15`), one `vpadal.s16`, as the aarch64 `__neon`
 //! kernel's `smull`/`smlal`/`sadalp`. A quarter's pair is 28 instructions
-//! (2 panel loads, 2 weight `vld4`, 24 arithmetic) plus one loop branch
-//! pair: 60 per K group of the whole tile instead of 76; an odd last group
-//! runs alone. Each i32 lane then sums at most `kb` such i16 sums.
+//! (2 panel loads, 2 weight `vld4`, 24 arithmetic) plus half a loop branch
+//! pair (the loop runs two pairs per iteration): 58 per K group of the
+//! whole tile instead of 76; an odd last group runs alone. Each i32 lane
+//! then sums at most `kb` such i16 sums. (One pair per iteration: yolov8n
+//! 8.0M instructions more per inference, 390.2M against 382.2M.)
 //!
 //! **Why this tile** (guest instructions under qemu, cortex-a7): the
 //! accumulators take eight of the 16 q registers (two per channel and pixel
@@ -96,6 +98,26 @@ impl Params {
     }
 }
 
+/// [`Params`] of the f32 output stage: the same offsets for the loop
+/// fields, so one K loop serves both.
+#[repr(C)]
+struct F32Params {
+    /// 0: the four channels' (zero-point-folded) biases.
+    bias: [i32; 4],
+    /// 16: scales.
+    scale: [f32; 4],
+    /// 32, 48: output bounds.
+    lo: [f32; 4],
+    hi: [f32; 4],
+    _unused: [u32; 12],
+    /// 112..128: as in [`Params`] (`o_back` is `4 rs - 16` in bytes, `rs`
+    /// in floats).
+    kb: usize,
+    a_back: usize,
+    b_back: usize,
+    o_back: usize,
+}
+
 /// `nq` quarter passes over consecutive panel quarters: pixels `4 j..4 j + 4`
 /// (relative to `b` and `out`) of a 4-channel group over `prm.kb` K groups,
 /// requantized and stored as four 4-byte rows at `out + 4 j`, `out + 4 j +
@@ -103,8 +125,11 @@ impl Params {
 /// per iteration (one `subs`/`bne` pair per two groups), after the first
 /// group (which initialises the accumulators) and, for an even `kb`, one
 /// single group. With `paired`, the loop runs K groups `2i`, `2i + 1`
-/// together (one pair per iteration, the first pair initialising) and an
-/// odd last group alone.
+/// together (the first pair initialising) and an odd last group alone.
+///
+/// With `F32`, `prm` is an [`F32Params`] and the output stage is
+/// [`reference::qs8_gemm_4x16c4_f32out`]'s: four 16-byte rows of f32 at
+/// `out + 16 j`, `out + 16 j + rs`, ... (`rs` in bytes).
 ///
 /// # Safety
 /// NEON; `nq >= 1`; `prm.kb >= 1` (`>= 2` when `paired`, and then no
@@ -114,12 +139,12 @@ impl Params {
 /// bytes at every multiple of 64 below `64 * kb` for `j < nq`; the rows
 /// above have 4 writable bytes each.
 #[inline(always)]
-unsafe fn passes(
+unsafe fn passes<const F32: bool>(
     nq: usize,
     a: *const i8,
     b: *const i8,
-    prm: &Params,
-    out: *mut i8,
+    prm: *const u8,
+    out: *mut u8,
     rs: usize,
     paired: bool,
 ) {
@@ -271,6 +296,76 @@ unsafe fn passes(
             )
         };
     }
+    // The f32 output stage of one quarter (`qs8_gemm_4x16c4_f32out`):
+    // bias, `vcvt` (round to nearest, as `as f32`), `vmul` by the scale, the
+    // clamp as compare-and-select (`f32::clamp` keeps a -0 against a +0
+    // bound and passes NaN, where `vmax`/`vmin` would not), a 4x4
+    // transpose to channel rows and four 16-byte stores.
+    macro_rules! tail_f32 {
+        () => {
+            concat!(
+                "vpadd.i32 d0, d16, d20\n",
+                "vpadd.i32 d1, d24, d28\n",
+                "vpadd.i32 d2, d17, d21\n",
+                "vpadd.i32 d3, d25, d29\n",
+                "vpadd.i32 d4, d18, d22\n",
+                "vpadd.i32 d5, d26, d30\n",
+                "vpadd.i32 d6, d19, d23\n",
+                "vpadd.i32 d7, d27, d31\n",
+                // q4 bias, q5 scale, q6 lo, q7 hi.
+                "vld1.32 {{d8-d11}}, [{prm}]!\n",
+                "vld1.32 {{d12-d15}}, [{prm}]\n",
+                "vadd.i32 q0, q0, q4\n",
+                "vadd.i32 q1, q1, q4\n",
+                "vadd.i32 q2, q2, q4\n",
+                "vadd.i32 q3, q3, q4\n",
+                "vcvt.f32.s32 q0, q0\n",
+                "vcvt.f32.s32 q1, q1\n",
+                "vcvt.f32.s32 q2, q2\n",
+                "vcvt.f32.s32 q3, q3\n",
+                "vmul.f32 q0, q0, q5\n",
+                "vmul.f32 q1, q1, q5\n",
+                "vmul.f32 q2, q2, q5\n",
+                "vmul.f32 q3, q3, q5\n",
+                // v < lo: lo.
+                "vcgt.f32 q8, q6, q0\n",
+                "vcgt.f32 q9, q6, q1\n",
+                "vcgt.f32 q10, q6, q2\n",
+                "vcgt.f32 q11, q6, q3\n",
+                "vbsl q8, q6, q0\n",
+                "vbsl q9, q6, q1\n",
+                "vbsl q10, q6, q2\n",
+                "vbsl q11, q6, q3\n",
+                // v > hi: hi.
+                "vcgt.f32 q0, q8, q7\n",
+                "vcgt.f32 q1, q9, q7\n",
+                "vcgt.f32 q2, q10, q7\n",
+                "vcgt.f32 q3, q11, q7\n",
+                "vbsl q0, q7, q8\n",
+                "vbsl q1, q7, q9\n",
+                "vbsl q2, q7, q10\n",
+                "vbsl q3, q7, q11\n",
+                // Pixel vectors to channel rows.
+                "vtrn.32 q0, q1\n",
+                "vtrn.32 q2, q3\n",
+                "vswp d1, d4\n",
+                "vswp d3, d6\n",
+                "vst1.32 {{d0, d1}}, [{o}], {rs}\n",
+                "vst1.32 {{d2, d3}}, [{o}], {rs}\n",
+                "vst1.32 {{d4, d5}}, [{o}], {rs}\n",
+                "vst1.32 {{d6, d7}}, [{o}], {rs}\n",
+                "sub {prm}, {prm}, #32\n",
+                "ldr {n}, [{prm}, #116]\n",
+                "sub {a}, {a}, {n}\n",
+                "ldr {n}, [{prm}, #120]\n",
+                "sub {b}, {b}, {n}\n",
+                "ldr {n}, [{prm}, #124]\n",
+                "sub {o}, {o}, {n}\n",
+                "subs {nq}, {nq}, #1\n",
+                "bne 0b\n",
+            )
+        };
+    }
     // SAFETY: reads the weight and panel groups the caller guarantees and
     // the 128 bytes of `prm`; writes the rows at `out`. Every NEON register
     // used is declared clobbered as d registers, so the compiler saves
@@ -278,18 +373,18 @@ unsafe fn passes(
     // `vld`/`vst` without an alignment qualifier are architectural on ARMv7
     // user space.
     macro_rules! run {
-        ($($kloop:expr),+ $(,)?) => {
+        ($tail:expr; $($kloop:expr),+ $(,)?) => {
             core::arch::asm!(
                 ".fpu neon",
                 "0:",
                 "ldr {n}, [{prm}, #112]",
                 $($kloop,)+
                 "3:",
-                tail!(),
+                $tail,
                 a = inout(reg) a => _,
                 b = inout(reg) b => _,
                 nq = inout(reg) nq => _,
-                prm = inout(reg) prm as *const Params => _,
+                prm = inout(reg) prm => _,
                 o = inout(reg) out => _,
                 rs = in(reg) rs,
                 s64 = in(reg) 4 * PACK_NR,
@@ -302,40 +397,61 @@ unsafe fn passes(
             )
         };
     }
-    if paired {
-        // Pairs of K groups (the first one starting the accumulators),
-        // then the odd last group of an odd `kb` alone.
-        run!(
-            "lsr {n}, {n}, #1",
-            pair!("vpaddl.s16"),
-            "subs {n}, {n}, #1",
-            "beq 2f",
-            "1:",
-            pair!("vpadal.s16"),
-            "subs {n}, {n}, #1",
-            "bne 1b",
-            "2:",
-            "ldr {n}, [{prm}, #112]",
-            "tst {n}, #1",
-            "beq 3f",
-            group!("vpadal.s16"),
-        );
+    // The K loops, for either output stage.
+    macro_rules! kloops {
+        ($tail:expr) => {
+            if paired {
+                // Pairs of K groups (the first one starting the
+                // accumulators), the remaining pairs two per loop iteration
+                // (one `subs`/`bne` per four K groups) after one alone when
+                // their count is odd, then the odd last group of an odd
+                // `kb` alone.
+                run!(
+                    $tail;
+                    "lsr {n}, {n}, #1",
+                    pair!("vpaddl.s16"),
+                    "subs {n}, {n}, #1",
+                    "beq 2f",
+                    "tst {n}, #1",
+                    "beq 1f",
+                    pair!("vpadal.s16"),
+                    "subs {n}, {n}, #1",
+                    "beq 2f",
+                    "1:",
+                    pair!("vpadal.s16"),
+                    pair!("vpadal.s16"),
+                    "subs {n}, {n}, #2",
+                    "bne 1b",
+                    "2:",
+                    "ldr {n}, [{prm}, #112]",
+                    "tst {n}, #1",
+                    "beq 3f",
+                    group!("vpadal.s16"),
+                );
+            } else {
+                run!(
+                    $tail;
+                    group!("vpaddl.s16"),
+                    "subs {n}, {n}, #1",
+                    "beq 3f",
+                    "tst {n}, #1",
+                    "beq 1f",
+                    group!("vpadal.s16"),
+                    "subs {n}, {n}, #1",
+                    "beq 3f",
+                    "1:",
+                    group!("vpadal.s16"),
+                    group!("vpadal.s16"),
+                    "subs {n}, {n}, #2",
+                    "bne 1b",
+                );
+            }
+        };
+    }
+    if F32 {
+        kloops!(tail_f32!());
     } else {
-        run!(
-            group!("vpaddl.s16"),
-            "subs {n}, {n}, #1",
-            "beq 3f",
-            "tst {n}, #1",
-            "beq 1f",
-            group!("vpadal.s16"),
-            "subs {n}, {n}, #1",
-            "beq 3f",
-            "1:",
-            group!("vpadal.s16"),
-            group!("vpadal.s16"),
-            "subs {n}, {n}, #2",
-            "bne 1b",
-        );
+        kloops!(tail!());
     }
 }
 
@@ -406,13 +522,15 @@ unsafe fn gemm(
         let full = if mr == PACK_MR { n / 4 } else { 0 };
         if full > 0 {
             prm.o_back = (4 * rs).wrapping_sub(4);
-            passes(full, ap, b, &prm, out.add(i0 * rs), rs, paired);
+            let pp = (&prm as *const Params).cast();
+            passes::<false>(full, ap, b, pp, out.add(i0 * rs).cast(), rs, paired);
         }
         if full < quarters {
             let mut tmp = [[0i8; PACK_NR]; PACK_MR];
             prm.o_back = 4 * PACK_NR - 4;
             let (bp, tp) = (b.add(16 * full), tmp.as_mut_ptr().cast::<i8>());
-            passes(quarters - full, ap, bp, &prm, tp, PACK_NR, paired);
+            let pp = (&prm as *const Params).cast();
+            passes::<false>(quarters - full, ap, bp, pp, tp.cast(), PACK_NR, paired);
             let len = n - 4 * full;
             for (r, row) in tmp.iter().enumerate().take(mr) {
                 let dst = out.add((i0 + r) * rs + 4 * full);
@@ -503,6 +621,192 @@ pub fn qs8_gemm_4x16c4__armv7neon(
             bias,
             rq,
             q,
+            out.as_mut_ptr(),
+            rs,
+        )
+    }
+}
+
+/// Whether the `kb` K groups at `a` (one channel group) may be paired:
+/// [`reference::pairable_4c4`] of one group, by vector (`vceq` with -128 of
+/// both groups of each pair, `vand`, `vorr` into one mask). The f32 entry
+/// point has no prepare-time flags, so it checks per call: a few
+/// instructions per K group, against 18 saved per K group and panel.
+///
+/// # Safety
+/// NEON; `a` addresses `16 * kb` readable bytes.
+unsafe fn pairable(a: *const i8, kb: usize) -> bool {
+    let pairs = kb / 2;
+    if pairs == 0 {
+        return true;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads 32 * pairs <= 16 * kb bytes at `a`; d0-d5, d16-d19
+    // declared clobbered.
+    core::arch::asm!(
+        ".fpu neon",
+        "vmov.i8 q8, #0x80",
+        "vmov.i8 q9, #0",
+        "1:",
+        "vld1.8 {{d0-d3}}, [{a}]!",
+        "vceq.i8 q0, q0, q8",
+        "vceq.i8 q1, q1, q8",
+        "vand q0, q0, q1",
+        "vorr q9, q9, q0",
+        "subs {n}, {n}, #1",
+        "bne 1b",
+        "vorr d18, d18, d19",
+        "vmov {lo}, {hi}, d18",
+        a = inout(reg) a => _,
+        n = inout(reg) pairs => _,
+        lo = out(reg) lo,
+        hi = out(reg) hi,
+        out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+        out("d16") _, out("d17") _, out("d18") _, out("d19") _,
+        options(nostack, readonly),
+    );
+    lo | hi == 0
+}
+
+/// [`gemm`] with the f32 output stage; `rs` in floats.
+///
+/// # Safety
+/// NEON; the buffers pass the assertion of
+/// [`qs8_gemm_4x16c4_f32out__armv7neon`] and `rs >= n` when `m > 1`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: *const i8,
+    b: *const i8,
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: *mut f32,
+    rs: usize,
+) {
+    let (kb_run, b) = if kb == 0 {
+        (1, ZEROS.as_ptr())
+    } else {
+        (kb, b)
+    };
+    let mut prm = F32Params {
+        bias: [0; 4],
+        scale: [0.0; 4],
+        lo: [lo; 4],
+        hi: [hi; 4],
+        _unused: [0; 12],
+        kb: kb_run,
+        a_back: 16 * kb_run,
+        b_back: 64 * kb_run - 16,
+        o_back: 0,
+    };
+    let quarters = n.div_ceil(4);
+    let mut i0 = 0;
+    while i0 < m {
+        let mr = (m - i0).min(PACK_MR);
+        // Rows past `m` get zero parameters: computed, never stored.
+        prm.bias = [0; 4];
+        prm.scale = [0.0; 4];
+        prm.bias[..mr].copy_from_slice(&bias[i0..i0 + mr]);
+        prm.scale[..mr].copy_from_slice(&scale[i0..i0 + mr]);
+        let ap = if kb == 0 {
+            ZEROS.as_ptr()
+        } else {
+            a.add(i0 / PACK_MR * kb * 16)
+        };
+        let paired = kb >= 2 && pairable(ap, kb);
+        let pp = (&prm as *const F32Params).cast();
+        let full = if mr == PACK_MR { n / 4 } else { 0 };
+        if full > 0 {
+            prm.o_back = (16 * rs).wrapping_sub(16);
+            passes::<true>(full, ap, b, pp, out.add(i0 * rs).cast(), 4 * rs, paired);
+        }
+        if full < quarters {
+            let mut tmp = [[0f32; PACK_NR]; PACK_MR];
+            prm.o_back = 16 * PACK_NR - 16;
+            let (bp, tp) = (b.add(16 * full), tmp.as_mut_ptr().cast::<u8>());
+            passes::<true>(quarters - full, ap, bp, pp, tp, 4 * PACK_NR, paired);
+            let len = n - 4 * full;
+            for (r, row) in tmp.iter().enumerate().take(mr) {
+                let dst = out.add((i0 + r) * rs + 4 * full);
+                core::ptr::copy_nonoverlapping(row.as_ptr(), dst, len);
+            }
+        }
+        i0 += PACK_MR;
+    }
+}
+
+/// Whether NEON's flush-to-zero could change a result of the f32 output
+/// stage: a denormal scale (the product of a nonzero integer and a normal
+/// scale is normal or infinite, never denormal) or a denormal bound.
+fn flushes(scale: &[f32], lo: f32, hi: f32) -> bool {
+    let denormal = |x: f32| x != 0.0 && x.abs() < f32::MIN_POSITIVE;
+    denormal(lo) || denormal(hi) || scale.iter().any(|&s| denormal(s))
+}
+
+/// [`crate::reference::qs8_gemm_4x16c4_f32out`] on ARMv7 NEON: the
+/// integer K loop of [`qs8_gemm_4x16c4__armv7neon`] (pairing checked per
+/// call and channel group, as this entry has no prepare-time flags) and
+/// the f32 output stage in NEON; same contract, bit-identical output.
+/// Runs the reference without NEON, for overlapping rows, and where
+/// flushing denormals to zero could change a result ([`flushes`]).
+#[allow(non_snake_case, clippy::too_many_arguments)]
+pub fn qs8_gemm_4x16c4_f32out__armv7neon(
+    m: usize,
+    n: usize,
+    kb: usize,
+    a: &[i8],
+    b: &[i8],
+    bias: &[i32],
+    scale: &[f32],
+    lo: f32,
+    hi: f32,
+    out: &mut [f32],
+    rs: usize,
+) {
+    // Bounds that are not `lo <= hi` (NaN included): the reference's clamp
+    // panics on them.
+    let bad_bounds = lo.partial_cmp(&hi).is_none_or(|o| o.is_gt());
+    if !has_neon() || (m > 1 && rs < n) || bad_bounds {
+        return reference::qs8_gemm_4x16c4_f32out(m, n, kb, a, b, bias, scale, lo, hi, out, rs);
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let a_len = m
+        .div_ceil(PACK_MR)
+        .checked_mul(kb)
+        .and_then(|x| x.checked_mul(16));
+    let b_len = kb.checked_mul(4 * PACK_NR);
+    let out_len = (m - 1).checked_mul(rs).and_then(|x| x.checked_add(n));
+    assert!(
+        n <= PACK_NR
+            && a_len.is_some_and(|l| a.len() >= l)
+            && b_len.is_some_and(|l| b.len() >= l)
+            && bias.len() >= m
+            && scale.len() >= m
+            && out_len.is_some_and(|l| out.len() >= l),
+        "qs8_gemm_4x16c4_f32out: buffers do not match m {m} n {n} kb {kb}"
+    );
+    if flushes(&scale[..m], lo, hi) {
+        return reference::qs8_gemm_4x16c4_f32out(m, n, kb, a, b, bias, scale, lo, hi, out, rs);
+    }
+    // SAFETY: NEON checked above; the assertion bounds every load and
+    // direct store as in `qs8_gemm_4x16c4__armv7neon`.
+    unsafe {
+        gemm_f32(
+            m,
+            n,
+            kb,
+            a.as_ptr(),
+            b.as_ptr(),
+            bias,
+            scale,
+            lo,
+            hi,
             out.as_mut_ptr(),
             rs,
         )

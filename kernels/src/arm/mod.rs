@@ -1,7 +1,7 @@
 //! 32-bit ARM (ARMv7-A) NEON paths, and NEON detection: the int8 NT gemm
 //! (here), the packed gemm `qs8_gemm_4x16c4` (`gemm_4x16c4`), depthwise convolution (`dwconv`, on the padded row ring of
-//! [`crate::arm_shared::dwrows`], shared with aarch64), add / mul / requantize-copy (`elementwise`) and max /
-//! average pooling (`pool`).
+//! [`crate::arm_shared::dwrows`], shared with aarch64), add / mul / requantize-copy (`elementwise`), the 256-entry table and f32 -> int8
+//! quantization (`lut`) and max / average pooling (`pool`).
 //!
 //! 32-bit NEON intrinsics and `#[target_feature(enable = "neon")]` are unstable
 //! on arm in stable Rust, so the inner loop is one `asm!` block that switches
@@ -22,10 +22,14 @@
 mod dwconv;
 mod elementwise;
 mod gemm_4x16c4;
+mod lut;
+mod movement;
 mod pool;
 pub use dwconv::qs8_dwconv2d__armv7neon;
 pub use elementwise::{qs8_requantize_copy__armv7neon, qs8_vadd__armv7neon, qs8_vmul__armv7neon};
-pub use gemm_4x16c4::qs8_gemm_4x16c4__armv7neon;
+pub use gemm_4x16c4::{qs8_gemm_4x16c4__armv7neon, qs8_gemm_4x16c4_f32out__armv7neon};
+pub use lut::{qs8_lut__armv7neon, qs8_quantize__armv7neon};
+pub(crate) use movement::{pack_groups, take_even};
 pub use pool::{qs8_avgpool2d__armv7neon, qs8_maxpool2d__armv7neon};
 
 use crate::arm_shared::sink::{check_inputs, F32Sink, I8Sink, Sink};

@@ -159,6 +159,18 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
         let chan = &input[ic * plane_in..(ic + 1) * plane_in];
         for py in 0..sh {
             for px in 0..sw {
+                // Column c reads input column c * sw + px - pad_left;
+                // inside the row for lo <= c < hi (the same for every row
+                // of the phase, so the divisions stay out of the row loop).
+                let off = px as isize - g.pad_left as isize;
+                let lo = (((-off).max(0) as usize).div_ceil(sw)).min(wv);
+                let hi = if g.in_w as isize - off <= 0 {
+                    lo
+                } else {
+                    ((g.in_w as isize - off) as usize)
+                        .div_ceil(sw)
+                        .clamp(lo, wv)
+                };
                 for r in 0..hv {
                     let row = &mut staged[dst..dst + wv];
                     dst += wv;
@@ -168,19 +180,14 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
                         continue;
                     }
                     let src = &chan[iy as usize * g.in_w..(iy as usize + 1) * g.in_w];
-                    // Column c reads input column c * sw + px - pad_left;
-                    // inside the row for lo <= c < hi.
-                    let off = px as isize - g.pad_left as isize;
-                    let lo = (((-off).max(0) as usize).div_ceil(sw)).min(wv);
-                    let hi = if g.in_w as isize - off <= 0 {
-                        lo
-                    } else {
-                        ((g.in_w as isize - off) as usize)
-                            .div_ceil(sw)
-                            .clamp(lo, wv)
-                    };
-                    row[..lo].fill(in_zp);
-                    row[hi..].fill(in_zp);
+                    // (Guarded: most rows pad little or nothing, and a fill
+                    // is a `memset` call even when empty.)
+                    if lo > 0 {
+                        row[..lo].fill(in_zp);
+                    }
+                    if hi < wv {
+                        row[hi..].fill(in_zp);
+                    }
                     if hi == lo {
                         continue;
                     }
@@ -192,8 +199,15 @@ pub fn stage_input(g: &ConvGeometry, plan: &PackPlan, in_zp: i8, input: &[i8], s
                         // (`ld2` on aarch64) instead of byte by byte; the
                         // last byte alone (its pair may end past the row).
                         let m = hi - lo - 1;
-                        let pairs = src[start..start + 2 * m].chunks_exact(2);
-                        for (d, pair) in row[lo..hi - 1].iter_mut().zip(pairs) {
+                        // ARMv7: whole blocks by `vld2.8` (the compiler does
+                        // not vectorise this loop there).
+                        #[cfg(target_arch = "arm")]
+                        let done =
+                            crate::arm::take_even(&src[start..start + 2 * m], &mut row[lo..lo + m]);
+                        #[cfg(not(target_arch = "arm"))]
+                        let done = 0;
+                        let pairs = src[start + 2 * done..start + 2 * m].chunks_exact(2);
+                        for (d, pair) in row[lo + done..hi - 1].iter_mut().zip(pairs) {
                             *d = pair[0];
                         }
                         row[hi - 1] = src[start + 2 * m];
@@ -225,7 +239,21 @@ fn pack_panel(src: &[i8], offsets: &[usize], max_off: usize, q0: usize, panel: &
         .and_then(|x| x.checked_add(PACK_NR))
         .is_some_and(|end| end <= src.len());
     let mut done = 0;
-    if inside {
+    #[cfg(target_arch = "arm")]
+    if inside && k >= 4 && panel.len() >= 16 * k && crate::arm::has_neon() {
+        // SAFETY: as below (each row 16 bytes inside `src`); `panel` holds
+        // `16 k >= 64 * (k / 4)` bytes (checked); NEON checked.
+        unsafe {
+            crate::arm::pack_groups(
+                src.as_ptr().add(q0),
+                offsets.as_ptr(),
+                k / 4,
+                panel.as_mut_ptr(),
+            )
+        }
+        done = k / 4;
+    }
+    if inside && done == 0 {
         let base = src.as_ptr().wrapping_add(q0);
         for (o, dst) in offsets
             .chunks_exact(4)
