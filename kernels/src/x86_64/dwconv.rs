@@ -466,3 +466,115 @@ fn scalar_one(
     }
     clamp_i8(requantize(acc, rq) + q.out_zp, q.act_min, q.act_max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-layer timing of the HWC and planar paths on image-backbone
+    /// depthwise layers (mobilenet_v2 at 224, FastestDet at 352), the data
+    /// behind [`hwc_faster`]; also checks the two paths agree. Run with
+    /// `cargo test --release -p strix-kernels --lib dw_paths_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; prints a table"]
+    fn dw_paths_speed() {
+        if !super::super::has_avx2() {
+            eprintln!("SKIP dw_paths_speed: no avx2");
+            return;
+        }
+        // (channels, in size, kernel, stride)
+        let layers = [
+            (32usize, 112usize, 3usize, 1usize),
+            (96, 112, 3, 2),
+            (144, 56, 3, 1),
+            (144, 56, 3, 2),
+            (192, 28, 3, 1),
+            (192, 28, 3, 2),
+            (384, 14, 3, 1),
+            (576, 14, 3, 1),
+            (576, 14, 3, 2),
+            (960, 7, 3, 1),
+            (24, 176, 3, 2),
+            (48, 88, 3, 2),
+            (48, 44, 3, 1),
+            (96, 44, 3, 2),
+            (96, 22, 3, 1),
+            (192, 22, 3, 2),
+            (192, 11, 3, 1),
+            (96, 22, 5, 1),
+            (96, 44, 5, 1),
+            (32, 112, 5, 1),
+        ];
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for (c, n, k, st) in layers {
+            let p = k / 2;
+            let o = (n + 2 * p - k) / st + 1;
+            let g = ConvGeometry {
+                in_c: c,
+                in_h: n,
+                in_w: n,
+                out_c: c,
+                out_h: o,
+                out_w: o,
+                kh: k,
+                kw: k,
+                stride_h: st,
+                stride_w: st,
+                dil_h: 1,
+                dil_w: 1,
+                pad_top: p,
+                pad_left: p,
+                groups: c,
+            };
+            let input: Vec<i8> = (0..g.input_len()).map(|_| rnd() as i8).collect();
+            let w: Vec<i8> = (0..g.weight_len()).map(|_| rnd() as i8).collect();
+            let bias: Vec<i32> = (0..c).map(|_| (rnd() % 2000) as i32 - 1000).collect();
+            let rq: Vec<Requant> = (0..c)
+                .map(|_| crate::requant::quantize_multiplier(0.0005 + (rnd() % 100) as f64 * 1e-5))
+                .collect();
+            let q = QConvParams {
+                in_zp: -3,
+                out_zp: 5,
+                act_min: -128,
+                act_max: 127,
+            };
+            let mut a = vec![0i8; g.output_len()];
+            let mut b = vec![0i8; g.output_len()];
+            let time = |f: &mut dyn FnMut()| {
+                let mut best = f64::MAX;
+                for _ in 0..7 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..20 {
+                        f();
+                    }
+                    best = best.min(t.elapsed().as_secs_f64() / 20.0);
+                }
+                best * 1e6
+            };
+            // SAFETY (both): AVX2 checked above; buffers sized by `g`; zero
+            // points in range; `applies` checked before the HWC call.
+            let planar = time(&mut || unsafe {
+                if padded_dims(&g).is_some() {
+                    dwconv_padded(&g, &q, &input, &w, &bias, &rq, &mut a)
+                } else {
+                    dwconv(&g, &q, &input, &w, &bias, &rq, &mut a)
+                }
+            });
+            assert!(dwconv_hwc::applies(&g), "{g:?}");
+            let hwc = time(&mut || unsafe {
+                dwconv_hwc::dwconv_hwc(&g, &q, &input, &w, &bias, &rq, &mut b)
+            });
+            assert_eq!(a, b, "{g:?}");
+            println!(
+                "c={c:4} {n:3}x{n:<3} k={k} s={st}: planar {planar:8.1} us, hwc {hwc:8.1} us ({:.2}x)",
+                planar / hwc
+            );
+        }
+    }
+}
