@@ -99,6 +99,16 @@ fn padded_w(g: &ConvGeometry) -> usize {
     (g.out_w - 1) * g.stride_w + (g.kw - 1) * g.dil_w + 1
 }
 
+/// Pair entries kept per padded row: with an even stride every tap pair
+/// starts at an even column, so only those are stored (entry `x` at `x / 2`).
+fn entries(g: &ConvGeometry) -> usize {
+    if g.stride_w % 2 == 0 {
+        padded_w(g).div_ceil(2)
+    } else {
+        padded_w(g)
+    }
+}
+
 /// Padded input rows one output row reads.
 fn span(g: &ConvGeometry) -> usize {
     (g.kh - 1) * g.dil_h + 1
@@ -118,7 +128,7 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
         && g.out_w > 0
         && g.out_h > 0
         && g.kh * g.kw.div_ceil(2) <= MAX_PAIRS
-        && span(g) * padded_w(g) * 64 <= RING_BYTES
+        && span(g) * entries(g) * 64 <= RING_BYTES
         && tb_w(g) <= TB_PIX
         && g.out_w <= OBUF_PIX
 }
@@ -326,8 +336,8 @@ unsafe fn block(
         hi: _mm256_set1_epi8(q.act_max),
     };
 
-    let slot = |r: usize| ring.add((r % sp) * 2 * wp);
-    // With an even stride every tap pair starts at an even column.
+    let ne = entries(g);
+    let slot = |r: usize| ring.add((r % sp) * 2 * ne);
     let even = g.stride_w % 2 == 0;
     let po = g.out_h * g.out_w;
     let flush_rows = OBUF_PIX / g.out_w;
@@ -363,11 +373,11 @@ unsafe fn block(
 }
 
 /// Stages padded row `r` of channels `c0..c0 + 16` as pair entries into
-/// `prow` (`2 * wp` vectors; entry `x` at `2 x`: channels 0..8, then 8..16),
-/// only the even entries when `even`.
+/// `prow` (entry `x` at vector `2 x`: channels 0..8, then 8..16; when
+/// `even`, only the even entries, entry `x` at `2 (x / 2)`).
 ///
 /// # Safety
-/// As [`block`]; `prow` has `2 * wp` writable vectors.
+/// As [`block`]; `prow` has `2 * entries(g)` writable vectors.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn stage_row(
@@ -384,7 +394,7 @@ unsafe fn stage_row(
     let iy = r as isize - g.pad_top as isize;
     if iy < 0 || iy >= g.in_h as isize {
         let z = _mm256_set1_epi16(zp as i16);
-        for i in 0..2 * wp {
+        for i in 0..2 * entries(g) {
             _mm256_storeu_si256(prow.add(i), z);
         }
         return;
@@ -425,14 +435,13 @@ unsafe fn stage_row(
     }
     let step = if even { 2 } else { 1 };
     let mut x = 0;
+    let mut e = prow;
     while x < wp {
         let t0 = _mm_loadu_si128(tb.add(x));
         let t1 = _mm_loadu_si128(tb.add(x + g.dil_w));
-        _mm256_storeu_si256(prow.add(2 * x), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(t0, t1)));
-        _mm256_storeu_si256(
-            prow.add(2 * x + 1),
-            _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(t0, t1)),
-        );
+        _mm256_storeu_si256(e, _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(t0, t1)));
+        _mm256_storeu_si256(e.add(1), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(t0, t1)));
+        e = e.add(2);
         x += step;
     }
 }
@@ -455,14 +464,19 @@ unsafe fn out_row<const FAST: bool>(
     dst: *mut __m128i,
 ) {
     let npk = kw.div_ceil(2);
-    let (s, dw) = (g.stride_w, g.dil_w);
+    // Entry indices: with an even stride (`entries`) column `x` is entry `x / 2`.
+    let (s, dw) = if g.stride_w % 2 == 0 {
+        (g.stride_w / 2, g.dil_w)
+    } else {
+        (g.stride_w, 2 * g.dil_w)
+    };
     let mut ox = 0;
     while ox + 2 <= g.out_w {
         let [mut a0, mut b0] = k.bias;
         let [mut a1, mut b1] = k.bias;
         for (ky, &row) in rows.iter().enumerate().take(kh) {
             for p in 0..npk {
-                let x0 = 2 * (ox * s + 2 * p * dw);
+                let x0 = 2 * (ox * s + p * dw);
                 let x1 = x0 + 2 * s;
                 let w = &wv[ky * npk + p];
                 let ld = |i: usize| _mm256_loadu_si256(row.add(i));
@@ -480,7 +494,7 @@ unsafe fn out_row<const FAST: bool>(
         let [mut a0, mut b0] = k.bias;
         for (ky, &row) in rows.iter().enumerate().take(kh) {
             for p in 0..npk {
-                let x0 = 2 * (ox * s + 2 * p * dw);
+                let x0 = 2 * (ox * s + p * dw);
                 let w = &wv[ky * npk + p];
                 let ld = |i: usize| _mm256_loadu_si256(row.add(i));
                 a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(ld(x0), w[0]));
