@@ -179,11 +179,6 @@ pub(super) unsafe fn dwconv_hwc(
     }
 }
 
-/// `[lo, hi]` as one i16 pair in an i32 (low half first, as `vpmaddwd` reads it).
-fn pair(lo: i8, hi: i8) -> i32 {
-    (lo as i16 as u16 as u32 | (hi as i16 as u16 as u32) << 16) as i32
-}
-
 /// Output stage constants of a block; index 0: channels 0..8, 1: 8..16.
 struct Consts {
     bias: [__m256i; 2],
@@ -286,22 +281,47 @@ unsafe fn block(
     let sp = span(g);
 
     // Weight pairs per (ky, pair), and the zero point folded into the bias.
+    // The block's `16 x taps` weights (contiguous, channel-major) are copied
+    // out and transposed 16 x 16 into tap vectors (16 channels each); a pair
+    // is then the same interleave as the input's pair entries.
+    let mut wl = [0i8; CB * 2 * MAX_PAIRS + CB];
+    core::ptr::copy_nonoverlapping(weights.as_ptr().add(c0 * taps), wl.as_mut_ptr(), CB * taps);
+    let mut wt = [_mm_setzero_si128(); 2 * MAX_PAIRS + CB];
+    for t0 in (0..taps).step_by(16) {
+        // Reads end at 15 * taps + t0 + 16 <= 16 * taps + 16 bytes of `wl`.
+        transpose16(wl.as_ptr().add(t0), taps, wt.as_mut_ptr().add(t0) as *mut i8, CB);
+    }
     let mut wv = [[_mm256_setzero_si256(); 2]; MAX_PAIRS];
     for ky in 0..g.kh {
         for p in 0..npk {
-            for (h, v) in wv[ky * npk + p].iter_mut().enumerate() {
-                let lanes: [i32; 8] = core::array::from_fn(|i| {
-                    let w = &weights[(c0 + 8 * h + i) * taps + ky * g.kw..][..g.kw];
-                    pair(w[2 * p], if 2 * p + 1 < g.kw { w[2 * p + 1] } else { 0 })
-                });
-                *v = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
-            }
+            let t = ky * g.kw + 2 * p;
+            let w0 = wt[t];
+            let w1 = if 2 * p + 1 < g.kw {
+                wt[t + 1]
+            } else {
+                _mm_setzero_si128()
+            };
+            wv[ky * npk + p] = [
+                _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(w0, w1)),
+                _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(w0, w1)),
+            ];
         }
     }
-    let b: [i32; CB] = core::array::from_fn(|i| {
-        let c = c0 + i;
-        let sum: i32 = weights[c * taps..(c + 1) * taps].iter().map(|&w| w as i32).sum();
-        bias[c].wrapping_sub(q.in_zp.wrapping_mul(sum))
+    // Channel sums in i16 (|sum| <= 64 * 128), widened; `bias - zp * sum`
+    // wraps like the scalar `wrapping_` forms.
+    let mut sum = _mm256_setzero_si256();
+    for w in &wt[..taps] {
+        sum = _mm256_add_epi16(sum, _mm256_cvtepi8_epi16(*w));
+    }
+    let zp = _mm256_set1_epi32(q.in_zp);
+    let bias_v: [__m256i; 2] = core::array::from_fn(|h| {
+        let s = if h == 0 {
+            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sum))
+        } else {
+            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(sum))
+        };
+        let b = _mm256_loadu_si256(bias.as_ptr().add(c0 + 8 * h) as *const __m256i);
+        _mm256_sub_epi32(b, _mm256_mullo_epi32(zp, s))
     });
     let r = &rq[c0..c0 + CB];
     let half_rq = |h: usize| -> [Requant; 8] { core::array::from_fn(|i| r[8 * h + i]) };
@@ -325,10 +345,7 @@ unsafe fn block(
         }
     };
     let k = Consts {
-        bias: [
-            _mm256_loadu_si256(b.as_ptr() as *const __m256i),
-            _mm256_loadu_si256(b[8..].as_ptr() as *const __m256i),
-        ],
+        bias: bias_v,
         fast: [fast(0), fast(1)],
         general: [RqV::lanes(half_rq(0)), RqV::lanes(half_rq(1))],
         ozp: _mm256_set1_epi16(q.out_zp as i16),
@@ -429,7 +446,12 @@ unsafe fn stage_row(
                 }
                 transpose16(rows.as_ptr(), 16, t.as_mut_ptr(), CB);
             }
-            core::ptr::copy_nonoverlapping(t.as_ptr(), dst.add(ix * CB), n * CB);
+            // Pixel by pixel: a `copy_nonoverlapping` of `n * 16` bytes is
+            // a libc call per row on narrow planes.
+            for j in 0..n {
+                let v = _mm_loadu_si128(t.as_ptr().add(j * CB) as *const __m128i);
+                _mm_storeu_si128(dst.add((ix + j) * CB) as *mut __m128i, v);
+            }
         }
         ix += n;
     }
@@ -527,15 +549,41 @@ unsafe fn flush(obuf: *const __m128i, dst0: *mut i8, po: usize, p0: usize, p1: u
         if n == 16 {
             transpose16(src.add((p - p0) * CB), CB, dst0.add(p), po);
         } else {
-            let mut a = [0i8; 256];
-            core::ptr::copy_nonoverlapping(src.add((p - p0) * CB), a.as_mut_ptr(), n * CB);
+            let mut a = [_mm_setzero_si128(); 16];
+            for (j, v) in a.iter_mut().enumerate().take(n) {
+                *v = _mm_loadu_si128(src.add((p - p0 + j) * CB) as *const __m128i);
+            }
+            let a = a.as_ptr() as *const i8;
             let mut t = [0i8; 256];
-            transpose16(a.as_ptr(), 16, t.as_mut_ptr(), 16);
+            transpose16(a, 16, t.as_mut_ptr(), 16);
             for c in 0..CB {
-                core::ptr::copy_nonoverlapping(t.as_ptr().add(c * 16), dst0.add(c * po + p), n);
+                copy_short(t.as_ptr().add(c * 16), dst0.add(c * po + p), n);
             }
         }
         p += n;
+    }
+}
+
+/// Copies `n < 16` bytes with at most two overlapping stores of 8, 4 or 2
+/// bytes (or one byte), all inside `dst..dst + n`: no libc call.
+///
+/// # Safety
+/// `n` readable bytes at `src`, `n` writable at `dst`.
+#[inline(always)]
+unsafe fn copy_short(src: *const i8, dst: *mut i8, n: usize) {
+    if n >= 8 {
+        let lo = _mm_loadl_epi64(src as *const __m128i);
+        let hi = _mm_loadl_epi64(src.add(n - 8) as *const __m128i);
+        _mm_storel_epi64(dst as *mut __m128i, lo);
+        _mm_storel_epi64(dst.add(n - 8) as *mut __m128i, hi);
+    } else if n >= 4 {
+        (dst as *mut i32).write_unaligned((src as *const i32).read_unaligned());
+        let t = (src.add(n - 4) as *const i32).read_unaligned();
+        (dst.add(n - 4) as *mut i32).write_unaligned(t);
+    } else {
+        for j in 0..n {
+            *dst.add(j) = *src.add(j);
+        }
     }
 }
 
