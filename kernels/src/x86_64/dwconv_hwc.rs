@@ -37,48 +37,37 @@ use crate::requant::Requant;
 macro_rules! transpose_core {
     ($r:expr, $lo8:ident, $hi8:ident, $lo16:ident, $hi16:ident, $lo32:ident, $hi32:ident,
      $lo64:ident, $hi64:ident) => {{
+        // Plain loops over arrays (not `core::array::from_fn`, whose
+        // closure, compiled apart from this AVX2 code, was called per
+        // element).
         let r = $r;
+        let mut a = r;
         // a[2k], a[2k + 1]: columns 0..8, 8..16 of rows 2k, 2k + 1 (word per column).
-        let a: [_; 16] = core::array::from_fn(|i| {
-            let k = i / 2;
-            if i % 2 == 0 {
-                $lo8(r[2 * k], r[2 * k + 1])
-            } else {
-                $hi8(r[2 * k], r[2 * k + 1])
-            }
-        });
+        for k in 0..8 {
+            a[2 * k] = $lo8(r[2 * k], r[2 * k + 1]);
+            a[2 * k + 1] = $hi8(r[2 * k], r[2 * k + 1]);
+        }
         // b[4q + j]: columns 4j..4j + 4 of rows 4q..4q + 4 (dword per column).
-        let b: [_; 16] = core::array::from_fn(|i| {
-            let (q, j) = (i / 4, i % 4);
-            let (x, y) = if j < 2 {
-                (a[4 * q], a[4 * q + 2])
-            } else {
-                (a[4 * q + 1], a[4 * q + 3])
-            };
-            if j % 2 == 0 {
-                $lo16(x, y)
-            } else {
-                $hi16(x, y)
-            }
-        });
+        let mut b = r;
+        for q in 0..4 {
+            b[4 * q] = $lo16(a[4 * q], a[4 * q + 2]);
+            b[4 * q + 1] = $hi16(a[4 * q], a[4 * q + 2]);
+            b[4 * q + 2] = $lo16(a[4 * q + 1], a[4 * q + 3]);
+            b[4 * q + 3] = $hi16(a[4 * q + 1], a[4 * q + 3]);
+        }
         // c[8o + m]: columns 2m, 2m + 1 of rows 8o..8o + 8 (qword per column).
-        let c: [_; 16] = core::array::from_fn(|i| {
-            let (o, m) = (i / 8, i % 8);
-            let (x, y) = (b[8 * o + m / 2], b[8 * o + 4 + m / 2]);
-            if m % 2 == 0 {
-                $lo32(x, y)
-            } else {
-                $hi32(x, y)
+        let mut c = r;
+        for o in 0..2 {
+            for j in 0..4 {
+                c[8 * o + 2 * j] = $lo32(b[8 * o + j], b[8 * o + 4 + j]);
+                c[8 * o + 2 * j + 1] = $hi32(b[8 * o + j], b[8 * o + 4 + j]);
             }
-        });
-        let d: [_; 16] = core::array::from_fn(|i| {
-            let m = i / 2;
-            if i % 2 == 0 {
-                $lo64(c[m], c[8 + m])
-            } else {
-                $hi64(c[m], c[8 + m])
-            }
-        });
+        }
+        let mut d = r;
+        for m in 0..8 {
+            d[2 * m] = $lo64(c[m], c[8 + m]);
+            d[2 * m + 1] = $hi64(c[m], c[8 + m]);
+        }
         d
     }};
 }
@@ -284,12 +273,22 @@ unsafe fn block(
     // The block's `16 x taps` weights (contiguous, channel-major) are copied
     // out and transposed 16 x 16 into tap vectors (16 channels each); a pair
     // is then the same interleave as the input's pair entries.
-    let mut wl = [0i8; CB * 2 * MAX_PAIRS + CB];
-    core::ptr::copy_nonoverlapping(weights.as_ptr().add(c0 * taps), wl.as_mut_ptr(), CB * taps);
+    // In 16-byte vectors, plus one zero vector for the transposes' last
+    // reads (no libc call: this runs per block).
+    // Uninitialised: the first `taps + 1` vectors are written here, and
+    // the transposes read no further.
+    let mut wl = core::mem::MaybeUninit::<[__m128i; 2 * MAX_PAIRS + 1]>::uninit();
+    let wl = wl.as_mut_ptr() as *mut __m128i;
+    let wsrc = weights.as_ptr().add(c0 * taps) as *const __m128i;
+    for i in 0..taps {
+        _mm_storeu_si128(wl.add(i), _mm_loadu_si128(wsrc.add(i)));
+    }
+    _mm_storeu_si128(wl.add(taps), _mm_setzero_si128());
+    let wl = wl as *const i8;
     let mut wt = [_mm_setzero_si128(); 2 * MAX_PAIRS + CB];
     for t0 in (0..taps).step_by(16) {
         // Reads end at 15 * taps + t0 + 16 <= 16 * taps + 16 bytes of `wl`.
-        transpose16(wl.as_ptr().add(t0), taps, wt.as_mut_ptr().add(t0) as *mut i8, CB);
+        transpose16(wl.add(t0), taps, wt.as_mut_ptr().add(t0) as *mut i8, CB);
     }
     let mut wv = [[_mm256_setzero_si256(); 2]; MAX_PAIRS];
     for ky in 0..g.kh {
@@ -314,15 +313,15 @@ unsafe fn block(
         sum = _mm256_add_epi16(sum, _mm256_cvtepi8_epi16(*w));
     }
     let zp = _mm256_set1_epi32(q.in_zp);
-    let bias_v: [__m256i; 2] = core::array::from_fn(|h| {
-        let s = if h == 0 {
-            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sum))
-        } else {
-            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(sum))
-        };
+    let sums = [
+        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sum)),
+        _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(sum)),
+    ];
+    let mut bias_v = sums;
+    for (h, v) in bias_v.iter_mut().enumerate() {
         let b = _mm256_loadu_si256(bias.as_ptr().add(c0 + 8 * h) as *const __m256i);
-        _mm256_sub_epi32(b, _mm256_mullo_epi32(zp, s))
-    });
+        *v = _mm256_sub_epi32(b, _mm256_mullo_epi32(zp, sums[h]));
+    }
     let r = &rq[c0..c0 + CB];
     let half_rq = |h: usize| -> [Requant; 8] { core::array::from_fn(|i| r[8 * h + i]) };
     let fast_ok = r
@@ -430,11 +429,13 @@ unsafe fn stage_row(
         if n == 16 {
             transpose16(src.add(ix), plane, dst.add(ix * CB), CB);
         } else {
-            let mut t = [0i8; 256];
+            // Every byte written by the transpose before it is read.
+            let mut t = core::mem::MaybeUninit::<[i8; 256]>::uninit();
+            let t = t.as_mut_ptr() as *mut i8;
             if at + 15 * plane + ix + 16 <= input.len() {
                 // The 16-byte loads of every channel's row stay in `input`
                 // (bytes past the row are transposed and dropped).
-                transpose16(src.add(ix), plane, t.as_mut_ptr(), CB);
+                transpose16(src.add(ix), plane, t, CB);
             } else {
                 let mut rows = [0i8; 256];
                 for c in 0..CB {
@@ -444,12 +445,12 @@ unsafe fn stage_row(
                         n,
                     );
                 }
-                transpose16(rows.as_ptr(), 16, t.as_mut_ptr(), CB);
+                transpose16(rows.as_ptr(), 16, t, CB);
             }
             // Pixel by pixel: a `copy_nonoverlapping` of `n * 16` bytes is
             // a libc call per row on narrow planes.
             for j in 0..n {
-                let v = _mm_loadu_si128(t.as_ptr().add(j * CB) as *const __m128i);
+                let v = _mm_loadu_si128(t.add(j * CB) as *const __m128i);
                 _mm_storeu_si128(dst.add((ix + j) * CB) as *mut __m128i, v);
             }
         }
@@ -554,10 +555,11 @@ unsafe fn flush(obuf: *const __m128i, dst0: *mut i8, po: usize, p0: usize, p1: u
                 *v = _mm_loadu_si128(src.add((p - p0 + j) * CB) as *const __m128i);
             }
             let a = a.as_ptr() as *const i8;
-            let mut t = [0i8; 256];
-            transpose16(a, 16, t.as_mut_ptr(), 16);
+            let mut t = core::mem::MaybeUninit::<[i8; 256]>::uninit();
+            let t = t.as_mut_ptr() as *mut i8;
+            transpose16(a, 16, t, 16);
             for c in 0..CB {
-                copy_short(t.as_ptr().add(c * 16), dst0.add(c * po + p), n);
+                copy_short(t.add(c * 16), dst0.add(c * po + p), n);
             }
         }
         p += n;
@@ -594,8 +596,10 @@ unsafe fn copy_short(src: *const i8, dst: *mut i8, n: usize) {
 /// for `i, j < 16`.
 #[inline(always)]
 unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
-    let r: [__m128i; 16] =
-        core::array::from_fn(|j| _mm_loadu_si128(src.add(j * ss) as *const __m128i));
+    let mut r = [_mm_setzero_si128(); 16];
+    for (j, v) in r.iter_mut().enumerate() {
+        *v = _mm_loadu_si128(src.add(j * ss) as *const __m128i);
+    }
     let d = transpose_core!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8, _mm_unpacklo_epi16,
         _mm_unpackhi_epi16, _mm_unpacklo_epi32, _mm_unpackhi_epi32, _mm_unpacklo_epi64,
         _mm_unpackhi_epi64);
@@ -611,8 +615,10 @@ unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
 /// 32 readable bytes at `src + j * ss` for `j < 16`; 512 writable at `dst`.
 #[inline(always)]
 unsafe fn transpose16x2(src: *const i8, ss: usize, dst: *mut i8) {
-    let r: [__m256i; 16] =
-        core::array::from_fn(|j| _mm256_loadu_si256(src.add(j * ss) as *const __m256i));
+    let mut r = [_mm256_setzero_si256(); 16];
+    for (j, v) in r.iter_mut().enumerate() {
+        *v = _mm256_loadu_si256(src.add(j * ss) as *const __m256i);
+    }
     let d = transpose_core!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8,
         _mm256_unpacklo_epi16, _mm256_unpackhi_epi16, _mm256_unpacklo_epi32,
         _mm256_unpackhi_epi32, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
@@ -635,11 +641,12 @@ unsafe fn transpose16x2(src: *const i8, ss: usize, dst: *mut i8) {
 unsafe fn transpose16x2_out(src: *const i8, dst: *mut i8, ds: usize) {
     // Row j: [pixel j | pixel 16 + j]; the transpose of each 128-bit half
     // gives channel i's pixels 0..16 | 16..32.
-    let r: [__m256i; 16] = core::array::from_fn(|j| {
+    let mut r = [_mm256_setzero_si256(); 16];
+    for (j, v) in r.iter_mut().enumerate() {
         let lo = _mm_loadu_si128(src.add(j * CB) as *const __m128i);
         let hi = _mm_loadu_si128(src.add((16 + j) * CB) as *const __m128i);
-        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-    });
+        *v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
+    }
     let d = transpose_core!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8,
         _mm256_unpacklo_epi16, _mm256_unpackhi_epi16, _mm256_unpacklo_epi32,
         _mm256_unpackhi_epi32, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
