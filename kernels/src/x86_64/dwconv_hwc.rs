@@ -91,7 +91,7 @@ fn padded_w(g: &ConvGeometry) -> usize {
 /// Pair entries kept per padded row: with an even stride every tap pair
 /// starts at an even column, so only those are stored (entry `x` at `x / 2`).
 fn entries(g: &ConvGeometry) -> usize {
-    if g.stride_w % 2 == 0 {
+    if g.stride_w.is_multiple_of(2) {
         padded_w(g).div_ceil(2)
     } else {
         padded_w(g)
@@ -354,7 +354,7 @@ unsafe fn block(
 
     let ne = entries(g);
     let slot = |r: usize| ring.add((r % sp) * 2 * ne);
-    let even = g.stride_w % 2 == 0;
+    let even = g.stride_w.is_multiple_of(2);
     let po = g.out_h * g.out_w;
     let flush_rows = OBUF_PIX / g.out_w;
     let mut next = 0; // next padded row to stage
@@ -488,7 +488,7 @@ unsafe fn out_row<const FAST: bool>(
 ) {
     let npk = kw.div_ceil(2);
     // Entry indices: with an even stride (`entries`) column `x` is entry `x / 2`.
-    let (s, dw) = if g.stride_w % 2 == 0 {
+    let (s, dw) = if g.stride_w.is_multiple_of(2) {
         (g.stride_w / 2, g.dil_w)
     } else {
         (g.stride_w, 2 * g.dil_w)
@@ -600,9 +600,17 @@ unsafe fn transpose16(src: *const i8, ss: usize, dst: *mut i8, ds: usize) {
     for (j, v) in r.iter_mut().enumerate() {
         *v = _mm_loadu_si128(src.add(j * ss) as *const __m128i);
     }
-    let d = transpose_core!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8, _mm_unpacklo_epi16,
-        _mm_unpackhi_epi16, _mm_unpacklo_epi32, _mm_unpackhi_epi32, _mm_unpacklo_epi64,
-        _mm_unpackhi_epi64);
+    let d = transpose_core!(
+        r,
+        _mm_unpacklo_epi8,
+        _mm_unpackhi_epi8,
+        _mm_unpacklo_epi16,
+        _mm_unpackhi_epi16,
+        _mm_unpacklo_epi32,
+        _mm_unpackhi_epi32,
+        _mm_unpacklo_epi64,
+        _mm_unpackhi_epi64
+    );
     for (i, v) in d.iter().enumerate() {
         _mm_storeu_si128(dst.add(i * ds) as *mut __m128i, *v);
     }
@@ -619,9 +627,17 @@ unsafe fn transpose16x2(src: *const i8, ss: usize, dst: *mut i8) {
     for (j, v) in r.iter_mut().enumerate() {
         *v = _mm256_loadu_si256(src.add(j * ss) as *const __m256i);
     }
-    let d = transpose_core!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8,
-        _mm256_unpacklo_epi16, _mm256_unpackhi_epi16, _mm256_unpacklo_epi32,
-        _mm256_unpackhi_epi32, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
+    let d = transpose_core!(
+        r,
+        _mm256_unpacklo_epi8,
+        _mm256_unpackhi_epi8,
+        _mm256_unpacklo_epi16,
+        _mm256_unpackhi_epi16,
+        _mm256_unpacklo_epi32,
+        _mm256_unpackhi_epi32,
+        _mm256_unpacklo_epi64,
+        _mm256_unpackhi_epi64
+    );
     // d[i] = [pixel i | pixel 16 + i].
     for (i, v) in d.iter().enumerate() {
         _mm_storeu_si128(dst.add(i * CB) as *mut __m128i, _mm256_castsi256_si128(*v));
@@ -647,9 +663,17 @@ unsafe fn transpose16x2_out(src: *const i8, dst: *mut i8, ds: usize) {
         let hi = _mm_loadu_si128(src.add((16 + j) * CB) as *const __m128i);
         *v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
     }
-    let d = transpose_core!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8,
-        _mm256_unpacklo_epi16, _mm256_unpackhi_epi16, _mm256_unpacklo_epi32,
-        _mm256_unpackhi_epi32, _mm256_unpacklo_epi64, _mm256_unpackhi_epi64);
+    let d = transpose_core!(
+        r,
+        _mm256_unpacklo_epi8,
+        _mm256_unpackhi_epi8,
+        _mm256_unpacklo_epi16,
+        _mm256_unpackhi_epi16,
+        _mm256_unpacklo_epi32,
+        _mm256_unpackhi_epi32,
+        _mm256_unpacklo_epi64,
+        _mm256_unpackhi_epi64
+    );
     for (i, v) in d.iter().enumerate() {
         _mm256_storeu_si256(dst.add(i * ds) as *mut __m256i, *v);
     }

@@ -148,13 +148,7 @@ unsafe fn vadd(p: &QAddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
 ///
 /// Safety: AVX2; equal lengths; `r` made from `p`'s `a_rq`, `b_rq`, `out_rq`.
 #[target_feature(enable = "avx2")]
-unsafe fn vadd_row(
-    p: &QAddParams,
-    r: (RqRow, RqRow, RqRow),
-    a: &[i8],
-    b: &[i8],
-    out: &mut [i8],
-) {
+unsafe fn vadd_row(p: &QAddParams, r: (RqRow, RqRow, RqRow), a: &[i8], b: &[i8], out: &mut [i8]) {
     let (ra, rb, ro) = r;
     let (za, zb) = (_mm256_set1_epi32(p.a_zp), _mm256_set1_epi32(p.b_zp));
     let zo = _mm256_set1_epi32(p.out_zp);
@@ -166,8 +160,14 @@ unsafe fn vadd_row(
     for i in (0..n8).step_by(8) {
         // SAFETY: i + 8 <= len for all three slices.
         let (x, y) = unsafe { (load8(a.as_ptr().add(i)), load8(b.as_ptr().add(i))) };
-        let x = requantize_row(_mm256_slli_epi32::<QADD_LEFT_SHIFT>(_mm256_sub_epi32(x, za)), &ra);
-        let y = requantize_row(_mm256_slli_epi32::<QADD_LEFT_SHIFT>(_mm256_sub_epi32(y, zb)), &rb);
+        let x = requantize_row(
+            _mm256_slli_epi32::<QADD_LEFT_SHIFT>(_mm256_sub_epi32(x, za)),
+            &ra,
+        );
+        let y = requantize_row(
+            _mm256_slli_epi32::<QADD_LEFT_SHIFT>(_mm256_sub_epi32(y, zb)),
+            &rb,
+        );
         let v = _mm256_add_epi32(requantize_row(_mm256_add_epi32(x, y), &ro), zo);
         let v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
         // SAFETY: as above.
