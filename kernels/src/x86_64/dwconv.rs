@@ -52,14 +52,15 @@ pub fn qs8_dwconv2d__avx2(
     if g.output_len() == 0 {
         return;
     }
-    // The HWC path wherever it applies: it measured 1.1x (24 channels of
-    // 176x176, stride 2) to 2.7x (960 of 7x7) faster than the planar paths
+    // The HWC path wherever it applies: it measured 1.05x (24 channels of
+    // 176x176, stride 2) to 3x (960 of 7x7) faster than the planar paths
     // on every mobilenet_v2 and FastestDet layer (`tests::dw_paths_speed`).
     // The planar paths keep fewer than 16 channels and rows too wide for
     // its stack ring.
     // SAFETY (all three): AVX2 is present and the buffer lengths were
     // checked above; `dwconv_hwc` also needs `applies(g)` and both zero
-    // points in the int8 range, checked here.
+    // points in the int8 range, checked here; `dwconv`'s vector loads stay
+    // inside one input row (see `vector_ok`).
     if (-128..=127).contains(&q.out_zp) && dwconv_hwc::applies(g) {
         unsafe { dwconv_hwc::dwconv_hwc(g, q, input, weights, bias, rq, output) }
     } else if padded_dims(g).is_some() {
@@ -474,7 +475,8 @@ mod tests {
 
     /// Per-layer timing of the HWC and planar paths on image-backbone
     /// depthwise layers (mobilenet_v2 at 224, FastestDet at 352), the data
-    /// behind [`hwc_faster`]; also checks the two paths agree. Run with
+    /// behind the path choice in [`qs8_dwconv2d__avx2`]; also checks the two
+    /// paths agree. Run with
     /// `cargo test --release -p strix-kernels --lib dw_paths_speed -- --ignored --nocapture`.
     #[test]
     #[ignore = "timing; prints a table"]
