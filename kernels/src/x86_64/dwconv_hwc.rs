@@ -199,7 +199,9 @@ unsafe fn requantize_fast(x: __m256i, r: &Fast) -> __m256i {
     let nudge = _mm256_set1_epi64x(1 << 30);
     let even = _mm256_add_epi64(_mm256_mul_epi32(x, r.mult), nudge);
     let odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), r.mult_odd),
+        // `vpshufd` (the shuffle port) rather than a shift (the multiply
+        // ports): `vpmuldq` reads the low dword of each qword.
+        _mm256_mul_epi32(_mm256_shuffle_epi32::<0b11_11_01_01>(x), r.mult_odd),
         nudge,
     );
     let hm = _mm256_blend_epi32::<0b1010_1010>(
