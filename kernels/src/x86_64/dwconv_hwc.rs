@@ -339,7 +339,10 @@ unsafe fn block(
         let mult = ld(&m);
         Fast {
             mult,
-            mult_odd: _mm256_srli_epi64::<32>(mult),
+            // The odd multipliers duplicated, not `mult` shifted down: from
+            // the shift's zero high dwords LLVM rebuilt the signed multiply
+            // out of three unsigned ones.
+            mult_odd: ld(&core::array::from_fn(|i| m[i | 1])),
             mask: ld(&mask),
             half: ld(&half),
             right: ld(&right),
