@@ -111,7 +111,9 @@ unsafe fn vadd(p: &QAddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
         // SAFETY: as this function's.
         return unsafe { vadd_row(p, (ra, rb, ro), a, b, out) };
     }
-    let (ra, rb, ro) = (RqV::splat(p.a_rq), RqV::splat(p.b_rq), RqV::splat(p.out_rq));
+    // Opaque (see `vadd_row`).
+    let (ra, rb, ro) =
+        core::hint::black_box((RqV::splat(p.a_rq), RqV::splat(p.b_rq), RqV::splat(p.out_rq)));
     let (za, zb, zo) = (
         _mm256_set1_epi32(p.a_zp),
         _mm256_set1_epi32(p.b_zp),
@@ -149,7 +151,9 @@ unsafe fn vadd(p: &QAddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
 /// Safety: AVX2; equal lengths; `r` made from `p`'s `a_rq`, `b_rq`, `out_rq`.
 #[target_feature(enable = "avx2")]
 unsafe fn vadd_row(p: &QAddParams, r: (RqRow, RqRow, RqRow), a: &[i8], b: &[i8], out: &mut [i8]) {
-    let (ra, rb, ro) = r;
+    // Opaque constants: seeing the splatted multipliers, LLVM turned each
+    // `vpmuldq` into three `vpmuludq` and shifts (a generic 64-bit multiply).
+    let (ra, rb, ro) = core::hint::black_box(r);
     let (za, zb) = (_mm256_set1_epi32(p.a_zp), _mm256_set1_epi32(p.b_zp));
     let zo = _mm256_set1_epi32(p.out_zp);
     let (lo, hi) = (
