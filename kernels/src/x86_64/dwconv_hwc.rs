@@ -287,22 +287,27 @@ unsafe fn block(
     }
     _mm_storeu_si128(wl.add(taps), _mm_setzero_si128());
     let wl = wl as *const i8;
-    let mut wt = [_mm_setzero_si128(); 2 * MAX_PAIRS + CB];
+    // Uninitialised (zeroing these per block was a libc call): the
+    // transposes write tap vectors `0..taps` (and up to 15 more), and only
+    // those are read; `wv` likewise below.
+    let mut wt = core::mem::MaybeUninit::<[__m128i; 2 * MAX_PAIRS + CB]>::uninit();
+    let wt = wt.as_mut_ptr() as *mut __m128i;
     for t0 in (0..taps).step_by(16) {
         // Reads end at 15 * taps + t0 + 16 <= 16 * taps + 16 bytes of `wl`.
-        transpose16(wl.add(t0), taps, wt.as_mut_ptr().add(t0) as *mut i8, CB);
+        transpose16(wl.add(t0), taps, wt.add(t0) as *mut i8, CB);
     }
-    let mut wv = [[_mm256_setzero_si256(); 2]; MAX_PAIRS];
+    let mut wv = core::mem::MaybeUninit::<[[__m256i; 2]; MAX_PAIRS]>::uninit();
+    let wv = wv.as_mut_ptr() as *mut [__m256i; 2];
     for ky in 0..g.kh {
         for p in 0..npk {
             let t = ky * g.kw + 2 * p;
-            let w0 = wt[t];
+            let w0 = *wt.add(t);
             let w1 = if 2 * p + 1 < g.kw {
-                wt[t + 1]
+                *wt.add(t + 1)
             } else {
                 _mm_setzero_si128()
             };
-            wv[ky * npk + p] = [
+            *wv.add(ky * npk + p) = [
                 _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(w0, w1)),
                 _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(w0, w1)),
             ];
@@ -311,8 +316,8 @@ unsafe fn block(
     // Channel sums in i16 (|sum| <= 64 * 128), widened; `bias - zp * sum`
     // wraps like the scalar `wrapping_` forms.
     let mut sum = _mm256_setzero_si256();
-    for w in &wt[..taps] {
-        sum = _mm256_add_epi16(sum, _mm256_cvtepi8_epi16(*w));
+    for t in 0..taps {
+        sum = _mm256_add_epi16(sum, _mm256_cvtepi8_epi16(*wt.add(t)));
     }
     let zp = _mm256_set1_epi32(q.in_zp);
     let sums = [
@@ -377,7 +382,7 @@ unsafe fn block(
         }
         let dst = obuf.add((oy - oy_flush) * g.out_w);
         let rows = &rows;
-        let wv = &wv;
+        let wv = wv as *const [__m256i; 2];
         match (g.kh, g.kw, fast_ok) {
             (3, 3, true) => out_row::<true>(g, rows, 3, 3, wv, &k, dst),
             (3, 3, false) => out_row::<false>(g, rows, 3, 3, wv, &k, dst),
@@ -478,7 +483,7 @@ unsafe fn stage_row(
 ///
 /// # Safety
 /// `rows[ky]` is the staged pair row of padded row `oy * stride_h + ky *
-/// dil_h` (all entries the taps read written), `wv` holds `kh * ceil(kw /
+/// dil_h` (all entries the taps read written), `wv` points to `kh * ceil(kw /
 /// 2)` pairs, `dst` has `out_w` writable vectors.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -487,7 +492,7 @@ unsafe fn out_row<const FAST: bool>(
     rows: &[*const __m256i; MAX_PAIRS],
     kh: usize,
     kw: usize,
-    wv: &[[__m256i; 2]; MAX_PAIRS],
+    wv: *const [__m256i; 2],
     k: &Consts,
     dst: *mut __m128i,
 ) {
@@ -506,7 +511,7 @@ unsafe fn out_row<const FAST: bool>(
             for p in 0..npk {
                 let x0 = 2 * (ox * s + p * dw);
                 let x1 = x0 + 2 * s;
-                let w = &wv[ky * npk + p];
+                let w = &*wv.add(ky * npk + p);
                 let ld = |i: usize| _mm256_loadu_si256(row.add(i));
                 a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(ld(x0), w[0]));
                 b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(ld(x0 + 1), w[1]));
@@ -523,7 +528,7 @@ unsafe fn out_row<const FAST: bool>(
         for (ky, &row) in rows.iter().enumerate().take(kh) {
             for p in 0..npk {
                 let x0 = 2 * (ox * s + p * dw);
-                let w = &wv[ky * npk + p];
+                let w = &*wv.add(ky * npk + p);
                 let ld = |i: usize| _mm256_loadu_si256(row.add(i));
                 a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(ld(x0), w[0]));
                 b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(ld(x0 + 1), w[1]));
