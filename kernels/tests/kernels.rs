@@ -480,7 +480,9 @@ fn check_dwconv(row: &KernelSet, rng: &mut Rng) -> usize {
         for &stride in &[1usize, 2, 3] {
             for &kw in &[1usize, 2, 3, 5, 7] {
                 for _ in 0..4 {
-                    let c = rng.pick(&[1usize, 3, 8]);
+                    // 16 and more: the AVX2 HWC path's blocks (19 and 33:
+                    // a last block overlapping the previous one).
+                    let c = rng.pick(&[1usize, 3, 8, 16, 19, 33]);
                     let in_h = if in_w >= 112 {
                         in_w.min(150)
                     } else {
@@ -630,6 +632,16 @@ fn check_dwconv_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
         (48, 12, 10, 3, 3, 2, 2, 2, 1, 2, 2),
         (16, 3, 3, 3, 3, 1, 1, 0, 0, 0, 0),
         (19, 30, 31, 3, 3, 1, 1, 1, 1, 1, 1),
+        // The AVX2 HWC path's edges: 1-wide and 1-high planes, a 7x7
+        // window at stride 2 with dilation, stride 3, the widest row its ring
+        // holds (211 + 2 padded: 3 rows of 213 pair entries) and one past it.
+        (33, 40, 1, 3, 3, 1, 1, 1, 1, 1, 1),
+        (16, 1, 40, 3, 3, 1, 1, 1, 1, 1, 1),
+        (17, 1, 1, 3, 3, 2, 1, 1, 1, 1, 1),
+        (20, 23, 29, 7, 7, 2, 2, 6, 5, 6, 6),
+        (24, 17, 19, 5, 5, 3, 1, 2, 2, 2, 2),
+        (17, 6, 211, 3, 3, 1, 1, 1, 1, 1, 1),
+        (17, 6, 212, 3, 3, 1, 1, 1, 1, 1, 1),
         // Wide planes in bands of output rows.
         (32, 40, 112, 3, 3, 1, 1, 1, 1, 1, 1),
         (17, 37, 113, 3, 3, 2, 1, 1, 1, 1, 1),

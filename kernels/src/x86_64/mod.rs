@@ -16,6 +16,7 @@
 #![allow(non_snake_case)]
 
 mod dwconv;
+mod dwconv_hwc;
 mod elementwise;
 mod gemm;
 mod gemm_4x16c4;

@@ -62,7 +62,12 @@ pub(super) fn requantize_v(x: __m256i, r: &RqV) -> __m256i {
     let nudge = _mm256_set1_epi64x(1 << 30);
     let even = _mm256_add_epi64(_mm256_mul_epi32(a, r.mult), nudge);
     let odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(r.mult)),
+        // `vpshufd`, not a 64-bit shift: from a shift's zero high dwords LLVM
+        // rebuilds the signed `vpmuldq` out of three `vpmuludq`.
+        _mm256_mul_epi32(
+            _mm256_shuffle_epi32::<0b11_11_01_01>(a),
+            _mm256_shuffle_epi32::<0b11_11_01_01>(r.mult),
+        ),
         nudge,
     );
     // Even results land in the low dword of each qword, odd ones in the high.
@@ -130,7 +135,11 @@ pub(super) fn requantize_row(x: __m256i, r: &RqRow) -> __m256i {
     // lanes' operand without a shift.
     let nudge = _mm256_set1_epi64x(1 << 30);
     let even = _mm256_add_epi64(_mm256_mul_epi32(x, r.mult), nudge);
-    let odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64::<32>(x), r.mult), nudge);
+    // `vpshufd`, not a shift (see `requantize_v`).
+    let odd = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_shuffle_epi32::<0b11_11_01_01>(x), r.mult),
+        nudge,
+    );
     let hm = _mm256_blend_epi32::<0b1010_1010>(
         _mm256_srli_epi64::<31>(even),
         _mm256_slli_epi64::<1>(odd),
