@@ -200,6 +200,18 @@ pub const AVX2: KernelSet = {
     }
 };
 
+/// x86_64 AVX-VNNI: the [`AVX2`] row with the `vpdpbusd` packed gemm (its
+/// wrapper re-checks AVX2 and AVX-VNNI and falls back to the AVX2 kernel).
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+pub const AVXVNNI: KernelSet = KernelSet {
+    isa: Isa::AvxVnni,
+    gemm_4x16c4: {
+        use crate::x86_64 as x;
+        kernel!(x::qs8_gemm_4x16c4__avxvnni)
+    },
+    ..AVX2
+};
+
 /// aarch64 Advanced SIMD: every op (baseline ARMv8-A, runs on every aarch64
 /// CPU).
 #[cfg(target_arch = "aarch64")]
@@ -314,6 +326,8 @@ pub static TABLE: &[KernelSet] = &[
     SCALAR,
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     AVX2,
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    AVXVNNI,
     #[cfg(target_arch = "aarch64")]
     NEON,
     #[cfg(target_arch = "aarch64")]
