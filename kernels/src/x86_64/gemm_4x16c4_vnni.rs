@@ -14,11 +14,12 @@
 //! * once per call, per pixel, `P = sum_k 128 b[k]` (one `vpdpbusd` of the
 //!   constant 0x80 bytes per panel vector and K group), shared by every
 //!   channel group; each channel group's accumulators start at `bias - P`.
-//! * per channel group, its weights are flipped into a stack copy per
-//!   [`KB_CHUNK`] K groups, so that each broadcast is a plain
-//!   `vpbroadcastd` load.
-//! * per K group, 8 `vpdpbusd` (4 channels x 2 octets of pixels) straight
-//!   from the packed panel: its octets load unchanged, in pixel order.
+//! * per K group and channel group, 4 weight broadcasts, each flipped by
+//!   one `vpxor` (as fast as flipping each channel group's weights into a
+//!   stack copy first, measured with `examples/packed_speed.rs`), and 8
+//!   `vpdpbusd` (4 channels x 2 octets of pixels) straight from the packed
+//!   panel: its octets load unchanged, in pixel order. No staging, so no
+//!   limit on K.
 //!
 //! Bit-exactness: `vpdpbusd` (not `vpdpbusds`) wraps, and every step is an
 //! i32 addition mod 2^32: `bias - P + sum (w + 128) b = bias + sum w b`
@@ -28,14 +29,10 @@
 
 use core::arch::asm;
 use core::arch::x86_64::*;
-use core::mem::MaybeUninit;
 
 use super::gemm_4x16c4::{emit, Acc, OutStage};
 use crate::reference::{QOut, PACK_MR, PACK_NR};
 use crate::requant::Requant;
-
-/// K groups of weights flipped at a time (16 bytes each: 4 KiB).
-const KB_CHUNK: usize = 256;
 
 /// [`crate::reference::qs8_gemm_4x16c4`] with AVX-VNNI; same contract, same
 /// output. Runs the AVX2 kernel (itself the reference without AVX2) on CPUs
@@ -138,8 +135,6 @@ unsafe fn gemm<const OCT: usize>(
 ) {
     // SAFETY: the caller's kb panel groups.
     let p = unsafe { panel_sums::<OCT>(b, kb) };
-    let mut wbuf = MaybeUninit::<[__m128i; KB_CHUNK]>::uninit();
-    let wp = wbuf.as_mut_ptr() as *mut __m128i;
     let st = OutStage::new(q);
     for gi in 0..m.div_ceil(PACK_MR) {
         // Rows past m start anywhere: they are never stored.
@@ -148,19 +143,9 @@ unsafe fn gemm<const OCT: usize>(
             let bi = _mm256_set1_epi32(bias[i]);
             *a = [_mm256_sub_epi32(bi, p[0]), _mm256_sub_epi32(bi, p[1])];
         }
-        let ag = a.wrapping_add(gi * kb * 16);
-        let mut c0 = 0;
-        while c0 < kb {
-            let clen = (kb - c0).min(KB_CHUNK);
-            // SAFETY: K groups c0..c0 + clen <= kb of channel group gi < the
-            // caller's groups; clen <= KB_CHUNK slots of `wbuf`; the panel's
-            // groups c0..c0 + clen.
-            unsafe {
-                flip(ag.add(c0 * 16), clen, wp);
-                kloop::<OCT>(&mut acc, clen, wp as *const i32, b.add(c0 * 64));
-            }
-            c0 += clen;
-        }
+        // SAFETY: K groups 0..kb of channel group gi < the caller's groups;
+        // the panel's kb groups.
+        unsafe { kloop::<OCT>(&mut acc, kb, a.add(gi * kb * 16) as *const i32, b) };
         // SAFETY: as the caller's contract for the group's rows.
         unsafe { emit::<false>(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
     }
@@ -216,42 +201,16 @@ unsafe fn panel_sums<const OCT: usize>(b: *const i8, kb: usize) -> [__m256i; 2] 
     ]
 }
 
-/// Copies `len` K groups of one channel group's weights (16 bytes each at
-/// `a`) to `dst` with every sign bit flipped (`w + 128` as unsigned bytes).
-///
-/// Safety: AVX2 available; `16 * len` readable bytes at `a`, room for `len`
-/// vectors at `dst`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn flip(a: *const i8, len: usize, dst: *mut __m128i) {
-    let sign = _mm256_set1_epi8(i8::MIN);
-    let mut s = 0;
-    while s + 2 <= len {
-        // SAFETY: groups s, s + 1 < len.
-        unsafe {
-            let v = _mm256_loadu_si256(a.add(s * 16) as *const __m256i);
-            _mm256_storeu_si256(dst.add(s) as *mut __m256i, _mm256_xor_si256(v, sign));
-        }
-        s += 2;
-    }
-    if s < len {
-        // SAFETY: group s < len.
-        unsafe {
-            let v = _mm_loadu_si128(a.add(s * 16) as *const __m128i);
-            dst.add(s)
-                .write(_mm_xor_si128(v, _mm256_castsi256_si128(sign)));
-        }
-    }
-}
-
-/// `len` K groups: `acc[r][o] += sum over k of w'[r][k] x panel[o][k]` per
-/// pixel, `w'` the flipped weights at `w` (4 dwords per group, one per
-/// channel) and the panel at `b` (64 bytes per group).
+/// `len` K groups: `acc[r][o] += sum over k of (w[r][k] + 128) x
+/// panel[o][k]` per pixel, the weights of one channel group at `w` (4
+/// dwords per group, one per channel) and the panel at `b` (64 bytes per
+/// group).
 ///
 /// Safety: AVX2 and AVX-VNNI available; `w` and `b` hold `len` groups.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn kloop<const OCT: usize>(acc: &mut Acc, len: usize, w: *const i32, b: *const i8) {
+    let sign = _mm256_set1_epi8(i8::MIN);
     for s in 0..len {
         // Plain loops, no `array::from_fn`: a closure calling AVX2 code
         // would not inline into the generic (featureless) `from_fn`.
@@ -262,7 +221,10 @@ unsafe fn kloop<const OCT: usize>(acc: &mut Acc, len: usize, w: *const i32, b: *
         }
         for (r, accr) in acc.iter_mut().enumerate() {
             // SAFETY: dword r < 4 of group s < len.
-            let wv = _mm256_set1_epi32(unsafe { *w.add(s * 4 + r) });
+            let wv = _mm256_xor_si256(
+                _mm256_set1_epi32(unsafe { w.add(s * 4 + r).read_unaligned() }),
+                sign,
+            );
             for (a, go) in accr.iter_mut().zip(&g) {
                 // SAFETY: AVX-VNNI is the caller's promise.
                 *a = unsafe { dpbusd(*a, wv, *go) };
@@ -277,8 +239,8 @@ mod tests {
     use crate::reference::{self, pack_a_4c4, packed_a_len};
     use crate::requant::quantize_multiplier;
 
-    /// Reductions the shared grid does not reach: several weight chunks
-    /// (`KB_CHUNK`) and an odd last one, with extreme operands (all -128:
+    /// Reductions longer than the shared grid's (K to 3077: panel sums and
+    /// accumulators far from the bias), with extreme operands (all -128:
     /// the flipped weights are 0, every product sits in the panel sums; all
     /// 127 against -128: the largest flipped weight).
     #[test]
@@ -295,12 +257,12 @@ mod tests {
             seed
         };
         for &(m, n, k) in &[
-            (9, 16, 4 * KB_CHUNK + 4),
-            (6, 13, 8 * KB_CHUNK + 3),
-            (5, 7, 4 * KB_CHUNK - 4),
-            (3, 16, 4 * KB_CHUNK),
+            (9, 16, 1028),
+            (6, 13, 2051),
+            (5, 7, 1020),
+            (3, 16, 1024),
             (2, 9, 1400),
-            (70, 11, 3 * KB_CHUNK * 4 + 5),
+            (70, 11, 3077),
         ] {
             for extreme in [None, Some((-128i8, -128i8)), Some((127, -128))] {
                 let kb = k.div_ceil(4);
