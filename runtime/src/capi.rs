@@ -847,6 +847,7 @@ fn isa_c_name(isa: Isa) -> &'static CStr {
         Isa::Scalar => c"scalar",
         Isa::Avx2 => c"avx2",
         Isa::AvxVnni => c"avxvnni",
+        Isa::Avx512Vnni => c"avx512vnni",
         Isa::Neon => c"neon",
         Isa::Dotprod => c"dotprod",
         Isa::I8mm => c"i8mm",
