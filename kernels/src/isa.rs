@@ -95,6 +95,7 @@ impl Isa {
             Isa::I8mm,
             Isa::Dotprod,
             Isa::Neon,
+            Isa::Avx512Vnni,
             Isa::AvxVnni,
             Isa::Avx2,
             Isa::Armv7Neon,

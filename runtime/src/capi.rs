@@ -647,7 +647,7 @@ pub unsafe extern "C" fn strix_model_load_path(
 }
 
 /// `strix_model_load_path` on the kernel path named `isa` ("scalar", "avx2",
-/// "avxvnni", "neon", "dotprod", "i8mm" or "armv7neon"; see
+/// "avxvnni", "avx512vnni", "neon", "dotprod", "i8mm" or "armv7neon"; see
 /// `strix_isa_available`).
 /// `isa` NULL or "" picks the best path this CPU supports, as
 /// `strix_model_load_path` does. Outputs are bit-identical on every path; a
@@ -767,8 +767,8 @@ pub unsafe extern "C" fn strix_model_free(model: *mut strix_model) -> strix_stat
 }
 
 /// The name of the kernel path `model` runs on ("scalar", "avx2", "avxvnni",
-/// "neon", "dotprod", "i8mm" or "armv7neon"), a static NUL-terminated
-/// string, written to `*isa`.
+/// "avx512vnni", "neon", "dotprod", "i8mm" or "armv7neon"), a static
+/// NUL-terminated string, written to `*isa`.
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
 #[no_mangle]

@@ -77,7 +77,20 @@ pub fn qs8_gemm_4x16c4__avx512vnni(
     // asserts bound every access: weight groups of rows 0..m rounded up to a
     // channel group (the packing covers whole groups), the panel's kb
     // 64-byte groups, and n bytes of each output row 0..m.
-    unsafe { gemm(m, n, kb, a.as_ptr(), b.as_ptr(), bias, rq, q, out.as_mut_ptr(), rs) }
+    unsafe {
+        gemm(
+            m,
+            n,
+            kb,
+            a.as_ptr(),
+            b.as_ptr(),
+            bias,
+            rq,
+            q,
+            out.as_mut_ptr(),
+            rs,
+        )
+    }
 }
 
 /// The operands of one call, shared by its blocks.
@@ -225,10 +238,7 @@ unsafe fn col_sums(w: *const i8, kb: usize) -> __m128i {
         s1 = _mm512_dpbusd_epi32(s1, c128, v);
     }
     let s = _mm512_add_epi32(s0, s1);
-    let h = _mm256_add_epi32(
-        _mm512_castsi512_si256(s),
-        _mm512_extracti64x4_epi64::<1>(s),
-    );
+    let h = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
