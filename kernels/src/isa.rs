@@ -4,7 +4,7 @@
 //! supports ([`Isa::detect`]), or the one its caller asks for. The library
 //! reads no environment: the binaries (`strix`, `strixd`, the icount and
 //! peer tools, the examples) turn their `STRIX_ISA` variable
-//! (`scalar|avx2|neon|dotprod|i8mm|armv7neon`) into a request through
+//! (`scalar|avx2|avxvnni|avx512vnni|neon|dotprod|i8mm|armv7neon`) into a request through
 //! [`Isa::forced`].
 
 /// A kernel path. `Scalar` is the reference and always available.
@@ -13,6 +13,12 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2.
     Avx2,
+    /// x86_64 AVX2 with AVX-VNNI (VEX `vpdpbusd`): the AVX2 kernels but
+    /// the packed gemm.
+    AvxVnni,
+    /// x86_64 AVX2 with AVX-512 F/BW/VL/VNNI (zmm `vpdpbusd`): the AVX2
+    /// kernels but the packed gemm.
+    Avx512Vnni,
     /// aarch64 Advanced SIMD (baseline ARMv8-A).
     Neon,
     /// aarch64 with the dot-product extension (`sdot`).
@@ -24,9 +30,11 @@ pub enum Isa {
 }
 
 impl Isa {
-    pub const ALL: [Isa; 6] = [
+    pub const ALL: [Isa; 8] = [
         Isa::Scalar,
         Isa::Avx2,
+        Isa::AvxVnni,
+        Isa::Avx512Vnni,
         Isa::Neon,
         Isa::Dotprod,
         Isa::I8mm,
@@ -37,6 +45,8 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
+            Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::Dotprod => "dotprod",
             Isa::I8mm => "i8mm",
@@ -54,6 +64,18 @@ impl Isa {
             Isa::Scalar => true,
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Isa::Avx2 => std::is_x86_feature_detected!("avx2"),
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Isa::AvxVnni => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
+            }
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Isa::Avx512Vnni => {
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
             #[cfg(all(target_arch = "aarch64", feature = "std"))]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(all(target_arch = "aarch64", feature = "std"))]
@@ -73,6 +95,8 @@ impl Isa {
             Isa::I8mm,
             Isa::Dotprod,
             Isa::Neon,
+            Isa::Avx512Vnni,
+            Isa::AvxVnni,
             Isa::Avx2,
             Isa::Armv7Neon,
         ]

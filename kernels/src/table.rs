@@ -200,6 +200,31 @@ pub const AVX2: KernelSet = {
     }
 };
 
+/// x86_64 AVX-VNNI: the [`AVX2`] row with the `vpdpbusd` packed gemm (its
+/// wrapper re-checks AVX2 and AVX-VNNI and falls back to the AVX2 kernel).
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+pub const AVXVNNI: KernelSet = KernelSet {
+    isa: Isa::AvxVnni,
+    gemm_4x16c4: {
+        use crate::x86_64 as x;
+        kernel!(x::qs8_gemm_4x16c4__avxvnni)
+    },
+    ..AVX2
+};
+
+/// x86_64 AVX-512 VNNI: the [`AVX2`] row with the zmm `vpdpbusd` packed
+/// gemm (its wrapper re-checks AVX-512 F/BW/VL/VNNI and falls back to the
+/// AVX-VNNI kernel).
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+pub const AVX512VNNI: KernelSet = KernelSet {
+    isa: Isa::Avx512Vnni,
+    gemm_4x16c4: {
+        use crate::x86_64 as x;
+        kernel!(x::qs8_gemm_4x16c4__avx512vnni)
+    },
+    ..AVX2
+};
+
 /// aarch64 Advanced SIMD: every op (baseline ARMv8-A, runs on every aarch64
 /// CPU).
 #[cfg(target_arch = "aarch64")]
@@ -318,6 +343,10 @@ pub static TABLE: &[KernelSet] = &[
     SCALAR,
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     AVX2,
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    AVXVNNI,
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    AVX512VNNI,
     #[cfg(target_arch = "aarch64")]
     NEON,
     #[cfg(target_arch = "aarch64")]

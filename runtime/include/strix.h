@@ -300,7 +300,8 @@ enum strix_status strix_selftest_panic(void);
 enum strix_status strix_model_load_path(const char *path, struct strix_model **model);
 
 // `strix_model_load_path` on the kernel path named `isa` ("scalar", "avx2",
-// "neon", "dotprod", "i8mm" or "armv7neon"; see `strix_isa_available`).
+// "avxvnni", "avx512vnni", "neon", "dotprod", "i8mm" or "armv7neon"; see
+// `strix_isa_available`).
 // `isa` NULL or "" picks the best path this CPU supports, as
 // `strix_model_load_path` does. Outputs are bit-identical on every path; a
 // forced path serves benchmarks and comparisons. The library reads no
@@ -344,9 +345,9 @@ enum strix_status strix_model_load_buffer_isa(const uint8_t *data,
 // Errors: `STRIX_E_HANDLE` for an already freed handle (double free).
 enum strix_status strix_model_free(struct strix_model *model);
 
-// The name of the kernel path `model` runs on ("scalar", "avx2", "neon",
-// "dotprod", "i8mm" or "armv7neon"), a static NUL-terminated string, written
-// to `*isa`.
+// The name of the kernel path `model` runs on ("scalar", "avx2", "avxvnni",
+// "avx512vnni", "neon", "dotprod", "i8mm" or "armv7neon"), a static
+// NUL-terminated string, written to `*isa`.
 //
 // Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
 enum strix_status strix_model_isa(const struct strix_model *model, const char **isa);

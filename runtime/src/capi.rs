@@ -654,7 +654,8 @@ pub unsafe extern "C" fn strix_model_load_path(
 }
 
 /// `strix_model_load_path` on the kernel path named `isa` ("scalar", "avx2",
-/// "neon", "dotprod", "i8mm" or "armv7neon"; see `strix_isa_available`).
+/// "avxvnni", "avx512vnni", "neon", "dotprod", "i8mm" or "armv7neon"; see
+/// `strix_isa_available`).
 /// `isa` NULL or "" picks the best path this CPU supports, as
 /// `strix_model_load_path` does. Outputs are bit-identical on every path; a
 /// forced path serves benchmarks and comparisons. The library reads no
@@ -782,9 +783,9 @@ pub unsafe extern "C" fn strix_model_free(model: *mut strix_model) -> strix_stat
     })
 }
 
-/// The name of the kernel path `model` runs on ("scalar", "avx2", "neon",
-/// "dotprod", "i8mm" or "armv7neon"), a static NUL-terminated string, written
-/// to `*isa`.
+/// The name of the kernel path `model` runs on ("scalar", "avx2", "avxvnni",
+/// "avx512vnni", "neon", "dotprod", "i8mm" or "armv7neon"), a static
+/// NUL-terminated string, written to `*isa`.
 ///
 /// Errors: `STRIX_E_NULL`, `STRIX_E_HANDLE`.
 #[no_mangle]
@@ -862,6 +863,8 @@ fn isa_c_name(isa: Isa) -> &'static CStr {
     match isa {
         Isa::Scalar => c"scalar",
         Isa::Avx2 => c"avx2",
+        Isa::AvxVnni => c"avxvnni",
+        Isa::Avx512Vnni => c"avx512vnni",
         Isa::Neon => c"neon",
         Isa::Dotprod => c"dotprod",
         Isa::I8mm => c"i8mm",

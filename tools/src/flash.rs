@@ -206,6 +206,11 @@ pub fn isa_needs(isa: &str) -> Option<(Option<&'static str>, &'static [&'static 
         "i8mm" => (Some("aarch64"), &["neon", "i8mm"]),
         "armv7neon" => (Some("arm"), &["neon"]),
         "avx2" => (Some("x86_64"), &["avx2"]),
+        "avxvnni" => (Some("x86_64"), &["avx2", "avxvnni"]),
+        "avx512vnni" => (
+            Some("x86_64"),
+            &["avx2", "avx512f", "avx512bw", "avx512vl", "avx512vnni"],
+        ),
         _ => return None,
     })
 }
@@ -219,7 +224,7 @@ pub fn check_fit(board: &Board, fits: &[ModelFit]) -> Result<()> {
         let Some(isa) = &f.isa else { continue };
         let Some((need_arch, need_feats)) = isa_needs(isa) else {
             bail!(
-                "model {} needs kernel path {isa:?}, which strix does not know (scalar, neon, dotprod, i8mm, armv7neon, avx2)",
+                "model {} needs kernel path {isa:?}, which strix does not know (scalar, neon, dotprod, i8mm, armv7neon, avx2, avxvnni, avx512vnni)",
                 f.path.display()
             );
         };

@@ -201,7 +201,7 @@ enum Cmd {
     },
     /// Measure latency (median, p90), peak RSS, arena bytes and the kernel path.
     ///
-    /// `STRIX_ISA=scalar|avx2|neon|dotprod|i8mm|armv7neon` forces a kernel path
+    /// `STRIX_ISA=scalar|avx2|avxvnni|avx512vnni|neon|dotprod|i8mm|armv7neon` forces a kernel path
     /// (for run, inspect, eval and bench).
     Bench {
         model: PathBuf,

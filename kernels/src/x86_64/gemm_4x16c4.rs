@@ -131,7 +131,7 @@ pub fn qs8_gemm_4x16c4__avx2(
 }
 
 /// Accumulators of one channel group: `[channel][octet]`, eight pixels each.
-type Acc = [[__m256i; 2]; 4];
+pub(super) type Acc = [[__m256i; 2]; 4];
 
 /// All channel groups against one panel, `OCT` octets of pixels (2 for
 /// `n > 8`, else 1).
@@ -181,7 +181,7 @@ unsafe fn gemm<const OCT: usize>(
             // SAFETY: channel group gi < groups of `a`; `src` holds kb groups.
             unsafe { accumulate::<OCT>(&mut acc, a.add(gi * kb * 16), kb, src, wp) };
             // SAFETY: as the caller's contract for the group's rows.
-            unsafe { emit(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
+            unsafe { emit::<true>(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
         }
         return;
     }
@@ -220,7 +220,7 @@ unsafe fn gemm<const OCT: usize>(
                 };
                 if s0 + len == kb {
                     // SAFETY: as the caller's contract for the group's rows.
-                    unsafe { emit(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
+                    unsafe { emit::<true>(&st, &acc, gi * PACK_MR, m, n, rq, out, rs) };
                 } else {
                     // SAFETY: j < CB.
                     unsafe { sp.add(j).write(acc) };
@@ -302,14 +302,17 @@ unsafe fn accumulate<const OCT: usize>(
 }
 
 /// The output stage of channel group `i0 / 4` and its stores (rows `i0..m`,
-/// at most four; `n` bytes each).
+/// at most four; `n` bytes each). `SHUFFLED`: the accumulators hold their
+/// octets' pixels in the `[0 1 4 5 | 2 3 6 7]` order of [`widen_octet`]
+/// (else in pixel order, as the VNNI kernel's, which load panel octets
+/// unchanged).
 ///
 /// Safety: AVX2 available; rows `i0..min(i0 + 4, m)` of stride `rs` at
 /// `out` hold `n <= 16` writable bytes; `rq` holds `m` values.
 #[inline]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn emit(
+pub(super) unsafe fn emit<const SHUFFLED: bool>(
     st: &OutStage,
     acc: &Acc,
     i0: usize,
@@ -329,7 +332,7 @@ unsafe fn emit(
         } else {
             lo
         };
-        let v = st.pack(lo, hi);
+        let v = st.pack::<SHUFFLED>(lo, hi);
         // SAFETY: rows i0 + r (and i0 + r + 1 when < m) hold n bytes.
         unsafe {
             store(_mm256_castsi256_si128(v), out.add((i0 + r) * rs), n);
@@ -408,7 +411,7 @@ unsafe fn kloop<const OCT: usize, const STAGED: bool>(
 }
 
 /// The output stage's constants.
-struct OutStage {
+pub(super) struct OutStage {
     zp: __m256i,
     lo: __m256i,
     hi: __m256i,
@@ -421,7 +424,7 @@ struct OutStage {
 impl OutStage {
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn new(q: &QOut) -> OutStage {
+    pub(super) fn new(q: &QOut) -> OutStage {
         let shuf = [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15];
         let s = _mm_setr_epi8(
             shuf[0], shuf[1], shuf[2], shuf[3], shuf[4], shuf[5], shuf[6], shuf[7], shuf[8],
@@ -456,18 +459,25 @@ impl OutStage {
     }
 
     /// Two channels' 16 pixels as clamped int8, in pixel order: channel `c0`
-    /// in the low 16 bytes, `c1` in the high.
+    /// in the low 16 bytes, `c1` in the high. `SHUFFLED`: as [`emit`]'s.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn pack(&self, c0: [__m256i; 2], c1: [__m256i; 2]) -> __m256i {
-        // Per 128-bit lane, i16: [c 0 1 4 5, c 8 9 12 13 | c 2 3 6 7, c 10 11 14 15].
+    fn pack<const SHUFFLED: bool>(&self, c0: [__m256i; 2], c1: [__m256i; 2]) -> __m256i {
+        // Per 128-bit lane, i16: [c 0 1 4 5, c 8 9 12 13 | c 2 3 6 7, c 10 11 14 15]
+        // (unshuffled: [c 0 1 2 3, c 8 9 10 11 | c 4 5 6 7, c 12 13 14 15]).
         let p0 = _mm256_packs_epi32(c0[0], c0[1]);
         let p1 = _mm256_packs_epi32(c1[0], c1[1]);
         // Dwords of four bytes: [c0{0 1 4 5} c0{8 9 12 13} c1{..} c1{..} |
-        // c0{2 3 6 7} c0{10 11 14 15} c1{..} c1{..}].
+        // c0{2 3 6 7} c0{10 11 14 15} c1{..} c1{..}]; `vpermd` then puts
+        // each channel's four dwords in its lane (unshuffled, already in
+        // pixel order: [c0{0..3} c0{4..7} c0{8..11} c0{12..15} | c1{..}]).
         let y = _mm256_packs_epi16(p0, p1);
         let y = _mm256_permutevar8x32_epi32(y, self.perm);
-        let y = _mm256_shuffle_epi8(y, self.shuf);
+        let y = if SHUFFLED {
+            _mm256_shuffle_epi8(y, self.shuf)
+        } else {
+            y
+        };
         _mm256_min_epi8(_mm256_max_epi8(y, self.lo), self.hi)
     }
 }
