@@ -49,11 +49,15 @@ board_tools "$t" "$static"
 if ((static)); then
     board_env_static "$t"
     out=$BOARD_TD/$t/dist-static
-    # Own target dir: other RUSTFLAGS than the dynamic build (no rebuild ping-pong).
-    CARGO_TARGET_DIR=$BOARD_TD/board-static cargo build --release --target "$t" \
+    # The same target dir as the dynamic build and the other statically
+    # linked ARM builds (cross-test, test-c, test-npu; scripts/lib/arm.sh has
+    # the same RUSTFLAGS and linker): cargo keeps units built with other
+    # RUSTFLAGS under other file names, so nothing is rebuilt back and forth,
+    # and the host's build scripts and proc-macros are built once.
+    cargo build --release --target "$t" \
         -p strix-firmware --bin strixd --no-default-features --features gpio-cdev,v4l2
     mkdir -p "$out"
-    "$ma-strip" -o "$out/strixd" "$BOARD_TD/board-static/$t/release/strixd"
+    "$ma-strip" -o "$out/strixd" "$BOARD_TD/$t/release/strixd"
     echo "build-board: $out/strixd (static, features gpio-cdev v4l2; no alsa) in $((SECONDS - start)) s"
     exit 0
 fi
@@ -66,11 +70,12 @@ ztarget=$t.$BOARD_GLIBC
 npu=()
 [[ $t != aarch64-* ]] || npu=(--features rknpu)
 cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-firmware --bin strixd "${npu[@]}"
-# The C library without strixd's `image` feature of strix-runtime, in its own
-# target dir: cdylib/staticlib file names carry no feature hash, so sharing
-# one would rebuild strix-runtime at every switch.
-libtd=$BOARD_TD/board-lib
-CARGO_TARGET_DIR=$libtd cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-runtime --lib "${npu[@]}"
+# The C library, without strixd's `image` feature of strix-runtime, in the
+# same target dir: its dependencies are strixd's. Only this build writes the
+# unhashed libstrix_runtime.so/.a (strixd links strix-runtime as an rlib of
+# its own feature hash), so the two builds never rebuild each other.
+libtd=$BOARD_TD
+cargo zigbuild --profile "$profile" --target "$ztarget" -p strix-runtime --lib "${npu[@]}"
 # With the default profile `dist`, cargo's output directory is the dist
 # directory itself (it keeps strixd there; its other files are cargo's).
 built=$BOARD_TD/$t/$profile

@@ -5,7 +5,7 @@
 # kernels and the run-time detection are checked.
 #
 # Usage: scripts/cross-test.sh [aarch64|armv7]...   (default: both)
-# Env:   CARGO_TARGET_DIR (default target/cross), CROSS_TEST_ARGS (extra args
+# Env:   CARGO_TARGET_DIR (default target), CROSS_TEST_ARGS (extra args
 #        after `--` for the test binaries, e.g. a test name filter),
 #        QEMU_TIMEOUT (seconds per emulated test binary, default 900).
 # Guests are linked statically and time-limited: see scripts/lib/arm.sh.
@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/arm.sh
 source scripts/lib/arm.sh
 arm_tools
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
+# The host build's target dir: the ARM units get their own file names (other
+# --target and RUSTFLAGS), the host's build scripts and proc-macros are shared.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 # run TARGET QEMU_CPU REQUIRED_PATHS: one `cargo test` of strix-kernels.
 # REQUIRED_PATHS is the exact set of this architecture's paths that the CPU

@@ -10,7 +10,10 @@
 #  5. libstrix cross-built for aarch64 and ARMv7, the example linked statically
 #     against it and run under qemu user emulation (same detections within
 #     1e-3; static because of scripts/lib/arm.sh);
-#  6. the stripped .so sizes for x86_64, aarch64 and ARMv7.
+#  6. the stripped .so sizes for x86_64, aarch64 and ARMv7 (the ARM ones are
+#     the shipped libstrix.so.0 from $STRIX_BOARD_LIBS/<triple>/dist when set,
+#     as scripts/test.sh does after scripts/test-dist.sh; otherwise a plain
+#     cross build of the cdylib in target/cross-dylib).
 #
 # Same pixels for both sides: `strix run` decodes JPEGs with the `image`
 # crate, the C example gets raw RGB from ffmpeg, and the two JPEG decoders
@@ -21,7 +24,7 @@
 # is printed for information only.)
 #
 # Usage: scripts/test-c.sh [--no-cross] [--no-valgrind] [--no-header]
-# Host builds use target/ (CARGO_TARGET_DIR), cross builds target/cross.
+# Host and static cross builds use target/ (CARGO_TARGET_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -179,12 +182,17 @@ if ((cross)); then
         armv7-*) arch=armv7 cc=arm-linux-gnueabihf-gcc qemu=qemu-arm ;;
         esac
         step "cross-build libstrix for $t, run the statically linked example under $qemu"
-        CARGO_TARGET_DIR=target/cross cargo build -q --release -p strix-runtime --target "$t" 2>&1 |
+        CARGO_TARGET_DIR=$host_dir cargo build -q --release -p strix-runtime --target "$t" 2>&1 |
             { grep -v "dropping unsupported crate type .cdylib." || true; }
-        xlib=$root/target/cross/$t/release
-        env -u "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUSTFLAGS" CARGO_TARGET_DIR=target/cross-dylib \
-            cargo build -q --release -p strix-runtime --target "$t"
-        xdylib=$root/target/cross-dylib/$t/release/libstrix_runtime.so
+        xlib=$host_dir/$t/release
+        if [[ -n ${STRIX_BOARD_LIBS:-} && -f $STRIX_BOARD_LIBS/$t/dist/libstrix.so.0 ]]; then
+            # The shipped library scripts/test-dist.sh built in this run.
+            xdylib=$STRIX_BOARD_LIBS/$t/dist/libstrix.so.0
+        else
+            env -u "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUSTFLAGS" CARGO_TARGET_DIR=target/cross-dylib \
+                cargo build -q --release -p strix-runtime --target "$t"
+            xdylib=$root/target/cross-dylib/$t/release/libstrix_runtime.so
+        fi
         mkdir -p "$tmp/$arch"
         make -s -C examples/c OUT="$tmp/$arch" CC="$cc" STRIX_LIBDIR="$xlib" LDFLAGS="-static" \
             STRIX_STATIC_DEPS="-lutil -lrt -lpthread -lm -ldl -lc" "$tmp/$arch/detect-static" >/dev/null \
