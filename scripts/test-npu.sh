@@ -17,10 +17,7 @@
 #  5. strixd built with --features rknpu on the host, the double as its
 #     librknnrt.so (firmware/tests/strixd/npu.rs): `--check` names the NPU
 #     backend, a camera run over the shipped photos gives the CPU path's events,
-#     a missing library falls back to the CPU. Last: its dependency graph builds
-#     strix-runtime differently from the double's (firmware's image/sha2
-#     features), so running it between the steps above would rebuild the
-#     runtime twice.
+#     a missing library falls back to the CPU.
 # Usage: scripts/test-npu.sh [--no-cross] [--no-valgrind] [--no-toolkit]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,12 +44,17 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Host builds select their tests from the whole workspace (`--workspace
+# --test double`, not `-p strix-rknn-double`): cargo then resolves features
+# as the workspace tests did, and reuses their build instead of compiling
+# the runtime's dependencies again under another feature set.
+ws=(--release --workspace)
 step "rknpu backend vs the librknnrt double (host, dlopen)"
-cargo test --release -p strix-rknn-double -- --test-threads=1
+cargo test "${ws[@]}" --test double -- --test-threads=1
 
 if ((grind)); then
     step "the same under valgrind"
-    bin=$(cargo test --release -p strix-rknn-double --test double --no-run --message-format=json 2>/dev/null |
+    bin=$(cargo test "${ws[@]}" --test double --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 \
         "$bin" --test-threads=1
@@ -75,9 +77,9 @@ if ((toolkit)); then
     venv=${STRIX_RKNN_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/strix/rknn-venv}
     rknn_toolkit_install "$venv"
     # --features rknpu: the runtime feature set of the steps above (no rebuild).
-    STRIX_RKNN_PYTHON=$venv/bin/python cargo test --release -p strix-tools --features rknpu --lib npu:: -- \
+    STRIX_RKNN_PYTHON=$venv/bin/python cargo test "${ws[@]}" --features strix-tools/rknpu --lib npu:: -- \
         --nocapture --test-threads=1 2>&1 | grep -E '^(vww|fastestdet|test |SKIP)|panicked|FAILED|result'
 fi
 step "strixd --features rknpu against the double (host, dlopen)"
-cargo test --release -p strix-firmware --features rknpu --test strixd npu:: -- --test-threads=1
+cargo test "${ws[@]}" --features strix-firmware/rknpu --test strixd npu:: -- --test-threads=1
 step "done"
