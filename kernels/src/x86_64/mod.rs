@@ -28,7 +28,7 @@ mod pool;
 mod requant;
 mod sparse;
 
-pub use dwconv::qs8_dwconv2d__avx2;
+pub use dwconv::{qs8_dwconv2d__avx2, qs8_dwconv2d__avx512vnni};
 pub use elementwise::{qs8_requantize_copy__avx2, qs8_vadd__avx2, qs8_vmul__avx2};
 pub use gemm::{qs8_gemm_nt__avx2, qs8_gemm_nt_f32out__avx2};
 pub use gemm_4x16c4::qs8_gemm_4x16c4__avx2;
