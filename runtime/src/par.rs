@@ -104,7 +104,10 @@ impl Workers {
     /// `macs` multiply-accumulates, enough to wake them.
     pub(crate) fn pool_for(&mut self, macs: usize) -> Option<&mut Pool> {
         let min = self.min_macs;
-        self.pool.as_mut().filter(|_| macs >= min)
+        self.pool
+            .as_mut()
+            .filter(|_| macs >= min)
+            .and_then(|p| p.ready().then_some(p))
     }
 
     /// Lends the staging buffer out (a move, no allocation) while the
@@ -155,7 +158,11 @@ pub(crate) fn split_conv<T: Copy>(
         ..
     } = wk;
     let (sl, tl) = (*sl, *tl);
-    let Some(pool) = pool.as_mut().filter(|_| macs >= *min_macs) else {
+    let pool = pool
+        .as_mut()
+        .filter(|_| macs >= *min_macs)
+        .and_then(|p| p.ready().then_some(p));
+    let Some(pool) = pool else {
         piece(0, g.out_c, 0, p, &mut scratch[..sl], out, p);
         return Ok(());
     };
