@@ -294,7 +294,7 @@ mod tests {
             for quantum in [1, 4, 16] {
                 for channels in 1..=1000 {
                     let chunk = channel_chunk(channels, quantum, threads);
-                    assert!(chunk >= 1 && chunk % quantum == 0);
+                    assert!(chunk >= 1 && chunk.is_multiple_of(quantum));
                     let n = (channels / chunk).max(1);
                     // The last slice holds the remainder: less than two
                     // chunks, and at least one quantum when there is one.
