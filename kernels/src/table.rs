@@ -213,9 +213,10 @@ pub const AVXVNNI: KernelSet = KernelSet {
 };
 
 /// x86_64 AVX-512 VNNI: the [`AVX2`] row with the zmm `vpdpbusd` packed
-/// gemm and the depthwise kernel built with AVX-512's 32 registers (their
-/// wrappers re-check AVX-512 F/BW/VL/VNNI and fall back to the AVX-VNNI
-/// gemm and the AVX2 depthwise kernel).
+/// gemm, the depthwise kernel built with AVX-512's 32 registers and the
+/// `vpermi2b` table lookup (their wrappers re-check AVX-512 F/BW/VL/VNNI,
+/// and VBMI for the lookup, and fall back to the AVX-VNNI gemm, the AVX2
+/// depthwise kernel and the reference lookup).
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
 pub const AVX512VNNI: KernelSet = {
     use crate::x86_64 as x;
@@ -223,6 +224,7 @@ pub const AVX512VNNI: KernelSet = {
         isa: Isa::Avx512Vnni,
         gemm_4x16c4: kernel!(x::qs8_gemm_4x16c4__avx512vnni),
         dwconv2d: kernel!(x::qs8_dwconv2d__avx512vnni),
+        lut: kernel!(x::qs8_lut__avx512vnni),
         ..AVX2
     }
 };
