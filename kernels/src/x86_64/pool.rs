@@ -178,11 +178,61 @@ unsafe fn max_s1(g: &PoolGeometry, input: &[i8], output: &mut [i8]) {
     }
 }
 
+/// Average pooling of each whole plane (one window, no padding: `count`
+/// is the plane's size either way), the sum by `vpsadbw`: with `u = x ^
+/// 0x80 = x + 128` as unsigned bytes, `sum(x - zp) = sum(u) - (128 + zp)
+/// n`, exact in i64 and then in the reference's i32 (`n <=
+/// QS8_AVGPOOL_MAX_TAPS`, `|x - zp| <= 255`). The division and rounding are
+/// [`scalar_one`]'s.
+///
+/// Safety: AVX2; `check` passed; `g` is a global pool as tested in `pool`.
+#[inline(always)]
+unsafe fn global_avg(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut [i8]) {
+    let n = g.in_h * g.in_w;
+    let flip = _mm256_set1_epi8(i8::MIN);
+    for (c, o) in output.iter_mut().enumerate().take(g.channels) {
+        let p = input.as_ptr().add(c * n);
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 32 <= n {
+            let v = _mm256_xor_si256(_mm256_loadu_si256(p.add(i) as *const __m256i), flip);
+            acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
+            i += 32;
+        }
+        let mut lanes = [0u64; 4];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
+        let mut u: u64 = lanes.iter().sum();
+        while i < n {
+            u += (*p.add(i) as u8 ^ 0x80) as u64;
+            i += 1;
+        }
+        let sum = (u as i64 - (128 + zp as i64) * n as i64) as i32;
+        let n = n as i32;
+        let q = if sum >= 0 {
+            (sum + n / 2) / n
+        } else {
+            (sum - n / 2) / n
+        };
+        *o = (q + zp).clamp(-128, 127) as i8;
+    }
+}
+
 /// Safety: AVX2; `check` passed.
 #[target_feature(enable = "avx2")]
 unsafe fn pool(g: &PoolGeometry, zp: Option<i32>, input: &[i8], output: &mut [i8]) {
     if zp.is_none() && g.stride_w == 1 && g.out_w + g.kw + 64 <= ROW_BUF {
         return max_s1(g, input, output);
+    }
+    if let Some(z) = zp {
+        let global = g.out_h == 1
+            && g.out_w == 1
+            && g.kh == g.in_h
+            && g.kw == g.in_w
+            && g.pad_top == 0
+            && g.pad_left == 0;
+        if global && (-128..=127).contains(&z) {
+            return global_avg(g, z, input, output);
+        }
     }
     let plane = g.in_h * g.in_w;
     // Bytes one vector load reads from an input row.
