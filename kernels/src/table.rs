@@ -213,16 +213,22 @@ pub const AVXVNNI: KernelSet = KernelSet {
 };
 
 /// x86_64 AVX-512 VNNI: the [`AVX2`] row with the zmm `vpdpbusd` packed
-/// gemm (its wrapper re-checks AVX-512 F/BW/VL/VNNI and falls back to the
-/// AVX-VNNI kernel).
+/// gemm, the depthwise kernel built with AVX-512's 32 registers, the
+/// `vpermi2b` table lookup and the quantization built for zmm (their
+/// wrappers re-check AVX-512 F/BW/VL/VNNI, and VBMI for the lookup, and
+/// fall back to the AVX-VNNI gemm, the AVX2 depthwise kernel and the
+/// reference).
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
-pub const AVX512VNNI: KernelSet = KernelSet {
-    isa: Isa::Avx512Vnni,
-    gemm_4x16c4: {
-        use crate::x86_64 as x;
-        kernel!(x::qs8_gemm_4x16c4__avx512vnni)
-    },
-    ..AVX2
+pub const AVX512VNNI: KernelSet = {
+    use crate::x86_64 as x;
+    KernelSet {
+        isa: Isa::Avx512Vnni,
+        gemm_4x16c4: kernel!(x::qs8_gemm_4x16c4__avx512vnni),
+        dwconv2d: kernel!(x::qs8_dwconv2d__avx512vnni),
+        lut: kernel!(x::qs8_lut__avx512vnni),
+        quantize: kernel!(x::qs8_quantize__avx512vnni),
+        ..AVX2
+    }
 };
 
 /// aarch64 Advanced SIMD: every op (baseline ARMv8-A, runs on every aarch64

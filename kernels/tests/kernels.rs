@@ -848,6 +848,10 @@ fn check_pool_shapes(row: &KernelSet, rng: &mut Rng) -> usize {
         (2, 14, 40, 12, 12, 1, 5, 5, 14, 40),
         (1, 3, 9000, 3, 3, 1, 1, 1, 3, 9000),
         (1, 5, 9001, 3, 3, 2, 1, 0, 3, 4501),
+        // SPPF's 5x5 max pools on narrow planes (yolov8n at 320: 10x10).
+        (4, 10, 10, 5, 5, 1, 2, 2, 10, 10),
+        (3, 20, 20, 5, 5, 1, 2, 2, 20, 20),
+        (2, 40, 40, 5, 5, 1, 2, 2, 40, 40),
         // Global average pools (KWS's 25x5, a 7x7 backbone end, a plane
         // whose size is not a multiple of 16, a wide one).
         (64, 25, 5, 25, 5, 1, 0, 0, 1, 1),

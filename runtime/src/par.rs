@@ -16,10 +16,27 @@ use crate::pool::{Pool, SharedOut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use strix_kernels::driver::CONV_TILE;
 use strix_kernels::reference::ConvGeometry;
+use strix_kernels::Isa;
 
 /// Below this many multiply-accumulates a node runs on the calling thread:
 /// waking the workers (a few microseconds) would cost more than it saves.
+/// The floor of every path; faster paths raise it ([`par_min_macs`]).
 pub(crate) const PAR_MIN_MACS: usize = 100_000;
+
+/// The split threshold of kernel path `isa`: the work of the same few
+/// microseconds. A split costs about 4 us on a 2-vCPU x86 VM even with the
+/// worker spinning (KWS, whose five split convs have 0.3-0.5M MACs each:
+/// 0.050 ms on one thread, 0.070 ms on two), while the x86 paths run about
+/// 0.1 MMAC per microsecond (VNNI; AVX2 about half), so the x86 thresholds
+/// are the MACs of 10 us and 5 us. Other paths keep the floor (not
+/// measured here; their cores are slower).
+pub(crate) fn par_min_macs(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512Vnni | Isa::AvxVnni => 1_000_000,
+        Isa::Avx2 => 500_000,
+        _ => PAR_MIN_MACS,
+    }
+}
 
 /// Pixel tiles narrower than this starve the 16-wide gemm micro-kernels.
 const MIN_TILE: usize = 16;
@@ -38,6 +55,8 @@ pub(crate) struct Workers {
     /// The packed convs' staged input, shared by the threads (read-only
     /// while they run).
     staged: Vec<i8>,
+    /// Nodes with fewer multiply-accumulates run on the calling thread.
+    min_macs: usize,
 }
 
 impl Workers {
@@ -66,6 +85,7 @@ impl Workers {
             None
         };
         Ok(Workers {
+            min_macs: par_min_macs(p.isa),
             pool,
             scratch,
             sl: p.scratch,
@@ -80,10 +100,14 @@ impl Workers {
         self.pool.as_ref().map_or(1, Pool::threads)
     }
 
-    /// The pool, when the session has worker threads and `worth()` says
-    /// the node has enough work to wake them.
-    pub(crate) fn pool_if(&mut self, worth: impl FnOnce() -> bool) -> Option<&mut Pool> {
-        self.pool.as_mut().filter(|_| worth())
+    /// The pool, when the session has worker threads and the node has
+    /// `macs` multiply-accumulates, enough to wake them.
+    pub(crate) fn pool_for(&mut self, macs: usize) -> Option<&mut Pool> {
+        let min = self.min_macs;
+        self.pool
+            .as_mut()
+            .filter(|_| macs >= min)
+            .and_then(|p| p.ready().then_some(p))
     }
 
     /// Lends the staging buffer out (a move, no allocation) while the
@@ -113,7 +137,8 @@ pub(crate) type ConvPiece<'a, T> =
 
 /// Runs an ungrouped conv's pieces on every thread: pixel tiles when there are
 /// enough pixels, otherwise slices of output channels. `macs` is the work the
-/// conv really does (below [`PAR_MIN_MACS`] it runs on the calling thread).
+/// conv really does (below the path's [`par_min_macs`] it runs on the
+/// calling thread).
 pub(crate) fn split_conv<T: Copy>(
     wk: &mut Workers,
     g: &ConvGeometry,
@@ -129,10 +154,15 @@ pub(crate) fn split_conv<T: Copy>(
         sl,
         tiles,
         tl,
+        min_macs,
         ..
     } = wk;
     let (sl, tl) = (*sl, *tl);
-    let Some(pool) = pool.as_mut().filter(|_| macs >= PAR_MIN_MACS) else {
+    let pool = pool
+        .as_mut()
+        .filter(|_| macs >= *min_macs)
+        .and_then(|p| p.ready().then_some(p));
+    let Some(pool) = pool else {
         piece(0, g.out_c, 0, p, &mut scratch[..sl], out, p);
         return Ok(());
     };
@@ -205,22 +235,81 @@ pub(crate) fn split_conv<T: Copy>(
 }
 
 /// Runs `piece(c0, c1)` over slices of `channels` channels on every thread.
+/// Every slice is a multiple of `quantum` channels but the last, which takes
+/// the remainder (`quantum` is the width a kernel vectorises across
+/// channels: a slice of 24 runs a 16-channel kernel once whole and once
+/// overlapping, recomputing 8 channels, and one of 8 not at all).
 pub(crate) fn split_channels(
     pool: &mut Pool,
     channels: usize,
+    quantum: usize,
     piece: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(), String> {
-    let threads = pool.threads();
-    let chunk = channels.div_ceil(2 * threads).max(1);
-    let n = channels.div_ceil(chunk);
+    let chunk = channel_chunk(channels, quantum, pool.threads());
+    let n = (channels / chunk).max(1);
     let next = AtomicUsize::new(0);
     pool.run(&|_| loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= n {
             break;
         }
-        piece(i * chunk, ((i + 1) * chunk).min(channels));
+        piece(
+            i * chunk,
+            if i + 1 == n {
+                channels
+            } else {
+                (i + 1) * chunk
+            },
+        );
     })
     .then_some(())
     .ok_or_else(failed)
+}
+
+/// The slice width [`split_channels`] cuts: a multiple of `quantum` (at
+/// least 1 channel), two slices per thread where that keeps the threads
+/// equally loaded (the second slice lets a thread that started late take
+/// less), else one per thread.
+fn channel_chunk(channels: usize, quantum: usize, threads: usize) -> usize {
+    let q = quantum.max(1);
+    // Whole quanta; the remainder rides on the last slice.
+    let units = (channels / q).max(1);
+    // Units on the busiest thread when slices of `c` units are claimed in
+    // turn by `threads` equally fast threads.
+    let span = |c: usize| (units / c).max(1).div_ceil(threads) * c + units % c;
+    let two = (units / (2 * threads)).max(1);
+    let one = (units / threads).max(1);
+    (if span(two) <= span(one) { two } else { one }) * q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Channel slices are whole quanta but the last, cover every channel
+    /// once, and load two threads evenly where the quanta allow.
+    #[test]
+    fn channel_slices_are_whole_quanta() {
+        for threads in 1..=4 {
+            for quantum in [1, 4, 16] {
+                for channels in 1..=1000 {
+                    let chunk = channel_chunk(channels, quantum, threads);
+                    assert!(chunk >= 1 && chunk.is_multiple_of(quantum));
+                    let n = (channels / chunk).max(1);
+                    // The last slice holds the remainder: less than two
+                    // chunks, and at least one quantum when there is one.
+                    let last = channels - (n - 1) * chunk;
+                    assert!(last < 2 * chunk, "{channels} {quantum} {threads}");
+                    assert!(last >= quantum.min(channels));
+                }
+            }
+        }
+        // The depthwise widths of mobilenet_v2 on two threads.
+        let two = |c| channel_chunk(c, 16, 2);
+        assert_eq!(two(32), 16);
+        assert_eq!(two(96), 16);
+        assert_eq!(two(144), 32);
+        assert_eq!(two(192), 48);
+        assert_eq!(two(960), 240);
+    }
 }

@@ -33,6 +33,46 @@ pub fn qs8_dwconv2d__avx2(
     rq: &[Requant],
     output: &mut [i8],
 ) {
+    dwconv2d(g, q, input, weights, bias, rq, output, false)
+}
+
+/// [`qs8_dwconv2d__avx2`] whose channel-block path is built with AVX-512
+/// F/BW/VL (`dwconv_hwc::dwconv_hwc_avx512`: the same code with 32 vector
+/// registers); same contract, same output. Runs the AVX2 kernel on CPUs
+/// without AVX-512 F/BW/VL/VNNI.
+pub fn qs8_dwconv2d__avx512vnni(
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    output: &mut [i8],
+) {
+    dwconv2d(
+        g,
+        q,
+        input,
+        weights,
+        bias,
+        rq,
+        output,
+        super::has_avx512vnni(),
+    )
+}
+
+/// Both wrappers; `wide`: AVX-512 F/BW/VL are present.
+#[allow(clippy::too_many_arguments)]
+fn dwconv2d(
+    g: &ConvGeometry,
+    q: &QConvParams,
+    input: &[i8],
+    weights: &[i8],
+    bias: &[i32],
+    rq: &[Requant],
+    output: &mut [i8],
+    wide: bool,
+) {
     let depthwise = g.is_valid() && g.groups == g.in_c && g.groups == g.out_c;
     if !super::has_avx2() || !depthwise || !(-128..=127).contains(&q.in_zp) {
         return reference::qs8_conv2d(g, q, input, weights, bias, rq, output);
@@ -59,10 +99,17 @@ pub fn qs8_dwconv2d__avx2(
     // its stack ring.
     // SAFETY (all three): AVX2 is present and the buffer lengths were
     // checked above; `dwconv_hwc` also needs `applies(g)` and both zero
-    // points in the int8 range, checked here; `dwconv`'s vector loads stay
-    // inside one input row (see `vector_ok`).
+    // points in the int8 range, checked here (and its AVX-512 build the
+    // features `wide` promises); `dwconv`'s vector loads stay inside one
+    // input row (see `vector_ok`).
     if (-128..=127).contains(&q.out_zp) && dwconv_hwc::applies(g) {
-        unsafe { dwconv_hwc::dwconv_hwc(g, q, input, weights, bias, rq, output) }
+        unsafe {
+            if wide {
+                dwconv_hwc::dwconv_hwc_avx512(g, q, input, weights, bias, rq, output)
+            } else {
+                dwconv_hwc::dwconv_hwc(g, q, input, weights, bias, rq, output)
+            }
+        }
     } else if padded_dims(g).is_some() {
         unsafe { dwconv_padded(g, q, input, weights, bias, rq, output) }
     } else {

@@ -165,16 +165,19 @@ unsafe fn block<const G: usize>(c: &Call, g0: usize) {
     for (g, accg) in acc.iter_mut().enumerate() {
         // SAFETY: channel group g0 + g holds kb groups of 16 bytes.
         let sums = unsafe { col_sums(c.a.add((g0 + g) * kb * 16), kb) };
-        let mut s = [0i32; 4];
-        // SAFETY: 16 bytes into `s`.
-        unsafe { _mm_storeu_si128(s.as_mut_ptr() as *mut __m128i, sums) };
-        // Rows past m start anywhere: they are never stored.
-        for (r, acc) in accg.iter_mut().enumerate() {
-            let i = (g0 + g) * PACK_MR + r;
-            if i < m {
-                *acc = _mm512_set1_epi32(c.bias[i].wrapping_sub(s[r]));
-            }
-        }
+        // The group's biases in one masked load (rows past m read nothing
+        // and start anywhere: they are never stored), then each lane
+        // broadcast: no trip through scalar registers per channel.
+        let i0 = (g0 + g) * PACK_MR;
+        let rows = (m - i0).min(PACK_MR);
+        // SAFETY: i0 < m <= bias.len() (the group is one of m's), and the
+        // mask covers only rows i0..m.
+        let b = unsafe { _mm_maskz_loadu_epi32((1u8 << rows) - 1, c.bias.as_ptr().add(i0)) };
+        let init = _mm_sub_epi32(b, sums);
+        accg[0] = _mm512_broadcastd_epi32(init);
+        accg[1] = _mm512_broadcastd_epi32(_mm_shuffle_epi32::<0x55>(init));
+        accg[2] = _mm512_broadcastd_epi32(_mm_shuffle_epi32::<0xaa>(init));
+        accg[3] = _mm512_broadcastd_epi32(_mm_shuffle_epi32::<0xff>(init));
     }
     let sign = _mm512_set1_epi8(i8::MIN);
     for s in 0..kb {

@@ -24,16 +24,18 @@ mod gemm;
 mod gemm_4x16c4;
 mod gemm_4x16c4_avx512vnni;
 mod gemm_4x16c4_vnni;
+mod lut;
 mod pool;
 mod requant;
 mod sparse;
 
-pub use dwconv::qs8_dwconv2d__avx2;
+pub use dwconv::{qs8_dwconv2d__avx2, qs8_dwconv2d__avx512vnni};
 pub use elementwise::{qs8_requantize_copy__avx2, qs8_vadd__avx2, qs8_vmul__avx2};
 pub use gemm::{qs8_gemm_nt__avx2, qs8_gemm_nt_f32out__avx2};
 pub use gemm_4x16c4::qs8_gemm_4x16c4__avx2;
 pub use gemm_4x16c4_avx512vnni::qs8_gemm_4x16c4__avx512vnni;
 pub use gemm_4x16c4_vnni::qs8_gemm_4x16c4__avxvnni;
+pub use lut::{qs8_lut__avx512vnni, qs8_quantize__avx512vnni};
 pub use pool::{qs8_avgpool2d__avx2, qs8_maxpool2d__avx2};
 pub use sparse::qs8_gemm_nt_sparse__avx2;
 

@@ -1,6 +1,10 @@
 //! `qs8_maxpool2d` and `qs8_avgpool2d` on AVX2, vectorised along the output
 //! width for strides 1 and 2 (sixteen outputs per step, i16 lanes).
 //!
+//! Max pooling with stride 1 (rows up to about 2000 outputs) runs
+//! separably instead ([`max_s1`]): column maxima into a padded row, then
+//! row maxima, every output a lane, narrow planes included.
+//!
 //! Stride 1 loads 16 inputs per tap; stride 2 loads 32 and keeps the even
 //! bytes (shift left then arithmetic right by 8 within each i16 lane), which
 //! yields the 16 subsampled inputs in order. Outputs whose window leaves the
@@ -90,9 +94,146 @@ fn scalar_one(g: &PoolGeometry, zp: Option<i32>, inp: &[i8], oy: usize, ox: usiz
     }
 }
 
+/// Bytes of [`max_s1`]'s padded row (its windows' columns plus slack for
+/// 32-byte loads).
+const ROW_BUF: usize = 2048;
+
+/// Max pooling with `stride_w == 1`, separably: per output row, the max of
+/// the window's input rows (clipped as the reference clips them) into a row
+/// padded with -128, then the max of `kw` shifted loads of that row. Exact:
+/// max is associative, and -128 is the reference's start value, so padding
+/// never changes a window's max (a window with no input gives -128 in
+/// both). Every output column, narrow planes included, is a vector lane;
+/// the generic path runs outputs whose window leaves the row one by one.
+///
+/// Safety: AVX2; `check` passed; `g.stride_w == 1` and `g.out_w + g.kw +
+/// 64 <= ROW_BUF`.
+#[inline(always)]
+unsafe fn max_s1(g: &PoolGeometry, input: &[i8], output: &mut [i8]) {
+    let plane = g.in_h * g.in_w;
+    // Padded columns the windows read: x is image column x - pad_left.
+    let wp = g.out_w - 1 + g.kw;
+    // Image columns inside them (the rest of the row is never read).
+    let cols = g.in_w.min(wp.saturating_sub(g.pad_left));
+    // -128 outside the image columns for the whole call; those are
+    // rewritten per row.
+    let mut buf = [i8::MIN; ROW_BUF];
+    let b = buf.as_mut_ptr().add(g.pad_left);
+    for c in 0..g.channels {
+        let inp = input.as_ptr().add(c * plane);
+        for oy in 0..g.out_h {
+            let (y0, y1, _, _, _) = window(g, oy, 0);
+            // Column maxima of rows y0..y1 (at least one row: the window
+            // meets the image, else every column is -128).
+            let mut x = 0;
+            while x + 32 <= cols {
+                let mut m = _mm256_set1_epi8(i8::MIN);
+                for yy in y0..y1 {
+                    let v = _mm256_loadu_si256(inp.add(yy * g.in_w + x) as *const __m256i);
+                    m = _mm256_max_epi8(m, v);
+                }
+                _mm256_storeu_si256(b.add(x) as *mut __m256i, m);
+                x += 32;
+            }
+            while x + 16 <= cols {
+                let mut m = _mm_set1_epi8(i8::MIN);
+                for yy in y0..y1 {
+                    let v = _mm_loadu_si128(inp.add(yy * g.in_w + x) as *const __m128i);
+                    m = _mm_max_epi8(m, v);
+                }
+                _mm_storeu_si128(b.add(x) as *mut __m128i, m);
+                x += 16;
+            }
+            while x < cols {
+                let mut m = i8::MIN;
+                for yy in y0..y1 {
+                    m = m.max(*inp.add(yy * g.in_w + x));
+                }
+                *b.add(x) = m;
+                x += 1;
+            }
+            // Row maxima over kw columns; loads reach ox + 31 + kw - 1 <
+            // out_w + kw + 31 <= ROW_BUF.
+            let orow = output.as_mut_ptr().add((c * g.out_h + oy) * g.out_w);
+            let mut ox = 0;
+            while ox < g.out_w {
+                let mut m = _mm256_loadu_si256(buf.as_ptr().add(ox) as *const __m256i);
+                for kx in 1..g.kw {
+                    let v = _mm256_loadu_si256(buf.as_ptr().add(ox + kx) as *const __m256i);
+                    m = _mm256_max_epi8(m, v);
+                }
+                let n = (g.out_w - ox).min(32);
+                if n == 32 {
+                    _mm256_storeu_si256(orow.add(ox) as *mut __m256i, m);
+                } else {
+                    let mut t = [0i8; 32];
+                    _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, m);
+                    for (j, &v) in t.iter().enumerate().take(n) {
+                        *orow.add(ox + j) = v;
+                    }
+                }
+                ox += n;
+            }
+        }
+    }
+}
+
+/// Average pooling of each whole plane (one window, no padding: `count`
+/// is the plane's size either way), the sum by `vpsadbw`: with `u = x ^
+/// 0x80 = x + 128` as unsigned bytes, `sum(x - zp) = sum(u) - (128 + zp)
+/// n`, exact in i64 and then in the reference's i32 (`n <=
+/// QS8_AVGPOOL_MAX_TAPS`, `|x - zp| <= 255`). The division and rounding are
+/// [`scalar_one`]'s.
+///
+/// Safety: AVX2; `check` passed; `g` is a global pool as tested in `pool`.
+#[inline(always)]
+unsafe fn global_avg(g: &PoolGeometry, zp: i32, input: &[i8], output: &mut [i8]) {
+    let n = g.in_h * g.in_w;
+    let flip = _mm256_set1_epi8(i8::MIN);
+    for (c, o) in output.iter_mut().enumerate().take(g.channels) {
+        let p = input.as_ptr().add(c * n);
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 32 <= n {
+            let v = _mm256_xor_si256(_mm256_loadu_si256(p.add(i) as *const __m256i), flip);
+            acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
+            i += 32;
+        }
+        let mut lanes = [0u64; 4];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
+        let mut u: u64 = lanes.iter().sum();
+        while i < n {
+            u += (*p.add(i) as u8 ^ 0x80) as u64;
+            i += 1;
+        }
+        let sum = (u as i64 - (128 + zp as i64) * n as i64) as i32;
+        let n = n as i32;
+        let q = if sum >= 0 {
+            (sum + n / 2) / n
+        } else {
+            (sum - n / 2) / n
+        };
+        *o = (q + zp).clamp(-128, 127) as i8;
+    }
+}
+
 /// Safety: AVX2; `check` passed.
 #[target_feature(enable = "avx2")]
 unsafe fn pool(g: &PoolGeometry, zp: Option<i32>, input: &[i8], output: &mut [i8]) {
+    if zp.is_none() && g.stride_w == 1 && g.out_w + g.kw + 64 <= ROW_BUF {
+        return max_s1(g, input, output);
+    }
+    if let Some(z) = zp {
+        let global = g.out_h == 1
+            && g.out_w == 1
+            && g.kh == g.in_h
+            && g.kw == g.in_w
+            && g.pad_top == 0
+            && g.pad_left == 0;
+        if global && (-128..=127).contains(&z) {
+            return global_avg(g, z, input, output);
+        }
+    }
     let plane = g.in_h * g.in_w;
     // Bytes one vector load reads from an input row.
     let load = if g.stride_w == 1 { 16 } else { 32 };

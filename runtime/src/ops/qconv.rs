@@ -13,7 +13,7 @@ use super::conv::{geometry_ok, sizes, tile_len};
 use super::ctx::{act_ok, bias_ok, qact_ok, want, zp_ok, Ctx, Packed, Res, Run};
 use super::Prep;
 use crate::graph::DType;
-use crate::par::{split_channels, split_conv, Workers, PAR_MIN_MACS};
+use crate::par::{split_channels, split_conv, Workers};
 use crate::pool::SharedOut;
 use crate::validate::MAX_QS8_REDUCTION;
 use strix_kernels::driver::{
@@ -371,13 +371,15 @@ fn dwconv(
     rq: &[Requant],
     out: &mut [i8],
 ) -> Res {
-    let Some(pool) = wk.pool_if(|| g.macs() >= PAR_MIN_MACS) else {
+    let Some(pool) = wk.pool_for(g.macs()) else {
         (ks.dwconv2d.run)(g, q, x, w, b, rq, out);
         return Ok(());
     };
     let (pi, po, kk) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let dst = SharedOut(out.as_mut_ptr());
-    split_channels(pool, g.out_c, &|c0, c1| {
+    // 16: the channel block of the depthwise kernels that vectorise across
+    // channels (x86 and AArch64 HWC blocks).
+    split_channels(pool, g.out_c, 16, &|c0, c1| {
         let sub = ConvGeometry {
             in_c: c1 - c0,
             out_c: c1 - c0,

@@ -9,7 +9,7 @@ use super::ctx::{act_ok, bias_ok, qact_ok, want, zp_ok, Ctx, Res, Run};
 use super::gemm::sizes_ok;
 use super::Prep;
 use crate::graph::DType;
-use crate::par::{split_channels, Workers, PAR_MIN_MACS};
+use crate::par::{split_channels, Workers};
 use crate::pool::SharedOut;
 use crate::validate::MAX_QS8_REDUCTION;
 use strix_kernels::driver::fold_bias;
@@ -137,12 +137,12 @@ fn gemm_i8(
     qo: &QOut,
     out: &mut [i8],
 ) -> Res {
-    let Some(pool) = wk.pool_if(|| m == 1 && n * k >= PAR_MIN_MACS) else {
+    let Some(pool) = wk.pool_for(if m == 1 { n * k } else { 0 }) else {
         (ks.gemm_nt.run)(n, m, k, w, x, fb, rq, qo, out, 1, n);
         return Ok(());
     };
     let dst = SharedOut(out.as_mut_ptr());
-    split_channels(pool, n, &|c0, c1| {
+    split_channels(pool, n, 1, &|c0, c1| {
         // SAFETY: with one input row, outputs c0..c1 are this piece's alone.
         let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(c0), c1 - c0) };
         (ks.gemm_nt.run)(

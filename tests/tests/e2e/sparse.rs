@@ -145,7 +145,8 @@ fn pruned_kws_runs_sparse_and_matches_dense_bit_for_bit() {
     // Threads split the sparse convs (pixel tiles or channel slices of the
     // block rows): every tensor is the same on 1-4 threads, on both paths.
     // The split needs enough stored work (`PAR_MIN_MACS` = 100k in
-    // runtime/src/par.rs), which at least one of these convs has.
+    // runtime/src/par.rs on the scalar path; the x86 paths split from 0.5M
+    // or 1M), which at least one of these convs has on the scalar path.
     let stored_macs = |n: &strix_runtime::graph::Node| match (&n.op, n.sparse_blocks(&sparse.graph))
     {
         (Op::QConvSparse { geom, .. }, Some((stored, total))) => geom.macs() * stored / total,
