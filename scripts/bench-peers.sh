@@ -35,7 +35,8 @@ cargo build --release -q -p strix-tools --bin strix-peers
 BIN=${CARGO_TARGET_DIR:-target}/release/strix-peers
 
 # The exact tensors Strix calibrates on (incl. KWS MFCCs), for ORT's quantizer.
-"$BIN" --out "$OUT" --dump-calib
+# (The same options: --bench-dir and --models choose what is dumped too.)
+"$BIN" --out "$OUT" --dump-calib "$@"
 "$PY" scripts/quantize_for_ort.py --out "$OUT" --calib "$OUT/calib"
 
 "$BIN" --out "$OUT" --json "$OUT/peers.json" "$@"
