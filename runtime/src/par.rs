@@ -103,11 +103,7 @@ impl Workers {
     /// The pool, when the session has worker threads and the node has
     /// `macs` multiply-accumulates, enough to wake them.
     pub(crate) fn pool_for(&mut self, macs: usize) -> Option<&mut Pool> {
-        let min = self.min_macs;
-        self.pool
-            .as_mut()
-            .filter(|_| macs >= min)
-            .and_then(|p| p.ready().then_some(p))
+        eligible(&mut self.pool, macs, self.min_macs)
     }
 
     /// Lends the staging buffer out (a move, no allocation) while the
@@ -135,6 +131,14 @@ fn failed() -> String {
 pub(crate) type ConvPiece<'a, T> =
     dyn Fn(usize, usize, usize, usize, &mut [i8], &mut [T], usize) + Sync + 'a;
 
+/// `pool` when a node of `macs` multiply-accumulates is worth splitting:
+/// at least `min` of them, and the pool not backing off ([`Pool::ready`]).
+fn eligible(pool: &mut Option<Pool>, macs: usize, min: usize) -> Option<&mut Pool> {
+    pool.as_mut()
+        .filter(|_| macs >= min)
+        .and_then(|p| p.ready().then_some(p))
+}
+
 /// Runs an ungrouped conv's pieces on every thread: pixel tiles when there are
 /// enough pixels, otherwise slices of output channels. `macs` is the work the
 /// conv really does (below the path's [`par_min_macs`] it runs on the
@@ -158,11 +162,7 @@ pub(crate) fn split_conv<T: Copy>(
         ..
     } = wk;
     let (sl, tl) = (*sl, *tl);
-    let pool = pool
-        .as_mut()
-        .filter(|_| macs >= *min_macs)
-        .and_then(|p| p.ready().then_some(p));
-    let Some(pool) = pool else {
+    let Some(pool) = eligible(pool, macs, *min_macs) else {
         piece(0, g.out_c, 0, p, &mut scratch[..sl], out, p);
         return Ok(());
     };

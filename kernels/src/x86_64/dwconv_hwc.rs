@@ -523,6 +523,18 @@ unsafe fn stage_row(
     }
 }
 
+/// The entry steps of a staged row: between output columns, and between a
+/// tap pair's taps. With an even stride (`entries`) column `x` is entry
+/// `x / 2`.
+#[inline(always)]
+fn entry_steps(g: &ConvGeometry) -> (usize, usize) {
+    if g.stride_w.is_multiple_of(2) {
+        (g.stride_w / 2, g.dil_w)
+    } else {
+        (g.stride_w, 2 * g.dil_w)
+    }
+}
+
 /// One output row: `out_w` pixels of 16 bytes to `dst`, two pixels at a time.
 ///
 /// # Safety
@@ -541,12 +553,7 @@ unsafe fn out_row<const FAST: bool>(
     dst: *mut __m128i,
 ) {
     let npk = kw.div_ceil(2);
-    // Entry indices: with an even stride (`entries`) column `x` is entry `x / 2`.
-    let (s, dw) = if g.stride_w.is_multiple_of(2) {
-        (g.stride_w / 2, g.dil_w)
-    } else {
-        (g.stride_w, 2 * g.dil_w)
-    };
+    let (s, dw) = entry_steps(g);
     let mut ox = 0;
     while ox + 2 <= g.out_w {
         let [mut a0, mut b0] = k.bias;
@@ -730,11 +737,7 @@ unsafe fn out_row_512(
     dst: *mut __m128i,
 ) {
     let npk = kw.div_ceil(2);
-    let (s, dw) = if g.stride_w.is_multiple_of(2) {
-        (g.stride_w / 2, g.dil_w)
-    } else {
-        (g.stride_w, 2 * g.dil_w)
-    };
+    let (s, dw) = entry_steps(g);
     let c = ZmmConsts::load(k);
     let bias = c.bias;
     let wv = wv as *const __m512i;
